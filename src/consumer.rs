@@ -1,0 +1,333 @@
+//! [`Consumer`]: one member of a consumer group reading records in offset order.
+//!
+//! A consumer holds its group's lease (one member at a time), polls records from its cursor,
+//! and commits offsets to the group's slot so a restarted member resumes after them.
+//!
+//! Reads are zero-copy when the bytes cannot change under the reader: for a gating group under
+//! `Block`/`Reject`, producers never claim bytes at or after the group's committed position
+//! within one capacity. Otherwise (non-gating groups, `Overwrite` queues, and reads behind the
+//! protected zone after a seek or at a new group's start) the record is copied and then checked
+//! against the tail (SYNC L in `ring.rs`); an overrun reader gets [`Error::Lagged`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+
+use crate::error::{Corruption, Error, Result};
+use crate::layout::{footprint, FullPolicy};
+use crate::process;
+use crate::queue::Shared;
+use crate::ring::{self, Found};
+use crate::sync::Ordering;
+
+/// Where a newly created group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// At the oldest record still in the ring.
+    #[default]
+    Earliest,
+    /// At the next record to be published.
+    Latest,
+}
+
+/// How to create a group if it does not exist yet (ignored for existing groups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Gating groups hold producers back; non-gating ones may be overrun. Default true.
+    pub gating: bool,
+    /// Where a new group starts. Default [`Start::Earliest`].
+    pub start: Start,
+}
+
+impl Default for Subscribe {
+    fn default() -> Self {
+        Subscribe {
+            gating: true,
+            start: Start::Earliest,
+        }
+    }
+}
+
+/// Where [`Consumer::seek`] moves the read cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// The oldest record still in the ring.
+    Earliest,
+    /// The next record to be published.
+    Latest,
+    /// The group's committed offset.
+    Committed,
+    /// A given offset (must still be in the ring).
+    Offset(u64),
+}
+
+/// One record, borrowed until the next call on the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The record's offset (dense per queue: 0, 1, 2, …).
+    pub offset: u64,
+    /// When it was published, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// A member of a consumer group. Dropping it releases the group's lease.
+pub struct Consumer {
+    shared: Arc<Shared>,
+    group: String,
+    slot: u32,
+    lease: u128,
+    /// Next record to read: its offset and cursor position.
+    offset: u64,
+    pos: u64,
+    /// Reads must be validated: the group can be overrun.
+    lappable: bool,
+    /// Reads below this position must be validated (protected zone starts here).
+    safe_from: u64,
+    /// The stalled record and when we first saw it stalled.
+    stall: Option<(u64, Instant)>,
+    buf: Vec<u8>,
+}
+
+impl Consumer {
+    pub(crate) fn new(shared: Arc<Shared>, group: &str, opts: &Subscribe) -> Result<Consumer> {
+        let ring = &shared.ring;
+        let (slot, created) =
+            shared.find_or_create_group(group, opts.gating, || match opts.start {
+                Start::Earliest => ring.oldest(),
+                Start::Latest => ring.tail(),
+            })?;
+        let lease = process::lease_word();
+        shared.acquire_lease(slot, group, lease)?;
+        let (offset, pos) = shared.committed(slot);
+        let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
+        // A new gating group's start is protected only once producers rescan the groups; until
+        // the reader passes today's tail, validate its reads.
+        let safe_from = if created { pos.max(ring.tail().1) } else { pos };
+        Ok(Consumer {
+            shared,
+            group: group.to_string(),
+            slot,
+            lease,
+            offset,
+            pos,
+            lappable,
+            safe_from,
+            stall: None,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The next offset [`poll`](Self::poll) will return (or skip past, if it was aborted).
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+
+    /// The group's committed offset: the next one a restarted member would read.
+    pub fn committed(&self) -> u64 {
+        self.shared.committed(self.slot).0
+    }
+
+    /// Records published but not yet read by this consumer (racy: a snapshot).
+    pub fn lag(&self) -> u64 {
+        self.shared.ring.tail().0.saturating_sub(self.offset)
+    }
+
+    /// Returns the next record, waiting up to `timeout` (`None`: forever) for one.
+    ///
+    /// `Ok(None)` means the timeout passed. [`Error::Lagged`] means records were overwritten
+    /// before this consumer read them; it now continues at the oldest retained record.
+    /// A record whose producer died mid-publish is skipped after the queue's claim timeout.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
+        let mut deadline: Option<Option<Instant>> = None;
+        let backoff = Backoff::new();
+        loop {
+            let ring = &self.shared.ring;
+            match ring.read(self.offset, self.pos) {
+                Found::Ready {
+                    len,
+                    timestamp,
+                    payload,
+                } => {
+                    let offset = self.offset;
+                    let at = self.pos;
+                    self.offset += 1;
+                    self.pos += footprint(len as u64);
+                    self.stall = None;
+                    let bytes = if self.lappable || at < self.safe_from {
+                        self.buf.resize(len as usize, 0);
+                        ring.region.read_bytes(payload, &mut self.buf);
+                        if ring.overrun(at) {
+                            return Err(self.resync(offset));
+                        }
+                        &self.buf[..]
+                    } else {
+                        let ptr = ring.region.bytes_ptr(payload, len as u64);
+                        // SAFETY: the record is committed and lies at or after the group's
+                        // protected position, so no producer writes these bytes until this
+                        // group commits past them, which needs `&mut self` (the borrow ends
+                        // first). Bounds were checked by `read` and `bytes_ptr`.
+                        unsafe { std::slice::from_raw_parts(ptr, len as usize) }
+                    };
+                    return Ok(Some(Message {
+                        offset,
+                        timestamp_ns: timestamp,
+                        payload: bytes,
+                    }));
+                }
+                Found::Padding { next } => self.pos = next,
+                Found::Aborted => match ring.resolve(self.offset + 1) {
+                    Some(next) => {
+                        self.offset += 1;
+                        self.pos = next;
+                        self.stall = None;
+                    }
+                    None => return Err(self.resync(self.offset)),
+                },
+                Found::Lapped => return Err(self.resync(self.offset)),
+                Found::Corrupt(why) => {
+                    return Err(Error::Corrupt {
+                        path: self.shared.path.clone(),
+                        kind: Corruption::Shared(why),
+                    })
+                }
+                Found::Pending { tag, at } => {
+                    let (t_off, t_pos) = ring.tail();
+                    if self.lappable && t_pos.saturating_sub(self.pos) > ring.layout.capacity {
+                        return Err(self.resync(self.offset));
+                    }
+                    let claimed = t_off > self.offset;
+                    let mut stall_left = None;
+                    if claimed {
+                        let now = Instant::now();
+                        let since = match self.stall {
+                            Some((o, since)) if o == self.offset => since,
+                            _ => {
+                                self.stall = Some((self.offset, now));
+                                now
+                            }
+                        };
+                        let left = self
+                            .shared
+                            .geometry
+                            .claim_timeout
+                            .saturating_sub(now - since);
+                        if left.is_zero() {
+                            ring.abort(self.offset, at, tag);
+                            continue;
+                        }
+                        stall_left = Some(left);
+                    }
+                    if !backoff.is_completed() {
+                        backoff.snooze();
+                        continue;
+                    }
+                    let deadline =
+                        *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    if left == Some(Duration::ZERO) {
+                        return Ok(None);
+                    }
+                    let wait = match (left, stall_left) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let word = ring.region.u64(at);
+                    // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
+                    let changed = || word.load(Ordering::SeqCst) != tag;
+                    ring.wait_data(1u64 << self.slot, changed, wait);
+                }
+            }
+        }
+    }
+
+    /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
+    fn resync(&mut self, from: u64) -> Error {
+        // An overrun record is older than the ring's oldest, so this moves forward.
+        let (offset, pos) = self.shared.ring.oldest();
+        self.offset = offset;
+        self.pos = pos;
+        self.stall = None;
+        Error::Lagged {
+            lost: offset.saturating_sub(from),
+        }
+    }
+
+    /// Commits `offset`: it and every record before it are processed, and a member that starts
+    /// after this one resumes at `offset + 1`. Committing an offset at or below the committed
+    /// one changes nothing; committing one not yet polled is an error.
+    pub fn commit(&mut self, offset: u64) -> Result<()> {
+        if offset >= self.offset {
+            return Err(Error::InvalidArgument(format!(
+                "cannot commit offset {offset}: this consumer has only read up to {}",
+                self.offset
+            )));
+        }
+        let next = offset + 1;
+        let (committed, _) = self.shared.committed(self.slot);
+        if next <= committed {
+            return Ok(());
+        }
+        let pos = if next == self.offset {
+            self.pos
+        } else {
+            self.shared
+                .ring
+                .resolve(next)
+                .ok_or_else(|| self.out_of_range(next))?
+        };
+        crate::crash::point("commit.before_store");
+        self.shared.set_committed(self.slot, next, pos);
+        crate::crash::point("commit.after_store");
+        self.safe_from = self.safe_from.max(pos);
+        ring::wake_on(
+            &self.shared.ring.region,
+            crate::layout::SPACE_WAITERS,
+            crate::layout::SPACE_SEQ,
+        );
+        Ok(())
+    }
+
+    /// Moves the read cursor (not the committed offset).
+    pub fn seek(&mut self, to: SeekTo) -> Result<()> {
+        let ring = &self.shared.ring;
+        let (offset, pos) = match to {
+            SeekTo::Earliest => ring.oldest(),
+            SeekTo::Latest => ring.tail(),
+            SeekTo::Committed => self.shared.committed(self.slot),
+            SeekTo::Offset(x) => {
+                let (oldest, _) = ring.oldest();
+                match ring.resolve(x) {
+                    Some(p) if x >= oldest => (x, p),
+                    _ => return Err(self.out_of_range(x)),
+                }
+            }
+        };
+        self.offset = offset;
+        self.pos = pos;
+        self.stall = None;
+        Ok(())
+    }
+
+    fn out_of_range(&self, requested: u64) -> Error {
+        let ring = &self.shared.ring;
+        Error::OffsetOutOfRange {
+            requested,
+            earliest: ring.oldest().0,
+            latest: ring.tail().0,
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.shared.release_lease(self.slot, self.lease);
+    }
+}

@@ -1,0 +1,142 @@
+//! Errors: one [`Error`] for every fallible operation, with the path and cause where a file is
+//! involved, and the outcomes a caller must branch on (`Full`, `Timeout`, `Lagged`) as variants.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What is wrong with a queue file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Corruption {
+    /// The file is shorter (or longer) than its header says.
+    #[error("file is {len} bytes, expected {need}")]
+    Truncated {
+        /// Actual length.
+        len: u64,
+        /// Length the header requires.
+        need: u64,
+    },
+    /// The first 8 bytes are not the shmq magic.
+    #[error("not a shmq queue file (bad magic)")]
+    BadMagic,
+    /// The format version is not the one this build supports.
+    #[error("format version {found} is not supported (this build reads version {supported})")]
+    Version {
+        /// Version in the file.
+        found: u32,
+        /// Version this build supports.
+        supported: u32,
+    },
+    /// The immutable header's checksum does not match.
+    #[error("header checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    HeaderChecksum {
+        /// Checksum stored in the file.
+        stored: u32,
+        /// Checksum of the bytes as read.
+        computed: u32,
+    },
+    /// A header field is out of range or inconsistent.
+    #[error("invalid header field: {0}")]
+    Field(String),
+    /// A record or table entry in the shared mapping is malformed.
+    #[error("malformed shared state: {0}")]
+    Shared(String),
+}
+
+/// Every error shmq returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O call on the queue file failed.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        /// The queue file.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The queue file is not valid.
+    #[error("{path}: {kind}")]
+    Corrupt {
+        /// The queue file.
+        path: PathBuf,
+        /// What is wrong.
+        kind: Corruption,
+    },
+    /// The file already exists (create never replaces a file).
+    #[error("{path}: already exists")]
+    Exists {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The file does not exist.
+    #[error("{path}: no such queue file")]
+    NotFound {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// An argument is out of range; the message says which and why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// This machine cannot run shmq (e.g. no lock-free 128-bit compare-and-swap).
+    #[error("unsupported platform: {0}")]
+    Unsupported(&'static str),
+    /// A payload is larger than the queue's maximum message size.
+    #[error("message of {len} bytes exceeds the queue's maximum of {max}")]
+    TooBig {
+        /// Payload length.
+        len: usize,
+        /// The queue's maximum.
+        max: u32,
+    },
+    /// The ring is full and the queue's policy is `Reject`.
+    #[error("queue is full")]
+    Full,
+    /// Nothing happened within the timeout (a blocked publish).
+    #[error("timed out")]
+    Timeout,
+    /// Every producer slot is taken by a live producer.
+    #[error("all {0} producer slots are in use by live producers")]
+    TooManyProducers(u32),
+    /// Every group slot is in use.
+    #[error("all {0} consumer-group slots are in use")]
+    TooManyGroups(u32),
+    /// The named group does not exist.
+    #[error("consumer group {0:?} does not exist")]
+    UnknownGroup(String),
+    /// Another live consumer holds the group's lease.
+    #[error("consumer group {group:?} is held by live process {pid}")]
+    GroupBusy {
+        /// The group.
+        group: String,
+        /// The holder's process id.
+        pid: u32,
+    },
+    /// A non-gating consumer was overrun; `lost` records were skipped and it now reads the
+    /// oldest record still in the ring.
+    #[error("consumer lagged behind and lost {lost} records")]
+    Lagged {
+        /// How many records it missed.
+        lost: u64,
+    },
+    /// The publish took longer than the queue's claim timeout and a reader gave its record up;
+    /// the record was not delivered and the publish did not happen.
+    #[error("record {offset} was aborted by a reader after the claim timeout")]
+    Aborted {
+        /// The offset the record would have had.
+        offset: u64,
+    },
+    /// The requested offset is not in the ring.
+    #[error("offset {requested} is outside the retained range {earliest}..={latest}")]
+    OffsetOutOfRange {
+        /// What was asked for.
+        requested: u64,
+        /// Oldest offset still readable.
+        earliest: u64,
+        /// The next offset to be written.
+        latest: u64,
+    },
+}
+
+/// Shorthand for `Result<T, shmq::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

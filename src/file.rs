@@ -1,0 +1,182 @@
+//! Creating and opening queue files: atomic creation (temp file, allocated blocks, header, then
+//! a no-replace rename), validating open, and the shared mapping.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Error, Result};
+use crate::layout::{Geometry, Offsets, IMMUTABLE_SIZE};
+
+/// An open queue file and its shared mapping.
+pub(crate) struct Mapped {
+    pub path: PathBuf,
+    pub file: File,
+    pub map: MmapRaw,
+    pub geometry: Geometry,
+    pub offsets: Offsets,
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+fn check_platform() -> Result<()> {
+    if !portable_atomic::AtomicU128::is_lock_free() {
+        return Err(Error::Unsupported(
+            "this CPU has no lock-free 128-bit compare-and-swap",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a queue file at `path` with `geometry` and permission bits `mode`.
+///
+/// No opener ever sees a half-written file: everything is written to a temporary file in the
+/// same directory, its blocks allocated (so a full disk fails here, never as SIGBUS later), then
+/// renamed into place without replacing anything that exists.
+pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapped> {
+    check_platform()?;
+    geometry.check().map_err(Error::InvalidArgument)?;
+    if mode & !0o777 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "mode {mode:#o} has bits outside 0o777"
+        )));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(
+        ".{}.{}.{nonce}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = write_new(&tmp, geometry, mode).and_then(|file| {
+        rename_noreplace(&tmp, path)?;
+        // Make the new name durable too; failure here is not fatal to using the queue.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(file)
+    });
+    let file = match result {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    map(path.to_path_buf(), file, geometry.clone())
+}
+
+fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(tmp)
+        .map_err(io_err(tmp, "create"))?;
+    // The umask may have cleared bits the caller asked for.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(tmp, "chmod"))?;
+    let size = geometry.offsets().file_size;
+    nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t)
+        .map_err(|e| io_err(tmp, "allocate")(io::Error::from(e)))?;
+    file.write_all_at(&geometry.encode(), 0)
+        .map_err(io_err(tmp, "write header"))?;
+    file.sync_all().map_err(io_err(tmp, "fsync"))?;
+    Ok(file)
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    nix::fcntl::renameat2(
+        None,
+        from,
+        None,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::EEXIST => Error::Exists {
+            path: to.to_path_buf(),
+        },
+        e => io_err(to, "rename into place")(io::Error::from(e)),
+    })
+}
+
+/// Opens and validates an existing queue file.
+pub(crate) fn open(path: &Path) -> Result<Mapped> {
+    check_platform()?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound {
+                path: path.to_path_buf(),
+            },
+            _ if e.raw_os_error() == Some(libc::ELOOP) => Error::InvalidArgument(format!(
+                "{}: is a symbolic link (refused for safety)",
+                path.display()
+            )),
+            _ => io_err(path, "open")(e),
+        })?;
+    let meta = file.metadata().map_err(io_err(path, "stat"))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    let mut head = [0u8; IMMUTABLE_SIZE];
+    let got = read_prefix(&file, &mut head).map_err(io_err(path, "read header"))?;
+    let geometry = Geometry::decode(&head[..got], meta.len()).map_err(|kind| Error::Corrupt {
+        path: path.to_path_buf(),
+        kind,
+    })?;
+    map(path.to_path_buf(), file, geometry)
+}
+
+fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
+}
+
+fn map(path: PathBuf, file: File, geometry: Geometry) -> Result<Mapped> {
+    let offsets = geometry.offsets();
+    let map = MmapOptions::new()
+        .len(offsets.file_size as usize)
+        .map_raw(&file)
+        .map_err(io_err(&path, "mmap"))?;
+    Ok(Mapped {
+        path,
+        file,
+        map,
+        geometry,
+        offsets,
+    })
+}

@@ -1,0 +1,281 @@
+//! The consumer-group table: named slots with a committed cursor and a lease.
+//!
+//! Slot layout (256 bytes, see FORMAT.md): `state` u64 at 0 (0 free, 1 active), `flags` u64 at 8
+//! (bit 0: gating), `name_len` u64 at 16, `name` at 24 (64 bytes), `committed` u128 at 128
+//! (`next offset, position`), `lease` u128 at 144 (`pid | token << 32, start time`).
+//!
+//! Creating and deleting groups are rare administrative changes and run under an exclusive
+//! `flock` on the queue file (the kernel drops it if the holder dies). Lookups, leases and
+//! commits are lock-free.
+
+use std::os::fd::AsRawFd;
+
+use crate::error::{Error, Result};
+use crate::layout::{GROUP_SLOT, MAX_GROUP_NAME};
+use crate::process;
+use crate::queue::Shared;
+use crate::sync::{pack, unpack, Ordering};
+
+const STATE: u64 = 0;
+const FLAGS: u64 = 8;
+const NAME_LEN: u64 = 16;
+const NAME: u64 = 24;
+const COMMITTED: u64 = 128;
+const LEASE: u64 = 144;
+
+const ACTIVE: u64 = 1;
+const GATING: u64 = 1;
+
+/// Facts about one consumer group, as read at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// Next offset the group will read after a restart (everything before it is committed).
+    pub committed: u64,
+    /// Whether the group holds producers back.
+    pub gating: bool,
+    /// Process id of the member holding the lease, if any.
+    pub holder: Option<u32>,
+    /// Whether that holder is still running.
+    pub holder_alive: bool,
+}
+
+/// Holds the queue file's `flock` for administrative changes; released on drop.
+struct AdminLock<'a>(&'a Shared);
+
+impl<'a> AdminLock<'a> {
+    fn take(shared: &'a Shared) -> Result<Self> {
+        let fd = shared.file.as_raw_fd();
+        loop {
+            // SAFETY: flock(2) on an fd we own; no memory is passed.
+            if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
+                return Ok(AdminLock(shared));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::Io {
+                    path: shared.path.clone(),
+                    op: "flock",
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for AdminLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `take`; unlocking a lock we hold.
+        unsafe { libc::flock(self.0.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_GROUP_NAME {
+        return Err(Error::InvalidArgument(format!(
+            "group name must be 1 to {MAX_GROUP_NAME} bytes, got {}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Shared {
+    pub(crate) fn group_off(&self, slot: u32) -> u64 {
+        self.offsets.groups + slot as u64 * GROUP_SLOT
+    }
+
+    fn group_active(&self, slot: u32) -> bool {
+        // Acquire: pairs with the Release that activates a slot after its name and cursor are
+        // written, so a reader that sees ACTIVE sees them too.
+        self.ring
+            .region
+            .u64(self.group_off(slot) + STATE)
+            .load(Ordering::Acquire)
+            == ACTIVE
+    }
+
+    /// The name in an active slot; `None` if the stored length is out of range (corrupt) or
+    /// the bytes are not UTF-8.
+    fn group_name(&self, slot: u32) -> Option<String> {
+        let base = self.group_off(slot);
+        // Relaxed: ordered by the Acquire in `group_active`.
+        let len = self
+            .ring
+            .region
+            .u64(base + NAME_LEN)
+            .load(Ordering::Relaxed);
+        if len == 0 || len > MAX_GROUP_NAME as u64 {
+            return None;
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.ring.region.read_bytes(base + NAME, &mut buf);
+        String::from_utf8(buf).ok()
+    }
+
+    pub(crate) fn find_group(&self, name: &str) -> Option<u32> {
+        (0..self.geometry.group_slots)
+            .find(|&s| self.group_active(s) && self.group_name(s).as_deref() == Some(name))
+    }
+
+    /// Finds `name`, or creates it with `gating` and a committed cursor from `start` (called
+    /// under the admin lock, so two processes never create the same name twice).
+    /// Returns the slot and whether it was created.
+    pub(crate) fn find_or_create_group(
+        &self,
+        name: &str,
+        gating: bool,
+        start: impl FnOnce() -> (u64, u64),
+    ) -> Result<(u32, bool)> {
+        check_name(name)?;
+        if let Some(s) = self.find_group(name) {
+            return Ok((s, false));
+        }
+        let _lock = AdminLock::take(self)?;
+        if let Some(s) = self.find_group(name) {
+            return Ok((s, false));
+        }
+        let slot = (0..self.geometry.group_slots)
+            .find(|&s| !self.group_active(s))
+            .ok_or(Error::TooManyGroups(self.geometry.group_slots))?;
+        let base = self.group_off(slot);
+        let r = &self.ring.region;
+        // Relaxed stores: the slot is invisible until the Release store of ACTIVE below.
+        r.u64(base + FLAGS)
+            .store(if gating { GATING } else { 0 }, Ordering::Relaxed);
+        r.u64(base + NAME_LEN)
+            .store(name.len() as u64, Ordering::Relaxed);
+        let mut padded = [0u8; MAX_GROUP_NAME];
+        padded[..name.len()].copy_from_slice(name.as_bytes());
+        r.write_bytes(base + NAME, &padded);
+        r.u128(base + LEASE).store(0, Ordering::Relaxed);
+        let (offset, pos) = start();
+        // SeqCst like every committed-cursor store (producers read it with SeqCst, SYNC G).
+        r.u128(base + COMMITTED)
+            .store(pack(offset, pos), Ordering::SeqCst);
+        // Release: publishes everything above to `group_active`'s Acquire.
+        r.u64(base + STATE).store(ACTIVE, Ordering::Release);
+        Ok((slot, true))
+    }
+
+    /// Deletes group `name` unless a live member holds it.
+    pub(crate) fn delete_group(&self, name: &str) -> Result<()> {
+        let _lock = AdminLock::take(self)?;
+        let slot = self
+            .find_group(name)
+            .ok_or_else(|| Error::UnknownGroup(name.into()))?;
+        let holder = self.lease(slot);
+        if holder != 0 && process::alive(holder) {
+            return Err(Error::GroupBusy {
+                group: name.into(),
+                pid: process::lease_pid(holder),
+            });
+        }
+        // Release: readers that still see the old slot see it whole; producers stop counting
+        // it as gating at their next limit scan.
+        self.ring
+            .region
+            .u64(self.group_off(slot) + STATE)
+            .store(0, Ordering::Release);
+        Ok(())
+    }
+
+    pub(crate) fn gating(&self, slot: u32) -> bool {
+        // Relaxed: written once before activation; ordered by `group_active`.
+        self.ring
+            .region
+            .u64(self.group_off(slot) + FLAGS)
+            .load(Ordering::Relaxed)
+            & GATING
+            != 0
+    }
+
+    /// The group's committed cursor `(next offset, position)`.
+    pub(crate) fn committed(&self, slot: u32) -> (u64, u64) {
+        // SeqCst (SYNC G): producers deciding whether to sleep for space must not miss a commit.
+        unpack(
+            self.ring
+                .region
+                .u128(self.group_off(slot) + COMMITTED)
+                .load(Ordering::SeqCst),
+        )
+    }
+
+    pub(crate) fn set_committed(&self, slot: u32, offset: u64, pos: u64) {
+        // SeqCst (SYNC G): ordered before the space-waiter check in the caller.
+        self.ring
+            .region
+            .u128(self.group_off(slot) + COMMITTED)
+            .store(pack(offset, pos), Ordering::SeqCst);
+    }
+
+    fn lease(&self, slot: u32) -> u128 {
+        // Acquire: pairs with the lease CAS of the previous holder.
+        self.ring
+            .region
+            .u128(self.group_off(slot) + LEASE)
+            .load(Ordering::Acquire)
+    }
+
+    /// Takes the lease of `slot` for `word`, from nobody or from a dead holder.
+    pub(crate) fn acquire_lease(&self, slot: u32, name: &str, word: u128) -> Result<()> {
+        let cell = self.ring.region.u128(self.group_off(slot) + LEASE);
+        loop {
+            let held = self.lease(slot);
+            if held != 0 && process::alive(held) {
+                return Err(Error::GroupBusy {
+                    group: name.into(),
+                    pid: process::lease_pid(held),
+                });
+            }
+            // AcqRel: Acquire sees the previous holder's last commit; Release publishes ours.
+            if cell
+                .compare_exchange(held, word, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // A dead holder may have died asleep: clear its sleeper bit (see `sleep_on`).
+                // SeqCst like every sleeper-bitmap change.
+                self.ring
+                    .region
+                    .u64(crate::layout::DATA_WAITERS)
+                    .fetch_and(!(1u64 << slot), Ordering::SeqCst);
+                return Ok(());
+            }
+        }
+    }
+
+    pub(crate) fn release_lease(&self, slot: u32, word: u128) {
+        // Release: our commits happen-before the next holder's Acquire.
+        let _ = self
+            .ring
+            .region
+            .u128(self.group_off(slot) + LEASE)
+            .compare_exchange(word, 0, Ordering::Release, Ordering::Relaxed);
+    }
+
+    /// Lowest committed position among gating groups, if any.
+    pub(crate) fn min_gating_pos(&self) -> Option<u64> {
+        (0..self.geometry.group_slots)
+            .filter(|&s| self.group_active(s) && self.gating(s))
+            .map(|s| self.committed(s).1)
+            .min()
+    }
+
+    /// A snapshot of every group.
+    pub(crate) fn group_infos(&self) -> Vec<GroupInfo> {
+        (0..self.geometry.group_slots)
+            .filter(|&s| self.group_active(s))
+            .filter_map(|s| {
+                let lease = self.lease(s);
+                Some(GroupInfo {
+                    name: self.group_name(s)?,
+                    committed: self.committed(s).0,
+                    gating: self.gating(s),
+                    holder: (lease != 0).then(|| process::lease_pid(lease)),
+                    holder_alive: lease != 0 && process::alive(lease),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,63 @@
+//! shmq: a persistent, lock-free, multi-process message queue over one memory-mapped file.
+//!
+//! Processes on one host map the same queue file and exchange records through atomics in it:
+//! no broker, no socket. Producers publish lock-free from any process; named consumer groups
+//! each keep a committed offset in the file, see every record in offset order at least once, and
+//! resume after a crash. See `ARCHITECTURE.md` for the protocol and `FORMAT.md` for the bytes.
+//!
+//! ```
+//! # fn main() -> shmq::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use std::time::Duration;
+//! let queue = shmq::Queue::create(dir.path().join("events.q"), &shmq::Options::default())?;
+//! let mut consumer = queue.consumer("audit")?;       // a gating group, from the earliest record
+//! let mut producer = queue.producer()?;
+//! for i in 0..3u8 {
+//!     producer.publish(&[i])?;
+//! }
+//! while let Some(msg) = consumer.poll(Some(Duration::ZERO))? {
+//!     println!("{}: {:?}", msg.offset, msg.payload);
+//!     let offset = msg.offset;
+//!     consumer.commit(offset)?;                       // at-least-once: commit after processing
+//! }
+//! # Ok(()) }
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+// The protocol core, also built under `cfg(loom)` for the model checker.
+pub mod crash;
+mod error;
+mod layout;
+#[cfg(all(test, loom))]
+mod loom_tests;
+mod ring;
+mod sync;
+
+// The file-backed API around it.
+#[cfg(not(loom))]
+mod clock;
+#[cfg(not(loom))]
+mod consumer;
+#[cfg(not(loom))]
+mod file;
+#[cfg(not(loom))]
+mod group;
+#[cfg(not(loom))]
+mod process;
+#[cfg(not(loom))]
+mod producer;
+#[cfg(not(loom))]
+mod queue;
+
+#[cfg(not(loom))]
+pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
+pub use error::{Corruption, Error, Result};
+#[cfg(not(loom))]
+pub use group::GroupInfo;
+pub use layout::{FullPolicy, Geometry};
+#[cfg(not(loom))]
+pub use producer::{Claimed, Producer};
+#[cfg(not(loom))]
+pub use queue::{Options, Queue};

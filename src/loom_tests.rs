@@ -1,0 +1,1 @@
+//! Model checks of the ring protocol under loom (`RUSTFLAGS="--cfg loom" cargo test --lib --release loom`).

@@ -1,0 +1,55 @@
+//! Process identity for leases: a pid plus the process's start time, so a recycled pid is not
+//! mistaken for the original holder.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use crate::sync::pack;
+
+/// Start time of process `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), or
+/// `None` if the process does not exist.
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's `(pid, start time)`.
+pub(crate) fn me() -> (u32, u64) {
+    static ME: OnceLock<(u32, u64)> = OnceLock::new();
+    *ME.get_or_init(|| {
+        let pid = std::process::id();
+        (pid, start_time(pid).unwrap_or(0))
+    })
+}
+
+/// A lease word for this process: `(pid | token << 32, start time)`. The token tells apart
+/// several holders inside one process; it is never 0, so a lease word is never 0.
+pub(crate) fn lease_word() -> u128 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    // Relaxed: only uniqueness matters.
+    let token = NEXT.fetch_add(1, Ordering::Relaxed).max(1);
+    let (pid, start) = me();
+    pack(pid as u64 | (token as u64) << 32, start)
+}
+
+/// The pid recorded in a lease word.
+pub(crate) fn lease_pid(word: u128) -> u32 {
+    word as u32
+}
+
+/// Whether the holder of a lease word is still running. A start time of 0 (unknown) trusts the
+/// pid alone. Values read from the shared file may be garbage: pid 0 or one that does not
+/// parse as a live process reads as dead.
+pub(crate) fn alive(word: u128) -> bool {
+    let pid = lease_pid(word);
+    let start = (word >> 64) as u64;
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    match start_time(pid) {
+        Some(s) => start == 0 || s == start,
+        None => false,
+    }
+}

@@ -1,0 +1,290 @@
+//! [`Producer`]: publishes records, copying ([`Producer::publish`]) or in place
+//! ([`Producer::claim`]), and applies the queue's full policy.
+//!
+//! A producer owns one producer slot (FORMAT.md): `owner` u128 at 0 (a lease word), the
+//! in-flight intent at 16 (`offset + 1`, 0 when idle) and its position at 24. The claim limit is
+//! `min(tail, gating groups' committed positions, live intents) + capacity`, cached and only
+//! recomputed when a claim would pass it, so the common publish reads no group or slot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::layout::{self, FullPolicy, PRODUCER_SLOT};
+use crate::process;
+use crate::queue::Shared;
+use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
+use crate::sync::{pack, Ordering};
+
+/// Longest single sleep while waiting behind another producer's unfinished record; those
+/// finish without a wake-up call, so the waiter polls.
+const INFLIGHT_POLL: Duration = Duration::from_millis(1);
+
+/// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
+pub struct Producer {
+    shared: Arc<Shared>,
+    slot: u32,
+    slot_off: u64,
+    owner: u128,
+    tail: u128,
+    limit: u64,
+    timeout: Option<Duration>,
+}
+
+/// What holds the claim limit down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bottleneck {
+    /// The tail or a gating group: wait for a commit.
+    Groups,
+    /// Producer slot `slot`'s unfinished record, seen as intent value `intent`.
+    Intent { slot: u32, intent: u64 },
+}
+
+impl Producer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer> {
+        let owner = process::lease_word();
+        let slots = shared.geometry.producer_slots;
+        let slot = (0..slots)
+            .find(|&s| take_slot(&shared, s, owner, |held| held == 0))
+            .or_else(|| (0..slots).find(|&s| take_slot(&shared, s, owner, |h| !process::alive(h))))
+            .ok_or(Error::TooManyProducers(slots))?;
+        let slot_off = shared.offsets.producers + slot as u64 * PRODUCER_SLOT;
+        // Release: a dead predecessor's intent is gone before we publish our own.
+        shared
+            .ring
+            .region
+            .u64(slot_off + INTENT)
+            .store(0, Ordering::Release);
+        // SeqCst like every sleeper-bitmap change; the predecessor may have died asleep.
+        shared
+            .ring
+            .region
+            .u64(layout::SPACE_WAITERS)
+            .fetch_and(!(1u64 << slot), Ordering::SeqCst);
+        let tail = shared
+            .ring
+            .region
+            .u128(layout::TAIL)
+            .load(Ordering::Acquire);
+        Ok(Producer {
+            shared,
+            slot,
+            slot_off,
+            owner,
+            tail,
+            limit: 0,
+            timeout: None,
+        })
+    }
+
+    /// Sets how long [`publish`](Self::publish) and [`claim`](Self::claim) wait for room under
+    /// [`FullPolicy::Block`]; `None` (the default) waits as long as it takes.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// Publishes `payload` and returns its offset.
+    ///
+    /// Errors: [`Error::TooBig`], [`Error::Full`] (policy `Reject`), [`Error::Timeout`] (policy
+    /// `Block` with a timeout), [`Error::Aborted`] (this call stalled past the claim timeout and
+    /// readers gave the record up; nothing was published).
+    pub fn publish(&mut self, payload: &[u8]) -> Result<u64> {
+        let len = self.check_len(payload.len())?;
+        let claim = self.claim_raw(len)?;
+        self.shared.ring.write_payload(&claim, payload);
+        self.finish(claim)
+    }
+
+    /// Claims room for a `len`-byte record to be written in place; commit it with
+    /// [`Claimed::commit`]. Dropping the claim uncommitted aborts the record.
+    pub fn claim(&mut self, len: usize) -> Result<Claimed<'_>> {
+        let len = self.check_len(len)?;
+        let claim = self.claim_raw(len)?;
+        Ok(Claimed {
+            producer: self,
+            claim: Some(claim),
+        })
+    }
+
+    fn check_len(&self, len: usize) -> Result<u32> {
+        let max = self.shared.geometry.max_message;
+        u32::try_from(len)
+            .ok()
+            .filter(|&l| l <= max)
+            .ok_or(Error::TooBig { len, max })
+    }
+
+    fn finish(&mut self, claim: Claim) -> Result<u64> {
+        self.shared
+            .ring
+            .commit(&claim, clock::now_ns(), self.slot_off)
+            .map(|()| claim.offset)
+            .map_err(|()| Error::Aborted {
+                offset: claim.offset,
+            })
+    }
+
+    fn claim_raw(&mut self, len: u32) -> Result<Claim> {
+        let mut deadline = None;
+        loop {
+            let ring = &self.shared.ring;
+            let end = match ring.try_claim(&mut self.tail, len, self.limit, self.slot_off) {
+                Attempt::Claimed(c) => return Ok(c),
+                Attempt::NoSpace { end } => end,
+            };
+            let (limit, bottleneck) = self.scan_limit();
+            self.limit = limit;
+            if end <= limit {
+                continue;
+            }
+            if let Bottleneck::Intent { slot, intent } = bottleneck {
+                if self.clear_if_dead(slot, intent) {
+                    continue;
+                }
+            }
+            if self.shared.geometry.full_policy == FullPolicy::Reject {
+                return Err(Error::Full);
+            }
+            let deadline =
+                *deadline.get_or_insert_with(|| self.timeout.map(|t| Instant::now() + t));
+            let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if wait == Some(Duration::ZERO) {
+                return Err(Error::Timeout);
+            }
+            if matches!(bottleneck, Bottleneck::Intent { .. }) {
+                wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
+            }
+            let shared = &self.shared;
+            ring::sleep_on(
+                &shared.ring.region,
+                layout::SPACE_WAITERS,
+                layout::SPACE_SEQ,
+                1u64 << self.slot,
+                || scan_limit(shared, self.slot).0 >= end,
+                wait,
+            );
+        }
+    }
+
+    fn scan_limit(&self) -> (u64, Bottleneck) {
+        scan_limit(&self.shared, self.slot)
+    }
+
+    /// If producer slot `slot`'s owner is dead, withdraws its stale intent (by CAS, so a new
+    /// owner's intent is never touched). Readers abort the record itself after the timeout.
+    fn clear_if_dead(&self, slot: u32, intent: u64) -> bool {
+        let r = &self.shared.ring.region;
+        let base = self.shared.offsets.producers + slot as u64 * PRODUCER_SLOT;
+        // Acquire: see the owner that published this intent.
+        let owner = r.u128(base).load(Ordering::Acquire);
+        if process::alive(owner) {
+            return false;
+        }
+        // AcqRel: the withdrawal is visible to every later limit scan.
+        r.u64(base + INTENT)
+            .compare_exchange(intent, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// Computes the claim limit for a producer in slot `me` (see the module docs).
+fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
+    let r = &shared.ring.region;
+    // SYNC T (Acquire): any claim not covered by an intent we read below started at or after
+    // this tail, so it lies past the limit we compute.
+    let (_, mut low) = shared.ring.tail();
+    let mut bottleneck = Bottleneck::Groups;
+    if shared.geometry.full_policy != FullPolicy::Overwrite {
+        if let Some(g) = shared.min_gating_pos() {
+            low = low.min(g);
+        }
+    }
+    for s in (0..shared.geometry.producer_slots).filter(|&s| s != me) {
+        let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
+        // Acquire (SYNC I): pairs with the Release that clears an intent after its commit.
+        let intent = r.u64(base + INTENT).load(Ordering::Acquire);
+        if intent != 0 {
+            // Relaxed: written before the intent; a newer value only moves it forward.
+            let at = r.u64(base + INTENT_POS).load(Ordering::Relaxed);
+            if at < low {
+                low = at;
+                bottleneck = Bottleneck::Intent { slot: s, intent };
+            }
+        }
+    }
+    (low.saturating_add(shared.geometry.capacity), bottleneck)
+}
+
+fn take_slot(shared: &Shared, slot: u32, owner: u128, free: impl Fn(u128) -> bool) -> bool {
+    let cell = shared
+        .ring
+        .region
+        .u128(shared.offsets.producers + slot as u64 * PRODUCER_SLOT);
+    // Acquire: see the previous owner's last intent before deciding.
+    let held = cell.load(Ordering::Acquire);
+    // AcqRel: Acquire as above; Release publishes our ownership before our first intent.
+    free(held)
+        && cell
+            .compare_exchange(held, owner, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let r = &self.shared.ring.region;
+        // Release: our last commit is visible before the slot reads as free.
+        let _ = r.u128(self.slot_off).compare_exchange(
+            self.owner,
+            pack(0, 0),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// A record claimed in place by [`Producer::claim`]: write the payload through
+/// [`as_mut_slice`](Self::as_mut_slice), then [`commit`](Self::commit).
+pub struct Claimed<'a> {
+    producer: &'a mut Producer,
+    claim: Option<Claim>,
+}
+
+impl Claimed<'_> {
+    /// The offset this record will have.
+    pub fn offset(&self) -> u64 {
+        self.claim.as_ref().map_or(0, |c| c.offset)
+    }
+
+    /// The record's payload bytes, to fill in place. Their initial content is unspecified.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let claim = self
+            .claim
+            .as_ref()
+            .expect("claim present until commit or drop");
+        let ptr = self.producer.shared.ring.payload_ptr(claim);
+        // SAFETY: the claim gives this producer exclusive ownership of the payload bytes until
+        // commit: no reader reads them before the commit CAS, and no producer claims them while
+        // our intent is live. The borrow of `self` keeps the mapping alive.
+        unsafe { std::slice::from_raw_parts_mut(ptr, claim.len as usize) }
+    }
+
+    /// Commits the record and returns its offset.
+    pub fn commit(mut self) -> Result<u64> {
+        let claim = self
+            .claim
+            .take()
+            .expect("claim present until commit or drop");
+        self.producer.finish(claim)
+    }
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            // An uncommitted claim is given up at once so readers skip it without waiting.
+            let ring = &self.producer.shared.ring;
+            ring.abandon(&claim, self.producer.slot_off);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! [`Queue`]: an open queue file, the factory for producers and consumers.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use memmap2::MmapRaw;
+
+use crate::consumer::{Consumer, Subscribe};
+use crate::error::Result;
+use crate::file;
+use crate::group::GroupInfo;
+use crate::layout::{FullPolicy, Geometry, Offsets};
+use crate::producer::Producer;
+use crate::ring::{Ring, RingLayout};
+use crate::sync::Region;
+
+/// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data-ring size in bytes; a power of two from 4 KiB to 1 TiB. Default 64 MiB.
+    pub capacity: u64,
+    /// Largest payload in bytes; at most half the ring minus a record header. Default 1 MiB.
+    pub max_message: u32,
+    /// What a producer does when the ring is full. Default [`FullPolicy::Block`].
+    pub full_policy: FullPolicy,
+    /// Consumer-group slots (1 to 64). Default 64.
+    pub group_slots: u32,
+    /// Producer slots, i.e. concurrent producers (1 to 64). Default 64.
+    pub producer_slots: u32,
+    /// How long a claimed record may stay unwritten before readers abort it (a producer killed
+    /// mid-publish stalls consumers at most this long). Default 1 s.
+    pub claim_timeout: Duration,
+    /// Permission bits of the file. Default `0o600`.
+    pub mode: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity: 64 << 20,
+            max_message: 1 << 20,
+            full_policy: FullPolicy::Block,
+            group_slots: 64,
+            producer_slots: 64,
+            claim_timeout: Duration::from_secs(1),
+            mode: 0o600,
+        }
+    }
+}
+
+/// Everything a handle shares with the other handles of the same open file.
+pub(crate) struct Shared {
+    // Field order matters: the ring's region points into `map`, which is dropped after it.
+    pub ring: Ring,
+    pub geometry: Geometry,
+    pub offsets: Offsets,
+    pub path: PathBuf,
+    pub file: File,
+    _map: MmapRaw,
+}
+
+impl Shared {
+    fn new(m: file::Mapped) -> Self {
+        let layout = RingLayout {
+            capacity: m.geometry.capacity,
+            max_message: m.geometry.max_message,
+            index: m.offsets.index,
+            index_entries: m.offsets.index_entries,
+            data: m.offsets.ring,
+        };
+        // SAFETY: the mapping is page-aligned, exactly `file_size` bytes long, readable and
+        // writable, and lives in `_map` for as long as the `Ring` (same struct, dropped later).
+        let region = unsafe { Region::new(m.map.as_mut_ptr(), m.offsets.file_size as usize) };
+        Shared {
+            ring: Ring::new(region, layout),
+            geometry: m.geometry,
+            offsets: m.offsets,
+            path: m.path,
+            file: m.file,
+            _map: m.map,
+        }
+    }
+}
+
+/// An open queue file. Cheap to clone; every clone maps the same memory.
+///
+/// ```
+/// # fn main() -> shmq::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("orders.q");
+/// use std::time::Duration;
+/// let queue = shmq::Queue::create(&path, &shmq::Options::default())?;
+/// let mut producer = queue.producer()?;
+/// let offset = producer.publish(b"order 42 paid")?;
+///
+/// let mut consumer = queue.consumer("billing")?;
+/// let msg = consumer.poll(Some(Duration::from_secs(1)))?.expect("a message");
+/// assert_eq!((msg.offset, msg.payload), (offset, &b"order 42 paid"[..]));
+/// consumer.commit(offset)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+}
+
+impl Queue {
+    /// Creates a new queue file; fails with [`Error::Exists`](crate::Error::Exists) if `path`
+    /// exists.
+    pub fn create(path: impl AsRef<Path>, options: &Options) -> Result<Queue> {
+        let geometry = Geometry {
+            capacity: options.capacity,
+            max_message: options.max_message,
+            full_policy: options.full_policy,
+            group_slots: options.group_slots,
+            producer_slots: options.producer_slots,
+            claim_timeout: options.claim_timeout,
+            created_ns: crate::clock::now_ns(),
+        };
+        let mapped = file::create(path.as_ref(), &geometry, options.mode)?;
+        Ok(Queue {
+            shared: Arc::new(Shared::new(mapped)),
+        })
+    }
+
+    /// Opens an existing queue file, validating its header against its size.
+    pub fn open(path: impl AsRef<Path>) -> Result<Queue> {
+        let mapped = file::open(path.as_ref())?;
+        Ok(Queue {
+            shared: Arc::new(Shared::new(mapped)),
+        })
+    }
+
+    /// A new producer (takes one producer slot until dropped).
+    pub fn producer(&self) -> Result<Producer> {
+        Producer::new(self.shared.clone())
+    }
+
+    /// Joins consumer group `group`, creating it as a gating group that starts at the earliest
+    /// retained record if it does not exist. See [`Queue::subscribe`] for other choices.
+    pub fn consumer(&self, group: &str) -> Result<Consumer> {
+        self.subscribe(group, &Subscribe::default())
+    }
+
+    /// Joins consumer group `group` with explicit options for the case that it is created.
+    pub fn subscribe(&self, group: &str, options: &Subscribe) -> Result<Consumer> {
+        Consumer::new(self.shared.clone(), group, options)
+    }
+
+    /// Deletes a consumer group that no live member holds (e.g. a dead gating group holding
+    /// producers back).
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        self.shared.delete_group(group)
+    }
+
+    /// Every consumer group with its committed offset and holder.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.shared.group_infos()
+    }
+
+    /// The next offset a producer will be given (records `0..tail` have been claimed).
+    pub fn tail_offset(&self) -> u64 {
+        self.shared.ring.tail().0
+    }
+
+    /// The queue's immutable parameters.
+    pub fn geometry(&self) -> &Geometry {
+        &self.shared.geometry
+    }
+
+    /// The queue file's path.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}

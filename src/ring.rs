@@ -1,0 +1,448 @@
+//! The record protocol over the data ring: claim, commit, read, abort, and locating offsets.
+//!
+//! It works over a [`Region`] and a few offsets, not over a file, so the model checker runs the
+//! same code over heap memory (`tests/loom.rs`).
+//!
+//! # Protocol
+//!
+//! * **Tail.** `TAIL = (next offset o, next position p)` (one 128-bit word). A producer claims
+//!   record `o` by one CAS `(o, p) → (o + 1, end)`. Positions grow forever; the byte at position
+//!   `p` lives at ring index `p & (capacity - 1)`. A record never straddles the ring's end: when
+//!   it does not fit in the rest of the lap, the claim covers a padding stretch `[p, lap end)`
+//!   and the record starts at the next lap (`start`), so `end = start + footprint`.
+//! * **Index.** Before the CAS, every contender for `o` does `index[o % N].fetch_max(p)`. All of
+//!   them read the same tail, so they agree on `p`; the winner's write is therefore in place
+//!   even if it dies right after the CAS, and `fetch_max` keeps a stalled contender's late
+//!   write for an older offset from clobbering a newer one. `index[x]` is `pos(x)` exactly while
+//!   `x < tail.offset < x + N` (`resolve`). `pos(o + 1)` is where a dead claim `o` ends.
+//! * **Intent.** Before the CAS a producer also publishes `(o + 1, p)` in its producer slot and
+//!   clears it after its commit. Producers never claim bytes within one capacity of a live
+//!   intent, so a producer that stalls mid-write never scribbles over a newer record.
+//! * **Record tag.** The first word of a record header is `offset << 2 | state`
+//!   (`EMPTY`, `COMMITTED`, `PADDING`, `ABORTED`). A reader accepts record `o` only when one
+//!   atomic load shows `(o, COMMITTED)`; bytes of an older lap carry an older offset and can
+//!   never pass for new data, so the ring needs no zeroing.
+//! * **Commit.** The writer fills length, timestamp and payload, then CASes the tag from the
+//!   stale value it saw to `(o, COMMITTED)`. A padding stretch gets `(o, PADDING)` by CAS the
+//!   same way.
+//! * **Abort.** A reader stuck on a claimed record for longer than the claim timeout CASes the
+//!   tag it saw to `(o, ABORTED)`. Exactly one of commit and abort wins the CAS: a late writer's
+//!   publish fails with `Aborted` and its record is skipped by everyone; a committed record is
+//!   never aborted. Readers skip an aborted record to `pos(o + 1)`.
+//!
+//! ## Sync points
+//!
+//! * **T**: tail CAS (AcqRel) ↔ tail loads (Acquire) — publishes the index entry and intent
+//!   written before the CAS.
+//! * **C**: tag CAS to `COMMITTED` (SeqCst, whose Release half publishes header and payload) ↔
+//!   reader's tag load (Acquire).
+//! * **W**: commit tag CAS (SeqCst) then `DATA_WAITERS` load (SeqCst) ↔ sleeper's
+//!   `DATA_WAITERS` increment (SeqCst) then tag load (SeqCst): in the single total order of SeqCst
+//!   operations either the producer sees the sleeper or the sleeper sees the record, so no
+//!   wake-up is lost.
+//! * **L**: lappable readers read the record, then `fence(Acquire)` and the tail; writers do
+//!   their tail CAS then `fence(Release)` before writing bytes. A reader that saw any byte of a
+//!   lapping writer therefore sees that writer's tail and discards what it read.
+
+use crate::layout::{self, footprint, RECORD_HEADER};
+use crate::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
+
+/// Record states, the low two bits of a record tag.
+pub(crate) const EMPTY: u64 = 0;
+pub(crate) const COMMITTED: u64 = 1;
+pub(crate) const PADDING: u64 = 2;
+pub(crate) const ABORTED: u64 = 3;
+
+/// Encodes a record tag.
+pub(crate) fn tag(offset: u64, state: u64) -> u64 {
+    (offset << 2) | state
+}
+
+fn tag_offset(tag: u64) -> u64 {
+    tag >> 2
+}
+
+/// Byte offsets inside a producer slot.
+pub(crate) const INTENT: u64 = 16;
+pub(crate) const INTENT_POS: u64 = 24;
+
+/// Where the ring's pieces are inside its region, and its limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingLayout {
+    pub capacity: u64,
+    pub max_message: u32,
+    pub index: u64,
+    pub index_entries: u64,
+    pub data: u64,
+}
+
+/// The data ring of one queue file.
+pub(crate) struct Ring {
+    pub(crate) region: Region,
+    pub(crate) layout: RingLayout,
+    mask: u64,
+}
+
+/// A claimed, not yet committed record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    pub offset: u64,
+    /// Position where readers expect record `offset` (a padding tag sits here if `start != at`).
+    pub at: u64,
+    /// Position of the record header.
+    pub start: u64,
+    pub len: u32,
+}
+
+/// What a reader finds at its cursor.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// Record committed: payload is `len` bytes at region offset `payload`.
+    Ready {
+        len: u32,
+        timestamp: u64,
+        payload: u64,
+    },
+    /// A padding stretch: the same offset continues at position `next`.
+    Padding { next: u64 },
+    /// The record was aborted: skip to `pos(offset + 1)`.
+    Aborted,
+    /// Not (yet) written: `tag` is the value seen at region offset `at`.
+    Pending { tag: u64, at: u64 },
+    /// The cursor's bytes were overwritten by a later lap.
+    Lapped,
+    /// The bytes are not a valid record.
+    Corrupt(String),
+}
+
+/// Result of one claim attempt.
+pub(crate) enum Attempt {
+    Claimed(Claim),
+    /// The record would end at `end`, past the caller's limit.
+    NoSpace {
+        end: u64,
+    },
+}
+
+impl Ring {
+    /// A ring over `region` laid out as `layout` (offsets already validated).
+    pub(crate) fn new(region: Region, layout: RingLayout) -> Self {
+        Ring {
+            region,
+            mask: layout.capacity - 1,
+            layout,
+        }
+    }
+
+    /// The tail: `(next offset, next position)`.
+    pub(crate) fn tail(&self) -> (u64, u64) {
+        // SYNC T (Acquire): see the index entries and intents written before the claim CAS.
+        unpack(self.region.u128(layout::TAIL).load(Ordering::Acquire))
+    }
+
+    fn header_at(&self, pos: u64) -> u64 {
+        self.layout.data + (pos & self.mask)
+    }
+
+    fn index_slot(&self, offset: u64) -> &AtomicU64 {
+        self.region
+            .u64(self.layout.index + 8 * (offset & (self.layout.index_entries - 1)))
+    }
+
+    /// Tries to claim a record of `len` bytes ending no later than `limit`. `tail` is the
+    /// caller's last known tail, refreshed here on CAS failure; `intent` is the caller's
+    /// producer slot (region offset).
+    pub(crate) fn try_claim(&self, tail: &mut u128, len: u32, limit: u64, intent: u64) -> Attempt {
+        let size = footprint(len as u64);
+        let cell = self.region.u128(layout::TAIL);
+        loop {
+            let (offset, at) = unpack(*tail);
+            let rest = self.layout.capacity - (at & self.mask);
+            let start = if rest >= size { at } else { at + rest };
+            let end = start + size;
+            if end > limit {
+                return Attempt::NoSpace { end };
+            }
+            // Relaxed: these two stores are published by the Release half of the tail CAS below
+            // (SYNC T); a stale intent is only ever read as "in flight at or after `at`".
+            self.region
+                .u64(intent + INTENT_POS)
+                .store(at, Ordering::Relaxed);
+            self.region
+                .u64(intent + INTENT)
+                .store(offset + 1, Ordering::Relaxed);
+            // Relaxed load: only decides whether the RMW is needed. Release RMW: a reader that
+            // sees this value through `resolve` also sees the tail it checks against.
+            let slot = self.index_slot(offset);
+            if slot.load(Ordering::Relaxed) < at {
+                slot.fetch_max(at, Ordering::Release);
+            }
+            crate::crash::point("publish.before_claim");
+            // SYNC T (AcqRel): Release publishes the index entry and intent; Acquire on failure is
+            // not needed (the loop only recomputes from the returned value), hence Relaxed there.
+            match cell.compare_exchange(
+                *tail,
+                pack(offset + 1, end),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    *tail = pack(offset + 1, end);
+                    // SYNC L: a lapped reader that sees any byte written after this fence also
+                    // sees the tail CAS above and discards what it read.
+                    fence(Ordering::Release);
+                    crate::crash::point("publish.after_claim");
+                    return Attempt::Claimed(Claim {
+                        offset,
+                        at,
+                        start,
+                        len,
+                    });
+                }
+                Err(current) => *tail = current,
+            }
+        }
+    }
+
+    /// Raw pointer to a claim's payload bytes (zero-copy writes).
+    pub(crate) fn payload_ptr(&self, claim: &Claim) -> *mut u8 {
+        self.region.bytes_ptr(
+            self.header_at(claim.start) + RECORD_HEADER,
+            claim.len as u64,
+        )
+    }
+
+    /// Writes a claim's payload.
+    pub(crate) fn write_payload(&self, claim: &Claim, data: &[u8]) {
+        debug_assert_eq!(data.len(), claim.len as usize);
+        self.region
+            .write_bytes(self.header_at(claim.start) + RECORD_HEADER, data);
+    }
+
+    /// Commits a claim whose payload is written. `Err(())` means a reader aborted it first.
+    pub(crate) fn commit(&self, claim: &Claim, timestamp: u64, intent: u64) -> Result<(), ()> {
+        let result = self.seal(claim, timestamp);
+        // SYNC I (Release): the claim is finished (or given up); producers scanning intents may
+        // now reuse bytes up to one capacity past it.
+        self.region.u64(intent + INTENT).store(0, Ordering::Release);
+        result
+    }
+
+    fn seal(&self, claim: &Claim, timestamp: u64) -> Result<(), ()> {
+        let o = claim.offset;
+        if claim.start != claim.at {
+            let pad = self.region.u64(self.header_at(claim.at));
+            let seen = pad.load(Ordering::Relaxed);
+            crate::crash::point("publish.before_padding");
+            // Release: nothing to publish but the tag itself; Relaxed on failure (we give up).
+            if seen == tag(o, ABORTED)
+                || pad
+                    .compare_exchange(seen, tag(o, PADDING), Ordering::Release, Ordering::Relaxed)
+                    .is_err()
+            {
+                return Err(());
+            }
+        }
+        let head = self.header_at(claim.start);
+        let word = self.region.u64(head);
+        // Relaxed: the value only serves as the CAS's expected value; a reader that aborts
+        // meanwhile changes it and our CAS fails.
+        let stale = word.load(Ordering::Relaxed);
+        if stale == tag(o, ABORTED) {
+            return Err(());
+        }
+        crate::crash::point("publish.before_header");
+        // Relaxed: published by the tag CAS below (SYNC C).
+        self.region
+            .u64(head + 8)
+            .store(claim.len as u64, Ordering::Relaxed);
+        self.region
+            .u64(head + 16)
+            .store(timestamp, Ordering::Relaxed);
+        crate::crash::point("publish.before_commit");
+        // SYNC C and W (SeqCst): Release publishes header and payload; SeqCst orders the tag
+        // before the waiter check in `notify_data`.
+        word.compare_exchange(
+            stale,
+            tag(o, COMMITTED),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        )
+        .map(drop)
+        .map_err(drop)?;
+        crate::crash::point("publish.after_commit");
+        self.notify_data();
+        Ok(())
+    }
+
+    /// Gives up an uncommitted claim of our own: readers skip it at once.
+    pub(crate) fn abandon(&self, claim: &Claim, intent: u64) {
+        let at = self.header_at(claim.at);
+        // Relaxed: the value is only the CAS's expected value.
+        let seen = self.region.u64(at).load(Ordering::Relaxed);
+        self.abort(claim.offset, at, seen);
+        // SYNC I (Release): as in `commit`.
+        self.region.u64(intent + INTENT).store(0, Ordering::Release);
+    }
+
+    /// Reads what is at cursor `(offset, pos)`. `pos` must be 8-aligned (callers check values
+    /// that come from the shared index).
+    pub(crate) fn read(&self, offset: u64, pos: u64) -> Found {
+        let idx = pos & self.mask;
+        let at = self.layout.data + idx;
+        // SYNC C (Acquire): pairs with the commit CAS; header and payload are visible after it.
+        let t = self.region.u64(at).load(Ordering::Acquire);
+        if t == tag(offset, COMMITTED) {
+            if idx + RECORD_HEADER > self.layout.capacity {
+                return Found::Corrupt(format!("record {offset} header crosses the ring's end"));
+            }
+            // Relaxed: ordered after the Acquire load above.
+            let len = self.region.u64(at + 8).load(Ordering::Relaxed);
+            let timestamp = self.region.u64(at + 16).load(Ordering::Relaxed);
+            if len > self.layout.max_message as u64
+                || idx + RECORD_HEADER + len > self.layout.capacity
+            {
+                return Found::Corrupt(format!("record {offset} has invalid length {len}"));
+            }
+            return Found::Ready {
+                len: len as u32,
+                timestamp,
+                payload: at + RECORD_HEADER,
+            };
+        }
+        if t == tag(offset, PADDING) {
+            if idx == 0 {
+                return Found::Corrupt(format!("record {offset}: padding at the ring's start"));
+            }
+            return Found::Padding {
+                next: pos + (self.layout.capacity - idx),
+            };
+        }
+        if t == tag(offset, ABORTED) {
+            return Found::Aborted;
+        }
+        if t & 3 != EMPTY && tag_offset(t) > offset {
+            return Found::Lapped;
+        }
+        Found::Pending { tag: t, at }
+    }
+
+    /// For lappable readers: true if the bytes at `pos` can have been overwritten since the
+    /// record was read (SYNC L).
+    pub(crate) fn overrun(&self, pos: u64) -> bool {
+        fence(Ordering::Acquire);
+        let (_, tail_pos) = self.tail();
+        tail_pos.saturating_sub(pos) > self.layout.capacity
+    }
+
+    /// Gives up a stuck record: CAS from the tag seen at `at` to `(offset, ABORTED)`.
+    /// Returns false if the record changed meanwhile (committed, padded, or lapped).
+    pub(crate) fn abort(&self, offset: u64, at: u64, seen: u64) -> bool {
+        // SeqCst like a commit: the change must be visible to sleepers (SYNC W).
+        let done = self
+            .region
+            .u64(at)
+            .compare_exchange(
+                seen,
+                tag(offset, ABORTED),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if done {
+            self.notify_data();
+        }
+        done
+    }
+
+    /// The position of record `offset`, if it is known: `None` if it is not claimed yet or its
+    /// index entry has been reused. An implausible (unaligned) entry reads as `None`.
+    pub(crate) fn resolve(&self, offset: u64) -> Option<u64> {
+        let (t_off, t_pos) = self.tail();
+        if offset == t_off {
+            return Some(t_pos);
+        }
+        if offset > t_off {
+            return None;
+        }
+        // SYNC T (Acquire): pairs with the contenders' Release fetch_max.
+        let pos = self.index_slot(offset).load(Ordering::Acquire);
+        let (t2_off, _) = self.tail();
+        let fresh = t2_off - offset < self.layout.index_entries;
+        (fresh && pos % layout::RECORD_ALIGN == 0 && pos <= t_pos).then_some(pos)
+    }
+
+    /// The oldest record whose bytes are still all in the ring: `(offset, position)`.
+    pub(crate) fn oldest(&self) -> (u64, u64) {
+        let (t_off, t_pos) = self.tail();
+        let floor = t_pos.saturating_sub(self.layout.capacity);
+        let retained = |x: u64| self.resolve(x).filter(|&p| p >= floor);
+        let mut lo = t_off.saturating_sub(self.layout.index_entries - 1);
+        let mut hi = t_off;
+        // Positions grow with offsets, so "retained" is false then true: find the first true.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if retained(mid).is_some() {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        // `None` only if the tail moved meanwhile; the tail itself is always a valid cursor.
+        retained(lo).map_or_else(|| self.tail(), |p| (lo, p))
+    }
+
+    /// Wakes sleeping consumers if there are any (SYNC W).
+    pub(crate) fn notify_data(&self) {
+        wake_on(&self.region, layout::DATA_WAITERS, layout::DATA_SEQ);
+    }
+
+    /// Sleeps until data may have been committed, `ready` turned true, or `timeout` passed.
+    /// `bit` is the caller's bit in the sleeper bitmap (one per group slot).
+    pub(crate) fn wait_data(
+        &self,
+        bit: u64,
+        ready: impl Fn() -> bool,
+        timeout: Option<std::time::Duration>,
+    ) {
+        sleep_on(
+            &self.region,
+            layout::DATA_WAITERS,
+            layout::DATA_SEQ,
+            bit,
+            ready,
+            timeout,
+        );
+    }
+}
+
+/// The sleeping half of SYNC W: flag `bit` in the bitmap at `waiters`, re-check `ready`, sleep
+/// on the futex `seq`, unflag. A SIGKILLed sleeper leaves its bit set until its slot is taken
+/// over (which clears it); meanwhile notifiers only pay a spurious wake.
+pub(crate) fn sleep_on(
+    region: &Region,
+    waiters: u64,
+    seq: u64,
+    bit: u64,
+    ready: impl Fn() -> bool,
+    timeout: Option<std::time::Duration>,
+) {
+    let map = region.u64(waiters);
+    // SYNC W (SeqCst): flagged before `ready` re-checks the condition.
+    map.fetch_or(bit, Ordering::SeqCst);
+    let seen = region.u32(seq).load(Ordering::SeqCst);
+    if !ready() {
+        region.wait(seq, seen, timeout);
+    }
+    // SeqCst for symmetry with the flagging; a late clear only costs a notifier a spurious wake.
+    map.fetch_and(!bit, Ordering::SeqCst);
+}
+
+/// The waking half of SYNC W: if anyone is flagged in `waiters`, bump `seq` and wake them.
+pub(crate) fn wake_on(region: &Region, waiters: u64, seq: u64) {
+    if region.u64(waiters).load(Ordering::SeqCst) != 0 {
+        // SeqCst: the bump must be ordered after the waiter check for every observer.
+        region.u32(seq).fetch_add(1, Ordering::SeqCst);
+        region.wake_all(seq);
+    }
+}

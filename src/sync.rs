@@ -1,0 +1,255 @@
+//! Shared-memory primitives: the atomics shim (std or loom) and the [`Region`] they live in.
+//!
+//! Production code maps a file and views its words as atomics through raw pointers
+//! (`AtomicU64::from_ptr`); no `&T` is ever built over bytes another process can change except
+//! atomics. Under `cfg(loom)` the same [`Region`] API is backed by loom atomics on the heap, so the
+//! ring protocol in `ring.rs` runs unchanged inside the model checker.
+//!
+//! Waiting uses a cross-process futex (`FUTEX_WAIT`/`FUTEX_WAKE` without `FUTEX_PRIVATE_FLAG`,
+//! because the word is shared between processes); under loom it is a mutex + condvar with the
+//! same check-then-sleep atomicity.
+
+use std::time::Duration;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use portable_atomic::AtomicU128;
+
+/// Splits a 128-bit word into `(low, high)` halves.
+pub(crate) fn unpack(v: u128) -> (u64, u64) {
+    (v as u64, (v >> 64) as u64)
+}
+
+/// Joins `(low, high)` into one 128-bit word.
+pub(crate) fn pack(low: u64, high: u64) -> u128 {
+    (low as u128) | ((high as u128) << 64)
+}
+
+/// A contiguous byte region shared with other processes (production: a `MAP_SHARED` mapping).
+///
+/// Offsets passed to the accessors are computed by shmq from a validated layout, never read
+/// from the region itself; they are checked with `debug_assert!` and by construction.
+#[cfg(not(loom))]
+pub(crate) struct Region {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the region is only ever accessed through atomics or through the ring protocol, which
+// gives each byte range a single writer at a time; the pointer itself may move between threads.
+#[cfg(not(loom))]
+unsafe impl Send for Region {}
+// SAFETY: as above; shared access from several threads is the whole point and goes through atomics.
+#[cfg(not(loom))]
+unsafe impl Sync for Region {}
+
+#[cfg(not(loom))]
+impl Region {
+    /// Wraps `len` bytes at `base`.
+    ///
+    /// # Safety
+    /// `base` must be 4096-byte aligned and valid for reads and writes of `len` bytes for the
+    /// lifetime of the `Region` (the owner keeps the mapping alive).
+    pub(crate) unsafe fn new(base: *mut u8, len: usize) -> Self {
+        debug_assert_eq!(base as usize % 4096, 0);
+        Region { base, len }
+    }
+
+    fn ptr(&self, off: u64, size: u64, align: u64) -> *mut u8 {
+        assert!(
+            off % align == 0 && off.checked_add(size).is_some_and(|e| e <= self.len as u64),
+            "shmq internal error: region access {off}+{size} outside {} bytes",
+            self.len
+        );
+        // SAFETY: off + size <= len was just checked, so the result stays inside the region.
+        unsafe { self.base.add(off as usize) }
+    }
+
+    /// The 64-bit atomic word at byte offset `off` (8-aligned).
+    pub(crate) fn u64(&self, off: u64) -> &AtomicU64 {
+        // SAFETY: `ptr` checked alignment and bounds; the mapping outlives `&self`; the word is
+        // only accessed atomically by every process that follows the protocol.
+        unsafe { AtomicU64::from_ptr(self.ptr(off, 8, 8).cast()) }
+    }
+
+    /// The 32-bit atomic word at byte offset `off` (4-aligned).
+    pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
+        // SAFETY: as for `u64`.
+        unsafe { AtomicU32::from_ptr(self.ptr(off, 4, 4).cast()) }
+    }
+
+    /// The 128-bit atomic word at byte offset `off` (16-aligned).
+    pub(crate) fn u128(&self, off: u64) -> &AtomicU128 {
+        // SAFETY: as for `u64`; 16-byte alignment is what `AtomicU128` requires, and lock-freedom
+        // (cmpxchg16b) is checked when a queue is opened, so the atomicity holds across processes.
+        unsafe { AtomicU128::from_ptr(self.ptr(off, 16, 16).cast()) }
+    }
+
+    /// Copies `data` into the region at `off`.
+    ///
+    /// The caller must own `[off, off + data.len())` under the ring protocol (a claimed record).
+    pub(crate) fn write_bytes(&self, off: u64, data: &[u8]) {
+        let dst = self.ptr(off, data.len() as u64, 1);
+        // SAFETY: bounds checked by `ptr`; `data` is process-local so the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) }
+    }
+
+    /// Copies `out.len()` bytes at `off` into `out`.
+    pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) {
+        let src = self.ptr(off, out.len() as u64, 1);
+        // SAFETY: bounds checked by `ptr`; `out` is process-local. The bytes may be overwritten
+        // concurrently by a lapping producer; callers that can be lapped validate afterwards.
+        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), out.len()) }
+    }
+
+    /// A raw pointer to `len` bytes at `off`, for zero-copy access by the ring's owners.
+    pub(crate) fn bytes_ptr(&self, off: u64, len: u64) -> *mut u8 {
+        self.ptr(off, len, 1)
+    }
+
+    /// Sleeps while the futex word at `off` still holds `expected`, at most `timeout`.
+    /// Returns on wake-up, timeout, signal or value change; callers re-check their condition.
+    pub(crate) fn wait(&self, off: u64, expected: u32, timeout: Option<Duration>) {
+        let word = self.u32(off);
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: FUTEX_WAIT reads the aligned u32 at `word` (valid for the call) and the optional
+        // timespec on our stack. Shared (non-PRIVATE) futex because other processes wake it.
+        // Errors (EAGAIN: value changed, EINTR, ETIMEDOUT) all mean "re-check", so they are ignored.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                ts_ptr,
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+
+    /// Wakes every sleeper on the futex word at `off`.
+    pub(crate) fn wake_all(&self, off: u64) {
+        let word = self.u32(off);
+        // SAFETY: FUTEX_WAKE only uses the address as a key; it is a valid aligned u32.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+}
+
+/// Loom stand-in for a 128-bit atomic: a mutex makes each operation atomic and, being a loom
+/// primitive, lets the model checker interleave around it.
+#[cfg(loom)]
+pub(crate) struct AtomicU128(loom::sync::Mutex<u128>);
+
+#[cfg(loom)]
+impl AtomicU128 {
+    fn new(v: u128) -> Self {
+        AtomicU128(loom::sync::Mutex::new(v))
+    }
+    pub(crate) fn load(&self, _: Ordering) -> u128 {
+        *self.0.lock().unwrap()
+    }
+    pub(crate) fn store(&self, v: u128, _: Ordering) {
+        *self.0.lock().unwrap() = v;
+    }
+    pub(crate) fn compare_exchange(
+        &self,
+        current: u128,
+        new: u128,
+        _: Ordering,
+        _: Ordering,
+    ) -> Result<u128, u128> {
+        let mut g = self.0.lock().unwrap();
+        if *g == current {
+            *g = new;
+            Ok(current)
+        } else {
+            Err(*g)
+        }
+    }
+}
+
+/// Loom model of the shared region: every 8-byte word is a loom atomic, 32-bit futex words and
+/// 128-bit words live in side tables keyed by offset.
+#[cfg(loom)]
+pub(crate) struct Region {
+    words: Vec<AtomicU64>,
+    halves: Vec<AtomicU32>,
+    wides: Vec<AtomicU128>,
+    futex: loom::sync::Mutex<()>,
+    cond: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl Region {
+    /// A zeroed model region of `len` bytes.
+    pub(crate) fn new_model(len: usize) -> Self {
+        Region {
+            words: (0..len / 8).map(|_| AtomicU64::new(0)).collect(),
+            halves: (0..len / 4).map(|_| AtomicU32::new(0)).collect(),
+            wides: (0..len / 16).map(|_| AtomicU128::new(0)).collect(),
+            futex: loom::sync::Mutex::new(()),
+            cond: loom::sync::Condvar::new(),
+        }
+    }
+    pub(crate) fn u64(&self, off: u64) -> &AtomicU64 {
+        &self.words[(off / 8) as usize]
+    }
+    pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
+        &self.halves[(off / 4) as usize]
+    }
+    pub(crate) fn u128(&self, off: u64) -> &AtomicU128 {
+        &self.wides[(off / 16) as usize]
+    }
+    pub(crate) fn write_bytes(&self, off: u64, data: &[u8]) {
+        assert!(
+            off % 8 == 0 && data.len() % 8 == 0,
+            "loom model copies whole words"
+        );
+        for (i, chunk) in data.chunks(8).enumerate() {
+            let w = u64::from_le_bytes(chunk.try_into().unwrap());
+            self.u64(off + 8 * i as u64).store(w, Ordering::Relaxed);
+        }
+    }
+    pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) {
+        assert!(
+            off % 8 == 0 && out.len() % 8 == 0,
+            "loom model copies whole words"
+        );
+        for (i, chunk) in out.chunks_mut(8).enumerate() {
+            let w = self.u64(off + 8 * i as u64).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+    }
+    pub(crate) fn wait(&self, off: u64, expected: u32, _timeout: Option<Duration>) {
+        let g = self.futex.lock().unwrap();
+        if self.u32(off).load(Ordering::SeqCst) == expected {
+            drop(self.cond.wait(g).unwrap());
+        }
+    }
+    pub(crate) fn wake_all(&self, _off: u64) {
+        let _g = self.futex.lock().unwrap();
+        self.cond.notify_all();
+    }
+}

@@ -1,0 +1,167 @@
+//! Single-process behaviour of the public API.
+
+use std::time::Duration;
+
+use shmq::{Error, FullPolicy, Options, Queue, SeekTo, Start, Subscribe};
+
+const SHORT: Option<Duration> = Some(Duration::from_millis(50));
+
+fn small(policy: FullPolicy) -> Options {
+    Options {
+        capacity: 4096,
+        max_message: 256,
+        full_policy: policy,
+        claim_timeout: Duration::from_millis(100),
+        ..Options::default()
+    }
+}
+
+fn new_queue(opts: &Options) -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::create(dir.path().join("q"), opts).unwrap();
+    (dir, q)
+}
+
+#[test]
+fn publish_then_poll_in_order_with_dense_offsets() {
+    let (_d, q) = new_queue(&Options::default());
+    let mut c = q.consumer("g").unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..100u32 {
+        assert_eq!(p.publish(&i.to_le_bytes()).unwrap(), i as u64);
+    }
+    for i in 0..100u32 {
+        let m = c.poll(SHORT).unwrap().unwrap();
+        assert_eq!(m.offset, i as u64);
+        assert_eq!(m.payload, i.to_le_bytes());
+        assert!(m.timestamp_ns > 0);
+    }
+    assert!(c.poll(Some(Duration::ZERO)).unwrap().is_none());
+}
+
+#[test]
+fn wraps_many_laps_with_variable_sizes() {
+    let (_d, q) = new_queue(&small(FullPolicy::Block));
+    let mut c = q.consumer("g").unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..5000u64 {
+        let len = (i * 37 % 200) as usize;
+        let payload: Vec<u8> = (0..len).map(|k| (i as usize + k) as u8).collect();
+        assert_eq!(p.publish(&payload).unwrap(), i);
+        let m = c.poll(SHORT).unwrap().unwrap();
+        assert_eq!((m.offset, m.payload), (i, &payload[..]));
+        c.commit(i).unwrap();
+    }
+}
+
+#[test]
+fn every_group_sees_every_record() {
+    let (_d, q) = new_queue(&Options::default());
+    let mut a = q.consumer("a").unwrap();
+    let mut b = q.consumer("b").unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..10u8 {
+        p.publish(&[i]).unwrap();
+    }
+    for c in [&mut a, &mut b] {
+        for i in 0..10u8 {
+            assert_eq!(c.poll(SHORT).unwrap().unwrap().payload, [i]);
+        }
+    }
+}
+
+#[test]
+fn committed_offset_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    {
+        let q = Queue::create(&path, &Options::default()).unwrap();
+        let mut p = q.producer().unwrap();
+        let mut c = q.consumer("g").unwrap();
+        for i in 0..10u8 {
+            p.publish(&[i]).unwrap();
+        }
+        for _ in 0..4 {
+            let m = c.poll(SHORT).unwrap().unwrap().offset;
+            c.commit(m).unwrap();
+        }
+        // Read one more without committing: it must be redelivered (at-least-once).
+        c.poll(SHORT).unwrap().unwrap();
+    }
+    let q = Queue::open(&path).unwrap();
+    let mut c = q.consumer("g").unwrap();
+    assert_eq!(c.committed(), 4);
+    assert_eq!(c.poll(SHORT).unwrap().unwrap().payload, [4]);
+}
+
+#[test]
+fn one_member_per_group() {
+    let (_d, q) = new_queue(&Options::default());
+    let c = q.consumer("g").unwrap();
+    assert!(matches!(q.consumer("g"), Err(Error::GroupBusy { .. })));
+    drop(c);
+    q.consumer("g").unwrap();
+}
+
+#[test]
+fn zero_copy_claim_and_abandon() {
+    let (_d, q) = new_queue(&Options::default());
+    let mut c = q.consumer("g").unwrap();
+    let mut p = q.producer().unwrap();
+    let mut claim = p.claim(5).unwrap();
+    claim.as_mut_slice().copy_from_slice(b"hello");
+    assert_eq!(claim.commit().unwrap(), 0);
+    drop(p.claim(3).unwrap()); // abandoned: offset 1 is skipped at once
+    p.publish(b"after").unwrap();
+    assert_eq!(c.poll(SHORT).unwrap().unwrap().payload, b"hello");
+    let m = c.poll(SHORT).unwrap().unwrap();
+    assert_eq!((m.offset, m.payload), (2, &b"after"[..]));
+}
+
+#[test]
+fn too_big_is_refused() {
+    let (_d, q) = new_queue(&small(FullPolicy::Block));
+    let mut p = q.producer().unwrap();
+    assert!(matches!(
+        p.publish(&[0; 257]),
+        Err(Error::TooBig { len: 257, max: 256 })
+    ));
+}
+
+#[test]
+fn seek_and_commit_rules() {
+    let (_d, q) = new_queue(&Options::default());
+    let mut p = q.producer().unwrap();
+    for i in 0..10u8 {
+        p.publish(&[i]).unwrap();
+    }
+    let mut c = q.consumer("g").unwrap();
+    assert!(matches!(c.commit(0), Err(Error::InvalidArgument(_))));
+    c.seek(SeekTo::Offset(7)).unwrap();
+    assert_eq!(c.poll(SHORT).unwrap().unwrap().payload, [7]);
+    c.commit(7).unwrap();
+    c.seek(SeekTo::Earliest).unwrap();
+    assert_eq!(c.poll(SHORT).unwrap().unwrap().offset, 0);
+    c.seek(SeekTo::Latest).unwrap();
+    assert!(c.poll(Some(Duration::ZERO)).unwrap().is_none());
+    c.seek(SeekTo::Committed).unwrap();
+    assert_eq!(c.poll(SHORT).unwrap().unwrap().offset, 8);
+    assert!(matches!(
+        c.seek(SeekTo::Offset(11)),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn latest_start_skips_history() {
+    let (_d, q) = new_queue(&Options::default());
+    let mut p = q.producer().unwrap();
+    p.publish(b"old").unwrap();
+    let sub = Subscribe {
+        gating: true,
+        start: Start::Latest,
+    };
+    let mut c = q.subscribe("late", &sub).unwrap();
+    p.publish(b"new").unwrap();
+    assert_eq!(c.poll(SHORT).unwrap().unwrap().payload, b"new");
+}
