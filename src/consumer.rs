@@ -105,6 +105,9 @@ impl Consumer {
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
         // A new gating group's start is protected only once producers rescan the groups; until
         // the reader passes today's tail, validate its reads.
+        // SYNC G: the group's activation (SeqCst) precedes this tail load (SeqCst), so a
+        // producer whose limit scan missed the group read a tail at or before this one, and its
+        // limit cannot reach past `tail + capacity`.
         let safe_from = if created { pos.max(ring.tail().1) } else { pos };
         Ok(Consumer {
             shared,
@@ -152,19 +155,16 @@ impl Consumer {
             let ring = &self.shared.ring;
             match ring.read(self.offset, self.pos) {
                 Found::Ready {
+                    start,
                     len,
                     timestamp,
                     payload,
                 } => {
                     let offset = self.offset;
-                    let at = self.pos;
-                    self.offset += 1;
-                    self.pos += footprint(len as u64);
-                    self.stall = None;
-                    let bytes = if self.lappable || at < self.safe_from {
+                    let bytes = if self.lappable || start < self.safe_from {
                         self.buf.resize(len as usize, 0);
                         ring.region.read_bytes(payload, &mut self.buf);
-                        if ring.overrun(at) {
+                        if ring.overrun(start) {
                             return Err(self.resync(offset));
                         }
                         &self.buf[..]
@@ -176,13 +176,15 @@ impl Consumer {
                         // first). Bounds were checked by `read` and `bytes_ptr`.
                         unsafe { std::slice::from_raw_parts(ptr, len as usize) }
                     };
+                    self.offset += 1;
+                    self.pos = start + footprint(len as u64);
+                    self.stall = None;
                     return Ok(Some(Message {
                         offset,
                         timestamp_ns: timestamp,
                         payload: bytes,
                     }));
                 }
-                Found::Padding { next } => self.pos = next,
                 Found::Aborted => match ring.resolve(self.offset + 1) {
                     Some(next) => {
                         self.offset += 1;
@@ -191,21 +193,24 @@ impl Consumer {
                     }
                     None => return Err(self.resync(self.offset)),
                 },
-                Found::Lapped => return Err(self.resync(self.offset)),
-                Found::Corrupt(why) => {
+                Found::Overtaken => return Err(self.resync(self.offset)),
+                Found::Inconsistent { start, why } => {
+                    if (self.lappable || start < self.safe_from) && ring.overrun(start) {
+                        return Err(self.resync(self.offset));
+                    }
                     return Err(Error::Corrupt {
                         path: self.shared.path.clone(),
                         kind: Corruption::Shared(why),
-                    })
+                    });
                 }
-                Found::Pending { tag, at } => {
+                Found::Pending { tag } => {
                     let (t_off, t_pos) = ring.tail();
                     if self.lappable && t_pos.saturating_sub(self.pos) > ring.layout.capacity {
                         return Err(self.resync(self.offset));
                     }
-                    let claimed = t_off > self.offset;
                     let mut stall_left = None;
-                    if claimed {
+                    if t_off > self.offset {
+                        // Claimed but not committed: start (or continue) the stall clock.
                         let now = Instant::now();
                         let since = match self.stall {
                             Some((o, since)) if o == self.offset => since,
@@ -220,7 +225,7 @@ impl Consumer {
                             .claim_timeout
                             .saturating_sub(now - since);
                         if left.is_zero() {
-                            ring.abort(self.offset, at, tag);
+                            ring.abort(self.offset, tag);
                             continue;
                         }
                         stall_left = Some(left);
@@ -239,7 +244,7 @@ impl Consumer {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
-                    let word = ring.region.u64(at);
+                    let word = ring.tag_of(self.offset);
                     // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
                     let changed = || word.load(Ordering::SeqCst) != tag;
                     ring.wait_data(1u64 << self.slot, changed, wait);

@@ -9,7 +9,6 @@
 pub const POINTS: &[&str] = &[
     "publish.before_claim",
     "publish.after_claim",
-    "publish.before_padding",
     "publish.before_header",
     "publish.before_commit",
     "publish.after_commit",

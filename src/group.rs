@@ -87,12 +87,13 @@ impl Shared {
     }
 
     fn group_active(&self, slot: u32) -> bool {
-        // Acquire: pairs with the Release that activates a slot after its name and cursor are
-        // written, so a reader that sees ACTIVE sees them too.
+        // SYNC G (SeqCst): Acquire pairs with the store that activates a slot after its name
+        // and cursor are written; SeqCst orders it after the tail load in a producer's limit
+        // scan (see `Consumer::new`). A plain load on x86.
         self.ring
             .region
             .u64(self.group_off(slot) + STATE)
-            .load(Ordering::Acquire)
+            .load(Ordering::SeqCst)
             == ACTIVE
     }
 
@@ -154,8 +155,9 @@ impl Shared {
         // SeqCst like every committed-cursor store (producers read it with SeqCst, SYNC G).
         r.u128(base + COMMITTED)
             .store(pack(offset, pos), Ordering::SeqCst);
-        // Release: publishes everything above to `group_active`'s Acquire.
-        r.u64(base + STATE).store(ACTIVE, Ordering::Release);
+        // SYNC G (SeqCst): Release publishes everything above to `group_active`; SeqCst orders
+        // it before the creator's tail load (see `Consumer::new`).
+        r.u64(base + STATE).store(ACTIVE, Ordering::SeqCst);
         Ok((slot, true))
     }
 

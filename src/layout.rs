@@ -21,6 +21,8 @@ pub const RECORD_HEADER: u64 = 32;
 pub const RECORD_ALIGN: u64 = 8;
 /// Size of one consumer-group slot.
 pub const GROUP_SLOT: u64 = 256;
+/// Size of one offset slot (`pos`, `tag`) in the offset index.
+pub const INDEX_SLOT: u64 = 16;
 /// Size of one producer slot.
 pub const PRODUCER_SLOT: u64 = 128;
 /// Longest consumer-group name, in bytes.
@@ -173,10 +175,10 @@ impl Geometry {
         let groups = HEADER_SIZE;
         let producers = groups + self.group_slots as u64 * GROUP_SLOT;
         let index = align_up(producers + self.producer_slots as u64 * PRODUCER_SLOT, 4096);
-        // One entry per possible record in one ring's worth of bytes (the smallest record is
-        // one header), so a live record's entry is never reused while it is in the ring.
+        // One slot per possible record in one ring's worth of bytes (the smallest record is
+        // one header), so a live record's slot is never reused while it is in the ring.
         let index_entries = self.capacity / RECORD_HEADER;
-        let ring = align_up(index + index_entries * 8, 4096);
+        let ring = align_up(index + index_entries * INDEX_SLOT, 4096);
         Offsets {
             groups,
             producers,

@@ -1,43 +1,48 @@
 //! The record protocol over the data ring: claim, commit, read, abort, and locating offsets.
 //!
 //! It works over a [`Region`] and a few offsets, not over a file, so the model checker runs the
-//! same code over heap memory (`tests/loom.rs`).
+//! same code over heap memory (`src/loom_tests.rs`).
 //!
 //! # Protocol
 //!
-//! * **Tail.** `TAIL = (next offset o, next position p)` (one 128-bit word). A producer claims
-//!   record `o` by one CAS `(o, p) → (o + 1, end)`. Positions grow forever; the byte at position
-//!   `p` lives at ring index `p & (capacity - 1)`. A record never straddles the ring's end: when
-//!   it does not fit in the rest of the lap, the claim covers a padding stretch `[p, lap end)`
-//!   and the record starts at the next lap (`start`), so `end = start + footprint`.
-//! * **Index.** Before the CAS, every contender for `o` does `index[o % N].fetch_max(p)`. All of
-//!   them read the same tail, so they agree on `p`; the winner's write is therefore in place
-//!   even if it dies right after the CAS, and `fetch_max` keeps a stalled contender's late
-//!   write for an older offset from clobbering a newer one. `index[x]` is `pos(x)` exactly while
-//!   `x < tail.offset < x + N` (`resolve`). `pos(o + 1)` is where a dead claim `o` ends.
+//! * **Tail.** `TAIL = (next offset o, next position p)`, one 128-bit word. A producer claims
+//!   record `o` with one CAS `(o, p) → (o + 1, end)`. Positions grow forever; the byte at
+//!   position `p` lives at ring index `p & (capacity - 1)`. A record never straddles the ring's
+//!   end: when it does not fit in the rest of the lap, it starts at the next lap (`start`) and
+//!   the claim covers the unused rest as well, so `end = start + footprint`.
+//! * **Slots.** Every offset `o` owns the slot `o % N` of an offset-keyed table (`N = capacity /
+//!   32`, one slot per smallest record in one ring's worth of bytes). A slot holds `pos`, where
+//!   record `o`'s claim begins, and `tag = o << 3 | flags`, the record's state. Slots only ever
+//!   hold values shmq wrote for offsets `≡ o (mod N)`: unlike ring bytes, which may be stale
+//!   payload of an earlier lap, a slot can never show a future offset by accident.
+//! * **Position.** Before the tail CAS every contender for `o` does `slot.pos.fetch_max(p)`.
+//!   They all read the same tail, so they agree on `p`; the winner's entry is therefore in place
+//!   even if it dies right after the CAS, and `fetch_max` keeps a stalled contender's late write
+//!   for an older offset from clobbering a newer one. `slot(x).pos` is `pos(x)` exactly while
+//!   `x < tail.offset < x + N` ([`Ring::resolve`]). `pos(o + 1)` is where a dead claim `o` ends.
 //! * **Intent.** Before the CAS a producer also publishes `(o + 1, p)` in its producer slot and
 //!   clears it after its commit. Producers never claim bytes within one capacity of a live
 //!   intent, so a producer that stalls mid-write never scribbles over a newer record.
-//! * **Record tag.** The first word of a record header is `offset << 2 | state`
-//!   (`EMPTY`, `COMMITTED`, `PADDING`, `ABORTED`). A reader accepts record `o` only when one
-//!   atomic load shows `(o, COMMITTED)`; bytes of an older lap carry an older offset and can
-//!   never pass for new data, so the ring needs no zeroing.
-//! * **Commit.** The writer fills length, timestamp and payload, then CASes the tag from the
-//!   stale value it saw to `(o, COMMITTED)`. A padding stretch gets `(o, PADDING)` by CAS the
-//!   same way.
+//! * **Commit.** The writer fills the record header (offset, length, timestamp) and payload at
+//!   `start`, then CASes the slot tag from the older value it saw to `(o, COMMITTED)` (with
+//!   `WRAPPED` if the record starts at the next lap). A reader accepts record `o` only when one
+//!   atomic load of the slot tag shows `(o, COMMITTED)`.
 //! * **Abort.** A reader stuck on a claimed record for longer than the claim timeout CASes the
 //!   tag it saw to `(o, ABORTED)`. Exactly one of commit and abort wins the CAS: a late writer's
 //!   publish fails with `Aborted` and its record is skipped by everyone; a committed record is
 //!   never aborted. Readers skip an aborted record to `pos(o + 1)`.
+//! * **Overtaken.** A slot tag with an offset above the reader's means the slot was reused by
+//!   `o + kN`: the reader was lapped.
 //!
 //! ## Sync points
 //!
-//! * **T**: tail CAS (AcqRel) ↔ tail loads (Acquire) — publishes the index entry and intent
-//!   written before the CAS.
-//! * **C**: tag CAS to `COMMITTED` (SeqCst, whose Release half publishes header and payload) ↔
-//!   reader's tag load (Acquire).
+//! * **T**: tail CAS (SeqCst) ↔ tail loads (Acquire or SeqCst) — publishes the slot position
+//!   and intent written before the CAS. SeqCst (free on x86, where every locked RMW is a full
+//!   fence) also orders the CAS against group-table loads in the limit scan (SYNC G).
+//! * **C**: slot-tag CAS to `COMMITTED` (SeqCst, whose Release half publishes header and
+//!   payload) ↔ reader's slot-tag load (Acquire).
 //! * **W**: commit tag CAS (SeqCst) then `DATA_WAITERS` load (SeqCst) ↔ sleeper's
-//!   `DATA_WAITERS` increment (SeqCst) then tag load (SeqCst): in the single total order of SeqCst
+//!   `DATA_WAITERS` fetch_or (SeqCst) then tag load (SeqCst): in the single total order of SeqCst
 //!   operations either the producer sees the sleeper or the sleeper sees the record, so no
 //!   wake-up is lost.
 //! * **L**: lappable readers read the record, then `fence(Acquire)` and the tail; writers do
@@ -47,20 +52,33 @@
 use crate::layout::{self, footprint, RECORD_HEADER};
 use crate::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
 
-/// Record states, the low two bits of a record tag.
-pub(crate) const EMPTY: u64 = 0;
+/// Record states, the low bits of a slot tag (0: never written, as in a new file).
 pub(crate) const COMMITTED: u64 = 1;
-pub(crate) const PADDING: u64 = 2;
-pub(crate) const ABORTED: u64 = 3;
+pub(crate) const ABORTED: u64 = 2;
+/// Flag on `COMMITTED`: the record starts at the next lap, not at the slot's position.
+pub(crate) const WRAPPED: u64 = 4;
+const FLAG_BITS: u32 = 3;
 
-/// Encodes a record tag.
-pub(crate) fn tag(offset: u64, state: u64) -> u64 {
-    (offset << 2) | state
+/// Encodes a slot tag.
+pub(crate) fn tag(offset: u64, flags: u64) -> u64 {
+    (offset << FLAG_BITS) | flags
 }
 
 fn tag_offset(tag: u64) -> u64 {
-    tag >> 2
+    tag >> FLAG_BITS
 }
+
+/// Bytes per offset slot: `pos` at 0, `tag` at 8.
+pub(crate) const SLOT_SIZE: u64 = 16;
+const SLOT_POS: u64 = 0;
+const SLOT_TAG: u64 = 8;
+
+/// Record header words (each a u64, little-endian).
+const REC_OFFSET: u64 = 0;
+/// Low 32 bits: payload length; high 32 bits: CRC32C of the payload (0: not computed).
+const REC_LEN: u64 = 8;
+const REC_TIMESTAMP: u64 = 16;
+const REC_RESERVED: u64 = 24;
 
 /// Byte offsets inside a producer slot.
 pub(crate) const INTENT: u64 = 16;
@@ -87,9 +105,9 @@ pub(crate) struct Ring {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Claim {
     pub offset: u64,
-    /// Position where readers expect record `offset` (a padding tag sits here if `start != at`).
+    /// Position where the claim begins (`pos(offset)`).
     pub at: u64,
-    /// Position of the record header.
+    /// Position of the record header (`at`, or the next lap's start if it did not fit).
     pub start: u64,
     pub len: u32,
 }
@@ -97,22 +115,24 @@ pub(crate) struct Claim {
 /// What a reader finds at its cursor.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found {
-    /// Record committed: payload is `len` bytes at region offset `payload`.
+    /// Record committed: its header is at position `start`, its payload is `len` bytes at
+    /// region offset `payload`. For a lappable reader these values are only trustworthy once
+    /// [`Ring::overrun`] says the bytes were not overwritten.
     Ready {
+        start: u64,
         len: u32,
         timestamp: u64,
         payload: u64,
     },
-    /// A padding stretch: the same offset continues at position `next`.
-    Padding { next: u64 },
     /// The record was aborted: skip to `pos(offset + 1)`.
     Aborted,
-    /// Not (yet) written: `tag` is the value seen at region offset `at`.
-    Pending { tag: u64, at: u64 },
-    /// The cursor's bytes were overwritten by a later lap.
-    Lapped,
-    /// The bytes are not a valid record.
-    Corrupt(String),
+    /// Not committed yet: `tag` is the slot tag seen.
+    Pending { tag: u64 },
+    /// The offset's slot was reused by a later offset: the reader was lapped.
+    Overtaken,
+    /// The slot says committed but the record header disagrees (`start` as in `Ready`):
+    /// overwritten under a lappable reader, or a corrupt file.
+    Inconsistent { start: u64, why: String },
 }
 
 /// Result of one claim attempt.
@@ -136,17 +156,21 @@ impl Ring {
 
     /// The tail: `(next offset, next position)`.
     pub(crate) fn tail(&self) -> (u64, u64) {
-        // SYNC T (Acquire): see the index entries and intents written before the claim CAS.
-        unpack(self.region.u128(layout::TAIL).load(Ordering::Acquire))
+        // SYNC T (SeqCst): Acquire sees the slot positions and intents written before the claim
+        // CAS; SeqCst orders this load in SYNC G (a plain load on x86).
+        unpack(self.region.u128(layout::TAIL).load(Ordering::SeqCst))
     }
 
-    fn header_at(&self, pos: u64) -> u64 {
+    fn data_at(&self, pos: u64) -> u64 {
         self.layout.data + (pos & self.mask)
     }
 
-    fn index_slot(&self, offset: u64) -> &AtomicU64 {
-        self.region
-            .u64(self.layout.index + 8 * (offset & (self.layout.index_entries - 1)))
+    fn slot(&self, offset: u64) -> u64 {
+        self.layout.index + SLOT_SIZE * (offset & (self.layout.index_entries - 1))
+    }
+
+    fn slot_tag(&self, offset: u64) -> &AtomicU64 {
+        self.region.u64(self.slot(offset) + SLOT_TAG)
     }
 
     /// Tries to claim a record of `len` bytes ending no later than `limit`. `tail` is the
@@ -161,10 +185,14 @@ impl Ring {
             let start = if rest >= size { at } else { at + rest };
             let end = start + size;
             if end > limit {
+                // An earlier round of this loop may have published an intent for a claim that
+                // lost its CAS: withdraw it, or it would hold back the limit of every producer
+                // while this one waits for room (SYNC I, Release as in `commit`).
+                self.region.u64(intent + INTENT).store(0, Ordering::Release);
                 return Attempt::NoSpace { end };
             }
-            // Relaxed: these two stores are published by the Release half of the tail CAS below
-            // (SYNC T); a stale intent is only ever read as "in flight at or after `at`".
+            // Relaxed: these two stores are published by the tail CAS below (SYNC T); a stale
+            // intent is only ever read as "in flight at or after `at`".
             self.region
                 .u64(intent + INTENT_POS)
                 .store(at, Ordering::Relaxed);
@@ -173,17 +201,17 @@ impl Ring {
                 .store(offset + 1, Ordering::Relaxed);
             // Relaxed load: only decides whether the RMW is needed. Release RMW: a reader that
             // sees this value through `resolve` also sees the tail it checks against.
-            let slot = self.index_slot(offset);
-            if slot.load(Ordering::Relaxed) < at {
-                slot.fetch_max(at, Ordering::Release);
+            let pos = self.region.u64(self.slot(offset) + SLOT_POS);
+            if pos.load(Ordering::Relaxed) < at {
+                pos.fetch_max(at, Ordering::Release);
             }
             crate::crash::point("publish.before_claim");
-            // SYNC T (AcqRel): Release publishes the index entry and intent; Acquire on failure is
-            // not needed (the loop only recomputes from the returned value), hence Relaxed there.
+            // SYNC T (SeqCst, see the module docs); Relaxed on failure: the loop only
+            // recomputes from the returned value.
             match cell.compare_exchange(
                 *tail,
                 pack(offset + 1, end),
-                Ordering::AcqRel,
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
@@ -206,17 +234,15 @@ impl Ring {
 
     /// Raw pointer to a claim's payload bytes (zero-copy writes).
     pub(crate) fn payload_ptr(&self, claim: &Claim) -> *mut u8 {
-        self.region.bytes_ptr(
-            self.header_at(claim.start) + RECORD_HEADER,
-            claim.len as u64,
-        )
+        self.region
+            .bytes_ptr(self.data_at(claim.start) + RECORD_HEADER, claim.len as u64)
     }
 
     /// Writes a claim's payload.
     pub(crate) fn write_payload(&self, claim: &Claim, data: &[u8]) {
         debug_assert_eq!(data.len(), claim.len as usize);
         self.region
-            .write_bytes(self.header_at(claim.start) + RECORD_HEADER, data);
+            .write_bytes(self.data_at(claim.start) + RECORD_HEADER, data);
     }
 
     /// Commits a claim whose payload is written. `Err(())` means a reader aborted it first.
@@ -230,46 +256,38 @@ impl Ring {
 
     fn seal(&self, claim: &Claim, timestamp: u64) -> Result<(), ()> {
         let o = claim.offset;
-        if claim.start != claim.at {
-            let pad = self.region.u64(self.header_at(claim.at));
-            let seen = pad.load(Ordering::Relaxed);
-            crate::crash::point("publish.before_padding");
-            // Release: nothing to publish but the tag itself; Relaxed on failure (we give up).
-            if seen == tag(o, ABORTED)
-                || pad
-                    .compare_exchange(seen, tag(o, PADDING), Ordering::Release, Ordering::Relaxed)
-                    .is_err()
-            {
-                return Err(());
-            }
-        }
-        let head = self.header_at(claim.start);
-        let word = self.region.u64(head);
+        let cell = self.slot_tag(o);
         // Relaxed: the value only serves as the CAS's expected value; a reader that aborts
         // meanwhile changes it and our CAS fails.
-        let stale = word.load(Ordering::Relaxed);
+        let stale = cell.load(Ordering::Relaxed);
         if stale == tag(o, ABORTED) {
             return Err(());
         }
         crate::crash::point("publish.before_header");
+        let head = self.data_at(claim.start);
         // Relaxed: published by the tag CAS below (SYNC C).
         self.region
-            .u64(head + 8)
+            .u64(head + REC_OFFSET)
+            .store(o, Ordering::Relaxed);
+        self.region
+            .u64(head + REC_LEN)
             .store(claim.len as u64, Ordering::Relaxed);
         self.region
-            .u64(head + 16)
+            .u64(head + REC_TIMESTAMP)
             .store(timestamp, Ordering::Relaxed);
+        self.region
+            .u64(head + REC_RESERVED)
+            .store(0, Ordering::Relaxed);
         crate::crash::point("publish.before_commit");
+        let flags = if claim.start == claim.at {
+            COMMITTED
+        } else {
+            COMMITTED | WRAPPED
+        };
         // SYNC C and W (SeqCst): Release publishes header and payload; SeqCst orders the tag
-        // before the waiter check in `notify_data`.
-        word.compare_exchange(
-            stale,
-            tag(o, COMMITTED),
-            Ordering::SeqCst,
-            Ordering::Relaxed,
-        )
-        .map(drop)
-        .map_err(drop)?;
+        // before the waiter check in `notify_data`. Relaxed on failure: we give up.
+        cell.compare_exchange(stale, tag(o, flags), Ordering::SeqCst, Ordering::Relaxed)
+            .map_err(drop)?;
         crate::crash::point("publish.after_commit");
         self.notify_data();
         Ok(())
@@ -277,54 +295,61 @@ impl Ring {
 
     /// Gives up an uncommitted claim of our own: readers skip it at once.
     pub(crate) fn abandon(&self, claim: &Claim, intent: u64) {
-        let at = self.header_at(claim.at);
         // Relaxed: the value is only the CAS's expected value.
-        let seen = self.region.u64(at).load(Ordering::Relaxed);
-        self.abort(claim.offset, at, seen);
+        let seen = self.slot_tag(claim.offset).load(Ordering::Relaxed);
+        self.abort(claim.offset, seen);
         // SYNC I (Release): as in `commit`.
         self.region.u64(intent + INTENT).store(0, Ordering::Release);
     }
 
-    /// Reads what is at cursor `(offset, pos)`. `pos` must be 8-aligned (callers check values
-    /// that come from the shared index).
+    /// Reads what is at cursor `(offset, pos)`; `pos` must be `pos(offset)`.
     pub(crate) fn read(&self, offset: u64, pos: u64) -> Found {
-        let idx = pos & self.mask;
-        let at = self.layout.data + idx;
         // SYNC C (Acquire): pairs with the commit CAS; header and payload are visible after it.
-        let t = self.region.u64(at).load(Ordering::Acquire);
-        if t == tag(offset, COMMITTED) {
-            if idx + RECORD_HEADER > self.layout.capacity {
-                return Found::Corrupt(format!("record {offset} header crosses the ring's end"));
-            }
-            // Relaxed: ordered after the Acquire load above.
-            let len = self.region.u64(at + 8).load(Ordering::Relaxed);
-            let timestamp = self.region.u64(at + 16).load(Ordering::Relaxed);
-            if len > self.layout.max_message as u64
-                || idx + RECORD_HEADER + len > self.layout.capacity
-            {
-                return Found::Corrupt(format!("record {offset} has invalid length {len}"));
-            }
-            return Found::Ready {
-                len: len as u32,
-                timestamp,
-                payload: at + RECORD_HEADER,
-            };
-        }
-        if t == tag(offset, PADDING) {
-            if idx == 0 {
-                return Found::Corrupt(format!("record {offset}: padding at the ring's start"));
-            }
-            return Found::Padding {
-                next: pos + (self.layout.capacity - idx),
-            };
-        }
+        let t = self.slot_tag(offset).load(Ordering::Acquire);
         if t == tag(offset, ABORTED) {
             return Found::Aborted;
         }
-        if t & 3 != EMPTY && tag_offset(t) > offset {
-            return Found::Lapped;
+        if t != tag(offset, COMMITTED) && t != tag(offset, COMMITTED | WRAPPED) {
+            return if tag_offset(t) > offset {
+                Found::Overtaken
+            } else {
+                Found::Pending { tag: t }
+            };
         }
-        Found::Pending { tag: t, at }
+        let idx = pos & self.mask;
+        let start = if t & WRAPPED != 0 {
+            pos + (self.layout.capacity - idx)
+        } else {
+            pos
+        };
+        let bad = |why: String| Found::Inconsistent { start, why };
+        if pos % layout::RECORD_ALIGN != 0
+            || (t & WRAPPED == 0 && idx + RECORD_HEADER > self.layout.capacity)
+        {
+            return bad(format!("record {offset} at position {pos} is misplaced"));
+        }
+        let head = self.data_at(start);
+        // Relaxed: ordered after the Acquire load above.
+        let stored = self.region.u64(head + REC_OFFSET).load(Ordering::Relaxed);
+        let len = self.region.u64(head + REC_LEN).load(Ordering::Relaxed) & 0xffff_ffff;
+        let timestamp = self
+            .region
+            .u64(head + REC_TIMESTAMP)
+            .load(Ordering::Relaxed);
+        if stored != offset {
+            return bad(format!("record {offset}'s header carries offset {stored}"));
+        }
+        if len > self.layout.max_message as u64
+            || (start & self.mask) + footprint(len) > self.layout.capacity
+        {
+            return bad(format!("record {offset} has invalid length {len}"));
+        }
+        Found::Ready {
+            start,
+            len: len as u32,
+            timestamp,
+            payload: head + RECORD_HEADER,
+        }
     }
 
     /// For lappable readers: true if the bytes at `pos` can have been overwritten since the
@@ -335,13 +360,12 @@ impl Ring {
         tail_pos.saturating_sub(pos) > self.layout.capacity
     }
 
-    /// Gives up a stuck record: CAS from the tag seen at `at` to `(offset, ABORTED)`.
-    /// Returns false if the record changed meanwhile (committed, padded, or lapped).
-    pub(crate) fn abort(&self, offset: u64, at: u64, seen: u64) -> bool {
+    /// Gives up a stuck record: CAS the slot tag from `seen` to `(offset, ABORTED)`.
+    /// Returns false if the record changed meanwhile (committed, or the slot was reused).
+    pub(crate) fn abort(&self, offset: u64, seen: u64) -> bool {
         // SeqCst like a commit: the change must be visible to sleepers (SYNC W).
         let done = self
-            .region
-            .u64(at)
+            .slot_tag(offset)
             .compare_exchange(
                 seen,
                 tag(offset, ABORTED),
@@ -355,8 +379,13 @@ impl Ring {
         done
     }
 
+    /// The slot tag of `offset` (for sleepers re-checking it, SYNC W).
+    pub(crate) fn tag_of(&self, offset: u64) -> &AtomicU64 {
+        self.slot_tag(offset)
+    }
+
     /// The position of record `offset`, if it is known: `None` if it is not claimed yet or its
-    /// index entry has been reused. An implausible (unaligned) entry reads as `None`.
+    /// slot has been reused. An implausible (unaligned) entry reads as `None`.
     pub(crate) fn resolve(&self, offset: u64) -> Option<u64> {
         let (t_off, t_pos) = self.tail();
         if offset == t_off {
@@ -366,13 +395,17 @@ impl Ring {
             return None;
         }
         // SYNC T (Acquire): pairs with the contenders' Release fetch_max.
-        let pos = self.index_slot(offset).load(Ordering::Acquire);
+        let pos = self
+            .region
+            .u64(self.slot(offset) + SLOT_POS)
+            .load(Ordering::Acquire);
         let (t2_off, _) = self.tail();
         let fresh = t2_off - offset < self.layout.index_entries;
         (fresh && pos % layout::RECORD_ALIGN == 0 && pos <= t_pos).then_some(pos)
     }
 
-    /// The oldest record whose bytes are still all in the ring: `(offset, position)`.
+    /// The oldest record whose claim lies wholly in the last capacity of bytes:
+    /// `(offset, position)`.
     pub(crate) fn oldest(&self) -> (u64, u64) {
         let (t_off, t_pos) = self.tail();
         let floor = t_pos.saturating_sub(self.layout.capacity);

@@ -1,0 +1,146 @@
+//! Shared helpers for the multi-process tests: re-running this test binary as a child in a
+//! given role, self-checking payloads, and a tiny test runner (these binaries use
+//! `harness = false` so `main` can dispatch to a child role).
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ROLE: &str = "SHMQ_TEST_ROLE";
+
+/// The child role this process was started in, if any.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+/// A required environment argument of a child.
+pub fn arg<T: std::str::FromStr>(name: &str) -> T {
+    let v = std::env::var(name).unwrap_or_else(|_| panic!("child needs {name}"));
+    v.parse()
+        .unwrap_or_else(|_| panic!("{name}={v} does not parse"))
+}
+
+/// Starts this binary again as a child in `role` with `env` set.
+pub fn spawn(role: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child")
+}
+
+/// Waits for `child` up to `limit`; kills it and panics on timeout; returns its stdout and
+/// whether it exited successfully.
+pub fn wait(mut child: Child, limit: Duration, what: &str) -> (String, bool) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            use std::io::Read;
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            return (out, status.success());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGKILLs a child and reaps it.
+pub fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A payload that names its producer and sequence number and checks itself: 8 bytes of
+/// `(producer, seq)` then a pattern derived from them; length varies with `seq`.
+pub fn payload(producer: u32, seq: u32, max: usize) -> Vec<u8> {
+    let len = 8 + (seq as usize * 7919 + producer as usize * 31) % (max - 8);
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&producer.to_le_bytes());
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((8..len).map(|i| pattern(producer, seq, i)));
+    v
+}
+
+fn pattern(producer: u32, seq: u32, i: usize) -> u8 {
+    (producer.wrapping_mul(131) ^ seq.wrapping_mul(7) ^ i as u32) as u8
+}
+
+/// Decodes and verifies a payload made by [`payload`]: `(producer, seq)`, or a description of
+/// the damage.
+pub fn check(p: &[u8]) -> Result<(u32, u32), String> {
+    if p.len() < 8 {
+        return Err(format!("payload of {} bytes is too short", p.len()));
+    }
+    let producer = u32::from_le_bytes(p[..4].try_into().unwrap());
+    let seq = u32::from_le_bytes(p[4..8].try_into().unwrap());
+    match (8..p.len()).find(|&i| p[i] != pattern(producer, seq, i)) {
+        None => Ok((producer, seq)),
+        Some(i) => Err(format!("payload ({producer}, {seq}) corrupt at byte {i}")),
+    }
+}
+
+/// Appends one line to a log file with a single write(2), so a SIGKILL never leaves half a line
+/// and nothing sits in a user-space buffer.
+pub fn log_line(file: &mut std::fs::File, line: &str) {
+    file.write_all(format!("{line}\n").as_bytes()).unwrap();
+}
+
+/// A fresh temporary directory and a queue path inside it.
+pub fn queue_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("queue.shmq")
+}
+
+/// Reads a log of whitespace-separated integers, one record per line.
+pub fn read_log(path: &Path) -> Vec<Vec<u64>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().map(|w| w.parse().unwrap()).collect())
+        .collect()
+}
+
+/// Runs named tests, catching panics; prints a cargo-like report and the plain closing line
+/// `N passed, N failed`; exits non-zero on any failure.
+pub fn run(tests: &[(&str, fn())]) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let start = Instant::now();
+        match std::panic::catch_unwind(test) {
+            Ok(()) => {
+                passed += 1;
+                println!("test {name} ... ok ({:.1?})", start.elapsed());
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
