@@ -7,12 +7,17 @@ use std::sync::OnceLock;
 use crate::sync::pack;
 
 /// Start time of process `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22), or
-/// `None` if the process does not exist.
+/// `None` if the process does not exist or has exited (a zombie not yet reaped by its parent
+/// holds nothing: it will never run again).
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // Field 3, the state: Z (zombie) and X (dead) are gone for our purposes.
+    if matches!(fields.next()?, "Z" | "X") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// This process's `(pid, start time)`.
@@ -51,5 +56,26 @@ pub(crate) fn alive(word: u128) -> bool {
     match start_time(pid) {
         Some(s) => start == 0 || s == start,
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_zombie_is_not() {
+        assert!(alive(lease_word()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Until it is reaped, the exited child is a zombie: it must read as dead.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while start_time(pid).is_some() {
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!alive(pack(pid as u64, 1)));
+        child.wait().unwrap();
+        assert!(!alive(pack(0, 0)), "pid 0 is never a holder");
     }
 }

@@ -1,4 +1,452 @@
+//! Crash safety: producers and consumers SIGKILLed at random moments and at every named crash
+//! point of publish and commit. The survivors must never stall past the claim timeout (plus
+//! scheduling slack), every publish that returned `Ok` must be delivered intact, nothing may be
+//! delivered twice within one consumer run, and a restarted consumer resumes at its group's
+//! committed offset.
+//!
+//! Children are this test binary re-run in a role (`harness = false`, see `common`). Producers
+//! log each acknowledged sequence number with one `write(2)` after `publish` returned, so the log
+//! is exactly the set of promises a killed producer made.
+
 mod common;
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use shmq::{Options, Queue};
+
+const MAX: usize = 200;
+const CLAIM_TIMEOUT: Duration = Duration::from_millis(200);
+/// Scheduling slack on top of the claim timeout for "never stalls past the bound" on a loaded
+/// 2-core machine.
+const SLACK: Duration = Duration::from_secs(2);
+
 fn main() {
-    common::run(&[]);
+    match common::role().as_deref() {
+        Some("producer") => producer(),
+        Some("consumer") => consumer(),
+        Some("committer") => committer(),
+        Some(r) => panic!("unknown role {r}"),
+        None => common::run(&[
+            ("random_producer_kills", random_producer_kills),
+            ("crash_points_in_publish", crash_points_in_publish),
+            ("crash_points_in_commit", crash_points_in_commit),
+            ("random_consumer_kills_resume", random_consumer_kills_resume),
+        ]),
+    }
+}
+
+fn options(capacity: u64) -> Options {
+    Options {
+        capacity,
+        max_message: MAX as u32,
+        claim_timeout: CLAIM_TIMEOUT,
+        ..Options::default()
+    }
+}
+
+/// Child: publishes `SHMQ_COUNT` records (0: until killed) as producer `SHMQ_ID`, logging each
+/// acknowledged sequence number to `SHMQ_LOG`.
+fn producer() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let id: u32 = common::arg("SHMQ_ID");
+    let count: u32 = common::arg("SHMQ_COUNT");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(common::arg::<String>("SHMQ_LOG"))
+        .unwrap();
+    let mut p = q.producer().unwrap();
+    let mut seq = 0;
+    while count == 0 || seq < count {
+        p.publish(&common::payload(id, seq, MAX)).unwrap();
+        common::log_line(&mut log, &seq.to_string());
+        seq += 1;
+    }
+}
+
+/// Child: reads group `SHMQ_GROUP` from its committed offset until `SHMQ_DONE` exists and the
+/// queue is drained. Checks payloads, per-producer order and no duplicates; logs every offset
+/// it processed to `SHMQ_LOG` (if set) and commits every 16 records. Prints
+/// `start <committed offset at start>`, `gap_ms <longest wait between records>`, then
+/// `<producer> <count>` lines.
+fn consumer() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let group: String = common::arg("SHMQ_GROUP");
+    let done = PathBuf::from(common::arg::<String>("SHMQ_DONE"));
+    let mut log = std::env::var("SHMQ_LOG").ok().map(|p| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap()
+    });
+    let mut c = q.consumer(&group).unwrap();
+    let start = c.committed();
+    println!("start {start}");
+    let mut next_seq: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut last_offset = None;
+    let mut last_record = Instant::now();
+    let mut max_gap = Duration::ZERO;
+    loop {
+        let finished = done.exists();
+        let Some(m) = c.poll(Some(Duration::from_millis(500))).unwrap() else {
+            if finished {
+                break;
+            }
+            continue;
+        };
+        max_gap = max_gap.max(last_record.elapsed());
+        last_record = Instant::now();
+        match last_offset {
+            None => assert_eq!(m.offset, start, "first record must be the committed offset"),
+            Some(o) => assert!(m.offset > o, "offset {} after {o}: duplicate", m.offset),
+        }
+        last_offset = Some(m.offset);
+        let (p, seq) =
+            common::check(m.payload).unwrap_or_else(|e| panic!("offset {}: {e}", m.offset));
+        let expected = next_seq.entry(p).or_insert(seq);
+        assert_eq!(
+            seq, *expected,
+            "producer {p}: seq {seq} out of order or lost (offset {})",
+            m.offset
+        );
+        *expected += 1;
+        let offset = m.offset;
+        if let Some(log) = log.as_mut() {
+            common::log_line(log, &offset.to_string());
+        }
+        if offset % 16 == 15 {
+            c.commit(offset).unwrap();
+        }
+    }
+    if let Some(o) = last_offset {
+        c.commit(o).unwrap();
+    }
+    println!("gap_ms {}", max_gap.as_millis());
+    for (p, next) in next_seq {
+        println!("{p} {next}");
+    }
+}
+
+/// Child: reads group `g` and commits every record; a crash point in commit kills it.
+fn committer() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let mut c = q.consumer("g").unwrap();
+    while let Some(m) = c.poll(Some(Duration::from_secs(5))).unwrap() {
+        let o = m.offset;
+        c.commit(o).unwrap();
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    path: String,
+    logs: PathBuf,
+    done: String,
+}
+
+fn setup(capacity: u64) -> (Setup, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::queue_path(&dir);
+    let q = Queue::create(&path, &options(capacity)).unwrap();
+    drop(q.consumer("g").unwrap()); // the gating group exists from offset 0
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let s = Setup {
+        path: path.display().to_string(),
+        done: dir.path().join("done").display().to_string(),
+        logs,
+        _dir: dir,
+    };
+    (s, q)
+}
+
+impl Setup {
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(name)
+    }
+
+    fn spawn_producer(&self, id: u32, count: u32, crash_at: Option<&str>) -> Child {
+        let mut env = vec![
+            ("SHMQ_PATH", self.path.clone()),
+            ("SHMQ_ID", id.to_string()),
+            ("SHMQ_COUNT", count.to_string()),
+            (
+                "SHMQ_LOG",
+                self.log(&format!("p{id}")).display().to_string(),
+            ),
+        ];
+        if let Some(point) = crash_at {
+            env.push(("SHMQ_CRASH_AT", point.to_string()));
+        }
+        common::spawn("producer", &env)
+    }
+
+    fn spawn_consumer(&self, log: Option<&Path>) -> Child {
+        let mut env = vec![
+            ("SHMQ_PATH", self.path.clone()),
+            ("SHMQ_GROUP", "g".to_string()),
+            ("SHMQ_DONE", self.done.clone()),
+        ];
+        if let Some(l) = log {
+            env.push(("SHMQ_LOG", l.display().to_string()));
+        }
+        common::spawn("consumer", &env)
+    }
+
+    fn acked(&self, id: u32) -> u32 {
+        common::read_log(&self.log(&format!("p{id}"))).len() as u32
+    }
+
+    fn finish(&self) {
+        std::fs::write(&self.done, b"").unwrap();
+    }
+}
+
+/// Parses a consumer's report: (start offset, longest gap, delivered count per producer).
+fn report(out: &str) -> (u64, Duration, BTreeMap<u32, u32>) {
+    let mut start = 0;
+    let mut gap = Duration::ZERO;
+    let mut counts = BTreeMap::new();
+    for line in out.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("start"), Some(v)) => start = v.parse().unwrap(),
+            (Some("gap_ms"), Some(v)) => gap = Duration::from_millis(v.parse().unwrap()),
+            (Some(p), Some(n)) => {
+                counts.insert(p.parse().unwrap(), n.parse().unwrap());
+            }
+            _ => panic!("bad consumer report line {line:?}"),
+        }
+    }
+    (start, gap, counts)
+}
+
+/// 100+ SIGKILLs of producers at random moments while a consumer runs. Two producers are
+/// alive at all times, so the consumer's longest wait between records is the stall a dead
+/// producer causes.
+fn random_producer_kills() {
+    let (s, _q) = setup(1 << 16);
+    let consumer = s.spawn_consumer(None);
+    let mut rng = common::Rng::new();
+    let mut next_id = 0;
+    let mut alive: Vec<(u32, Child)> = Vec::new();
+    for _ in 0..2 {
+        alive.push((next_id, s.spawn_producer(next_id, 0, None)));
+        next_id += 1;
+    }
+    const KILLS: u32 = 100;
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(rng.range(2, 25)));
+        let victim = rng.range(0, alive.len() as u64) as usize;
+        let (_, child) = alive.swap_remove(victim);
+        common::kill(child);
+        alive.push((next_id, s.spawn_producer(next_id, 0, None)));
+        next_id += 1;
+    }
+    for (_, child) in alive.drain(..) {
+        common::kill(child);
+    }
+    s.finish();
+    let (out, status) = common::wait(consumer, Duration::from_secs(120), "consumer");
+    assert!(status.success(), "consumer failed: {out}");
+    let (_, gap, delivered) = report(&out);
+    let mut total_acked = 0;
+    for id in 0..next_id {
+        let acked = s.acked(id);
+        total_acked += acked;
+        let got = delivered.get(&id).copied().unwrap_or(0);
+        // At most the one publish in flight at the kill can be delivered without its ack.
+        assert!(
+            got == acked || got == acked + 1,
+            "producer {id}: {acked} publishes acknowledged, {got} delivered"
+        );
+    }
+    println!(
+        "  {} producers killed, {total_acked} acknowledged records all delivered, longest wait {gap:?}",
+        next_id
+    );
+    assert!(
+        total_acked > 1000,
+        "too little traffic to mean anything: {total_acked}"
+    );
+    assert!(gap < CLAIM_TIMEOUT + SLACK, "consumer stalled for {gap:?}");
+}
+
+/// A producer killed at each named step of publish: the record in flight is delivered only if
+/// it was committed, the others are not held up past the claim timeout, and a new producer
+/// publishes normally after it.
+fn crash_points_in_publish() {
+    for point in shmq::crash::POINTS
+        .iter()
+        .filter(|p| p.starts_with("publish."))
+    {
+        // A small ring, so the crashed claim is soon in the way of the next lap.
+        let (s, q) = setup(4096);
+        let (_, status) = common::wait(
+            s.spawn_producer(0, 20, Some(&format!("{point}:5"))),
+            Duration::from_secs(60),
+            "crashing producer",
+        );
+        assert!(
+            common::killed(status),
+            "{point}: producer was not killed there ({status})"
+        );
+        assert_eq!(
+            s.acked(0),
+            4,
+            "{point}: four publishes returned before the crash"
+        );
+        let started = Instant::now();
+        // The survivor publishes more than a lap while the dead claim sits in the ring.
+        let survivor = s.spawn_producer(1, 100, None);
+        let mut c = q.consumer("g").unwrap();
+        let mut seen: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut longest = Duration::ZERO;
+        while seen.get(&1).map_or(0, Vec::len) < 100 {
+            let waited = Instant::now();
+            let m = c
+                .poll(Some(Duration::from_secs(10)))
+                .unwrap()
+                .unwrap_or_else(|| panic!("{point}: stalled, seen {seen:?}"));
+            longest = longest.max(waited.elapsed());
+            let (p, seq) = common::check(m.payload).unwrap();
+            seen.entry(p).or_default().push(seq);
+            let o = m.offset;
+            c.commit(o).unwrap();
+        }
+        let (_, status) = common::wait(survivor, Duration::from_secs(60), "survivor");
+        assert!(status.success(), "{point}: the surviving producer failed");
+        let committed_before_crash = *point == "publish.after_commit";
+        let expect0: Vec<u32> = (0..if committed_before_crash { 5 } else { 4 }).collect();
+        assert_eq!(seen[&0], expect0, "{point}: crashed producer's records");
+        assert_eq!(
+            seen[&1],
+            (0..100).collect::<Vec<_>>(),
+            "{point}: survivor's records"
+        );
+        assert!(
+            longest < CLAIM_TIMEOUT + SLACK,
+            "{point}: consumer waited {longest:?} for one record"
+        );
+        assert!(
+            c.poll(Some(Duration::ZERO)).unwrap().is_none(),
+            "{point}: extra record"
+        );
+        println!(
+            "  {point}: recovered, longest wait {longest:?}, total {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A consumer killed at each step of commit: the restarted member resumes at the offset the
+/// group's cursor holds (the last commit that reached the file) and nothing is lost.
+fn crash_points_in_commit() {
+    for (point, committed) in [("commit.before_store", 2), ("commit.after_store", 3)] {
+        let (s, q) = setup(1 << 16);
+        let mut p = q.producer().unwrap();
+        for seq in 0..50 {
+            p.publish(&common::payload(0, seq, MAX)).unwrap();
+        }
+        let env = [
+            ("SHMQ_PATH", s.path.clone()),
+            ("SHMQ_CRASH_AT", format!("{point}:3")),
+        ];
+        let (_, status) = common::wait(
+            common::spawn("committer", &env),
+            Duration::from_secs(60),
+            "committer",
+        );
+        assert!(
+            common::killed(status),
+            "{point}: committer was not killed there"
+        );
+        // The dead member's lease is taken over; it resumes at the committed offset.
+        let mut c = q.consumer("g").unwrap();
+        assert_eq!(
+            c.committed(),
+            committed,
+            "{point}: committed offset after the crash"
+        );
+        for expected in committed..50 {
+            let m = c
+                .poll(Some(Duration::from_secs(5)))
+                .unwrap()
+                .expect("record");
+            assert_eq!(m.offset, expected, "{point}: resumed out of order");
+            assert_eq!(common::check(m.payload).unwrap(), (0, expected as u32));
+        }
+        println!("  {point}: resumed at {committed}");
+    }
+}
+
+/// A consumer SIGKILLed at random moments 20 times while a producer publishes: each new member
+/// starts at the committed offset, and together they process every record.
+fn random_consumer_kills_resume() {
+    const TOTAL: u32 = 30_000;
+    let (s, _q) = setup(1 << 16);
+    let producer = s.spawn_producer(0, TOTAL, None);
+    let mut rng = common::Rng::new();
+    let mut runs: Vec<Vec<u64>> = Vec::new();
+    let run_log = |i: usize| s.log(&format!("c{i}"));
+    for i in 0..20 {
+        let child = s.spawn_consumer(Some(&run_log(i)));
+        std::thread::sleep(Duration::from_millis(rng.range(5, 40)));
+        common::kill(child);
+        runs.push(
+            common::read_log(&run_log(i))
+                .into_iter()
+                .map(|l| l[0])
+                .collect(),
+        );
+    }
+    let (_, status) = common::wait(producer, Duration::from_secs(120), "producer");
+    assert!(status.success(), "producer failed");
+    s.finish();
+    let last = s.spawn_consumer(Some(&run_log(20)));
+    let (out, status) = common::wait(last, Duration::from_secs(120), "last consumer");
+    assert!(status.success(), "last consumer failed: {out}");
+    runs.push(
+        common::read_log(&run_log(20))
+            .into_iter()
+            .map(|l| l[0])
+            .collect(),
+    );
+
+    let mut processed = vec![false; TOTAL as usize];
+    let mut resume_at = 0;
+    for (i, offsets) in runs.iter().enumerate() {
+        // Each run starts at or before where the previous one got to (at-least-once), at most
+        // one commit interval back, and reads densely from there.
+        if let Some(&first) = offsets.first() {
+            assert!(
+                first <= resume_at,
+                "run {i} started at {first}, past {resume_at}: records lost"
+            );
+            assert!(
+                resume_at - first <= 16,
+                "run {i} started {first}, {resume_at} expected"
+            );
+            for (k, &o) in offsets.iter().enumerate() {
+                assert_eq!(o, first + k as u64, "run {i}: offsets not dense");
+                processed[o as usize] = true;
+            }
+            resume_at = resume_at.max(offsets.last().unwrap() + 1);
+        }
+    }
+    assert!(
+        processed.iter().all(|&p| p),
+        "some records were never processed"
+    );
+    let kills_mid_stream = runs.iter().filter(|o| !o.is_empty()).count();
+    println!("  {kills_mid_stream} runs processed records; all {TOTAL} processed");
+    assert!(
+        kills_mid_stream >= 10,
+        "too few kills landed mid-stream: {kills_mid_stream}"
+    );
 }

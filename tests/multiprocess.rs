@@ -106,15 +106,16 @@ fn four_producers_two_groups() {
         })
         .collect();
     for (i, child) in producers.into_iter().enumerate() {
-        let (_, ok) = common::wait(child, Duration::from_secs(120), &format!("producer {i}"));
-        assert!(ok, "producer {i} failed");
+        let (_, status) = common::wait(child, Duration::from_secs(120), &format!("producer {i}"));
+        assert!(status.success(), "producer {i} failed");
     }
     let outs: Vec<String> = consumers
         .into_iter()
         .enumerate()
         .map(|(i, child)| {
-            let (out, ok) = common::wait(child, Duration::from_secs(120), &format!("consumer {i}"));
-            assert!(ok, "consumer {i} failed");
+            let (out, status) =
+                common::wait(child, Duration::from_secs(120), &format!("consumer {i}"));
+            assert!(status.success(), "consumer {i} failed");
             out
         })
         .collect();

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const ROLE: &str = "SHMQ_TEST_ROLE";
@@ -36,8 +36,8 @@ pub fn spawn(role: &str, env: &[(&str, String)]) -> Child {
 }
 
 /// Waits for `child` up to `limit`; kills it and panics on timeout; returns its stdout and
-/// whether it exited successfully.
-pub fn wait(mut child: Child, limit: Duration, what: &str) -> (String, bool) {
+/// exit status.
+pub fn wait(mut child: Child, limit: Duration, what: &str) -> (String, ExitStatus) {
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -49,7 +49,7 @@ pub fn wait(mut child: Child, limit: Duration, what: &str) -> (String, bool) {
                 .unwrap()
                 .read_to_string(&mut out)
                 .unwrap();
-            return (out, status.success());
+            return (out, status);
         }
         if start.elapsed() > limit {
             let _ = child.kill();
@@ -57,6 +57,43 @@ pub fn wait(mut child: Child, limit: Duration, what: &str) -> (String, bool) {
             panic!("{what} did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a child was ended by SIGKILL.
+pub fn killed(status: ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    const SIGKILL: i32 = 9;
+    status.signal() == Some(SIGKILL)
+}
+
+/// A small deterministic PRNG (xorshift64*) for kill timing; seeded and printed by each test.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded from the clock (the seed is printed so a failure can be replayed
+    /// with `SHMQ_SEED`).
+    pub fn new() -> Rng {
+        let seed = std::env::var("SHMQ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        println!("  seed {seed} (replay with SHMQ_SEED={seed})");
+        Rng(seed)
+    }
+
+    /// A value in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        lo + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (hi - lo)
     }
 }
 
