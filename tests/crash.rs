@@ -48,8 +48,9 @@ fn options(capacity: u64) -> Options {
     }
 }
 
-/// Child: publishes `SHMQ_COUNT` records (0: until killed) as producer `SHMQ_ID`, logging each
-/// acknowledged sequence number to `SHMQ_LOG`.
+/// Child: publishes `SHMQ_COUNT` records (0: until killed, or until the file `SHMQ_DONE` exists
+/// if that is set) as producer `SHMQ_ID`, logging each acknowledged sequence number to
+/// `SHMQ_LOG`.
 fn producer() {
     let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
     let id: u32 = common::arg("SHMQ_ID");
@@ -59,9 +60,13 @@ fn producer() {
         .append(true)
         .open(common::arg::<String>("SHMQ_LOG"))
         .unwrap();
+    let done = std::env::var("SHMQ_DONE").ok().map(PathBuf::from);
     let mut p = q.producer().unwrap();
     let mut seq = 0;
     while count == 0 || seq < count {
+        if seq % 256 == 0 && done.as_ref().is_some_and(|d| d.exists()) {
+            break;
+        }
         p.publish(&common::payload(id, seq, MAX)).unwrap();
         common::log_line(&mut log, &seq.to_string());
         seq += 1;
@@ -171,6 +176,16 @@ impl Setup {
     }
 
     fn spawn_producer(&self, id: u32, count: u32, crash_at: Option<&str>) -> Child {
+        self.spawn_producer_env(id, count, crash_at, &[])
+    }
+
+    fn spawn_producer_env(
+        &self,
+        id: u32,
+        count: u32,
+        crash_at: Option<&str>,
+        extra: &[(&'static str, String)],
+    ) -> Child {
         let mut env = vec![
             ("SHMQ_PATH", self.path.clone()),
             ("SHMQ_ID", id.to_string()),
@@ -183,6 +198,7 @@ impl Setup {
         if let Some(point) = crash_at {
             env.push(("SHMQ_CRASH_AT", point.to_string()));
         }
+        env.extend(extra.iter().cloned());
         common::spawn("producer", &env)
     }
 
@@ -388,9 +404,9 @@ fn crash_points_in_commit() {
 /// A consumer SIGKILLed at random moments 20 times while a producer publishes: each new member
 /// starts at the committed offset, and together they process every record.
 fn random_consumer_kills_resume() {
-    const TOTAL: u32 = 30_000;
     let (s, _q) = setup(1 << 16);
-    let producer = s.spawn_producer(0, TOTAL, None);
+    // The producer runs until the end, so every consumer run has records to process.
+    let producer = s.spawn_producer_env(0, 0, None, &[("SHMQ_DONE", s.done.clone())]);
     let mut rng = common::Rng::new();
     let mut runs: Vec<Vec<u64>> = Vec::new();
     let run_log = |i: usize| s.log(&format!("c{i}"));
@@ -405,10 +421,10 @@ fn random_consumer_kills_resume() {
                 .collect(),
         );
     }
-    let (_, status) = common::wait(producer, Duration::from_secs(120), "producer");
-    assert!(status.success(), "producer failed");
     s.finish();
     let last = s.spawn_consumer(Some(&run_log(20)));
+    let (_, status) = common::wait(producer, Duration::from_secs(120), "producer");
+    assert!(status.success(), "producer failed");
     let (out, status) = common::wait(last, Duration::from_secs(120), "last consumer");
     assert!(status.success(), "last consumer failed: {out}");
     runs.push(
@@ -417,8 +433,9 @@ fn random_consumer_kills_resume() {
             .map(|l| l[0])
             .collect(),
     );
+    let total = s.acked(0);
 
-    let mut processed = vec![false; TOTAL as usize];
+    let mut processed = vec![false; total as usize];
     let mut resume_at = 0;
     for (i, offsets) in runs.iter().enumerate() {
         // Each run starts at or before where the previous one got to (at-least-once), at most
@@ -444,7 +461,7 @@ fn random_consumer_kills_resume() {
         "some records were never processed"
     );
     let kills_mid_stream = runs.iter().filter(|o| !o.is_empty()).count();
-    println!("  {kills_mid_stream} runs processed records; all {TOTAL} processed");
+    println!("  {kills_mid_stream} runs processed records; all {total} processed");
     assert!(
         kills_mid_stream >= 10,
         "too few kills landed mid-stream: {kills_mid_stream}"
