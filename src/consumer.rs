@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::Backoff;
 
 use crate::error::{Corruption, Error, Result};
-use crate::layout::{footprint, FullPolicy};
+use crate::layout::{footprint, Durability, FullPolicy};
 use crate::process;
 use crate::queue::Shared;
 use crate::ring::{self, Found};
@@ -267,7 +267,10 @@ impl Consumer {
 
     /// Commits `offset`: it and every record before it are processed, and a member that starts
     /// after this one resumes at `offset + 1`. Committing an offset at or below the committed
-    /// one changes nothing; committing one not yet polled is an error.
+    /// one changes nothing; committing one not yet polled is an error. Under
+    /// [`Durability::Sync`](crate::Durability::Sync) it returns once the cursor is on disk
+    /// ([`Error::Io`] if that fails: the commit holds in memory but may be lost with the
+    /// machine).
     pub fn commit(&mut self, offset: u64) -> Result<()> {
         if offset >= self.offset {
             return Err(Error::InvalidArgument(format!(
@@ -291,6 +294,9 @@ impl Consumer {
         crate::crash::point("commit.before_store");
         self.shared.set_committed(self.slot, next, pos);
         crate::crash::point("commit.after_store");
+        if self.shared.geometry.durability == Durability::Sync {
+            self.shared.sync_committed(self.slot)?;
+        }
         self.safe_from = self.safe_from.max(pos);
         ring::wake_on(
             &self.shared.ring.region,

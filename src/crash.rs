@@ -1,6 +1,6 @@
 //! Named crash points for the crash tests.
 //!
-//! With the `crash-points` feature, `SHMQ_CRASH_AT=<name>` (or `<name>:<n>` for the n-th time the
+//! With the `fault-injection` feature, `SHMQ_CRASH_AT=<name>` (or `<name>:<n>` for the n-th time the
 //! point is reached, counting from 1) makes the process SIGKILL itself at that point, so each torn
 //! state of publish and commit can be produced deterministically. Without the feature every point
 //! compiles to nothing.
@@ -12,12 +12,14 @@ pub const POINTS: &[&str] = &[
     "publish.before_header",
     "publish.before_commit",
     "publish.after_commit",
+    "flush.before_sync",
+    "flush.after_sync",
     "commit.before_store",
     "commit.after_store",
 ];
 
 /// Kills the process here if `SHMQ_CRASH_AT` names this point (test builds only).
-#[cfg(feature = "crash-points")]
+#[cfg(feature = "fault-injection")]
 pub(crate) fn point(name: &'static str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
@@ -40,6 +42,6 @@ pub(crate) fn point(name: &'static str) {
 }
 
 /// Kills the process here if `SHMQ_CRASH_AT` names this point (test builds only).
-#[cfg(not(feature = "crash-points"))]
+#[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn point(_name: &'static str) {}

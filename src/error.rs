@@ -126,6 +126,19 @@ pub enum Error {
         /// The offset the record would have had.
         offset: u64,
     },
+    /// The record was published (consumers will see it) but the flush that was to put it on
+    /// disk failed, so the durability promise is broken. A later successful flush covers it.
+    #[error("{path}: record {offset} was published but is not durable: {op}: {source}")]
+    NotDurable {
+        /// The queue file.
+        path: PathBuf,
+        /// The record's offset.
+        offset: u64,
+        /// The failed call.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The requested offset is not in the ring.
     #[error("offset {requested} is outside the retained range {earliest}..={latest}")]
     OffsetOutOfRange {

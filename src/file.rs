@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
-use crate::layout::{Geometry, Offsets, IMMUTABLE_SIZE};
+use crate::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
 
 /// An open queue file and its shared mapping.
 pub(crate) struct Mapped {
@@ -97,9 +97,14 @@ fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
     file.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io_err(tmp, "chmod"))?;
     let size = geometry.offsets().file_size;
+    crate::fault::check("allocate").map_err(io_err(tmp, "allocate"))?;
     nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t)
         .map_err(|e| io_err(tmp, "allocate")(io::Error::from(e)))?;
     file.write_all_at(&geometry.encode(), 0)
+        .map_err(io_err(tmp, "write header"))?;
+    // The machine the file was made on: recovery runs when an opener's boot id differs.
+    let boot = crate::process::boot_id().map_err(io_err(tmp, "read boot id"))?;
+    file.write_all_at(&boot, BOOT_ID)
         .map_err(io_err(tmp, "write header"))?;
     file.sync_all().map_err(io_err(tmp, "fsync"))?;
     Ok(file)

@@ -42,10 +42,10 @@ pub struct GroupInfo {
 }
 
 /// Holds the queue file's `flock` for administrative changes; released on drop.
-struct AdminLock<'a>(&'a Shared);
+pub(crate) struct AdminLock<'a>(&'a Shared);
 
 impl<'a> AdminLock<'a> {
-    fn take(shared: &'a Shared) -> Result<Self> {
+    pub(crate) fn take(shared: &'a Shared) -> Result<Self> {
         let fd = shared.file.as_raw_fd();
         loop {
             // SAFETY: flock(2) on an fd we own; no memory is passed.
@@ -86,7 +86,7 @@ impl Shared {
         self.offsets.groups + slot as u64 * GROUP_SLOT
     }
 
-    fn group_active(&self, slot: u32) -> bool {
+    pub(crate) fn group_active(&self, slot: u32) -> bool {
         // SYNC G (SeqCst): Acquire pairs with the store that activates a slot after its name
         // and cursor are written; SeqCst orders it after the tail load in a producer's limit
         // scan (see `Consumer::new`). A plain load on x86.
@@ -99,7 +99,7 @@ impl Shared {
 
     /// The name in an active slot; `None` if the stored length is out of range (corrupt) or
     /// the bytes are not UTF-8.
-    fn group_name(&self, slot: u32) -> Option<String> {
+    pub(crate) fn group_name(&self, slot: u32) -> Option<String> {
         let base = self.group_off(slot);
         // Relaxed: ordered by the Acquire in `group_active`.
         let len = self
@@ -174,12 +174,17 @@ impl Shared {
                 pid: process::lease_pid(holder),
             });
         }
-        // Release: readers that still see the old slot see it whole; producers stop counting
-        // it as gating at their next limit scan.
+        // SeqCst (SYNC G): readers that still see the old slot see it whole; producers stop
+        // counting it as gating at their next limit scan, which the wake below triggers.
         self.ring
             .region
             .u64(self.group_off(slot) + STATE)
-            .store(0, Ordering::Release);
+            .store(0, Ordering::SeqCst);
+        crate::ring::wake_on(
+            &self.ring.region,
+            crate::layout::SPACE_WAITERS,
+            crate::layout::SPACE_SEQ,
+        );
         Ok(())
     }
 
@@ -210,6 +215,11 @@ impl Shared {
             .region
             .u128(self.group_off(slot) + COMMITTED)
             .store(pack(offset, pos), Ordering::SeqCst);
+    }
+
+    /// Puts the group's committed cursor on disk (`Sync` durability).
+    pub(crate) fn sync_committed(&self, slot: u32) -> Result<()> {
+        self.sync_range(self.group_off(slot) + COMMITTED, 16)
     }
 
     fn lease(&self, slot: u32) -> u128 {
@@ -245,6 +255,15 @@ impl Shared {
                 return Ok(());
             }
         }
+    }
+
+    /// Clears a lease whoever holds it (recovery after a restart, when nobody can).
+    pub(crate) fn clear_lease(&self, slot: u32) {
+        // Release: pairs with the Acquire of the next `acquire_lease`.
+        self.ring
+            .region
+            .u128(self.group_off(slot) + LEASE)
+            .store(0, Ordering::Release);
     }
 
     pub(crate) fn release_lease(&self, slot: u32, word: u128) {

@@ -45,6 +45,25 @@ pub(crate) const DATA_WAITERS: u64 = 392;
 pub(crate) const SPACE_SEQ: u64 = 512;
 /// Bitmap of producer slots whose producer sleeps (or is about to) on `SPACE_SEQ`.
 pub(crate) const SPACE_WAITERS: u64 = 520;
+/// `(offset, position)` recorded in the file for recovery: every record before it was on disk
+/// when it was stored (lags `DURABLE` by at most one flush).
+pub(crate) const FLUSHED: u64 = 256;
+/// `(offset, position)` acknowledged durable: every record before it is on disk.
+pub(crate) const DURABLE: u64 = 272;
+/// Number of flushes (`fdatasync`) done on this file, for statistics.
+pub(crate) const FLUSHES: u64 = 288;
+/// `(offset, position)` of the oldest record recovery vouched for after a machine restart;
+/// older records are not readable (0 in a file never recovered).
+pub(crate) const FLOOR: u64 = 304;
+/// Futex word bumped when `DURABLE` advances and someone waits for it.
+pub(crate) const DURABLE_SEQ: u64 = 640;
+/// Bitmap of producer slots waiting on `DURABLE_SEQ`.
+pub(crate) const DURABLE_WAITERS: u64 = 648;
+/// Boot id (16 bytes) of the machine that last opened the file; a different one means the
+/// machine restarted and the file must be recovered.
+pub(crate) const BOOT_ID: u64 = 768;
+/// Byte ranges locked with `F_OFD_SETLK` on the file: the flush leader's lock.
+pub(crate) const FLUSH_LOCK: u64 = 1;
 
 // Offsets inside the immutable part (first 128 bytes of the header).
 const OFF_VERSION: usize = 8;
@@ -58,6 +77,11 @@ const OFF_CLAIM_TIMEOUT: usize = 40;
 const OFF_CREATED: usize = 48;
 const OFF_FILE_SIZE: usize = 56;
 const OFF_DURABILITY: usize = 64;
+const OFF_FLAGS: usize = 68;
+const OFF_BATCH_DELAY: usize = 72;
+const OFF_BATCH_BYTES: usize = 80;
+/// Header flag: every record carries a CRC32C of its payload.
+const FLAG_CHECKSUMS: u32 = 1;
 /// Bytes covered by the header checksum.
 const CHECKSUMMED: usize = 124;
 const OFF_CHECKSUM: usize = 124;
@@ -93,6 +117,35 @@ impl FullPolicy {
     }
 }
 
+/// What a publish promises about surviving a machine crash or power loss. Every policy
+/// survives the crash of any process: the data is in the shared page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// Page cache only: records reach the disk when the kernel writes them back.
+    None,
+    /// Group commit: records are flushed by whichever process publishes once `max_bytes`
+    /// have accumulated, and by a background flusher at least every `max_delay`.
+    Batch {
+        /// Longest time a committed record waits for its flush.
+        max_delay: Duration,
+        /// Unflushed bytes that trigger a flush.
+        max_bytes: u64,
+    },
+    /// `publish` returns only once its record is on disk, and `commit` only once the group's
+    /// offset is. Concurrent producers share flushes.
+    Sync,
+}
+
+impl Durability {
+    fn code(self) -> u32 {
+        match self {
+            Durability::None => 0,
+            Durability::Batch { .. } => 1,
+            Durability::Sync => 2,
+        }
+    }
+}
+
 /// The immutable parameters of a queue file, fixed at creation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Geometry {
@@ -110,6 +163,10 @@ pub struct Geometry {
     pub claim_timeout: Duration,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_ns: u64,
+    /// What a publish promises about machine crashes.
+    pub durability: Durability,
+    /// Whether records carry a CRC32C of their payload (always, under `Batch` and `Sync`).
+    pub checksums: bool,
 }
 
 /// Where every region of a file starts, derived from a [`Geometry`].
@@ -167,6 +224,18 @@ impl Geometry {
         if self.claim_timeout.is_zero() {
             return Err("claim timeout must be positive".into());
         }
+        match self.durability {
+            Durability::Batch {
+                max_delay,
+                max_bytes,
+            } if max_delay.is_zero() || max_bytes == 0 => {
+                return Err("batch durability needs a positive max delay and max bytes".into());
+            }
+            Durability::Batch { .. } | Durability::Sync if !self.checksums => {
+                return Err("batch and sync durability need record checksums".into());
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -200,14 +269,23 @@ impl Geometry {
         put32(&mut b, OFF_FULL_POLICY, self.full_policy.code());
         put32(&mut b, OFF_GROUP_SLOTS, self.group_slots);
         put32(&mut b, OFF_PRODUCER_SLOTS, self.producer_slots);
-        put64(
-            &mut b,
-            OFF_CLAIM_TIMEOUT,
-            self.claim_timeout.as_nanos().min(u64::MAX as u128) as u64,
-        );
+        put64(&mut b, OFF_CLAIM_TIMEOUT, nanos(self.claim_timeout));
         put64(&mut b, OFF_CREATED, self.created_ns);
         put64(&mut b, OFF_FILE_SIZE, self.offsets().file_size);
-        put32(&mut b, OFF_DURABILITY, 0);
+        put32(&mut b, OFF_DURABILITY, self.durability.code());
+        put32(
+            &mut b,
+            OFF_FLAGS,
+            if self.checksums { FLAG_CHECKSUMS } else { 0 },
+        );
+        if let Durability::Batch {
+            max_delay,
+            max_bytes,
+        } = self.durability
+        {
+            put64(&mut b, OFF_BATCH_DELAY, nanos(max_delay));
+            put64(&mut b, OFF_BATCH_BYTES, max_bytes);
+        }
         let crc = crc32c::crc32c(&b[..CHECKSUMMED]);
         put32(&mut b, OFF_CHECKSUM, crc);
         b
@@ -242,6 +320,21 @@ impl Geometry {
         }
         let full_policy = FullPolicy::from_code(get32(b, OFF_FULL_POLICY))
             .ok_or_else(|| Corruption::Field("full policy".into()))?;
+        let durability = match get32(b, OFF_DURABILITY) {
+            0 => Durability::None,
+            1 => Durability::Batch {
+                max_delay: Duration::from_nanos(get64(b, OFF_BATCH_DELAY)),
+                max_bytes: get64(b, OFF_BATCH_BYTES),
+            },
+            2 => Durability::Sync,
+            _ => return Err(Corruption::Field("durability policy".into())),
+        };
+        let flags = get32(b, OFF_FLAGS);
+        if flags & !FLAG_CHECKSUMS != 0 {
+            return Err(Corruption::Field(format!(
+                "unknown header flags {flags:#x}"
+            )));
+        }
         let g = Geometry {
             capacity: get64(b, OFF_CAPACITY),
             max_message: get32(b, OFF_MAX_MESSAGE),
@@ -250,11 +343,10 @@ impl Geometry {
             producer_slots: get32(b, OFF_PRODUCER_SLOTS),
             claim_timeout: Duration::from_nanos(get64(b, OFF_CLAIM_TIMEOUT)),
             created_ns: get64(b, OFF_CREATED),
+            durability,
+            checksums: flags & FLAG_CHECKSUMS != 0,
         };
         g.check().map_err(Corruption::Field)?;
-        if get32(b, OFF_DURABILITY) != 0 {
-            return Err(Corruption::Field("durability policy".into()));
-        }
         let want = g.offsets().file_size;
         if get64(b, OFF_FILE_SIZE) != want {
             return Err(Corruption::Field(
@@ -269,6 +361,10 @@ impl Geometry {
         }
         Ok(g)
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
 }
 
 fn put32(b: &mut [u8], at: usize, v: u32) {
@@ -297,6 +393,11 @@ mod tests {
             producer_slots: 8,
             claim_timeout: Duration::from_secs(1),
             created_ns: 42,
+            durability: Durability::Batch {
+                max_delay: Duration::from_millis(5),
+                max_bytes: 1 << 20,
+            },
+            checksums: true,
         }
     }
 

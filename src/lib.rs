@@ -25,6 +25,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+// The loom build compiles only the protocol core, so most of the file layer is unused there.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 // The protocol core, also built under `cfg(loom)` for the model checker.
 pub mod crash;
@@ -41,7 +43,12 @@ mod clock;
 #[cfg(not(loom))]
 mod consumer;
 #[cfg(not(loom))]
+mod durable;
+pub mod fault;
+#[cfg(not(loom))]
 mod file;
+#[cfg(not(loom))]
+mod flusher;
 #[cfg(not(loom))]
 mod group;
 #[cfg(not(loom))]
@@ -50,14 +57,23 @@ mod process;
 mod producer;
 #[cfg(not(loom))]
 mod queue;
+#[cfg(not(loom))]
+mod recovery;
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
 pub use error::{Corruption, Error, Result};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
-pub use layout::{FullPolicy, Geometry};
+pub use layout::{Durability, FullPolicy, Geometry};
 #[cfg(not(loom))]
 pub use producer::{Claimed, Producer};
 #[cfg(not(loom))]
 pub use queue::{Options, Queue};
+#[cfg(not(loom))]
+pub use recovery::Recovery;
+
+/// The README's example, compiled and run as a doctest so it cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

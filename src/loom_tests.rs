@@ -1,1 +1,471 @@
 //! Model checks of the ring protocol under loom (`RUSTFLAGS="--cfg loom" cargo test --lib --release loom`).
+//!
+//! Every model builds a [`Ring`] over a small heap [`Region`] (see `sync.rs`: each 8-byte word is a
+//! loom atomic, the tail is a mutex-backed 128-bit stand-in, the futex is a mutex + condvar) and
+//! drives the same `ring.rs` code the queue runs over its mapped file:
+//!
+//! 1. [`claim_commit_read`]: two producers publish one record each while a reader follows the
+//!    cursor rule; offsets and positions are dense and a record read `Ready` carries its bytes.
+//! 2. [`abort_races_commit`]: a reader's abort of a pending record against its producer's
+//!    commit: exactly one of them wins, and the record reads accordingly.
+//! 3. [`no_lost_wakeup`] and [`abort_wakes_sleeper`]: the sleeping half of SYNC W against a
+//!    commit (or an abort); loom reports a deadlock if a wake-up can be lost.
+//! 4. [`dead_claim_is_skipped`]: a claim that is never committed is aborted by a reader, which
+//!    finds the next record through `resolve` and reads it.
+//!
+//! Payload lengths are multiples of 8 because the model region copies whole words. Readers
+//! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
+//! first), so every model terminates. With `LOOM_MAX_PREEMPTIONS=2` the whole set takes well
+//! under a second after the build; the models also pass with no preemption bound (a few
+//! seconds).
+//!
+//! Two loom limitations shape the models (see `model_ring` and the readers):
+//! * loom models SeqCst accesses only approximately, so the region's initial zeroes are
+//!   re-written SeqCst (see `model_ring`);
+//! * loom's DPOR remembers only the last access to each atomic, so a race "reader loads, then
+//!   the writer, which loaded the same word itself, stores" is never reversed (tokio-rs/loom
+//!   #166, #392; `seal` loads the slot tag before its CAS). A reader that looked once and gave
+//!   up would miss "Ready before the bytes are written"; readers therefore keep re-reading
+//!   until they see the writes, and loom then explores the reverse orders from that side.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
+// Not `loom::sync::Arc`: when loom reports a deadlock it unwinds the blocked threads after the
+// execution is gone, and dropping a loom `Arc` then panics again and aborts the whole test
+// binary. Sharing the ring is not what these models check; the joins order its teardown.
+use std::sync::Arc;
+
+use loom::thread;
+
+use crate::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
+use crate::ring::{tag, Attempt, Claim, Found, Ring, RingLayout, ABORTED, COMMITTED};
+use crate::sync::{unpack, Ordering, Region};
+
+/// Data-ring size of the models: small, but several records fit without wrapping.
+const CAPACITY: u64 = 128;
+/// Producer slots (only their `INTENT`/`INTENT_POS` words are used), one per model producer.
+const PRODUCERS: u64 = 256;
+const PRODUCER_STRIDE: u64 = 32;
+/// Offset index: `CAPACITY / 32` slots of 16 bytes, clear of `DATA_SEQ` (384) and
+/// `DATA_WAITERS` (392).
+const INDEX: u64 = 448;
+/// The data ring itself.
+const DATA: u64 = 512;
+const REGION_LEN: usize = (DATA + CAPACITY) as usize;
+/// The model consumer's bit in the sleeper bitmap.
+const SLEEPER_BIT: u64 = 1 << 3;
+
+fn model_ring() -> Arc<Ring> {
+    let layout = RingLayout {
+        capacity: CAPACITY,
+        max_message: 32,
+        index: INDEX,
+        index_entries: CAPACITY / RECORD_HEADER,
+        data: DATA,
+    };
+    assert!(INDEX + layout.index_entries * 16 <= DATA);
+    let region = Region::new_model(REGION_LEN);
+    // A new file's zeroes, written SeqCst by the creating thread before any other thread runs.
+    // Loom treats SeqCst accesses as AcqRel (loom README, "unsupported features"; tokio-rs/loom
+    // #180) except for one rule: a SeqCst load never returns a SeqCst store older than another
+    // SeqCst store it could see. The value an atomic is created with is not a SeqCst store, so
+    // without these stores loom lets a SeqCst load return the initial zero after a SeqCst write
+    // that precedes it in the total order S, which C++ forbids (the zero happens-before that
+    // write). That made SYNC W fail spuriously in the sequential schedule "producer commits and
+    // finds no waiter, then the consumer flags itself and still reads the old tag". Every other
+    // write to a SeqCst-accessed word (slot tags, DATA_WAITERS, DATA_SEQ) is SeqCst already.
+    for off in (0..REGION_LEN as u64).step_by(8) {
+        region.u64(off).store(0, Ordering::SeqCst);
+    }
+    for off in (0..REGION_LEN as u64).step_by(4) {
+        region.u32(off).store(0, Ordering::SeqCst);
+    }
+    Arc::new(Ring::new(region, layout))
+}
+
+/// Region offset of producer `p`'s slot.
+fn intent(p: u64) -> u64 {
+    PRODUCERS + p * PRODUCER_STRIDE
+}
+
+/// Producer `p`'s payload: producers use different lengths, so a reader can tell whose record
+/// it sees, and footprints differ, so a wrong cursor position shows.
+fn payload(p: u64) -> Vec<u8> {
+    let len = 8 * (p as usize + 1);
+    (0..len)
+        .map(|i| (0xa0 + 0x10 * p as u8) | i as u8)
+        .collect()
+}
+
+fn timestamp(p: u64) -> u64 {
+    1000 + p
+}
+
+/// The producer whose payload has length `len`.
+fn owner_of_len(len: u32) -> u64 {
+    assert!(
+        len % 8 == 0 && (8..=16).contains(&len),
+        "unexpected length {len}"
+    );
+    len as u64 / 8 - 1
+}
+
+/// Claims a record as `Producer::claim_raw` does, with unlimited room. The starting tail is the
+/// one of a producer opened before any record was published; a stale tail is refreshed by the
+/// failed CAS inside `try_claim`, which the two-producer models exercise.
+fn claim(ring: &Ring, p: u64) -> Claim {
+    let mut tail = 0u128;
+    let len = payload(p).len() as u32;
+    match ring.try_claim(&mut tail, len, u64::MAX, intent(p)) {
+        Attempt::Claimed(c) => {
+            assert_eq!(c.len, len);
+            assert_eq!(c.start, c.at, "nothing wraps in these models");
+            assert_eq!(
+                unpack(tail),
+                (c.offset + 1, c.start + footprint(len as u64))
+            );
+            c
+        }
+        Attempt::NoSpace { end } => panic!("no space with an unlimited limit (end {end})"),
+    }
+}
+
+/// The CRC32C producer `p` publishes with its payload.
+fn crc(p: u64) -> u32 {
+    crc32c::crc32c(&payload(p))
+}
+
+/// Writes producer `p`'s payload into its claim and commits it, as `Producer::publish` does.
+fn write_and_commit(ring: &Ring, c: &Claim, p: u64) -> Result<(), ()> {
+    ring.write_payload(c, &payload(p));
+    ring.commit(c, timestamp(p), crc(p), intent(p))
+}
+
+/// Checks that `found`, read at cursor `(offset, pos)`, is a complete record by producer `p`
+/// (header and payload), and returns the cursor position of `offset + 1`.
+fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 {
+    let Found::Ready {
+        start,
+        len,
+        timestamp: ts,
+        payload: at,
+    } = found
+    else {
+        panic!("record {offset} at {pos}: expected Ready, found {found:?}");
+    };
+    let want = payload(p);
+    assert_eq!(start, pos, "record {offset} moved");
+    assert_eq!(len as usize, want.len(), "record {offset}: header length");
+    assert_eq!(ts, timestamp(p), "record {offset}: header timestamp");
+    let head = DATA + (start & (CAPACITY - 1));
+    assert_eq!(at, head + RECORD_HEADER);
+    // The length word's high half carries the CRC (FORMAT.md); `read` checks only the length.
+    let len_word = ring.region.u64(head + 8).load(Ordering::Relaxed);
+    assert_eq!(
+        (len_word >> 32) as u32,
+        crc(p),
+        "record {offset}: header CRC"
+    );
+    let mut got = vec![0u8; want.len()];
+    ring.region.read_bytes(at, &mut got);
+    assert_eq!(
+        got, want,
+        "record {offset}: payload seen Ready before it was written"
+    );
+    start + footprint(len as u64)
+}
+
+/// Model 1: two producers claim and commit one record each; a concurrent reader walks the
+/// cursor from `(0, 0)` as `Consumer::poll` does (`pos(o + 1) = start + footprint(len)`),
+/// spinning while a record is pending. Every record it accepts must be complete (header and
+/// payload) and belong to the producer that claimed that offset; afterwards both records still
+/// read `Ready`, offsets are `{0, 1}` and positions are dense.
+#[test]
+fn claim_commit_read() {
+    loom::model(|| {
+        let ring = model_ring();
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let c = claim(&ring, p);
+                    let r = write_and_commit(&ring, &c, p);
+                    (c, r)
+                })
+            })
+            .collect();
+
+        // Concurrent reader: (offset, producer) of every record accepted, in cursor order.
+        let mut seen = Vec::new();
+        let mut pos = 0;
+        for offset in 0..2 {
+            loop {
+                match ring.read(offset, pos) {
+                    found @ Found::Ready { .. } => {
+                        let Found::Ready { len, .. } = found else {
+                            unreachable!()
+                        };
+                        let p = owner_of_len(len);
+                        pos = check_ready(&ring, found, offset, pos, p);
+                        seen.push((offset, p));
+                        break;
+                    }
+                    // A fresh slot: not committed yet (a real reader would sleep here).
+                    Found::Pending { tag: 0 } => thread::yield_now(),
+                    other => panic!("record {offset}: unexpected {other:?}"),
+                }
+            }
+        }
+
+        let claims: Vec<(Claim, Result<(), ()>)> =
+            producers.into_iter().map(|h| h.join().unwrap()).collect();
+        let mut owner = [0u64; 2];
+        for (p, (c, r)) in claims.iter().enumerate() {
+            assert_eq!(*r, Ok(()), "producer {p}'s commit of {} failed", c.offset);
+            owner[c.offset as usize] = p as u64;
+        }
+        let offsets: BTreeSet<u64> = claims.iter().map(|(c, _)| c.offset).collect();
+        assert_eq!(offsets, BTreeSet::from([0, 1]), "offsets are not dense");
+        let first = &claims[owner[0] as usize].0;
+        let second = &claims[owner[1] as usize].0;
+        assert_eq!(first.at, 0);
+        assert_eq!(
+            second.at,
+            footprint(first.len as u64),
+            "positions are not dense"
+        );
+        let end = second.at + footprint(second.len as u64);
+        assert_eq!(
+            unpack(ring.region.u128(TAIL).load(Ordering::SeqCst)),
+            (2, end)
+        );
+        assert_eq!(ring.resolve(1), Some(second.at));
+        assert_eq!(ring.resolve(2), Some(end));
+
+        for &(offset, p) in &seen {
+            assert_eq!(
+                p, owner[offset as usize],
+                "record {offset} read with the wrong bytes"
+            );
+        }
+        // Final pass: both records are visible once their producers are done.
+        let mut pos = 0;
+        for offset in 0..2 {
+            let found = ring.read(offset, pos);
+            pos = check_ready(&ring, found, offset, pos, owner[offset as usize]);
+        }
+        assert_eq!(pos, end);
+    });
+}
+
+/// Model 2: a producer claims, writes and commits record 0 while a reader waits until the
+/// record is claimed (`tail.offset > 0`, as `Consumer::poll` checks) and, if it still finds it
+/// pending, aborts it with the tag it saw (as `poll` does after the claim timeout). Exactly one
+/// of commit and abort succeeds, and the record then reads `Ready` or `Aborted` accordingly; a
+/// committed record is never aborted and an aborted one never becomes `Ready`.
+#[test]
+fn abort_races_commit() {
+    static ABORT_TRIED: AtomicUsize = AtomicUsize::new(0);
+    static ABORT_WON: AtomicUsize = AtomicUsize::new(0);
+    static COMMIT_WON: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let ring = model_ring();
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let c = claim(&ring, 0);
+                let r = write_and_commit(&ring, &c, 0);
+                (c, r)
+            })
+        };
+
+        while ring.tail().0 == 0 {
+            thread::yield_now();
+        }
+        let mut tried = false;
+        let mut aborted = false;
+        match ring.read(0, 0) {
+            Found::Pending { tag } => {
+                tried = true;
+                aborted = ring.abort(0, tag);
+                if aborted {
+                    assert_eq!(ring.read(0, 0), Found::Aborted);
+                }
+            }
+            found @ Found::Ready { .. } => {
+                check_ready(&ring, found, 0, 0, 0);
+            }
+            other => panic!("record 0: unexpected {other:?}"),
+        }
+
+        let (c, committed) = producer.join().unwrap();
+        assert_eq!(c.offset, 0);
+        if tried {
+            ABORT_TRIED.fetch_add(1, StdOrdering::Relaxed);
+            assert!(
+                committed.is_ok() != aborted,
+                "commit {committed:?} and abort {aborted}: exactly one must win"
+            );
+        } else {
+            assert_eq!(committed, Ok(()), "nobody aborted, yet the commit failed");
+        }
+        let found = ring.read(0, 0);
+        if aborted {
+            ABORT_WON.fetch_add(1, StdOrdering::Relaxed);
+            assert_eq!(found, Found::Aborted);
+            assert_eq!(ring.tag_of(0).load(Ordering::SeqCst), tag(0, ABORTED));
+            // Readers skip the aborted claim to pos(1), the end of its claim.
+            assert_eq!(ring.resolve(1), Some(footprint(c.len as u64)));
+        } else {
+            if tried {
+                COMMIT_WON.fetch_add(1, StdOrdering::Relaxed);
+            }
+            assert_eq!(ring.tag_of(0).load(Ordering::SeqCst), tag(0, COMMITTED));
+            check_ready(&ring, found, 0, 0, 0);
+        }
+    });
+    // The race itself was explored, with both outcomes.
+    assert!(ABORT_TRIED.load(StdOrdering::Relaxed) > 0);
+    assert!(ABORT_WON.load(StdOrdering::Relaxed) > 0);
+    assert!(COMMIT_WON.load(StdOrdering::Relaxed) > 0);
+}
+
+/// The consumer half of the wake-up models: waits at cursor `(0, 0)` as `Consumer::poll` does
+/// (flag, re-check the slot tag with SeqCst, sleep on the futex) until record 0 is no longer
+/// pending, and returns what it found. Each wake-up must make progress: nothing but the change
+/// we wait for ever bumps the futex word in these models.
+fn wait_for_record_0(ring: &Ring) -> Found {
+    let mut sleeps = 0;
+    loop {
+        match ring.read(0, 0) {
+            Found::Pending { tag } => {
+                assert!(sleeps < 1, "woken without record 0 changing");
+                sleeps += 1;
+                let word = ring.tag_of(0);
+                // SYNC W (SeqCst): as in `Consumer::poll`.
+                let changed = || word.load(Ordering::SeqCst) != tag;
+                ring.wait_data(SLEEPER_BIT, changed, None);
+            }
+            found => return found,
+        }
+    }
+}
+
+/// Model 3: a consumer sleeps on record 0 while a producer commits it. The sleeper must
+/// always return (a lost wake-up leaves it blocked forever, which loom reports as a deadlock)
+/// and then read the record, and must have taken its bit out of the sleeper bitmap.
+#[test]
+fn no_lost_wakeup() {
+    loom::model(|| {
+        let ring = model_ring();
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let found = wait_for_record_0(&ring);
+                check_ready(&ring, found, 0, 0, 0);
+            })
+        };
+        let c = claim(&ring, 0);
+        assert_eq!(write_and_commit(&ring, &c, 0), Ok(()));
+        consumer.join().unwrap();
+        assert_eq!(ring.region.u64(DATA_WAITERS).load(Ordering::SeqCst), 0);
+    });
+}
+
+/// Model 3b: as model 3, but the record's producer never commits and another reader aborts
+/// it: the abort must wake the sleeper just as a commit does (it notifies under SYNC W).
+#[test]
+fn abort_wakes_sleeper() {
+    loom::model(|| {
+        let ring = model_ring();
+        // The claim exists before the race: the aborting reader only aborts claimed records.
+        let c = claim(&ring, 0);
+        let consumer = {
+            let ring = ring.clone();
+            thread::spawn(move || wait_for_record_0(&ring))
+        };
+        let Found::Pending { tag } = ring.read(0, 0) else {
+            panic!("record 0 is not pending");
+        };
+        assert!(ring.abort(0, tag), "nothing else changes record 0");
+        assert_eq!(consumer.join().unwrap(), Found::Aborted);
+        assert_eq!(ring.resolve(1), Some(footprint(c.len as u64)));
+        assert_eq!(ring.region.u64(DATA_WAITERS).load(Ordering::SeqCst), 0);
+    });
+}
+
+/// Model 4: two producers race to claim; the one that gets offset 0 dies before committing
+/// (it simply never calls `commit`), the other commits offset 1. A concurrent reader waits
+/// until record 0 is claimed, finds it pending and aborts it (standing in for the claim
+/// timeout), locates record 1 with `resolve(1)` (which races with record 1's claim: it answers
+/// from the tail or from slot 1) and spins until record 1 reads `Ready` there. The position
+/// must be the end of the dead claim, and record 1 must carry the live producer's bytes.
+#[test]
+fn dead_claim_is_skipped() {
+    loom::model(|| {
+        let ring = model_ring();
+        let producers: Vec<_> = (0..2u64)
+            .map(|p| {
+                let ring = ring.clone();
+                thread::spawn(move || {
+                    let c = claim(&ring, p);
+                    // The producer that got offset 0 dies here: no write, no commit.
+                    let r = (c.offset != 0).then(|| write_and_commit(&ring, &c, p));
+                    (c, r)
+                })
+            })
+            .collect();
+
+        while ring.tail().0 == 0 {
+            thread::yield_now();
+        }
+        let Found::Pending { tag: seen } = ring.read(0, 0) else {
+            panic!("the dead claim 0 is not pending");
+        };
+        assert_eq!(seen, 0);
+        assert!(ring.abort(0, seen), "nobody else changes record 0's tag");
+        assert_eq!(ring.read(0, 0), Found::Aborted);
+        // Record 0 is claimed, so its end, pos(1), is known: the tail's position if record 1
+        // is not claimed yet, else slot 1's entry.
+        let pos1 = ring
+            .resolve(1)
+            .expect("pos(1) unknown after record 0 was claimed");
+        let (reader_saw, end) = loop {
+            match ring.read(1, pos1) {
+                found @ Found::Ready { .. } => {
+                    let Found::Ready { len, .. } = found else {
+                        unreachable!()
+                    };
+                    let p = owner_of_len(len);
+                    break (p, check_ready(&ring, found, 1, pos1, p));
+                }
+                Found::Pending { tag: 0 } => thread::yield_now(),
+                other => panic!("record 1: unexpected {other:?}"),
+            }
+        };
+
+        let claims: Vec<(Claim, Option<Result<(), ()>>)> =
+            producers.into_iter().map(|h| h.join().unwrap()).collect();
+        let dead = claims.iter().position(|(c, _)| c.offset == 0).unwrap() as u64;
+        let live = 1 - dead;
+        let (dead_claim, _) = &claims[dead as usize];
+        let (live_claim, live_result) = &claims[live as usize];
+        assert_eq!(live_claim.offset, 1);
+        assert_eq!(*live_result, Some(Ok(())));
+        assert_eq!(
+            pos1,
+            footprint(dead_claim.len as u64),
+            "resolve(1) disagrees with the dead claim's end"
+        );
+        assert_eq!(live_claim.at, pos1);
+        assert_eq!(reader_saw, live, "record 1 read with the wrong bytes");
+        assert_eq!(end, pos1 + footprint(live_claim.len as u64));
+
+        // A reader arriving now skips the aborted record the same way.
+        assert_eq!(ring.read(0, 0), Found::Aborted);
+        assert_eq!(ring.resolve(1), Some(pos1));
+        let found = ring.read(1, pos1);
+        check_ready(&ring, found, 1, pos1, live);
+        assert_eq!(ring.resolve(2), Some(end));
+    });
+}

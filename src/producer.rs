@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock;
-use crate::error::{Error, Result};
-use crate::layout::{self, FullPolicy, PRODUCER_SLOT};
+use crate::error::{Corruption, Error, Result};
+use crate::flusher::Flusher;
+use crate::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
 use crate::process;
 use crate::queue::Shared;
 use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
@@ -30,6 +31,8 @@ pub struct Producer {
     tail: u128,
     limit: u64,
     timeout: Option<Duration>,
+    /// Keeps this process's Batch flusher running while the producer lives.
+    _flusher: Option<Arc<Flusher>>,
 }
 
 /// What holds the claim limit down.
@@ -37,6 +40,8 @@ pub struct Producer {
 enum Bottleneck {
     /// The tail or a gating group: wait for a commit.
     Groups,
+    /// Records not yet on disk: flush them.
+    Durable,
     /// Producer slot `slot`'s unfinished record, seen as intent value `intent`.
     Intent { slot: u32, intent: u64 },
 }
@@ -67,7 +72,12 @@ impl Producer {
             .region
             .u128(layout::TAIL)
             .load(Ordering::Acquire);
+        let flusher = match shared.geometry.durability {
+            Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, max_delay)),
+            _ => None,
+        };
         Ok(Producer {
+            _flusher: flusher,
             shared,
             slot,
             slot_off,
@@ -84,16 +94,37 @@ impl Producer {
         self.timeout = timeout;
     }
 
-    /// Publishes `payload` and returns its offset.
+    /// Publishes `payload` and returns its offset. Under [`Durability::Sync`] it returns only
+    /// once the record is on disk.
     ///
     /// Errors: [`Error::TooBig`], [`Error::Full`] (policy `Reject`), [`Error::Timeout`] (policy
     /// `Block` with a timeout), [`Error::Aborted`] (this call stalled past the claim timeout and
-    /// readers gave the record up; nothing was published).
+    /// readers gave the record up; nothing was published), [`Error::NotDurable`] (under `Sync`:
+    /// the record was published but its flush failed, or did not finish within the timeout set
+    /// by [`set_timeout`](Self::set_timeout)).
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64> {
         let len = self.check_len(payload.len())?;
         let claim = self.claim_raw(len)?;
         self.shared.ring.write_payload(&claim, payload);
-        self.finish(claim)
+        let crc = checksum(&self.shared, payload);
+        self.finish(claim, crc)
+    }
+
+    /// Waits until record `offset` (and every record before it) is on disk, flushing if no
+    /// other process is: a publisher confirm. Works under every durability policy; under
+    /// `None` it makes this process do the flush. `None` as the timeout waits as long as it
+    /// takes.
+    ///
+    /// Errors: [`Error::Timeout`], [`Error::Io`] if the flush failed (nothing past the last
+    /// good flush is durable), [`Error::InvalidArgument`] for an offset not yet published.
+    pub fn wait_durable(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
+        let tail = self.shared.ring.tail().0;
+        if offset >= tail {
+            return Err(Error::InvalidArgument(format!(
+                "offset {offset} is not published yet (next offset is {tail})"
+            )));
+        }
+        self.shared.wait_durable(offset, 1u64 << self.slot, timeout)
     }
 
     /// Claims room for a `len`-byte record to be written in place; commit it with
@@ -107,6 +138,22 @@ impl Producer {
         })
     }
 
+    /// Turns the failure of the flush that published record `offset` waited for into the
+    /// error that says so: the record is visible to consumers but not on disk (yet).
+    fn not_durable(&self, offset: u64, e: Error) -> Error {
+        let (op, source) = match e {
+            Error::Io { op, source, .. } => (op, source),
+            Error::Timeout => ("wait for the flush", std::io::ErrorKind::TimedOut.into()),
+            e => return e,
+        };
+        Error::NotDurable {
+            path: self.shared.path.clone(),
+            offset,
+            op,
+            source,
+        }
+    }
+
     fn check_len(&self, len: usize) -> Result<u32> {
         let max = self.shared.geometry.max_message;
         u32::try_from(len)
@@ -115,14 +162,31 @@ impl Producer {
             .ok_or(Error::TooBig { len, max })
     }
 
-    fn finish(&mut self, claim: Claim) -> Result<u64> {
+    fn finish(&mut self, claim: Claim, crc: u32) -> Result<u64> {
+        let offset = claim.offset;
         self.shared
             .ring
-            .commit(&claim, clock::now_ns(), self.slot_off)
-            .map(|()| claim.offset)
-            .map_err(|()| Error::Aborted {
-                offset: claim.offset,
-            })
+            .commit(&claim, clock::now_ns(), crc, self.slot_off)
+            .map_err(|()| Error::Aborted { offset })?;
+        match self.shared.geometry.durability {
+            Durability::None => {}
+            Durability::Sync => {
+                let bit = 1u64 << self.slot;
+                self.shared
+                    .wait_durable(offset, bit, self.timeout)
+                    .map_err(|e| self.not_durable(offset, e))?;
+            }
+            Durability::Batch { max_bytes, .. } => {
+                // Group commit: the publisher that finds a full batch flushes it, unless a
+                // flush is running already. A failure is left to the next flush and to
+                // confirms (`wait_durable`), whose promise it breaks; this publish made none.
+                let (_, durable_pos) = self.shared.durable();
+                if claim.start + footprint(claim.len as u64) - durable_pos >= max_bytes {
+                    let _ = self.shared.try_flush();
+                }
+            }
+        }
+        Ok(offset)
     }
 
     fn claim_raw(&mut self, len: u32) -> Result<Claim> {
@@ -132,16 +196,22 @@ impl Producer {
             let end = match ring.try_claim(&mut self.tail, len, self.limit, self.slot_off) {
                 Attempt::Claimed(c) => return Ok(c),
                 Attempt::NoSpace { end } => end,
+                Attempt::BadTail { offset, pos } => {
+                    return Err(Error::Corrupt {
+                        path: self.shared.path.clone(),
+                        kind: Corruption::Shared(format!("tail ({offset}, {pos}) is impossible")),
+                    })
+                }
             };
             let (limit, bottleneck) = self.scan_limit();
             self.limit = limit;
             if end <= limit {
                 continue;
             }
-            if let Bottleneck::Intent { slot, intent } = bottleneck {
-                if self.clear_if_dead(slot, intent) {
-                    continue;
-                }
+            match bottleneck {
+                Bottleneck::Intent { slot, intent } if self.clear_if_dead(slot, intent) => continue,
+                Bottleneck::Durable if self.shared.try_flush()? => continue,
+                _ => {}
             }
             if self.shared.geometry.full_policy == FullPolicy::Reject {
                 return Err(Error::Full);
@@ -200,6 +270,14 @@ fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
             low = low.min(g);
         }
     }
+    // Records not yet on disk are never overwritten under a durability policy.
+    if shared.geometry.durability != Durability::None {
+        let durable = shared.durable().1;
+        if durable < low {
+            low = durable;
+            bottleneck = Bottleneck::Durable;
+        }
+    }
     for s in (0..shared.geometry.producer_slots).filter(|&s| s != me) {
         let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
         // Acquire (SYNC I): pairs with the Release that clears an intent after its commit.
@@ -214,6 +292,15 @@ fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
         }
     }
     (low.saturating_add(shared.geometry.capacity), bottleneck)
+}
+
+/// The payload's CRC32C if the queue keeps checksums, else 0.
+fn checksum(shared: &Shared, payload: &[u8]) -> u32 {
+    if shared.geometry.checksums {
+        crc32c::crc32c(payload)
+    } else {
+        0
+    }
 }
 
 fn take_slot(shared: &Shared, slot: u32, owner: u128, free: impl Fn(u128) -> bool) -> bool {
@@ -271,11 +358,13 @@ impl Claimed<'_> {
 
     /// Commits the record and returns its offset.
     pub fn commit(mut self) -> Result<u64> {
+        let shared = self.producer.shared.clone();
+        let crc = checksum(&shared, self.as_mut_slice());
         let claim = self
             .claim
             .take()
             .expect("claim present until commit or drop");
-        self.producer.finish(claim)
+        self.producer.finish(claim, crc)
     }
 }
 

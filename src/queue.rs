@@ -2,17 +2,19 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
 
 use crate::consumer::{Consumer, Subscribe};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::file;
+use crate::flusher::FlusherSlot;
 use crate::group::GroupInfo;
-use crate::layout::{FullPolicy, Geometry, Offsets};
+use crate::layout::{Durability, FullPolicy, Geometry, Offsets};
 use crate::producer::Producer;
+use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
 use crate::sync::Region;
 
@@ -34,6 +36,11 @@ pub struct Options {
     pub claim_timeout: Duration,
     /// Permission bits of the file. Default `0o600`.
     pub mode: u32,
+    /// What a publish promises about machine crashes. Default [`Durability::None`].
+    pub durability: Durability,
+    /// Whether records carry a CRC32C of their payload, checked by recovery after a machine
+    /// restart (and required by `Batch` and `Sync`). Default true.
+    pub checksums: bool,
 }
 
 impl Default for Options {
@@ -46,6 +53,8 @@ impl Default for Options {
             producer_slots: 64,
             claim_timeout: Duration::from_secs(1),
             mode: 0o600,
+            durability: Durability::None,
+            checksums: true,
         }
     }
 }
@@ -58,7 +67,14 @@ pub(crate) struct Shared {
     pub offsets: Offsets,
     pub path: PathBuf,
     pub file: File,
-    _map: MmapRaw,
+    /// What recovery after a machine restart did when this process opened the file.
+    pub recovery: Option<Recovery>,
+    /// The Batch flusher of this process, while a producer holds it.
+    pub flusher: FlusherSlot,
+    /// The claim a flush leader of this process found stuck at the prefix's end, and since
+    /// when (see `committed_prefix`).
+    pub flush_stall: Mutex<Option<(u64, Instant)>>,
+    map: MmapRaw,
 }
 
 impl Shared {
@@ -71,7 +87,7 @@ impl Shared {
             data: m.offsets.ring,
         };
         // SAFETY: the mapping is page-aligned, exactly `file_size` bytes long, readable and
-        // writable, and lives in `_map` for as long as the `Ring` (same struct, dropped later).
+        // writable, and lives in `map` for as long as the `Ring` (same struct, dropped later).
         let region = unsafe { Region::new(m.map.as_mut_ptr(), m.offsets.file_size as usize) };
         Shared {
             ring: Ring::new(region, layout),
@@ -79,8 +95,22 @@ impl Shared {
             offsets: m.offsets,
             path: m.path,
             file: m.file,
-            _map: m.map,
+            recovery: None,
+            flusher: FlusherSlot::default(),
+            flush_stall: Mutex::new(None),
+            map: m.map,
         }
+    }
+
+    /// Writes the pages holding `len` bytes at `off` to disk and waits (`msync(MS_SYNC)`).
+    pub(crate) fn sync_range(&self, off: u64, len: u64) -> Result<()> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            op: "msync",
+            source,
+        };
+        crate::fault::check("msync").map_err(io)?;
+        self.map.flush_range(off as usize, len as usize).map_err(io)
     }
 }
 
@@ -118,6 +148,8 @@ impl Queue {
             producer_slots: options.producer_slots,
             claim_timeout: options.claim_timeout,
             created_ns: crate::clock::now_ns(),
+            durability: options.durability,
+            checksums: options.checksums,
         };
         let mapped = file::create(path.as_ref(), &geometry, options.mode)?;
         Ok(Queue {
@@ -128,8 +160,10 @@ impl Queue {
     /// Opens an existing queue file, validating its header against its size.
     pub fn open(path: impl AsRef<Path>) -> Result<Queue> {
         let mapped = file::open(path.as_ref())?;
+        let mut shared = Shared::new(mapped);
+        shared.recovery = shared.recover_if_restarted()?;
         Ok(Queue {
-            shared: Arc::new(Shared::new(mapped)),
+            shared: Arc::new(shared),
         })
     }
 
@@ -163,6 +197,32 @@ impl Queue {
     /// The next offset a producer will be given (records `0..tail` have been claimed).
     pub fn tail_offset(&self) -> u64 {
         self.shared.ring.tail().0
+    }
+
+    /// The offset up to which records are on disk: every record before it survives a machine
+    /// crash. Under [`Durability::None`] it moves only when someone flushes.
+    pub fn durable_offset(&self) -> u64 {
+        self.shared.durable().0
+    }
+
+    /// Flushes every committed record to disk now (one `fdatasync`, shared with any flush
+    /// already running) and returns the durable offset.
+    pub fn flush(&self) -> Result<u64> {
+        while !self.shared.try_flush()? {
+            // Another process leads a flush; ours must cover what is committed now.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(self.durable_offset())
+    }
+
+    /// How many flushes (`fdatasync`) have been made on this file, by every process.
+    pub fn flushes(&self) -> u64 {
+        self.shared.flushes()
+    }
+
+    /// What recovery did if this open found the file last used before a machine restart.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.shared.recovery.as_ref()
     }
 
     /// The queue's immutable parameters.

@@ -64,8 +64,22 @@ pub(crate) fn tag(offset: u64, flags: u64) -> u64 {
     (offset << FLAG_BITS) | flags
 }
 
-fn tag_offset(tag: u64) -> u64 {
+/// The offset a slot tag speaks of.
+pub(crate) fn tag_offset(tag: u64) -> u64 {
     tag >> FLAG_BITS
+}
+
+/// Largest position a sane cursor holds (4 EiB of traffic): larger ones come from a damaged
+/// file, and refusing them keeps every position sum below `u64::MAX`.
+pub(crate) const MAX_POSITION: u64 = 1 << 62;
+
+/// Whether `(offset, position)` read from the shared file can be a cursor: an 8-aligned
+/// position no larger than [`MAX_POSITION`], and at least one smallest record per offset.
+pub(crate) fn sane_cursor(offset: u64, pos: u64) -> bool {
+    pos % layout::RECORD_ALIGN == 0
+        && pos <= MAX_POSITION
+        && offset <= MAX_POSITION / RECORD_HEADER
+        && offset * RECORD_HEADER <= pos
 }
 
 /// Bytes per offset slot: `pos` at 0, `tag` at 8.
@@ -142,6 +156,11 @@ pub(crate) enum Attempt {
     NoSpace {
         end: u64,
     },
+    /// The tail read from the file is not a possible cursor (a damaged file).
+    BadTail {
+        offset: u64,
+        pos: u64,
+    },
 }
 
 impl Ring {
@@ -161,7 +180,8 @@ impl Ring {
         unpack(self.region.u128(layout::TAIL).load(Ordering::SeqCst))
     }
 
-    fn data_at(&self, pos: u64) -> u64 {
+    /// Region offset of the ring byte at position `pos`.
+    pub(crate) fn data_at(&self, pos: u64) -> u64 {
         self.layout.data + (pos & self.mask)
     }
 
@@ -169,8 +189,24 @@ impl Ring {
         self.layout.index + SLOT_SIZE * (offset & (self.layout.index_entries - 1))
     }
 
-    fn slot_tag(&self, offset: u64) -> &AtomicU64 {
+    /// The tag word of `offset`'s slot.
+    pub(crate) fn slot_tag(&self, offset: u64) -> &AtomicU64 {
         self.region.u64(self.slot(offset) + SLOT_TAG)
+    }
+
+    /// The position word of `offset`'s slot.
+    pub(crate) fn slot_pos(&self, offset: u64) -> &AtomicU64 {
+        self.region.u64(self.slot(offset) + SLOT_POS)
+    }
+
+    /// The record header at position `pos` as stored, untrusted: `(offset, length, crc)`.
+    #[cfg(not(loom))]
+    pub(crate) fn header_at(&self, pos: u64) -> (u64, u32, u32) {
+        let head = self.data_at(pos);
+        // Relaxed: only used where no writer runs (recovery) or validated afterwards.
+        let offset = self.region.u64(head + REC_OFFSET).load(Ordering::Relaxed);
+        let word = self.region.u64(head + REC_LEN).load(Ordering::Relaxed);
+        (offset, word as u32, (word >> 32) as u32)
     }
 
     /// Tries to claim a record of `len` bytes ending no later than `limit`. `tail` is the
@@ -181,6 +217,9 @@ impl Ring {
         let cell = self.region.u128(layout::TAIL);
         loop {
             let (offset, at) = unpack(*tail);
+            if !sane_cursor(offset, at) {
+                return Attempt::BadTail { offset, pos: at };
+            }
             let rest = self.layout.capacity - (at & self.mask);
             let start = if rest >= size { at } else { at + rest };
             let end = start + size;
@@ -201,7 +240,7 @@ impl Ring {
                 .store(offset + 1, Ordering::Relaxed);
             // Relaxed load: only decides whether the RMW is needed. Release RMW: a reader that
             // sees this value through `resolve` also sees the tail it checks against.
-            let pos = self.region.u64(self.slot(offset) + SLOT_POS);
+            let pos = self.slot_pos(offset);
             if pos.load(Ordering::Relaxed) < at {
                 pos.fetch_max(at, Ordering::Release);
             }
@@ -232,7 +271,8 @@ impl Ring {
         }
     }
 
-    /// Raw pointer to a claim's payload bytes (zero-copy writes).
+    /// Raw pointer to a claim's payload bytes (zero-copy writes; not modelled under loom).
+    #[cfg(not(loom))]
     pub(crate) fn payload_ptr(&self, claim: &Claim) -> *mut u8 {
         self.region
             .bytes_ptr(self.data_at(claim.start) + RECORD_HEADER, claim.len as u64)
@@ -245,16 +285,23 @@ impl Ring {
             .write_bytes(self.data_at(claim.start) + RECORD_HEADER, data);
     }
 
-    /// Commits a claim whose payload is written. `Err(())` means a reader aborted it first.
-    pub(crate) fn commit(&self, claim: &Claim, timestamp: u64, intent: u64) -> Result<(), ()> {
-        let result = self.seal(claim, timestamp);
+    /// Commits a claim whose payload is written, with the payload's CRC32C (0: none).
+    /// `Err(())` means a reader aborted it first.
+    pub(crate) fn commit(
+        &self,
+        claim: &Claim,
+        timestamp: u64,
+        crc: u32,
+        intent: u64,
+    ) -> Result<(), ()> {
+        let result = self.seal(claim, timestamp, crc);
         // SYNC I (Release): the claim is finished (or given up); producers scanning intents may
         // now reuse bytes up to one capacity past it.
         self.region.u64(intent + INTENT).store(0, Ordering::Release);
         result
     }
 
-    fn seal(&self, claim: &Claim, timestamp: u64) -> Result<(), ()> {
+    fn seal(&self, claim: &Claim, timestamp: u64, crc: u32) -> Result<(), ()> {
         let o = claim.offset;
         let cell = self.slot_tag(o);
         // Relaxed: the value only serves as the CAS's expected value; a reader that aborts
@@ -271,7 +318,7 @@ impl Ring {
             .store(o, Ordering::Relaxed);
         self.region
             .u64(head + REC_LEN)
-            .store(claim.len as u64, Ordering::Relaxed);
+            .store(claim.len as u64 | (crc as u64) << 32, Ordering::Relaxed);
         self.region
             .u64(head + REC_TIMESTAMP)
             .store(timestamp, Ordering::Relaxed);
@@ -304,6 +351,12 @@ impl Ring {
 
     /// Reads what is at cursor `(offset, pos)`; `pos` must be `pos(offset)`.
     pub(crate) fn read(&self, offset: u64, pos: u64) -> Found {
+        if !sane_cursor(offset, pos) {
+            return Found::Inconsistent {
+                start: pos,
+                why: format!("cursor ({offset}, {pos}) is impossible"),
+            };
+        }
         // SYNC C (Acquire): pairs with the commit CAS; header and payload are visible after it.
         let t = self.slot_tag(offset).load(Ordering::Acquire);
         if t == tag(offset, ABORTED) {
@@ -323,9 +376,7 @@ impl Ring {
             pos
         };
         let bad = |why: String| Found::Inconsistent { start, why };
-        if pos % layout::RECORD_ALIGN != 0
-            || (t & WRAPPED == 0 && idx + RECORD_HEADER > self.layout.capacity)
-        {
+        if t & WRAPPED == 0 && idx + RECORD_HEADER > self.layout.capacity {
             return bad(format!("record {offset} at position {pos} is misplaced"));
         }
         let head = self.data_at(start);
@@ -410,7 +461,12 @@ impl Ring {
         let (t_off, t_pos) = self.tail();
         let floor = t_pos.saturating_sub(self.layout.capacity);
         let retained = |x: u64| self.resolve(x).filter(|&p| p >= floor);
-        let mut lo = t_off.saturating_sub(self.layout.index_entries - 1);
+        // Recovery after a machine restart may have found older records damaged.
+        // Relaxed: written once by recovery, before anyone else uses the file.
+        let (floor_offset, _) = unpack(self.region.u128(layout::FLOOR).load(Ordering::Relaxed));
+        let mut lo = t_off
+            .saturating_sub(self.layout.index_entries - 1)
+            .max(floor_offset.min(t_off));
         let mut hi = t_off;
         // Positions grow with offsets, so "retained" is false then true: find the first true.
         while lo < hi {

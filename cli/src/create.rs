@@ -1,0 +1,69 @@
+//! `shmq create`: creates a queue file.
+
+use shmq::{Options, Queue};
+
+use crate::error::CliError;
+use crate::size::format_size;
+use crate::CreateArgs;
+
+/// Bytes of one record header in the ring (the largest message is half the ring minus this).
+const RECORD_HEADER: u64 = 32;
+
+/// Default largest message: 1 MiB, or the most a smaller ring allows.
+fn default_max_message(capacity: u64) -> u64 {
+    (1 << 20)
+        .min((capacity / 2).saturating_sub(RECORD_HEADER))
+        .max(1)
+}
+
+/// Creates the queue file and prints its parameters.
+pub fn run(args: &CreateArgs) -> Result<(), CliError> {
+    let max = args
+        .max_message
+        .unwrap_or_else(|| default_max_message(args.capacity));
+    let max_message = u32::try_from(max).map_err(|_| {
+        CliError::new(
+            format_args!("--max-message {}", format_size(max)),
+            "too large (at most 4 GiB - 1)",
+        )
+    })?;
+    let options = Options {
+        capacity: args.capacity,
+        max_message,
+        full_policy: args.full.into(),
+        mode: args.mode,
+        ..Options::default()
+    };
+    // Say plainly when the directory is missing (the library would name its temporary file).
+    if let Some(dir) = args.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(CliError::new(
+                args.path.display(),
+                format_args!("directory {} does not exist", dir.display()),
+            ));
+        }
+    }
+    let queue = Queue::create(&args.path, &options).map_err(|e| CliError::queue(&args.path, e))?;
+    let g = queue.geometry();
+    outln!(
+        "created {}: capacity {}, max message {}, full policy {}, mode {:04o}",
+        args.path.display(),
+        format_size(g.capacity),
+        format_size(u64::from(g.max_message)),
+        crate::info::policy_name(g.full_policy),
+        args.mode
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_max_message_fits_the_ring() {
+        assert_eq!(default_max_message(64 << 20), 1 << 20);
+        assert_eq!(default_max_message(4096), 2048 - 32);
+        assert_eq!(default_max_message(0), 1);
+    }
+}

@@ -1,0 +1,176 @@
+//! `shmq_consumer`: polling, committing and seeking within a consumer group.
+
+use std::ffi::c_char;
+
+use shmq_core::{Consumer, SeekTo};
+
+use crate::error::{guard, Failure};
+use crate::queue::{queue_ref, shmq_queue};
+use crate::status::shmq_status;
+use crate::{c_str, non_null, timeout};
+
+/// A member of a consumer group (opaque): holds the group's lease until freed with
+/// `shmq_consumer_free`.
+///
+/// Thread safety: use a consumer from one thread at a time (it may move between threads).
+/// Lifetime: it keeps the queue mapping alive, so it may outlive the `shmq_queue` it was made
+/// from.
+pub struct shmq_consumer {
+    consumer: Consumer,
+}
+
+/// One record returned by `shmq_poll`.
+///
+/// `data` points directly into the shared mapping or into a buffer owned by the consumer
+/// (zero-copy where the library can guarantee the bytes are stable). It is valid only until
+/// the next call on the same consumer (`shmq_poll`, `shmq_commit`, `shmq_seek`,
+/// `shmq_consumer_free`); copy the bytes to keep them. Never write through it. When `len` is 0,
+/// `data` must not be dereferenced.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct shmq_message {
+    /// The payload.
+    pub data: *const u8,
+    /// Payload length in bytes.
+    pub len: usize,
+    /// The record's offset (dense per queue: 0, 1, 2, ...).
+    pub offset: u64,
+    /// When it was published, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+}
+
+/// Joins consumer group `group` (NUL-terminated UTF-8) on `queue` and stores the consumer in
+/// `*out`. A group that does not exist is created as a gating group (producers never overrun
+/// it under BLOCK/REJECT) starting at the earliest retained record; an existing group resumes
+/// after its committed offset. `SHMQ_EBUSY` if another live consumer holds the group (in any
+/// process, this one included) or every group slot is used.
+///
+/// The caller owns `*out` and frees it with `shmq_consumer_free`.
+///
+/// # Safety
+/// `queue` is NULL or a live queue handle; `group` is NULL or a NUL-terminated string; `out`
+/// is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_consumer_new(
+    queue: *const shmq_queue,
+    group: *const c_char,
+    out: *mut *mut shmq_consumer,
+) -> shmq_status {
+    guard("shmq_consumer_new", || {
+        // SAFETY: the caller guarantees `queue` is NULL or live.
+        let queue = unsafe { queue_ref(queue) }?;
+        // SAFETY: the caller guarantees `group` is NULL or a valid C string for this call.
+        let group = unsafe { c_str(group, "group") }?;
+        let group = group
+            .to_str()
+            .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
+        non_null(out, "out")?;
+        let consumer = queue.consumer(group)?;
+        let handle = Box::into_raw(Box::new(shmq_consumer { consumer }));
+        // SAFETY: non-NULL (checked) and writable per the caller's contract.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Waits up to `timeout_ns` for the next record and stores it in `*out`. `SHMQ_TIMEOUT` when
+/// nothing arrived in time; `SHMQ_LAGGED` when records were overwritten before this consumer
+/// read them (`*out` is not written; the last-error message says how many were lost; poll
+/// again to continue at the oldest retained record).
+///
+/// Soundness of the borrowed `out->data`: the Rust API returns the payload borrowed from the
+/// consumer until its next use, and guarantees the bytes stay unchanged (and mapped: the
+/// consumer holds the mapping) for that long. The C contract "valid until the next call on this
+/// consumer" is exactly that borrow, so no copy is made here.
+///
+/// # Safety
+/// `consumer` is NULL or a live consumer not used concurrently by another thread; `out` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_poll(
+    consumer: *mut shmq_consumer,
+    timeout_ns: i64,
+    out: *mut shmq_message,
+) -> shmq_status {
+    guard("shmq_poll", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        let c = unsafe { consumer_mut(consumer) }?;
+        non_null(out, "out")?;
+        let t = timeout(timeout_ns)?;
+        match c.poll(t)? {
+            Some(m) => {
+                let msg = shmq_message {
+                    data: m.payload.as_ptr(),
+                    len: m.payload.len(),
+                    offset: m.offset,
+                    timestamp_ns: m.timestamp_ns,
+                };
+                // SAFETY: non-NULL (checked) and writable per the caller's contract.
+                unsafe { out.write(msg) };
+                Ok(())
+            }
+            None => Err(Failure::new(
+                shmq_status::SHMQ_TIMEOUT,
+                "shmq_poll: no message within the timeout",
+            )),
+        }
+    })
+}
+
+/// Commits `offset`: it and every record before it are processed, and a consumer that joins
+/// the group later resumes at `offset + 1`. Committing at or below the committed offset does
+/// nothing; an offset not yet polled is `SHMQ_EINVAL`. Under SYNC durability it returns once the
+/// committed offset is on disk (`SHMQ_EIO` if that fails).
+///
+/// # Safety
+/// `consumer` is NULL or a live consumer not used concurrently by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_commit(consumer: *mut shmq_consumer, offset: u64) -> shmq_status {
+    guard("shmq_commit", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        unsafe { consumer_mut(consumer) }?.commit(offset)?;
+        Ok(())
+    })
+}
+
+/// Moves the read cursor (not the committed offset) to `offset`, which must still be in the
+/// ring (`SHMQ_EINVAL` otherwise; the message gives the retained range).
+///
+/// # Safety
+/// `consumer` is NULL or a live consumer not used concurrently by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_seek(consumer: *mut shmq_consumer, offset: u64) -> shmq_status {
+    guard("shmq_seek", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        unsafe { consumer_mut(consumer) }?.seek(SeekTo::Offset(offset))?;
+        Ok(())
+    })
+}
+
+/// Frees a consumer and releases its group's lease (NULL: no-op). The committed offset stays
+/// in the file.
+///
+/// # Safety
+/// `consumer` is NULL or a live consumer handle, freed exactly once and not in use by another
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_consumer_free(consumer: *mut shmq_consumer) {
+    guard("shmq_consumer_free", || {
+        if !consumer.is_null() {
+            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
+            drop(unsafe { Box::from_raw(consumer) });
+        }
+        Ok(())
+    });
+}
+
+/// Borrows the consumer of a handle argument.
+///
+/// # Safety
+/// `c` is NULL or a live consumer handle that only this thread uses for `'a`.
+unsafe fn consumer_mut<'a>(c: *mut shmq_consumer) -> Result<&'a mut Consumer, Failure> {
+    non_null(c, "consumer")?;
+    // SAFETY: non-NULL, and the caller guarantees a live handle used by only this thread for
+    // 'a, so a unique borrow is sound.
+    Ok(unsafe { &mut (*c).consumer })
+}

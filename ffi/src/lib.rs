@@ -1,0 +1,78 @@
+//! C ABI for shmq: builds `libshmq.so` / `libshmq.a`, described by `include/shmq.h` (generated
+//! from this crate by cbindgen; see `cbindgen.toml`).
+//!
+//! Conventions shared by every function (also stated in the header):
+//!
+//! * Every function returns a [`shmq_status`] (except the few that return a string); `SHMQ_OK`
+//!   is 0, the positive statuses (`SHMQ_TIMEOUT`, `SHMQ_FULL`, `SHMQ_LAGGED`) are expected
+//!   outcomes to branch on, the negative ones are errors. Every non-OK status also sets the
+//!   calling thread's last-error message ([`shmq_last_error`]).
+//! * Out-parameters are written only when the function returns `SHMQ_OK`.
+//! * A NULL handle or required pointer, or an out-of-range argument, gives `SHMQ_EINVAL`.
+//! * Timeouts are `int64_t` nanoseconds: `-1` waits forever, `0` never waits, other negative
+//!   values are `SHMQ_EINVAL`.
+//! * No panic crosses the ABI: a Rust panic inside a call is caught and reported as
+//!   `SHMQ_EINTERNAL` with the panic message; the handle it happened on should then only be
+//!   freed.
+//! * Handles are freed exactly once with their own free function (freeing NULL is a no-op);
+//!   using a handle after freeing it, or freeing it twice, is undefined behaviour.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![allow(non_camel_case_types)]
+
+mod consumer;
+mod error;
+mod producer;
+mod queue;
+mod status;
+
+use std::ffi::{c_char, CStr};
+use std::time::Duration;
+
+pub use consumer::{
+    shmq_commit, shmq_consumer, shmq_consumer_free, shmq_consumer_new, shmq_message, shmq_poll,
+    shmq_seek,
+};
+pub use error::shmq_last_error;
+#[doc(hidden)]
+pub use error::{guard, Failure};
+pub use producer::{
+    shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_wait_durable,
+};
+pub use queue::{
+    shmq_close, shmq_create, shmq_durability, shmq_full_policy, shmq_open, shmq_options,
+    shmq_options_default, shmq_queue,
+};
+pub use status::{shmq_status, shmq_status_name};
+
+/// Converts a C timeout (`-1` forever, `>= 0` nanoseconds) to the Rust API's.
+pub(crate) fn timeout(ns: i64) -> Result<Option<Duration>, Failure> {
+    match ns {
+        -1 => Ok(None),
+        n if n >= 0 => Ok(Some(Duration::from_nanos(n as u64))),
+        n => Err(Failure::einval(format!(
+            "timeout_ns {n} is invalid: use -1 (forever), 0 (no wait) or a positive duration"
+        ))),
+    }
+}
+
+/// Borrows a NUL-terminated C string argument.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid and unchanged for `'a`.
+pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a CStr, Failure> {
+    if p.is_null() {
+        return Err(Failure::einval(format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees a valid NUL-terminated string for 'a.
+    Ok(unsafe { CStr::from_ptr(p) })
+}
+
+/// Checks that a required pointer argument is not NULL.
+pub(crate) fn non_null<T>(p: *const T, what: &str) -> Result<(), Failure> {
+    if p.is_null() {
+        Err(Failure::einval(format!("{what} is NULL")))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,129 @@
+//! `shmq_producer`: publishing records and waiting for them to be durable.
+
+use shmq_core::Producer;
+
+use crate::error::{guard, Failure};
+use crate::queue::{queue_ref, shmq_queue};
+use crate::status::shmq_status;
+use crate::{non_null, timeout};
+
+/// A producer (opaque): holds one of the queue's producer slots until freed with
+/// `shmq_producer_free`.
+///
+/// Thread safety: use a producer from one thread at a time (it may move between threads).
+/// Lifetime: it keeps the queue mapping alive, so it may outlive the `shmq_queue` it was made
+/// from.
+pub struct shmq_producer {
+    producer: Producer,
+}
+
+/// Creates a producer on `queue` and stores it in `*out` (`SHMQ_EBUSY` if every producer slot
+/// is held by a live producer). The caller owns `*out` and frees it with `shmq_producer_free`.
+///
+/// # Safety
+/// `queue` is NULL or a live queue handle; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_producer_new(
+    queue: *const shmq_queue,
+    out: *mut *mut shmq_producer,
+) -> shmq_status {
+    guard("shmq_producer_new", || {
+        // SAFETY: the caller guarantees `queue` is NULL or live.
+        let queue = unsafe { queue_ref(queue) }?;
+        non_null(out, "out")?;
+        let producer = queue.producer()?;
+        let handle = Box::into_raw(Box::new(shmq_producer { producer }));
+        // SAFETY: non-NULL (checked) and writable per the caller's contract.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Publishes the `len` bytes at `data` (copied; the buffer is not retained) and, if
+/// `offset_out` is not NULL, stores the record's offset there.
+///
+/// `timeout_ns` bounds the wait for room under `SHMQ_FULL_BLOCK` (`SHMQ_TIMEOUT` when it
+/// passes). Other outcomes: `SHMQ_FULL` (policy REJECT), `SHMQ_ETOOBIG`, `SHMQ_TIMEOUT` also
+/// when the call stalled past the claim timeout and readers aborted the record (nothing was
+/// published), `SHMQ_EIO` under SYNC durability when the record was published but its flush
+/// failed. `data` may be NULL only if `len` is 0.
+///
+/// # Safety
+/// `producer` is NULL or a live producer not used concurrently by another thread; `data` is
+/// NULL or points to `len` readable bytes; `offset_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_publish(
+    producer: *mut shmq_producer,
+    data: *const u8,
+    len: usize,
+    timeout_ns: i64,
+    offset_out: *mut u64,
+) -> shmq_status {
+    guard("shmq_publish", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        let p = unsafe { producer_mut(producer) }?;
+        let payload: &[u8] = if len == 0 {
+            &[]
+        } else {
+            non_null(data, "data (with len > 0)")?;
+            // SAFETY: non-NULL and the caller guarantees `len` readable bytes at `data` that
+            // stay unchanged for the call.
+            unsafe { std::slice::from_raw_parts(data, len) }
+        };
+        p.set_timeout(timeout(timeout_ns)?);
+        let offset = p.publish(payload)?;
+        if !offset_out.is_null() {
+            // SAFETY: non-NULL and writable per the caller's contract.
+            unsafe { offset_out.write(offset) };
+        }
+        Ok(())
+    })
+}
+
+/// Waits until the record at `offset` (and every record before it) is on disk, flushing if no
+/// other process is: `SHMQ_TIMEOUT` when `timeout_ns` passes, `SHMQ_EIO` if the flush failed,
+/// `SHMQ_EINVAL` for an offset not yet published. Works under every durability policy.
+///
+/// # Safety
+/// `producer` is NULL or a live producer not used concurrently by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_wait_durable(
+    producer: *mut shmq_producer,
+    offset: u64,
+    timeout_ns: i64,
+) -> shmq_status {
+    guard("shmq_wait_durable", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        let p = unsafe { producer_mut(producer) }?;
+        let t = timeout(timeout_ns)?;
+        p.wait_durable(offset, t)?;
+        Ok(())
+    })
+}
+
+/// Frees a producer and releases its slot (NULL: no-op).
+///
+/// # Safety
+/// `producer` is NULL or a live producer handle, freed exactly once and not in use by another
+/// thread.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_producer_free(producer: *mut shmq_producer) {
+    guard("shmq_producer_free", || {
+        if !producer.is_null() {
+            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
+            drop(unsafe { Box::from_raw(producer) });
+        }
+        Ok(())
+    });
+}
+
+/// Borrows the producer of a handle argument.
+///
+/// # Safety
+/// `p` is NULL or a live producer handle that only this thread uses for `'a`.
+unsafe fn producer_mut<'a>(p: *mut shmq_producer) -> Result<&'a mut Producer, Failure> {
+    non_null(p, "producer")?;
+    // SAFETY: non-NULL, and the caller guarantees a live handle used by only this thread for
+    // 'a, so a unique borrow is sound.
+    Ok(unsafe { &mut (*p).producer })
+}

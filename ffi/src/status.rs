@@ -1,0 +1,104 @@
+//! `shmq_status`: the result code of every call, and how `shmq::Error` maps onto it.
+
+use std::ffi::{c_char, c_int};
+
+use shmq_core::{Corruption, Error};
+
+/// The result of a call. `SHMQ_OK` (0) is success, positive values are expected outcomes the
+/// caller branches on, negative values are errors. Every non-OK status sets the thread's
+/// last-error message (`shmq_last_error`).
+///
+/// How the Rust library's errors map:
+///
+/// | status           | `shmq::Error` variants                                              |
+/// |------------------|---------------------------------------------------------------------|
+/// | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
+/// | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
+/// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
+/// | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
+/// | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed)                 |
+/// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`)                                |
+/// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
+/// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
+/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `UnknownGroup`                         |
+/// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`                    |
+/// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum shmq_status {
+    /// Success.
+    SHMQ_OK = 0,
+    /// Nothing happened within the timeout (poll found no message, publish found no room).
+    SHMQ_TIMEOUT = 1,
+    /// The ring is full and the queue's policy is `SHMQ_FULL_REJECT`.
+    SHMQ_FULL = 2,
+    /// The consumer was overrun and lost records; it continues at the oldest retained one.
+    SHMQ_LAGGED = 3,
+    /// A NULL or out-of-range argument.
+    SHMQ_EINVAL = -1,
+    /// An I/O call on the queue file failed.
+    SHMQ_EIO = -2,
+    /// The queue file is not a valid shmq queue.
+    SHMQ_ECORRUPT = -3,
+    /// The queue file has a format version this library does not read.
+    SHMQ_EVERSION = -4,
+    /// The payload is larger than the queue's maximum message size.
+    SHMQ_ETOOBIG = -5,
+    /// The queue file or consumer group does not exist.
+    SHMQ_ENOENT = -6,
+    /// The queue file already exists.
+    SHMQ_EEXIST = -7,
+    /// The consumer group is held by another live consumer, or all slots are taken.
+    SHMQ_EBUSY = -8,
+    /// An internal error (a caught panic: a bug) or an unsupported platform.
+    SHMQ_EINTERNAL = -9,
+}
+
+/// The status for a Rust library error (see the table on [`shmq_status`]).
+pub(crate) fn status_of(e: &Error) -> shmq_status {
+    use shmq_status::*;
+    match e {
+        Error::Io { .. } | Error::NotDurable { .. } => SHMQ_EIO,
+        Error::Corrupt {
+            kind: Corruption::Version { .. },
+            ..
+        } => SHMQ_EVERSION,
+        Error::Corrupt { .. } => SHMQ_ECORRUPT,
+        Error::Exists { .. } => SHMQ_EEXIST,
+        Error::NotFound { .. } | Error::UnknownGroup(_) => SHMQ_ENOENT,
+        Error::InvalidArgument(_) | Error::OffsetOutOfRange { .. } => SHMQ_EINVAL,
+        Error::Unsupported(_) => SHMQ_EINTERNAL,
+        Error::TooBig { .. } => SHMQ_ETOOBIG,
+        Error::Full => SHMQ_FULL,
+        Error::Timeout | Error::Aborted { .. } => SHMQ_TIMEOUT,
+        Error::TooManyProducers(_) | Error::TooManyGroups(_) | Error::GroupBusy { .. } => {
+            SHMQ_EBUSY
+        }
+        Error::Lagged { .. } => SHMQ_LAGGED,
+    }
+}
+
+/// The name of a status code, e.g. `"SHMQ_EINVAL"`; `"SHMQ_UNKNOWN"` for a value that is not a
+/// `shmq_status`. Takes an `int` so any value is safe to pass. The string is static: never
+/// freed, valid forever. Safe from any thread.
+#[no_mangle]
+pub extern "C" fn shmq_status_name(status: c_int) -> *const c_char {
+    let name = match status {
+        0 => c"SHMQ_OK",
+        1 => c"SHMQ_TIMEOUT",
+        2 => c"SHMQ_FULL",
+        3 => c"SHMQ_LAGGED",
+        -1 => c"SHMQ_EINVAL",
+        -2 => c"SHMQ_EIO",
+        -3 => c"SHMQ_ECORRUPT",
+        -4 => c"SHMQ_EVERSION",
+        -5 => c"SHMQ_ETOOBIG",
+        -6 => c"SHMQ_ENOENT",
+        -7 => c"SHMQ_EEXIST",
+        -8 => c"SHMQ_EBUSY",
+        -9 => c"SHMQ_EINTERNAL",
+        _ => c"SHMQ_UNKNOWN",
+    };
+    name.as_ptr()
+}

@@ -1,0 +1,292 @@
+//! Every `shmq_status` is reached through the exported C functions (called from Rust through
+//! the rlib: the same code the C library runs), with out-parameters left untouched on failure.
+
+use std::ffi::{c_char, CStr, CString};
+use std::path::Path;
+use std::ptr::{null, null_mut};
+
+use shmq::*;
+use shmq_status::*;
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.to_str().unwrap()).unwrap()
+}
+
+fn last_error() -> String {
+    // SAFETY: shmq_last_error never returns NULL and the string lives until the next failure
+    // on this thread; it is copied at once.
+    unsafe { CStr::from_ptr(shmq_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn name(s: shmq_status) -> String {
+    // SAFETY: shmq_status_name returns a static NUL-terminated string.
+    unsafe { CStr::from_ptr(shmq_status_name(s as i32)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn small_options(policy: shmq_full_policy) -> shmq_options {
+    let mut o = std::mem::MaybeUninit::<shmq_options>::uninit();
+    // SAFETY: `o` is writable; on SHMQ_OK it is fully initialised.
+    assert_eq!(unsafe { shmq_options_default(o.as_mut_ptr()) }, SHMQ_OK);
+    // SAFETY: initialised by shmq_options_default above.
+    let mut o = unsafe { o.assume_init() };
+    assert_eq!(o.size, std::mem::size_of::<shmq_options>());
+    o.capacity_bytes = 4096;
+    o.max_message_bytes = 1024;
+    o.full_policy = policy;
+    o
+}
+
+fn create(path: &Path, options: &shmq_options) -> *mut shmq_queue {
+    let mut q = null_mut();
+    // SAFETY: valid C string, initialised options, writable out.
+    let st = unsafe { shmq_create(cpath(path).as_ptr(), options, &mut q) };
+    assert_eq!(st, SHMQ_OK, "{}", last_error());
+    q
+}
+
+fn producer(q: *mut shmq_queue) -> *mut shmq_producer {
+    let mut p = null_mut();
+    // SAFETY: live queue, writable out.
+    assert_eq!(unsafe { shmq_producer_new(q, &mut p) }, SHMQ_OK);
+    p
+}
+
+fn consumer(q: *mut shmq_queue, group: &str) -> Result<*mut shmq_consumer, shmq_status> {
+    let mut c = null_mut();
+    let g = CString::new(group).unwrap();
+    // SAFETY: live queue, valid C string, writable out.
+    match unsafe { shmq_consumer_new(q, g.as_ptr(), &mut c) } {
+        SHMQ_OK => Ok(c),
+        st => {
+            assert!(c.is_null(), "out written on failure");
+            Err(st)
+        }
+    }
+}
+
+fn publish(p: *mut shmq_producer, data: &[u8], timeout_ns: i64) -> shmq_status {
+    let mut off = u64::MAX;
+    // SAFETY: live producer, `data` readable for its length, writable out.
+    let st = unsafe { shmq_publish(p, data.as_ptr(), data.len(), timeout_ns, &mut off) };
+    if st != SHMQ_OK {
+        assert_eq!(off, u64::MAX, "offset_out written on failure");
+    }
+    st
+}
+
+#[test]
+fn every_status_is_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reached = std::collections::BTreeSet::new();
+    let mut saw = |st: shmq_status, want: shmq_status| {
+        assert_eq!(st, want, "{}", last_error());
+        if st != SHMQ_OK {
+            assert!(!last_error().is_empty(), "{} sets a message", name(st));
+        }
+        reached.insert(st as i32);
+    };
+
+    // SHMQ_EINVAL: NULL arguments and handles, bad timeouts, bad options.
+    let mut q = null_mut();
+    // SAFETY: in every call of this test, arguments are NULL, live handles from this test, valid
+    // C strings, readable buffers with their lengths, or writable out-parameters.
+    unsafe {
+        saw(shmq_create(null(), null(), &mut q), SHMQ_EINVAL);
+        let p = cpath(&dir.path().join("x.q"));
+        saw(shmq_create(p.as_ptr(), null(), null_mut()), SHMQ_EINVAL);
+        saw(shmq_open(null(), &mut q), SHMQ_EINVAL);
+        saw(shmq_options_default(null_mut()), SHMQ_EINVAL);
+        saw(
+            shmq_publish(null_mut(), null(), 0, 0, null_mut()),
+            SHMQ_EINVAL,
+        );
+        saw(shmq_poll(null_mut(), 0, null_mut()), SHMQ_EINVAL);
+        saw(shmq_commit(null_mut(), 0), SHMQ_EINVAL);
+        saw(shmq_seek(null_mut(), 0), SHMQ_EINVAL);
+        saw(shmq_wait_durable(null_mut(), 0, 0), SHMQ_EINVAL);
+        saw(shmq_producer_new(null(), &mut null_mut()), SHMQ_EINVAL);
+        saw(
+            shmq_consumer_new(null(), c"g".as_ptr(), &mut null_mut()),
+            SHMQ_EINVAL,
+        );
+        let mut bad = small_options(shmq_full_policy::SHMQ_FULL_BLOCK);
+        bad.size = 4;
+        saw(shmq_create(p.as_ptr(), &bad, &mut q), SHMQ_EINVAL);
+        let mut bad = small_options(shmq_full_policy::SHMQ_FULL_BLOCK);
+        bad.capacity_bytes = 1000; // not a power of two
+        saw(shmq_create(p.as_ptr(), &bad, &mut q), SHMQ_EINVAL);
+        assert!(q.is_null(), "out written on failure");
+        // Freeing NULL is a no-op.
+        shmq_close(null_mut());
+        shmq_producer_free(null_mut());
+        shmq_consumer_free(null_mut());
+    }
+
+    // SHMQ_ENOENT, SHMQ_EEXIST, SHMQ_ECORRUPT, SHMQ_EVERSION, SHMQ_EIO.
+    let missing = cpath(&dir.path().join("missing.q"));
+    let garbage = dir.path().join("garbage.q");
+    std::fs::write(&garbage, vec![0xABu8; 16384]).unwrap();
+    let opts = small_options(shmq_full_policy::SHMQ_FULL_REJECT);
+    let path = dir.path().join("reject.q");
+    let q = create(&path, &opts);
+    let mut versioned = std::fs::read(&path).unwrap();
+    versioned[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let versioned_path = dir.path().join("version.q");
+    std::fs::write(&versioned_path, versioned).unwrap();
+    // SAFETY: as above: NULL, live handles from this test, valid C strings, readable
+    // buffers of the given lengths, or writable out-parameters.
+    unsafe {
+        let mut q2 = null_mut();
+        saw(shmq_open(missing.as_ptr(), &mut q2), SHMQ_ENOENT);
+        saw(
+            shmq_create(cpath(&path).as_ptr(), &opts, &mut q2),
+            SHMQ_EEXIST,
+        );
+        saw(shmq_open(cpath(&garbage).as_ptr(), &mut q2), SHMQ_ECORRUPT);
+        saw(
+            shmq_open(cpath(&versioned_path).as_ptr(), &mut q2),
+            SHMQ_EVERSION,
+        );
+        // A file "inside" a regular file: ENOTDIR from the OS, an I/O error.
+        let under_file = garbage.join("sub.q");
+        saw(
+            shmq_create(cpath(&under_file).as_ptr(), &opts, &mut q2),
+            SHMQ_EIO,
+        );
+        assert!(q2.is_null());
+    }
+
+    // On the REJECT queue: SHMQ_TIMEOUT, SHMQ_ETOOBIG, SHMQ_FULL, SHMQ_EBUSY, SHMQ_EINVAL.
+    let c = consumer(q, "g").unwrap();
+    let p = producer(q);
+    // SAFETY: as above: NULL, live handles from this test, valid C strings, readable
+    // buffers of the given lengths, or writable out-parameters.
+    unsafe {
+        let mut msg = std::mem::MaybeUninit::<shmq_message>::uninit();
+        saw(shmq_poll(c, 0, msg.as_mut_ptr()), SHMQ_TIMEOUT);
+        saw(shmq_poll(c, 1_000_000, msg.as_mut_ptr()), SHMQ_TIMEOUT);
+        saw(shmq_poll(c, -2, msg.as_mut_ptr()), SHMQ_EINVAL);
+        saw(publish(p, &[0; 2000], 0), SHMQ_ETOOBIG);
+        saw(publish(p, b"x", -5), SHMQ_EINVAL);
+        let mut published = 0u64;
+        loop {
+            match publish(p, &[7; 512], 0) {
+                SHMQ_OK => published += 1,
+                st => {
+                    saw(st, SHMQ_FULL);
+                    break;
+                }
+            }
+            assert!(published < 100, "a 4 KiB ring never filled");
+        }
+        saw(shmq_commit(c, 0), SHMQ_EINVAL); // nothing polled yet
+        saw(shmq_seek(c, 1 << 40), SHMQ_EINVAL);
+        saw(shmq_wait_durable(p, 1 << 40, 0), SHMQ_EINVAL);
+        saw(shmq_wait_durable(p, published - 1, -1), SHMQ_OK);
+        // Read one record, check it, commit it: room for one more.
+        saw(shmq_poll(c, -1, msg.as_mut_ptr()), SHMQ_OK);
+        let m = msg.assume_init();
+        assert_eq!((m.offset, m.len), (0, 512));
+        assert_eq!(std::slice::from_raw_parts(m.data, m.len), &[7; 512][..]);
+        saw(shmq_commit(c, 0), SHMQ_OK);
+        saw(shmq_seek(c, 1), SHMQ_OK); // still in the ring: the cursor moves
+    }
+    // The group is held by `c`: a second member is refused.
+    saw(consumer(q, "g").unwrap_err(), SHMQ_EBUSY);
+    // SAFETY: as above: NULL, live handles from this test, valid C strings, readable
+    // buffers of the given lengths, or writable out-parameters.
+    unsafe {
+        shmq_producer_free(p);
+        shmq_consumer_free(c);
+    }
+    // Freed: the group can be joined again, and the queue handle outlives nothing it must.
+    let c = consumer(q, "g").unwrap();
+    // SAFETY: as above: NULL, live handles from this test, valid C strings, readable
+    // buffers of the given lengths, or writable out-parameters.
+    unsafe {
+        shmq_close(q); // the consumer keeps the mapping alive
+        let mut msg = std::mem::MaybeUninit::<shmq_message>::uninit();
+        saw(shmq_poll(c, 0, msg.as_mut_ptr()), SHMQ_OK);
+        assert_eq!(
+            msg.assume_init().offset,
+            1,
+            "resumes after the committed offset"
+        );
+        shmq_consumer_free(c);
+    }
+
+    // SHMQ_EBUSY from slots, SHMQ_TIMEOUT from a blocked publish.
+    let mut opts = small_options(shmq_full_policy::SHMQ_FULL_BLOCK);
+    opts.producer_slots = 1;
+    let q = create(&dir.path().join("block.q"), &opts);
+    let c = consumer(q, "gate").unwrap();
+    let p = producer(q);
+    // SAFETY: as above: NULL, live handles from this test, valid C strings, readable
+    // buffers of the given lengths, or writable out-parameters.
+    unsafe {
+        let mut p2 = null_mut();
+        saw(shmq_producer_new(q, &mut p2), SHMQ_EBUSY);
+        assert!(p2.is_null());
+        while publish(p, &[1; 512], 0) == SHMQ_OK {}
+        saw(publish(p, &[1; 512], 0), SHMQ_TIMEOUT);
+        saw(publish(p, &[1; 512], 2_000_000), SHMQ_TIMEOUT);
+        shmq_consumer_free(c);
+        shmq_producer_free(p);
+        shmq_close(q);
+    }
+
+    // SHMQ_LAGGED: an OVERWRITE queue laps its consumer.
+    let q = create(
+        &dir.path().join("overwrite.q"),
+        &small_options(shmq_full_policy::SHMQ_FULL_OVERWRITE),
+    );
+    let c = consumer(q, "slow").unwrap();
+    let p = producer(q);
+    // SAFETY: as above: NULL, live handles from this test, valid C strings, readable
+    // buffers of the given lengths, or writable out-parameters.
+    unsafe {
+        for _ in 0..40 {
+            saw(publish(p, &[3; 512], 0), SHMQ_OK);
+        }
+        let mut msg = std::mem::MaybeUninit::<shmq_message>::uninit();
+        saw(shmq_poll(c, 0, msg.as_mut_ptr()), SHMQ_LAGGED);
+        assert!(last_error().contains("lost"), "{}", last_error());
+        saw(shmq_poll(c, 0, msg.as_mut_ptr()), SHMQ_OK);
+        assert!(msg.assume_init().offset > 0);
+        shmq_producer_free(p);
+        shmq_consumer_free(c);
+        shmq_close(q);
+    }
+
+    // SHMQ_EINTERNAL: no input reaches a panic through the ABI, so drive the panic boundary
+    // every exported function runs in directly.
+    saw(guard("test", || panic!("boom")), SHMQ_EINTERNAL);
+    assert!(last_error().contains("boom"), "{}", last_error());
+
+    let all: Vec<i32> = (-9..=3).collect();
+    assert_eq!(
+        reached.into_iter().collect::<Vec<_>>(),
+        all,
+        "every status reached"
+    );
+}
+
+#[test]
+fn status_names_and_last_error_are_thread_local() {
+    assert_eq!(name(SHMQ_OK), "SHMQ_OK");
+    assert_eq!(name(SHMQ_EINTERNAL), "SHMQ_EINTERNAL");
+    // SAFETY: static string.
+    let unknown = unsafe { CStr::from_ptr(shmq_status_name(42)) };
+    assert_eq!(unknown.to_str().unwrap(), "SHMQ_UNKNOWN");
+    // SAFETY: NULL arguments are reported, not dereferenced.
+    assert_eq!(unsafe { shmq_open(null(), null_mut()) }, SHMQ_EINVAL);
+    let here = last_error();
+    let there = std::thread::spawn(last_error).join().unwrap();
+    assert!(here.contains("NULL"), "{here}");
+    assert_eq!(there, "", "another thread has no error yet");
+    let _: *const c_char = shmq_last_error();
+}

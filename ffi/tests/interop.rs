@@ -1,0 +1,251 @@
+//! Cross-language tests: the C and Python examples against Rust peers, through the freshly
+//! built `libshmq.so`, and the C examples under valgrind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use shmq_core::{FullPolicy, Options, Queue};
+
+const COUNT: u64 = 100_000;
+/// Each poll waits at most this long; a stuck peer fails the test instead of hanging it.
+const POLL: Duration = Duration::from_secs(20);
+
+/// The tests spawn busy peers; one at a time keeps them reliable on small machines.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding the `libshmq.so` built with this test. Cargo builds every crate type
+/// of the library before running its tests, into `target/<profile>/deps` (the test binary's
+/// own directory); `cargo build` also copies it to `target/<profile>`.
+fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let deps = exe.parent().expect("deps dir").to_path_buf();
+        let profile = deps.parent().expect("profile dir").to_path_buf();
+        if deps.join("libshmq.so").exists() {
+            return deps;
+        }
+        if !profile.join("libshmq.so").exists() {
+            // Not expected, but be robust: build the cdylib explicitly.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let ok = Command::new(cargo)
+                .args(["build", "-p", "shmq-ffi"])
+                .status()
+                .expect("run cargo build")
+                .success();
+            assert!(ok, "cargo build -p shmq-ffi failed");
+        }
+        assert!(
+            profile.join("libshmq.so").exists(),
+            "no libshmq.so in {} or {}",
+            deps.display(),
+            profile.display()
+        );
+        profile
+    })
+}
+
+/// Compiles `examples/<name>.c` against the header and `libshmq.so` (once per test run).
+fn c_example(name: &'static str) -> PathBuf {
+    static BUILT: Mutex<Vec<(&'static str, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
+        return p.clone();
+    }
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shmq-ffi-examples");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(name);
+    let lib = lib_dir();
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(crate_dir().join("include"))
+        .arg(crate_dir().join("examples").join(format!("{name}.c")))
+        .arg("-L")
+        .arg(lib)
+        .arg("-lshmq")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "compiling {name}.c failed");
+    built.push((name, out.clone()));
+    out
+}
+
+fn new_queue(dir: &Path) -> (PathBuf, Queue) {
+    let path = dir.join("interop.q");
+    let options = Options {
+        capacity: 1 << 20,
+        max_message: 4096,
+        full_policy: FullPolicy::Block,
+        ..Options::default()
+    };
+    let queue = Queue::create(&path, &options).expect("create queue");
+    (path, queue)
+}
+
+fn wait_ok(mut child: Child, what: &str) {
+    let status = child.wait().expect("wait for child");
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+/// Reads `count` messages "message <i>" with offsets 0.. in order, committing as it goes.
+fn rust_consume(queue: &Queue, group: &str, count: u64, child: &mut Child) {
+    let mut consumer = queue.consumer(group).expect("consumer");
+    for i in 0..count {
+        let msg = match consumer.poll(Some(POLL)).expect("poll") {
+            Some(m) => m,
+            None => {
+                let _ = child.kill();
+                panic!(
+                    "no message {i} within {POLL:?} (peer exited: {:?})",
+                    child.try_wait()
+                );
+            }
+        };
+        assert_eq!(msg.offset, i, "offsets are dense and in order");
+        assert_eq!(
+            msg.payload,
+            format!("message {i}").as_bytes(),
+            "payload of {i}"
+        );
+        if i % 256 == 255 || i + 1 == count {
+            consumer.commit(i).expect("commit");
+        }
+    }
+    assert!(
+        consumer.poll(Some(Duration::ZERO)).unwrap().is_none(),
+        "nothing extra"
+    );
+}
+
+fn rust_publish(queue: &Queue, count: u64) {
+    let mut producer = queue.producer().expect("producer");
+    producer.set_timeout(Some(Duration::from_secs(30)));
+    for i in 0..count {
+        let offset = producer
+            .publish(format!("message {i}").as_bytes())
+            .expect("publish");
+        assert_eq!(offset, i);
+    }
+}
+
+fn c_publisher_to_rust(count: u64, wrap: &[&str]) {
+    let publisher = c_example("publisher");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, queue) = new_queue(dir.path());
+    // The group exists (gating) before the first record, so nothing can be overwritten.
+    drop(queue.consumer("rust").unwrap());
+    let (prog, args) = command(wrap, &publisher);
+    let mut child = Command::new(prog)
+        .args(args)
+        .arg(&path)
+        .arg(count.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn publisher");
+    rust_consume(&queue, "rust", count, &mut child);
+    wait_ok(child, "C publisher");
+}
+
+fn rust_to_c_subscriber(count: u64, wrap: &[&str]) {
+    let subscriber = c_example("subscriber");
+    let dir = tempfile::tempdir().unwrap();
+    let (path, queue) = new_queue(dir.path());
+    drop(queue.consumer("c").unwrap());
+    let (prog, args) = command(wrap, &subscriber);
+    let child = Command::new(prog)
+        .args(args)
+        .arg(&path)
+        .arg("c")
+        .arg(count.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn subscriber");
+    rust_publish(&queue, count);
+    wait_ok(child, "C subscriber");
+    assert_eq!(
+        queue
+            .groups()
+            .iter()
+            .find(|g| g.name == "c")
+            .unwrap()
+            .committed,
+        count
+    );
+}
+
+/// `wrap` (e.g. valgrind and its flags) followed by `program`.
+fn command(wrap: &[&str], program: &Path) -> (String, Vec<String>) {
+    let mut all: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+    all.push(program.display().to_string());
+    let first = all.remove(0);
+    (first, all)
+}
+
+#[test]
+fn c_publisher_rust_consumer() {
+    let _serial = serial();
+    c_publisher_to_rust(COUNT, &[]);
+}
+
+#[test]
+fn rust_publisher_c_subscriber() {
+    let _serial = serial();
+    rust_to_c_subscriber(COUNT, &[]);
+}
+
+const VALGRIND: &[&str] = &[
+    "valgrind",
+    "--quiet",
+    "--error-exitcode=1",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite,indirect,possible",
+];
+
+#[test]
+fn c_examples_under_valgrind() {
+    let _serial = serial();
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("NOTE: valgrind is not installed; skipping the valgrind run of the C examples");
+        return;
+    }
+    // Fewer messages: valgrind runs the library some 50x slower.
+    c_publisher_to_rust(2_000, VALGRIND);
+    rust_to_c_subscriber(2_000, VALGRIND);
+}
+
+#[test]
+fn python_publisher_rust_consumer() {
+    let _serial = serial();
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("NOTE: python3 is not installed; skipping the Python example");
+        return;
+    }
+    let count = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, queue) = new_queue(dir.path());
+    drop(queue.consumer("rust").unwrap());
+    let script = crate_dir().join("../examples/python/publisher.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(&path)
+        .arg(count.to_string())
+        .env("SHMQ_LIB", lib_dir().join("libshmq.so"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn python3");
+    rust_consume(&queue, "rust", count, &mut child);
+    wait_ok(child, "Python publisher");
+}

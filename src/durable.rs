@@ -1,0 +1,224 @@
+//! Durability: group-committed flushes of the committed prefix, the durable cursor, and waiting
+//! for it (a producer confirm).
+//!
+//! # Protocol
+//!
+//! * **Leader.** A flush runs under an exclusive `F_OFD_SETLK` lock on byte [`FLUSH_LOCK`] of
+//!   the file. The kernel drops it if the holder dies, and it is per open file description,
+//!   so threads of one process exclude each other too. Whoever holds it flushes for everyone.
+//! * **Prefix.** The leader walks the slots from the `DURABLE` cursor over committed and
+//!   aborted records up to the first pending one. One `fdatasync` then puts the ring bytes and
+//!   the slots of that whole prefix on disk, whoever wrote them. This is group commit: a flush
+//!   covers every record committed since the last one, in every process.
+//! * **Cursors.** After the `fdatasync` the leader stores the prefix end in `FLUSHED`, the
+//!   cursor recovery starts from. It reaches the disk with the next flush (or any writeback
+//!   before it), and it is never ahead of data that is on disk. Then it stores `DURABLE`, which
+//!   waiters read (SYNC D), and wakes the flagged waiters.
+//! * **Waiting.** A waiter for offset `o` returns once `DURABLE.offset > o`. Otherwise it tries to
+//!   lead; if another process leads, it sleeps on `DURABLE_SEQ` with its producer-slot bit
+//!   flagged (the sleep protocol of SYNC W in `ring.rs`). Sleeps are capped, so a leader killed
+//!   mid-flush costs a waiter one cap before it leads itself.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::layout::{
+    footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK, SPACE_SEQ,
+    SPACE_WAITERS,
+};
+use crate::queue::Shared;
+use crate::ring::{self, Found};
+use crate::sync::{pack, unpack, Ordering};
+
+/// Longest single sleep of a durability waiter before it re-checks whether a leader is alive.
+const LEADER_POLL: Duration = Duration::from_millis(20);
+
+/// The flush leader's lock, held until dropped.
+struct LeaderLock<'a>(&'a File);
+
+impl<'a> LeaderLock<'a> {
+    /// Takes the lock if it is free; `Ok(None)` if another file description holds it.
+    fn try_take(file: &'a File) -> std::io::Result<Option<Self>> {
+        match ofd_lock(file, libc::F_WRLCK as libc::c_short) {
+            Ok(()) => Ok(Some(LeaderLock(file))),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for LeaderLock<'_> {
+    fn drop(&mut self) {
+        // Unlocking a lock we hold cannot fail in a way we could act on.
+        let _ = ofd_lock(self.0, libc::F_UNLCK as libc::c_short);
+    }
+}
+
+/// Sets (`F_WRLCK`) or releases (`F_UNLCK`) the OFD lock on byte `FLUSH_LOCK`, without waiting.
+fn ofd_lock(file: &File, kind: libc::c_short) -> std::io::Result<()> {
+    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = FLUSH_LOCK as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: fcntl(F_OFD_SETLK) reads the `flock` struct on our stack for the duration of the
+    // call; the fd is open for as long as `file` lives.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl Shared {
+    /// The durable cursor: every record before it is on disk.
+    pub(crate) fn durable(&self) -> (u64, u64) {
+        // SYNC D (Acquire): pairs with the leader's Release store after its fdatasync.
+        unpack(self.ring.region.u128(DURABLE).load(Ordering::Acquire))
+    }
+
+    /// Flushes `fdatasync` calls made on this file (from every process).
+    pub(crate) fn flushes(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.ring.region.u64(FLUSHES).load(Ordering::Relaxed)
+    }
+
+    /// Waits until record `offset` is on disk, leading flushes when nobody else does.
+    /// `bit` is the caller's bit in the durability waiter bitmap.
+    pub(crate) fn wait_durable(
+        &self,
+        offset: u64,
+        bit: u64,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.durable().0 > offset {
+                return Ok(());
+            }
+            // Led or not, if the prefix did not reach `offset` (a claim before it is still
+            // being written), wait a little: a commit, another leader or the stuck claim's
+            // timeout will move it.
+            if self.try_flush()? && self.durable().0 > offset {
+                return Ok(());
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Err(Error::Timeout);
+            }
+            let wait = Some(left.map_or(LEADER_POLL, |l| l.min(LEADER_POLL)));
+            ring::sleep_on(
+                &self.ring.region,
+                DURABLE_WAITERS,
+                DURABLE_SEQ,
+                bit,
+                || self.durable().0 > offset,
+                wait,
+            );
+        }
+    }
+
+    /// Flushes the committed prefix if this caller can lead (`Ok(false)`: another leader runs).
+    pub(crate) fn try_flush(&self) -> Result<bool> {
+        let lock = LeaderLock::try_take(&self.file).map_err(|e| self.io("lock for flush", e))?;
+        let Some(_lock) = lock else {
+            return Ok(false);
+        };
+        let (from_offset, _) = self.durable();
+        let end = self.committed_prefix();
+        if end.0 <= from_offset {
+            return Ok(true);
+        }
+        self.flush_prefix(end)?;
+        Ok(true)
+    }
+
+    /// Puts everything before `end` on disk and advances the cursors (the leader's work).
+    fn flush_prefix(&self, end: (u64, u64)) -> Result<()> {
+        crate::crash::point("flush.before_sync");
+        crate::fault::check("fdatasync").map_err(|e| self.io("fdatasync", e))?;
+        nix::unistd::fdatasync(self.file.as_raw_fd())
+            .map_err(|e| self.io("fdatasync", std::io::Error::from(e)))?;
+        crate::crash::point("flush.after_sync");
+        let r = &self.ring.region;
+        // Relaxed: only this leader writes these words; FLUSHED reaches the disk with a later
+        // flush, and DURABLE's Release below orders it for readers anyway.
+        r.u128(FLUSHED).store(pack(end.0, end.1), Ordering::Relaxed);
+        r.u64(FLUSHES).fetch_add(1, Ordering::Relaxed);
+        // SYNC D (Release), and SeqCst for the waiter check in `wake_on` (SYNC W).
+        r.u128(DURABLE).store(pack(end.0, end.1), Ordering::SeqCst);
+        ring::wake_on(r, DURABLE_WAITERS, DURABLE_SEQ);
+        // Under Batch and Sync the durable cursor bounds producers too (`scan_limit`).
+        ring::wake_on(r, SPACE_WAITERS, SPACE_SEQ);
+        Ok(())
+    }
+
+    /// The end `(offset, position)` of the longest prefix from the durable cursor in which
+    /// every record is committed or aborted. A claim stuck at its end for longer than the
+    /// claim timeout (its producer died, and no reader runs to abort it) is aborted here, as a
+    /// reader would, so durability waiters are not held up for ever.
+    fn committed_prefix(&self) -> (u64, u64) {
+        loop {
+            let (end, pending) = self.prefix_once();
+            let Some(tag) = pending else {
+                return end;
+            };
+            let mut stall = self.flush_stall.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            match *stall {
+                Some((o, since)) if o == end.0 => {
+                    if now - since < self.geometry.claim_timeout || !self.ring.abort(o, tag) {
+                        return end;
+                    }
+                    *stall = None;
+                }
+                _ => {
+                    *stall = Some((end.0, now));
+                    return end;
+                }
+            }
+        }
+    }
+
+    /// One walk of the prefix: its end, and the tag of the claimed but uncommitted record that
+    /// stopped it, if one did.
+    fn prefix_once(&self) -> ((u64, u64), Option<u64>) {
+        let ring = &self.ring;
+        let (tail, _) = ring.tail();
+        let (mut offset, mut pos) = self.durable();
+        while offset < tail {
+            match ring.read(offset, pos) {
+                Found::Ready { start, len, .. } => pos = start + footprint(len as u64),
+                Found::Aborted => match ring.resolve(offset + 1) {
+                    Some(next) => pos = next,
+                    None => break,
+                },
+                Found::Pending { tag } => return ((offset, pos), Some(tag)),
+                // Lapped (an Overwrite queue outran the flusher) or inconsistent: records the
+                // ring no longer holds are not ours to vouch for; restart at the oldest.
+                Found::Overtaken | Found::Inconsistent { .. } => {
+                    let oldest = ring.oldest();
+                    if oldest.0 <= offset {
+                        break;
+                    }
+                    (offset, pos) = oldest;
+                    continue;
+                }
+            }
+            offset += 1;
+        }
+        ((offset, pos), None)
+    }
+
+    /// An I/O error on this queue's file.
+    pub(crate) fn io(&self, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+}

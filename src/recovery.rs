@@ -1,0 +1,264 @@
+//! Recovery after a machine restart (power loss, kernel panic, or a clean reboot).
+//!
+//! A process crash loses nothing: the page cache survives it. A machine restart loses every page
+//! not yet written back, in any order. A file whose recorded boot id differs from the running
+//! kernel's was last used before a restart, and the first opener recovers it, under the admin
+//! lock, before anyone uses it:
+//!
+//! 1. Everything before the `FLUSHED` cursor is kept: it was on disk before the cursor was
+//!    stored.
+//! 2. From there, records are accepted only while each one carries the next offset, fits the
+//!    ring and matches its CRC32C (or has an aborted slot whose successor's position is sane).
+//!    A torn or stale record ends the valid prefix. Without checksums nothing past `FLUSHED`
+//!    can be trusted.
+//! 3. The tail is set to the end of that prefix, and slots that speak of later offsets are
+//!    cleared.
+//! 4. Records that did not survive may still have written ring bytes and slots, one lap
+//!    behind the recovered tail, over older records. So recovery walks back from `FLUSHED`
+//!    over records whose slot, header and CRC agree, and stores the oldest one as the `FLOOR`.
+//!    Nothing older is readable. Without checksums nothing can be verified, and the floor is
+//!    the tail.
+//! 5. Group offsets past the tail are clamped, and those behind the floor are moved up to it;
+//!    both are reported. Leases and producer slots are cleared: no process from before the
+//!    restart runs.
+//! 6. The result is flushed, then the new boot id is stored and flushed.
+
+use std::os::fd::AsRawFd;
+
+use crate::error::{Corruption, Error, Result};
+use crate::group::AdminLock;
+use crate::layout::{
+    footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, PRODUCER_SLOT,
+    RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, TAIL,
+};
+use crate::process;
+use crate::queue::Shared;
+use crate::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
+use crate::sync::{pack, unpack, Ordering};
+
+/// What recovery after a machine restart did to a queue file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The recovered tail: records `0..tail` were kept (those still in the ring are readable).
+    pub tail: u64,
+    /// The flushed cursor recovery started from; everything before it was on disk.
+    pub flushed: u64,
+    /// Records past the flushed cursor that checked out (offset, length and CRC) and were kept.
+    pub replayed: u64,
+    /// Groups whose committed offset was past the recovered tail: `(name, old offset)`. They
+    /// now resume at `tail`.
+    pub clamped: Vec<(String, u64)>,
+    /// The oldest record recovery could verify; older ones are no longer readable.
+    pub floor: u64,
+    /// Groups whose committed offset was behind the floor: `(name, old offset)`. They now
+    /// resume at `floor`; the records between were lost to them.
+    pub skipped: Vec<(String, u64)>,
+}
+
+impl Shared {
+    /// Recovers the file if it was last used before a machine restart; `None` if not.
+    pub(crate) fn recover_if_restarted(&self) -> Result<Option<Recovery>> {
+        let boot = process::boot_id().map_err(|e| self.io("read boot id", e))?;
+        if self.stored_boot_id() == boot {
+            return Ok(None);
+        }
+        let _lock = AdminLock::take(self)?;
+        // Another opener may have recovered it while we waited for the lock.
+        if self.stored_boot_id() == boot {
+            return Ok(None);
+        }
+        let report = self.recover()?;
+        self.sync("fdatasync after recovery")?;
+        self.ring.region.write_bytes(BOOT_ID, &boot);
+        self.sync("fdatasync of the boot id")?;
+        Ok(Some(report))
+    }
+
+    fn check_record(
+        &self,
+        offset: u64,
+        start: u64,
+        wrapped: bool,
+        rest: u64,
+        buf: &mut Vec<u8>,
+    ) -> Option<u64> {
+        let ring = &self.ring;
+        let capacity = ring.layout.capacity;
+        let room = capacity - (start & (capacity - 1));
+        if room < RECORD_HEADER {
+            return None;
+        }
+        let (stored, len, crc) = ring.header_at(start);
+        let size = footprint(len as u64);
+        // A wrapped record is one that did not fit in the rest of the lap (`rest` bytes).
+        if stored != offset
+            || len > ring.layout.max_message
+            || size > room
+            || wrapped != (size > rest)
+        {
+            return None;
+        }
+        buf.resize(len as usize, 0);
+        ring.region
+            .read_bytes(ring.data_at(start) + RECORD_HEADER, buf);
+        (crc32c::crc32c(buf) == crc).then_some(start + size)
+    }
+
+    fn stored_boot_id(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        self.ring.region.read_bytes(BOOT_ID, &mut id);
+        id
+    }
+
+    fn sync(&self, op: &'static str) -> Result<()> {
+        crate::fault::check("fdatasync").map_err(|e| self.io(op, e))?;
+        nix::unistd::fdatasync(self.file.as_raw_fd())
+            .map_err(|e| self.io(op, std::io::Error::from(e)))
+    }
+
+    fn recover(&self) -> Result<Recovery> {
+        let ring = &self.ring;
+        let r = &ring.region;
+        // Relaxed loads and stores throughout: nobody else uses the file during recovery (every
+        // other opener waits for the admin lock, and no process from before the restart runs).
+        let (flushed, flushed_pos) = unpack(r.u128(FLUSHED).load(Ordering::Relaxed));
+        if !sane_cursor(flushed, flushed_pos) {
+            return Err(Error::Corrupt {
+                path: self.path.clone(),
+                kind: Corruption::Shared(format!(
+                    "flushed cursor ({flushed}, {flushed_pos}) is impossible"
+                )),
+            });
+        }
+        let (mut offset, mut pos) = (flushed, flushed_pos);
+        let mut replayed = 0;
+        if self.geometry.checksums {
+            let mut buf = Vec::new();
+            // Each step consumes a slot, so a ring's worth of slots bounds the scan.
+            for _ in 0..ring.layout.index_entries {
+                let Some(next) = self.valid_record(offset, pos, &mut buf) else {
+                    break;
+                };
+                pos = next;
+                offset += 1;
+                replayed += 1;
+            }
+        }
+        r.u128(TAIL).store(pack(offset, pos), Ordering::Relaxed);
+        r.u128(FLUSHED).store(pack(offset, pos), Ordering::Relaxed);
+        r.u128(DURABLE).store(pack(offset, pos), Ordering::Relaxed);
+        // Slots of offsets past the tail are leftovers of records that did not survive.
+        for s in 0..ring.layout.index_entries {
+            if tag_offset(ring.slot_tag(s).load(Ordering::Relaxed)) >= offset {
+                ring.slot_tag(s).store(0, Ordering::Relaxed);
+            }
+            if ring.slot_pos(s).load(Ordering::Relaxed) > pos {
+                ring.slot_pos(s).store(0, Ordering::Relaxed);
+            }
+        }
+        let floor = if self.geometry.checksums {
+            self.verified_floor((flushed, flushed_pos), pos)
+        } else {
+            (offset, pos)
+        };
+        r.u128(FLOOR)
+            .store(pack(floor.0, floor.1), Ordering::Relaxed);
+        let (mut clamped, mut skipped) = (Vec::new(), Vec::new());
+        for g in (0..self.geometry.group_slots).filter(|&g| self.group_active(g)) {
+            self.clear_lease(g);
+            let (committed, _) = self.committed(g);
+            let name = || self.group_name(g).unwrap_or_default();
+            if committed > offset {
+                clamped.push((name(), committed));
+                self.set_committed(g, offset, pos);
+            } else if committed < floor.0 {
+                skipped.push((name(), committed));
+                self.set_committed(g, floor.0, floor.1);
+            }
+        }
+        for p in 0..self.geometry.producer_slots {
+            let base = self.offsets.producers + p as u64 * PRODUCER_SLOT;
+            r.u128(base).store(0, Ordering::Relaxed);
+            r.u64(base + INTENT).store(0, Ordering::Relaxed);
+        }
+        for bitmap in [DATA_WAITERS, SPACE_WAITERS, DURABLE_WAITERS] {
+            r.u64(bitmap).store(0, Ordering::Relaxed);
+        }
+        Ok(Recovery {
+            tail: offset,
+            flushed,
+            replayed,
+            clamped,
+            floor: floor.0,
+            skipped,
+        })
+    }
+
+    /// Walks back from `from` (the flushed cursor) over records whose slot, header and CRC
+    /// agree and which lie within one capacity of the tail position `tail_pos`; returns the
+    /// oldest such `(offset, position)`.
+    fn verified_floor(&self, from: (u64, u64), tail_pos: u64) -> (u64, u64) {
+        let ring = &self.ring;
+        let capacity = ring.layout.capacity;
+        let mut buf = Vec::new();
+        let (mut offset, mut next) = from;
+        while offset > 0 {
+            let x = offset - 1;
+            let pos = ring.slot_pos(x).load(Ordering::Relaxed);
+            let t = ring.slot_tag(x).load(Ordering::Relaxed);
+            if pos % RECORD_ALIGN != 0 || pos >= next || pos.saturating_add(capacity) < tail_pos {
+                break;
+            }
+            let intact = t == tag(x, ABORTED)
+                || ((t == tag(x, COMMITTED) || t == tag(x, COMMITTED | WRAPPED))
+                    && self.record_ends_at(x, pos, t & WRAPPED != 0, next, &mut buf));
+            if !intact {
+                break;
+            }
+            (offset, next) = (x, pos);
+        }
+        (offset, next)
+    }
+
+    /// Whether record `offset`, whose claim begins at `pos`, has an intact header and payload
+    /// and ends exactly at `end`.
+    fn record_ends_at(
+        &self,
+        offset: u64,
+        pos: u64,
+        wrapped: bool,
+        end: u64,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        let capacity = self.ring.layout.capacity;
+        let rest = capacity - (pos & (capacity - 1));
+        let start = if wrapped { pos + rest } else { pos };
+        self.check_record(offset, start, wrapped, rest, buf) == Some(end)
+    }
+
+    /// If a valid record `offset` begins at `pos`, marks its slot and returns where the next
+    /// record begins.
+    fn valid_record(&self, offset: u64, pos: u64, buf: &mut Vec<u8>) -> Option<u64> {
+        let ring = &self.ring;
+        let capacity = ring.layout.capacity;
+        // An aborted record (its slot on disk says so): skip to its successor's position, which
+        // that successor's contenders wrote before claiming.
+        if ring.slot_tag(offset).load(Ordering::Relaxed) == tag(offset, ABORTED) {
+            let next = ring.slot_pos(offset + 1).load(Ordering::Relaxed);
+            let sane = next % RECORD_ALIGN == 0 && next > pos && next - pos <= capacity;
+            return sane.then_some(next);
+        }
+        let rest = capacity - (pos & (capacity - 1));
+        let (end, flags) = match self.check_record(offset, pos, false, rest, buf) {
+            Some(end) => (end, COMMITTED),
+            None => (
+                self.check_record(offset, pos + rest, true, rest, buf)?,
+                COMMITTED | WRAPPED,
+            ),
+        };
+        ring.slot_pos(offset).store(pos, Ordering::Relaxed);
+        ring.slot_tag(offset)
+            .store(tag(offset, flags), Ordering::Relaxed);
+        Some(end)
+    }
+}

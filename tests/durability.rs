@@ -1,0 +1,507 @@
+//! Durability: flush policies, confirms, group commit, injected I/O failures, and recovery after
+//! a simulated power loss.
+//!
+//! A power loss is simulated the way SQLite's crash tests do it. The file image as of the last
+//! durable point is kept, a random subset of the 4 KiB pages dirtied since is laid over it, the
+//! boot id is changed, and the result is reopened. Recovery must keep every record before the
+//! durable offset and must never deliver a torn one.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shmq::{Durability, Error, Options, Queue, Start, Subscribe};
+
+const MAX: usize = 400;
+const PAGE: usize = 4096;
+/// Where the boot id and the flushed cursor live in the header (FORMAT.md).
+const BOOT_ID_AT: usize = 768;
+const FLUSHED_AT: usize = 256;
+
+fn main() {
+    match common::role().as_deref() {
+        Some("sync-producer") => sync_producer(),
+        Some(r) => panic!("unknown role {r}"),
+        None => common::run(&[
+            (
+                "sync_publish_returns_after_its_flush",
+                sync_publish_returns_after_its_flush,
+            ),
+            ("confirm_under_none", confirm_under_none),
+            (
+                "sync_publish_behind_a_stuck_claim",
+                sync_publish_behind_a_stuck_claim,
+            ),
+            (
+                "batch_flushes_within_max_delay",
+                batch_flushes_within_max_delay,
+            ),
+            (
+                "group_commit_across_processes",
+                group_commit_across_processes,
+            ),
+            ("injected_failures_are_errors", injected_failures_are_errors),
+            ("power_loss_recovery", power_loss_recovery),
+            (
+                "clean_restart_keeps_everything",
+                clean_restart_keeps_everything,
+            ),
+        ]),
+    }
+}
+
+/// Queue files live on a real disk (the target directory), not tmpfs, so flushes are real.
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+fn options(durability: Durability) -> Options {
+    Options {
+        capacity: 1 << 16,
+        max_message: MAX as u32,
+        durability,
+        claim_timeout: Duration::from_millis(200),
+        ..Options::default()
+    }
+}
+
+/// Payload for record `seq` of a single producer: `seq` equals its offset.
+fn payload(seq: u64) -> Vec<u8> {
+    common::payload(0, seq as u32, MAX)
+}
+
+fn sync_publish_returns_after_its_flush() {
+    let d = dir();
+    let q = Queue::create(d.path().join("q"), &options(Durability::Sync)).unwrap();
+    let mut p = q.producer().unwrap();
+    for seq in 0..50 {
+        let before = q.flushes();
+        let o = p.publish(&payload(seq)).unwrap();
+        // One producer: each publish needed (and waited for) a flush of its own.
+        assert_eq!(
+            q.flushes(),
+            before + 1,
+            "publish {o} returned without its flush"
+        );
+        assert!(
+            q.durable_offset() > o,
+            "publish {o} returned before it was durable"
+        );
+    }
+    // Consumer commits are synced too, and still work.
+    let mut c = q.consumer("g").unwrap();
+    let m = c
+        .poll(Some(Duration::from_secs(1)))
+        .unwrap()
+        .unwrap()
+        .offset;
+    c.commit(m).unwrap();
+    println!("  50 Sync publishes, {} flushes", q.flushes());
+}
+
+/// A claim that is never committed (its producer stopped mid-record) and no consumer running
+/// to abort it: the flush leader aborts it after the claim timeout, so a Sync publish behind it
+/// completes instead of waiting for ever.
+fn sync_publish_behind_a_stuck_claim() {
+    let d = dir();
+    let q = Queue::create(d.path().join("q"), &options(Durability::Sync)).unwrap();
+    let mut stuck = q.producer().unwrap();
+    std::mem::forget(stuck.claim(100).unwrap());
+    let mut p = q.producer().unwrap();
+    let start = Instant::now();
+    let o = p.publish(&payload(1)).unwrap();
+    let waited = start.elapsed();
+    assert_eq!(o, 1);
+    assert!(q.durable_offset() > o);
+    assert!(
+        waited >= Duration::from_millis(200),
+        "aborted before the claim timeout"
+    );
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    // With a publish timeout shorter than the claim timeout, the publish reports it.
+    std::mem::forget(stuck.claim(100).unwrap());
+    p.set_timeout(Some(Duration::from_millis(20)));
+    let err = p.publish(&payload(3)).unwrap_err();
+    assert!(
+        matches!(err, Error::NotDurable { offset: 3, .. }),
+        "{err:?}"
+    );
+    println!("  a Sync publish behind a stuck claim returned after {waited:?}");
+}
+
+fn confirm_under_none() {
+    let d = dir();
+    let q = Queue::create(d.path().join("q"), &options(Durability::None)).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut last = 0;
+    for seq in 0..100 {
+        last = p.publish(&payload(seq)).unwrap();
+    }
+    assert_eq!(q.durable_offset(), 0, "None flushes nothing by itself");
+    assert_eq!(q.flushes(), 0);
+    p.wait_durable(last, Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(q.durable_offset(), 100);
+    assert_eq!(q.flushes(), 1, "one confirm, one flush for all 100 records");
+    assert!(matches!(
+        p.wait_durable(100, Some(Duration::ZERO)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+fn batch_flushes_within_max_delay() {
+    let d = dir();
+    let delay = Duration::from_millis(20);
+    let opts = options(Durability::Batch {
+        max_delay: delay,
+        max_bytes: 1 << 30,
+    });
+    let q = Queue::create(d.path().join("q"), &opts).unwrap();
+    let mut p = q.producer().unwrap();
+    for seq in 0..10 {
+        p.publish(&payload(seq)).unwrap();
+    }
+    let start = Instant::now();
+    while q.durable_offset() < 10 {
+        assert!(start.elapsed() < delay * 50, "background flush never came");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!(
+        "  durable {:?} after the last publish (max delay {delay:?})",
+        start.elapsed()
+    );
+    // A batch filled by bytes is flushed by the publisher that fills it.
+    let opts = options(Durability::Batch {
+        max_delay: Duration::from_secs(3600),
+        max_bytes: 4096,
+    });
+    let q = Queue::create(d.path().join("q2"), &opts).unwrap();
+    let mut p = q.producer().unwrap();
+    for seq in 0..200 {
+        p.publish(&payload(seq)).unwrap();
+    }
+    assert!(
+        q.flushes() >= 5,
+        "only {} flushes for ~40 KiB in 4 KiB batches",
+        q.flushes()
+    );
+    assert!(q.durable_offset() > 150);
+}
+
+fn sync_producer() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let id: u32 = common::arg("SHMQ_ID");
+    let mut p = q.producer().unwrap();
+    for seq in 0..common::arg::<u32>("SHMQ_COUNT") {
+        let o = p.publish(&common::payload(id, seq, 64)).unwrap();
+        assert!(
+            q.durable_offset() > o,
+            "Sync publish returned before its flush"
+        );
+    }
+}
+
+/// Four producer processes under Sync share flushes: well under one flush per message.
+fn group_commit_across_processes() {
+    const PRODUCERS: u32 = 4;
+    const EACH: u32 = 500;
+    let d = dir();
+    let path = d.path().join("q");
+    let q = Queue::create(&path, &options(Durability::Sync)).unwrap();
+    let start = Instant::now();
+    let children: Vec<_> = (0..PRODUCERS)
+        .map(|id| {
+            common::spawn(
+                "sync-producer",
+                &[
+                    ("SHMQ_PATH", path.display().to_string()),
+                    ("SHMQ_ID", id.to_string()),
+                    ("SHMQ_COUNT", EACH.to_string()),
+                ],
+            )
+        })
+        .collect();
+    for c in children {
+        let (_, status) = common::wait(c, Duration::from_secs(120), "sync producer");
+        assert!(status.success(), "sync producer failed");
+    }
+    let elapsed = start.elapsed();
+    let total = (PRODUCERS * EACH) as f64;
+    let ratio = q.flushes() as f64 / total;
+    println!(
+        "  {PRODUCERS} processes x {EACH} Sync publishes: {} flushes, {ratio:.3} flushes per message, {:.0} msg/s",
+        q.flushes(),
+        total / elapsed.as_secs_f64()
+    );
+    assert_eq!(q.durable_offset(), total as u64);
+    assert!(
+        ratio < 0.75,
+        "group commit did not share flushes: {ratio:.3} per message"
+    );
+}
+
+fn injected_failures_are_errors() {
+    let d = dir();
+    // A failed allocation (a full disk) fails creation cleanly and leaves nothing behind.
+    std::env::set_var("SHMQ_FAIL", "allocate");
+    let err = Queue::create(d.path().join("full"), &options(Durability::None)).err();
+    std::env::remove_var("SHMQ_FAIL");
+    match err {
+        Some(Error::Io {
+            ref path,
+            op: "allocate",
+            ref source,
+        }) => {
+            assert_eq!(source.raw_os_error(), Some(28), "ENOSPC");
+            assert!(err
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains(&path.display().to_string()));
+        }
+        e => panic!("expected an allocate error, got {e:?}"),
+    }
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        0,
+        "temp file left behind"
+    );
+
+    // A failed flush under Sync: the publish reports that its record is not durable.
+    let path = d.path().join("q");
+    let q = Queue::create(&path, &options(Durability::Sync)).unwrap();
+    let mut p = q.producer().unwrap();
+    p.publish(&payload(0)).unwrap();
+    std::env::set_var("SHMQ_FAIL", "fdatasync");
+    let err = p.publish(&payload(1)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotDurable {
+                offset: 1,
+                op: "fdatasync",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not durable"), "{err}");
+    assert_eq!(
+        q.durable_offset(),
+        1,
+        "the failed flush must not advance the durable offset"
+    );
+    assert!(matches!(
+        p.wait_durable(1, Some(Duration::from_millis(50))),
+        Err(Error::Io { .. })
+    ));
+    let mut c = q.consumer("g").unwrap();
+    std::env::set_var("SHMQ_FAIL", "msync");
+    let o = c
+        .poll(Some(Duration::from_secs(1)))
+        .unwrap()
+        .unwrap()
+        .offset;
+    assert!(matches!(c.commit(o), Err(Error::Io { op: "msync", .. })));
+    std::env::remove_var("SHMQ_FAIL");
+    // Once the disk works again, the next flush covers the record, and the file reopens.
+    p.wait_durable(1, Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(q.durable_offset(), 2);
+    c.commit(o).unwrap();
+    drop((c, p, q));
+    let q = Queue::open(&path).unwrap();
+    let mut c = q.consumer("g").unwrap();
+    let m = c.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
+    assert_eq!((m.offset, m.payload), (1, &payload(1)[..]));
+}
+
+/// The two file images of a power loss and what is known about them.
+struct Cut {
+    /// The disk as of the last flush.
+    durable_image: Vec<u8>,
+    /// The page cache at the moment of the cut.
+    cache: Vec<u8>,
+    /// The durable offset of the last flush.
+    durable: u64,
+    /// The flushed-cursor bytes of the flush before it (what the disk holds if the header page
+    /// was not written back since).
+    flushed_before: [u8; 16],
+    /// The tail at the cut.
+    tail: u64,
+}
+
+fn power_loss_images(path: &Path) -> Cut {
+    let opts = Options {
+        capacity: 1 << 16,
+        ..options(Durability::Batch {
+            max_delay: Duration::from_secs(3600),
+            max_bytes: 1 << 30,
+        })
+    };
+    let q = Queue::create(path, &opts).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut g = q.consumer("g").unwrap();
+    let mut seq = 0;
+    let mut publish = |p: &mut shmq::Producer, g: &mut shmq::Consumer, n: u64| {
+        for _ in 0..n {
+            assert_eq!(p.publish(&payload(seq)).unwrap(), seq);
+            let m = g
+                .poll(Some(Duration::from_secs(1)))
+                .unwrap()
+                .unwrap()
+                .offset;
+            g.commit(m).unwrap();
+            seq += 1;
+        }
+    };
+    // More than a lap of the 64 KiB ring, so records wrap; then two durable points.
+    publish(&mut p, &mut g, 400);
+    q.flush().unwrap();
+    let mut flushed_before = [0u8; 16];
+    flushed_before.copy_from_slice(&std::fs::read(path).unwrap()[FLUSHED_AT..FLUSHED_AT + 16]);
+    publish(&mut p, &mut g, 10);
+    let durable = q.flush().unwrap();
+    let durable_image = std::fs::read(path).unwrap();
+    // After the durable point: more records, commits past it, and a claim left half written
+    // by a producer that stops mid-record, followed by records of another producer.
+    publish(&mut p, &mut g, 150);
+    let mut claim = p.claim(300).unwrap();
+    claim.as_mut_slice()[..150].fill(0xAB);
+    std::mem::forget(claim);
+    let mut p2 = q.producer().unwrap();
+    p2.publish(&payload(999)).unwrap();
+    Cut {
+        durable_image,
+        cache: std::fs::read(path).unwrap(),
+        durable,
+        flushed_before,
+        tail: q.tail_offset(),
+    }
+}
+
+fn power_loss_recovery() {
+    let d = dir();
+    let cut = power_loss_images(&d.path().join("q"));
+    let (durable_image, cache, durable, tail) =
+        (&cut.durable_image, &cut.cache, cut.durable, cut.tail);
+    let dirty: Vec<usize> = (0..cache.len() / PAGE)
+        .filter(|&i| durable_image[i * PAGE..(i + 1) * PAGE] != cache[i * PAGE..(i + 1) * PAGE])
+        .collect();
+    assert!(
+        dirty.len() >= 8,
+        "too few dirty pages ({}) to mean anything",
+        dirty.len()
+    );
+    let mut rng = common::Rng::new();
+    const IMAGES: usize = 300;
+    let mut replayed_total = 0;
+    let mut clamped_total = 0;
+    let mut skipped_total = 0;
+    for i in 0..IMAGES {
+        let mut image = durable_image.clone();
+        for &page in &dirty {
+            if rng.range(0, 2) == 1 {
+                image[page * PAGE..(page + 1) * PAGE]
+                    .copy_from_slice(&cache[page * PAGE..(page + 1) * PAGE]);
+            }
+        }
+        // The flushed cursor on disk may still be the one of the flush before.
+        if rng.range(0, 2) == 1 {
+            image[FLUSHED_AT..FLUSHED_AT + 16].copy_from_slice(&cut.flushed_before);
+        }
+        image[BOOT_ID_AT..BOOT_ID_AT + 16].copy_from_slice(&[i as u8 ^ 0x5a; 16]);
+        let path = d.path().join(format!("image{i}"));
+        std::fs::write(&path, &image).unwrap();
+        let q = Queue::open(&path).unwrap_or_else(|e| panic!("image {i}: reopen failed: {e}"));
+        let r = q
+            .recovery()
+            .unwrap_or_else(|| panic!("image {i}: no recovery ran"))
+            .clone();
+        assert!(
+            r.tail >= durable,
+            "image {i}: recovered tail {} < durable {durable}",
+            r.tail
+        );
+        assert!(
+            r.tail <= tail,
+            "image {i}: recovered tail {} past the real tail {tail}",
+            r.tail
+        );
+        replayed_total += r.replayed;
+        clamped_total += r.clamped.len();
+        skipped_total += r.skipped.len();
+        // Every record still in the ring, up to the recovered tail, is intact and in order.
+        let mut c = q
+            .subscribe(
+                "check",
+                &Subscribe {
+                    gating: false,
+                    start: Start::Earliest,
+                },
+            )
+            .unwrap();
+        let first = c.position();
+        assert!(
+            first < durable,
+            "image {i}: nothing before the durable point is readable"
+        );
+        for expected in first..r.tail {
+            let m = c
+                .poll(Some(Duration::from_secs(1)))
+                .unwrap()
+                .unwrap_or_else(|| panic!("image {i}: record {expected} missing"));
+            assert_eq!(m.offset, expected, "image {i}: records out of order");
+            assert_eq!(
+                m.payload,
+                &payload(expected)[..],
+                "image {i}: record {expected} torn"
+            );
+        }
+        assert!(
+            c.poll(Some(Duration::ZERO)).unwrap().is_none(),
+            "image {i}: record past tail"
+        );
+        for gi in q.groups().iter().filter(|g| g.name != "check") {
+            assert!(
+                gi.committed <= r.tail,
+                "image {i}: group {} past the tail",
+                gi.name
+            );
+            assert_eq!(gi.holder, None, "image {i}: a lease survived the restart");
+        }
+        // The queue works after recovery: the next record gets the next offset.
+        let mut p = q.producer().unwrap();
+        assert_eq!(p.publish(b"after").unwrap(), r.tail);
+        drop((c, p, q));
+        std::fs::remove_file(&path).unwrap();
+    }
+    println!(
+        "  {IMAGES} images of {} dirty pages: durable offset {durable} always kept, {replayed_total} records replayed past it in all, {clamped_total} group offsets clamped to the tail, {skipped_total} moved up to the floor",
+        dirty.len()
+    );
+}
+
+/// After a clean reboot (every page written back) recovery keeps every committed record.
+fn clean_restart_keeps_everything() {
+    let d = dir();
+    let path = d.path().join("q");
+    let q = Queue::create(&path, &options(Durability::None)).unwrap();
+    let mut p = q.producer().unwrap();
+    for seq in 0..100 {
+        p.publish(&payload(seq)).unwrap();
+    }
+    drop((p, q));
+    let mut image = std::fs::read(&path).unwrap();
+    image[BOOT_ID_AT..BOOT_ID_AT + 16].copy_from_slice(&[7; 16]);
+    std::fs::write(&path, &image).unwrap();
+    let q = Queue::open(&path).unwrap();
+    let r = q.recovery().expect("recovery ran");
+    assert_eq!((r.flushed, r.replayed, r.tail), (0, 100, 100));
+    let mut c = q.consumer("g").unwrap();
+    for expected in 0..100 {
+        let m = c.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
+        assert_eq!((m.offset, m.payload), (expected, &payload(expected)[..]));
+    }
+    // A second open on the same boot does not recover again.
+    assert!(Queue::open(&path).unwrap().recovery().is_none());
+}
