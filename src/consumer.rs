@@ -21,6 +21,9 @@ use crate::queue::Shared;
 use crate::ring::{self, Found};
 use crate::sync::Ordering;
 
+/// A reader spinning on a pending record reads the tail once in this many polls.
+const TAIL_CHECK_EVERY: u32 = 64;
+
 /// Where a newly created group starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Start {
@@ -88,6 +91,8 @@ pub struct Consumer {
     safe_from: u64,
     /// The stalled record and when we first saw it stalled.
     stall: Option<(u64, Instant)>,
+    /// Consecutive polls that found the next record pending.
+    pending_polls: u32,
     buf: Vec<u8>,
 }
 
@@ -119,6 +124,7 @@ impl Consumer {
             lappable,
             safe_from,
             stall: None,
+            pending_polls: 0,
             buf: Vec::new(),
         })
     }
@@ -143,7 +149,8 @@ impl Consumer {
         self.shared.ring.tail().0.saturating_sub(self.offset)
     }
 
-    /// Returns the next record, waiting up to `timeout` (`None`: forever) for one.
+    /// Returns the next record, waiting up to `timeout` (`None`: forever) for one. A wait spins
+    /// briefly, then yields, then sleeps on a futex; `Some(Duration::ZERO)` returns at once.
     ///
     /// `Ok(None)` means the timeout passed. [`Error::Lagged`] means records were overwritten
     /// before this consumer read them; it now continues at the oldest retained record.
@@ -204,11 +211,22 @@ impl Consumer {
                     });
                 }
                 Found::Pending { tag } => {
-                    let (t_off, t_pos) = ring.tail();
+                    // The tail is the producers' busiest line. A spinning reader looks at it
+                    // only every `TAIL_CHECK_EVERY` pending polls and before it sleeps: often
+                    // enough for the stall clock and the overrun check, rarely enough not to
+                    // slow down the producer it waits for.
+                    self.pending_polls = self.pending_polls.wrapping_add(1);
+                    let sleeping_next = timeout != Some(Duration::ZERO) && backoff.is_completed();
+                    let mut stall_left = None;
+                    let (t_off, t_pos) =
+                        if sleeping_next || self.pending_polls % TAIL_CHECK_EVERY == 0 {
+                            ring.tail()
+                        } else {
+                            (0, 0)
+                        };
                     if self.lappable && t_pos.saturating_sub(self.pos) > ring.layout.capacity {
                         return Err(self.resync(self.offset));
                     }
-                    let mut stall_left = None;
                     if t_off > self.offset {
                         // Claimed but not committed: start (or continue) the stall clock.
                         let now = Instant::now();
@@ -229,6 +247,11 @@ impl Consumer {
                             continue;
                         }
                         stall_left = Some(left);
+                    }
+                    // A zero timeout never waits, not even by spinning: callers that spin
+                    // themselves get the answer at once.
+                    if timeout == Some(Duration::ZERO) {
+                        return Ok(None);
                     }
                     if !backoff.is_completed() {
                         backoff.snooze();

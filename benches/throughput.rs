@@ -1,0 +1,220 @@
+//! In-process throughput: one producer thread publishing, consumer group(s) on other threads.
+//!
+//! Each consumer reads the first byte of every payload (zero-copy: `poll` hands out a slice of
+//! the ring) and commits every 256 messages, or when it runs dry. The timed region runs from
+//! the first publish until every consumer has seen the last message. `copy` uses
+//! `Producer::publish`; `claim` uses `Producer::claim` + `as_mut_slice().copy_from_slice(..)` +
+//! `commit()`, i.e. the same bytes written in place (it measures the API path, not a
+//! payload the producer builds for free). `memcpy_floor` copies the same payload into a 64 MiB
+//! buffer at a rotating offset on one thread: single-core memcpy bandwidth, same run;
+//! `memcpy_hot` copies it into one cache-resident 64 KiB buffer.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+const SIZES: [usize; 4] = [16, 64, 1024, 64 * 1024];
+const COMMIT_EVERY: u64 = 256;
+const RING: u64 = 64 << 20;
+
+fn bench_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let base = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join("shmq-bench-tmp");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    dir
+}
+
+struct Reader {
+    seen: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// One queue, `producers` producers and `groups` consumer threads.
+struct Setup {
+    producers: Vec<shmq::Producer>,
+    readers: Vec<Reader>,
+    stop: Arc<AtomicBool>,
+    sent: u64,
+    _queue: shmq::Queue,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(producers: usize, groups: usize, checksums: bool) -> Setup {
+        let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+        let opts = shmq::Options {
+            capacity: RING,
+            max_message: 64 * 1024,
+            checksums,
+            ..shmq::Options::default()
+        };
+        let queue = shmq::Queue::create(dir.path().join("tp.q"), &opts).expect("create");
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers = (0..groups)
+            .map(|g| {
+                let mut c = queue.consumer(&format!("g{g}")).expect("consumer");
+                let seen = Arc::new(AtomicU64::new(0));
+                let (seen2, stop2) = (seen.clone(), stop.clone());
+                let handle = std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    let mut pending = None;
+                    loop {
+                        match c.poll(Some(Duration::from_millis(5))).expect("poll") {
+                            Some(m) => {
+                                black_box(m.payload[0]);
+                                let off = m.offset;
+                                n += 1;
+                                if n % COMMIT_EVERY == 0 {
+                                    c.commit(off).expect("commit");
+                                    pending = None;
+                                } else {
+                                    pending = Some(off);
+                                }
+                                seen2.store(n, Ordering::Release);
+                            }
+                            None => {
+                                if let Some(off) = pending.take() {
+                                    c.commit(off).expect("commit");
+                                }
+                                if stop2.load(Ordering::Acquire) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                });
+                Reader {
+                    seen,
+                    handle: Some(handle),
+                }
+            })
+            .collect();
+        Setup {
+            producers: (0..producers)
+                .map(|_| queue.producer().expect("producer"))
+                .collect(),
+            readers,
+            stop,
+            sent: 0,
+            _queue: queue,
+            _dir: dir,
+        }
+    }
+
+    /// Publishes `iters` messages (split over the producers) and waits until every group has
+    /// read them; returns the elapsed time.
+    fn run(&mut self, iters: u64, payload: &[u8], claim: bool) -> Duration {
+        let start = Instant::now();
+        let per = iters.div_ceil(self.producers.len() as u64);
+        std::thread::scope(|s| {
+            let (first, rest) = self.producers.split_first_mut().expect("a producer");
+            for p in rest {
+                s.spawn(move || publish_n(p, per, payload, claim));
+            }
+            publish_n(first, per, payload, claim);
+        });
+        self.sent += per * self.producers.len() as u64;
+        for r in &self.readers {
+            while r.seen.load(Ordering::Acquire) < self.sent {
+                std::thread::yield_now();
+            }
+        }
+        start.elapsed()
+    }
+}
+
+fn publish_n(p: &mut shmq::Producer, n: u64, payload: &[u8], claim: bool) {
+    for _ in 0..n {
+        if claim {
+            let mut c = p.claim(payload.len()).expect("claim");
+            c.as_mut_slice().copy_from_slice(payload);
+            c.commit().expect("commit");
+        } else {
+            p.publish(payload).expect("publish");
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for r in &mut self.readers {
+            if let Some(h) = r.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn configure(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10);
+}
+
+fn one_to_one(c: &mut Criterion) {
+    let mut g = c.benchmark_group("1p_1g");
+    configure(&mut g);
+    for size in SIZES {
+        let payload = vec![0xA5u8; size];
+        g.throughput(Throughput::Bytes(size as u64));
+        if size == 64 * 1024 {
+            let mut dst = vec![0u8; RING as usize];
+            let mut at = 0usize;
+            g.bench_function(BenchmarkId::new("memcpy_floor", size), |b| {
+                b.iter(|| {
+                    dst[at..at + size].copy_from_slice(black_box(&payload));
+                    at = (at + size) % RING as usize;
+                    black_box(&dst[at..at + 1]);
+                })
+            });
+            // The same copy into one cache-resident 64 KiB buffer: the upper bound.
+            let mut hot = vec![0u8; size];
+            g.bench_function(BenchmarkId::new("memcpy_hot", size), |b| {
+                b.iter(|| {
+                    hot.copy_from_slice(black_box(&payload));
+                    black_box(&hot);
+                })
+            });
+        }
+        for (name, claim) in [("copy", false), ("claim", true)] {
+            let mut s = Setup::new(1, 1, true);
+            g.bench_function(BenchmarkId::new(name, size), |b| {
+                b.iter_custom(|iters| s.run(iters, &payload, claim))
+            });
+        }
+        if size == 64 * 1024 {
+            let mut s = Setup::new(1, 1, false);
+            g.bench_function(BenchmarkId::new("copy_no_checksum", size), |b| {
+                b.iter_custom(|iters| s.run(iters, &payload, false))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn fan(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fan_64B");
+    configure(&mut g);
+    let payload = vec![0xA5u8; 64];
+    g.throughput(Throughput::Bytes(64));
+    for (name, p, groups) in [("2p_1g", 2, 1), ("1p_2g", 1, 2)] {
+        let mut s = Setup::new(p, groups, true);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| s.run(iters, &payload, false))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, one_to_one, fan);
+criterion_main!(benches);
