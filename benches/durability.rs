@@ -13,17 +13,9 @@ use shmq::Durability;
 const MSG: usize = 64;
 const FLOOR_FILE: u64 = 1 << 20;
 
-fn bench_dir() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let base = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join("shmq-bench-tmp");
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    dir
-}
+#[path = "common/dir.rs"]
+mod dir;
+use dir::bench_dir;
 
 fn durability(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");

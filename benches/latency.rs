@@ -7,6 +7,8 @@
 //! repetition (the host moves the 2 vCPUs between physical cores, so absolute numbers shift
 //! from run to run; ratios within a run are what to compare).
 
+#[path = "common/dir.rs"]
+mod dir;
 #[path = "common/pingpong.rs"]
 mod pingpong;
 

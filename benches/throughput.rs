@@ -21,17 +21,9 @@ const SIZES: [usize; 4] = [16, 64, 1024, 64 * 1024];
 const COMMIT_EVERY: u64 = 256;
 const RING: u64 = 64 << 20;
 
-fn bench_dir() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let base = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join("shmq-bench-tmp");
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    dir
-}
+#[path = "common/dir.rs"]
+mod dir;
+use dir::bench_dir;
 
 struct Reader {
     seen: Arc<AtomicU64>,

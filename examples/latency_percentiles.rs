@@ -6,6 +6,8 @@
 //! with one `Instant::now()` (the clock read's own cost is printed and included); one-way =
 //! round trip / 2.
 
+#[path = "../benches/common/dir.rs"]
+mod dir;
 #[path = "../benches/common/pingpong.rs"]
 mod pingpong;
 
