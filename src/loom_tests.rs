@@ -127,6 +127,7 @@ fn claim(ring: &Ring, p: u64) -> Claim {
             c
         }
         Attempt::NoSpace { end } => panic!("no space with an unlimited limit (end {end})"),
+        Attempt::BadTail { offset, pos } => panic!("model tail ({offset}, {pos}) is impossible"),
     }
 }
 
