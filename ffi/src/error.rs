@@ -54,6 +54,7 @@ fn set_last_error(message: &str) {
 /// last-error message of any failure. Public (hidden) only so the tests can reach the panic
 /// path; it is not part of the C ABI.
 #[doc(hidden)]
+#[inline(always)]
 pub fn guard(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> shmq_status {
     // AssertUnwindSafe: after a panic the handle involved may be inconsistent; the documented
     // contract is that it is then only freed.
