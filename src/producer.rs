@@ -18,8 +18,9 @@ use crate::queue::Shared;
 use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::sync::{pack, Ordering};
 
-/// Longest single sleep while waiting behind another producer's unfinished record; those
-/// finish without a wake-up call, so the waiter polls.
+/// Longest single sleep while waiting behind an unfinished record (another producer's claim,
+/// or one holding the durable cursor back); those finish without a wake-up call, so the
+/// waiter polls.
 const INFLIGHT_POLL: Duration = Duration::from_millis(1);
 
 /// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
@@ -210,7 +211,9 @@ impl Producer {
             }
             match bottleneck {
                 Bottleneck::Intent { slot, intent } if self.clear_if_dead(slot, intent) => continue,
-                Bottleneck::Durable if self.shared.try_flush()? => continue,
+                // Retry at once only if the flush moved the durable cursor: a claim pending at
+                // its end (aborted after the claim timeout) can hold it still.
+                Bottleneck::Durable if self.flushed_further()? => continue,
                 _ => {}
             }
             if self.shared.geometry.full_policy == FullPolicy::Reject {
@@ -222,7 +225,7 @@ impl Producer {
             if wait == Some(Duration::ZERO) {
                 return Err(Error::Timeout);
             }
-            if matches!(bottleneck, Bottleneck::Intent { .. }) {
+            if matches!(bottleneck, Bottleneck::Intent { .. } | Bottleneck::Durable) {
                 wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
             }
             let shared = &self.shared;
@@ -235,6 +238,12 @@ impl Producer {
                 wait,
             );
         }
+    }
+
+    /// Flushes if no one else is, and says whether the durable cursor moved.
+    fn flushed_further(&self) -> Result<bool> {
+        let before = self.shared.durable().1;
+        Ok(self.shared.try_flush()? && self.shared.durable().1 > before)
     }
 
     fn scan_limit(&self) -> (u64, Bottleneck) {

@@ -33,9 +33,9 @@ const OFF_PRODUCER_SLOTS: usize = 36;
 const OFF_CLAIM_TIMEOUT: usize = 40;
 const OFF_FILE_SIZE: usize = 56;
 /// Mutable header words: the tail (offset, position), the data and space futex words and
-/// their sleeper bitmaps.
-/// Also the durability cursors (flushed, durable, flush count, recovery floor), their futex
-/// word and bitmap, and the boot id that decides whether open runs recovery.
+/// their sleeper bitmaps, the durability cursors (flushed, durable, flush count, recovery
+/// floor) with their futex word and bitmap, and the boot id that decides whether open runs
+/// recovery.
 const HEADER_WORDS: [u64; 19] = [
     128, 136, 256, 264, 272, 280, 288, 304, 312, 384, 388, 392, 512, 516, 520, 640, 648, 768, 776,
 ];
@@ -272,72 +272,11 @@ fn fresh_path() -> PathBuf {
     scratch_dir().join(format!("case-{}.q", N.fetch_add(1, Ordering::Relaxed)))
 }
 
-/// Whether a case may contain the triggers of the known library bugs (see [`mask_known_bugs`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bugs {
-    /// Defuse the known triggers so the test checks everything else.
-    Masked,
-    /// Leave them in (the `#[ignore]`d variants, which fail until the bugs are fixed).
-    Exposed,
-}
-
-/// Positions and offsets above this are defused by [`mask_known_bugs`]: far beyond anything a
-/// real queue reaches, far below where `+ capacity` overflows.
-const SANE: u64 = 1 << 62;
-
-/// Defuses the triggers of the known library bugs (reported, see the `known_bug_*` tests), by
-/// rewriting only the words involved:
-/// * the tail position (header word 136) must be 8-aligned: `Producer::publish` panics in
-///   `Ring::seal` otherwise (`known_bug_unaligned_tail_position_panics_publish`);
-/// * the tail offset and position must not be near `u64::MAX`: `Ring::try_claim` overflows
-///   (`known_bug_tail_near_u64_max_overflows_claim`, `..._tail_offset_u64_max_...`);
-/// * a group's committed position and offset must not be near `u64::MAX`: `Ring::read`
-///   overflows (`known_bug_huge_committed_position_overflows_read`);
-/// * a validly sealed header must not ask for `Sync` durability: a publish then busy-waits,
-///   possibly forever (`known_bug_sync_publish_spins_behind_pending_record`).
-fn mask_known_bugs(b: &mut [u8]) {
-    if b.len() < 144 {
-        return;
-    }
-    let sealed = get32(b, CHECKSUMMED) == crc32c::crc32c(&b[..CHECKSUMMED]);
-    if sealed && get32(b, OFF_DURABILITY) == DURABILITY_SYNC {
-        put32(b, OFF_DURABILITY, 0);
-        reseal(b);
-    }
-    let (offset, pos) = (get64(b, 128), get64(b, 136));
-    put64(
-        b,
-        128,
-        if offset >= SANE {
-            offset % SANE
-        } else {
-            offset
-        },
-    );
-    put64(b, 136, (pos % SANE) & !7);
-    let groups = (get32(b, OFF_GROUP_SLOTS) as u64).min(64);
-    for slot in 0..groups {
-        let at = (HEADER_SIZE + slot * GROUP_SLOT + 128) as usize;
-        for word in [at, at + 8] {
-            if word + 8 <= b.len() && get64(b, word) >= SANE {
-                let v = get64(b, word) % SANE;
-                put64(b, word, v);
-            }
-        }
-    }
-}
-
 /// Writes `bytes` to a fresh file and runs [`exercise`] on it in a watchdog thread. Fails the
 /// case on a panic or a hang.
-fn check_file(bytes: &[u8], bugs: Bugs) -> Result<(), TestCaseError> {
+fn check_file(bytes: &[u8]) -> Result<(), TestCaseError> {
     let path = fresh_path();
-    if bugs == Bugs::Masked {
-        let mut b = bytes.to_vec();
-        mask_known_bugs(&mut b);
-        std::fs::write(&path, b).unwrap();
-    } else {
-        std::fs::write(&path, bytes).unwrap();
-    }
+    std::fs::write(&path, bytes).unwrap();
     let (tx, rx) = mpsc::channel();
     let worker = {
         let path = path.clone();
@@ -664,12 +603,16 @@ fn header_edits(
     edits: &[FieldEdit],
     resize: Resize,
     deep: &[(Target, WordValue, u8)],
-    bugs: Bugs,
+    durability: bool,
 ) -> Result<(), TestCaseError> {
     let t = template();
     let mut b = t.bytes.clone();
     for e in edits {
         apply_field(&mut b, e);
+    }
+    if !durability {
+        // Keep the template's `None`: see `header_edits_with_durability_never_panic_or_hang`.
+        put32(&mut b, OFF_DURABILITY, 0);
     }
     if let (Some(l), false) = (Layout::of_header(&b), matches!(resize, Resize::Keep)) {
         if l.file_size <= MAX_FILE {
@@ -681,29 +624,26 @@ fn header_edits(
     }
     reseal(&mut b);
     apply_targeted(&mut b, t, deep);
-    check_file(&b, bugs)
+    check_file(&b)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Property tests.
 
-fn random_byte_edits(
-    edits: &[(prop::sample::Index, u8, bool)],
-    bugs: Bugs,
-) -> Result<(), TestCaseError> {
+fn random_byte_edits(edits: &[(prop::sample::Index, u8, bool)]) -> Result<(), TestCaseError> {
     let mut b = template().bytes.clone();
     for (at, v, xor) in edits {
         let i = at.index(b.len());
         b[i] = if *xor { b[i] ^ (*v).max(1) } else { *v };
     }
-    check_file(&b, bugs)
+    check_file(&b)
 }
 
-fn extreme_words(edits: &[(Target, WordValue, u8)], bugs: Bugs) -> Result<(), TestCaseError> {
+fn extreme_words(edits: &[(Target, WordValue, u8)]) -> Result<(), TestCaseError> {
     let t = template();
     let mut b = t.bytes.clone();
     apply_targeted(&mut b, t, edits);
-    check_file(&b, bugs)
+    check_file(&b)
 }
 
 fn byte_edits() -> impl Strategy<Value = Vec<(prop::sample::Index, u8, bool)>> {
@@ -719,13 +659,7 @@ proptest! {
     /// (a) Random byte flips and overwrites anywhere in the file.
     #[test]
     fn random_byte_edits_never_panic_or_hang(edits in byte_edits()) {
-        random_byte_edits(&edits, Bugs::Masked)?;
-    }
-
-    /// (a) without defusing the known bugs' triggers.
-    #[test]
-    fn random_byte_edits_including_known_bugs(edits in byte_edits()) {
-        random_byte_edits(&edits, Bugs::Exposed)?;
+        random_byte_edits(&edits)?;
     }
 }
 
@@ -738,15 +672,7 @@ proptest! {
     fn extreme_words_in_shared_state_never_panic_or_hang(
         edits in prop::collection::vec(targeted_edit(), 1..8),
     ) {
-        extreme_words(&edits, Bugs::Masked)?;
-    }
-
-    /// (c) without defusing the known bugs' triggers.
-    #[test]
-    fn extreme_words_including_known_bugs(
-        edits in prop::collection::vec(targeted_edit(), 1..8),
-    ) {
-        extreme_words(&edits, Bugs::Exposed)?;
+        extreme_words(&edits)?;
     }
 }
 
@@ -784,7 +710,7 @@ proptest! {
             }
         }
         // Either way the rest of the API must cope.
-        check_file(&b, Bugs::Masked)?;
+        check_file(&b)?;
     }
 }
 
@@ -792,24 +718,25 @@ proptest! {
     #![proptest_config(config(1500))]
 
     /// (d) Header-field edits with the checksum recomputed, so validation goes past it; the
-    /// file length and file-size field optionally follow the edited geometry.
+    /// file length and file-size field optionally follow the edited geometry. The durability
+    /// policy stays `None` (the variant below covers `Batch` and `Sync`).
     #[test]
     fn header_edits_with_valid_checksum_never_panic_or_hang(
         edits in prop::collection::vec(field_edit(), 1..4),
         resize in resize(),
         deep in prop::collection::vec(targeted_edit(), 0..3),
     ) {
-        header_edits(&edits, resize, &deep, Bugs::Masked)?;
+        header_edits(&edits, resize, &deep, false)?;
     }
 
-    /// (d) without defusing the known bugs' triggers.
+    /// (d) including edits of the durability policy.
     #[test]
-    fn header_edits_including_known_bugs(
+    fn header_edits_with_durability_never_panic_or_hang(
         edits in prop::collection::vec(field_edit(), 1..4),
         resize in resize(),
         deep in prop::collection::vec(targeted_edit(), 0..3),
     ) {
-        header_edits(&edits, resize, &deep, Bugs::Exposed)?;
+        header_edits(&edits, resize, &deep, true)?;
     }
 
     /// (e) Wholly random files: raw bytes, a valid magic and version over random bytes, and
@@ -855,7 +782,7 @@ proptest! {
                 b
             }
         };
-        check_file(&b, Bugs::Masked)?;
+        check_file(&b)?;
     }
 }
 
@@ -1251,7 +1178,8 @@ fn invalid_options_are_refused_without_creating_anything() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known library bugs, minimal reproductions (ignored until fixed in src/).
+// Regressions: damaged cursors that once made the library panic or spin (found by the
+// property tests above; fixed in src/ring.rs `sane_cursor` and src/durable.rs).
 
 /// Runs `f`, failing the test with `what` if it panics.
 fn must_not_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
@@ -1285,49 +1213,49 @@ fn small_queue(dir: &tempfile::TempDir, records: u64, len: usize) -> PathBuf {
     path
 }
 
-/// Publishing to a file whose tail position is not 8-aligned.
-#[test]
-fn known_bug_unaligned_tail_position_panics_publish() {
+/// `publish` on a file whose tail word was damaged: a `Corrupt` error naming the file.
+fn publish_on_damaged_tail(edit: impl FnOnce(&mut Vec<u8>)) {
     let dir = tempfile::tempdir().unwrap();
     let path = small_queue(&dir, 3, 10);
-    edit_file(&path, |b| {
+    edit_file(&path, edit);
+    let q = Queue::open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    p.set_timeout(Some(Duration::from_millis(10)));
+    match must_not_panic("Producer::publish", || p.publish(b"x")) {
+        Err(Error::Corrupt {
+            path: p,
+            kind: Corruption::Shared(_),
+        }) => assert_eq!(p, path),
+        other => panic!("expected Corrupt(Shared), got {other:?}"),
+    }
+}
+
+/// A tail position that is not 8-aligned once reached `Ring::seal`'s alignment assert.
+#[test]
+fn unaligned_tail_position_fails_publish_cleanly() {
+    publish_on_damaged_tail(|b| {
         let pos = get64(b, 136);
-        put64(b, 136, pos + 1); // byte 136 ^= 1 would do the same
+        put64(b, 136, pos + 1);
     });
-    let q = Queue::open(&path).unwrap();
-    let mut p = q.producer().unwrap();
-    p.set_timeout(Some(Duration::from_millis(10)));
-    let _ = must_not_panic("Producer::publish", || p.publish(b"x").map(drop));
 }
 
-/// Publishing to a file whose tail position is near `u64::MAX`.
+/// A tail position near `u64::MAX` once overflowed `at + rest` in `Ring::try_claim`.
 #[test]
-fn known_bug_tail_near_u64_max_overflows_claim() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = small_queue(&dir, 3, 10);
-    edit_file(&path, |b| put64(b, 136, u64::MAX - 7));
-    let q = Queue::open(&path).unwrap();
-    let mut p = q.producer().unwrap();
-    p.set_timeout(Some(Duration::from_millis(10)));
-    let _ = must_not_panic("Producer::publish", || p.publish(b"x").map(drop));
+fn tail_position_near_u64_max_fails_publish_cleanly() {
+    publish_on_damaged_tail(|b| put64(b, 136, u64::MAX - 7));
 }
 
-/// Publishing to a file whose tail offset is `u64::MAX`.
+/// A tail offset of `u64::MAX` once overflowed `offset + 1` in `Ring::try_claim`.
 #[test]
-fn known_bug_tail_offset_u64_max_overflows_claim() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = small_queue(&dir, 3, 10);
-    edit_file(&path, |b| put64(b, 128, u64::MAX));
-    let q = Queue::open(&path).unwrap();
-    let mut p = q.producer().unwrap();
-    p.set_timeout(Some(Duration::from_millis(10)));
-    let _ = must_not_panic("Producer::publish", || p.publish(b"x").map(drop));
+fn tail_offset_u64_max_fails_publish_cleanly() {
+    publish_on_damaged_tail(|b| put64(b, 128, u64::MAX));
 }
 
 /// Polling a group whose committed position is near `u64::MAX` while its committed offset is a
-/// record that wrapped to the next lap.
+/// record that wrapped to the next lap (once overflowed `pos + (capacity - idx)` in
+/// `Ring::read`).
 #[test]
-fn known_bug_huge_committed_position_overflows_read() {
+fn huge_committed_position_fails_poll_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
     let opts = Options {
@@ -1358,14 +1286,19 @@ fn known_bug_huge_committed_position_overflows_read() {
     });
     let q = Queue::open(&path).unwrap();
     let mut c = q.consumer("g").unwrap();
-    let _ = must_not_panic("Consumer::poll", || {
+    let r = must_not_panic("Consumer::poll", || {
         c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
     });
+    assert!(
+        matches!(r, Err(Error::Corrupt { .. })),
+        "expected Corrupt, got {r:?}"
+    );
 }
 
-/// A `Sync` publisher waiting behind another producer's unfinished record.
+/// A `Sync` publisher waiting behind another producer's unfinished record sleeps (it once spun
+/// in `Shared::wait_durable`, and forever on some damaged files).
 #[test]
-fn known_bug_sync_publish_spins_behind_pending_record() {
+fn sync_publish_behind_pending_record_does_not_spin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
     let opts = Options {
@@ -1416,4 +1349,42 @@ fn thread_cpu() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime failed");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A producer held back by a durable cursor that cannot advance (a damaged record in the
+/// durable prefix of a `Sync` file) must still honour its publish timeout.
+#[test]
+fn producer_behind_stuck_durable_prefix_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_queue(&dir, 3, 10); // footprint 48: record 1's header at ring + 48
+    let ring = Layout::new(4096, 64, 64).ring as usize;
+    edit_file(&path, |b| {
+        assert_eq!(get32(b, OFF_DURABILITY), 0, "header layout drifted");
+        put32(b, OFF_DURABILITY, DURABILITY_SYNC);
+        reseal(b);
+        assert_eq!(get64(b, ring + 48), 1, "record layout drifted");
+        put64(b, ring + 48, 52); // record 1's header names another offset
+    });
+    let q = Queue::open(&path).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut p = q.producer().unwrap();
+        p.set_timeout(Some(Duration::from_millis(20)));
+        // Sync publishes time out waiting for durability; once the ring is full up to the
+        // stuck durable cursor, they must time out waiting for room.
+        let outcomes: Vec<String> = (0..100)
+            .map(|_| match p.publish(&[9; 100]) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        let _ = tx.send(outcomes);
+    });
+    let outcomes = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("publish hung behind a stuck durable prefix");
+    assert!(
+        outcomes.iter().all(|o| o != "ok"),
+        "a record was acknowledged durable past a damaged one: {outcomes:?}"
+    );
 }

@@ -17,6 +17,8 @@ const MAX_MESSAGE: u32 = 256;
 const SHORT: Option<Duration> = Some(Duration::from_millis(100));
 /// Generous upper bound for anything that should happen "at once" or "promptly".
 const PROMPT: Duration = Duration::from_secs(2);
+/// Bound for "at once" (no waiting at all), with room for a preempted thread on a busy host.
+const TINY: Duration = Duration::from_millis(250);
 
 fn options(policy: FullPolicy, capacity: u64) -> Options {
     Options {
@@ -220,14 +222,11 @@ fn reject_fails_at_once_when_full_then_resumes_after_commit() {
     let (n, err, elapsed) = fill(&mut p, |e| matches!(e, Error::Full));
     assert!(n > 10, "only {n} records fit in 4 KiB");
     assert!(matches!(err, Error::Full));
-    assert!(
-        elapsed < Duration::from_millis(100),
-        "Full took {elapsed:?}"
-    );
+    assert!(elapsed < TINY, "Full took {elapsed:?}");
     // Still full on retry, still at once.
     let t = Instant::now();
     assert!(matches!(p.publish(&payload(n)), Err(Error::Full)));
-    assert!(t.elapsed() < Duration::from_millis(100));
+    assert!(t.elapsed() < TINY);
 
     expect_records(&mut gate, 0..n);
     assert_empty(&mut gate);
@@ -395,10 +394,9 @@ fn delete_group_of_dead_gating_group_lets_block_producer_through() {
     p.set_timeout(Some(Duration::from_millis(50)));
     let (n, _, _) = fill(&mut p, |e| matches!(e, Error::Timeout));
 
-    // A producer blocked behind the dead group gets through once it is deleted instead of
-    // timing out. (It only notices at its deadline: see the ignored
-    // `delete_group_wakes_blocked_producer_promptly`.)
-    let timeout = Duration::from_secs(2);
+    // A producer blocked behind the dead group is woken by the delete and gets through long
+    // before its own timeout.
+    let timeout = Duration::from_secs(10);
     p.set_timeout(Some(timeout));
     let (tx, rx) = mpsc::channel();
     let publisher = thread::spawn(move || {
@@ -414,15 +412,19 @@ fn delete_group_of_dead_gating_group_lets_block_producer_through() {
     let returned_at = rx.recv_timeout(timeout + Duration::from_secs(20)).unwrap();
     let (r, mut p) = publisher.join().unwrap();
     assert_eq!(r, Ok(n), "the blocked publish failed");
-    assert!(returned_at > deleted_at);
+    let waited = returned_at.saturating_duration_since(deleted_at);
+    assert!(
+        waited < PROMPT,
+        "blocked publish returned {waited:?} after delete_group"
+    );
     // With no gating group left nothing holds producers back.
     for i in n + 1..n + 100 {
         assert_eq!(p.publish(&payload(i)).unwrap(), i);
     }
 }
 
-/// The same scenario, but requiring the wake-up to be prompt: `delete_group` must wake
-/// producers sleeping for space like a commit does.
+/// The same with a gating group that merely has no member (no dead process): `delete_group`
+/// wakes producers sleeping for space like a commit does.
 #[test]
 fn delete_group_wakes_blocked_producer_promptly() {
     let (_d, q) = new_queue(FullPolicy::Block, CAPACITY);
