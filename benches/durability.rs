@@ -13,9 +13,9 @@ use shmq::Durability;
 const MSG: usize = 64;
 const FLOOR_FILE: u64 = 1 << 20;
 
-#[path = "common/dir.rs"]
-mod dir;
-use dir::bench_dir;
+#[path = "common/support.rs"]
+mod support;
+use support::bench_dir;
 
 fn durability(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
@@ -27,17 +27,7 @@ fn durability(c: &mut Criterion) {
         .sample_size(10);
 
     // Raw floor: the cheapest way to put 64 B on disk per operation.
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dir.path().join("floor.dat"))
-        .expect("floor file");
-    // Written out (not sparse) so the floor's fdatasync never allocates blocks.
-    f.write_all_at(&vec![0u8; FLOOR_FILE as usize], 0)
-        .expect("prefill");
-    f.sync_all().expect("sync_all");
+    let f = floor_file(dir.path());
     let mut at = 0u64;
     g.bench_function("raw_pwrite_fdatasync", |b| {
         b.iter(|| {
@@ -75,16 +65,7 @@ fn interleaved() {
     };
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
     let payload = [0x5Au8; MSG];
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dir.path().join("floor.dat"))
-        .expect("floor file");
-    f.write_all_at(&vec![0u8; FLOOR_FILE as usize], 0)
-        .expect("prefill");
-    f.sync_all().expect("sync_all");
+    let f = floor_file(dir.path());
     let mut producers: Vec<(shmq::Queue, shmq::Producer)> = policies()
         .into_iter()
         .map(|(name, durability)| {
@@ -159,16 +140,28 @@ fn policies() -> [(&'static str, Durability); 3] {
     ]
 }
 
+/// The raw floor's file in `dir`: written out (not sparse) and synced, so the floor's
+/// `fdatasync` never allocates blocks.
+fn floor_file(dir: &std::path::Path) -> File {
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("floor.dat"))
+        .expect("floor file");
+    f.write_all_at(&vec![0u8; FLOOR_FILE as usize], 0)
+        .expect("prefill");
+    f.sync_all().expect("sync_all");
+    f
+}
+
 criterion_group!(benches, durability);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    // Only in a real benchmark run: not under `cargo test` (no `--bench`), `--list`, `--test`
-    // or `--profile-time`.
-    let args: Vec<String> = std::env::args().collect();
-    let has = |f: &str| args.iter().any(|a| a == f);
-    if has("--bench") && !has("--list") && !has("--test") && !has("--profile-time") {
+    if support::full_bench_run() {
         interleaved();
     }
 }

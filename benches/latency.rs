@@ -7,10 +7,10 @@
 //! repetition (the host moves the 2 vCPUs between physical cores, so absolute numbers shift
 //! from run to run; ratios within a run are what to compare).
 
-#[path = "common/dir.rs"]
-mod dir;
 #[path = "common/pingpong.rs"]
 mod pingpong;
+#[path = "common/support.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -105,11 +105,7 @@ fn main() {
     pingpong::maybe_run_child();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    // Only in a real benchmark run: not under `cargo test` (no `--bench`), `--list`, `--test`
-    // or `--profile-time`.
-    let args: Vec<String> = std::env::args().collect();
-    let has = |f: &str| args.iter().any(|a| a == f);
-    if has("--bench") && !has("--list") && !has("--test") && !has("--profile-time") {
+    if support::full_bench_run() {
         interleaved();
     }
 }

@@ -21,9 +21,9 @@ const SIZES: [usize; 4] = [16, 64, 1024, 64 * 1024];
 const COMMIT_EVERY: u64 = 256;
 const RING: u64 = 64 << 20;
 
-#[path = "common/dir.rs"]
-mod dir;
-use dir::bench_dir;
+#[path = "common/support.rs"]
+mod support;
+use support::bench_dir;
 
 struct Reader {
     seen: Arc<AtomicU64>,

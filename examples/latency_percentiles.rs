@@ -6,10 +6,10 @@
 //! with one `Instant::now()` (the clock read's own cost is printed and included); one-way =
 //! round trip / 2.
 
-#[path = "../benches/common/dir.rs"]
-mod dir;
 #[path = "../benches/common/pingpong.rs"]
 mod pingpong;
+#[path = "../benches/common/support.rs"]
+mod support;
 
 use std::time::Instant;
 

@@ -7,6 +7,8 @@
 //! header-field edits with a recomputed checksum, and wholly random files (some behind a valid
 //! header). Each damaged file is then driven through the whole API in a watchdog thread.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, OnceLock};
@@ -603,16 +605,11 @@ fn header_edits(
     edits: &[FieldEdit],
     resize: Resize,
     deep: &[(Target, WordValue, u8)],
-    durability: bool,
 ) -> Result<(), TestCaseError> {
     let t = template();
     let mut b = t.bytes.clone();
     for e in edits {
         apply_field(&mut b, e);
-    }
-    if !durability {
-        // Keep the template's `None`: see `header_edits_with_durability_never_panic_or_hang`.
-        put32(&mut b, OFF_DURABILITY, 0);
     }
     if let (Some(l), false) = (Layout::of_header(&b), matches!(resize, Resize::Keep)) {
         if l.file_size <= MAX_FILE {
@@ -717,26 +714,16 @@ proptest! {
 proptest! {
     #![proptest_config(config(1500))]
 
-    /// (d) Header-field edits with the checksum recomputed, so validation goes past it; the
-    /// file length and file-size field optionally follow the edited geometry. The durability
-    /// policy stays `None` (the variant below covers `Batch` and `Sync`).
+    /// (d) Header-field edits with the checksum recomputed, so validation goes past it
+    /// (durability policies included); the file length and file-size field optionally follow
+    /// the edited geometry.
     #[test]
     fn header_edits_with_valid_checksum_never_panic_or_hang(
         edits in prop::collection::vec(field_edit(), 1..4),
         resize in resize(),
         deep in prop::collection::vec(targeted_edit(), 0..3),
     ) {
-        header_edits(&edits, resize, &deep, false)?;
-    }
-
-    /// (d) including edits of the durability policy.
-    #[test]
-    fn header_edits_with_durability_never_panic_or_hang(
-        edits in prop::collection::vec(field_edit(), 1..4),
-        resize in resize(),
-        deep in prop::collection::vec(targeted_edit(), 0..3),
-    ) {
-        header_edits(&edits, resize, &deep, true)?;
+        header_edits(&edits, resize, &deep)?;
     }
 
     /// (e) Wholly random files: raw bytes, a valid magic and version over random bytes, and
@@ -1323,10 +1310,10 @@ fn sync_publish_behind_pending_record_does_not_spin() {
     let waiter = std::thread::spawn(move || {
         let mut b = q2.producer().unwrap();
         b.set_timeout(Some(Duration::from_millis(100)));
-        let cpu = thread_cpu();
+        let cpu = common::thread_cpu();
         let r = b.publish(b"second").map_err(|e| e.to_string());
         let _ = tx.send(());
-        (r, thread_cpu() - cpu)
+        (r, common::thread_cpu() - cpu)
     });
     // Let the waiter wait a second, then finish record 0 so it can complete.
     let returned_early = rx.recv_timeout(Duration::from_secs(1)).is_ok();
@@ -1337,18 +1324,6 @@ fn sync_publish_behind_pending_record_does_not_spin() {
         cpu < Duration::from_millis(100),
         "a waiting Sync publish burned {cpu:?} of CPU (returned early: {returned_early})"
     );
-}
-
-/// CPU time consumed so far by the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to a valid, exclusively borrowed local.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime failed");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// A producer held back by a durable cursor that cannot advance (a damaged record in the

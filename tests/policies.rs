@@ -4,6 +4,8 @@
 //! Every scenario is single-writer and deterministic, so the tests also predict exactly which
 //! records fit and which are retained by replaying the ring's placement rule (`Model`).
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -482,25 +484,13 @@ fn spawn_dead_member(q: &Queue) {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "child: {status:?}");
 }
 
-/// CPU time consumed so far by the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to a valid, exclusively borrowed local.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime failed");
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Runs `f` in a fresh thread; returns its result, wall time and the thread's CPU time.
 fn measured<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> (T, Duration, Duration) {
     thread::spawn(move || {
-        let cpu = thread_cpu();
+        let cpu = common::thread_cpu();
         let wall = Instant::now();
         let r = f();
-        (r, wall.elapsed(), thread_cpu() - cpu)
+        (r, wall.elapsed(), common::thread_cpu() - cpu)
     })
     .join()
     .unwrap()

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use crate::dir::bench_dir;
+use crate::support::bench_dir;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};

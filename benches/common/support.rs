@@ -1,4 +1,7 @@
-//! Where the benchmarks put their queue files.
+//! What every benchmark binary shares: where its files go, and whether criterion was asked
+//! for a real run.
+
+#![allow(dead_code)] // each benchmark binary uses a part of it
 
 use std::path::PathBuf;
 
@@ -15,4 +18,12 @@ pub fn bench_dir() -> PathBuf {
     let dir = base.join("shmq-bench-tmp");
     std::fs::create_dir_all(&dir).expect("create bench dir");
     dir
+}
+
+/// Whether this is a real benchmark run (criterion got `--bench`), not `cargo test`, `--list`,
+/// `--test` or `--profile-time`: the interleaved passes run only then.
+pub fn full_bench_run() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |f: &str| args.iter().any(|a| a == f);
+    has("--bench") && !has("--list") && !has("--test") && !has("--profile-time")
 }
