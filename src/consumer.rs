@@ -63,6 +63,12 @@ pub enum SeekTo {
     Committed,
     /// A given offset (must still be in the ring).
     Offset(u64),
+    /// The first record published at or after this time, in nanoseconds since the Unix epoch
+    /// (the tail if there is none). Records carry the wall-clock time of their publish; with
+    /// several producers that order can differ from offset order by the time between taking
+    /// an offset and reading the clock, and a search across such a spot errs towards the
+    /// earlier record (a record delivered twice, never one skipped).
+    Time(u64),
 }
 
 /// One record, borrowed until the next call on the consumer.
@@ -112,8 +118,13 @@ impl Consumer {
         // the reader passes today's tail, validate its reads.
         // SYNC G: the group's activation (SeqCst) precedes this tail load (SeqCst), so a
         // producer whose limit scan missed the group read a tail at or before this one, and its
-        // limit cannot reach past `tail + capacity`.
-        let safe_from = if created { pos.max(ring.tail().1) } else { pos };
+        // limit cannot reach past `tail + capacity`. A group whose cursor was reset backwards
+        // is in the same position up to the tail the reset saw (its reset mark).
+        let safe_from = if created {
+            pos.max(ring.tail().1)
+        } else {
+            pos.max(shared.reset_mark(slot))
+        };
         Ok(Consumer {
             shared,
             group: group.to_string(),
@@ -331,19 +342,7 @@ impl Consumer {
 
     /// Moves the read cursor (not the committed offset).
     pub fn seek(&mut self, to: SeekTo) -> Result<()> {
-        let ring = &self.shared.ring;
-        let (offset, pos) = match to {
-            SeekTo::Earliest => ring.oldest(),
-            SeekTo::Latest => ring.tail(),
-            SeekTo::Committed => self.shared.committed(self.slot),
-            SeekTo::Offset(x) => {
-                let (oldest, _) = ring.oldest();
-                match ring.resolve(x) {
-                    Some(p) if x >= oldest => (x, p),
-                    _ => return Err(self.out_of_range(x)),
-                }
-            }
-        };
+        let (offset, pos) = locate(&self.shared, self.slot, to)?;
         self.offset = offset;
         self.pos = pos;
         self.stall = None;
@@ -351,12 +350,34 @@ impl Consumer {
     }
 
     fn out_of_range(&self, requested: u64) -> Error {
-        let ring = &self.shared.ring;
-        Error::OffsetOutOfRange {
-            requested,
-            earliest: ring.oldest().0,
-            latest: ring.tail().0,
+        out_of_range(&self.shared, requested)
+    }
+}
+
+/// The cursor `(offset, position)` that `to` names for the group in `slot`.
+pub(crate) fn locate(shared: &Shared, slot: u32, to: SeekTo) -> Result<(u64, u64)> {
+    let ring = &shared.ring;
+    Ok(match to {
+        SeekTo::Earliest => ring.oldest(),
+        SeekTo::Latest => ring.tail(),
+        SeekTo::Committed => shared.committed(slot),
+        SeekTo::Offset(x) => {
+            let (oldest, _) = ring.oldest();
+            match ring.resolve(x) {
+                Some(p) if x >= oldest => (x, p),
+                _ => return Err(out_of_range(shared, x)),
+            }
         }
+        SeekTo::Time(ns) => ring.first_at_or_after(ns),
+    })
+}
+
+fn out_of_range(shared: &Shared, requested: u64) -> Error {
+    let ring = &shared.ring;
+    Error::OffsetOutOfRange {
+        requested,
+        earliest: ring.oldest().0,
+        latest: ring.tail().0,
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Slot layout (256 bytes, see FORMAT.md): `state` u64 at 0 (0 free, 1 active), `flags` u64 at 8
 //! (bit 0: gating), `name_len` u64 at 16, `name` at 24 (64 bytes), `committed` u128 at 128
-//! (`next offset, position`), `lease` u128 at 144 (`pid | token << 32, start time`).
+//! (`next offset, position`), `lease` u128 at 144 (`pid | token << 32, start time`), `reset
+//! mark` u64 at 160 (the tail position when the committed cursor was last moved backwards).
 //!
 //! Creating and deleting groups are rare administrative changes and run under an exclusive
 //! `flock` on the queue file (the kernel drops it if the holder dies). Lookups, leases and
@@ -22,6 +23,7 @@ const NAME_LEN: u64 = 16;
 const NAME: u64 = 24;
 const COMMITTED: u64 = 128;
 const LEASE: u64 = 144;
+const RESET_MARK: u64 = 160;
 
 const ACTIVE: u64 = 1;
 const GATING: u64 = 1;
@@ -33,6 +35,11 @@ pub struct GroupInfo {
     pub name: String,
     /// Next offset the group will read after a restart (everything before it is committed).
     pub committed: u64,
+    /// Records published but not committed by the group: the tail offset minus `committed`.
+    pub lag: u64,
+    /// Ring bytes from the group's committed position to the tail, record headers and padding
+    /// included: how much of the ring the group holds back if it is gating.
+    pub lag_bytes: u64,
     /// Whether the group holds producers back.
     pub gating: bool,
     /// Process id of the member holding the lease, if any.
@@ -151,6 +158,7 @@ impl Shared {
         padded[..name.len()].copy_from_slice(name.as_bytes());
         r.write_bytes(base + NAME, &padded);
         r.u128(base + LEASE).store(0, Ordering::Relaxed);
+        r.u64(base + RESET_MARK).store(0, Ordering::Relaxed);
         let (offset, pos) = start();
         // SeqCst like every committed-cursor store (producers read it with SeqCst, SYNC G).
         r.u128(base + COMMITTED)
@@ -275,6 +283,65 @@ impl Shared {
             .compare_exchange(word, 0, Ordering::Release, Ordering::Relaxed);
     }
 
+    /// The position below which a new member of the group must validate what it reads: the
+    /// tail when the committed cursor was last moved backwards by [`Shared::reset_group`] (0 if
+    /// never). A hostile value only makes members copy and check more records.
+    pub(crate) fn reset_mark(&self, slot: u32) -> u64 {
+        // Acquire: pairs with the Release store in `reset_group`; the lease CAS a member makes
+        // before reading this orders it after the resetter's lease release anyway.
+        self.ring
+            .region
+            .u64(self.group_off(slot) + RESET_MARK)
+            .load(Ordering::Acquire)
+    }
+
+    /// Moves group `name`'s committed cursor to the one `target` returns, holding the group's
+    /// lease meanwhile so that no member commits concurrently. Fails with
+    /// [`Error::GroupBusy`] if a live member holds the group. Returns the new committed offset.
+    pub(crate) fn reset_group(
+        &self,
+        name: &str,
+        target: impl FnOnce(u32) -> Result<(u64, u64)>,
+    ) -> Result<u64> {
+        // The admin lock keeps the group from being deleted (and its slot reused) meanwhile.
+        let _lock = AdminLock::take(self)?;
+        let slot = self
+            .find_group(name)
+            .ok_or_else(|| Error::UnknownGroup(name.into()))?;
+        let lease = process::lease_word();
+        self.acquire_lease(slot, name, lease)?;
+        let moved = target(slot).and_then(|(offset, pos)| {
+            let (_, old_pos) = self.committed(slot);
+            self.set_committed(slot, offset, pos);
+            if pos < old_pos {
+                // Producers may still hold claim limits computed from the old, later cursor
+                // (they rescan only when a claim would pass the limit), so the records between
+                // `pos` and the old cursor are no longer protected. Such a limit came from a
+                // scan before the store above, so it is at most the tail we load now (SeqCst,
+                // after the store in the single order, SYNC G) plus the capacity: bytes from
+                // that tail on are safe, older ones must be validated by the next member.
+                let (_, tail_pos) = self.ring.tail();
+                // Release: published to the next member by our lease release below as well.
+                self.ring
+                    .region
+                    .u64(self.group_off(slot) + RESET_MARK)
+                    .fetch_max(tail_pos, Ordering::Release);
+            }
+            if self.geometry.durability == crate::Durability::Sync {
+                self.sync_committed(slot)?;
+            }
+            Ok(offset)
+        });
+        self.release_lease(slot, lease);
+        // A cursor moved forwards frees room: wake producers waiting for it.
+        crate::ring::wake_on(
+            &self.ring.region,
+            crate::layout::SPACE_WAITERS,
+            crate::layout::SPACE_SEQ,
+        );
+        moved
+    }
+
     /// Lowest committed position among gating groups, if any.
     pub(crate) fn min_gating_pos(&self) -> Option<u64> {
         (0..self.geometry.group_slots)
@@ -283,20 +350,31 @@ impl Shared {
             .min()
     }
 
-    /// A snapshot of every group.
+    /// A snapshot of every group. The tail is read after every cursor, so no lag is negative
+    /// (each cursor may be older than the others by the time it took to read them).
     pub(crate) fn group_infos(&self) -> Vec<GroupInfo> {
-        (0..self.geometry.group_slots)
+        let mut infos: Vec<(GroupInfo, u64)> = (0..self.geometry.group_slots)
             .filter(|&s| self.group_active(s))
             .filter_map(|s| {
                 let lease = self.lease(s);
-                Some(GroupInfo {
+                let (committed, pos) = self.committed(s);
+                let info = GroupInfo {
                     name: self.group_name(s)?,
-                    committed: self.committed(s).0,
+                    committed,
+                    lag: 0,
+                    lag_bytes: 0,
                     gating: self.gating(s),
                     holder: (lease != 0).then(|| process::lease_pid(lease)),
                     holder_alive: lease != 0 && process::alive(lease),
-                })
+                };
+                Some((info, pos))
             })
-            .collect()
+            .collect();
+        let (tail, tail_pos) = self.ring.tail();
+        for (info, pos) in &mut infos {
+            info.lag = tail.saturating_sub(info.committed);
+            info.lag_bytes = tail_pos.saturating_sub(*pos);
+        }
+        infos.into_iter().map(|(info, _)| info).collect()
     }
 }

@@ -267,7 +267,30 @@ impl Producer {
     }
 }
 
-/// Computes the claim limit for a producer in slot `me` (see the module docs).
+/// How many producer slots running processes hold.
+pub(crate) fn live_producers(shared: &Shared) -> u32 {
+    let held = |s: u32| {
+        let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
+        // Acquire: pairs with the owner CAS in `take_slot` (only a snapshot is promised).
+        let owner = shared.ring.region.u128(base).load(Ordering::Acquire);
+        owner != 0 && process::alive(owner)
+    };
+    (0..shared.geometry.producer_slots)
+        .filter(|&s| held(s))
+        .count() as u32
+}
+
+/// Bytes from the oldest position producers must preserve to the tail (see [`Queue::fill`]).
+///
+/// [`Queue::fill`]: crate::Queue::fill
+pub(crate) fn fill(shared: &Shared) -> u64 {
+    let (limit, _) = scan_limit(shared, u32::MAX);
+    let (_, tail) = shared.ring.tail();
+    tail.saturating_sub(limit.saturating_sub(shared.geometry.capacity))
+}
+
+/// Computes the claim limit for a producer in slot `me` (see the module docs); `u32::MAX`
+/// counts every slot.
 fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
     let r = &shared.ring.region;
     // SYNC T (Acquire): any claim not covered by an intent we read below started at or after

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use memmap2::MmapRaw;
 
-use crate::consumer::{Consumer, Subscribe};
+use crate::consumer::{Consumer, SeekTo, Subscribe};
 use crate::error::{Error, Result};
 use crate::file;
 use crate::flusher::FlusherSlot;
@@ -189,9 +189,42 @@ impl Queue {
         self.shared.delete_group(group)
     }
 
-    /// Every consumer group with its committed offset and holder.
+    /// Every consumer group with its committed offset, lag and holder (a snapshot).
     pub fn groups(&self) -> Vec<GroupInfo> {
         self.shared.group_infos()
+    }
+
+    /// Moves consumer group `group`'s committed offset to `to` (an operator's answer to a
+    /// poisoned or stale backlog: skip it with [`SeekTo::Latest`], replay with
+    /// [`SeekTo::Earliest`], an offset or a time) and returns the new committed offset. The
+    /// next member of the group resumes there. Fails with
+    /// [`Error::GroupBusy`](crate::Error::GroupBusy) while a live member holds the group, and
+    /// with [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) for an offset no
+    /// longer (or not yet) in the ring. Moving a gating group backwards does not protect the
+    /// records it moved over from producers that have not rescanned the groups yet: the next
+    /// member copies and checks those records, and reports [`Error::Lagged`](crate::Error::Lagged)
+    /// for any that were overwritten.
+    pub fn reset_group(&self, group: &str, to: SeekTo) -> Result<u64> {
+        let shared = &self.shared;
+        shared.reset_group(group, |slot| crate::consumer::locate(shared, slot, to))
+    }
+
+    /// The oldest record still in the ring (the tail if there is none).
+    pub fn oldest_offset(&self) -> u64 {
+        self.shared.ring.oldest().0
+    }
+
+    /// How many producer slots are held by running processes (a snapshot).
+    pub fn producers(&self) -> u32 {
+        crate::producer::live_producers(&self.shared)
+    }
+
+    /// Ring bytes producers may not overwrite yet: from the oldest position that a gating
+    /// group, the durable cursor (Batch and Sync) or an unfinished record holds, to the tail.
+    /// A publish blocks (or fails with [`Error::Full`](crate::Error::Full)) when its record
+    /// does not fit in the capacity minus this. A snapshot.
+    pub fn fill(&self) -> u64 {
+        crate::producer::fill(&self.shared)
     }
 
     /// The next offset a producer will be given (records `0..tail` have been claimed).

@@ -481,6 +481,34 @@ impl Ring {
         retained(lo).map_or_else(|| self.tail(), |p| (lo, p))
     }
 
+    /// The first retained record whose timestamp is at or after `ns`, or the tail: found by
+    /// binary search over `[oldest, tail)`, since timestamps grow with offsets (up to the
+    /// clock skew between concurrent producers). A record that cannot be read (pending,
+    /// aborted or damaged) counts as "at or after", so the search may end earlier than it
+    /// would with perfect knowledge, never later.
+    #[cfg(not(loom))]
+    pub(crate) fn first_at_or_after(&self, ns: u64) -> (u64, u64) {
+        let (mut lo, _) = self.oldest();
+        let (mut hi, _) = self.tail();
+        let at_or_after = |x: u64| match self.resolve(x).map(|p| self.read(x, p)) {
+            // Overwritten while we looked: an old record, before `ns` by any measure.
+            Some(Found::Ready { start, .. }) if self.overrun(start) => false,
+            Some(Found::Ready { timestamp, .. }) => timestamp >= ns,
+            None | Some(Found::Overtaken) => false,
+            Some(_) => true,
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if at_or_after(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        // `None` only if the ring moved past `lo` meanwhile: start at the oldest record then.
+        self.resolve(lo).map_or_else(|| self.oldest(), |p| (lo, p))
+    }
+
     /// Wakes sleeping consumers if there are any (SYNC W).
     pub(crate) fn notify_data(&self) {
         wake_on(&self.region, layout::DATA_WAITERS, layout::DATA_SEQ);

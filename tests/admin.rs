@@ -1,0 +1,246 @@
+//! Operators' view and controls: group lag and fill, live producers, resetting a group's
+//! committed offset (to an offset, a time, the earliest or the latest record), seeking by time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shmq::{Error, FullPolicy, Options, Queue, SeekTo};
+
+const SHORT: Option<Duration> = Some(Duration::from_millis(50));
+
+fn new_queue(opts: &Options) -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::create(dir.path().join("q"), opts).unwrap();
+    (dir, q)
+}
+
+fn small() -> Options {
+    Options {
+        capacity: 4096,
+        max_message: 256,
+        claim_timeout: Duration::from_millis(100),
+        ..Options::default()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Reads everything up to the tail, committing as it goes; returns the offsets seen.
+fn drain(q: &Queue, group: &str) -> Vec<u64> {
+    let mut c = q.consumer(group).unwrap();
+    let mut seen = Vec::new();
+    while let Some(m) = c.poll(Some(Duration::ZERO)).unwrap() {
+        seen.push(m.offset);
+        let o = m.offset;
+        c.commit(o).unwrap();
+    }
+    seen
+}
+
+#[test]
+fn group_info_reports_lag_in_records_and_bytes() {
+    let (_d, q) = new_queue(&Options::default());
+    drop(q.consumer("a").unwrap());
+    let mut p = q.producer().unwrap();
+    for _ in 0..10 {
+        p.publish(&[7u8; 24]).unwrap(); // 32-byte header + 24 bytes: 56 bytes a record
+    }
+    let mut c = q.consumer("a").unwrap();
+    for _ in 0..4 {
+        let o = c.poll(SHORT).unwrap().unwrap().offset;
+        c.commit(o).unwrap();
+    }
+    let g = &q.groups()[0];
+    assert_eq!((g.committed, g.lag, g.lag_bytes), (4, 6, 6 * 56));
+    assert_eq!(g.holder, Some(std::process::id()));
+    assert!(g.holder_alive);
+    assert_eq!(
+        q.fill(),
+        6 * 56,
+        "the gating group holds back what it has not committed"
+    );
+    assert_eq!(q.producers(), 1);
+    drop(p);
+    assert_eq!(q.producers(), 0);
+}
+
+#[test]
+fn fill_is_zero_without_gating_groups() {
+    let (_d, q) = new_queue(&Options::default());
+    let mut p = q.producer().unwrap();
+    p.publish(b"x").unwrap();
+    assert_eq!(q.fill(), 0);
+    assert_eq!(q.oldest_offset(), 0);
+}
+
+#[test]
+fn reset_moves_the_committed_offset_both_ways() {
+    let (_d, q) = new_queue(&Options::default());
+    drop(q.consumer("g").unwrap());
+    let mut p = q.producer().unwrap();
+    for i in 0..20u8 {
+        p.publish(&[i]).unwrap();
+    }
+    assert_eq!(drain(&q, "g").len(), 20);
+
+    assert_eq!(q.reset_group("g", SeekTo::Offset(5)).unwrap(), 5);
+    assert_eq!(q.groups()[0].committed, 5);
+    assert_eq!(
+        drain(&q, "g"),
+        (5..20).collect::<Vec<_>>(),
+        "replayed from 5"
+    );
+
+    assert_eq!(q.reset_group("g", SeekTo::Earliest).unwrap(), 0);
+    assert_eq!(drain(&q, "g").len(), 20, "replayed from the start");
+
+    q.reset_group("g", SeekTo::Offset(3)).unwrap();
+    assert_eq!(q.reset_group("g", SeekTo::Latest).unwrap(), 20);
+    assert_eq!(drain(&q, "g"), Vec::<u64>::new(), "backlog skipped");
+    p.publish(b"new").unwrap();
+    assert_eq!(drain(&q, "g"), vec![20]);
+}
+
+#[test]
+fn reset_refuses_a_held_group_an_unknown_one_and_offsets_outside_the_ring() {
+    let (_d, q) = new_queue(&Options::default());
+    let c = q.consumer("g").unwrap();
+    match q.reset_group("g", SeekTo::Earliest) {
+        Err(Error::GroupBusy { group, pid }) => {
+            assert_eq!((group.as_str(), pid), ("g", std::process::id()));
+        }
+        other => panic!("expected GroupBusy, got {other:?}"),
+    }
+    drop(c);
+    assert!(matches!(
+        q.reset_group("nope", SeekTo::Earliest),
+        Err(Error::UnknownGroup(g)) if g == "nope"
+    ));
+    match q.reset_group("g", SeekTo::Offset(1)) {
+        Err(Error::OffsetOutOfRange {
+            requested: 1,
+            earliest: 0,
+            latest: 0,
+        }) => {}
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    // The failed resets left the group as it was, and free to join.
+    assert_eq!(q.groups()[0].committed, 0);
+    q.consumer("g").unwrap();
+}
+
+#[test]
+fn reset_and_seek_by_time() {
+    let (_d, q) = new_queue(&Options::default());
+    drop(q.consumer("g").unwrap());
+    let mut p = q.producer().unwrap();
+    for i in 0..10u8 {
+        p.publish(&[i]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    let between = now_ns();
+    std::thread::sleep(Duration::from_millis(5));
+    for i in 10..20u8 {
+        p.publish(&[i]).unwrap();
+    }
+    assert_eq!(q.reset_group("g", SeekTo::Time(between)).unwrap(), 10);
+    assert_eq!(q.reset_group("g", SeekTo::Time(0)).unwrap(), 0);
+    assert_eq!(q.reset_group("g", SeekTo::Time(u64::MAX)).unwrap(), 20);
+
+    let mut c = q.consumer("g").unwrap();
+    c.seek(SeekTo::Time(between)).unwrap();
+    let m = c.poll(SHORT).unwrap().unwrap();
+    assert_eq!((m.offset, m.payload), (10, &[10u8][..]));
+    assert!(m.timestamp_ns >= between);
+}
+
+#[test]
+fn time_search_over_a_lapped_ring_starts_at_the_oldest_retained_record() {
+    let (_d, q) = new_queue(&Options {
+        full_policy: FullPolicy::Overwrite,
+        ..small()
+    });
+    let mut p = q.producer().unwrap();
+    for i in 0..1000u32 {
+        p.publish(&i.to_le_bytes()).unwrap();
+    }
+    let mut c = q.consumer("late").unwrap();
+    c.seek(SeekTo::Time(0)).unwrap();
+    assert_eq!(c.position(), q.oldest_offset());
+    assert!(q.oldest_offset() > 0, "the ring has lapped");
+}
+
+/// A gating group reset backwards must not read records in place that a producer with a
+/// claim limit from before the reset may be overwriting: every record it is given must be
+/// whole (or reported lost with `Lagged`), never torn.
+#[test]
+fn a_group_reset_backwards_never_reads_a_torn_record() {
+    let (_d, q) = new_queue(&Options {
+        capacity: 8192,
+        max_message: 512,
+        ..Options::default()
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the producer however the reading side ends, a failed assertion included.
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let record = |o: u64| -> Vec<u8> { (0..256u64).map(|k| (o * 31 + k) as u8).collect() };
+    drop(q.consumer("g").unwrap());
+    std::thread::scope(|s| {
+        let producer = s.spawn(|| {
+            let mut p = q.producer().unwrap();
+            p.set_timeout(Some(Duration::from_millis(20)));
+            let mut next = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match p.publish(&record(next)) {
+                    Ok(o) => {
+                        assert_eq!(o, next);
+                        next += 1;
+                    }
+                    Err(Error::Timeout) => {}
+                    Err(e) => panic!("publish: {e}"),
+                }
+            }
+            next
+        });
+        let stopper = StopOnDrop(&stop);
+        let (mut checked, mut lagged) = (0u64, 0u64);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            let mut c = q.consumer("g").unwrap();
+            for _ in 0..64 {
+                match c.poll(SHORT) {
+                    Ok(Some(m)) => {
+                        assert_eq!(m.payload, &record(m.offset)[..], "record {}", m.offset);
+                        checked += 1;
+                        let o = m.offset;
+                        c.commit(o).unwrap();
+                    }
+                    Ok(None) => {}
+                    Err(Error::Lagged { .. }) => lagged += 1,
+                    Err(e) => panic!("poll: {e}"),
+                }
+            }
+            drop(c);
+            q.reset_group("g", SeekTo::Earliest).unwrap();
+        }
+        drop(stopper);
+        let published = producer.join().unwrap();
+        assert!(
+            published > 1000,
+            "the producer kept lapping the ring: {published}"
+        );
+        assert!(
+            checked > 1000,
+            "records read after resets: {checked} ({lagged} lags)"
+        );
+    });
+}
