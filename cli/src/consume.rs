@@ -45,6 +45,7 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         StartAt::Earliest => Some(SeekTo::Earliest),
         StartAt::Latest => Some(SeekTo::Latest),
         StartAt::Offset(x) => Some(SeekTo::Offset(x)),
+        StartAt::Time(ns) => Some(SeekTo::Time(ns)),
     };
     if let Some(to) = seek {
         consumer.seek(to).map_err(|e| CliError::queue(path, e))?;

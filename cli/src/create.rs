@@ -1,10 +1,10 @@
 //! `shmq create`: creates a queue file.
 
-use shmq::{Options, Queue};
+use shmq::{Durability, Options, Queue};
 
 use crate::error::CliError;
 use crate::size::format_size;
-use crate::CreateArgs;
+use crate::{CreateArgs, DurabilityArg};
 
 /// Bytes of one record header in the ring (the largest message is half the ring minus this).
 const RECORD_HEADER: u64 = 32;
@@ -27,11 +27,20 @@ pub fn run(args: &CreateArgs) -> Result<(), CliError> {
             "too large (at most 4 GiB - 1)",
         )
     })?;
+    let durability = match args.durability {
+        DurabilityArg::None => Durability::None,
+        DurabilityArg::Batch => Durability::Batch {
+            max_delay: args.batch_delay,
+            max_bytes: args.batch_bytes,
+        },
+        DurabilityArg::Sync => Durability::Sync,
+    };
     let options = Options {
         capacity: args.capacity,
         max_message,
         full_policy: args.full.into(),
         mode: args.mode,
+        durability,
         ..Options::default()
     };
     // Say plainly when the directory is missing (the library would name its temporary file).
@@ -46,11 +55,12 @@ pub fn run(args: &CreateArgs) -> Result<(), CliError> {
     let queue = Queue::create(&args.path, &options).map_err(|e| CliError::queue(&args.path, e))?;
     let g = queue.geometry();
     outln!(
-        "created {}: capacity {}, max message {}, full policy {}, mode {:04o}",
+        "created {}: capacity {}, max message {}, full policy {}, durability {}, mode {:04o}",
         args.path.display(),
         format_size(g.capacity),
         format_size(u64::from(g.max_message)),
         crate::info::policy_name(g.full_policy),
+        crate::info::durability_name(g.durability),
         args.mode
     );
     Ok(())

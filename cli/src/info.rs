@@ -1,10 +1,12 @@
-//! `shmq info`: a queue's parameters, tail offset and consumer groups, as a table or JSON.
+//! `shmq info`: a queue's parameters, state and consumer groups, as a table or JSON.
 
 use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
-use shmq::{FullPolicy, Queue};
+use shmq::{Durability, FullPolicy, Queue};
 
+use crate::duration::format_ns;
 use crate::error::CliError;
 use crate::fmt::count;
 use crate::size::format_size;
@@ -29,21 +31,42 @@ struct Info {
     claim_timeout_ms: u128,
     /// Creation time, nanoseconds since the Unix epoch.
     created_ns: u64,
+    /// `none`, `batch` or `sync`.
+    durability: &'static str,
+    /// Batch only: longest wait of a record for its flush, in nanoseconds.
+    batch_max_delay_ns: Option<u64>,
+    /// Batch only: unflushed bytes that trigger a flush.
+    batch_max_bytes: Option<u64>,
+    /// Whether records carry a CRC32C of their payload.
+    checksums: bool,
+    /// The oldest offset still in the ring.
+    oldest_offset: u64,
     /// The next offset a producer will be given.
     tail_offset: u64,
+    /// Every record before this offset is on disk.
+    durable_offset: u64,
+    /// Ring bytes producers may not overwrite yet (held by gating groups, the durable cursor
+    /// or unfinished records).
+    fill_bytes: u64,
+    /// `fill_bytes` as a percentage of the capacity.
+    fill_percent: f64,
+    /// Producer slots held by running processes.
+    producers_alive: u32,
     /// Every consumer group.
     groups: Vec<Group>,
 }
 
-/// One consumer group as reported by `info`.
+/// One consumer group as reported by `info` and `group list`.
 #[derive(Serialize)]
-struct Group {
+pub struct Group {
     /// The group's name.
     name: String,
     /// The next offset the group reads after a restart.
     committed: u64,
     /// Messages published but not committed by the group (tail minus committed).
     lag: u64,
+    /// Ring bytes from the group's committed position to the tail.
+    lag_bytes: u64,
     /// Whether the group holds producers back.
     gating: bool,
     /// Process id of the member holding the group, if any.
@@ -61,16 +84,35 @@ pub fn policy_name(p: FullPolicy) -> &'static str {
     }
 }
 
+/// The command-line spelling of a durability policy.
+pub fn durability_name(d: Durability) -> &'static str {
+    match d {
+        Durability::None => "none",
+        Durability::Batch { .. } => "batch",
+        Durability::Sync => "sync",
+    }
+}
+
 /// Opens the queue and prints its state.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     let queue = Queue::open(&args.path).map_err(|e| CliError::queue(&args.path, e))?;
     let info = gather(&queue);
     let text = if args.json {
-        serde_json::to_string_pretty(&info)
-            .map_err(|e| CliError::new(args.path.display(), format_args!("JSON: {e}")))?
+        to_json(&args.path, &info)?
     } else {
         table(&info)
     };
+    print(&text)
+}
+
+/// Pretty JSON of `value`; an error names `path`.
+pub fn to_json(path: &Path, value: &impl Serialize) -> Result<String, CliError> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::new(path.display(), format_args!("JSON: {e}")))
+}
+
+/// Prints `text` and a newline; a closed stdout (`| head`) is not an error.
+pub fn print(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::new("stdout", e)),
@@ -78,11 +120,39 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     }
 }
 
+/// The queue's groups as `info` reports them (lag taken against one tail read after them).
+pub fn groups(queue: &Queue) -> Vec<Group> {
+    queue
+        .groups()
+        .into_iter()
+        .map(|gi| Group {
+            lag: gi.lag,
+            lag_bytes: gi.lag_bytes,
+            name: gi.name,
+            committed: gi.committed,
+            gating: gi.gating,
+            holder_pid: gi.holder,
+            holder_alive: gi.holder_alive,
+        })
+        .collect()
+}
+
 /// Reads the queue's state: the groups first, then the tail, so no lag comes out negative.
 fn gather(queue: &Queue) -> Info {
-    let groups = queue.groups();
+    let groups = groups(queue);
     let tail = queue.tail_offset();
     let g = queue.geometry();
+    let fill = queue.fill();
+    let (batch_max_delay_ns, batch_max_bytes) = match g.durability {
+        Durability::Batch {
+            max_delay,
+            max_bytes,
+        } => (
+            Some(u64::try_from(max_delay.as_nanos()).unwrap_or(u64::MAX)),
+            Some(max_bytes),
+        ),
+        _ => (None, None),
+    };
     Info {
         path: queue.path().display().to_string(),
         capacity: g.capacity,
@@ -92,52 +162,82 @@ fn gather(queue: &Queue) -> Info {
         producer_slots: g.producer_slots,
         claim_timeout_ms: g.claim_timeout.as_millis(),
         created_ns: g.created_ns,
+        durability: durability_name(g.durability),
+        batch_max_delay_ns,
+        batch_max_bytes,
+        checksums: g.checksums,
+        oldest_offset: queue.oldest_offset(),
         tail_offset: tail,
-        groups: groups
-            .into_iter()
-            .map(|gi| Group {
-                lag: tail.saturating_sub(gi.committed),
-                name: gi.name,
-                committed: gi.committed,
-                gating: gi.gating,
-                holder_pid: gi.holder,
-                holder_alive: gi.holder_alive,
-            })
-            .collect(),
+        durable_offset: queue.durable_offset(),
+        fill_bytes: fill,
+        fill_percent: percent(fill, g.capacity),
+        producers_alive: queue.producers(),
+        groups,
     }
+}
+
+/// `part` as a percentage of `whole`, to one decimal.
+fn percent(part: u64, whole: u64) -> f64 {
+    (part as f64 * 1000.0 / whole.max(1) as f64).round() / 10.0
 }
 
 /// Renders the human-readable form.
 fn table(info: &Info) -> String {
+    let durability = match (info.batch_max_delay_ns, info.batch_max_bytes) {
+        (Some(ns), Some(bytes)) => format!(
+            "{} (flush within {} or every {})",
+            info.durability,
+            format_ns(ns),
+            format_size(bytes)
+        ),
+        _ => info.durability.to_string(),
+    };
     let mut out = format!(
         "queue        {}\n\
          capacity     {} ({} bytes)\n\
          max message  {} ({} bytes)\n\
          full policy  {}\n\
-         slots        {} groups, {} producers\n\
-         tail offset  {}\n",
+         durability   {}{}\n\
+         slots        {} groups, {} producers ({} running)\n\
+         offsets      oldest {}, tail {}, durable {}\n\
+         fill         {} ({}% of the ring held back)\n",
         info.path,
         format_size(info.capacity),
         info.capacity,
         format_size(u64::from(info.max_message)),
         info.max_message,
         info.full_policy,
+        durability,
+        if info.checksums { ", checksums" } else { "" },
         info.group_slots,
         info.producer_slots,
+        info.producers_alive,
+        count(info.oldest_offset),
         count(info.tail_offset),
+        count(info.durable_offset),
+        format_size(info.fill_bytes),
+        info.fill_percent,
     );
     if info.groups.is_empty() {
         out.push_str("groups       none");
         return out;
     }
+    out.push('\n');
+    out.push_str(&group_table(&info.groups));
+    out
+}
+
+/// The groups as a table, one row each.
+pub fn group_table(groups: &[Group]) -> String {
     let mut rows = vec![[
         "GROUP".to_string(),
         "COMMITTED".to_string(),
         "LAG".to_string(),
+        "LAG BYTES".to_string(),
         "GATING".to_string(),
         "HOLDER".to_string(),
     ]];
-    for g in &info.groups {
+    for g in groups {
         let holder = match g.holder_pid {
             Some(pid) if g.holder_alive => format!("pid {pid} (alive)"),
             Some(pid) => format!("pid {pid} (dead)"),
@@ -147,13 +247,12 @@ fn table(info: &Info) -> String {
             g.name.clone(),
             count(g.committed),
             count(g.lag),
+            format_size(g.lag_bytes),
             if g.gating { "yes" } else { "no" }.to_string(),
             holder,
         ]);
     }
-    out.push('\n');
-    out.push_str(&render_rows(&rows));
-    out
+    render_rows(&rows)
 }
 
 /// Lays out rows in left-aligned columns two spaces apart.

@@ -1,8 +1,8 @@
 //! `shmq`: the command-line tool for shmq queue files.
 //!
-//! Subcommands: `demo` (a multi-process order-service demo), `create`, `info`, `publish` and
-//! `consume`. This file holds the clap definitions and the error reporting; each subcommand
-//! lives in its own module. Every failure is reported as one line `shmq: <subject>: <cause>` on
+//! Subcommands: `demo` (a multi-process order-service demo), `create`, `info`, `publish`,
+//! `consume`, `group`, `stat` and `completions`. This file holds the clap definitions and the
+//! error reporting; each subcommand lives in its own module. Every failure is reported as one line `shmq: <subject>: <cause>` on
 //! stderr with a non-zero exit status.
 
 /// `println!` that never panics: output to a closed or failing stdout (e.g. `| head`) is
@@ -28,9 +28,12 @@ mod demo;
 mod duration;
 mod error;
 mod fmt;
+mod group;
 mod info;
 mod publish;
 mod size;
+mod stat;
+mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +63,16 @@ enum Command {
     Publish(PublishArgs),
     /// Read messages as the member of a consumer group.
     Consume(ConsumeArgs),
+    /// List, create, reset or delete consumer groups.
+    Group(group::GroupArgs),
+    /// Show live rates every interval: published/s, committed/s and lag per group.
+    Stat(stat::StatArgs),
+    /// Print a shell completion script (e.g. `shmq completions bash > /etc/bash_completion.d/shmq`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// One process of the demo (started by `shmq demo`, not by hand).
     #[command(hide = true)]
     DemoWorker(WorkerArgs),
@@ -141,6 +154,17 @@ impl From<Full> for shmq::FullPolicy {
     }
 }
 
+/// A durability policy, as spelled on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DurabilityArg {
+    /// Page cache only: survives any process crash, not a machine crash.
+    None,
+    /// Group commit: flushed within --batch-delay or every --batch-bytes.
+    Batch,
+    /// Each publish returns once its message is on disk.
+    Sync,
+}
+
 /// Arguments of `shmq create`.
 #[derive(Args)]
 struct CreateArgs {
@@ -155,6 +179,15 @@ struct CreateArgs {
     /// What producers do when the ring is full.
     #[arg(long, value_enum, default_value_t = Full::Block)]
     full: Full,
+    /// What a publish promises about surviving a machine crash.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
+    durability: DurabilityArg,
+    /// Batch: longest time a message waits for its flush.
+    #[arg(long, default_value = "10ms", value_parser = duration::parse_duration, value_name = "DURATION")]
+    batch_delay: Duration,
+    /// Batch: unflushed bytes that trigger a flush.
+    #[arg(long, default_value = "1MiB", value_parser = size::parse_size, value_name = "SIZE")]
+    batch_bytes: u64,
     /// Permission bits of the file, in octal.
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     mode: u32,
@@ -197,17 +230,22 @@ enum StartAt {
     Committed,
     /// A given offset.
     Offset(u64),
+    /// The first message published at or after this time (nanoseconds since the Unix epoch).
+    Time(u64),
 }
 
-/// Parses `--from`: `earliest`, `latest`, `committed` or an offset.
+/// Parses `--from`: `earliest`, `latest`, `committed`, an offset or a time.
 fn parse_from(s: &str) -> Result<StartAt, String> {
     match s {
         "earliest" => Ok(StartAt::Earliest),
         "latest" => Ok(StartAt::Latest),
         "committed" => Ok(StartAt::Committed),
-        _ => s.parse().map(StartAt::Offset).map_err(|_| {
-            "expected earliest, latest, committed or an offset (a whole number)".to_string()
-        }),
+        _ => match s.parse() {
+            Ok(offset) => Ok(StartAt::Offset(offset)),
+            Err(_) => time::parse_time(s).map(StartAt::Time).map_err(|e| {
+                format!("expected earliest, latest, committed, an offset or a time; as a time: {e}")
+            }),
+        },
     }
 }
 
@@ -239,8 +277,9 @@ struct ConsumeArgs {
     /// The consumer group to read as.
     #[arg(long, short)]
     group: String,
-    /// Where to start: earliest, latest, committed, or an offset.
-    #[arg(long, default_value = "committed", value_parser = parse_from)]
+    /// Where to start: earliest, latest, committed, an offset, or a time: RFC 3339
+    /// (2026-12-01T07:00:00Z) or now-DURATION (now-15m).
+    #[arg(long, default_value = "committed", value_parser = parse_from, value_name = "WHERE")]
     from: StartAt,
     /// Stop after this many messages.
     #[arg(long)]
@@ -276,6 +315,9 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Consume(args) => consume::run(&args),
+        Command::Group(args) => group::run(&args),
+        Command::Stat(args) => stat::run(&args),
+        Command::Completions { shell } => completions(shell),
         Command::DemoWorker(args) => demo::worker::run(&args),
     };
     match result {
@@ -285,6 +327,14 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Prints the completion script for `shell` (a closed stdout is not an error).
+fn completions(shell: clap_complete::Shell) -> Result<(), error::CliError> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "shmq", &mut script);
+    info::print(String::from_utf8_lossy(&script).trim_end())
 }
 
 /// Reports a command-line error as one line (help and version requests print normally).
@@ -342,6 +392,10 @@ mod tests {
     fn parses_from_and_mode() {
         assert_eq!(parse_from("latest"), Ok(StartAt::Latest));
         assert_eq!(parse_from("42"), Ok(StartAt::Offset(42)));
+        assert_eq!(
+            parse_from("1970-01-01T00:00:03Z"),
+            Ok(StartAt::Time(3_000_000_000))
+        );
         assert!(parse_from("-1").is_err());
         assert_eq!(parse_mode("0600"), Ok(0o600));
         assert_eq!(parse_mode("0o644"), Ok(0o644));

@@ -1,66 +1,12 @@
 //! End-to-end tests of the `shmq` binary: each runs it as a separate process.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs `shmq` with `args`, feeding `stdin`, and waits for it.
-fn shmq(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shmq"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shmq");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin).expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("wait for shmq")
-}
-
-/// `shmq` with `args` and no input; panics with its output unless it succeeds.
-fn ok(args: &[&str]) -> String {
-    let out = shmq(args, b"");
-    assert!(
-        out.status.success(),
-        "shmq {args:?} failed: {}\nstdout: {}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-/// Asserts that `shmq args` fails with exactly one stderr line `shmq: …` containing every
-/// needle; returns that line.
-fn fails(args: &[&str], needles: &[&str]) -> String {
-    let out = shmq(args, b"");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "shmq {args:?} should fail");
-    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr:?}");
-    assert!(stderr.starts_with("shmq: "), "{stderr:?}");
-    for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "{stderr:?} should mention {needle:?}"
-        );
-    }
-    stderr
-}
-
-/// A path inside `dir` as a string.
-fn path_in(dir: &Path, name: &str) -> String {
-    dir.join(name)
-        .to_str()
-        .expect("UTF-8 temp path")
-        .to_string()
-}
-
-/// Parses `shmq info --json`.
-fn info(queue: &str) -> serde_json::Value {
-    serde_json::from_str(&ok(&["info", queue, "--json"])).expect("info prints JSON")
-}
+use common::{fails, info, ok, path_in, shmq};
 
 #[test]
 fn demo_runs_and_proves_exactly_once_in_order() {
@@ -161,22 +107,35 @@ fn create_then_info_reports_a_known_state() {
     assert_eq!(v["max_message"], 4096);
     assert_eq!(v["full_policy"], "reject");
     assert_eq!(v["tail_offset"], 3);
+    assert_eq!(v["oldest_offset"], 0);
+    assert_eq!(v["durability"], "none");
+    assert_eq!(v["durable_offset"], 0);
+    assert_eq!(v["checksums"], true);
+    assert_eq!(v["producers_alive"], 0);
+    // "three" takes 40 ring bytes (32-byte header, 5 bytes, padding to 8): g holds them back.
+    assert_eq!(v["fill_bytes"], 40);
     let groups = v["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 1);
     let g = &groups[0];
     assert_eq!(g["name"], "g");
     assert_eq!(g["committed"], 2);
     assert_eq!(g["lag"], 1);
+    assert_eq!(g["lag_bytes"], 40);
     assert_eq!(g["gating"], true);
     assert_eq!(g["holder_pid"], serde_json::Value::Null);
     assert_eq!(g["holder_alive"], false);
 
     let table = ok(&["info", &q]);
-    assert!(table.contains("tail offset  3"), "{table}");
+    assert!(
+        table.contains("offsets      oldest 0, tail 3, durable 0"),
+        "{table}"
+    );
+    assert!(table.contains("durability   none, checksums"), "{table}");
     assert!(
         table
             .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["g", "2", "1", "yes", "-"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["g", "2", "1", "40", "B", "yes", "-"]),
         "{table}"
     );
 }
