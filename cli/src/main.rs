@@ -22,6 +22,7 @@ macro_rules! errln {
     }};
 }
 
+mod bar;
 mod consume;
 mod create;
 mod demo;

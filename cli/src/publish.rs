@@ -10,6 +10,9 @@ use crate::fmt::{count, rate};
 use crate::size::format_size;
 use crate::PublishArgs;
 
+/// Synthetic messages between progress-bar updates.
+const PROGRESS_EVERY: u64 = 4096;
+
 /// Without `--timeout`, how long a publish waits for room before saying why it is waiting.
 const NOTICE_AFTER: Duration = Duration::from_secs(1);
 
@@ -106,6 +109,10 @@ fn synthetic(sender: &mut Sender<'_>, n: u64, size: u64) -> Result<(), CliError>
     }
     // A recognisable pattern; the first 8 bytes are the sequence number when they fit.
     let mut payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    // On stderr, and only when it is a terminal (indicatif hides it otherwise).
+    let bar = indicatif::ProgressBar::new(n)
+        .with_style(crate::bar::style("cyan"))
+        .with_prefix("publish");
     let start = Instant::now();
     let mut range = None;
     for seq in 0..n {
@@ -113,7 +120,11 @@ fn synthetic(sender: &mut Sender<'_>, n: u64, size: u64) -> Result<(), CliError>
         payload[..head].copy_from_slice(&seq.to_le_bytes()[..head]);
         let offset = sender.publish(&payload, None)?;
         range = Some((range.map_or(offset, |(first, _)| first), offset));
+        if seq % PROGRESS_EVERY == 0 {
+            bar.set_position(seq);
+        }
     }
+    bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let offsets = range.map_or("none".to_string(), |(a, b)| format!("{a}..={b}"));
     outln!(

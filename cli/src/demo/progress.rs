@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar};
+
+use crate::bar::style;
 
 use crate::fmt::count;
 
@@ -49,16 +51,6 @@ pub struct Progress {
     total: u64,
     /// When the demo started.
     start: Instant,
-}
-
-/// A bar style with the given colours, as wide as the terminal allows; falls back to the
-/// default style (the template is a constant, so that never happens).
-fn style(bar: &str) -> ProgressStyle {
-    let template =
-        format!("{{prefix:<22}} {{wide_bar:.{bar}}} {{human_pos:>7}}/{{human_len:7}} {{msg:<11}}");
-    ProgressStyle::with_template(&template)
-        .map(|s| s.progress_chars("█▉▊▋▌▍▎▏ "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 impl Progress {
