@@ -18,7 +18,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::layout::{footprint, Durability, FullPolicy};
 use crate::process;
 use crate::queue::Shared;
-use crate::ring::{self, Found};
+use crate::ring::Found;
 use crate::sync::Ordering;
 
 /// A reader spinning on a pending record reads the tail once in this many polls.
@@ -332,11 +332,7 @@ impl Consumer {
             self.shared.sync_committed(self.slot)?;
         }
         self.safe_from = self.safe_from.max(pos);
-        ring::wake_on(
-            &self.shared.ring.region,
-            crate::layout::SPACE_WAITERS,
-            crate::layout::SPACE_SEQ,
-        );
+        self.shared.ring.notify_space();
         Ok(())
     }
 

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK, SPACE_SEQ,
-    SPACE_WAITERS,
+    footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK,
 };
 use crate::queue::Shared;
 use crate::ring::{self, Found};
@@ -152,7 +151,7 @@ impl Shared {
         r.u128(DURABLE).store(pack(end.0, end.1), Ordering::SeqCst);
         ring::wake_on(r, DURABLE_WAITERS, DURABLE_SEQ);
         // Under Batch and Sync the durable cursor bounds producers too (`scan_limit`).
-        ring::wake_on(r, SPACE_WAITERS, SPACE_SEQ);
+        self.ring.notify_space();
         Ok(())
     }
 

@@ -188,11 +188,7 @@ impl Shared {
             .region
             .u64(self.group_off(slot) + STATE)
             .store(0, Ordering::SeqCst);
-        crate::ring::wake_on(
-            &self.ring.region,
-            crate::layout::SPACE_WAITERS,
-            crate::layout::SPACE_SEQ,
-        );
+        self.ring.notify_space();
         Ok(())
     }
 
@@ -334,11 +330,7 @@ impl Shared {
         });
         self.release_lease(slot, lease);
         // A cursor moved forwards frees room: wake producers waiting for it.
-        crate::ring::wake_on(
-            &self.ring.region,
-            crate::layout::SPACE_WAITERS,
-            crate::layout::SPACE_SEQ,
-        );
+        self.ring.notify_space();
         moved
     }
 

@@ -267,17 +267,23 @@ impl Producer {
     }
 }
 
-/// How many producer slots running processes hold.
-pub(crate) fn live_producers(shared: &Shared) -> u32 {
+/// How many producer slots running processes hold, and how many of those producers sleep
+/// waiting for room.
+pub(crate) fn live_producers(shared: &Shared) -> (u32, u32) {
+    let r = &shared.ring.region;
     let held = |s: u32| {
         let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
         // Acquire: pairs with the owner CAS in `take_slot` (only a snapshot is promised).
-        let owner = shared.ring.region.u128(base).load(Ordering::Acquire);
+        let owner = r.u128(base).load(Ordering::Acquire);
         owner != 0 && process::alive(owner)
     };
+    // Relaxed: a snapshot for people; nothing is ordered by it.
+    let sleeping = r.u64(layout::SPACE_WAITERS).load(Ordering::Relaxed);
     (0..shared.geometry.producer_slots)
         .filter(|&s| held(s))
-        .count() as u32
+        .fold((0, 0), |(alive, waiting), s| {
+            (alive + 1, waiting + u32::from(sleeping & (1u64 << s) != 0))
+        })
 }
 
 /// Bytes from the oldest position producers must preserve to the tail (see [`Queue::fill`]).

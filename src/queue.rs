@@ -216,7 +216,14 @@ impl Queue {
 
     /// How many producer slots are held by running processes (a snapshot).
     pub fn producers(&self) -> u32 {
-        crate::producer::live_producers(&self.shared)
+        crate::producer::live_producers(&self.shared).0
+    }
+
+    /// How many of those producers are asleep waiting for room: held back by a gating group
+    /// or the durable cursor (a snapshot; a producer still spinning before it sleeps is not
+    /// counted).
+    pub fn producers_waiting(&self) -> u32 {
+        crate::producer::live_producers(&self.shared).1
     }
 
     /// Ring bytes producers may not overwrite yet: from the oldest position that a gating

@@ -514,6 +514,12 @@ impl Ring {
         wake_on(&self.region, layout::DATA_WAITERS, layout::DATA_SEQ);
     }
 
+    /// Wakes producers sleeping for room if there are any (SYNC W): a group committed, moved
+    /// or went away, or the durable cursor advanced.
+    pub(crate) fn notify_space(&self) {
+        wake_on(&self.region, layout::SPACE_WAITERS, layout::SPACE_SEQ);
+    }
+
     /// Sleeps until data may have been committed, `ready` turned true, or `timeout` passed.
     /// `bit` is the caller's bit in the sleeper bitmap (one per group slot).
     pub(crate) fn wait_data(

@@ -52,6 +52,9 @@ struct Info {
     fill_percent: f64,
     /// Producer slots held by running processes.
     producers_alive: u32,
+    /// Of those, producers asleep waiting for room (held back by a gating group or the
+    /// durable cursor).
+    producers_waiting: u32,
     /// Every consumer group.
     groups: Vec<Group>,
 }
@@ -172,6 +175,7 @@ fn gather(queue: &Queue) -> Info {
         fill_bytes: fill,
         fill_percent: percent(fill, g.capacity),
         producers_alive: queue.producers(),
+        producers_waiting: queue.producers_waiting(),
         groups,
     }
 }
@@ -198,7 +202,7 @@ fn table(info: &Info) -> String {
          max message  {} ({} bytes)\n\
          full policy  {}\n\
          durability   {}{}\n\
-         slots        {} groups, {} producers ({} running)\n\
+         slots        {} groups, {} producers ({} running, {} waiting for room)\n\
          offsets      oldest {}, tail {}, durable {}\n\
          fill         {} ({}% of the ring held back)\n",
         info.path,
@@ -212,6 +216,7 @@ fn table(info: &Info) -> String {
         info.group_slots,
         info.producer_slots,
         info.producers_alive,
+        info.producers_waiting,
         count(info.oldest_offset),
         count(info.tail_offset),
         count(info.durable_offset),

@@ -112,6 +112,7 @@ fn create_then_info_reports_a_known_state() {
     assert_eq!(v["durable_offset"], 0);
     assert_eq!(v["checksums"], true);
     assert_eq!(v["producers_alive"], 0);
+    assert_eq!(v["producers_waiting"], 0);
     // "three" takes 40 ring bytes (32-byte header, 5 bytes, padding to 8): g holds them back.
     assert_eq!(v["fill_bytes"], 40);
     let groups = v["groups"].as_array().unwrap();

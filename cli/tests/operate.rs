@@ -281,3 +281,39 @@ fn completions_for_every_shell() {
     }
     fails(&["completions", "tcsh"], &["'tcsh'"]);
 }
+
+#[test]
+fn info_shows_a_producer_held_back_by_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "q");
+    ok(&["create", &q, "--capacity", "4KiB"]);
+    ok(&["group", "create", &q, "slow"]);
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args(["publish", &q, "--count", "1000", "--size", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v = info(&q);
+        if v["producers_waiting"] == 1 {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never waited: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(v["producers_alive"], 1);
+    // 136-byte records: 30 fill the 4 KiB ring, and the 31st waits for "slow".
+    assert_eq!(v["fill_bytes"], 30 * 136, "{v}");
+    assert_eq!(v["groups"][0]["lag"], 30);
+    ok(&["group", "reset", &q, "slow", "--to", "latest"]);
+    // The reset made room: the producer wakes and goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while info(&q)["tail_offset"].as_u64().unwrap() <= 30 {
+        assert!(std::time::Instant::now() < deadline, "producer never woke");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    producer.kill().unwrap();
+    producer.wait().unwrap();
+}
