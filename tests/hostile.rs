@@ -324,6 +324,21 @@ fn exercise(path: &Path) -> bool {
     let groups = q.groups();
     let tail = q.tail_offset();
     let _ = q.geometry().clone();
+    let _ = (
+        q.fill(),
+        q.producers(),
+        q.producers_waiting(),
+        q.oldest_offset(),
+    );
+    if let Some(g) = groups.first() {
+        for to in [
+            SeekTo::Time(u64::MAX / 2),
+            SeekTo::Offset(tail / 2),
+            SeekTo::Earliest,
+        ] {
+            let _ = q.reset_group(&g.name, to);
+        }
+    }
     for g in groups.iter().take(3) {
         if let Ok(mut c) = q.consumer(&g.name) {
             drive(&mut c, tail);
@@ -381,6 +396,9 @@ fn drive(c: &mut shmq::Consumer, tail: u64) {
         SeekTo::Offset(tail.wrapping_sub(1)),
         SeekTo::Offset(tail / 2),
         SeekTo::Offset(u64::MAX),
+        SeekTo::Time(0),
+        SeekTo::Time(u64::MAX),
+        SeekTo::Time(c.committed().wrapping_mul(1 << 30)),
         SeekTo::Earliest,
     ] {
         if c.seek(to).is_ok() {
