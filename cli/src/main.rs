@@ -209,6 +209,9 @@ struct InfoArgs {
 struct PublishArgs {
     /// The queue file.
     path: PathBuf,
+    /// Publish the lines of this file instead of stdin's.
+    #[arg(long, conflicts_with = "count", value_name = "FILE")]
+    file: Option<PathBuf>,
     /// Publish this many synthetic messages instead of reading stdin.
     #[arg(long)]
     count: Option<u64>,

@@ -29,9 +29,17 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
         patient: args.timeout.is_none(),
         told: false,
     };
-    match args.count {
-        Some(n) => synthetic(&mut sender, n, args.size),
-        None => lines(&mut sender),
+    match (args.count, &args.file) {
+        (Some(n), _) => synthetic(&mut sender, n, args.size),
+        (None, Some(file)) => {
+            let f = std::fs::File::open(file).map_err(|e| CliError::io(file, "open", e))?;
+            lines(
+                &mut sender,
+                io::BufReader::new(f),
+                &file.display().to_string(),
+            )
+        }
+        (None, None) => lines(&mut sender, io::stdin().lock(), "stdin"),
     }
 }
 
@@ -51,7 +59,7 @@ struct Sender<'q> {
 impl Sender<'_> {
     /// Publishes `payload` and returns its offset. A timed-out publish published nothing, so
     /// retrying it is safe.
-    fn publish(&mut self, payload: &[u8], line: Option<u64>) -> Result<u64, CliError> {
+    fn publish(&mut self, payload: &[u8], line: Option<(&str, u64)>) -> Result<u64, CliError> {
         loop {
             match self.producer.publish(payload) {
                 Err(shmq::Error::Timeout) if self.patient => {
@@ -70,17 +78,16 @@ impl Sender<'_> {
     }
 }
 
-/// Publishes each line of stdin (without its line ending) and prints its offset.
-fn lines(sender: &mut Sender<'_>) -> Result<(), CliError> {
-    let stdin = io::stdin();
-    let mut input = stdin.lock();
+/// Publishes each line of `input` (without its line ending) and prints its offset; `source`
+/// names the input in errors.
+fn lines(sender: &mut Sender<'_>, mut input: impl BufRead, source: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let mut line = Vec::new();
     for number in 1u64.. {
         line.clear();
         let read = input
             .read_until(b'\n', &mut line)
-            .map_err(|e| CliError::new("stdin", e))?;
+            .map_err(|e| CliError::new(source, e))?;
         if read == 0 {
             break;
         }
@@ -90,7 +97,7 @@ fn lines(sender: &mut Sender<'_>) -> Result<(), CliError> {
                 line.pop();
             }
         }
-        let offset = sender.publish(&line, Some(number))?;
+        let offset = sender.publish(&line, Some((source, number)))?;
         if let Err(e) = writeln!(out, "{offset}") {
             return stdout_closed(e);
         }
@@ -139,9 +146,9 @@ fn synthetic(sender: &mut Sender<'_>, n: u64, size: u64) -> Result<(), CliError>
 }
 
 /// Describes a failed publish; a full queue names the gating group holding it back.
-fn publish_error(queue: &Queue, e: shmq::Error, line: Option<u64>) -> CliError {
+fn publish_error(queue: &Queue, e: shmq::Error, line: Option<(&str, u64)>) -> CliError {
     let path = queue.path();
-    let at = line.map_or(String::new(), |n| format!("stdin line {n}: "));
+    let at = line.map_or(String::new(), |(source, n)| format!("{source} line {n}: "));
     match e {
         shmq::Error::Full | shmq::Error::Timeout => {
             let why = slowest_group(queue);

@@ -317,3 +317,34 @@ fn info_shows_a_producer_held_back_by_a_group() {
     producer.kill().unwrap();
     producer.wait().unwrap();
 }
+
+#[test]
+fn publish_the_lines_of_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "q");
+    ok(&["create", &q, "--capacity", "64KiB", "--max-message", "8"]);
+    ok(&["group", "create", &q, "g"]);
+    let lines = path_in(dir.path(), "lines.txt");
+    std::fs::write(&lines, "one\ntwo\r\nthree").unwrap();
+    assert_eq!(ok(&["publish", &q, "--file", &lines]), "0\n1\n2\n");
+    assert_eq!(ok(&["consume", &q, "-g", "g"]), "one\ntwo\nthree\n");
+
+    let missing = path_in(dir.path(), "missing.txt");
+    fails(
+        &["publish", &q, "--file", &missing],
+        &[&missing, "open", "No such file"],
+    );
+    std::fs::write(&lines, "fits\nthis line is too long\n").unwrap();
+    fails(
+        &["publish", &q, "--file", &lines],
+        &[
+            &q,
+            &format!("{lines} line 2"),
+            "exceeds the queue's maximum of 8",
+        ],
+    );
+    fails(
+        &["publish", &q, "--file", &lines, "--count", "3"],
+        &["--file", "--count"],
+    );
+}
