@@ -25,6 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -109,6 +110,9 @@ pub(crate) struct Members {
     region: Region,
     file: File,
     path: PathBuf,
+    /// Serialises administration between threads of this process, which share `file` and so
+    /// its `flock` (a lock belongs to the open file description, not to the thread).
+    admin: Mutex<()>,
     _map: MmapRaw,
 }
 
@@ -188,6 +192,7 @@ impl Members {
             region,
             file,
             path: path.to_path_buf(),
+            admin: Mutex::new(()),
             _map: map,
         })
     }
@@ -348,12 +353,18 @@ impl Members {
             .collect()
     }
 
-    /// Holds the membership file's `flock` (topic administration: growth); released on drop.
+    /// Holds the membership file's `flock` (topic administration: growth) and this process's
+    /// admin mutex; both released on drop.
     pub(crate) fn lock(&self) -> Result<FileLock<'_>> {
+        // A poisoned mutex guards nothing but the critical section itself: still usable.
+        let thread = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             // SAFETY: flock(2) on an fd we own; no memory is passed.
             if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(FileLock(&self.file));
+                return Ok(FileLock {
+                    file: &self.file,
+                    _thread: thread,
+                });
             }
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -363,13 +374,17 @@ impl Members {
     }
 }
 
-/// An exclusive `flock`, released on drop (and by the kernel if the holder dies).
-pub(crate) struct FileLock<'a>(&'a File);
+/// An exclusive `flock` (released on drop, and by the kernel if the holder dies) plus the
+/// process's admin mutex.
+pub(crate) struct FileLock<'a> {
+    file: &'a File,
+    _thread: MutexGuard<'a, ()>,
+}
 
 impl Drop for FileLock<'_> {
     fn drop(&mut self) {
         // SAFETY: as in `Members::lock`; unlocking a lock we hold.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
