@@ -20,6 +20,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, Error, Result};
+use crate::file::io_err;
 
 /// The descriptor's file name inside the topic directory.
 pub(crate) const FILE: &str = "descriptor";
@@ -109,14 +110,6 @@ fn corrupt(dir: &Path, why: String) -> Error {
     Error::Corrupt {
         path: dir.to_path_buf(),
         kind: Corruption::Descriptor(why),
-    }
-}
-
-pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
     }
 }
 

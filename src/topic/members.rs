@@ -23,7 +23,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,10 +31,10 @@ use std::time::Duration;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Corruption, Error, Result};
+use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::process;
 use crate::sync::{Ordering, Region};
-use crate::topic::descriptor::io_err;
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -137,18 +137,7 @@ impl Members {
     /// Writes a new, empty membership file at `path` (inside a topic directory not yet
     /// visible to anyone).
     pub(crate) fn create(path: &Path, mode: u32) -> Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(io_err(path, "create membership file"))?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io_err(path, "chmod"))?;
-        nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, SIZE as libc::off_t)
-            .map_err(|e| io_err(path, "allocate")(e.into()))?;
+        let file = crate::file::create_allocated(path, mode, SIZE)?;
         file.write_all_at(&immutable_header(), 0)
             .map_err(io_err(path, "write membership header"))?;
         file.sync_all().map_err(io_err(path, "fsync"))

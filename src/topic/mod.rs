@@ -57,7 +57,8 @@ pub use members::MemberInfo;
 pub use producer::{Published, TopicProducer};
 pub use routing::{partition_for_key, MAX_KEY};
 
-use descriptor::{io_err, Descriptor};
+use crate::file::io_err;
+use descriptor::Descriptor;
 use members::Members;
 
 /// Creation parameters of a topic.
