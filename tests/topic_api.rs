@@ -396,3 +396,32 @@ fn a_record_without_topic_framing_is_an_error_then_skipped() {
         (Some(&b"k"[..]), &b"fine"[..], 2)
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever another process wrote into the membership file's mutable words and member
+    /// slots, listing members, joining, polling and publishing neither panic nor misbehave.
+    #[test]
+    fn a_hostile_membership_file_never_panics(
+        slots in proptest::collection::vec(proptest::prelude::any::<u8>(), 8192),
+        words in proptest::collection::vec(proptest::prelude::any::<u8>(), 4096 - 128),
+    ) {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, topic) = new_topic(&dir, "t.topic", 2);
+        let file = std::fs::OpenOptions::new().write(true).open(path.join("members")).unwrap();
+        file.write_all_at(&words, 128).unwrap();
+        file.write_all_at(&slots, 4096).unwrap();
+        let _ = topic.members();
+        let mut p = topic.producer().unwrap();
+        p.publish_keyed(b"k", b"v").unwrap();
+        match topic.join("g", &fast_member()) {
+            Ok(mut c) => {
+                let _ = c.poll(Some(Duration::from_millis(5)));
+                proptest::prop_assert!(c.assignment().len() <= 2);
+            }
+            Err(e) => proptest::prop_assert!(matches!(e, Error::TooManyMembers(64)), "{e}"),
+        }
+    }
+}
