@@ -1,6 +1,8 @@
 //! Topics in one process: fan-out, growth, routing, members sharing partitions, and the errors
 //! for bad descriptors, membership files and missing partitions.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -394,6 +396,56 @@ fn a_record_without_topic_framing_is_an_error_then_skipped() {
     assert_eq!(
         (m.key, m.value, m.offset),
         (Some(&b"k"[..]), &b"fine"[..], 2)
+    );
+}
+
+#[test]
+fn a_sleeping_member_uses_no_cpu_and_a_publish_wakes_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, topic) = new_topic(&dir, "t.topic", 4);
+    // A long heartbeat: a wake-up that came from the tick would take up to a second.
+    let slow = MemberOptions {
+        heartbeat_interval: Duration::from_secs(1),
+        session_timeout: Duration::from_secs(3),
+        ..MemberOptions::default()
+    };
+    let mut c = topic.join("g", &slow).unwrap();
+    let cpu = common::thread_cpu();
+    let start = Instant::now();
+    assert!(c.poll(Some(Duration::from_millis(1500))).unwrap().is_none());
+    let (idle, used) = (start.elapsed(), common::thread_cpu() - cpu);
+    assert!(idle >= Duration::from_millis(1500));
+    println!("idle poll of {idle:.1?} used {used:.1?} of CPU");
+    assert!(
+        used < idle / 50,
+        "an idle member must sleep: {used:?} of CPU in {idle:?}"
+    );
+
+    let mut latencies = Vec::new();
+    for round in 0..5u32 {
+        let producer_topic = topic.clone();
+        let publisher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut p = producer_topic.producer().unwrap();
+            p.publish_keyed(&round.to_le_bytes(), b"wake").unwrap();
+            Instant::now()
+        });
+        let m = c
+            .poll(Some(Duration::from_secs(10)))
+            .unwrap()
+            .expect("woken");
+        let received = Instant::now();
+        assert_eq!(m.value, b"wake");
+        let (p, o) = (m.partition, m.offset);
+        c.commit(p, o).unwrap();
+        let sent = publisher.join().unwrap();
+        latencies.push(received.saturating_duration_since(sent));
+    }
+    latencies.sort();
+    println!("publish to a sleeping member, woken: {latencies:.1?}");
+    assert!(
+        latencies[2] < Duration::from_millis(100),
+        "the median wake-up must not wait for the 1 s tick: {latencies:?}"
     );
 }
 
