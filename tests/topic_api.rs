@@ -165,6 +165,12 @@ fn routing_round_robin_and_publish_to() {
     assert!(got.contains(&(3, Some(b"k".to_vec()), b"v".to_vec())));
     assert!(got.contains(&(1, None, Vec::new())));
     assert!(got.contains(&(3, Some(b"123456789".to_vec()), b"x".to_vec())));
+    assert_eq!(
+        c.committed(3),
+        Some(4),
+        "drain committed all 4 records of partition 3"
+    );
+    assert_eq!(c.committed(9), None);
     assert!(matches!(
         c.commit(7, 0),
         Err(Error::InvalidArgument(m)) if m.contains("not held")

@@ -82,7 +82,7 @@ impl Default for TopicOptions {
 }
 
 /// Facts about one partition of a topic, as read at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PartitionInfo {
     /// The partition's index.
     pub partition: u32,
@@ -153,7 +153,8 @@ impl Topic {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        descriptor::sync_dir(parent)?;
+        // Make the new name durable too; failure here is not fatal to using the topic.
+        let _ = descriptor::sync_dir(parent);
         Topic::open(dir)
     }
 
