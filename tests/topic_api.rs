@@ -221,6 +221,28 @@ fn members_in_one_process_share_partitions_and_take_over_on_drop() {
 }
 
 #[test]
+fn a_member_that_stops_polling_is_counted_out_but_keeps_its_leases_until_it_polls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, topic) = new_topic(&dir, "t.topic", 4);
+    let short = MemberOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        session_timeout: Duration::from_millis(100),
+        ..MemberOptions::default()
+    };
+    let mut hung = topic.join("g", &short).unwrap();
+    assert_eq!(hung.assignment().len(), 4);
+    std::thread::sleep(Duration::from_millis(250));
+    let me = topic.members();
+    assert!(me[0].alive && !me[0].live, "stale heartbeat: {me:?}");
+    // A new member is the only live one, so all 4 are assigned to it, but a lease is never
+    // taken from a live process.
+    let mut fresh = topic.join("g", &short).unwrap();
+    assert!(fresh.assignment().is_empty());
+    // Once the first member polls again it is live, and the two share the partitions.
+    poll_until(&mut hung, &mut fresh, |x, y| x.len() == 2 && y.len() == 2);
+}
+
+#[test]
 fn growth_reroutes_keys_and_members_and_producers_pick_it_up() {
     let dir = tempfile::tempdir().unwrap();
     let (path, topic) = new_topic(&dir, "t.topic", 2);
