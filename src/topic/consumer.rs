@@ -87,7 +87,8 @@ pub struct TopicConsumer {
     held: Vec<Option<Consumer>>,
     /// The partition the next poll tries first.
     cursor: usize,
-    next_tick: Instant,
+    /// When the next tick is due, in [`members::coarse_ns`] nanoseconds.
+    next_tick: u64,
     /// The growth generation last seen.
     generation: u64,
 }
@@ -112,9 +113,9 @@ impl TopicConsumer {
             options: *options,
             slot,
             cursor: 0,
-            next_tick: Instant::now(),
+            next_tick: 0,
         };
-        consumer.tick(Instant::now())?;
+        consumer.tick()?;
         Ok(consumer)
     }
 
@@ -142,12 +143,12 @@ impl TopicConsumer {
     /// A record that is not topic-framed gives [`Error::Corrupt`] and is skipped by the next
     /// poll. [`Error::Lagged`] comes from a non-gating group overrun in one partition.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<TopicMessage<'_>>> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        // Read the precise clock only once nothing was ready: it costs more than a record.
+        let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
         loop {
-            let now = Instant::now();
-            if now >= self.next_tick {
-                self.tick(now)?;
+            if members::coarse_ns() >= self.next_tick {
+                self.tick()?;
             }
             let n = self.held.len();
             for i in 0..n {
@@ -176,7 +177,12 @@ impl TopicConsumer {
                     }));
                 }
             }
+            if timeout == Some(Duration::ZERO) {
+                return Ok(None);
+            }
             let now = Instant::now();
+            let deadline =
+                *deadline.get_or_insert_with(|| timeout.and_then(|t| now.checked_add(t)));
             let left = deadline.map(|d| d.saturating_duration_since(now));
             if left == Some(Duration::ZERO) {
                 return Ok(None);
@@ -185,7 +191,7 @@ impl TopicConsumer {
                 backoff.snooze();
                 continue;
             }
-            let to_tick = self.next_tick.saturating_duration_since(now);
+            let to_tick = Duration::from_nanos(self.next_tick.saturating_sub(members::coarse_ns()));
             let wait = left.map_or(to_tick, |l| l.min(to_tick));
             if self.backlog() {
                 // A record is claimed but not committed yet (or its producer died: the
@@ -234,8 +240,9 @@ impl TopicConsumer {
     }
 
     /// Heartbeat, growth, and rebalance (see the module docs).
-    fn tick(&mut self, now: Instant) -> Result<()> {
-        self.next_tick = now + self.options.heartbeat_interval;
+    fn tick(&mut self) -> Result<()> {
+        self.next_tick =
+            members::coarse_ns().saturating_add(self.options.heartbeat_interval.as_nanos() as u64);
         let members = self.topic.members_file();
         if !members.heartbeat(self.slot) {
             // Our slot was taken (a damaged or hostile file): give everything up and rejoin.

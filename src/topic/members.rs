@@ -61,15 +61,25 @@ const SESSION: u64 = 32;
 const NAME_LEN: u64 = 40;
 const NAME: u64 = 48;
 
-/// Now on `CLOCK_MONOTONIC`, in nanoseconds: one clock for every process on the host.
-pub(crate) fn monotonic_ns() -> u64 {
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec to a valid, exclusively borrowed local.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: one clock for every process on the host.
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The same clock at tick resolution (a few milliseconds) and a fraction of the cost: what a
+/// poll checks to know whether a heartbeat is due.
+pub(crate) fn coarse_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 /// One member of a topic's consumer group, as read at one moment.
