@@ -89,6 +89,12 @@ pub enum Error {
         /// The path asked for.
         path: PathBuf,
     },
+    /// The topic directory does not exist.
+    #[error("{path}: no such topic")]
+    TopicNotFound {
+        /// The path asked for.
+        path: PathBuf,
+    },
     /// An argument is out of range; the message says which and why.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -40,7 +40,7 @@
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
  | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
- | `SHMQ_ENOENT`    | `NotFound` (no queue file), `UnknownGroup`                         |
+ | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
  | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |

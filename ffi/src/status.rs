@@ -20,7 +20,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
 /// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
-/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `UnknownGroup`                         |
+/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
 /// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
@@ -66,7 +66,9 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         } => SHMQ_EVERSION,
         Error::Corrupt { .. } => SHMQ_ECORRUPT,
         Error::Exists { .. } => SHMQ_EEXIST,
-        Error::NotFound { .. } | Error::UnknownGroup(_) => SHMQ_ENOENT,
+        Error::NotFound { .. } | Error::TopicNotFound { .. } | Error::UnknownGroup(_) => {
+            SHMQ_ENOENT
+        }
         Error::InvalidArgument(_) | Error::OffsetOutOfRange { .. } => SHMQ_EINVAL,
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } => SHMQ_ETOOBIG,
