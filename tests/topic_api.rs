@@ -306,8 +306,19 @@ fn bad_descriptors_and_missing_partitions_give_clear_errors() {
     let fresh = |name: &str| new_topic(&dir, name, 4).0;
 
     let missing = dir.path().join("none.topic");
-    assert!(matches!(open_err(&missing), Error::NotFound { path } if path == missing));
+    let e = open_err(&missing);
+    assert_eq!(
+        e.to_string(),
+        format!("{}: no such topic", missing.display())
+    );
+    assert!(matches!(e, Error::TopicNotFound { path } if path == missing));
+    assert!(!Topic::is_topic(&missing));
     let path = fresh("exists.topic");
+    assert!(Topic::is_topic(&path));
+    assert!(
+        !Topic::is_topic(path.join("partition-0000.q")),
+        "a queue file is not a topic"
+    );
     assert!(matches!(
         Topic::create(&path, &options(4)),
         Err(Error::Exists { .. })

@@ -129,7 +129,7 @@ pub(crate) fn read(dir: &Path) -> Result<Descriptor> {
                     format!("{} is missing: not a shmq topic", path.display()),
                 )
             } else {
-                Error::NotFound {
+                Error::TopicNotFound {
                     path: dir.to_path_buf(),
                 }
             });

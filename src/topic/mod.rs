@@ -158,8 +158,17 @@ impl Topic {
         Topic::open(dir)
     }
 
+    /// Whether `path` is a topic directory (a directory holding a topic descriptor), as
+    /// opposed to a queue file: what a tool given either checks first. Nothing is validated;
+    /// [`Topic::open`] does that.
+    pub fn is_topic(path: impl AsRef<Path>) -> bool {
+        let path = path.as_ref();
+        path.is_dir() && path.join(descriptor::FILE).is_file()
+    }
+
     /// Opens the topic at `dir`: validates its descriptor and membership file and opens every
-    /// partition. A missing partition file is [`Corruption::MissingPartition`].
+    /// partition. [`Error::TopicNotFound`] if `dir` does not exist; a missing partition file is
+    /// [`Corruption::MissingPartition`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Topic> {
         let dir = dir.as_ref().to_path_buf();
         let descriptor = descriptor::read(&dir)?;
