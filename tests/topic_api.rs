@@ -278,6 +278,27 @@ fn growth_reroutes_keys_and_members_and_producers_pick_it_up() {
     assert_eq!(Topic::open(&path).unwrap().partition_count(), 5);
 }
 
+#[test]
+fn a_growth_that_died_before_announcing_itself_is_announced_by_the_next_opener() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, topic) = new_topic(&dir, "t.topic", 2);
+    let mut p = topic.producer().unwrap();
+    Topic::open(&path).unwrap().grow(4).unwrap();
+    // Undo the announcement (the generation word, at byte 128 of the membership file), as if
+    // the growing process had died right after replacing the descriptor.
+    let members = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path.join("members"))
+        .unwrap();
+    members.write_all_at(&0u64.to_le_bytes(), 128).unwrap();
+    p.publish(b"x").unwrap();
+    assert_eq!(p.topic().partition_count(), 2, "nothing announced yet");
+    drop(Topic::open(&path).unwrap());
+    p.publish(b"x").unwrap();
+    assert_eq!(p.topic().partition_count(), 4, "announced by the opener");
+}
+
 fn open_err(path: &Path) -> Error {
     match Topic::open(path) {
         Ok(_) => panic!("{} opened", path.display()),

@@ -251,8 +251,9 @@ impl TopicConsumer {
         }
         let generation = members.generation();
         if generation != self.generation {
-            self.generation = generation;
             self.topic.refresh()?;
+            // Only now: a failed refresh is retried at the next tick.
+            self.generation = generation;
             let n = self.topic.partition_count() as usize;
             self.held.resize_with(n, || None);
         }

@@ -31,7 +31,9 @@ pub struct FanOut {
 /// key's records land in one partition of `dest` in their order in `source` (a key's records
 /// are in one source partition, which is copied in offset order). Unkeyed records go
 /// round-robin. The group's members must be stopped: a partition held by a live member gives
-/// [`Error::GroupBusy`]. At-least-once: if the copy is interrupted, a rerun copies again the
+/// [`Error::GroupBusy`]. Publishing into `dest` waits while a destination partition is full
+/// (under [`FullPolicy::Block`](crate::FullPolicy::Block)), so make the new topic large enough
+/// for the backlog or start its consumers first. At-least-once: if the copy is interrupted, a rerun copies again the
 /// records since the group's last commit (every 1,024 records and at the end of each
 /// partition).
 ///

@@ -173,6 +173,9 @@ impl Topic {
         let dir = dir.as_ref().to_path_buf();
         let descriptor = descriptor::read(&dir)?;
         let members = Arc::new(Members::open(&dir.join(members::FILE))?);
+        // A growth that died between replacing the descriptor and announcing it is announced
+        // by the next opener, so members and producers do not keep the old count.
+        members.publish_generation(descriptor.generation);
         let mut topic = Topic {
             dir,
             descriptor,

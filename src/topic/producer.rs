@@ -88,8 +88,9 @@ impl TopicProducer {
     fn pick_up_growth(&mut self) -> Result<()> {
         let generation = self.topic.members_file().generation();
         if generation != self.generation {
-            self.generation = generation;
             self.topic.refresh()?;
+            // Only now: a failed refresh is retried at the next publish.
+            self.generation = generation;
             let n = self.topic.partition_count() as usize;
             self.producers.resize_with(n, || None);
         }
