@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use shmq::{partition_for_key, MemberOptions, Options, Topic, TopicOptions};
+use shmq::{partition_for_key, Error, MemberOptions, Options, Topic, TopicOptions};
 
 const PARTITIONS: u32 = 8;
 const GROUP: &str = "orders";
@@ -31,6 +31,7 @@ fn main() {
         Some("producer") => keyed_producer(),
         Some("paced_producer") => paced_producer(),
         Some("member") => member(),
+        Some("join_and_leave") => join_and_leave(),
         Some(r) => panic!("unknown role {r}"),
         None => common::run(&[
             (
@@ -38,6 +39,10 @@ fn main() {
                 per_key_order,
             ),
             ("rebalance_on_kill_and_on_join", rebalance),
+            (
+                "membership_survives_a_kill_at_every_crash_point",
+                crash_points,
+            ),
         ]),
     }
 }
@@ -455,4 +460,54 @@ fn rebalance() {
         "  {published} records, all delivered in order per key; {redelivered} delivered again \
          after the kill (read but not yet committed by the victim)"
     );
+}
+
+/// Child: joins the group, polls once and leaves (`SHMQ_CRASH_AT` kills it on the way).
+fn join_and_leave() {
+    let topic = Topic::open(common::arg::<String>("SHMQ_TOPIC")).unwrap();
+    let mut c = topic.consumer(GROUP).unwrap();
+    let _ = c.poll(Some(Duration::ZERO)).unwrap();
+}
+
+/// A member killed at each step of joining and leaving: the torn slot is not taken for a live
+/// member, a new member gets every partition at once, and the slot is reused.
+fn crash_points() {
+    for point in shmq::crash::POINTS
+        .iter()
+        .filter(|p| p.starts_with("member."))
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("t.topic");
+        let topic = Topic::create(&tdir, &topic_options()).unwrap();
+        let child = common::spawn(
+            "join_and_leave",
+            &[
+                ("SHMQ_TOPIC", tdir.display().to_string()),
+                ("SHMQ_CRASH_AT", point.to_string()),
+            ],
+        );
+        let (_, status) = common::wait(child, PHASE, point);
+        assert!(
+            common::killed(status),
+            "{point}: not killed there ({status})"
+        );
+        let seen = topic.members();
+        assert!(
+            seen.iter().all(|m| !m.alive && !m.live),
+            "{point}: the dead member counts: {seen:?}"
+        );
+        let first = topic.consumer(GROUP).unwrap();
+        assert_eq!(
+            first.assignment(),
+            (0..PARTITIONS).collect::<Vec<_>>(),
+            "{point}: a new member gets everything at once"
+        );
+        let mut others: Vec<_> = (1..64).map(|_| topic.consumer(GROUP).unwrap()).collect();
+        assert!(
+            matches!(topic.consumer(GROUP), Err(Error::TooManyMembers(64))),
+            "{point}: the dead member's slot was reused, and no more"
+        );
+        others.clear();
+        drop(first);
+    }
 }

@@ -244,6 +244,7 @@ impl Members {
             {
                 continue;
             }
+            crate::crash::point("member.join.after_lease");
             let r = &self.region;
             // Relaxed: the fields are published by the Release store of `ready` below.
             r.u64(base + HEARTBEAT)
@@ -257,6 +258,7 @@ impl Members {
             r.write_bytes(base + NAME, &padded);
             // SYNC J (Release): the fields above are visible to whoever sees `ready` match.
             r.u64(base + READY).store(word as u64, Ordering::Release);
+            crate::crash::point("member.join.after_ready");
             // A dead predecessor may have died asleep. SeqCst like every sleeper-bitmap change.
             r.u64(WAKE_WAITERS)
                 .fetch_and(!(1u64 << index), Ordering::SeqCst);
@@ -282,6 +284,7 @@ impl Members {
         let base = Self::slot_off(slot.index);
         // Release: the next owner's CAS (Acquire) sees the slot not ready.
         self.region.u64(base + READY).store(0, Ordering::Release);
+        crate::crash::point("member.leave.before_lease");
         // Release: as above.
         let _ = self.region.u128(base + LEASE).compare_exchange(
             slot.word,
