@@ -162,8 +162,13 @@ impl TopicConsumer {
                 // pointer only works around the borrow checker's refusal of a borrow returned
                 // from one loop iteration and not taken in the others (NLL "problem case #3").
                 let consumer = unsafe { &mut *consumer };
-                if let Some(m) = consumer.poll(Some(Duration::ZERO))? {
+                let polled = consumer.poll(Some(Duration::ZERO));
+                if !matches!(polled, Ok(None)) {
+                    // The next poll starts after this partition, so one that keeps failing
+                    // (a damaged file) does not starve the others.
                     self.cursor = p + 1;
+                }
+                if let Some(m) = polled? {
                     let (key, value) = routing::split(m.payload).map_err(|why| Error::Corrupt {
                         path: self.topic.partitions()[p].path().to_path_buf(),
                         kind: Corruption::Shared(format!("record {}: {why}", m.offset)),
