@@ -650,6 +650,23 @@ enum shmq_status shmq_topic_consumer_new(const struct shmq_topic *topic,
                                          struct shmq_topic_consumer **out);
 
 /*
+ Joins consumer group `group` like `shmq_topic_consumer_new`, with a heartbeat interval and
+ a session timeout of its own (0: the defaults, 100 ms and 1 s). A member heartbeats and
+ rebalances every `heartbeat_interval_ns` inside `shmq_topic_poll`; the others count it out
+ once its heartbeat is older than `session_timeout_ns`, which must be at least twice the
+ interval (`SHMQ_EINVAL` otherwise). Partitions move within one or two intervals of a member
+ leaving, dying or joining.
+
+ # Safety
+ As for `shmq_topic_consumer_new`.
+ */
+enum shmq_status shmq_topic_consumer_join(const struct shmq_topic *topic,
+                                          const char *group,
+                                          uint64_t heartbeat_interval_ns,
+                                          uint64_t session_timeout_ns,
+                                          struct shmq_topic_consumer **out);
+
+/*
  Waits up to `timeout_ns` for the next record of a partition this member holds and stores
  it in `*out` (`SHMQ_TIMEOUT` if none came). A record without topic framing is
  `SHMQ_ECORRUPT` and skipped by the next poll.

@@ -5,8 +5,11 @@ use std::ffi::{c_char, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use shmq_core::{partition_for_key, Options, Topic, TopicConsumer, TopicOptions, TopicProducer};
+use shmq_core::{
+    partition_for_key, MemberOptions, Options, Topic, TopicConsumer, TopicOptions, TopicProducer,
+};
 
 use crate::error::{guard, Failure};
 use crate::queue::{read_options, shmq_options};
@@ -355,19 +358,66 @@ pub unsafe extern "C" fn shmq_topic_consumer_new(
     out: *mut *mut shmq_topic_consumer,
 ) -> shmq_status {
     guard("shmq_topic_consumer_new", || {
-        // SAFETY: the caller guarantees `topic` is NULL or live.
-        let t = unsafe { topic_lock(topic) }?;
-        // SAFETY: the caller guarantees `group` is NULL or a valid C string for this call.
-        let group = unsafe { c_str(group, "group") }?
-            .to_str()
-            .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
-        non_null(out, "out")?;
-        let consumer = t.consumer(group)?;
-        let handle = Box::into_raw(Box::new(shmq_topic_consumer { consumer }));
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(handle) };
-        Ok(())
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe { join(topic, group, &MemberOptions::default(), out) }
     })
+}
+
+/// Joins consumer group `group` like `shmq_topic_consumer_new`, with a heartbeat interval and
+/// a session timeout of its own (0: the defaults, 100 ms and 1 s). A member heartbeats and
+/// rebalances every `heartbeat_interval_ns` inside `shmq_topic_poll`; the others count it out
+/// once its heartbeat is older than `session_timeout_ns`, which must be at least twice the
+/// interval (`SHMQ_EINVAL` otherwise). Partitions move within one or two intervals of a member
+/// leaving, dying or joining.
+///
+/// # Safety
+/// As for `shmq_topic_consumer_new`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_topic_consumer_join(
+    topic: *const shmq_topic,
+    group: *const c_char,
+    heartbeat_interval_ns: u64,
+    session_timeout_ns: u64,
+    out: *mut *mut shmq_topic_consumer,
+) -> shmq_status {
+    guard("shmq_topic_consumer_join", || {
+        let d = MemberOptions::default();
+        let pick = |ns: u64, default: Duration| match ns {
+            0 => default,
+            ns => Duration::from_nanos(ns),
+        };
+        let options = MemberOptions {
+            heartbeat_interval: pick(heartbeat_interval_ns, d.heartbeat_interval),
+            session_timeout: pick(session_timeout_ns, d.session_timeout),
+            ..d
+        };
+        // SAFETY: the caller's contract, as for `shmq_topic_consumer_new`.
+        unsafe { join(topic, group, &options, out) }
+    })
+}
+
+/// The body of the two join functions.
+///
+/// # Safety
+/// As for `shmq_topic_consumer_new`.
+unsafe fn join(
+    topic: *const shmq_topic,
+    group: *const c_char,
+    options: &MemberOptions,
+    out: *mut *mut shmq_topic_consumer,
+) -> Result<(), Failure> {
+    // SAFETY: the caller guarantees `topic` is NULL or live.
+    let t = unsafe { topic_lock(topic) }?;
+    // SAFETY: the caller guarantees `group` is NULL or a valid C string for this call.
+    let group = unsafe { c_str(group, "group") }?
+        .to_str()
+        .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
+    non_null(out, "out")?;
+    let consumer = t.join(group, options)?;
+    let handle = Box::into_raw(Box::new(shmq_topic_consumer { consumer }));
+    // SAFETY: non-NULL (checked) and writable per the caller's contract.
+    unsafe { out.write(handle) };
+    Ok(())
 }
 
 /// Waits up to `timeout_ns` for the next record of a partition this member holds and stores

@@ -246,6 +246,18 @@ fn errors_leave_out_parameters_untouched() {
         assert_eq!((st, offset), (SHMQ_ETOOBIG, 7));
         shmq_topic_producer_free(p);
 
+        let g = CString::new("g").unwrap();
+        let mut joined = null_mut();
+        let st = shmq_topic_consumer_join(t, g.as_ptr(), 100, 150, &mut joined);
+        assert_eq!(
+            (st, joined),
+            (SHMQ_EINVAL, null_mut()),
+            "session under 2 intervals"
+        );
+        assert!(last_error().contains("at least twice"), "{}", last_error());
+        let st = shmq_topic_consumer_join(t, g.as_ptr(), 10_000_000, 0, &mut joined);
+        assert_eq!(st, SHMQ_OK, "{}", last_error());
+        shmq_topic_consumer_free(joined);
         let c = consumer(t, "g");
         let mut m = std::mem::MaybeUninit::<shmq_topic_message>::zeroed();
         assert_eq!(shmq_topic_poll(c, 0, m.as_mut_ptr()), SHMQ_TIMEOUT);
