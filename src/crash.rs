@@ -16,6 +16,9 @@ pub const POINTS: &[&str] = &[
     "flush.after_sync",
     "commit.before_store",
     "commit.after_store",
+    "member.join.after_lease",
+    "member.join.after_ready",
+    "member.leave.before_lease",
 ];
 
 /// Kills the process here if `SHMQ_CRASH_AT` names this point (test builds only).

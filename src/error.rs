@@ -40,6 +40,20 @@ pub enum Corruption {
     /// A record or table entry in the shared mapping is malformed.
     #[error("malformed shared state: {0}")]
     Shared(String),
+    /// A topic's descriptor (its partition count and version) is missing or invalid.
+    #[error("invalid topic descriptor: {0}")]
+    Descriptor(String),
+    /// A topic's membership file is invalid.
+    #[error("invalid membership file: {0}")]
+    Members(String),
+    /// A partition file that the topic's descriptor lists does not exist.
+    #[error("partition {partition} is missing (no file {file})")]
+    MissingPartition {
+        /// The partition's index.
+        partition: u32,
+        /// The file it should be in.
+        file: PathBuf,
+    },
 }
 
 /// Every error shmq returns.
@@ -75,6 +89,12 @@ pub enum Error {
         /// The path asked for.
         path: PathBuf,
     },
+    /// The topic directory does not exist.
+    #[error("{path}: no such topic")]
+    TopicNotFound {
+        /// The path asked for.
+        path: PathBuf,
+    },
     /// An argument is out of range; the message says which and why.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -101,6 +121,9 @@ pub enum Error {
     /// Every group slot is in use.
     #[error("all {0} consumer-group slots are in use")]
     TooManyGroups(u32),
+    /// Every member slot of a topic's membership file is taken by a live member.
+    #[error("all {0} member slots of the topic are in use by live members")]
+    TooManyMembers(u32),
     /// The named group does not exist.
     #[error("consumer group {0:?} does not exist")]
     UnknownGroup(String),

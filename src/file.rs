@@ -21,7 +21,7 @@ pub(crate) struct Mapped {
     pub offsets: Offsets,
 }
 
-fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
         path: path.to_path_buf(),
         op,
@@ -84,22 +84,28 @@ pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapp
     map(path.to_path_buf(), file, geometry.clone())
 }
 
-fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
+/// Creates the file `path`, which must not exist, with permission bits `mode` and `size` bytes
+/// allocated (so a full disk fails here, never as SIGBUS in a writer of the mapping later).
+pub(crate) fn create_allocated(path: &Path, mode: u32, size: u64) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(tmp)
-        .map_err(io_err(tmp, "create"))?;
+        .open(path)
+        .map_err(io_err(path, "create"))?;
     // The umask may have cleared bits the caller asked for.
     file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io_err(tmp, "chmod"))?;
-    let size = geometry.offsets().file_size;
-    crate::fault::check("allocate").map_err(io_err(tmp, "allocate"))?;
+        .map_err(io_err(path, "chmod"))?;
+    crate::fault::check("allocate").map_err(io_err(path, "allocate"))?;
     nix::fcntl::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t)
-        .map_err(|e| io_err(tmp, "allocate")(io::Error::from(e)))?;
+        .map_err(|e| io_err(path, "allocate")(io::Error::from(e)))?;
+    Ok(file)
+}
+
+fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
+    let file = create_allocated(tmp, mode, geometry.offsets().file_size)?;
     file.write_all_at(&geometry.encode(), 0)
         .map_err(io_err(tmp, "write header"))?;
     // The machine the file was made on: recovery runs when an opener's boot id differs.

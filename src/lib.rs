@@ -3,7 +3,8 @@
 //! Processes on one host map the same queue file and exchange records through atomics in it:
 //! no broker, no socket. Producers publish lock-free from any process; named consumer groups
 //! each keep a committed offset in the file, see every record in offset order at least once, and
-//! resume after a crash. See `ARCHITECTURE.md` for the protocol and `FORMAT.md` for the bytes.
+//! resume after a crash. A [`Topic`] is a directory of such files (partitions) with keyed
+//! routing and consumer groups whose members share the partitions. See `ARCHITECTURE.md` for the protocol and `FORMAT.md` for the bytes.
 //!
 //! ```
 //! # fn main() -> shmq::Result<()> {
@@ -59,6 +60,8 @@ mod producer;
 mod queue;
 #[cfg(not(loom))]
 mod recovery;
+#[cfg(not(loom))]
+mod topic;
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
@@ -72,6 +75,11 @@ pub use producer::{Claimed, Producer};
 pub use queue::{Options, Queue};
 #[cfg(not(loom))]
 pub use recovery::Recovery;
+#[cfg(not(loom))]
+pub use topic::{
+    fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,
+    TopicConsumer, TopicMessage, TopicOptions, TopicProducer, MAX_KEY, MAX_PARTITIONS,
+};
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.
 #[cfg(doctest)]

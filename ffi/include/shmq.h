@@ -37,12 +37,12 @@
  | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
  | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
  | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed)                 |
- | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`)                                |
+ | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
  | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
- | `SHMQ_ENOENT`    | `NotFound` (no queue file), `UnknownGroup`                         |
+ | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
- | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`                    |
+ | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
  */
 typedef enum shmq_status {
@@ -167,6 +167,29 @@ typedef struct shmq_producer shmq_producer;
 typedef struct shmq_queue shmq_queue;
 
 /*
+ An open topic (opaque): a directory of partition queue files with a descriptor. Created by
+ `shmq_topic_create` or `shmq_topic_open`, freed by `shmq_topic_close`.
+
+ Thread safety: a topic handle may be used from several threads at once. Producers and
+ consumers keep what they need alive, so the handle may be closed before or after them.
+ */
+typedef struct shmq_topic shmq_topic;
+
+/*
+ A member of a topic's consumer group (opaque): holds its share of the partitions until
+ freed with `shmq_topic_consumer_free`. Use it from one thread at a time. Heartbeats and
+ rebalancing happen inside `shmq_topic_poll`: poll at least every 100 ms (the heartbeat
+ interval) for partitions to move promptly.
+ */
+typedef struct shmq_topic_consumer shmq_topic_consumer;
+
+/*
+ A producer on a topic (opaque). Use it from one thread at a time; free it with
+ `shmq_topic_producer_free`.
+ */
+typedef struct shmq_topic_producer shmq_topic_producer;
+
+/*
  One record returned by `shmq_poll`.
 
  `data` points directly into the shared mapping or into a buffer owned by the consumer
@@ -250,6 +273,47 @@ typedef struct shmq_options {
    */
   uint32_t checksums;
 } shmq_options;
+
+/*
+ One record returned by `shmq_topic_poll`. `key` and `data` point into the shared mapping
+ or a buffer of the consumer and are valid only until the next call on the same consumer;
+ copy them to keep them. When `has_key` is false, `key` is NULL and `key_len` 0; a length
+ of 0 means the pointer must not be dereferenced.
+ */
+typedef struct shmq_topic_message {
+  /*
+   The partition it was read from.
+   */
+  uint32_t partition;
+  /*
+   Whether the record has a key (an empty key is a key).
+   */
+  bool has_key;
+  /*
+   The key.
+   */
+  const uint8_t *key;
+  /*
+   Key length in bytes.
+   */
+  size_t key_len;
+  /*
+   The value.
+   */
+  const uint8_t *data;
+  /*
+   Value length in bytes.
+   */
+  size_t len;
+  /*
+   Its offset within the partition.
+   */
+  uint64_t offset;
+  /*
+   When it was published, nanoseconds since the Unix epoch.
+   */
+  uint64_t timestamp_ns;
+} shmq_topic_message;
 
 #ifdef __cplusplus
 extern "C" {
@@ -432,6 +496,209 @@ void shmq_close(struct shmq_queue *queue);
  freed, valid forever. Safe from any thread.
  */
 const char *shmq_status_name(int status);
+
+/*
+ Creates a topic directory at `path` with `partitions` partitions (1 to 1024), each a queue
+ file made with `options` (NULL: the defaults), and stores a new handle in `*out`.
+ `SHMQ_EEXIST` if `path` exists. Atomic: no opener ever sees a partial topic.
+
+ Ownership: the caller owns `*out` and frees it with `shmq_topic_close`.
+
+ # Safety
+ `path` is NULL or a NUL-terminated string; `options` is NULL or an `shmq_options`
+ initialised by `shmq_options_default`; `out` is NULL or writable.
+ */
+enum shmq_status shmq_topic_create(const char *path,
+                                   uint32_t partitions,
+                                   const struct shmq_options *options,
+                                   struct shmq_topic **out);
+
+/*
+ Opens the topic at `path` and stores a new handle in `*out`: `SHMQ_ENOENT` if it does not
+ exist, `SHMQ_ECORRUPT` if its descriptor or membership file is invalid or a partition file
+ is missing (the last-error message says which).
+
+ # Safety
+ `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+enum shmq_status shmq_topic_open(const char *path, struct shmq_topic **out);
+
+/*
+ Frees a topic handle (NULL: no-op).
+
+ # Safety
+ `topic` is NULL or a live topic handle, freed exactly once and not in use by another
+ thread during or after this call.
+ */
+void shmq_topic_close(struct shmq_topic *topic);
+
+/*
+ Re-reads the descriptor (picking up growth by any process) and stores the partition count
+ in `*out`.
+
+ # Safety
+ `topic` is NULL or a live topic handle; `out` is NULL or writable.
+ */
+enum shmq_status shmq_topic_partitions(const struct shmq_topic *topic, uint32_t *out);
+
+/*
+ Grows the topic to `partitions` partitions (no-op if it has that many; `SHMQ_EINVAL` to
+ shrink). Keyed routing changes with the count: a key's new records may go to another
+ partition than its old ones (see the README's "Topics" section).
+
+ # Safety
+ `topic` is NULL or a live topic handle.
+ */
+enum shmq_status shmq_topic_grow(const struct shmq_topic *topic, uint32_t partitions);
+
+/*
+ Stores in `*out` the partition a record with the `key_len` bytes at `key` goes to in a
+ topic of `partitions` partitions: CRC-32C (Castagnoli) of the key modulo `partitions`
+ (`SHMQ_EINVAL` if `partitions` is 0). Test vector: key "123456789" (CRC 0xE3069283) goes
+ to partition 3 of 8. Safe from any thread.
+
+ # Safety
+ `key` is NULL only if `key_len` is 0, else it points to `key_len` readable bytes; `out` is
+ NULL or writable.
+ */
+enum shmq_status shmq_topic_partition_for_key(const uint8_t *key,
+                                              size_t key_len,
+                                              uint32_t partitions,
+                                              uint32_t *out);
+
+/*
+ Creates a producer on `topic` and stores it in `*out`; free it with
+ `shmq_topic_producer_free`.
+
+ # Safety
+ `topic` is NULL or a live topic handle; `out` is NULL or writable.
+ */
+enum shmq_status shmq_topic_producer_new(const struct shmq_topic *topic,
+                                         struct shmq_topic_producer **out);
+
+/*
+ Publishes the `len` bytes at `data` with the `key_len`-byte `key` to the key's partition
+ (`shmq_topic_partition_for_key`). Stores the partition and offset in `*partition_out` and
+ `*offset_out` when they are not NULL. `timeout_ns` and the outcomes are those of
+ `shmq_publish`; a key longer than 65,534 bytes is `SHMQ_EINVAL`.
+
+ # Safety
+ `producer` is NULL or a live producer used by this thread only; `key`/`data` are NULL only
+ with a length of 0, else they point to that many readable bytes; the out-pointers are NULL
+ or writable.
+ */
+enum shmq_status shmq_topic_publish_keyed(struct shmq_topic_producer *producer,
+                                          const uint8_t *key,
+                                          size_t key_len,
+                                          const uint8_t *data,
+                                          size_t len,
+                                          int64_t timeout_ns,
+                                          uint32_t *partition_out,
+                                          uint64_t *offset_out);
+
+/*
+ Publishes the `len` bytes at `data` without a key to the next partition in round-robin
+ order; outputs and outcomes as for `shmq_topic_publish_keyed`.
+
+ # Safety
+ As for `shmq_topic_publish_keyed`.
+ */
+enum shmq_status shmq_topic_publish(struct shmq_topic_producer *producer,
+                                    const uint8_t *data,
+                                    size_t len,
+                                    int64_t timeout_ns,
+                                    uint32_t *partition_out,
+                                    uint64_t *offset_out);
+
+/*
+ Publishes the `len` bytes at `data` to `partition` (`SHMQ_EINVAL` if it does not exist),
+ with the `key_len`-byte `key`, or without a key if `key` is NULL. Stores the offset in
+ `*offset_out` when it is not NULL.
+
+ # Safety
+ As for `shmq_topic_publish_keyed`; a NULL `key` means no key (`key_len` is then ignored).
+ */
+enum shmq_status shmq_topic_publish_to(struct shmq_topic_producer *producer,
+                                       uint32_t partition,
+                                       const uint8_t *key,
+                                       size_t key_len,
+                                       const uint8_t *data,
+                                       size_t len,
+                                       int64_t timeout_ns,
+                                       uint64_t *offset_out);
+
+/*
+ Frees a topic producer (NULL: no-op).
+
+ # Safety
+ `producer` is NULL or a live producer handle, freed exactly once and not in use.
+ */
+void shmq_topic_producer_free(struct shmq_topic_producer *producer);
+
+/*
+ Joins consumer group `group` (NUL-terminated UTF-8, 1 to 64 bytes) of `topic` and stores
+ the member in `*out`. The member holds its share of the partitions at once where they are
+ free and gets the rest as other members release them; `SHMQ_EBUSY` if every member slot
+ (64 per topic) is taken by a live member. Free it with `shmq_topic_consumer_free`.
+
+ # Safety
+ `topic` is NULL or a live topic handle; `group` is NULL or a NUL-terminated string; `out`
+ is NULL or writable.
+ */
+enum shmq_status shmq_topic_consumer_new(const struct shmq_topic *topic,
+                                         const char *group,
+                                         struct shmq_topic_consumer **out);
+
+/*
+ Joins consumer group `group` like `shmq_topic_consumer_new`, with a heartbeat interval and
+ a session timeout of its own (0: the defaults, 100 ms and 1 s). A member heartbeats and
+ rebalances every `heartbeat_interval_ns` inside `shmq_topic_poll`; the others count it out
+ once its heartbeat is older than `session_timeout_ns`, which must be at least twice the
+ interval (`SHMQ_EINVAL` otherwise). Partitions move within one or two intervals of a member
+ leaving, dying or joining.
+
+ # Safety
+ As for `shmq_topic_consumer_new`.
+ */
+enum shmq_status shmq_topic_consumer_join(const struct shmq_topic *topic,
+                                          const char *group,
+                                          uint64_t heartbeat_interval_ns,
+                                          uint64_t session_timeout_ns,
+                                          struct shmq_topic_consumer **out);
+
+/*
+ Waits up to `timeout_ns` for the next record of a partition this member holds and stores
+ it in `*out` (`SHMQ_TIMEOUT` if none came). A record without topic framing is
+ `SHMQ_ECORRUPT` and skipped by the next poll.
+
+ # Safety
+ `consumer` is NULL or a live consumer used by this thread only; `out` is NULL or writable.
+ */
+enum shmq_status shmq_topic_poll(struct shmq_topic_consumer *consumer,
+                                 int64_t timeout_ns,
+                                 struct shmq_topic_message *out);
+
+/*
+ Commits `offset` of `partition`: the member that holds the partition next resumes after it.
+ `SHMQ_EINVAL` if this member does not hold `partition` (partitions move only inside
+ `shmq_topic_poll`, so the partition of the last polled record is still held) or has not
+ read `offset` yet.
+
+ # Safety
+ `consumer` is NULL or a live consumer used by this thread only.
+ */
+enum shmq_status shmq_topic_commit(struct shmq_topic_consumer *consumer,
+                                   uint32_t partition,
+                                   uint64_t offset);
+
+/*
+ Frees a topic consumer (NULL: no-op): it leaves the group and releases its partitions,
+ which the other members take over.
+
+ # Safety
+ `consumer` is NULL or a live consumer handle, freed exactly once and not in use.
+ */
+void shmq_topic_consumer_free(struct shmq_topic_consumer *consumer);
 
 #ifdef __cplusplus
 }  // extern "C"

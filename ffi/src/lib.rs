@@ -25,6 +25,7 @@ mod error;
 mod producer;
 mod queue;
 mod status;
+mod topic;
 
 use std::ffi::{c_char, CStr};
 use std::time::Duration;
@@ -44,6 +45,13 @@ pub use queue::{
     shmq_options_default, shmq_queue,
 };
 pub use status::{shmq_status, shmq_status_name};
+pub use topic::{
+    shmq_topic, shmq_topic_close, shmq_topic_commit, shmq_topic_consumer, shmq_topic_consumer_free,
+    shmq_topic_consumer_join, shmq_topic_consumer_new, shmq_topic_create, shmq_topic_grow,
+    shmq_topic_message, shmq_topic_open, shmq_topic_partition_for_key, shmq_topic_partitions,
+    shmq_topic_poll, shmq_topic_producer, shmq_topic_producer_free, shmq_topic_producer_new,
+    shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
+};
 
 /// Converts a C timeout (`-1` forever, `>= 0` nanoseconds) to the Rust API's.
 pub(crate) fn timeout(ns: i64) -> Result<Option<Duration>, Failure> {

@@ -133,7 +133,7 @@ fn default_options() -> shmq_options {
 ///
 /// # Safety
 /// `p` is non-NULL and points to at least `(*p).size` readable bytes.
-unsafe fn read_options(p: *const shmq_options) -> Result<Options, Failure> {
+pub(crate) unsafe fn read_options(p: *const shmq_options) -> Result<Options, Failure> {
     // SAFETY: `size` is the first field, and the caller guarantees `p` points to a struct that
     // has at least it; read as a plain integer (no enum is involved).
     let size = unsafe { (p as *const usize).read_unaligned() };

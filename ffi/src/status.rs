@@ -17,12 +17,12 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
 /// | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
 /// | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed)                 |
-/// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`)                                |
+/// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
 /// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
-/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `UnknownGroup`                         |
+/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
-/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`                    |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,15 +66,18 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         } => SHMQ_EVERSION,
         Error::Corrupt { .. } => SHMQ_ECORRUPT,
         Error::Exists { .. } => SHMQ_EEXIST,
-        Error::NotFound { .. } | Error::UnknownGroup(_) => SHMQ_ENOENT,
+        Error::NotFound { .. } | Error::TopicNotFound { .. } | Error::UnknownGroup(_) => {
+            SHMQ_ENOENT
+        }
         Error::InvalidArgument(_) | Error::OffsetOutOfRange { .. } => SHMQ_EINVAL,
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } => SHMQ_ETOOBIG,
         Error::Full => SHMQ_FULL,
         Error::Timeout | Error::Aborted { .. } => SHMQ_TIMEOUT,
-        Error::TooManyProducers(_) | Error::TooManyGroups(_) | Error::GroupBusy { .. } => {
-            SHMQ_EBUSY
-        }
+        Error::TooManyProducers(_)
+        | Error::TooManyGroups(_)
+        | Error::TooManyMembers(_)
+        | Error::GroupBusy { .. } => SHMQ_EBUSY,
         Error::Lagged { .. } => SHMQ_LAGGED,
     }
 }

@@ -1,0 +1,293 @@
+//! [`TopicConsumer`]: one member of a topic's consumer group, reading the partitions assigned
+//! to it.
+//!
+//! **Membership.** A member holds a slot in the topic's membership file and stamps its heartbeat
+//! there every `heartbeat_interval` (from inside [`TopicConsumer::poll`]). At each such *tick*
+//! it lists its group's live members (process alive and heartbeat younger than the member's
+//! session timeout), computes the assignment every member computes alike (partition `p` to the
+//! `p mod M`-th live member in lease order), drops the partitions no longer assigned to it and
+//! tries to take those newly assigned.
+//!
+//! **Exclusive hold.** A member reads partition `p` only through a [`Consumer`] of its group in
+//! `p`'s queue file, which holds that group's lease there: taken from nobody or from a dead
+//! process, released when the consumer is dropped. So at most one member reads a partition at
+//! a time, and a taker resumes at the partition's committed offset (records read but not
+//! committed by the previous holder are delivered again: at-least-once).
+//!
+//! **Reassignment bound.** With every member polling, a partition moves within one heartbeat
+//! interval of its holder leaving or dying (the next tick of the new assignee sees the holder
+//! gone and takes the lease of a dead process), and within two when a member joins (the holder
+//! releases at its tick, the joiner takes at its own). A member that is alive but stops polling
+//! is dropped from the assignment after its session timeout, but keeps the leases it holds
+//! until it polls again (then it gives them up) or dies: a lease is never taken from a live
+//! process.
+//!
+//! **Waiting.** A poll first tries every held partition once without waiting, round-robin
+//! from where the last one left off. Then it spins briefly and sleeps on the topic's wake-up
+//! word (SYNC W in `members.rs`) until a topic producer publishes, at most until the next
+//! tick.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+
+use crate::consumer::{Consumer, Subscribe};
+use crate::error::{Corruption, Error, Result};
+use crate::topic::members::{self, assigned, Slot};
+use crate::topic::{routing, Topic};
+
+/// Longest sleep while a held partition has a claimed but not yet committed record (its
+/// producer writes it without a wake-up call, so the waiter polls).
+const INFLIGHT_POLL: Duration = Duration::from_millis(1);
+
+/// How a member takes part in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberOptions {
+    /// How often the member heartbeats and rebalances (inside `poll`). Default 100 ms.
+    pub heartbeat_interval: Duration,
+    /// How old the member's heartbeat may get before the others count it out. At least twice
+    /// the heartbeat interval. Default 1 s.
+    pub session_timeout: Duration,
+    /// How the group is created in a partition where it does not exist yet.
+    pub subscribe: Subscribe,
+}
+
+impl Default for MemberOptions {
+    fn default() -> Self {
+        MemberOptions {
+            heartbeat_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(1),
+            subscribe: Subscribe::default(),
+        }
+    }
+}
+
+/// One record of a topic, borrowed until the next call on the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicMessage<'a> {
+    /// The partition it was read from.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// When it was published, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Its key (`None` for a record published without one).
+    pub key: Option<&'a [u8]>,
+    /// Its value.
+    pub value: &'a [u8],
+}
+
+/// A member of a topic's consumer group. Dropping it releases its partitions and its slot.
+pub struct TopicConsumer {
+    topic: Topic,
+    group: String,
+    options: MemberOptions,
+    slot: Slot,
+    /// The consumer of each partition this member holds, by partition index.
+    held: Vec<Option<Consumer>>,
+    /// The partition the next poll tries first.
+    cursor: usize,
+    /// When the next tick is due, in [`members::coarse_ns`] nanoseconds.
+    next_tick: u64,
+    /// The growth generation last seen.
+    generation: u64,
+}
+
+impl TopicConsumer {
+    pub(crate) fn new(topic: Topic, group: &str, options: &MemberOptions) -> Result<Self> {
+        if options.heartbeat_interval.is_zero()
+            || options.session_timeout < 2 * options.heartbeat_interval
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the session timeout ({:?}) must be at least twice the heartbeat interval ({:?}), \
+                 which must be positive",
+                options.session_timeout, options.heartbeat_interval
+            )));
+        }
+        let slot = topic.members_file().join(group, options.session_timeout)?;
+        let mut consumer = TopicConsumer {
+            generation: topic.members_file().generation(),
+            held: (0..topic.partition_count()).map(|_| None).collect(),
+            topic,
+            group: group.to_string(),
+            options: *options,
+            slot,
+            cursor: 0,
+            next_tick: 0,
+        };
+        consumer.tick()?;
+        Ok(consumer)
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The partitions this member holds now, in increasing order.
+    pub fn assignment(&self) -> Vec<u32> {
+        (0..self.held.len() as u32)
+            .filter(|&p| self.held[p as usize].is_some())
+            .collect()
+    }
+
+    /// The topic as this member sees it.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// Returns the next record of a held partition, waiting up to `timeout` (`None`: forever).
+    /// `Ok(None)` means the timeout passed. Heartbeats and rebalances happen in here, so a
+    /// member must poll at least every heartbeat interval to keep its partitions moving.
+    ///
+    /// A record that is not topic-framed gives [`Error::Corrupt`] and is skipped by the next
+    /// poll. [`Error::Lagged`] comes from a non-gating group overrun in one partition.
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<TopicMessage<'_>>> {
+        // Read the precise clock only once nothing was ready: it costs more than a record.
+        let mut deadline: Option<Option<Instant>> = None;
+        let backoff = Backoff::new();
+        loop {
+            if members::coarse_ns() >= self.next_tick {
+                self.tick()?;
+            }
+            let n = self.held.len();
+            for i in 0..n {
+                let p = (self.cursor + i) % n;
+                let Some(consumer) = self.held[p].as_mut() else {
+                    continue;
+                };
+                let consumer: *mut Consumer = consumer;
+                // SAFETY: `consumer` points at an element of `self.held`, which nothing else
+                // touches while the returned message (tied to `&mut self`) lives. The raw
+                // pointer only works around the borrow checker's refusal of a borrow returned
+                // from one loop iteration and not taken in the others (NLL "problem case #3").
+                let consumer = unsafe { &mut *consumer };
+                let polled = consumer.poll(Some(Duration::ZERO));
+                if !matches!(polled, Ok(None)) {
+                    // The next poll starts after this partition, so one that keeps failing
+                    // (a damaged file) does not starve the others.
+                    self.cursor = p + 1;
+                }
+                if let Some(m) = polled? {
+                    let (key, value) = routing::split(m.payload).map_err(|why| Error::Corrupt {
+                        path: self.topic.partitions()[p].path().to_path_buf(),
+                        kind: Corruption::Shared(format!("record {}: {why}", m.offset)),
+                    })?;
+                    return Ok(Some(TopicMessage {
+                        partition: p as u32,
+                        offset: m.offset,
+                        timestamp_ns: m.timestamp_ns,
+                        key,
+                        value,
+                    }));
+                }
+            }
+            if timeout == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let now = Instant::now();
+            let deadline =
+                *deadline.get_or_insert_with(|| timeout.and_then(|t| now.checked_add(t)));
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let to_tick = Duration::from_nanos(self.next_tick.saturating_sub(members::coarse_ns()));
+            let wait = left.map_or(to_tick, |l| l.min(to_tick));
+            if self.backlog() {
+                // A record is claimed but not committed yet (or its producer died: the
+                // partition's consumer aborts it after the claim timeout).
+                std::thread::sleep(wait.min(INFLIGHT_POLL));
+            } else {
+                let region = self.topic.members_file().region();
+                crate::ring::sleep_on(
+                    region,
+                    members::WAKE_WAITERS,
+                    members::WAKE_SEQ,
+                    1u64 << self.slot.index,
+                    // SYNC W (SeqCst tail loads in `lag`): re-checked after flagging ourselves.
+                    || self.backlog(),
+                    Some(wait),
+                );
+            }
+        }
+    }
+
+    /// Whether any held partition has records claimed past this member's position.
+    fn backlog(&self) -> bool {
+        self.held.iter().flatten().any(|c| c.lag() > 0)
+    }
+
+    /// Commits `offset` of `partition` (see [`Consumer::commit`]): the member that holds the
+    /// partition next resumes after it. [`Error::InvalidArgument`] if this member does not
+    /// hold `partition` (partitions move only inside `poll`, so one returned by the last poll
+    /// is still held).
+    pub fn commit(&mut self, partition: u32, offset: u64) -> Result<()> {
+        match self.held.get_mut(partition as usize) {
+            Some(Some(c)) => c.commit(offset),
+            _ => Err(Error::InvalidArgument(format!(
+                "partition {partition} is not held by this member of group {:?}",
+                self.group
+            ))),
+        }
+    }
+
+    /// The committed offset of a held partition (the next offset its next holder reads).
+    pub fn committed(&self, partition: u32) -> Option<u64> {
+        self.held
+            .get(partition as usize)?
+            .as_ref()
+            .map(Consumer::committed)
+    }
+
+    /// Heartbeat, growth, and rebalance (see the module docs).
+    fn tick(&mut self) -> Result<()> {
+        self.next_tick =
+            members::coarse_ns().saturating_add(self.options.heartbeat_interval.as_nanos() as u64);
+        let members = self.topic.members_file();
+        if !members.heartbeat(self.slot) {
+            // Our slot was taken (a damaged or hostile file): give everything up and rejoin.
+            self.held.iter_mut().for_each(|c| *c = None);
+            self.slot = members.join(&self.group, self.options.session_timeout)?;
+        }
+        let generation = members.generation();
+        if generation != self.generation {
+            self.topic.refresh()?;
+            // Only now: a failed refresh is retried at the next tick.
+            self.generation = generation;
+            let n = self.topic.partition_count() as usize;
+            self.held.resize_with(n, || None);
+        }
+        let live = self.topic.members_file().live(&self.group);
+        let mine = assigned(&live, self.slot.word, self.topic.partition_count());
+        for (p, &assigned) in mine.iter().enumerate() {
+            match (&self.held[p], assigned) {
+                // Dropping the consumer releases the partition's lease.
+                (Some(_), false) => self.held[p] = None,
+                (None, true) => {
+                    let queue = &self.topic.partitions()[p];
+                    match queue.subscribe(&self.group, &self.options.subscribe) {
+                        Ok(c) => self.held[p] = Some(c),
+                        // Its previous holder has not released it yet: retry at the next tick.
+                        Err(Error::GroupBusy { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TopicConsumer {
+    fn drop(&mut self) {
+        // Partitions first, so a member that sees the slot gone can take them at once.
+        self.held.clear();
+        self.topic.members_file().leave(self.slot);
+    }
+}

@@ -1,0 +1,427 @@
+//! The membership file of a topic: who is in which consumer group, alive and heartbeating.
+//!
+//! A 4 KiB header then [`SLOTS`] slots of 128 bytes, mapped `MAP_SHARED` by every member
+//! (FORMAT.md, "Membership file"). A member owns a slot through a lease word (pid, token, start
+//! time, as in the queue file) taken by CAS from nobody or from a dead process, and stamps a
+//! heartbeat (`CLOCK_MONOTONIC`, shared by every process on the host) into it. A member is
+//! *live* while its process runs and its heartbeat is younger than the session timeout it
+//! declared. Every member computes the same assignment from the sorted list of live members of
+//! its group ([`assigned`]), so no leader is needed.
+//!
+//! # Sync points
+//!
+//! * **J** (join): the lease CAS (AcqRel), then the slot's fields (Relaxed), then `ready` set
+//!   to the lease's low word (Release) ↔ a reader's `ready` load (Acquire) after its lease
+//!   load, then the fields, then the lease again: a slot whose lease changed meanwhile is
+//!   discarded, and `ready` must match the lease it saw, so a new owner's half-written fields
+//!   or a dead owner's old ones are never taken for the current owner's.
+//! * **W** (wake-up): the header's `wake waiters` bitmap and `wake seq` futex word follow SYNC W
+//!   of `ring.rs`: a sleeping member sets its bit (SeqCst) and re-checks the tails of its
+//!   partitions (SeqCst loads); a topic producer CASes a tail (SeqCst) and then loads the
+//!   bitmap (SeqCst). In the one total order of SeqCst operations, either the sleeper sees the
+//!   new tail or the producer sees the bit.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::error::{Corruption, Error, Result};
+use crate::file::io_err;
+use crate::layout::MAX_GROUP_NAME;
+use crate::process;
+use crate::sync::{Ordering, Region};
+
+/// The membership file's name inside the topic directory.
+pub(crate) const FILE: &str = "members";
+const MAGIC: [u8; 8] = *b"SHMQMEMB";
+const VERSION: u32 = 1;
+/// Member slots: at most this many members (of all groups) at once. One bit each in the
+/// 64-bit sleeper bitmap.
+pub(crate) const SLOTS: u32 = 64;
+const HEADER: u64 = 4096;
+const SLOT: u64 = 128;
+const SIZE: u64 = HEADER + SLOTS as u64 * SLOT;
+const IMMUTABLE: usize = 32;
+
+/// Header words.
+const GENERATION: u64 = 128;
+pub(crate) const WAKE_SEQ: u64 = 256;
+pub(crate) const WAKE_WAITERS: u64 = 264;
+
+/// Slot fields.
+const LEASE: u64 = 0;
+const READY: u64 = 16;
+const HEARTBEAT: u64 = 24;
+const SESSION: u64 = 32;
+const NAME_LEN: u64 = 40;
+const NAME: u64 = 48;
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to a valid, exclusively borrowed local.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: one clock for every process on the host.
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The same clock at tick resolution (a few milliseconds) and a fraction of the cost: what a
+/// poll checks to know whether a heartbeat is due.
+pub(crate) fn coarse_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// One member of a topic's consumer group, as read at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// The consumer group.
+    pub group: String,
+    /// The member's process id.
+    pub pid: u32,
+    /// Whether that process is still running (pid and start time match).
+    pub alive: bool,
+    /// Time since its last heartbeat.
+    pub heartbeat_age: Duration,
+    /// How old its heartbeat may get before the others take its partitions.
+    pub session_timeout: Duration,
+    /// Alive with a fresh heartbeat: it counts in the assignment.
+    pub live: bool,
+}
+
+/// A slot this process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub index: u32,
+    pub word: u128,
+}
+
+/// What a reader found in a slot.
+struct Seen {
+    word: u128,
+    name: String,
+    heartbeat: u64,
+    session: u64,
+}
+
+/// The mapped membership file.
+pub(crate) struct Members {
+    // Field order: the region points into `_map`, dropped after it.
+    region: Region,
+    file: File,
+    path: PathBuf,
+    /// Serialises administration between threads of this process, which share `file` and so
+    /// its `flock` (a lock belongs to the open file description, not to the thread).
+    admin: Mutex<()>,
+    _map: MmapRaw,
+}
+
+fn corrupt(path: &Path, why: String) -> Error {
+    Error::Corrupt {
+        path: path.to_path_buf(),
+        kind: Corruption::Members(why),
+    }
+}
+
+fn immutable_header() -> [u8; IMMUTABLE] {
+    let mut b = [0u8; IMMUTABLE];
+    b[0..8].copy_from_slice(&MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&SLOTS.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..28]);
+    b[28..32].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+impl Members {
+    /// Writes a new, empty membership file at `path` (inside a topic directory not yet
+    /// visible to anyone).
+    pub(crate) fn create(path: &Path, mode: u32) -> Result<()> {
+        let file = crate::file::create_allocated(path, mode, SIZE)?;
+        file.write_all_at(&immutable_header(), 0)
+            .map_err(io_err(path, "write membership header"))?;
+        file.sync_all().map_err(io_err(path, "fsync"))
+    }
+
+    /// Opens and validates the membership file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Members> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
+                _ => io_err(path, "open membership file")(e),
+            })?;
+        let len = file.metadata().map_err(io_err(path, "stat"))?.len();
+        if len != SIZE {
+            return Err(corrupt(
+                path,
+                format!("file is {len} bytes, expected {SIZE}"),
+            ));
+        }
+        let mut head = [0u8; IMMUTABLE];
+        file.read_exact_at(&mut head, 0)
+            .map_err(io_err(path, "read membership header"))?;
+        if head != immutable_header() {
+            return Err(corrupt(
+                path,
+                "bad header (magic, version, slot count or checksum)".into(),
+            ));
+        }
+        let map = MmapOptions::new()
+            .len(SIZE as usize)
+            .map_raw(&file)
+            .map_err(io_err(path, "mmap"))?;
+        // SAFETY: the mapping is page-aligned, exactly SIZE bytes, readable and writable, and
+        // lives in `_map` for as long as the region (same struct).
+        let region = unsafe { Region::new(map.as_mut_ptr(), SIZE as usize) };
+        Ok(Members {
+            region,
+            file,
+            path: path.to_path_buf(),
+            admin: Mutex::new(()),
+            _map: map,
+        })
+    }
+
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn slot_off(index: u32) -> u64 {
+        HEADER + index as u64 * SLOT
+    }
+
+    /// The topic generation last published by a growth (see [`Members::publish_generation`]).
+    pub(crate) fn generation(&self) -> u64 {
+        // Acquire: pairs with the Release of `publish_generation`, which follows the rename of
+        // the new descriptor, so whoever sees the new value reads the new descriptor.
+        self.region.u64(GENERATION).load(Ordering::Acquire)
+    }
+
+    /// Tells every producer and member that the descriptor changed (after it was renamed into
+    /// place).
+    pub(crate) fn publish_generation(&self, generation: u64) {
+        // Release: see `generation`.
+        self.region
+            .u64(GENERATION)
+            .fetch_max(generation, Ordering::Release);
+    }
+
+    /// Joins `group`: takes a free slot (or one a dead process held) and stamps it.
+    pub(crate) fn join(&self, group: &str, session: Duration) -> Result<Slot> {
+        if group.is_empty() || group.len() > MAX_GROUP_NAME {
+            return Err(Error::InvalidArgument(format!(
+                "group name must be 1 to {MAX_GROUP_NAME} bytes, got {}",
+                group.len()
+            )));
+        }
+        let word = process::lease_word();
+        for index in 0..SLOTS {
+            let base = Self::slot_off(index);
+            let lease = self.region.u128(base + LEASE);
+            // Acquire: see the previous owner's last writes before judging it.
+            let held = lease.load(Ordering::Acquire);
+            if held != 0 && process::alive(held) {
+                continue;
+            }
+            // SYNC J (AcqRel): Acquire as above; Release orders the claim before our fields.
+            if lease
+                .compare_exchange(held, word, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            crate::crash::point("member.join.after_lease");
+            let r = &self.region;
+            // Relaxed: the fields are published by the Release store of `ready` below.
+            r.u64(base + HEARTBEAT)
+                .store(monotonic_ns(), Ordering::Relaxed);
+            r.u64(base + SESSION)
+                .store(session.as_nanos() as u64, Ordering::Relaxed);
+            r.u64(base + NAME_LEN)
+                .store(group.len() as u64, Ordering::Relaxed);
+            let mut padded = [0u8; MAX_GROUP_NAME];
+            padded[..group.len()].copy_from_slice(group.as_bytes());
+            r.write_bytes(base + NAME, &padded);
+            // SYNC J (Release): the fields above are visible to whoever sees `ready` match.
+            r.u64(base + READY).store(word as u64, Ordering::Release);
+            crate::crash::point("member.join.after_ready");
+            // A dead predecessor may have died asleep. SeqCst like every sleeper-bitmap change.
+            r.u64(WAKE_WAITERS)
+                .fetch_and(!(1u64 << index), Ordering::SeqCst);
+            return Ok(Slot { index, word });
+        }
+        Err(Error::TooManyMembers(SLOTS))
+    }
+
+    /// Stamps a fresh heartbeat; false if the slot is no longer ours (only a hostile or
+    /// damaged file takes a live member's slot).
+    pub(crate) fn heartbeat(&self, slot: Slot) -> bool {
+        let base = Self::slot_off(slot.index);
+        // Relaxed: a timestamp; readers only compare it with the clock.
+        self.region
+            .u64(base + HEARTBEAT)
+            .store(monotonic_ns(), Ordering::Relaxed);
+        // Acquire: pairs with any CAS that took the slot.
+        self.region.u128(base + LEASE).load(Ordering::Acquire) == slot.word
+    }
+
+    /// Leaves: the slot is free for the next joiner.
+    pub(crate) fn leave(&self, slot: Slot) {
+        let base = Self::slot_off(slot.index);
+        // Release: the next owner's CAS (Acquire) sees the slot not ready.
+        self.region.u64(base + READY).store(0, Ordering::Release);
+        crate::crash::point("member.leave.before_lease");
+        // Release: as above.
+        let _ = self.region.u128(base + LEASE).compare_exchange(
+            slot.word,
+            0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Reads slot `index` consistently (SYNC J), or `None` if it is free, being joined, or
+    /// malformed.
+    fn seen(&self, index: u32) -> Option<Seen> {
+        let base = Self::slot_off(index);
+        let r = &self.region;
+        // SYNC J (Acquire): see the fields of the owner that took the slot.
+        let word = r.u128(base + LEASE).load(Ordering::Acquire);
+        // SYNC J (Acquire): pairs with the Release store of `ready`.
+        if word == 0 || r.u64(base + READY).load(Ordering::Acquire) != word as u64 {
+            return None;
+        }
+        // Relaxed: ordered by the Acquire load of `ready`.
+        let len = r.u64(base + NAME_LEN).load(Ordering::Relaxed);
+        if len == 0 || len > MAX_GROUP_NAME as u64 {
+            return None;
+        }
+        let mut name = vec![0u8; len as usize];
+        r.read_bytes(base + NAME, &mut name);
+        // Relaxed: as for the length.
+        let heartbeat = r.u64(base + HEARTBEAT).load(Ordering::Relaxed);
+        let session = r.u64(base + SESSION).load(Ordering::Relaxed);
+        // Acquire: if the slot changed hands while we read, what we read is discarded.
+        if r.u128(base + LEASE).load(Ordering::Acquire) != word {
+            return None;
+        }
+        Some(Seen {
+            word,
+            name: String::from_utf8(name).ok()?,
+            heartbeat,
+            session,
+        })
+    }
+
+    /// The lease words of the live members of `group`, sorted: the order [`assigned`] uses.
+    pub(crate) fn live(&self, group: &str) -> Vec<u128> {
+        let now = monotonic_ns();
+        let mut live: Vec<u128> = (0..SLOTS)
+            .filter_map(|i| self.seen(i))
+            .filter(|s| s.name == group && is_live(s, now))
+            .map(|s| s.word)
+            .collect();
+        live.sort_unstable();
+        live
+    }
+
+    /// Every member of every group.
+    pub(crate) fn infos(&self) -> Vec<MemberInfo> {
+        let now = monotonic_ns();
+        (0..SLOTS)
+            .filter_map(|i| self.seen(i))
+            .map(|s| MemberInfo {
+                pid: process::lease_pid(s.word),
+                alive: process::alive(s.word),
+                heartbeat_age: Duration::from_nanos(now.saturating_sub(s.heartbeat)),
+                session_timeout: Duration::from_nanos(s.session),
+                live: is_live(&s, now),
+                group: s.name,
+            })
+            .collect()
+    }
+
+    /// Holds the membership file's `flock` (topic administration: growth) and this process's
+    /// admin mutex; both released on drop.
+    pub(crate) fn lock(&self) -> Result<FileLock<'_>> {
+        // A poisoned mutex guards nothing but the critical section itself: still usable.
+        let thread = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            // SAFETY: flock(2) on an fd we own; no memory is passed.
+            if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(FileLock {
+                    file: &self.file,
+                    _thread: thread,
+                });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io_err(&self.path, "flock")(e));
+            }
+        }
+    }
+}
+
+/// An exclusive `flock` (released on drop, and by the kernel if the holder dies) plus the
+/// process's admin mutex.
+pub(crate) struct FileLock<'a> {
+    file: &'a File,
+    _thread: MutexGuard<'a, ()>,
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `Members::lock`; unlocking a lock we hold.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn is_live(s: &Seen, now: u64) -> bool {
+    now.saturating_sub(s.heartbeat) <= s.session && process::alive(s.word)
+}
+
+/// The partitions of `partitions` assigned to member `me` among the sorted `live` members:
+/// partition `p` goes to the member at index `p mod live.len()`, so each member gets
+/// `partitions / live.len()` of them, rounded up or down. None if `me` is not live.
+pub(crate) fn assigned(live: &[u128], me: u128, partitions: u32) -> Vec<bool> {
+    let index = live.iter().position(|&w| w == me);
+    (0..partitions as usize)
+        .map(|p| index == Some(p % live.len().max(1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_is_a_fair_partition_of_the_partitions() {
+        for members in 1..=9u128 {
+            let live: Vec<u128> = (1..=members).collect();
+            let shares: Vec<Vec<bool>> = live.iter().map(|&m| assigned(&live, m, 8)).collect();
+            for p in 0..8 {
+                assert_eq!(shares.iter().filter(|s| s[p]).count(), 1, "one holder each");
+            }
+            let counts: Vec<usize> = shares
+                .iter()
+                .map(|s| s.iter().filter(|&&x| x).count())
+                .collect();
+            assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1);
+        }
+        assert!(assigned(&[1, 2], 3, 4).iter().all(|&x| !x));
+    }
+}

@@ -1,0 +1,379 @@
+//! Topics: a directory of N partitions (queue files), keyed routing, and consumer groups whose
+//! members share the partitions among themselves.
+//!
+//! ```text
+//! orders.topic/
+//!   descriptor          64 bytes: version, partition count, generation, checksum
+//!   members             the membership file: member slots, heartbeats, the wake-up word
+//!   partition-0000.q    one queue file per partition
+//!   partition-0001.q
+//!   ...
+//! ```
+//!
+//! A [`Topic`] is built on [`Queue`]: each partition is an ordinary queue file, a topic
+//! consumer group is an ordinary consumer group in each partition, and a member reads a
+//! partition only while it holds that group's lease in that partition's file. Records carry
+//! their key in a small framing inside the payload (`routing.rs`).
+//!
+//! ```
+//! # fn main() -> shmq::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use std::time::Duration;
+//! use shmq::{Options, Topic, TopicOptions};
+//! let queue = Options { capacity: 1 << 16, max_message: 1024, ..Options::default() };
+//! let options = TopicOptions { partitions: 4, queue };
+//! let topic = Topic::create(dir.path().join("orders.topic"), &options)?;
+//! let mut consumer = topic.consumer("billing")?;  // joins the group; holds all 4 partitions
+//! let mut producer = topic.producer()?;
+//! let sent = producer.publish_keyed(b"order-42", b"paid")?;
+//! let msg = consumer.poll(Some(Duration::from_secs(1)))?.expect("a message");
+//! assert_eq!(msg.partition, sent.partition);
+//! assert_eq!((msg.key, msg.value), (Some(&b"order-42"[..]), &b"paid"[..]));
+//! let (partition, offset) = (msg.partition, msg.offset);
+//! consumer.commit(partition, offset)?;
+//! # Ok(()) }
+//! ```
+
+mod consumer;
+mod descriptor;
+mod fanout;
+mod members;
+mod producer;
+mod routing;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::consumer::Subscribe;
+use crate::error::{Corruption, Error, Result};
+use crate::group::GroupInfo;
+use crate::queue::{Options, Queue};
+
+pub use consumer::{MemberOptions, TopicConsumer, TopicMessage};
+pub use descriptor::MAX_PARTITIONS;
+pub use fanout::{fan_out, FanOut};
+pub use members::MemberInfo;
+pub use producer::{Published, TopicProducer};
+pub use routing::{partition_for_key, MAX_KEY};
+
+use crate::file::io_err;
+use descriptor::Descriptor;
+use members::Members;
+
+/// Creation parameters of a topic.
+#[derive(Debug, Clone)]
+pub struct TopicOptions {
+    /// Number of partitions, 1 to [`MAX_PARTITIONS`]. Default 1.
+    pub partitions: u32,
+    /// The parameters of every partition's queue file (`mode` also applies to the descriptor
+    /// and membership file; the directory gets the same bits plus search permission where read
+    /// permission is given).
+    pub queue: Options,
+}
+
+impl Default for TopicOptions {
+    fn default() -> Self {
+        TopicOptions {
+            partitions: 1,
+            queue: Options::default(),
+        }
+    }
+}
+
+/// Facts about one partition of a topic, as read at one moment.
+#[derive(Debug, Clone)]
+pub struct PartitionInfo {
+    /// The partition's index.
+    pub partition: u32,
+    /// Its queue file.
+    pub path: PathBuf,
+    /// The next offset a producer will be given in it.
+    pub tail_offset: u64,
+    /// Its consumer groups (a topic group is a group of the same name in every partition; the
+    /// holder is the member reading this partition).
+    pub groups: Vec<GroupInfo>,
+}
+
+/// An open topic. Cheap to clone. A handle sees the partition count of the descriptor it
+/// read; [`Topic::refresh`] (called by producers and consumers on their own) picks up growth.
+#[derive(Clone)]
+pub struct Topic {
+    dir: PathBuf,
+    descriptor: Descriptor,
+    partitions: Vec<Queue>,
+    members: Arc<Members>,
+}
+
+impl Topic {
+    /// Creates a topic directory at `dir` with `options.partitions` partitions; fails with
+    /// [`Error::Exists`] if `dir` exists.
+    ///
+    /// Atomic: everything is built in a temporary directory next to `dir`, `fsync`ed, then
+    /// renamed into place without replacing anything, so no opener sees a partial topic.
+    pub fn create(dir: impl AsRef<Path>, options: &TopicOptions) -> Result<Topic> {
+        let dir = dir.as_ref();
+        descriptor::check_partitions(options.partitions)?;
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::InvalidArgument(format!("{}: not a path", dir.display())))?;
+        let parent = match dir.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mode = options.queue.mode;
+        if mode & !0o777 != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "mode {mode:#o} has bits outside 0o777"
+            )));
+        }
+        let tmp = parent.join(format!(
+            ".{}.{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            crate::clock::now_ns()
+        ));
+        std::fs::create_dir(&tmp).map_err(io_err(&tmp, "create directory"))?;
+        let built = build(&tmp, options, mode).and_then(|()| {
+            nix::fcntl::renameat2(
+                None,
+                &tmp,
+                None,
+                dir,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .map_err(|e| match e {
+                nix::errno::Errno::EEXIST | nix::errno::Errno::ENOTEMPTY => Error::Exists {
+                    path: dir.to_path_buf(),
+                },
+                e => io_err(dir, "rename into place")(e.into()),
+            })
+        });
+        if let Err(e) = built {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        // Make the new name durable too; failure here is not fatal to using the topic.
+        let _ = descriptor::sync_dir(parent);
+        Topic::open(dir)
+    }
+
+    /// Whether `path` is a topic directory (a directory holding a topic descriptor), as
+    /// opposed to a queue file: what a tool given either checks first. Nothing is validated;
+    /// [`Topic::open`] does that.
+    pub fn is_topic(path: impl AsRef<Path>) -> bool {
+        let path = path.as_ref();
+        path.is_dir() && path.join(descriptor::FILE).is_file()
+    }
+
+    /// Opens the topic at `dir`: validates its descriptor and membership file and opens every
+    /// partition. [`Error::TopicNotFound`] if `dir` does not exist; a missing partition file is
+    /// [`Corruption::MissingPartition`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Topic> {
+        let dir = dir.as_ref().to_path_buf();
+        let descriptor = descriptor::read(&dir)?;
+        let members = Arc::new(Members::open(&dir.join(members::FILE))?);
+        // A growth that died between replacing the descriptor and announcing it is announced
+        // by the next opener, so members and producers do not keep the old count.
+        members.publish_generation(descriptor.generation);
+        let mut topic = Topic {
+            dir,
+            descriptor,
+            partitions: Vec::new(),
+            members,
+        };
+        topic.open_partitions()?;
+        Ok(topic)
+    }
+
+    /// Opens the partitions the descriptor lists that this handle has not opened yet.
+    fn open_partitions(&mut self) -> Result<()> {
+        for i in self.partitions.len() as u32..self.descriptor.partitions {
+            let file = descriptor::partition_file(&self.dir, i);
+            let queue = Queue::open(&file).map_err(|e| match e {
+                Error::NotFound { .. } => Error::Corrupt {
+                    path: self.dir.clone(),
+                    kind: Corruption::MissingPartition { partition: i, file },
+                },
+                e => e,
+            })?;
+            self.partitions.push(queue);
+        }
+        Ok(())
+    }
+
+    /// Re-reads the descriptor and opens partitions added since (by [`Topic::grow`] in any
+    /// process). Returns whether the partition count changed.
+    pub fn refresh(&mut self) -> Result<bool> {
+        let d = descriptor::read(&self.dir)?;
+        if d.partitions < self.descriptor.partitions {
+            return Err(Error::Corrupt {
+                path: self.dir.clone(),
+                kind: Corruption::Descriptor(format!(
+                    "partition count went down from {} to {} (topics only grow)",
+                    self.descriptor.partitions, d.partitions
+                )),
+            });
+        }
+        let grown = d.partitions != self.descriptor.partitions;
+        self.descriptor = d;
+        self.open_partitions()?;
+        Ok(grown)
+    }
+
+    /// Grows the topic to `partitions` partitions (a no-op if it has that many).
+    ///
+    /// New partitions copy partition 0's parameters and its consumer groups (starting at
+    /// offset 0, so nothing published to them is missed). Then the descriptor is replaced
+    /// atomically and every producer and member picks the new count up at its next publish or
+    /// rebalance. **Keyed routing changes with the count**: a key's new records may go to
+    /// another partition than its old ones, so per-key order holds only among records
+    /// published after the growth. To spread an existing backlog while keeping per-key order,
+    /// copy it into a new topic with [`fan_out`] instead.
+    ///
+    /// Safe against concurrent growth (under the membership file's lock) and against a crash
+    /// (a partition file left by an interrupted growth is reused).
+    pub fn grow(&mut self, partitions: u32) -> Result<()> {
+        descriptor::check_partitions(partitions)?;
+        let members = self.members.clone();
+        let _lock = members.lock()?;
+        self.refresh()?;
+        let have = self.descriptor.partitions;
+        if partitions < have {
+            return Err(Error::InvalidArgument(format!(
+                "a topic cannot shrink: it has {have} partitions, {partitions} asked for"
+            )));
+        }
+        if partitions == have {
+            return Ok(());
+        }
+        let first = &self.partitions[0];
+        let g = first.geometry();
+        let mode = std::fs::metadata(first.path())
+            .map_err(io_err(first.path(), "stat"))?
+            .permissions()
+            .mode()
+            & 0o777;
+        let options = Options {
+            capacity: g.capacity,
+            max_message: g.max_message,
+            full_policy: g.full_policy,
+            group_slots: g.group_slots,
+            producer_slots: g.producer_slots,
+            claim_timeout: g.claim_timeout,
+            mode,
+            durability: g.durability,
+            checksums: g.checksums,
+        };
+        let groups = first.groups();
+        for i in have..partitions {
+            let file = descriptor::partition_file(&self.dir, i);
+            let queue = match Queue::create(&file, &options) {
+                Err(Error::Exists { .. }) => Queue::open(&file)?,
+                r => r?,
+            };
+            for group in &groups {
+                let subscribe = Subscribe {
+                    gating: group.gating,
+                    ..Subscribe::default()
+                };
+                match queue.subscribe(&group.name, &subscribe) {
+                    // Reused file: the group exists and a member already reads it.
+                    Ok(_) | Err(Error::GroupBusy { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let next = Descriptor {
+            partitions,
+            generation: self.descriptor.generation + 1,
+            ..self.descriptor
+        };
+        descriptor::write(&self.dir, &next, mode)?;
+        members.publish_generation(next.generation);
+        self.refresh()?;
+        Ok(())
+    }
+
+    /// The topic directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The number of partitions this handle knows of.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    /// The partitions' queues, by index (for inspection: publishing to them directly bypasses
+    /// the key framing, and topic consumers refuse such records).
+    pub fn partitions(&self) -> &[Queue] {
+        &self.partitions
+    }
+
+    /// Per-partition facts: file, tail and groups.
+    pub fn info(&self) -> Vec<PartitionInfo> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .map(|(i, q)| PartitionInfo {
+                partition: i as u32,
+                path: q.path().to_path_buf(),
+                tail_offset: q.tail_offset(),
+                groups: q.groups(),
+            })
+            .collect()
+    }
+
+    /// The members of every consumer group, with their liveness.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members.infos()
+    }
+
+    /// A new producer (takes a producer slot in each partition it publishes to).
+    pub fn producer(&self) -> Result<TopicProducer> {
+        Ok(TopicProducer::new(self.clone()))
+    }
+
+    /// Joins consumer group `group` with the default [`MemberOptions`].
+    pub fn consumer(&self, group: &str) -> Result<TopicConsumer> {
+        self.join(group, &MemberOptions::default())
+    }
+
+    /// Joins consumer group `group`: the member gets its share of the partitions at once (those
+    /// no live member holds) and the rest of it as the other members release them.
+    pub fn join(&self, group: &str, options: &MemberOptions) -> Result<TopicConsumer> {
+        TopicConsumer::new(self.clone(), group, options)
+    }
+
+    pub(crate) fn members_file(&self) -> &Members {
+        &self.members
+    }
+
+    /// Wakes members sleeping in a poll (after a publish).
+    pub(crate) fn notify(&self) {
+        crate::ring::wake_on(
+            self.members.region(),
+            members::WAKE_WAITERS,
+            members::WAKE_SEQ,
+        );
+    }
+}
+
+/// Fills the temporary directory `tmp` with a new topic's files.
+fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<()> {
+    // Search permission wherever read permission is given.
+    let dir_mode = mode | (mode & 0o444) >> 2;
+    std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(dir_mode))
+        .map_err(io_err(tmp, "chmod"))?;
+    for i in 0..options.partitions {
+        Queue::create(descriptor::partition_file(tmp, i), &options.queue)?;
+    }
+    Members::create(&tmp.join(members::FILE), mode)?;
+    let d = Descriptor {
+        partitions: options.partitions,
+        created_ns: crate::clock::now_ns(),
+        generation: 0,
+    };
+    descriptor::write(tmp, &d, mode)
+}

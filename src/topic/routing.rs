@@ -1,0 +1,103 @@
+//! Keyed routing and the keyed-record framing.
+//!
+//! **Routing.** A keyed record goes to partition `crc32c(key) mod N`: CRC-32C (Castagnoli,
+//! reflected polynomial `0x82F63B78`, initial value `0xFFFFFFFF`, final XOR `0xFFFFFFFF`, the
+//! CRC of iSCSI and ext4) of the key's bytes as a `u32`, modulo the partition count `N`. Test
+//! vector: `crc32c("123456789") = 0xE3069283`, so with 8 partitions the key `123456789` goes to
+//! partition 3 (`0xE3069283 mod 8`), and `crc32c("order-42") = 0xF2452E86` to partition 6. Every shmq interface (Rust, C, CLI) uses this one function.
+//!
+//! **Framing.** A topic record's payload is `key length (u16, little-endian) | key | value`.
+//! Key length `0xFFFF` means "no key" and is followed directly by the value; an empty key (length
+//! 0) is a key. So a payload is at least 2 bytes, and a key at most 65,534 bytes. Readers check
+//! the length against the payload before slicing: a file can hold any bytes.
+
+use crate::error::{Error, Result};
+
+/// The key-length value that marks a record without a key.
+const NO_KEY: u16 = 0xFFFF;
+/// Bytes of framing before the key.
+pub(crate) const FRAME_HEADER: usize = 2;
+/// Longest key a record can carry.
+pub const MAX_KEY: usize = NO_KEY as usize - 1;
+
+/// The partition a record with `key` goes to in a topic of `partitions` partitions:
+/// `crc32c(key) % partitions` (see the module docs for the exact CRC). `partitions` must not
+/// be 0.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    crc32c::crc32c(key) % partitions
+}
+
+/// Bytes a framed record of `key` and `value_len` value bytes takes.
+pub(crate) fn framed_len(key: Option<&[u8]>, value_len: usize) -> Result<usize> {
+    let key_len = key.map_or(0, <[u8]>::len);
+    if key_len > MAX_KEY {
+        return Err(Error::InvalidArgument(format!(
+            "key of {key_len} bytes exceeds the maximum of {MAX_KEY}"
+        )));
+    }
+    Ok(FRAME_HEADER + key_len + value_len)
+}
+
+/// Writes the framing and `key` at the start of `out`; returns where the value starts. `out`
+/// is [`framed_len`] bytes long.
+pub(crate) fn write_frame(out: &mut [u8], key: Option<&[u8]>) -> usize {
+    let (len, key) = match key {
+        Some(k) => (k.len() as u16, k),
+        None => (NO_KEY, &[][..]),
+    };
+    out[..FRAME_HEADER].copy_from_slice(&len.to_le_bytes());
+    let end = FRAME_HEADER + key.len();
+    out[FRAME_HEADER..end].copy_from_slice(key);
+    end
+}
+
+/// Splits a framed payload into `(key, value)`, or says why it is not a framed record.
+pub(crate) fn split(payload: &[u8]) -> Result<(Option<&[u8]>, &[u8]), String> {
+    let Some((len, rest)) = payload.split_first_chunk::<FRAME_HEADER>() else {
+        return Err(format!(
+            "a topic record of {} bytes is too short for its key length",
+            payload.len()
+        ));
+    };
+    match u16::from_le_bytes(*len) {
+        NO_KEY => Ok((None, rest)),
+        n if n as usize <= rest.len() => {
+            let (key, value) = rest.split_at(n as usize);
+            Ok((Some(key), value))
+        }
+        n => Err(format!(
+            "key length {n} exceeds the {} bytes that follow it",
+            rest.len()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_test_vector() {
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(partition_for_key(b"123456789", 8), 3);
+        assert_eq!(crc32c::crc32c(b"order-42"), 0xF245_2E86);
+        assert_eq!(partition_for_key(b"order-42", 8), 6);
+    }
+
+    #[test]
+    fn frames_round_trip_and_hostile_ones_are_refused() {
+        for key in [None, Some(&b""[..]), Some(&b"order-42"[..])] {
+            let mut buf = vec![0u8; framed_len(key, 5).unwrap()];
+            let at = write_frame(&mut buf, key);
+            buf[at..].copy_from_slice(b"value");
+            assert_eq!(split(&buf), Ok((key, &b"value"[..])));
+        }
+        assert!(split(&[]).is_err());
+        assert!(split(&[1]).is_err());
+        assert!(split(&[3, 0, b'a', b'b'])
+            .unwrap_err()
+            .contains("key length 3"));
+        assert_eq!(split(&[2, 0, b'a', b'b']), Ok((Some(&b"ab"[..]), &b""[..])));
+        assert!(framed_len(Some(&vec![0; MAX_KEY + 1]), 0).is_err());
+    }
+}
