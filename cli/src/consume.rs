@@ -3,11 +3,12 @@
 //! With `--commit`, output is flushed before each commit, so a committed message has reached
 //! the reader (at-least-once: a crash between flush and commit prints it again next time).
 
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shmq::{Consumer, Message, Queue, SeekTo, Start, Subscribe};
+use shmq::{Consumer, MemberOptions, Queue, SeekTo, Start, Subscribe, Topic, TopicConsumer};
 
 use crate::error::CliError;
 use crate::{ConsumeArgs, Format, StartAt};
@@ -15,20 +16,10 @@ use crate::{ConsumeArgs, Format, StartAt};
 /// Commit at least this often (in messages) while messages keep arriving.
 const COMMIT_EVERY: u64 = 256;
 
-/// Opens the queue, joins the group, and prints messages until the count, the idle timeout,
-/// or (with `--follow`) forever.
+/// Opens the queue or topic, joins the group, and prints messages until the count, the idle
+/// timeout, or (with `--follow`) forever.
 pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
     let path = &args.path;
-    let queue = Queue::open(path).map_err(|e| CliError::queue(path, e))?;
-    if !args.create && !queue.groups().iter().any(|g| g.name == args.group) {
-        return Err(CliError::new(
-            path.display(),
-            format_args!(
-                "consumer group {:?} does not exist (add --create to create it)",
-                args.group
-            ),
-        ));
-    }
     let options = Subscribe {
         gating: !args.non_gating,
         start: if args.from == StartAt::Latest {
@@ -37,26 +28,18 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
             Start::Earliest
         },
     };
-    let mut consumer = queue
-        .subscribe(&args.group, &options)
-        .map_err(|e| CliError::queue(path, e))?;
-    let seek = match args.from {
-        StartAt::Committed => None,
-        StartAt::Earliest => Some(SeekTo::Earliest),
-        StartAt::Latest => Some(SeekTo::Latest),
-        StartAt::Offset(x) => Some(SeekTo::Offset(x)),
-        StartAt::Time(ns) => Some(SeekTo::Time(ns)),
+    let source: Box<dyn Source> = if Topic::is_topic(path) {
+        Box::new(join_topic(args, &options)?)
+    } else {
+        Box::new(join_queue(args, &options)?)
     };
-    if let Some(to) = seek {
-        consumer.seek(to).map_err(|e| CliError::queue(path, e))?;
-    }
     let mut reader = Reader {
         path: path.clone(),
-        consumer,
+        source,
         out: BufWriter::new(io::stdout().lock()),
         format: args.format,
         commit: args.commit,
-        unflushed: None,
+        unflushed: BTreeMap::new(),
         since_commit: 0,
     };
     let wait = if args.follow {
@@ -69,6 +52,131 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         Err(Stop::Closed) | Ok(()) => Ok(()),
         Err(Stop::Queue(e)) => Err(CliError::queue(path, e)),
         Err(Stop::Output(e)) => Err(CliError::new("stdout", e)),
+    }
+}
+
+/// Joins the group of a queue file and moves to `--from`.
+fn join_queue(args: &ConsumeArgs, options: &Subscribe) -> Result<Consumer, CliError> {
+    let path = &args.path;
+    let queue = Queue::open(path).map_err(|e| CliError::queue(path, e))?;
+    if !args.create && !queue.groups().iter().any(|g| g.name == args.group) {
+        return Err(missing_group(path, &args.group));
+    }
+    let mut consumer = queue
+        .subscribe(&args.group, options)
+        .map_err(|e| CliError::queue(path, e))?;
+    let seek = match args.from {
+        StartAt::Committed => None,
+        StartAt::Earliest => Some(SeekTo::Earliest),
+        StartAt::Latest => Some(SeekTo::Latest),
+        StartAt::Offset(x) => Some(SeekTo::Offset(x)),
+        StartAt::Time(ns) => Some(SeekTo::Time(ns)),
+    };
+    if let Some(to) = seek {
+        consumer.seek(to).map_err(|e| CliError::queue(path, e))?;
+    }
+    Ok(consumer)
+}
+
+/// Joins the group of a topic as one more member: it reads the partitions it is assigned.
+fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, CliError> {
+    let path = &args.path;
+    let topic = Topic::open(path).map_err(|e| CliError::queue(path, e))?;
+    let known = topic
+        .info()
+        .iter()
+        .any(|p| p.groups.iter().any(|g| g.name == args.group));
+    if !args.create && !known {
+        return Err(missing_group(path, &args.group));
+    }
+    // A member reads from each partition's committed offset; `latest` can only say where a
+    // group created now starts.
+    let creating_at_latest = args.from == StartAt::Latest && !known;
+    if args.from != StartAt::Committed && !creating_at_latest {
+        return Err(CliError::new(
+            "--from",
+            format_args!(
+                "{} is a topic: its members start at each partition's committed offset \
+                 (move it with `shmq group reset`; --from latest only applies to a new group)",
+                path.display()
+            ),
+        ));
+    }
+    let member = MemberOptions {
+        subscribe: *options,
+        ..MemberOptions::default()
+    };
+    topic
+        .join(&args.group, &member)
+        .map_err(|e| CliError::queue(path, e))
+}
+
+/// The error for a group that does not exist without `--create`.
+fn missing_group(path: &Path, group: &str) -> CliError {
+    CliError::new(
+        path.display(),
+        format_args!("consumer group {group:?} does not exist (add --create to create it)"),
+    )
+}
+
+/// One message as `consume` prints it, from a queue or a topic.
+#[derive(Clone, Copy)]
+struct Record<'a> {
+    /// The topic partition it came from (`None` for a queue file).
+    partition: Option<u32>,
+    /// Its offset (in its partition).
+    offset: u64,
+    /// When it was published, nanoseconds since the Unix epoch.
+    timestamp_ns: u64,
+    /// Its key (topics only, when it has one).
+    key: Option<&'a [u8]>,
+    /// The payload.
+    value: &'a [u8],
+}
+
+/// What `consume` reads from: a queue's consumer or a topic's group member.
+trait Source {
+    /// The next message, waiting up to `timeout`.
+    fn next(&mut self, timeout: Option<Duration>) -> shmq::Result<Option<Record<'_>>>;
+    /// Commits `offset` of `partition` (0 for a queue file) and everything before it.
+    fn commit(&mut self, partition: u32, offset: u64) -> shmq::Result<()>;
+    /// The consumer group.
+    fn group(&self) -> &str;
+}
+
+impl Source for Consumer {
+    fn next(&mut self, timeout: Option<Duration>) -> shmq::Result<Option<Record<'_>>> {
+        Ok(self.poll(timeout)?.map(|m| Record {
+            partition: None,
+            offset: m.offset,
+            timestamp_ns: m.timestamp_ns,
+            key: None,
+            value: m.payload,
+        }))
+    }
+    fn commit(&mut self, _partition: u32, offset: u64) -> shmq::Result<()> {
+        Consumer::commit(self, offset)
+    }
+    fn group(&self) -> &str {
+        Consumer::group(self)
+    }
+}
+
+impl Source for TopicConsumer {
+    fn next(&mut self, timeout: Option<Duration>) -> shmq::Result<Option<Record<'_>>> {
+        Ok(self.poll(timeout)?.map(|m| Record {
+            partition: Some(m.partition),
+            offset: m.offset,
+            timestamp_ns: m.timestamp_ns,
+            key: m.key,
+            value: m.value,
+        }))
+    }
+    fn commit(&mut self, partition: u32, offset: u64) -> shmq::Result<()> {
+        TopicConsumer::commit(self, partition, offset)
+    }
+    fn group(&self) -> &str {
+        TopicConsumer::group(self)
     }
 }
 
@@ -92,20 +200,21 @@ impl From<io::Error> for Stop {
     }
 }
 
-/// The consumer and the output it prints to.
+/// The group member and the output it prints to.
 struct Reader<W: Write> {
-    /// The queue file, for warnings.
+    /// The queue file or topic, for warnings.
     path: PathBuf,
     /// The group member.
-    consumer: Consumer,
+    source: Box<dyn Source>,
     /// Buffered stdout.
     out: W,
     /// How to print each message.
     format: Format,
     /// Whether to commit what was printed.
     commit: bool,
-    /// Offset of the last message written but not yet flushed and committed.
-    unflushed: Option<u64>,
+    /// Per partition (0 for a queue file), the offset of the last message written but not yet
+    /// flushed and committed.
+    unflushed: BTreeMap<u32, u64>,
     /// Messages written since the last commit.
     since_commit: u64,
 }
@@ -116,20 +225,20 @@ impl<W: Write> Reader<W> {
         let mut printed = 0;
         while printed < limit {
             // Take what is ready; only before blocking, flush and commit what was printed.
-            let ready = match self.consumer.poll(Some(Duration::ZERO)) {
-                Ok(Some(m)) => Some(write(&mut self.out, self.format, &m)?.offset),
+            let ready = match self.source.next(Some(Duration::ZERO)) {
+                Ok(Some(m)) => Some(write(&mut self.out, self.format, &m)?),
                 Ok(None) => None,
                 Err(e) => {
                     self.skip_lag(e)?;
                     continue;
                 }
             };
-            let offset = match ready {
-                Some(offset) => offset,
+            let (partition, offset) = match ready {
+                Some(at) => at,
                 None => {
                     self.flush_and_commit()?;
-                    match self.consumer.poll(wait) {
-                        Ok(Some(m)) => write(&mut self.out, self.format, &m)?.offset,
+                    match self.source.next(wait) {
+                        Ok(Some(m)) => write(&mut self.out, self.format, &m)?,
                         Ok(None) => return Ok(()),
                         Err(e) => {
                             self.skip_lag(e)?;
@@ -139,7 +248,7 @@ impl<W: Write> Reader<W> {
                 }
             };
             printed += 1;
-            self.unflushed = Some(offset);
+            self.unflushed.insert(partition, offset);
             self.since_commit += 1;
             if self.since_commit >= COMMIT_EVERY {
                 self.flush_and_commit()?;
@@ -155,7 +264,7 @@ impl<W: Write> Reader<W> {
                 errln!(
                     "shmq: {}: group {:?} fell behind: {lost} messages were overwritten before it read them",
                     self.path.display(),
-                    self.consumer.group()
+                    self.source.group()
                 );
                 Ok(())
             }
@@ -166,9 +275,9 @@ impl<W: Write> Reader<W> {
     /// Flushes the output, then (with `--commit`) commits everything written so far.
     fn flush_and_commit(&mut self) -> Result<(), Stop> {
         self.out.flush()?;
-        if let Some(offset) = self.unflushed.take() {
+        for (partition, offset) in std::mem::take(&mut self.unflushed) {
             if self.commit {
-                self.consumer.commit(offset).map_err(Stop::Queue)?;
+                self.source.commit(partition, offset).map_err(Stop::Queue)?;
             }
         }
         self.since_commit = 0;
@@ -176,27 +285,47 @@ impl<W: Write> Reader<W> {
     }
 }
 
-/// Writes one message in `format`; returns it for its offset.
-fn write<'m, W: Write>(out: &mut W, format: Format, m: &Message<'m>) -> io::Result<Message<'m>> {
+/// Writes one message in `format`; returns its partition (0 for a queue file) and offset.
+fn write<W: Write>(out: &mut W, format: Format, m: &Record<'_>) -> io::Result<(u32, u64)> {
     match format {
         Format::Text => {
-            out.write_all(m.payload)?;
+            out.write_all(m.value)?;
             out.write_all(b"\n")?;
         }
-        Format::Hex => writeln!(out, "{} {}", m.offset, hex(m.payload))?,
+        Format::Hex => {
+            if let Some(p) = m.partition {
+                write!(out, "{p}:")?;
+            }
+            write!(out, "{} ", m.offset)?;
+            if let Some(key) = m.key {
+                write!(out, "{}=", hex(key))?;
+            }
+            writeln!(out, "{}", hex(m.value))?;
+        }
         Format::Json => {
             let mut obj = serde_json::json!({
                 "offset": m.offset,
                 "timestamp_ns": m.timestamp_ns,
             });
-            match std::str::from_utf8(m.payload) {
-                Ok(s) => obj["payload"] = s.into(),
-                Err(_) => obj["payload_hex"] = hex(m.payload).into(),
+            if let Some(p) = m.partition {
+                obj["partition"] = p.into();
             }
+            if let Some(key) = m.key {
+                put_bytes(&mut obj, "key", key);
+            }
+            put_bytes(&mut obj, "payload", m.value);
             writeln!(out, "{obj}")?;
         }
     }
-    Ok(*m)
+    Ok((m.partition.unwrap_or(0), m.offset))
+}
+
+/// Sets `obj[name]` to `bytes` as a string if they are UTF-8, else `obj[name_hex]` to hex.
+fn put_bytes(obj: &mut serde_json::Value, name: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => obj[name] = s.into(),
+        Err(_) => obj[format!("{name}_hex")] = hex(bytes).into(),
+    }
 }
 
 /// Lower-case hex of `bytes`.
@@ -215,24 +344,35 @@ mod tests {
 
     #[test]
     fn formats_messages() {
-        let m = Message {
+        let m = Record {
+            partition: None,
             offset: 7,
             timestamp_ns: 42,
-            payload: b"hi",
+            key: None,
+            value: b"hi",
         };
         let mut out = Vec::new();
         for f in [Format::Text, Format::Hex, Format::Json] {
-            write(&mut out, f, &m).unwrap();
+            assert_eq!(write(&mut out, f, &m).unwrap(), (0, 7));
         }
-        let bad = Message {
-            payload: &[0xff],
+        let bad = Record {
+            value: &[0xff],
             ..m
         };
         write(&mut out, Format::Json, &bad).unwrap();
+        let keyed = Record {
+            partition: Some(3),
+            key: Some(b"k"),
+            ..m
+        };
+        assert_eq!(write(&mut out, Format::Hex, &keyed).unwrap(), (3, 7));
+        write(&mut out, Format::Json, &keyed).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "hi\n7 6869\n{\"offset\":7,\"payload\":\"hi\",\"timestamp_ns\":42}\n\
-             {\"offset\":7,\"payload_hex\":\"ff\",\"timestamp_ns\":42}\n"
+             {\"offset\":7,\"payload_hex\":\"ff\",\"timestamp_ns\":42}\n\
+             3:7 6b=6869\n\
+             {\"key\":\"k\",\"offset\":7,\"partition\":3,\"payload\":\"hi\",\"timestamp_ns\":42}\n"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! `shmq create`: creates a queue file.
 
-use shmq::{Durability, Options, Queue};
+use shmq::{Durability, Options, Queue, Topic, TopicOptions};
 
 use crate::error::CliError;
 use crate::size::format_size;
@@ -52,10 +52,27 @@ pub fn run(args: &CreateArgs) -> Result<(), CliError> {
             ));
         }
     }
-    let queue = Queue::create(&args.path, &options).map_err(|e| CliError::queue(&args.path, e))?;
+    let topic = match args.partitions {
+        Some(partitions) => {
+            let options = TopicOptions {
+                partitions,
+                queue: options.clone(),
+            };
+            Some(Topic::create(&args.path, &options).map_err(|e| CliError::queue(&args.path, e))?)
+        }
+        None => None,
+    };
+    let queue = match &topic {
+        Some(topic) => topic.partitions()[0].clone(),
+        None => Queue::create(&args.path, &options).map_err(|e| CliError::queue(&args.path, e))?,
+    };
     let g = queue.geometry();
+    let what = match &topic {
+        Some(t) => format!("topic of {} partitions, each with", t.partition_count()),
+        None => "queue with".to_string(),
+    };
     outln!(
-        "created {}: capacity {}, max message {}, full policy {}, durability {}, mode {:04o}",
+        "created {}: {what} capacity {}, max message {}, full policy {}, durability {}, mode {:04o}",
         args.path.display(),
         format_size(g.capacity),
         format_size(u64::from(g.max_message)),

@@ -2,12 +2,13 @@
 //!
 //! `reset` is the answer to a poisoned or stale backlog (skip it with `--to latest`, replay
 //! from an offset or a time); `delete` removes a dead group that holds producers back. Both
-//! refuse a group that a live member holds: stop the member first.
+//! refuse a group that a live member holds: stop the member first. On a topic, each acts on
+//! the group in every partition (a reset to an offset needs `--partition`).
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use shmq::{Queue, SeekTo, Start, Subscribe};
+use shmq::{Queue, SeekTo, Start, Subscribe, Topic};
 
 use crate::error::CliError;
 use crate::fmt::count;
@@ -27,7 +28,7 @@ pub struct GroupArgs {
 enum Action {
     /// List the groups: committed offset, lag in messages and bytes, gating, holder.
     List {
-        /// The queue file.
+        /// The queue file or topic directory.
         path: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -35,7 +36,7 @@ enum Action {
     },
     /// Create a group (before its first member starts, so that it misses nothing).
     Create {
-        /// The queue file.
+        /// The queue file or topic directory.
         path: PathBuf,
         /// The group's name (1 to 64 bytes).
         group: String,
@@ -48,10 +49,13 @@ enum Action {
     },
     /// Move a group's committed offset: the next member resumes there.
     Reset {
-        /// The queue file.
+        /// The queue file or topic directory.
         path: PathBuf,
         /// The group.
         group: String,
+        /// Topics: reset the group in this partition only (required with an offset).
+        #[arg(long)]
+        partition: Option<u32>,
         /// earliest, latest, an offset, or a time: RFC 3339 (2026-12-01T07:00:00Z) or
         /// now-DURATION (now-15m).
         #[arg(long, value_parser = parse_target, value_name = "WHERE")]
@@ -60,7 +64,7 @@ enum Action {
     /// Delete a group that no live member holds (e.g. a dead gating group holding producers
     /// back).
     Delete {
-        /// The queue file.
+        /// The queue file or topic directory.
         path: PathBuf,
         /// The group.
         group: String,
@@ -85,8 +89,10 @@ fn parse_target(s: &str) -> Result<SeekTo, String> {
 pub fn run(args: &GroupArgs) -> Result<(), CliError> {
     match &args.action {
         Action::List { path, json } => {
-            let queue = open(path)?;
-            let groups = info::groups(&queue);
+            let groups: Vec<info::Group> = open(path)?
+                .iter()
+                .flat_map(|(p, q)| info::groups(q, *p))
+                .collect();
             let text = if *json {
                 info::to_json(path, &groups)?
             } else if groups.is_empty() {
@@ -102,8 +108,8 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             non_gating,
             latest,
         } => {
-            let queue = open(path)?;
-            if queue.groups().iter().any(|g| &g.name == group) {
+            let queues = open(path)?;
+            if queues.iter().any(|(_, q)| committed_of(q, group).is_some()) {
                 return Err(CliError::new(
                     path.display(),
                     format_args!("consumer group {group:?} already exists"),
@@ -117,64 +123,153 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
                     Start::Earliest
                 },
             };
-            let member = queue
-                .subscribe(group, &options)
-                .map_err(|e| CliError::queue(path, e))?;
-            let committed = member.committed();
-            drop(member);
-            outln!(
-                "created {} group {group:?} in {} at offset {}",
-                if *non_gating { "non-gating" } else { "gating" },
-                path.display(),
-                count(committed)
-            );
+            for (partition, queue) in &queues {
+                let member = queue
+                    .subscribe(group, &options)
+                    .map_err(|e| CliError::queue(queue.path(), e))?;
+                outln!(
+                    "created {} group {group:?} in {} at offset {}",
+                    if *non_gating { "non-gating" } else { "gating" },
+                    place(path, *partition),
+                    count(member.committed())
+                );
+            }
             Ok(())
         }
-        Action::Reset { path, group, to } => {
-            let queue = open(path)?;
-            let before = committed_of(&queue, path, group)?;
-            let after = queue
-                .reset_group(group, *to)
-                .map_err(|e| CliError::queue(path, e))?;
-            let lag = queue.tail_offset().saturating_sub(after);
-            outln!(
-                "reset group {group:?} in {}: committed offset {} -> {} (lag {})",
-                path.display(),
-                count(before),
-                count(after),
-                count(lag)
-            );
+        Action::Reset {
+            path,
+            group,
+            partition,
+            to,
+        } => {
+            let queues = chosen(path, open(path)?, *partition)?;
+            if queues.len() > 1 && matches!(to, SeekTo::Offset(_)) {
+                return Err(CliError::new(
+                    "--to",
+                    format_args!(
+                        "{} is a topic: an offset names a record of one partition (add --partition)",
+                        path.display()
+                    ),
+                ));
+            }
+            // Check every partition first, so that a missing group changes nothing.
+            let before = existing(path, &queues, group)?;
+            for ((partition, queue), before) in queues.iter().zip(before) {
+                let after = queue
+                    .reset_group(group, *to)
+                    .map_err(|e| CliError::queue(queue.path(), e))?;
+                let lag = queue.tail_offset().saturating_sub(after);
+                outln!(
+                    "reset group {group:?} in {}: committed offset {} -> {} (lag {})",
+                    place(path, *partition),
+                    count(before),
+                    count(after),
+                    count(lag)
+                );
+            }
             Ok(())
         }
         Action::Delete { path, group } => {
-            let queue = open(path)?;
-            let committed = committed_of(&queue, path, group)?;
-            queue
-                .delete_group(group)
-                .map_err(|e| CliError::queue(path, e))?;
-            outln!(
-                "deleted group {group:?} from {} (it had committed up to offset {})",
-                path.display(),
-                count(committed)
-            );
+            let queues = open(path)?;
+            let before = existing(path, &queues, group)?;
+            for ((partition, queue), committed) in queues.iter().zip(before) {
+                queue
+                    .delete_group(group)
+                    .map_err(|e| CliError::queue(queue.path(), e))?;
+                outln!(
+                    "deleted group {group:?} from {} (it had committed up to offset {})",
+                    place(path, *partition),
+                    count(committed)
+                );
+            }
             Ok(())
         }
     }
 }
 
-/// Opens the queue file.
-fn open(path: &Path) -> Result<Queue, CliError> {
-    Queue::open(path).map_err(|e| CliError::queue(path, e))
+/// The queue file, or every partition of the topic, at `path`, with its partition index.
+fn open(path: &Path) -> Result<Vec<(Option<u32>, Queue)>, CliError> {
+    if Topic::is_topic(path) {
+        let topic = Topic::open(path).map_err(|e| CliError::queue(path, e))?;
+        Ok((0u32..)
+            .zip(topic.partitions())
+            .map(|(i, q)| (Some(i), q.clone()))
+            .collect())
+    } else {
+        let queue = Queue::open(path).map_err(|e| CliError::queue(path, e))?;
+        Ok(vec![(None, queue)])
+    }
 }
 
-/// The committed offset of `group`, or the unknown-group error.
-fn committed_of(queue: &Queue, path: &Path, group: &str) -> Result<u64, CliError> {
-    queue
-        .groups()
-        .into_iter()
-        .find(|g| g.name == group)
-        .map(|g| g.committed)
-        .ok_or_else(|| CliError::queue(path, shmq::Error::UnknownGroup(group.to_string())))
+/// Only partition `partition` of `queues` if one is given (an error for a queue file or a
+/// partition the topic lacks).
+fn chosen(
+    path: &Path,
+    mut queues: Vec<(Option<u32>, Queue)>,
+    partition: Option<u32>,
+) -> Result<Vec<(Option<u32>, Queue)>, CliError> {
+    let Some(p) = partition else {
+        return Ok(queues);
+    };
+    match queues.iter().position(|(i, _)| *i == Some(p)) {
+        Some(at) => Ok(vec![queues.swap_remove(at)]),
+        None if queues[0].0.is_none() => Err(CliError::new(
+            "--partition",
+            format_args!("{} is a queue file, not a topic", path.display()),
+        )),
+        None => Err(CliError::new(
+            format_args!("--partition {p}"),
+            format_args!(
+                "{} has partitions 0 to {}",
+                path.display(),
+                queues.len() - 1
+            ),
+        )),
+    }
+}
+
+/// "PATH" for a queue file, "partition P of PATH" for a topic.
+fn place(path: &Path, partition: Option<u32>) -> String {
+    match partition {
+        Some(p) => format!("partition {p} of {}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+/// `group` in `queue`, if it exists there.
+fn find(queue: &Queue, group: &str) -> Option<shmq::GroupInfo> {
+    queue.groups().into_iter().find(|g| g.name == group)
+}
+
+/// The committed offset of `group` in `queue`, if it exists there.
+fn committed_of(queue: &Queue, group: &str) -> Option<u64> {
+    find(queue, group).map(|g| g.committed)
+}
+
+/// The committed offset of `group` in each of `queues`, checked before anything changes:
+/// the error names the first queue that lacks the group or where a live member holds it.
+fn existing(
+    path: &Path,
+    queues: &[(Option<u32>, Queue)],
+    group: &str,
+) -> Result<Vec<u64>, CliError> {
+    queues
+        .iter()
+        .map(|(partition, q)| {
+            let e = match find(q, group) {
+                Some(g) if !g.holder_alive => return Ok(g.committed),
+                Some(g) => shmq::Error::GroupBusy {
+                    group: group.to_string(),
+                    pid: g.holder.unwrap_or(0),
+                },
+                None => shmq::Error::UnknownGroup(group.to_string()),
+            };
+            Err(match partition {
+                Some(p) => CliError::new(place(path, Some(*p)), e),
+                None => CliError::queue(path, e),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -12,9 +12,9 @@ use crate::fmt::count;
 use crate::size::format_size;
 use crate::InfoArgs;
 
-/// Everything `info` reports, in the shape of its JSON output.
+/// Everything `info` reports about a queue file, in the shape of its JSON output.
 #[derive(Serialize)]
-struct Info {
+pub struct Info {
     /// The queue file.
     path: String,
     /// Ring size in bytes.
@@ -40,18 +40,18 @@ struct Info {
     /// Whether records carry a CRC32C of their payload.
     checksums: bool,
     /// The oldest offset still in the ring.
-    oldest_offset: u64,
+    pub oldest_offset: u64,
     /// The next offset a producer will be given.
-    tail_offset: u64,
+    pub tail_offset: u64,
     /// Every record before this offset is on disk.
-    durable_offset: u64,
+    pub durable_offset: u64,
     /// Ring bytes producers may not overwrite yet (held by gating groups, the durable cursor
     /// or unfinished records).
-    fill_bytes: u64,
+    pub fill_bytes: u64,
     /// `fill_bytes` as a percentage of the capacity.
     fill_percent: f64,
     /// Producer slots held by running processes.
-    producers_alive: u32,
+    pub producers_alive: u32,
     /// Of those, producers asleep waiting for room (held back by a gating group or the
     /// durable cursor).
     producers_waiting: u32,
@@ -63,7 +63,10 @@ struct Info {
 #[derive(Serialize)]
 pub struct Group {
     /// The group's name.
-    name: String,
+    pub name: String,
+    /// The topic partition this row is about (absent for a queue file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
     /// The next offset the group reads after a restart.
     committed: u64,
     /// Messages published but not committed by the group (tail minus committed).
@@ -96,8 +99,11 @@ pub fn durability_name(d: Durability) -> &'static str {
     }
 }
 
-/// Opens the queue and prints its state.
+/// Opens the queue (or topic) and prints its state.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
+    if shmq::Topic::is_topic(&args.path) {
+        return crate::topic::info(&args.path, args.json);
+    }
     let queue = Queue::open(&args.path).map_err(|e| CliError::queue(&args.path, e))?;
     let info = gather(&queue);
     let text = if args.json {
@@ -123,12 +129,14 @@ pub fn print(text: &str) -> Result<(), CliError> {
     }
 }
 
-/// The queue's groups as `info` reports them (lag taken against one tail read after them).
-pub fn groups(queue: &Queue) -> Vec<Group> {
+/// The queue's groups as `info` reports them (lag taken against one tail read after them);
+/// `partition` is the queue's index if it is a topic partition.
+pub fn groups(queue: &Queue, partition: Option<u32>) -> Vec<Group> {
     queue
         .groups()
         .into_iter()
         .map(|gi| Group {
+            partition,
             lag: gi.lag,
             lag_bytes: gi.lag_bytes,
             name: gi.name,
@@ -141,8 +149,8 @@ pub fn groups(queue: &Queue) -> Vec<Group> {
 }
 
 /// Reads the queue's state: the groups first, then the tail, so no lag comes out negative.
-fn gather(queue: &Queue) -> Info {
-    let groups = groups(queue);
+pub fn gather(queue: &Queue) -> Info {
+    let groups = groups(queue, None);
     let tail = queue.tail_offset();
     let g = queue.geometry();
     let fill = queue.fill();
@@ -232,49 +240,56 @@ fn table(info: &Info) -> String {
     out
 }
 
-/// The groups as a table, one row each.
+/// The groups as a table, one row each (with a PARTITION column for a topic's groups).
 pub fn group_table(groups: &[Group]) -> String {
-    let mut rows = vec![[
-        "GROUP".to_string(),
-        "COMMITTED".to_string(),
-        "LAG".to_string(),
-        "LAG BYTES".to_string(),
-        "GATING".to_string(),
-        "HOLDER".to_string(),
-    ]];
+    let partitioned = groups.iter().any(|g| g.partition.is_some());
+    let mut header = vec!["GROUP"];
+    if partitioned {
+        header.push("PARTITION");
+    }
+    header.extend(["COMMITTED", "LAG", "LAG BYTES", "GATING", "HOLDER"]);
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for g in groups {
         let holder = match g.holder_pid {
             Some(pid) if g.holder_alive => format!("pid {pid} (alive)"),
             Some(pid) => format!("pid {pid} (dead)"),
             None => "-".to_string(),
         };
-        rows.push([
-            g.name.clone(),
+        let mut row = vec![g.name.clone()];
+        if partitioned {
+            row.push(g.partition.map_or("-".into(), |p| p.to_string()));
+        }
+        row.extend([
             count(g.committed),
             count(g.lag),
             format_size(g.lag_bytes),
             if g.gating { "yes" } else { "no" }.to_string(),
             holder,
         ]);
+        rows.push(row);
     }
     render_rows(&rows)
 }
 
 /// Lays out rows in left-aligned columns two spaces apart.
-pub fn render_rows<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
+pub fn render_rows<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
+            }
+            widths[i] = widths[i].max(cell.chars().count());
         }
     }
     let lines: Vec<String> = rows
         .iter()
         .map(|row| {
             let cells: Vec<String> = row
+                .as_ref()
                 .iter()
-                .zip(widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
+                .zip(&widths)
+                .map(|(cell, &w)| format!("{cell:<w$}"))
                 .collect();
             cells.join("  ").trim_end().to_string()
         })

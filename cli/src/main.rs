@@ -35,6 +35,7 @@ mod publish;
 mod size;
 mod stat;
 mod time;
+mod topic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,14 +61,16 @@ enum Command {
     Create(CreateArgs),
     /// Show a queue's parameters, tail offset and consumer groups.
     Info(InfoArgs),
-    /// Publish messages: one per line of stdin, or synthetic load with --count.
+    /// Publish messages to a queue or topic: one per line of stdin, or synthetic load.
     Publish(PublishArgs),
-    /// Read messages as the member of a consumer group.
+    /// Read messages as the member of a consumer group of a queue or topic.
     Consume(ConsumeArgs),
     /// List, create, reset or delete consumer groups.
     Group(group::GroupArgs),
     /// Show live rates every interval: published/s, committed/s and lag per group.
     Stat(stat::StatArgs),
+    /// Grow a topic, fan a backlog out into another topic, or show where a key is routed.
+    Topic(topic::TopicArgs),
     /// Print a shell completion script (e.g. `shmq completions bash > /etc/bash_completion.d/shmq`).
     Completions {
         /// The shell to complete for.
@@ -169,8 +172,12 @@ enum DurabilityArg {
 /// Arguments of `shmq create`.
 #[derive(Args)]
 struct CreateArgs {
-    /// The queue file to create (must not exist).
+    /// The queue file (or, with --partitions, the topic directory) to create; must not exist.
     path: PathBuf,
+    /// Create a topic: a directory of this many partitions (queue files with the options
+    /// below), to which keyed messages are routed by CRC32C(key) mod N.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(shmq::MAX_PARTITIONS)))]
+    partitions: Option<u32>,
     /// Ring size: a power of two from 4KiB to 1TiB.
     #[arg(long, default_value = "64MiB", value_parser = size::parse_size, value_name = "SIZE")]
     capacity: u64,
@@ -197,7 +204,7 @@ struct CreateArgs {
 /// Arguments of `shmq info`.
 #[derive(Args)]
 struct InfoArgs {
-    /// The queue file.
+    /// The queue file or topic directory.
     path: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -207,7 +214,7 @@ struct InfoArgs {
 /// Arguments of `shmq publish`.
 #[derive(Args)]
 struct PublishArgs {
-    /// The queue file.
+    /// The queue file or topic directory.
     path: PathBuf,
     /// Publish the lines of this file instead of stdin's.
     #[arg(long, conflicts_with = "count", value_name = "FILE")]
@@ -215,6 +222,15 @@ struct PublishArgs {
     /// Publish this many synthetic messages instead of reading stdin.
     #[arg(long)]
     count: Option<u64>,
+    /// Topics: give every message this key (it picks the partition).
+    #[arg(long, conflicts_with = "key_separator")]
+    key: Option<String>,
+    /// Topics: each message is KEY, this separator, then the value (e.g. --key-separator ' ').
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// Topics: publish to this partition instead of routing by key or in turn.
+    #[arg(long)]
+    partition: Option<u32>,
     /// Size of each synthetic message.
     #[arg(long, requires = "count", default_value = "64", value_parser = size::parse_size, value_name = "SIZE")]
     size: u64,
@@ -276,7 +292,7 @@ enum Format {
 /// Arguments of `shmq consume`.
 #[derive(Args)]
 struct ConsumeArgs {
-    /// The queue file.
+    /// The queue file or topic directory.
     path: PathBuf,
     /// The consumer group to read as.
     #[arg(long, short)]
@@ -321,6 +337,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume::run(&args),
         Command::Group(args) => group::run(&args),
         Command::Stat(args) => stat::run(&args),
+        Command::Topic(args) => topic::run(&args),
         Command::Completions { shell } => completions(shell),
         Command::DemoWorker(args) => demo::worker::run(&args),
     };

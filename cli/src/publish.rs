@@ -3,7 +3,7 @@
 use std::io::{self, BufRead, Write};
 use std::time::{Duration, Instant};
 
-use shmq::{Producer, Queue};
+use shmq::{Producer, Queue, Topic, TopicProducer};
 
 use crate::error::CliError;
 use crate::fmt::{count, rate};
@@ -16,16 +16,34 @@ const PROGRESS_EVERY: u64 = 4096;
 /// Without `--timeout`, how long a publish waits for room before saying why it is waiting.
 const NOTICE_AFTER: Duration = Duration::from_secs(1);
 
-/// Opens the queue and publishes.
+/// Opens the queue or topic and publishes.
 pub fn run(args: &PublishArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.path).map_err(|e| CliError::queue(&args.path, e))?;
-    let mut producer = queue
-        .producer()
-        .map_err(|e| CliError::queue(&args.path, e))?;
-    producer.set_timeout(Some(args.timeout.unwrap_or(NOTICE_AFTER)));
+    let path = &args.path;
+    let timeout = Some(args.timeout.unwrap_or(NOTICE_AFTER));
+    let target = if Topic::is_topic(path) {
+        let topic = Topic::open(path).map_err(|e| CliError::queue(path, e))?;
+        let route = route(args, topic.partition_count())?;
+        let mut producer = topic.producer().map_err(|e| CliError::queue(path, e))?;
+        producer.set_timeout(timeout);
+        Target::Topic {
+            topic,
+            producer,
+            route,
+        }
+    } else {
+        if let Some(option) = topic_only_option(args) {
+            return Err(CliError::new(
+                option,
+                format_args!("{} is a queue file, not a topic", path.display()),
+            ));
+        }
+        let queue = Queue::open(path).map_err(|e| CliError::queue(path, e))?;
+        let mut producer = queue.producer().map_err(|e| CliError::queue(path, e))?;
+        producer.set_timeout(timeout);
+        Target::Queue { queue, producer }
+    };
     let mut sender = Sender {
-        queue: &queue,
-        producer,
+        target,
         patient: args.timeout.is_none(),
         told: false,
     };
@@ -43,44 +61,193 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
     }
 }
 
+/// The first topic-only option given, for the error on a queue file.
+fn topic_only_option(args: &PublishArgs) -> Option<&'static str> {
+    [
+        (args.key.is_some(), "--key"),
+        (args.key_separator.is_some(), "--key-separator"),
+        (args.partition.is_some(), "--partition"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
+}
+
+/// How messages find their partition in a topic of `partitions` partitions.
+fn route(args: &PublishArgs, partitions: u32) -> Result<Route, CliError> {
+    if let Some(p) = args.partition.filter(|&p| p >= partitions) {
+        return Err(CliError::new(
+            format_args!("--partition {p}"),
+            format_args!(
+                "{} has partitions 0 to {}",
+                args.path.display(),
+                partitions - 1
+            ),
+        ));
+    }
+    Ok(match (&args.key, &args.key_separator, args.partition) {
+        (Some(key), _, partition) => Route::Key(key.clone().into_bytes(), partition),
+        (None, Some(sep), partition) if !sep.is_empty() => {
+            Route::Split(sep.clone().into_bytes(), partition)
+        }
+        (None, Some(_), _) => return Err(CliError::new("--key-separator", "must not be empty")),
+        (None, None, Some(p)) => Route::Partition(p),
+        (None, None, None) => Route::RoundRobin,
+    })
+}
+
+/// How a topic message finds its partition.
+enum Route {
+    /// Unkeyed, to the next partition in turn.
+    RoundRobin,
+    /// Unkeyed, to this partition.
+    Partition(u32),
+    /// With this key, to its partition (or to the one given).
+    Key(Vec<u8>, Option<u32>),
+    /// Each message is `KEY SEP VALUE`: keyed by what precedes the first separator (routed by
+    /// it, or to the partition given).
+    Split(Vec<u8>, Option<u32>),
+}
+
+/// Where messages go.
+enum Target {
+    /// A queue file and its producer.
+    Queue {
+        /// The open queue.
+        queue: Queue,
+        /// Its producer.
+        producer: Producer,
+    },
+    /// A topic, its producer and the routing of messages.
+    Topic {
+        /// The open topic.
+        topic: Topic,
+        /// Its producer.
+        producer: TopicProducer,
+        /// How messages find their partition.
+        route: Route,
+    },
+}
+
+/// Where a message went: its partition (topics only) and offset.
+type Placed = (Option<u32>, u64);
+
 /// A producer that, when it has no `--timeout`, waits for room indefinitely but says once on
 /// stderr which group it is waiting for.
-struct Sender<'q> {
-    /// The open queue.
-    queue: &'q Queue,
-    /// Its producer.
-    producer: Producer,
+struct Sender {
+    /// The queue or topic.
+    target: Target,
     /// No `--timeout` was given: wait as long as it takes.
     patient: bool,
     /// The waiting notice was printed.
     told: bool,
 }
 
-impl Sender<'_> {
-    /// Publishes `payload` and returns its offset. A timed-out publish published nothing, so
-    /// retrying it is safe.
-    fn publish(&mut self, payload: &[u8], line: Option<(&str, u64)>) -> Result<u64, CliError> {
+impl Sender {
+    /// Publishes `payload` and returns where it went. A timed-out publish published nothing,
+    /// so retrying it is safe. `line` names the input line in errors.
+    fn publish(&mut self, payload: &[u8], line: Option<(&str, u64)>) -> Result<Placed, CliError> {
         loop {
-            match self.producer.publish(payload) {
+            match self.try_publish(payload) {
                 Err(shmq::Error::Timeout) if self.patient => {
                     if !self.told {
                         self.told = true;
                         errln!(
                             "shmq: {}: waiting for room{} (Ctrl-C to stop)",
-                            self.queue.path().display(),
-                            slowest_group(self.queue)
+                            self.path().display(),
+                            self.slowest_group()
                         );
                     }
                 }
-                result => return result.map_err(|e| publish_error(self.queue, e, line)),
+                Err(e) => return Err(publish_error(self, e, line)),
+                Ok(placed) => return Ok(placed),
             }
         }
+    }
+
+    /// One publish attempt.
+    fn try_publish(&mut self, payload: &[u8]) -> shmq::Result<Placed> {
+        let (producer, route) = match &mut self.target {
+            Target::Queue { producer, .. } => return Ok((None, producer.publish(payload)?)),
+            Target::Topic {
+                producer, route, ..
+            } => (producer, &*route),
+        };
+        let (key, value, partition) = match route {
+            Route::RoundRobin => (None, payload, None),
+            Route::Partition(p) => (None, payload, Some(*p)),
+            Route::Key(key, p) => (Some(&key[..]), payload, *p),
+            Route::Split(sep, p) => match find(payload, sep) {
+                Some(at) => (Some(&payload[..at]), &payload[at + sep.len()..], *p),
+                None => {
+                    return Err(shmq::Error::InvalidArgument(format!(
+                        "no key separator {:?} in the message",
+                        String::from_utf8_lossy(sep)
+                    )))
+                }
+            },
+        };
+        match (key, partition) {
+            (Some(key), None) => {
+                let p = producer.publish_keyed(key, value)?;
+                Ok((Some(p.partition), p.offset))
+            }
+            (key, Some(p)) => Ok((Some(p), producer.publish_to(p, key, value)?)),
+            (None, None) => {
+                let p = producer.publish(value)?;
+                Ok((Some(p.partition), p.offset))
+            }
+        }
+    }
+
+    /// The queue file or topic directory.
+    fn path(&self) -> &std::path::Path {
+        match &self.target {
+            Target::Queue { queue, .. } => queue.path(),
+            Target::Topic { topic, .. } => topic.path(),
+        }
+    }
+
+    /// The queue's (or any partition's) slowest gating group, as [`slowest_group`] says it.
+    fn slowest_group(&self) -> String {
+        match &self.target {
+            Target::Queue { queue, .. } => slowest_group(queue),
+            Target::Topic { topic, .. } => topic
+                .partitions()
+                .iter()
+                .map(slowest_group)
+                .max_by_key(String::len)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The largest message the target takes.
+    fn max_message(&self) -> u64 {
+        match &self.target {
+            Target::Queue { queue, .. } => u64::from(queue.geometry().max_message),
+            Target::Topic { topic, .. } => topic
+                .partitions()
+                .first()
+                .map_or(0, |q| u64::from(q.geometry().max_message)),
+        }
+    }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Prints where a message went: `OFFSET` for a queue, `PARTITION:OFFSET` for a topic.
+fn placed(out: &mut impl Write, (partition, offset): Placed) -> io::Result<()> {
+    match partition {
+        Some(p) => writeln!(out, "{p}:{offset}"),
+        None => writeln!(out, "{offset}"),
     }
 }
 
 /// Publishes each line of `input` (without its line ending) and prints its offset; `source`
 /// names the input in errors.
-fn lines(sender: &mut Sender<'_>, mut input: impl BufRead, source: &str) -> Result<(), CliError> {
+fn lines(sender: &mut Sender, mut input: impl BufRead, source: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let mut line = Vec::new();
     for number in 1u64.. {
@@ -97,8 +264,8 @@ fn lines(sender: &mut Sender<'_>, mut input: impl BufRead, source: &str) -> Resu
                 line.pop();
             }
         }
-        let offset = sender.publish(&line, Some((source, number)))?;
-        if let Err(e) = writeln!(out, "{offset}") {
+        let at = sender.publish(&line, Some((source, number)))?;
+        if let Err(e) = placed(&mut out, at) {
             return stdout_closed(e);
         }
     }
@@ -106,8 +273,8 @@ fn lines(sender: &mut Sender<'_>, mut input: impl BufRead, source: &str) -> Resu
 }
 
 /// Publishes `n` messages of `size` bytes and prints a summary.
-fn synthetic(sender: &mut Sender<'_>, n: u64, size: u64) -> Result<(), CliError> {
-    let max = u64::from(sender.queue.geometry().max_message);
+fn synthetic(sender: &mut Sender, n: u64, size: u64) -> Result<(), CliError> {
+    let max = sender.max_message();
     if size > max {
         return Err(CliError::new(
             format_args!("--size {size}"),
@@ -125,7 +292,7 @@ fn synthetic(sender: &mut Sender<'_>, n: u64, size: u64) -> Result<(), CliError>
     for seq in 0..n {
         let head = payload.len().min(8);
         payload[..head].copy_from_slice(&seq.to_le_bytes()[..head]);
-        let offset = sender.publish(&payload, None)?;
+        let (_, offset) = sender.publish(&payload, None)?;
         range = Some((range.map_or(offset, |(first, _)| first), offset));
         if seq % PROGRESS_EVERY == 0 {
             bar.set_position(seq);
@@ -146,12 +313,12 @@ fn synthetic(sender: &mut Sender<'_>, n: u64, size: u64) -> Result<(), CliError>
 }
 
 /// Describes a failed publish; a full queue names the gating group holding it back.
-fn publish_error(queue: &Queue, e: shmq::Error, line: Option<(&str, u64)>) -> CliError {
-    let path = queue.path();
+fn publish_error(sender: &Sender, e: shmq::Error, line: Option<(&str, u64)>) -> CliError {
+    let path = sender.path();
     let at = line.map_or(String::new(), |(source, n)| format!("{source} line {n}: "));
     match e {
         shmq::Error::Full | shmq::Error::Timeout => {
-            let why = slowest_group(queue);
+            let why = sender.slowest_group();
             let what = if matches!(e, shmq::Error::Full) {
                 "queue is full"
             } else {

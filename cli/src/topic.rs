@@ -1,0 +1,227 @@
+//! Topics on the command line: `shmq info` of a topic (per partition, per group, per member)
+//! and `shmq topic grow|fan-out|route`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use shmq::{partition_for_key, Topic};
+
+use crate::error::CliError;
+use crate::fmt::count;
+use crate::info::{self, render_rows};
+use crate::size::format_size;
+
+/// Arguments of `shmq topic`.
+#[derive(Args)]
+pub struct TopicArgs {
+    /// What to do with the topic.
+    #[command(subcommand)]
+    action: Action,
+}
+
+/// The `topic` subcommands.
+#[derive(Subcommand)]
+enum Action {
+    /// Add partitions to a topic. New keyed messages are routed over all of them, so a key's
+    /// later messages may land in another partition than its earlier ones (use fan-out to
+    /// spread a backlog while keeping per-key order).
+    Grow {
+        /// The topic directory.
+        path: PathBuf,
+        /// The new number of partitions (at least the current one).
+        #[arg(long)]
+        partitions: u32,
+    },
+    /// Copy a group's uncommitted backlog into another topic (typically one with more
+    /// partitions), keeping per-key order, and commit it in the group. Stop the group's
+    /// members first.
+    FanOut {
+        /// The topic whose backlog to copy.
+        source: PathBuf,
+        /// The topic to copy it into (create it first, with `shmq create --partitions N`).
+        dest: PathBuf,
+        /// The consumer group whose backlog it is.
+        #[arg(long, short)]
+        group: String,
+    },
+    /// Print the partition a key is routed to: CRC32C(key) mod the partition count.
+    Route {
+        /// The topic directory.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Runs a `topic` subcommand.
+pub fn run(args: &TopicArgs) -> Result<(), CliError> {
+    match &args.action {
+        Action::Grow { path, partitions } => {
+            let mut topic = open(path)?;
+            let before = topic.partition_count();
+            topic
+                .grow(*partitions)
+                .map_err(|e| CliError::queue(path, e))?;
+            outln!(
+                "{}: {before} -> {} partitions",
+                path.display(),
+                topic.partition_count()
+            );
+            Ok(())
+        }
+        Action::FanOut {
+            source,
+            dest,
+            group,
+        } => {
+            let from = open(source)?;
+            let to = open(dest)?;
+            let done = shmq::fan_out(&from, group, &to).map_err(|e| CliError::queue(source, e))?;
+            outln!(
+                "copied {} messages of group {group:?} from {} ({} partitions) to {} ({} partitions)",
+                count(done.copied),
+                source.display(),
+                from.partition_count(),
+                dest.display(),
+                to.partition_count()
+            );
+            for (p, n) in done.per_partition.iter().enumerate() {
+                outln!("  partition {p}: {}", count(*n));
+            }
+            Ok(())
+        }
+        Action::Route { path, key } => {
+            let topic = open(path)?;
+            outln!(
+                "{}",
+                partition_for_key(key.as_bytes(), topic.partition_count())
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Opens the topic at `path`.
+fn open(path: &Path) -> Result<Topic, CliError> {
+    Topic::open(path).map_err(|e| CliError::queue(path, e))
+}
+
+/// Everything `info` reports about a topic, in the shape of its JSON output.
+#[derive(Serialize)]
+struct TopicInfo {
+    /// The topic directory.
+    path: String,
+    /// Number of partitions.
+    partitions: u32,
+    /// Every partition, as `info` reports a queue file.
+    partition_info: Vec<info::Info>,
+    /// Every member of every group.
+    members: Vec<Member>,
+}
+
+/// One member of a topic's group.
+#[derive(Serialize)]
+struct Member {
+    /// Its consumer group.
+    group: String,
+    /// Its process id.
+    pid: u32,
+    /// Whether that process runs.
+    alive: bool,
+    /// Milliseconds since its last heartbeat.
+    heartbeat_age_ms: u128,
+    /// How old its heartbeat may get before the others take its partitions, in milliseconds.
+    session_timeout_ms: u128,
+    /// Alive with a fresh heartbeat: it counts in the assignment.
+    live: bool,
+}
+
+/// Prints `shmq info` of the topic at `path`.
+pub fn info(path: &Path, json: bool) -> Result<(), CliError> {
+    let topic = open(path)?;
+    let report = TopicInfo {
+        path: path.display().to_string(),
+        partitions: topic.partition_count(),
+        partition_info: topic.partitions().iter().map(info::gather).collect(),
+        members: topic
+            .members()
+            .into_iter()
+            .map(|m| Member {
+                group: m.group,
+                pid: m.pid,
+                alive: m.alive,
+                heartbeat_age_ms: m.heartbeat_age.as_millis(),
+                session_timeout_ms: m.session_timeout.as_millis(),
+                live: m.live,
+            })
+            .collect(),
+    };
+    let text = if json {
+        info::to_json(path, &report)?
+    } else {
+        table(&topic, &report)
+    };
+    info::print(&text)
+}
+
+/// The human-readable form: the parameters, a row per partition, per group and partition,
+/// and per member.
+fn table(topic: &Topic, report: &TopicInfo) -> String {
+    let g = topic.partitions()[0].geometry();
+    let mut out = format!(
+        "topic        {}\n\
+         partitions   {}, each: capacity {}, max message {}, full policy {}, durability {}\n\n",
+        report.path,
+        report.partitions,
+        format_size(g.capacity),
+        format_size(u64::from(g.max_message)),
+        info::policy_name(g.full_policy),
+        info::durability_name(g.durability),
+    );
+    let mut rows = vec![[
+        "PARTITION",
+        "OLDEST",
+        "TAIL",
+        "DURABLE",
+        "FILL",
+        "PRODUCERS",
+    ]
+    .map(String::from)];
+    for (p, i) in report.partition_info.iter().enumerate() {
+        rows.push([
+            p.to_string(),
+            count(i.oldest_offset),
+            count(i.tail_offset),
+            count(i.durable_offset),
+            format_size(i.fill_bytes),
+            i.producers_alive.to_string(),
+        ]);
+    }
+    out.push_str(&render_rows(&rows));
+    let groups: Vec<info::Group> = (0u32..)
+        .zip(topic.partitions())
+        .flat_map(|(p, q)| info::groups(q, Some(p)))
+        .collect();
+    out.push_str("\n\n");
+    if groups.is_empty() {
+        out.push_str("groups       none");
+    } else {
+        out.push_str(&info::group_table(&groups));
+    }
+    if !report.members.is_empty() {
+        let mut rows = vec![["MEMBER OF", "PID", "ALIVE", "HEARTBEAT", "LIVE"].map(String::from)];
+        for m in &report.members {
+            rows.push([
+                m.group.clone(),
+                m.pid.to_string(),
+                if m.alive { "yes" } else { "no" }.to_string(),
+                format!("{} ms ago", m.heartbeat_age_ms),
+                if m.live { "yes" } else { "no" }.to_string(),
+            ]);
+        }
+        out.push_str("\n\n");
+        out.push_str(&render_rows(&rows));
+    }
+    out
+}
