@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{fails, info, ok, path_in, shmq};
+use common::{fails, info, ok, path_in, shmq, wait_for_info, Background};
 
 /// A queue in a fresh directory with `n` messages `m0`, `m1`, … and group `g` that has
 /// committed the first `committed` of them.
@@ -113,19 +112,12 @@ fn group_reset_replays_and_skips() {
 #[test]
 fn group_reset_and_delete_refuse_a_live_member() {
     let (_d, q) = queue_with(3, 0);
-    let mut member = Command::new(env!("CARGO_BIN_EXE_shmq"))
-        .args(["consume", &q, "-g", "g", "--follow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = member.id().to_string();
+    let member = Background::start(&["consume", &q, "-g", "g", "--follow"]);
+    let pid = member.pid().to_string();
     // The member has joined once info shows it as the holder.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while info(&q)["groups"][0]["holder_pid"] != member.id() {
-        assert!(std::time::Instant::now() < deadline, "member never joined");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_info(&q, "member never joined", |v| {
+        v["groups"][0]["holder_pid"] == member.pid()
+    });
     fails(
         &["group", "reset", &q, "g", "--to", "latest"],
         &[&q, "\"g\"", "held by live process", &pid],
@@ -134,8 +126,7 @@ fn group_reset_and_delete_refuse_a_live_member() {
         &["group", "delete", &q, "g"],
         &[&q, "\"g\"", "held by live process", &pid],
     );
-    member.kill().unwrap();
-    member.wait().unwrap();
+    drop(member);
     // A dead holder no longer protects the group.
     ok(&["group", "reset", &q, "g", "--to", "latest"]);
     assert!(ok(&["group", "delete", &q, "g"]).contains("deleted group \"g\""));
@@ -202,15 +193,9 @@ fn stat_sees_a_producer_publishing() {
     ok(&["create", &q, "--capacity", "1MiB"]);
     // Non-gating, so it never fills the ring and holds the producer back.
     ok(&["group", "create", &q, "tap", "--non-gating"]);
-    let mut producer = Command::new(env!("CARGO_BIN_EXE_shmq"))
-        .args(["publish", &q, "--count", "100000000", "--size", "16"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let producer = Background::start(&["publish", &q, "--count", "100000000", "--size", "16"]);
     let json = ok(&["stat", &q, "--interval", "200ms", "--count", "3", "--json"]);
-    producer.kill().unwrap();
-    producer.wait().unwrap();
+    drop(producer);
     let samples: Vec<serde_json::Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -288,34 +273,17 @@ fn info_shows_a_producer_held_back_by_a_group() {
     let q = path_in(dir.path(), "q");
     ok(&["create", &q, "--capacity", "4KiB"]);
     ok(&["group", "create", &q, "slow"]);
-    let mut producer = Command::new(env!("CARGO_BIN_EXE_shmq"))
-        .args(["publish", &q, "--count", "1000", "--size", "100"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let v = loop {
-        let v = info(&q);
-        if v["producers_waiting"] == 1 {
-            break v;
-        }
-        assert!(std::time::Instant::now() < deadline, "never waited: {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let _producer = Background::start(&["publish", &q, "--count", "1000", "--size", "100"]);
+    let v = wait_for_info(&q, "never waited", |v| v["producers_waiting"] == 1);
     assert_eq!(v["producers_alive"], 1);
     // 136-byte records: 30 fill the 4 KiB ring, and the 31st waits for "slow".
     assert_eq!(v["fill_bytes"], 30 * 136, "{v}");
     assert_eq!(v["groups"][0]["lag"], 30);
     ok(&["group", "reset", &q, "slow", "--to", "latest"]);
     // The reset made room: the producer wakes and goes on.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while info(&q)["tail_offset"].as_u64().unwrap() <= 30 {
-        assert!(std::time::Instant::now() < deadline, "producer never woke");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    producer.kill().unwrap();
-    producer.wait().unwrap();
+    wait_for_info(&q, "producer never woke", |v| {
+        v["tail_offset"].as_u64() > Some(30)
+    });
 }
 
 #[test]

@@ -62,3 +62,51 @@ pub fn path_in(dir: &Path, name: &str) -> String {
 pub fn info(queue: &str) -> serde_json::Value {
     serde_json::from_str(&ok(&["info", queue, "--json"])).expect("info prints JSON")
 }
+
+/// A `shmq` process running in the background, killed and reaped when dropped (also when a
+/// test fails while it runs).
+pub struct Background(pub std::process::Child);
+
+impl Background {
+    /// Starts `shmq` with `args`, its output discarded.
+    pub fn start(args: &[&str]) -> Background {
+        let child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start shmq");
+        Background(child)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `shmq info --json` of `queue` until `done` holds (at most 20 s, else the test fails
+/// naming `what`); returns that info.
+pub fn wait_for_info(
+    queue: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = info(queue);
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
