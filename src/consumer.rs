@@ -64,10 +64,11 @@ pub enum SeekTo {
     /// A given offset (must still be in the ring).
     Offset(u64),
     /// The first record published at or after this time, in nanoseconds since the Unix epoch
-    /// (the tail if there is none). Records carry the wall-clock time of their publish; with
-    /// several producers that order can differ from offset order by the time between taking
-    /// an offset and reading the clock, and a search across such a spot errs towards the
-    /// earlier record (a record delivered twice, never one skipped).
+    /// (the tail if there is none), found by binary search over the record timestamps. Records
+    /// carry the wall-clock time of their publish. With several producers, timestamp order can
+    /// differ from offset order by the time between taking an offset and reading the clock
+    /// (well under a millisecond unless a producer is descheduled), and a time inside such a
+    /// window may land on either side of it. A wall clock set backwards breaks the order too.
     Time(u64),
 }
 

@@ -483,9 +483,11 @@ impl Ring {
 
     /// The first retained record whose timestamp is at or after `ns`, or the tail: found by
     /// binary search over `[oldest, tail)`, since timestamps grow with offsets (up to the
-    /// clock skew between concurrent producers). A record that cannot be read (pending,
-    /// aborted or damaged) counts as "at or after", so the search may end earlier than it
-    /// would with perfect knowledge, never later.
+    /// skew between concurrent producers, see [`SeekTo::Time`]). A record that cannot be read
+    /// (pending, aborted or damaged) counts as "at or after", so around it the search errs
+    /// towards the earlier record.
+    ///
+    /// [`SeekTo::Time`]: crate::SeekTo::Time
     #[cfg(not(loom))]
     pub(crate) fn first_at_or_after(&self, ns: u64) -> (u64, u64) {
         let (mut lo, _) = self.oldest();
