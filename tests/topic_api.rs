@@ -279,6 +279,37 @@ fn growth_reroutes_keys_and_members_and_producers_pick_it_up() {
 }
 
 #[test]
+fn producers_and_members_made_from_a_handle_opened_before_a_growth_see_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, stale) = new_topic(&dir, "t.topic", 2);
+    Topic::open(&path).unwrap().grow(8).unwrap();
+    assert_eq!(
+        stale.partition_count(),
+        2,
+        "the handle itself has not refreshed"
+    );
+    let mut p = stale.producer().unwrap();
+    let k = (0..)
+        .map(key)
+        .find(|k| partition_for_key(k, 8) >= 2)
+        .unwrap();
+    let sent = p.publish_keyed(&k, b"v").unwrap();
+    assert_eq!(
+        sent.partition,
+        partition_for_key(&k, 8),
+        "routed with the topic's count, like every other producer"
+    );
+    let mut c = stale.join("g", &fast_member()).unwrap();
+    assert_eq!(
+        c.assignment(),
+        (0..8).collect::<Vec<_>>(),
+        "the only member holds every partition, the new ones too"
+    );
+    let got = drain(&mut c);
+    assert_eq!(got, vec![(sent.partition, Some(k), b"v".to_vec())]);
+}
+
+#[test]
 fn a_growth_that_died_before_announcing_itself_is_announced_by_the_next_opener() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();

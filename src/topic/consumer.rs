@@ -106,7 +106,10 @@ impl TopicConsumer {
         }
         let slot = topic.members_file().join(group, options.session_timeout)?;
         let mut consumer = TopicConsumer {
-            generation: topic.members_file().generation(),
+            // The handle's own generation, not the membership file's: a handle opened before a
+            // growth refreshes at the first tick (below) instead of never seeing the new
+            // partitions.
+            generation: topic.generation(),
             held: (0..topic.partition_count()).map(|_| None).collect(),
             topic,
             group: group.to_string(),

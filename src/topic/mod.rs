@@ -295,6 +295,12 @@ impl Topic {
         Ok(())
     }
 
+    /// The growth generation of the descriptor this handle read: what a producer or member
+    /// made from it compares with the membership file's word to know whether it is stale.
+    pub(crate) fn generation(&self) -> u64 {
+        self.descriptor.generation
+    }
+
     /// The topic directory.
     pub fn path(&self) -> &Path {
         &self.dir
