@@ -468,6 +468,24 @@ fn bad_descriptors_and_missing_partitions_give_clear_errors() {
 }
 
 #[test]
+fn growing_a_topic_whose_generation_is_at_its_maximum_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = new_topic(&dir, "t.topic", 2);
+    rewrite_descriptor(&path, |b| {
+        b[32..40].copy_from_slice(&u64::MAX.to_le_bytes())
+    });
+    let mut topic = Topic::open(&path).unwrap();
+    let e = topic.grow(4).unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt { kind: Corruption::Descriptor(_), path: p } if *p == path),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("cannot grow"), "{e}");
+    assert_eq!(Topic::open(&path).unwrap().partition_count(), 2);
+    assert!(!path.join("partition-0002.q").exists(), "nothing was made");
+}
+
+#[test]
 fn a_record_without_topic_framing_is_an_error_then_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 1);
