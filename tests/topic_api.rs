@@ -221,6 +221,32 @@ fn members_in_one_process_share_partitions_and_take_over_on_drop() {
 }
 
 #[test]
+fn huge_member_durations_are_refused_or_saturate_never_panic_or_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, topic) = new_topic(&dir, "t.topic", 2);
+    let huge = MemberOptions {
+        heartbeat_interval: Duration::MAX,
+        session_timeout: Duration::MAX,
+        ..MemberOptions::default()
+    };
+    assert!(matches!(
+        topic.join("g", &huge),
+        Err(Error::InvalidArgument(m)) if m.contains("at least twice")
+    ));
+    // 2^64 + 1 ns: truncated to u64 it would be a 1 ns session, counted out at once.
+    let long = MemberOptions {
+        heartbeat_interval: Duration::from_millis(10),
+        session_timeout: Duration::from_nanos(u64::MAX) + Duration::from_nanos(2),
+        ..MemberOptions::default()
+    };
+    let _member = topic.join("g", &long).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let seen = topic.members();
+    assert_eq!(seen[0].session_timeout, Duration::from_nanos(u64::MAX));
+    assert!(seen[0].live, "{seen:?}");
+}
+
+#[test]
 fn a_member_that_stops_polling_is_counted_out_but_keeps_its_leases_until_it_polls() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 4);

@@ -95,8 +95,9 @@ pub struct TopicConsumer {
 
 impl TopicConsumer {
     pub(crate) fn new(topic: Topic, group: &str, options: &MemberOptions) -> Result<Self> {
+        let least = options.heartbeat_interval.checked_mul(2);
         if options.heartbeat_interval.is_zero()
-            || options.session_timeout < 2 * options.heartbeat_interval
+            || least.map_or(true, |l| options.session_timeout < l)
         {
             return Err(Error::InvalidArgument(format!(
                 "the session timeout ({:?}) must be at least twice the heartbeat interval ({:?}), \
@@ -249,8 +250,8 @@ impl TopicConsumer {
 
     /// Heartbeat, growth, and rebalance (see the module docs).
     fn tick(&mut self) -> Result<()> {
-        self.next_tick =
-            members::coarse_ns().saturating_add(self.options.heartbeat_interval.as_nanos() as u64);
+        self.next_tick = members::coarse_ns()
+            .saturating_add(members::saturating_ns(self.options.heartbeat_interval));
         let members = self.topic.members_file();
         if !members.heartbeat(self.slot) {
             // Our slot was taken (a damaged or hostile file): give everything up and rejoin.

@@ -82,6 +82,11 @@ pub(crate) fn coarse_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
 
+/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years) instead of truncating.
+pub(crate) fn saturating_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// One member of a topic's consumer group, as read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {
@@ -250,7 +255,7 @@ impl Members {
             r.u64(base + HEARTBEAT)
                 .store(monotonic_ns(), Ordering::Relaxed);
             r.u64(base + SESSION)
-                .store(session.as_nanos() as u64, Ordering::Relaxed);
+                .store(saturating_ns(session), Ordering::Relaxed);
             r.u64(base + NAME_LEN)
                 .store(group.len() as u64, Ordering::Relaxed);
             let mut padded = [0u8; MAX_GROUP_NAME];
