@@ -10,11 +10,15 @@
 //!
 //! # Sync points
 //!
-//! * **J** (join): the lease CAS (AcqRel), then the slot's fields (Relaxed), then `ready` set
-//!   to the lease's low word (Release) ↔ a reader's `ready` load (Acquire) after its lease
-//!   load, then the fields, then the lease again: a slot whose lease changed meanwhile is
-//!   discarded, and `ready` must match the lease it saw, so a new owner's half-written fields
-//!   or a dead owner's old ones are never taken for the current owner's.
+//! * **J** (join), a seqlock keyed by the lease: the lease CAS (AcqRel), a Release fence, the
+//!   slot's fields (Relaxed, the name word by word), then `ready` set to the lease's low word
+//!   (Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
+//!   an Acquire fence, the lease again (Relaxed). `ready` must match the lease seen first, so a
+//!   dead owner's old fields are not taken for the new owner's; and a slot whose lease changed
+//!   while its fields were read is discarded: if a field read saw a later owner's store, that
+//!   owner's Release fence synchronises with the reader's Acquire fence, so its lease CAS
+//!   (before the fence) is visible to the second lease load. Every access is atomic: no torn
+//!   word, and no plain read racing a write.
 //! * **W** (wake-up): the header's `wake waiters` bitmap and `wake seq` futex word follow SYNC W
 //!   of `ring.rs`: a sleeping member sets its bit (SeqCst) and re-checks the tails of its
 //!   partitions (SeqCst loads); a topic producer CASes a tail (SeqCst) and then loads the
@@ -34,7 +38,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::process;
-use crate::sync::{Ordering, Region};
+use crate::sync::{fence, Ordering, Region};
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -60,6 +64,8 @@ const HEARTBEAT: u64 = 24;
 const SESSION: u64 = 32;
 const NAME_LEN: u64 = 40;
 const NAME: u64 = 48;
+// The name is copied as whole atomic words and fits the slot before its reserved bytes.
+const _: () = assert!(MAX_GROUP_NAME % 8 == 0 && NAME + MAX_GROUP_NAME as u64 <= SLOT - 16);
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -249,6 +255,9 @@ impl Members {
             {
                 continue;
             }
+            // SYNC J (Release fence): a reader whose field loads see any store below also sees
+            // the CAS above on its second lease load, and discards what it read.
+            fence(Ordering::Release);
             crate::crash::point("member.join.after_lease");
             let r = &self.region;
             // Relaxed: the fields are published by the Release store of `ready` below.
@@ -260,7 +269,12 @@ impl Members {
                 .store(group.len() as u64, Ordering::Relaxed);
             let mut padded = [0u8; MAX_GROUP_NAME];
             padded[..group.len()].copy_from_slice(group.as_bytes());
-            r.write_bytes(base + NAME, &padded);
+            for (i, chunk) in padded.chunks_exact(8).enumerate() {
+                let bytes = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                // Relaxed: as above.
+                r.u64(base + NAME + 8 * i as u64)
+                    .store(bytes, Ordering::Relaxed);
+            }
             // SYNC J (Release): the fields above are visible to whoever sees `ready` match.
             r.u64(base + READY).store(word as u64, Ordering::Release);
             crate::crash::point("member.join.after_ready");
@@ -315,13 +329,23 @@ impl Members {
         if len == 0 || len > MAX_GROUP_NAME as u64 {
             return None;
         }
-        let mut name = vec![0u8; len as usize];
-        r.read_bytes(base + NAME, &mut name);
+        let mut name: Vec<u8> = (0..MAX_GROUP_NAME as u64 / 8)
+            // Relaxed: as for the length.
+            .flat_map(|i| {
+                r.u64(base + NAME + 8 * i)
+                    .load(Ordering::Relaxed)
+                    .to_le_bytes()
+            })
+            .collect();
+        name.truncate(len as usize);
         // Relaxed: as for the length.
         let heartbeat = r.u64(base + HEARTBEAT).load(Ordering::Relaxed);
         let session = r.u64(base + SESSION).load(Ordering::Relaxed);
-        // Acquire: if the slot changed hands while we read, what we read is discarded.
-        if r.u128(base + LEASE).load(Ordering::Acquire) != word {
+        // SYNC J (Acquire fence, then Relaxed): if the slot changed hands while we read, the
+        // new owner's CAS is visible here and what we read is discarded. An Acquire load alone
+        // would not do: it orders the loads after it, not the field loads before it.
+        fence(Ordering::Acquire);
+        if r.u128(base + LEASE).load(Ordering::Relaxed) != word {
             return None;
         }
         Some(Seen {
