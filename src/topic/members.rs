@@ -11,10 +11,11 @@
 //! # Sync points
 //!
 //! * **J** (join), a seqlock keyed by the lease: the lease CAS (AcqRel), a Release fence, the
-//!   slot's fields (Relaxed, the name word by word), then `ready` set to the lease's low word
-//!   (Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
-//!   an Acquire fence, the lease again (Relaxed). `ready` must match the lease seen first, so a
-//!   dead owner's old fields are not taken for the new owner's; and a slot whose lease changed
+//!   slot's fields (Relaxed, the name word by word), then `ready` set to the lease's tag
+//!   ([`ready_tag`], Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
+//!   an Acquire fence, the lease again (Relaxed). `ready` must match the tag of the lease seen
+//!   first, so a dead owner's old fields are not taken for the new owner's, even one with a
+//!   recycled pid and the same token; and a slot whose lease changed
 //!   while its fields were read is discarded: if a field read saw a later owner's store, that
 //!   owner's Release fence synchronises with the reader's Acquire fence, so its lease CAS
 //!   (before the fence) is visible to the second lease load. Every access is atomic: no torn
@@ -38,7 +39,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::process;
-use crate::sync::{fence, Ordering, Region};
+use crate::sync::{fence, unpack, Ordering, Region};
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -66,6 +67,15 @@ const NAME_LEN: u64 = 40;
 const NAME: u64 = 48;
 // The name is copied as whole atomic words and fits the slot before its reserved bytes.
 const _: () = assert!(MAX_GROUP_NAME % 8 == 0 && NAME + MAX_GROUP_NAME as u64 <= SLOT - 16);
+
+/// What `ready` holds once the fields of the slot's owner `word` are complete: both halves of
+/// the lease word mixed, never 0. Not the low half alone: a process with a recycled pid takes
+/// the same tokens in the same order, so its first lease word can differ from a dead
+/// predecessor's only in the start time, and the predecessor's `ready` would match it.
+fn ready_tag(word: u128) -> u64 {
+    let (low, high) = unpack(word);
+    (low ^ high.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)).max(1)
+}
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -276,7 +286,8 @@ impl Members {
                     .store(bytes, Ordering::Relaxed);
             }
             // SYNC J (Release): the fields above are visible to whoever sees `ready` match.
-            r.u64(base + READY).store(word as u64, Ordering::Release);
+            r.u64(base + READY)
+                .store(ready_tag(word), Ordering::Release);
             crate::crash::point("member.join.after_ready");
             // A dead predecessor may have died asleep. SeqCst like every sleeper-bitmap change.
             r.u64(WAKE_WAITERS)
@@ -321,7 +332,7 @@ impl Members {
         // SYNC J (Acquire): see the fields of the owner that took the slot.
         let word = r.u128(base + LEASE).load(Ordering::Acquire);
         // SYNC J (Acquire): pairs with the Release store of `ready`.
-        if word == 0 || r.u64(base + READY).load(Ordering::Acquire) != word as u64 {
+        if word == 0 || r.u64(base + READY).load(Ordering::Acquire) != ready_tag(word) {
             return None;
         }
         // Relaxed: ordered by the Acquire load of `ready`.
@@ -436,6 +447,32 @@ pub(crate) fn assigned(live: &[u128], me: u128, partitions: u32) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_owner_with_a_recycled_pid_and_token_is_not_ready_with_its_predecessors_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        Members::create(&path, 0o600).unwrap();
+        let m = Members::open(&path).unwrap();
+        let live = process::lease_word();
+        // The dead predecessor: the same pid and token, another start time.
+        let dead = live ^ (1u128 << 64);
+        assert!(process::alive(live) && !process::alive(dead));
+        let base = Members::slot_off(0);
+        let r = m.region();
+        r.u128(base + LEASE).store(dead, Ordering::SeqCst);
+        r.u64(base + HEARTBEAT)
+            .store(monotonic_ns(), Ordering::SeqCst);
+        r.u64(base + SESSION).store(u64::MAX, Ordering::SeqCst);
+        r.u64(base + NAME_LEN).store(1, Ordering::SeqCst);
+        r.u64(base + NAME).store(u64::from(b'g'), Ordering::SeqCst);
+        r.u64(base + READY).store(ready_tag(dead), Ordering::SeqCst);
+        assert!(m.seen(0).is_some(), "the predecessor's complete slot reads");
+        // The new owner has taken the lease and not yet written its fields nor `ready`.
+        r.u128(base + LEASE).store(live, Ordering::SeqCst);
+        assert!(m.seen(0).is_none(), "half-joined: not a member yet");
+        assert!(m.live("g").is_empty());
+    }
 
     #[test]
     fn assignment_is_a_fair_partition_of_the_partitions() {
