@@ -76,6 +76,22 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a CStr,
     Ok(unsafe { CStr::from_ptr(p) })
 }
 
+/// The body of every `*_free` / `*_close` function: drops the handle `p` made by
+/// `Box::into_raw` (NULL: no-op), under [`error::guard`] as `function`.
+///
+/// # Safety
+/// `p` is NULL or a live handle made by `Box::into_raw`, freed exactly once and not in use by
+/// another thread during or after this call.
+pub(crate) unsafe fn free_handle<T>(function: &str, p: *mut T) {
+    error::guard(function, || {
+        if !p.is_null() {
+            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
+            drop(unsafe { Box::from_raw(p) });
+        }
+        Ok(())
+    });
+}
+
 /// Checks that a required pointer argument is not NULL.
 pub(crate) fn non_null<T>(p: *const T, what: &str) -> Result<(), Failure> {
     if p.is_null() {

@@ -108,13 +108,8 @@ pub unsafe extern "C" fn shmq_wait_durable(
 /// thread.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_producer_free(producer: *mut shmq_producer) {
-    guard("shmq_producer_free", || {
-        if !producer.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(producer) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_producer_free", producer) }
 }
 
 /// Borrows the producer of a handle argument.

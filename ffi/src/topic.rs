@@ -133,13 +133,8 @@ fn new_handle(topic: Topic) -> *mut shmq_topic {
 /// thread during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_topic_close(topic: *mut shmq_topic) {
-    guard("shmq_topic_close", || {
-        if !topic.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(topic) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_topic_close", topic) }
 }
 
 /// Re-reads the descriptor (picking up growth by any process) and stores the partition count
@@ -334,13 +329,8 @@ pub unsafe extern "C" fn shmq_topic_publish_to(
 /// `producer` is NULL or a live producer handle, freed exactly once and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_topic_producer_free(producer: *mut shmq_topic_producer) {
-    guard("shmq_topic_producer_free", || {
-        if !producer.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(producer) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_topic_producer_free", producer) }
 }
 
 /// Joins consumer group `group` (NUL-terminated UTF-8, 1 to 64 bytes) of `topic` and stores
@@ -486,13 +476,8 @@ pub unsafe extern "C" fn shmq_topic_commit(
 /// `consumer` is NULL or a live consumer handle, freed exactly once and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_topic_consumer_free(consumer: *mut shmq_topic_consumer) {
-    guard("shmq_topic_consumer_free", || {
-        if !consumer.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(consumer) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_topic_consumer_free", consumer) }
 }
 
 /// Locks the topic of a handle argument (a poisoned lock is still usable: a `Topic` has no
