@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::Backoff;
 
 use crate::consumer::{Consumer, Subscribe};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Error, Result};
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
 
@@ -173,10 +173,8 @@ impl TopicConsumer {
                     self.cursor = p + 1;
                 }
                 if let Some(m) = polled? {
-                    let (key, value) = routing::split(m.payload).map_err(|why| Error::Corrupt {
-                        path: self.topic.partitions()[p].path().to_path_buf(),
-                        kind: Corruption::Shared(format!("record {}: {why}", m.offset)),
-                    })?;
+                    let path = self.topic.partitions()[p].path();
+                    let (key, value) = routing::split_record(path, m.offset, m.payload)?;
                     return Ok(Some(TopicMessage {
                         partition: p as u32,
                         offset: m.offset,

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::consumer::Subscribe;
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Error, Result};
 use crate::topic::{routing, Topic};
 
 /// Records between two commits of the source group while copying.
@@ -52,10 +52,7 @@ pub fn fan_out(source: &Topic, group: &str, dest: &Topic) -> Result<FanOut> {
                 return Err(Error::Timeout);
             };
             let offset = m.offset;
-            let (key, value) = routing::split(m.payload).map_err(|why| Error::Corrupt {
-                path: queue.path().to_path_buf(),
-                kind: Corruption::Shared(format!("record {offset}: {why}")),
-            })?;
+            let (key, value) = routing::split_record(queue.path(), offset, m.payload)?;
             match key {
                 Some(k) => producer.publish_keyed(k, value)?,
                 None => producer.publish(value)?,
