@@ -247,6 +247,39 @@ fn huge_member_durations_are_refused_or_saturate_never_panic_or_wrap() {
 }
 
 #[test]
+fn a_partition_that_cannot_be_opened_does_not_stop_a_member_taking_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(4);
+    opts.queue.group_slots = 1;
+    let topic = Topic::create(dir.path().join("t.topic"), &opts).unwrap();
+    let mut a = topic.join("g", &fast_member()).unwrap();
+    let mut b = topic.join("g", &fast_member()).unwrap();
+    poll_until(&mut a, &mut b, |x, y| x.len() == 2 && y.len() == 2);
+    let (first, last) = (b.assignment()[0], b.assignment()[1]);
+    drop(b);
+    // The first of b's partitions now has its one group slot taken by another group, so `a`
+    // cannot open `g` there; it must still take the other one.
+    let blocked = &topic.partitions()[first as usize];
+    blocked.delete_group("g").unwrap();
+    drop(blocked.consumer("other").unwrap());
+    let start = Instant::now();
+    let mut errors = 0;
+    while !a.assignment().contains(&last) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "partition {last} never taken: {:?}",
+            a.assignment()
+        );
+        match a.poll(Some(Duration::from_millis(5))) {
+            Err(Error::TooManyGroups(1)) => errors += 1,
+            other => assert!(matches!(other, Ok(None)), "{other:?}"),
+        }
+    }
+    assert!(!a.assignment().contains(&first));
+    assert!(errors > 0, "the failure is reported, not swallowed");
+}
+
+#[test]
 fn a_member_that_stops_polling_is_counted_out_but_keeps_its_leases_until_it_polls() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 4);

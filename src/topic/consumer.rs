@@ -266,23 +266,31 @@ impl TopicConsumer {
         }
         let live = self.topic.members_file().live(&self.group);
         let mine = assigned(&live, self.slot.word, self.topic.partition_count());
-        for (p, &assigned) in mine.iter().enumerate() {
-            match (&self.held[p], assigned) {
+        // Releases first, all of them: a partition that fails to open below must not keep
+        // another member waiting for one this member gives up.
+        for (held, &assigned) in self.held.iter_mut().zip(&mine) {
+            if !assigned {
                 // Dropping the consumer releases the partition's lease.
-                (Some(_), false) => self.held[p] = None,
-                (None, true) => {
-                    let queue = &self.topic.partitions()[p];
-                    match queue.subscribe(&self.group, &self.options.subscribe) {
-                        Ok(c) => self.held[p] = Some(c),
-                        // Its previous holder has not released it yet: retry at the next tick.
-                        Err(Error::GroupBusy { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                _ => {}
+                *held = None;
             }
         }
-        Ok(())
+        // Then takes, every one it can: a failure is reported after the others were tried.
+        let mut failed = None;
+        for (p, &assigned) in mine.iter().enumerate() {
+            if !assigned || self.held[p].is_some() {
+                continue;
+            }
+            let queue = &self.topic.partitions()[p];
+            match queue.subscribe(&self.group, &self.options.subscribe) {
+                Ok(c) => self.held[p] = Some(c),
+                // Its previous holder has not released it yet: retry at the next tick.
+                Err(Error::GroupBusy { .. }) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 }
 
