@@ -301,12 +301,16 @@ impl Members {
     /// damaged file takes a live member's slot).
     pub(crate) fn heartbeat(&self, slot: Slot) -> bool {
         let base = Self::slot_off(slot.index);
+        // Acquire: pairs with any CAS that took the slot. Checked first, so a member whose
+        // slot was taken does not keep its new owner's heartbeat fresh.
+        if self.region.u128(base + LEASE).load(Ordering::Acquire) != slot.word {
+            return false;
+        }
         // Relaxed: a timestamp; readers only compare it with the clock.
         self.region
             .u64(base + HEARTBEAT)
             .store(monotonic_ns(), Ordering::Relaxed);
-        // Acquire: pairs with any CAS that took the slot.
-        self.region.u128(base + LEASE).load(Ordering::Acquire) == slot.word
+        true
     }
 
     /// Leaves: the slot is free for the next joiner.
@@ -447,6 +451,23 @@ pub(crate) fn assigned(live: &[u128], me: u128, partitions: u32) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_whose_slot_was_taken_stamps_no_heartbeat_into_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        Members::create(&path, 0o600).unwrap();
+        let m = Members::open(&path).unwrap();
+        let slot = m.join("g", Duration::from_secs(1)).unwrap();
+        assert!(m.heartbeat(slot));
+        let base = Members::slot_off(slot.index);
+        m.region()
+            .u128(base + LEASE)
+            .store(process::lease_word(), Ordering::SeqCst);
+        m.region().u64(base + HEARTBEAT).store(7, Ordering::SeqCst);
+        assert!(!m.heartbeat(slot));
+        assert_eq!(m.region().u64(base + HEARTBEAT).load(Ordering::SeqCst), 7);
+    }
 
     #[test]
     fn a_new_owner_with_a_recycled_pid_and_token_is_not_ready_with_its_predecessors_fields() {
