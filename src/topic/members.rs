@@ -316,6 +316,11 @@ impl Members {
     /// Leaves: the slot is free for the next joiner.
     pub(crate) fn leave(&self, slot: Slot) {
         let base = Self::slot_off(slot.index);
+        // Acquire: as in `heartbeat`. A slot someone else took is theirs: clearing its `ready`
+        // would hide a live member from every assignment.
+        if self.region.u128(base + LEASE).load(Ordering::Acquire) != slot.word {
+            return;
+        }
         // Release: the next owner's CAS (Acquire) sees the slot not ready.
         self.region.u64(base + READY).store(0, Ordering::Release);
         crate::crash::point("member.leave.before_lease");
@@ -467,6 +472,22 @@ mod tests {
         m.region().u64(base + HEARTBEAT).store(7, Ordering::SeqCst);
         assert!(!m.heartbeat(slot));
         assert_eq!(m.region().u64(base + HEARTBEAT).load(Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn a_member_whose_slot_was_taken_leaves_the_new_owner_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        Members::create(&path, 0o600).unwrap();
+        let m = Members::open(&path).unwrap();
+        let stale = m.join("g", Duration::from_secs(1)).unwrap();
+        // Another member (a live process's word) took the slot, as only a damaged file allows.
+        let base = Members::slot_off(stale.index);
+        m.region().u128(base + LEASE).store(0, Ordering::SeqCst);
+        let owner = m.join("g", Duration::from_secs(1)).unwrap();
+        assert_eq!(owner.index, stale.index);
+        m.leave(stale);
+        assert_eq!(m.live("g"), vec![owner.word], "the new owner still counts");
     }
 
     #[test]
