@@ -641,7 +641,7 @@ proptest::proptest! {
                 let _ = c.poll(Some(Duration::from_millis(5)));
                 proptest::prop_assert!(c.assignment().len() <= 2);
             }
-            Err(e) => proptest::prop_assert!(matches!(e, Error::TooManyMembers(64)), "{e}"),
+            Err(e) => proptest::prop_assert!(matches!(e, Error::TooManyMembers { slots: 64, .. }), "{e}"),
         }
     }
 }

@@ -49,7 +49,11 @@ pub fn fan_out(source: &Topic, group: &str, dest: &Topic) -> Result<FanOut> {
         let mut copied = 0;
         while consumer.position() < end {
             let Some(m) = consumer.poll(Some(wait))? else {
-                return Err(Error::Timeout);
+                return Err(Error::Io {
+                    path: queue.path().to_path_buf(),
+                    op: "wait for the next record to copy",
+                    source: std::io::ErrorKind::TimedOut.into(),
+                });
             };
             let offset = m.offset;
             let (key, value) = routing::split_record(queue.path(), offset, m.payload)?;

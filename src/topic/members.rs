@@ -294,7 +294,10 @@ impl Members {
                 .fetch_and(!(1u64 << index), Ordering::SeqCst);
             return Ok(Slot { index, word });
         }
-        Err(Error::TooManyMembers(SLOTS))
+        Err(Error::TooManyMembers {
+            path: self.path.clone(),
+            slots: SLOTS,
+        })
     }
 
     /// Stamps a fresh heartbeat; false if the slot is no longer ours (only a hostile or
