@@ -124,6 +124,23 @@ fn fan_out_from_2_to_8_partitions_keeps_per_key_order_and_loses_nothing() {
 }
 
 #[test]
+fn fan_out_from_a_handle_opened_before_a_growth_copies_the_new_partitions_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, stale) = new_topic(&dir, "src.topic", 2);
+    drop(stale.consumer("billing").unwrap());
+    let mut grown = Topic::open(&path).unwrap();
+    grown.grow(4).unwrap();
+    let mut p = grown.producer().unwrap();
+    for partition in 0..4 {
+        p.publish_to(partition, Some(b"k"), b"v").unwrap();
+    }
+    let (_, dst) = new_topic(&dir, "dst.topic", 2);
+    let report = fan_out(&stale, "billing", &dst).unwrap();
+    assert_eq!(report.per_partition, vec![1; 4], "every partition copied");
+    assert_eq!(report.copied, 4);
+}
+
+#[test]
 fn fan_out_refuses_a_group_with_a_live_member() {
     let dir = tempfile::tempdir().unwrap();
     let (_, src) = new_topic(&dir, "src.topic", 2);

@@ -25,7 +25,8 @@ pub struct FanOut {
 }
 
 /// Copies every record of `source` that `group` has not committed, up to each partition's tail
-/// at the time it is reached, into `dest`, and commits them in `group`.
+/// at the time it is reached, into `dest`, and commits them in `group`. Every partition of the
+/// topic is copied, those added since `source` was opened too.
 ///
 /// Keyed records are routed in `dest` by key as [`TopicProducer::publish_keyed`] does, so every
 /// key's records land in one partition of `dest` in their order in `source` (a key's records
@@ -39,6 +40,9 @@ pub struct FanOut {
 ///
 /// [`TopicProducer::publish_keyed`]: crate::TopicProducer::publish_keyed
 pub fn fan_out(source: &Topic, group: &str, dest: &Topic) -> Result<FanOut> {
+    // The handle may predate a growth: the partitions it does not know of hold backlog too.
+    let mut source = source.clone();
+    source.refresh()?;
     let mut producer = dest.producer()?;
     let mut per_partition = Vec::with_capacity(source.partition_count() as usize);
     for queue in source.partitions() {
