@@ -153,6 +153,29 @@ fn fan_out_refuses_a_group_with_a_live_member() {
 }
 
 #[test]
+fn fan_out_refuses_a_group_the_source_does_not_have_and_copies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, src) = new_topic(&dir, "src.topic", 2);
+    drop(src.consumer("billing").unwrap());
+    src.producer().unwrap().publish(b"x").unwrap();
+    let (_, dst) = new_topic(&dir, "dst.topic", 2);
+    assert!(matches!(
+        fan_out(&src, "biling", &dst),
+        Err(Error::UnknownGroup(g)) if g == "biling"
+    ));
+    assert!(
+        dst.info().iter().all(|p| p.tail_offset == 0),
+        "nothing copied"
+    );
+    assert!(
+        src.info()
+            .iter()
+            .all(|p| p.groups.iter().all(|g| g.name == "billing")),
+        "no group made in the source"
+    );
+}
+
+#[test]
 fn routing_round_robin_and_publish_to() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 4);

@@ -31,8 +31,9 @@ pub struct FanOut {
 /// Keyed records are routed in `dest` by key as [`TopicProducer::publish_keyed`] does, so every
 /// key's records land in one partition of `dest` in their order in `source` (a key's records
 /// are in one source partition, which is copied in offset order). Unkeyed records go
-/// round-robin. The group's members must be stopped: a partition held by a live member gives
-/// [`Error::GroupBusy`]. Publishing into `dest` waits while a destination partition is full
+/// round-robin. The group must exist in every source partition ([`Error::UnknownGroup`]
+/// otherwise, before anything is copied: a misspelt group would copy everything) and its
+/// members must be stopped: a partition held by a live member gives [`Error::GroupBusy`]. Publishing into `dest` waits while a destination partition is full
 /// (under [`FullPolicy::Block`](crate::FullPolicy::Block)), so make the new topic large enough
 /// for the backlog or start its consumers first. At-least-once: if the copy is interrupted, a rerun copies again the
 /// records since the group's last commit (every 1,024 records and at the end of each
@@ -43,6 +44,10 @@ pub fn fan_out(source: &Topic, group: &str, dest: &Topic) -> Result<FanOut> {
     // The handle may predate a growth: the partitions it does not know of hold backlog too.
     let mut source = source.clone();
     source.refresh()?;
+    let has_group = |q: &crate::Queue| q.groups().iter().any(|g| g.name == group);
+    if !source.partitions().iter().all(has_group) {
+        return Err(Error::UnknownGroup(group.to_string()));
+    }
     let mut producer = dest.producer()?;
     let mut per_partition = Vec::with_capacity(source.partition_count() as usize);
     for queue in source.partitions() {
