@@ -460,12 +460,18 @@ pub(crate) fn assigned(live: &[u128], me: u128, partitions: u32) -> Vec<bool> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_member_whose_slot_was_taken_stamps_no_heartbeat_into_it() {
+    /// A new membership file in a temporary directory (kept alive by the first value).
+    fn scratch() -> (tempfile::TempDir, Members) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
         Members::create(&path, 0o600).unwrap();
         let m = Members::open(&path).unwrap();
+        (dir, m)
+    }
+
+    #[test]
+    fn a_member_whose_slot_was_taken_stamps_no_heartbeat_into_it() {
+        let (_dir, m) = scratch();
         let slot = m.join("g", Duration::from_secs(1)).unwrap();
         assert!(m.heartbeat(slot));
         let base = Members::slot_off(slot.index);
@@ -479,10 +485,7 @@ mod tests {
 
     #[test]
     fn a_member_whose_slot_was_taken_leaves_the_new_owner_ready() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE);
-        Members::create(&path, 0o600).unwrap();
-        let m = Members::open(&path).unwrap();
+        let (_dir, m) = scratch();
         let stale = m.join("g", Duration::from_secs(1)).unwrap();
         // Another member (a live process's word) took the slot, as only a damaged file allows.
         let base = Members::slot_off(stale.index);
@@ -495,10 +498,7 @@ mod tests {
 
     #[test]
     fn a_new_owner_with_a_recycled_pid_and_token_is_not_ready_with_its_predecessors_fields() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE);
-        Members::create(&path, 0o600).unwrap();
-        let m = Members::open(&path).unwrap();
+        let (_dir, m) = scratch();
         let live = process::lease_word();
         // The dead predecessor: the same pid and token, another start time.
         let dead = live ^ (1u128 << 64);
