@@ -92,6 +92,30 @@ pub(crate) unsafe fn free_handle<T>(function: &str, p: *mut T) {
     });
 }
 
+/// Borrows `len` bytes at `p` (NULL allowed when `len` is 0).
+///
+/// # Safety
+/// `p` is NULL with `len == 0`, or points to `len` readable bytes unchanged for `'a`.
+pub(crate) unsafe fn bytes<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    non_null(p, &format!("{what} (with a length > 0)"))?;
+    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Writes `v` to `p` unless it is NULL.
+///
+/// # Safety
+/// `p` is NULL or writable.
+pub(crate) unsafe fn write_opt<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        // SAFETY: non-NULL and writable per the caller's contract.
+        unsafe { p.write(v) };
+    }
+}
+
 /// Checks that a required pointer argument is not NULL.
 pub(crate) fn non_null<T>(p: *const T, what: &str) -> Result<(), Failure> {
     if p.is_null() {

@@ -62,20 +62,12 @@ pub unsafe extern "C" fn shmq_publish(
     guard("shmq_publish", || {
         // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
         let p = unsafe { producer_mut(producer) }?;
-        let payload: &[u8] = if len == 0 {
-            &[]
-        } else {
-            non_null(data, "data (with len > 0)")?;
-            // SAFETY: non-NULL and the caller guarantees `len` readable bytes at `data` that
-            // stay unchanged for the call.
-            unsafe { std::slice::from_raw_parts(data, len) }
-        };
+        // SAFETY: the caller guarantees `len` readable bytes at `data`, unchanged for the call.
+        let payload = unsafe { crate::bytes(data, len, "data") }?;
         p.set_timeout(timeout(timeout_ns)?);
         let offset = p.publish(payload)?;
-        if !offset_out.is_null() {
-            // SAFETY: non-NULL and writable per the caller's contract.
-            unsafe { offset_out.write(offset) };
-        }
+        // SAFETY: NULL or writable per the caller's contract.
+        unsafe { crate::write_opt(offset_out, offset) };
         Ok(())
     })
 }

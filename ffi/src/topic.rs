@@ -14,7 +14,7 @@ use shmq_core::{
 use crate::error::{guard, Failure};
 use crate::queue::{read_options, shmq_options};
 use crate::status::shmq_status;
-use crate::{c_str, non_null, timeout};
+use crate::{bytes, c_str, non_null, timeout, write_opt};
 
 /// An open topic (opaque): a directory of partition queue files with a descriptor. Created by
 /// `shmq_topic_create` or `shmq_topic_open`, freed by `shmq_topic_close`.
@@ -490,30 +490,6 @@ unsafe fn topic_lock<'a>(t: *const shmq_topic) -> Result<MutexGuard<'a, Topic>, 
     // SAFETY: non-NULL, and the caller guarantees a live handle; only shared access is taken.
     let t = unsafe { &(*t).topic };
     Ok(t.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// Borrows `len` bytes at `p` (NULL allowed when `len` is 0).
-///
-/// # Safety
-/// `p` is NULL with `len == 0`, or points to `len` readable bytes unchanged for `'a`.
-unsafe fn bytes<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a [u8], Failure> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    non_null(p, &format!("{what} (with a length > 0)"))?;
-    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
-    Ok(unsafe { std::slice::from_raw_parts(p, len) })
-}
-
-/// Writes `v` to `p` unless it is NULL.
-///
-/// # Safety
-/// `p` is NULL or writable.
-unsafe fn write_opt<T>(p: *mut T, v: T) {
-    if !p.is_null() {
-        // SAFETY: non-NULL and writable per the caller's contract.
-        unsafe { p.write(v) };
-    }
 }
 
 /// Borrows the producer of a handle argument.
