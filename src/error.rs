@@ -122,8 +122,13 @@ pub enum Error {
     #[error("all {0} consumer-group slots are in use")]
     TooManyGroups(u32),
     /// Every member slot of a topic's membership file is taken by a live member.
-    #[error("all {0} member slots of the topic are in use by live members")]
-    TooManyMembers(u32),
+    #[error("{path}: all {slots} member slots are in use by live members")]
+    TooManyMembers {
+        /// The membership file.
+        path: PathBuf,
+        /// How many slots it has.
+        slots: u32,
+    },
     /// The named group does not exist.
     #[error("consumer group {0:?} does not exist")]
     UnknownGroup(String),

@@ -124,6 +124,23 @@ fn fan_out_from_2_to_8_partitions_keeps_per_key_order_and_loses_nothing() {
 }
 
 #[test]
+fn fan_out_from_a_handle_opened_before_a_growth_copies_the_new_partitions_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, stale) = new_topic(&dir, "src.topic", 2);
+    drop(stale.consumer("billing").unwrap());
+    let mut grown = Topic::open(&path).unwrap();
+    grown.grow(4).unwrap();
+    let mut p = grown.producer().unwrap();
+    for partition in 0..4 {
+        p.publish_to(partition, Some(b"k"), b"v").unwrap();
+    }
+    let (_, dst) = new_topic(&dir, "dst.topic", 2);
+    let report = fan_out(&stale, "billing", &dst).unwrap();
+    assert_eq!(report.per_partition, vec![1; 4], "every partition copied");
+    assert_eq!(report.copied, 4);
+}
+
+#[test]
 fn fan_out_refuses_a_group_with_a_live_member() {
     let dir = tempfile::tempdir().unwrap();
     let (_, src) = new_topic(&dir, "src.topic", 2);
@@ -133,6 +150,29 @@ fn fan_out_refuses_a_group_with_a_live_member() {
         fan_out(&src, "billing", &dst),
         Err(Error::GroupBusy { .. })
     ));
+}
+
+#[test]
+fn fan_out_refuses_a_group_the_source_does_not_have_and_copies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, src) = new_topic(&dir, "src.topic", 2);
+    drop(src.consumer("billing").unwrap());
+    src.producer().unwrap().publish(b"x").unwrap();
+    let (_, dst) = new_topic(&dir, "dst.topic", 2);
+    assert!(matches!(
+        fan_out(&src, "biling", &dst),
+        Err(Error::UnknownGroup(g)) if g == "biling"
+    ));
+    assert!(
+        dst.info().iter().all(|p| p.tail_offset == 0),
+        "nothing copied"
+    );
+    assert!(
+        src.info()
+            .iter()
+            .all(|p| p.groups.iter().all(|g| g.name == "billing")),
+        "no group made in the source"
+    );
 }
 
 #[test]
@@ -221,6 +261,65 @@ fn members_in_one_process_share_partitions_and_take_over_on_drop() {
 }
 
 #[test]
+fn huge_member_durations_are_refused_or_saturate_never_panic_or_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, topic) = new_topic(&dir, "t.topic", 2);
+    let huge = MemberOptions {
+        heartbeat_interval: Duration::MAX,
+        session_timeout: Duration::MAX,
+        ..MemberOptions::default()
+    };
+    assert!(matches!(
+        topic.join("g", &huge),
+        Err(Error::InvalidArgument(m)) if m.contains("at least twice")
+    ));
+    // 2^64 + 1 ns: truncated to u64 it would be a 1 ns session, counted out at once.
+    let long = MemberOptions {
+        heartbeat_interval: Duration::from_millis(10),
+        session_timeout: Duration::from_nanos(u64::MAX) + Duration::from_nanos(2),
+        ..MemberOptions::default()
+    };
+    let _member = topic.join("g", &long).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let seen = topic.members();
+    assert_eq!(seen[0].session_timeout, Duration::from_nanos(u64::MAX));
+    assert!(seen[0].live, "{seen:?}");
+}
+
+#[test]
+fn a_partition_that_cannot_be_opened_does_not_stop_a_member_taking_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(4);
+    opts.queue.group_slots = 1;
+    let topic = Topic::create(dir.path().join("t.topic"), &opts).unwrap();
+    let mut a = topic.join("g", &fast_member()).unwrap();
+    let mut b = topic.join("g", &fast_member()).unwrap();
+    poll_until(&mut a, &mut b, |x, y| x.len() == 2 && y.len() == 2);
+    let (first, last) = (b.assignment()[0], b.assignment()[1]);
+    drop(b);
+    // The first of b's partitions now has its one group slot taken by another group, so `a`
+    // cannot open `g` there; it must still take the other one.
+    let blocked = &topic.partitions()[first as usize];
+    blocked.delete_group("g").unwrap();
+    drop(blocked.consumer("other").unwrap());
+    let start = Instant::now();
+    let mut errors = 0;
+    while !a.assignment().contains(&last) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "partition {last} never taken: {:?}",
+            a.assignment()
+        );
+        match a.poll(Some(Duration::from_millis(5))) {
+            Err(Error::TooManyGroups(1)) => errors += 1,
+            other => assert!(matches!(other, Ok(None)), "{other:?}"),
+        }
+    }
+    assert!(!a.assignment().contains(&first));
+    assert!(errors > 0, "the failure is reported, not swallowed");
+}
+
+#[test]
 fn a_member_that_stops_polling_is_counted_out_but_keeps_its_leases_until_it_polls() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 4);
@@ -276,6 +375,37 @@ fn growth_reroutes_keys_and_members_and_producers_pick_it_up() {
     assert_eq!(c.assignment(), vec![0, 1, 2, 3, 4]);
     assert!(got.iter().any(|(partition, _, _)| *partition >= 2));
     assert_eq!(Topic::open(&path).unwrap().partition_count(), 5);
+}
+
+#[test]
+fn producers_and_members_made_from_a_handle_opened_before_a_growth_see_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, stale) = new_topic(&dir, "t.topic", 2);
+    Topic::open(&path).unwrap().grow(8).unwrap();
+    assert_eq!(
+        stale.partition_count(),
+        2,
+        "the handle itself has not refreshed"
+    );
+    let mut p = stale.producer().unwrap();
+    let k = (0..)
+        .map(key)
+        .find(|k| partition_for_key(k, 8) >= 2)
+        .unwrap();
+    let sent = p.publish_keyed(&k, b"v").unwrap();
+    assert_eq!(
+        sent.partition,
+        partition_for_key(&k, 8),
+        "routed with the topic's count, like every other producer"
+    );
+    let mut c = stale.join("g", &fast_member()).unwrap();
+    assert_eq!(
+        c.assignment(),
+        (0..8).collect::<Vec<_>>(),
+        "the only member holds every partition, the new ones too"
+    );
+    let got = drain(&mut c);
+    assert_eq!(got, vec![(sent.partition, Some(k), b"v".to_vec())]);
 }
 
 #[test]
@@ -437,6 +567,24 @@ fn bad_descriptors_and_missing_partitions_give_clear_errors() {
 }
 
 #[test]
+fn growing_a_topic_whose_generation_is_at_its_maximum_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = new_topic(&dir, "t.topic", 2);
+    rewrite_descriptor(&path, |b| {
+        b[32..40].copy_from_slice(&u64::MAX.to_le_bytes())
+    });
+    let mut topic = Topic::open(&path).unwrap();
+    let e = topic.grow(4).unwrap_err();
+    assert!(
+        matches!(&e, Error::Corrupt { kind: Corruption::Descriptor(_), path: p } if *p == path),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("cannot grow"), "{e}");
+    assert_eq!(Topic::open(&path).unwrap().partition_count(), 2);
+    assert!(!path.join("partition-0002.q").exists(), "nothing was made");
+}
+
+#[test]
 fn a_record_without_topic_framing_is_an_error_then_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 1);
@@ -533,7 +681,7 @@ proptest::proptest! {
                 let _ = c.poll(Some(Duration::from_millis(5)));
                 proptest::prop_assert!(c.assignment().len() <= 2);
             }
-            Err(e) => proptest::prop_assert!(matches!(e, Error::TooManyMembers(64)), "{e}"),
+            Err(e) => proptest::prop_assert!(matches!(e, Error::TooManyMembers { slots: 64, .. }), "{e}"),
         }
     }
 }

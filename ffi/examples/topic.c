@@ -85,12 +85,13 @@ static int consume(shmq_topic *topic, const char *group, uint32_t keys, uint32_t
         key[m.key_len] = '\0';
         memcpy(value, m.data, m.len);
         value[m.len] = '\0';
-        uint32_t k = (uint32_t)strtoul(key + 4, NULL, 10);
+        /* Check the prefix first: past a shorter key's NUL the buffer is uninitialised. */
+        int keyed = strncmp(key, "key-", 4) == 0;
+        uint32_t k = keyed ? (uint32_t)strtoul(key + 4, NULL, 10) : 0;
         uint32_t seq = (uint32_t)strtoul(value, NULL, 10);
         uint32_t expected = 0;
-        shmq_topic_partition_for_key(m.key, m.key_len, partitions, &expected);
-        if (strncmp(key, "key-", 4) != 0 || k >= keys || seq != next[k] ||
-            m.partition != expected) {
+        st = shmq_topic_partition_for_key(m.key, m.key_len, partitions, &expected);
+        if (st != SHMQ_OK || !keyed || k >= keys || seq != next[k] || m.partition != expected) {
             fprintf(stderr, "topic: %s = %s in partition %" PRIu32 " is out of order\n", key,
                     value, m.partition);
             rc = 1;

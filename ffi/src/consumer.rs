@@ -155,13 +155,8 @@ pub unsafe extern "C" fn shmq_seek(consumer: *mut shmq_consumer, offset: u64) ->
 /// thread.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_consumer_free(consumer: *mut shmq_consumer) {
-    guard("shmq_consumer_free", || {
-        if !consumer.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(consumer) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_consumer_free", consumer) }
 }
 
 /// Borrows the consumer of a handle argument.

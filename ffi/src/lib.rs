@@ -76,6 +76,46 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a CStr,
     Ok(unsafe { CStr::from_ptr(p) })
 }
 
+/// The body of every `*_free` / `*_close` function: drops the handle `p` made by
+/// `Box::into_raw` (NULL: no-op), under [`error::guard`] as `function`.
+///
+/// # Safety
+/// `p` is NULL or a live handle made by `Box::into_raw`, freed exactly once and not in use by
+/// another thread during or after this call.
+pub(crate) unsafe fn free_handle<T>(function: &str, p: *mut T) {
+    error::guard(function, || {
+        if !p.is_null() {
+            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
+            drop(unsafe { Box::from_raw(p) });
+        }
+        Ok(())
+    });
+}
+
+/// Borrows `len` bytes at `p` (NULL allowed when `len` is 0).
+///
+/// # Safety
+/// `p` is NULL with `len == 0`, or points to `len` readable bytes unchanged for `'a`.
+pub(crate) unsafe fn bytes<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    non_null(p, &format!("{what} (with a length > 0)"))?;
+    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Writes `v` to `p` unless it is NULL.
+///
+/// # Safety
+/// `p` is NULL or writable.
+pub(crate) unsafe fn write_opt<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        // SAFETY: non-NULL and writable per the caller's contract.
+        unsafe { p.write(v) };
+    }
+}
+
 /// Checks that a required pointer argument is not NULL.
 pub(crate) fn non_null<T>(p: *const T, what: &str) -> Result<(), Failure> {
     if p.is_null() {

@@ -62,20 +62,12 @@ pub unsafe extern "C" fn shmq_publish(
     guard("shmq_publish", || {
         // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
         let p = unsafe { producer_mut(producer) }?;
-        let payload: &[u8] = if len == 0 {
-            &[]
-        } else {
-            non_null(data, "data (with len > 0)")?;
-            // SAFETY: non-NULL and the caller guarantees `len` readable bytes at `data` that
-            // stay unchanged for the call.
-            unsafe { std::slice::from_raw_parts(data, len) }
-        };
+        // SAFETY: the caller guarantees `len` readable bytes at `data`, unchanged for the call.
+        let payload = unsafe { crate::bytes(data, len, "data") }?;
         p.set_timeout(timeout(timeout_ns)?);
         let offset = p.publish(payload)?;
-        if !offset_out.is_null() {
-            // SAFETY: non-NULL and writable per the caller's contract.
-            unsafe { offset_out.write(offset) };
-        }
+        // SAFETY: NULL or writable per the caller's contract.
+        unsafe { crate::write_opt(offset_out, offset) };
         Ok(())
     })
 }
@@ -108,13 +100,8 @@ pub unsafe extern "C" fn shmq_wait_durable(
 /// thread.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_producer_free(producer: *mut shmq_producer) {
-    guard("shmq_producer_free", || {
-        if !producer.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(producer) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_producer_free", producer) }
 }
 
 /// Borrows the producer of a handle argument.

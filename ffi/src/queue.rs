@@ -279,13 +279,8 @@ pub unsafe extern "C" fn shmq_open(path: *const c_char, out: *mut *mut shmq_queu
 /// thread is using it during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_close(queue: *mut shmq_queue) {
-    guard("shmq_close", || {
-        if !queue.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(queue) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_close", queue) }
 }
 
 /// Borrows the queue of a handle argument.

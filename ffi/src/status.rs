@@ -76,7 +76,7 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::Timeout | Error::Aborted { .. } => SHMQ_TIMEOUT,
         Error::TooManyProducers(_)
         | Error::TooManyGroups(_)
-        | Error::TooManyMembers(_)
+        | Error::TooManyMembers { .. }
         | Error::GroupBusy { .. } => SHMQ_EBUSY,
         Error::Lagged { .. } => SHMQ_LAGGED,
     }

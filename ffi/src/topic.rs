@@ -14,7 +14,7 @@ use shmq_core::{
 use crate::error::{guard, Failure};
 use crate::queue::{read_options, shmq_options};
 use crate::status::shmq_status;
-use crate::{c_str, non_null, timeout};
+use crate::{bytes, c_str, non_null, timeout, write_opt};
 
 /// An open topic (opaque): a directory of partition queue files with a descriptor. Created by
 /// `shmq_topic_create` or `shmq_topic_open`, freed by `shmq_topic_close`.
@@ -133,13 +133,8 @@ fn new_handle(topic: Topic) -> *mut shmq_topic {
 /// thread during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_topic_close(topic: *mut shmq_topic) {
-    guard("shmq_topic_close", || {
-        if !topic.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(topic) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_topic_close", topic) }
 }
 
 /// Re-reads the descriptor (picking up growth by any process) and stores the partition count
@@ -334,13 +329,8 @@ pub unsafe extern "C" fn shmq_topic_publish_to(
 /// `producer` is NULL or a live producer handle, freed exactly once and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_topic_producer_free(producer: *mut shmq_topic_producer) {
-    guard("shmq_topic_producer_free", || {
-        if !producer.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(producer) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_topic_producer_free", producer) }
 }
 
 /// Joins consumer group `group` (NUL-terminated UTF-8, 1 to 64 bytes) of `topic` and stores
@@ -486,13 +476,8 @@ pub unsafe extern "C" fn shmq_topic_commit(
 /// `consumer` is NULL or a live consumer handle, freed exactly once and not in use.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_topic_consumer_free(consumer: *mut shmq_topic_consumer) {
-    guard("shmq_topic_consumer_free", || {
-        if !consumer.is_null() {
-            // SAFETY: the caller passes a live handle made by Box::into_raw, exactly once.
-            drop(unsafe { Box::from_raw(consumer) });
-        }
-        Ok(())
-    });
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::free_handle("shmq_topic_consumer_free", consumer) }
 }
 
 /// Locks the topic of a handle argument (a poisoned lock is still usable: a `Topic` has no
@@ -505,30 +490,6 @@ unsafe fn topic_lock<'a>(t: *const shmq_topic) -> Result<MutexGuard<'a, Topic>, 
     // SAFETY: non-NULL, and the caller guarantees a live handle; only shared access is taken.
     let t = unsafe { &(*t).topic };
     Ok(t.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// Borrows `len` bytes at `p` (NULL allowed when `len` is 0).
-///
-/// # Safety
-/// `p` is NULL with `len == 0`, or points to `len` readable bytes unchanged for `'a`.
-unsafe fn bytes<'a>(p: *const u8, len: usize, what: &str) -> Result<&'a [u8], Failure> {
-    if len == 0 {
-        return Ok(&[]);
-    }
-    non_null(p, &format!("{what} (with a length > 0)"))?;
-    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
-    Ok(unsafe { std::slice::from_raw_parts(p, len) })
-}
-
-/// Writes `v` to `p` unless it is NULL.
-///
-/// # Safety
-/// `p` is NULL or writable.
-unsafe fn write_opt<T>(p: *mut T, v: T) {
-    if !p.is_null() {
-        // SAFETY: non-NULL and writable per the caller's contract.
-        unsafe { p.write(v) };
-    }
 }
 
 /// Borrows the producer of a handle argument.

@@ -1,6 +1,8 @@
 //! Every `shmq_status` is reached through the exported C functions (called from Rust through
 //! the rlib: the same code the C library runs), with out-parameters left untouched on failure.
 
+mod common;
+
 use std::ffi::{c_char, CStr, CString};
 use std::path::Path;
 use std::ptr::{null, null_mut};
@@ -8,17 +10,7 @@ use std::ptr::{null, null_mut};
 use shmq::*;
 use shmq_status::*;
 
-fn cpath(p: &Path) -> CString {
-    CString::new(p.to_str().unwrap()).unwrap()
-}
-
-fn last_error() -> String {
-    // SAFETY: shmq_last_error never returns NULL and the string lives until the next failure
-    // on this thread; it is copied at once.
-    unsafe { CStr::from_ptr(shmq_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{cpath, last_error};
 
 fn name(s: shmq_status) -> String {
     // SAFETY: shmq_status_name returns a static NUL-terminated string.

@@ -2,24 +2,17 @@
 //! `libshmq.so`): create, keyed/round-robin/direct publishing, a group member polling and
 //! committing, growth, and the error statuses with out-parameters left untouched.
 
+mod common;
+
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::path::Path;
 use std::ptr::{null, null_mut};
 
 use shmq::*;
 use shmq_status::*;
 
-fn cpath(p: &Path) -> CString {
-    CString::new(p.to_str().unwrap()).unwrap()
-}
-
-fn last_error() -> String {
-    // SAFETY: never NULL; copied at once.
-    unsafe { CStr::from_ptr(shmq_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
+use common::{cpath, last_error};
 
 fn small_options() -> shmq_options {
     let mut o = std::mem::MaybeUninit::<shmq_options>::uninit();

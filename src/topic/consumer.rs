@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::Backoff;
 
 use crate::consumer::{Consumer, Subscribe};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Error, Result};
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
 
@@ -95,8 +95,9 @@ pub struct TopicConsumer {
 
 impl TopicConsumer {
     pub(crate) fn new(topic: Topic, group: &str, options: &MemberOptions) -> Result<Self> {
+        let least = options.heartbeat_interval.checked_mul(2);
         if options.heartbeat_interval.is_zero()
-            || options.session_timeout < 2 * options.heartbeat_interval
+            || least.map_or(true, |l| options.session_timeout < l)
         {
             return Err(Error::InvalidArgument(format!(
                 "the session timeout ({:?}) must be at least twice the heartbeat interval ({:?}), \
@@ -106,7 +107,10 @@ impl TopicConsumer {
         }
         let slot = topic.members_file().join(group, options.session_timeout)?;
         let mut consumer = TopicConsumer {
-            generation: topic.members_file().generation(),
+            // The handle's own generation, not the membership file's: a handle opened before a
+            // growth refreshes at the first tick (below) instead of never seeing the new
+            // partitions.
+            generation: topic.generation(),
             held: (0..topic.partition_count()).map(|_| None).collect(),
             topic,
             group: group.to_string(),
@@ -169,10 +173,8 @@ impl TopicConsumer {
                     self.cursor = p + 1;
                 }
                 if let Some(m) = polled? {
-                    let (key, value) = routing::split(m.payload).map_err(|why| Error::Corrupt {
-                        path: self.topic.partitions()[p].path().to_path_buf(),
-                        kind: Corruption::Shared(format!("record {}: {why}", m.offset)),
-                    })?;
+                    let path = self.topic.partitions()[p].path();
+                    let (key, value) = routing::split_record(path, m.offset, m.payload)?;
                     return Ok(Some(TopicMessage {
                         partition: p as u32,
                         offset: m.offset,
@@ -246,8 +248,8 @@ impl TopicConsumer {
 
     /// Heartbeat, growth, and rebalance (see the module docs).
     fn tick(&mut self) -> Result<()> {
-        self.next_tick =
-            members::coarse_ns().saturating_add(self.options.heartbeat_interval.as_nanos() as u64);
+        self.next_tick = members::coarse_ns()
+            .saturating_add(members::saturating_ns(self.options.heartbeat_interval));
         let members = self.topic.members_file();
         if !members.heartbeat(self.slot) {
             // Our slot was taken (a damaged or hostile file): give everything up and rejoin.
@@ -264,23 +266,31 @@ impl TopicConsumer {
         }
         let live = self.topic.members_file().live(&self.group);
         let mine = assigned(&live, self.slot.word, self.topic.partition_count());
-        for (p, &assigned) in mine.iter().enumerate() {
-            match (&self.held[p], assigned) {
+        // Releases first, all of them: a partition that fails to open below must not keep
+        // another member waiting for one this member gives up.
+        for (held, &assigned) in self.held.iter_mut().zip(&mine) {
+            if !assigned {
                 // Dropping the consumer releases the partition's lease.
-                (Some(_), false) => self.held[p] = None,
-                (None, true) => {
-                    let queue = &self.topic.partitions()[p];
-                    match queue.subscribe(&self.group, &self.options.subscribe) {
-                        Ok(c) => self.held[p] = Some(c),
-                        // Its previous holder has not released it yet: retry at the next tick.
-                        Err(Error::GroupBusy { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                _ => {}
+                *held = None;
             }
         }
-        Ok(())
+        // Then takes, every one it can: a failure is reported after the others were tried.
+        let mut failed = None;
+        for (p, &assigned) in mine.iter().enumerate() {
+            if !assigned || self.held[p].is_some() {
+                continue;
+            }
+            let queue = &self.topic.partitions()[p];
+            match queue.subscribe(&self.group, &self.options.subscribe) {
+                Ok(c) => self.held[p] = Some(c),
+                // Its previous holder has not released it yet: retry at the next tick.
+                Err(Error::GroupBusy { .. }) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 }
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::consumer::Subscribe;
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Error, Result};
 use crate::topic::{routing, Topic};
 
 /// Records between two commits of the source group while copying.
@@ -25,13 +25,15 @@ pub struct FanOut {
 }
 
 /// Copies every record of `source` that `group` has not committed, up to each partition's tail
-/// at the time it is reached, into `dest`, and commits them in `group`.
+/// at the time it is reached, into `dest`, and commits them in `group`. Every partition of the
+/// topic is copied, those added since `source` was opened too.
 ///
 /// Keyed records are routed in `dest` by key as [`TopicProducer::publish_keyed`] does, so every
 /// key's records land in one partition of `dest` in their order in `source` (a key's records
 /// are in one source partition, which is copied in offset order). Unkeyed records go
-/// round-robin. The group's members must be stopped: a partition held by a live member gives
-/// [`Error::GroupBusy`]. Publishing into `dest` waits while a destination partition is full
+/// round-robin. The group must exist in every source partition ([`Error::UnknownGroup`]
+/// otherwise, before anything is copied: a misspelt group would copy everything) and its
+/// members must be stopped: a partition held by a live member gives [`Error::GroupBusy`]. Publishing into `dest` waits while a destination partition is full
 /// (under [`FullPolicy::Block`](crate::FullPolicy::Block)), so make the new topic large enough
 /// for the backlog or start its consumers first. At-least-once: if the copy is interrupted, a rerun copies again the
 /// records since the group's last commit (every 1,024 records and at the end of each
@@ -39,6 +41,13 @@ pub struct FanOut {
 ///
 /// [`TopicProducer::publish_keyed`]: crate::TopicProducer::publish_keyed
 pub fn fan_out(source: &Topic, group: &str, dest: &Topic) -> Result<FanOut> {
+    // The handle may predate a growth: the partitions it does not know of hold backlog too.
+    let mut source = source.clone();
+    source.refresh()?;
+    let has_group = |q: &crate::Queue| q.groups().iter().any(|g| g.name == group);
+    if !source.partitions().iter().all(has_group) {
+        return Err(Error::UnknownGroup(group.to_string()));
+    }
     let mut producer = dest.producer()?;
     let mut per_partition = Vec::with_capacity(source.partition_count() as usize);
     for queue in source.partitions() {
@@ -49,13 +58,14 @@ pub fn fan_out(source: &Topic, group: &str, dest: &Topic) -> Result<FanOut> {
         let mut copied = 0;
         while consumer.position() < end {
             let Some(m) = consumer.poll(Some(wait))? else {
-                return Err(Error::Timeout);
+                return Err(Error::Io {
+                    path: queue.path().to_path_buf(),
+                    op: "wait for the next record to copy",
+                    source: std::io::ErrorKind::TimedOut.into(),
+                });
             };
             let offset = m.offset;
-            let (key, value) = routing::split(m.payload).map_err(|why| Error::Corrupt {
-                path: queue.path().to_path_buf(),
-                kind: Corruption::Shared(format!("record {offset}: {why}")),
-            })?;
+            let (key, value) = routing::split_record(queue.path(), offset, m.payload)?;
             match key {
                 Some(k) => producer.publish_keyed(k, value)?,
                 None => producer.publish(value)?,

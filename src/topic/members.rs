@@ -10,11 +10,16 @@
 //!
 //! # Sync points
 //!
-//! * **J** (join): the lease CAS (AcqRel), then the slot's fields (Relaxed), then `ready` set
-//!   to the lease's low word (Release) ↔ a reader's `ready` load (Acquire) after its lease
-//!   load, then the fields, then the lease again: a slot whose lease changed meanwhile is
-//!   discarded, and `ready` must match the lease it saw, so a new owner's half-written fields
-//!   or a dead owner's old ones are never taken for the current owner's.
+//! * **J** (join), a seqlock keyed by the lease: the lease CAS (AcqRel), a Release fence, the
+//!   slot's fields (Relaxed, the name word by word), then `ready` set to the lease's tag
+//!   ([`ready_tag`], Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
+//!   an Acquire fence, the lease again (Relaxed). `ready` must match the tag of the lease seen
+//!   first, so a dead owner's old fields are not taken for the new owner's, even one with a
+//!   recycled pid and the same token; and a slot whose lease changed
+//!   while its fields were read is discarded: if a field read saw a later owner's store, that
+//!   owner's Release fence synchronises with the reader's Acquire fence, so its lease CAS
+//!   (before the fence) is visible to the second lease load. Every access is atomic: no torn
+//!   word, and no plain read racing a write.
 //! * **W** (wake-up): the header's `wake waiters` bitmap and `wake seq` futex word follow SYNC W
 //!   of `ring.rs`: a sleeping member sets its bit (SeqCst) and re-checks the tails of its
 //!   partitions (SeqCst loads); a topic producer CASes a tail (SeqCst) and then loads the
@@ -34,7 +39,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::process;
-use crate::sync::{Ordering, Region};
+use crate::sync::{fence, unpack, Ordering, Region};
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -60,6 +65,17 @@ const HEARTBEAT: u64 = 24;
 const SESSION: u64 = 32;
 const NAME_LEN: u64 = 40;
 const NAME: u64 = 48;
+// The name is copied as whole atomic words and fits the slot before its reserved bytes.
+const _: () = assert!(MAX_GROUP_NAME % 8 == 0 && NAME + MAX_GROUP_NAME as u64 <= SLOT - 16);
+
+/// What `ready` holds once the fields of the slot's owner `word` are complete: both halves of
+/// the lease word mixed, never 0. Not the low half alone: a process with a recycled pid takes
+/// the same tokens in the same order, so its first lease word can differ from a dead
+/// predecessor's only in the start time, and the predecessor's `ready` would match it.
+fn ready_tag(word: u128) -> u64 {
+    let (low, high) = unpack(word);
+    (low ^ high.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)).max(1)
+}
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -80,6 +96,11 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// poll checks to know whether a heartbeat is due.
 pub(crate) fn coarse_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years) instead of truncating.
+pub(crate) fn saturating_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One member of a topic's consumer group, as read at one moment.
@@ -244,44 +265,65 @@ impl Members {
             {
                 continue;
             }
+            // SYNC J (Release fence): a reader whose field loads see any store below also sees
+            // the CAS above on its second lease load, and discards what it read.
+            fence(Ordering::Release);
             crate::crash::point("member.join.after_lease");
             let r = &self.region;
             // Relaxed: the fields are published by the Release store of `ready` below.
             r.u64(base + HEARTBEAT)
                 .store(monotonic_ns(), Ordering::Relaxed);
             r.u64(base + SESSION)
-                .store(session.as_nanos() as u64, Ordering::Relaxed);
+                .store(saturating_ns(session), Ordering::Relaxed);
             r.u64(base + NAME_LEN)
                 .store(group.len() as u64, Ordering::Relaxed);
             let mut padded = [0u8; MAX_GROUP_NAME];
             padded[..group.len()].copy_from_slice(group.as_bytes());
-            r.write_bytes(base + NAME, &padded);
+            for (i, chunk) in padded.chunks_exact(8).enumerate() {
+                let bytes = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+                // Relaxed: as above.
+                r.u64(base + NAME + 8 * i as u64)
+                    .store(bytes, Ordering::Relaxed);
+            }
             // SYNC J (Release): the fields above are visible to whoever sees `ready` match.
-            r.u64(base + READY).store(word as u64, Ordering::Release);
+            r.u64(base + READY)
+                .store(ready_tag(word), Ordering::Release);
             crate::crash::point("member.join.after_ready");
             // A dead predecessor may have died asleep. SeqCst like every sleeper-bitmap change.
             r.u64(WAKE_WAITERS)
                 .fetch_and(!(1u64 << index), Ordering::SeqCst);
             return Ok(Slot { index, word });
         }
-        Err(Error::TooManyMembers(SLOTS))
+        Err(Error::TooManyMembers {
+            path: self.path.clone(),
+            slots: SLOTS,
+        })
     }
 
     /// Stamps a fresh heartbeat; false if the slot is no longer ours (only a hostile or
     /// damaged file takes a live member's slot).
     pub(crate) fn heartbeat(&self, slot: Slot) -> bool {
         let base = Self::slot_off(slot.index);
+        // Acquire: pairs with any CAS that took the slot. Checked first, so a member whose
+        // slot was taken does not keep its new owner's heartbeat fresh.
+        if self.region.u128(base + LEASE).load(Ordering::Acquire) != slot.word {
+            return false;
+        }
         // Relaxed: a timestamp; readers only compare it with the clock.
         self.region
             .u64(base + HEARTBEAT)
             .store(monotonic_ns(), Ordering::Relaxed);
-        // Acquire: pairs with any CAS that took the slot.
-        self.region.u128(base + LEASE).load(Ordering::Acquire) == slot.word
+        true
     }
 
     /// Leaves: the slot is free for the next joiner.
     pub(crate) fn leave(&self, slot: Slot) {
         let base = Self::slot_off(slot.index);
+        // Acquire: as in `heartbeat`. A slot someone else took is theirs: clearing its `ready`
+        // would hide a live member from every assignment.
+        if self.region.u128(base + LEASE).load(Ordering::Acquire) != slot.word {
+            return;
+        }
         // Release: the next owner's CAS (Acquire) sees the slot not ready.
         self.region.u64(base + READY).store(0, Ordering::Release);
         crate::crash::point("member.leave.before_lease");
@@ -302,7 +344,7 @@ impl Members {
         // SYNC J (Acquire): see the fields of the owner that took the slot.
         let word = r.u128(base + LEASE).load(Ordering::Acquire);
         // SYNC J (Acquire): pairs with the Release store of `ready`.
-        if word == 0 || r.u64(base + READY).load(Ordering::Acquire) != word as u64 {
+        if word == 0 || r.u64(base + READY).load(Ordering::Acquire) != ready_tag(word) {
             return None;
         }
         // Relaxed: ordered by the Acquire load of `ready`.
@@ -310,13 +352,23 @@ impl Members {
         if len == 0 || len > MAX_GROUP_NAME as u64 {
             return None;
         }
-        let mut name = vec![0u8; len as usize];
-        r.read_bytes(base + NAME, &mut name);
+        let mut name: Vec<u8> = (0..MAX_GROUP_NAME as u64 / 8)
+            // Relaxed: as for the length.
+            .flat_map(|i| {
+                r.u64(base + NAME + 8 * i)
+                    .load(Ordering::Relaxed)
+                    .to_le_bytes()
+            })
+            .collect();
+        name.truncate(len as usize);
         // Relaxed: as for the length.
         let heartbeat = r.u64(base + HEARTBEAT).load(Ordering::Relaxed);
         let session = r.u64(base + SESSION).load(Ordering::Relaxed);
-        // Acquire: if the slot changed hands while we read, what we read is discarded.
-        if r.u128(base + LEASE).load(Ordering::Acquire) != word {
+        // SYNC J (Acquire fence, then Relaxed): if the slot changed hands while we read, the
+        // new owner's CAS is visible here and what we read is discarded. An Acquire load alone
+        // would not do: it orders the loads after it, not the field loads before it.
+        fence(Ordering::Acquire);
+        if r.u128(base + LEASE).load(Ordering::Relaxed) != word {
             return None;
         }
         Some(Seen {
@@ -407,6 +459,65 @@ pub(crate) fn assigned(live: &[u128], me: u128, partitions: u32) -> Vec<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new membership file in a temporary directory (kept alive by the first value).
+    fn scratch() -> (tempfile::TempDir, Members) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        Members::create(&path, 0o600).unwrap();
+        let m = Members::open(&path).unwrap();
+        (dir, m)
+    }
+
+    #[test]
+    fn a_member_whose_slot_was_taken_stamps_no_heartbeat_into_it() {
+        let (_dir, m) = scratch();
+        let slot = m.join("g", Duration::from_secs(1)).unwrap();
+        assert!(m.heartbeat(slot));
+        let base = Members::slot_off(slot.index);
+        m.region()
+            .u128(base + LEASE)
+            .store(process::lease_word(), Ordering::SeqCst);
+        m.region().u64(base + HEARTBEAT).store(7, Ordering::SeqCst);
+        assert!(!m.heartbeat(slot));
+        assert_eq!(m.region().u64(base + HEARTBEAT).load(Ordering::SeqCst), 7);
+    }
+
+    #[test]
+    fn a_member_whose_slot_was_taken_leaves_the_new_owner_ready() {
+        let (_dir, m) = scratch();
+        let stale = m.join("g", Duration::from_secs(1)).unwrap();
+        // Another member (a live process's word) took the slot, as only a damaged file allows.
+        let base = Members::slot_off(stale.index);
+        m.region().u128(base + LEASE).store(0, Ordering::SeqCst);
+        let owner = m.join("g", Duration::from_secs(1)).unwrap();
+        assert_eq!(owner.index, stale.index);
+        m.leave(stale);
+        assert_eq!(m.live("g"), vec![owner.word], "the new owner still counts");
+    }
+
+    #[test]
+    fn a_new_owner_with_a_recycled_pid_and_token_is_not_ready_with_its_predecessors_fields() {
+        let (_dir, m) = scratch();
+        let live = process::lease_word();
+        // The dead predecessor: the same pid and token, another start time.
+        let dead = live ^ (1u128 << 64);
+        assert!(process::alive(live) && !process::alive(dead));
+        let base = Members::slot_off(0);
+        let r = m.region();
+        r.u128(base + LEASE).store(dead, Ordering::SeqCst);
+        r.u64(base + HEARTBEAT)
+            .store(monotonic_ns(), Ordering::SeqCst);
+        r.u64(base + SESSION).store(u64::MAX, Ordering::SeqCst);
+        r.u64(base + NAME_LEN).store(1, Ordering::SeqCst);
+        r.u64(base + NAME).store(u64::from(b'g'), Ordering::SeqCst);
+        r.u64(base + READY).store(ready_tag(dead), Ordering::SeqCst);
+        assert!(m.seen(0).is_some(), "the predecessor's complete slot reads");
+        // The new owner has taken the lease and not yet written its fields nor `ready`.
+        r.u128(base + LEASE).store(live, Ordering::SeqCst);
+        assert!(m.seen(0).is_none(), "half-joined: not a member yet");
+        assert!(m.live("g").is_empty());
+    }
 
     #[test]
     fn assignment_is_a_fair_partition_of_the_partitions() {

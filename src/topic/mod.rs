@@ -247,6 +247,19 @@ impl Topic {
         if partitions == have {
             return Ok(());
         }
+        // The generation comes from the file: a hostile one may be at its maximum already.
+        // Checked before any partition file is made.
+        let generation =
+            self.descriptor
+                .generation
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt {
+                    path: self.dir.clone(),
+                    kind: Corruption::Descriptor(format!(
+                        "generation {} cannot grow any further",
+                        self.descriptor.generation
+                    )),
+                })?;
         let first = &self.partitions[0];
         let g = first.geometry();
         let mode = std::fs::metadata(first.path())
@@ -286,13 +299,19 @@ impl Topic {
         }
         let next = Descriptor {
             partitions,
-            generation: self.descriptor.generation + 1,
+            generation,
             ..self.descriptor
         };
         descriptor::write(&self.dir, &next, mode)?;
         members.publish_generation(next.generation);
         self.refresh()?;
         Ok(())
+    }
+
+    /// The growth generation of the descriptor this handle read: what a producer or member
+    /// made from it compares with the membership file's word to know whether it is stale.
+    pub(crate) fn generation(&self) -> u64 {
+        self.descriptor.generation
     }
 
     /// The topic directory.

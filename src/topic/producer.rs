@@ -34,7 +34,9 @@ impl TopicProducer {
     pub(crate) fn new(topic: Topic) -> TopicProducer {
         let n = topic.partition_count();
         TopicProducer {
-            generation: topic.members_file().generation(),
+            // The handle's own generation, not the membership file's: a handle opened before a
+            // growth must refresh at the first publish, not route with the old count forever.
+            generation: topic.generation(),
             producers: (0..n).map(|_| None).collect(),
             // Producers in different processes start the round-robin at different partitions.
             next: std::process::id() % n,

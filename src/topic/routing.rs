@@ -11,7 +11,9 @@
 //! 0) is a key. So a payload is at least 2 bytes, and a key at most 65,534 bytes. Readers check
 //! the length against the payload before slicing: a file can hold any bytes.
 
-use crate::error::{Error, Result};
+use std::path::Path;
+
+use crate::error::{Corruption, Error, Result};
 
 /// The key-length value that marks a record without a key.
 const NO_KEY: u16 = 0xFFFF;
@@ -70,6 +72,19 @@ pub(crate) fn split(payload: &[u8]) -> Result<(Option<&[u8]>, &[u8]), String> {
             rest.len()
         )),
     }
+}
+
+/// [`split`] for the record at `offset` of the partition file `path`: a payload without valid
+/// framing is [`Error::Corrupt`], naming the file, the offset and why.
+pub(crate) fn split_record<'a>(
+    path: &Path,
+    offset: u64,
+    payload: &'a [u8],
+) -> Result<(Option<&'a [u8]>, &'a [u8])> {
+    split(payload).map_err(|why| Error::Corrupt {
+        path: path.to_path_buf(),
+        kind: Corruption::Shared(format!("record {offset}: {why}")),
+    })
 }
 
 #[cfg(test)]
