@@ -100,6 +100,9 @@ pub struct Consumer {
     stall: Option<(u64, Instant)>,
     /// Consecutive polls that found the next record pending.
     pending_polls: u32,
+    /// The group's committed cursor word as this member last read or stored it: commits
+    /// replace exactly this value, so anyone else's change fences this member off.
+    committed_word: u128,
     buf: Vec<u8>,
 }
 
@@ -113,7 +116,8 @@ impl Consumer {
             })?;
         let lease = process::lease_word();
         shared.acquire_lease(slot, group, lease)?;
-        let (offset, pos) = shared.committed(slot);
+        let committed_word = shared.committed_word(slot);
+        let (offset, pos) = crate::sync::unpack(committed_word);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
         // A new gating group's start is protected only once producers rescan the groups; until
         // the reader passes today's tail, validate its reads.
@@ -137,6 +141,7 @@ impl Consumer {
             safe_from,
             stall: None,
             pending_polls: 0,
+            committed_word,
             buf: Vec::new(),
         })
     }
@@ -306,6 +311,10 @@ impl Consumer {
     /// [`Durability::Sync`](crate::Durability::Sync) it returns once the cursor is on disk
     /// ([`Error::Io`] if that fails: the commit holds in memory but may be lost with the
     /// machine).
+    ///
+    /// [`Error::TakenOver`] means someone else moved the committed offset since this member
+    /// last did (another member that judged this one dead, or a reset): nothing was committed,
+    /// and this member should stop reading the group.
     pub fn commit(&mut self, offset: u64) -> Result<()> {
         if offset >= self.offset {
             return Err(Error::InvalidArgument(format!(
@@ -314,7 +323,11 @@ impl Consumer {
             )));
         }
         let next = offset + 1;
-        let (committed, _) = self.shared.committed(self.slot);
+        let current = self.shared.committed_word(self.slot);
+        if current != self.committed_word {
+            return Err(self.taken_over(current));
+        }
+        let (committed, _) = crate::sync::unpack(current);
         if next <= committed {
             return Ok(());
         }
@@ -327,7 +340,10 @@ impl Consumer {
                 .ok_or_else(|| self.out_of_range(next))?
         };
         crate::crash::point("commit.before_store");
-        self.shared.set_committed(self.slot, next, pos);
+        self.committed_word = self
+            .shared
+            .swap_committed(self.slot, current, next, pos)
+            .map_err(|found| self.taken_over(found))?;
         crate::crash::point("commit.after_store");
         if self.shared.geometry.durability == Durability::Sync {
             self.shared.sync_committed(self.slot)?;
@@ -348,6 +364,13 @@ impl Consumer {
 
     fn out_of_range(&self, requested: u64) -> Error {
         out_of_range(&self.shared, requested)
+    }
+
+    fn taken_over(&self, found: u128) -> Error {
+        Error::TakenOver {
+            group: self.group.clone(),
+            found: crate::sync::unpack(found).0,
+        }
     }
 }
 

@@ -140,6 +140,16 @@ pub enum Error {
         /// The holder's process id.
         pid: u32,
     },
+    /// Someone else moved the group's committed offset while this consumer held the group: a
+    /// second member took it over (it judged this one dead) or an operator reset it. The
+    /// commit changed nothing; this consumer should stop reading the group and drop.
+    #[error("consumer group {group:?} was taken over: its committed offset was moved to {found} by someone else")]
+    TakenOver {
+        /// The group.
+        group: String,
+        /// The committed offset found instead of this consumer's own last one.
+        found: u64,
+    },
     /// A non-gating consumer was overrun; `lost` records were skipped and it now reads the
     /// oldest record still in the ring.
     #[error("consumer lagged behind and lost {lost} records")]

@@ -213,6 +213,36 @@ impl Shared {
         )
     }
 
+    /// The committed cursor as its raw word, for [`Shared::swap_committed`].
+    pub(crate) fn committed_word(&self, slot: u32) -> u128 {
+        // SeqCst as in `committed`.
+        self.ring
+            .region
+            .u128(self.group_off(slot) + COMMITTED)
+            .load(Ordering::SeqCst)
+    }
+
+    /// Moves the committed cursor from `seen` (the raw word the caller last read or stored) to
+    /// `(offset, pos)`; `Err` with the word found if anyone else changed it meanwhile. A
+    /// member's commits go through this, so a second holder (one that judged the first dead)
+    /// or a reset fences the first one off instead of being silently overwritten.
+    pub(crate) fn swap_committed(
+        &self,
+        slot: u32,
+        seen: u128,
+        offset: u64,
+        pos: u64,
+    ) -> std::result::Result<u128, u128> {
+        let next = pack(offset, pos);
+        // SeqCst (SYNC G) like the plain store it replaces: ordered before the space-waiter
+        // check in the caller. Relaxed on failure: the caller only reports the value.
+        self.ring
+            .region
+            .u128(self.group_off(slot) + COMMITTED)
+            .compare_exchange(seen, next, Ordering::SeqCst, Ordering::Relaxed)
+            .map(|_| next)
+    }
+
     pub(crate) fn set_committed(&self, slot: u32, offset: u64, pos: u64) {
         // SeqCst (SYNC G): ordered before the space-waiter check in the caller.
         self.ring

@@ -244,3 +244,66 @@ fn a_group_reset_backwards_never_reads_a_torn_record() {
         );
     });
 }
+
+/// Clears group slot 0's lease in the file, as if its holder had been judged dead (a pid
+/// namespace boundary, a hidden /proc, a hostile write).
+fn forget_holder(path: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // FORMAT.md: the group table starts at 4096; a slot's lease is 16 bytes at 144.
+    file.write_all_at(&[0u8; 16], 4096 + 144).unwrap();
+}
+
+#[test]
+fn a_second_holder_fences_the_first_instead_of_moving_its_offset_back() {
+    let (dir, q) = new_queue(&Options::default());
+    let mut p = q.producer().unwrap();
+    let mut a = q.consumer("g").unwrap();
+    for i in 0..10u8 {
+        p.publish(&[i]).unwrap();
+    }
+    for _ in 0..6 {
+        a.poll(SHORT).unwrap().unwrap();
+    }
+    forget_holder(&dir.path().join("q"));
+    let mut b = q.consumer("g").expect("the lease looks free");
+    for _ in 0..3 {
+        b.poll(SHORT).unwrap().unwrap();
+    }
+    b.commit(2).unwrap(); // b commits first: it now owns the cursor
+    match a.commit(5) {
+        Err(Error::TakenOver { group, found: 3 }) => assert_eq!(group, "g"),
+        other => panic!("expected TakenOver, got {other:?}"),
+    }
+    assert_eq!(
+        q.groups()[0].committed,
+        3,
+        "the fenced commit changed nothing"
+    );
+    b.commit(1).unwrap(); // at or below the committed offset: a no-op, not a fence
+    for _ in 3..10 {
+        b.poll(SHORT).unwrap().unwrap();
+    }
+    b.commit(9).unwrap();
+    assert_eq!(q.groups()[0].committed, 10);
+}
+
+#[test]
+fn a_reset_fences_a_member_that_was_judged_dead() {
+    let (dir, q) = new_queue(&Options::default());
+    let mut p = q.producer().unwrap();
+    let mut a = q.consumer("g").unwrap();
+    for i in 0..4u8 {
+        p.publish(&[i]).unwrap();
+    }
+    let o = a.poll(SHORT).unwrap().unwrap().offset;
+    a.commit(o).unwrap();
+    a.poll(SHORT).unwrap().unwrap();
+    forget_holder(&dir.path().join("q"));
+    assert_eq!(q.reset_group("g", SeekTo::Latest).unwrap(), 4);
+    assert!(matches!(
+        a.commit(1),
+        Err(Error::TakenOver { found: 4, .. })
+    ));
+    assert_eq!(q.groups()[0].committed, 4, "the operator's reset stands");
+}

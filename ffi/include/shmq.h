@@ -42,7 +42,7 @@
  | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
  | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
- | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
+ | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
  */
 typedef enum shmq_status {

@@ -22,7 +22,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
 /// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
-/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,7 +77,8 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::TooManyProducers(_)
         | Error::TooManyGroups(_)
         | Error::TooManyMembers { .. }
-        | Error::GroupBusy { .. } => SHMQ_EBUSY,
+        | Error::GroupBusy { .. }
+        | Error::TakenOver { .. } => SHMQ_EBUSY,
         Error::Lagged { .. } => SHMQ_LAGGED,
     }
 }

@@ -228,9 +228,20 @@ impl TopicConsumer {
     /// partition next resumes after it. [`Error::InvalidArgument`] if this member does not
     /// hold `partition` (partitions move only inside `poll`, so one returned by the last poll
     /// is still held).
+    ///
+    /// [`Error::TakenOver`] means another holder of the partition (one that judged this
+    /// member dead) or a reset moved its committed offset: nothing was committed, and this
+    /// member drops the partition.
     pub fn commit(&mut self, partition: u32, offset: u64) -> Result<()> {
-        match self.held.get_mut(partition as usize) {
-            Some(Some(c)) => c.commit(offset),
+        let held = self.held.get_mut(partition as usize);
+        match held {
+            Some(Some(c)) => {
+                let result = c.commit(offset);
+                if matches!(result, Err(Error::TakenOver { .. })) {
+                    self.held[partition as usize] = None;
+                }
+                result
+            }
             _ => Err(Error::InvalidArgument(format!(
                 "partition {partition} is not held by this member of group {:?}",
                 self.group
