@@ -108,14 +108,25 @@ pub struct Consumer {
 
 impl Consumer {
     pub(crate) fn new(shared: Arc<Shared>, group: &str, opts: &Subscribe) -> Result<Consumer> {
+        Consumer::with_lease(shared, group, opts, process::lease_word(), |_| false)
+    }
+
+    /// Joins `group` holding the lease as `lease`, taking it from a live holder if `may_take`
+    /// says so (see [`Shared::acquire_lease`]).
+    pub(crate) fn with_lease(
+        shared: Arc<Shared>,
+        group: &str,
+        opts: &Subscribe,
+        lease: u128,
+        may_take: impl Fn(u128) -> bool,
+    ) -> Result<Consumer> {
         let ring = &shared.ring;
         let (slot, created) =
             shared.find_or_create_group(group, opts.gating, || match opts.start {
                 Start::Earliest => ring.oldest(),
                 Start::Latest => ring.tail(),
             })?;
-        let lease = process::lease_word();
-        shared.acquire_lease(slot, group, lease)?;
+        shared.acquire_lease(slot, group, lease, may_take)?;
         let committed_word = shared.committed_word(slot);
         let (offset, pos) = crate::sync::unpack(committed_word);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
@@ -324,7 +335,7 @@ impl Consumer {
         }
         let next = offset + 1;
         let current = self.shared.committed_word(self.slot);
-        if current != self.committed_word {
+        if current != self.committed_word || !self.holds_lease() {
             return Err(self.taken_over(current));
         }
         let (committed, _) = crate::sync::unpack(current);
@@ -364,6 +375,12 @@ impl Consumer {
 
     fn out_of_range(&self, requested: u64) -> Error {
         out_of_range(&self.shared, requested)
+    }
+
+    /// Whether the group's lease is still this consumer's (a topic member whose heartbeat went
+    /// stale can have it taken).
+    pub(crate) fn holds_lease(&self) -> bool {
+        self.shared.lease(self.slot) == self.lease
     }
 
     fn taken_over(&self, found: u128) -> Error {

@@ -140,10 +140,13 @@ pub enum Error {
         /// The holder's process id.
         pid: u32,
     },
-    /// Someone else moved the group's committed offset while this consumer held the group: a
-    /// second member took it over (it judged this one dead) or an operator reset it. The
-    /// commit changed nothing; this consumer should stop reading the group and drop.
-    #[error("consumer group {group:?} was taken over: its committed offset was moved to {found} by someone else")]
+    /// Someone else took the group's lease or moved its committed offset while this consumer
+    /// held the group: a second member took it over (it judged this one dead, or its topic
+    /// heartbeat went stale) or an operator reset it. The commit changed nothing; this
+    /// consumer should stop reading the group and drop.
+    #[error(
+        "consumer group {group:?} was taken over by another member (committed offset now {found})"
+    )]
     TakenOver {
         /// The group.
         group: String,

@@ -256,7 +256,8 @@ impl Shared {
         self.sync_range(self.group_off(slot) + COMMITTED, 16)
     }
 
-    fn lease(&self, slot: u32) -> u128 {
+    /// The lease word of `slot` (0: nobody).
+    pub(crate) fn lease(&self, slot: u32) -> u128 {
         // Acquire: pairs with the lease CAS of the previous holder.
         self.ring
             .region
@@ -264,12 +265,20 @@ impl Shared {
             .load(Ordering::Acquire)
     }
 
-    /// Takes the lease of `slot` for `word`, from nobody or from a dead holder.
-    pub(crate) fn acquire_lease(&self, slot: u32, name: &str, word: u128) -> Result<()> {
+    /// Takes the lease of `slot` for `word`, from nobody, from a dead holder, or from a live
+    /// one for which `may_take` says so (a topic member whose heartbeat went stale). A holder
+    /// whose lease was taken finds out at its next commit ([`Error::TakenOver`]).
+    pub(crate) fn acquire_lease(
+        &self,
+        slot: u32,
+        name: &str,
+        word: u128,
+        may_take: impl Fn(u128) -> bool,
+    ) -> Result<()> {
         let cell = self.ring.region.u128(self.group_off(slot) + LEASE);
         loop {
             let held = self.lease(slot);
-            if held != 0 && process::alive(held) {
+            if held != 0 && process::alive(held) && !may_take(held) {
                 return Err(Error::GroupBusy {
                     group: name.into(),
                     pid: process::lease_pid(held),
@@ -335,7 +344,7 @@ impl Shared {
             .find_group(name)
             .ok_or_else(|| Error::UnknownGroup(name.into()))?;
         let lease = process::lease_word();
-        self.acquire_lease(slot, name, lease)?;
+        self.acquire_lease(slot, name, lease, |_| false)?;
         let moved = target(slot).and_then(|(offset, pos)| {
             let (_, old_pos) = self.committed(slot);
             self.set_committed(slot, offset, pos);

@@ -183,6 +183,18 @@ impl Queue {
         Consumer::new(self.shared.clone(), group, options)
     }
 
+    /// Joins `group` holding its lease as `lease` (a topic member's own word), taking it from a
+    /// live holder if `may_take` says so.
+    pub(crate) fn subscribe_with_lease(
+        &self,
+        group: &str,
+        options: &Subscribe,
+        lease: u128,
+        may_take: impl Fn(u128) -> bool,
+    ) -> Result<Consumer> {
+        Consumer::with_lease(self.shared.clone(), group, options, lease, may_take)
+    }
+
     /// Deletes a consumer group that no live member holds (e.g. a dead gating group holding
     /// producers back).
     pub fn delete_group(&self, group: &str) -> Result<()> {

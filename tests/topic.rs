@@ -39,6 +39,7 @@ fn main() {
                 per_key_order,
             ),
             ("rebalance_on_kill_and_on_join", rebalance),
+            ("a_stopped_member_is_replaced_and_fenced", stopped_member),
             (
                 "membership_survives_a_kill_at_every_crash_point",
                 crash_points,
@@ -141,7 +142,12 @@ fn member() {
             &mut log,
             &format!("{partition} {offset} {producer} {k} {seq}"),
         );
-        c.commit(partition, offset).unwrap();
+        match c.commit(partition, offset) {
+            // Its partition was taken while it was stopped (SIGSTOP): the new holder
+            // delivers the record again, and this member carries on with the others.
+            Ok(()) | Err(shmq::Error::TakenOver { .. }) => {}
+            Err(e) => panic!("commit: {e}"),
+        }
     }
 }
 
@@ -235,18 +241,23 @@ fn read_deliveries(log: &Path) -> Vec<Delivery> {
         .collect()
 }
 
-/// Checks what every consumer saw: each one's offsets rise within a partition; every offset of
-/// every partition was delivered; each key sits in its routed partition; and in offset order
-/// each (key, producer) sequence is 0, 1, 2, … without a gap. Returns, per partition, the
-/// consumers that delivered each offset.
-fn check_deliveries(topic: &Topic, logs: &[Vec<Delivery>]) -> Vec<BTreeMap<u64, Vec<usize>>> {
+/// Checks what every consumer saw: each one's offsets rise within a partition (unless
+/// `rewinds`: a member that lost a partition and got it back restarts at its committed
+/// offset); every offset of every partition was delivered; each key sits in its routed
+/// partition; and in offset order each (key, producer) sequence is 0, 1, 2, … without a gap.
+/// Returns, per partition, the consumers that delivered each offset.
+fn check_deliveries(
+    topic: &Topic,
+    logs: &[Vec<Delivery>],
+    rewinds: bool,
+) -> Vec<BTreeMap<u64, Vec<usize>>> {
     let mut by_partition: Vec<BTreeMap<u64, Vec<usize>>> =
         vec![BTreeMap::new(); PARTITIONS as usize];
     let mut records: HashMap<(u32, u64), Delivery> = HashMap::new();
     for (who, log) in logs.iter().enumerate() {
         let mut last: HashMap<u32, u64> = HashMap::new();
         for d in log {
-            if let Some(&prev) = last.get(&d.partition) {
+            if let Some(&prev) = last.get(&d.partition).filter(|_| !rewinds) {
                 assert!(
                     d.offset > prev,
                     "consumer {who}: partition {} went from offset {prev} to {}",
@@ -327,7 +338,7 @@ fn per_key_order() {
     }
     let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
     let total = (PRODUCERS * KEYS * SEQS) as usize;
-    let by_partition = check_deliveries(&topic, &deliveries);
+    let by_partition = check_deliveries(&topic, &deliveries, false);
     let delivered: usize = deliveries.iter().map(Vec::len).sum();
     assert_eq!(delivered, total, "every record exactly once");
     assert_eq!(by_partition.iter().map(BTreeMap::len).sum::<usize>(), total);
@@ -429,7 +440,7 @@ fn rebalance() {
         }
     }
     let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
-    let by_partition = check_deliveries(&topic, &deliveries);
+    let by_partition = check_deliveries(&topic, &deliveries, false);
     let distinct: usize = by_partition.iter().map(BTreeMap::len).sum();
     assert_eq!(
         distinct as u64, published,
@@ -461,6 +472,102 @@ fn rebalance() {
         "  {published} records, all delivered in order per key; {redelivered} delivered again \
          after the kill (read but not yet committed by the victim)"
     );
+}
+
+/// Sends `signal` to process `pid`.
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) takes no memory; `pid` is a child of this test, not yet reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+/// A member stopped with SIGSTOP (alive, but its heartbeat goes stale): after the session
+/// timeout the other member takes its partitions; when it continues, its commits on them are
+/// fenced, it rejoins, and nothing is lost.
+fn stopped_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("orders.topic");
+    let topic = Topic::create(&tdir, &topic_options()).unwrap();
+    let stop = dir.path().join("stop");
+    let stop_producer = dir.path().join("stop-producer");
+    let logs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("m{i}.log")))
+        .collect();
+    let members: Vec<Child> = logs.iter().map(|l| spawn_member(&tdir, &stop, l)).collect();
+    let pids: Vec<u32> = members.iter().map(Child::id).collect();
+    wait_fair(&topic, &pids);
+    let producer = common::spawn(
+        "paced_producer",
+        &[
+            ("SHMQ_TOPIC", tdir.display().to_string()),
+            ("SHMQ_STOP", stop_producer.display().to_string()),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let orphaned: Vec<usize> = (0..PARTITIONS as usize)
+        .filter(|&p| holders(&topic)[p] == Some(pids[0]))
+        .collect();
+    /// Continues the stopped member however the test ends, so that it can exit.
+    struct Continue(u32);
+    impl Drop for Continue {
+        fn drop(&mut self) {
+            signal(self.0, libc::SIGCONT);
+        }
+    }
+    signal(pids[0], libc::SIGSTOP);
+    let stopped = Continue(pids[0]);
+    let stopped_at = Instant::now();
+    let taken_over = loop {
+        let h = holders(&topic);
+        if orphaned.iter().all(|&p| h[p] == Some(pids[1])) {
+            break stopped_at.elapsed();
+        }
+        assert!(stopped_at.elapsed() < PHASE, "a stopped member kept {h:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    println!(
+        "  SIGSTOP of a member: its partitions {orphaned:?} taken over in {taken_over:.1?} \
+         (session timeout {SESSION:?}, heartbeat {HEARTBEAT:?})"
+    );
+    // Not before its session expired (counted from its last heartbeat, up to one interval
+    // before the stop), and within a tick or two after (1 s of slack for a busy machine).
+    assert!(
+        taken_over >= SESSION - HEARTBEAT,
+        "taken from a live member after {taken_over:?}"
+    );
+    assert!(
+        taken_over <= SESSION + 2 * HEARTBEAT + Duration::from_secs(1),
+        "takeover took {taken_over:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(stopped);
+    let resumed = wait_fair(&topic, &pids);
+    println!("  after SIGCONT the two share the partitions again in {resumed:.1?}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&stop_producer, b"").unwrap();
+    let (out, status) = common::wait(producer, PHASE, "producer");
+    assert!(status.success(), "producer failed");
+    let published: u64 = out.trim().parse().unwrap();
+    wait_drained(&topic);
+    std::fs::write(&stop, b"").unwrap();
+    for (i, child) in members.into_iter().enumerate() {
+        let (out, status) = common::wait(child, PHASE, &format!("member {i}"));
+        assert!(status.success(), "member {i} failed: {out}");
+    }
+    let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
+    let by_partition = check_deliveries(&topic, &deliveries, true);
+    let distinct: usize = by_partition.iter().map(BTreeMap::len).sum();
+    assert_eq!(
+        distinct as u64, published,
+        "every published record delivered"
+    );
+    let twice: usize = by_partition
+        .iter()
+        .flat_map(BTreeMap::values)
+        .filter(|who| who.len() > 1)
+        .count();
+    println!("  {published} records, all delivered in order per key; {twice} delivered twice");
 }
 
 /// Child: joins the group, polls once and leaves (`SHMQ_CRASH_AT` kills it on the way).

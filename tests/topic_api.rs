@@ -320,7 +320,7 @@ fn a_partition_that_cannot_be_opened_does_not_stop_a_member_taking_the_others() 
 }
 
 #[test]
-fn a_member_that_stops_polling_is_counted_out_but_keeps_its_leases_until_it_polls() {
+fn a_member_that_stops_polling_loses_its_partitions_and_its_late_commit_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 4);
     let short = MemberOptions {
@@ -328,17 +328,47 @@ fn a_member_that_stops_polling_is_counted_out_but_keeps_its_leases_until_it_poll
         session_timeout: Duration::from_millis(100),
         ..MemberOptions::default()
     };
+    let mut p = topic.producer().unwrap();
+    for partition in 0..4 {
+        for i in 0..2u8 {
+            p.publish_to(partition, None, &[partition as u8, i])
+                .unwrap();
+        }
+    }
     let mut hung = topic.join("g", &short).unwrap();
     assert_eq!(hung.assignment().len(), 4);
+    let m = hung.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
+    let (read_partition, read_offset) = (m.partition, m.offset);
+    // It read a record but stops (a hung process) before committing it.
     std::thread::sleep(Duration::from_millis(250));
     let me = topic.members();
     assert!(me[0].alive && !me[0].live, "stale heartbeat: {me:?}");
-    // A new member is the only live one, so all 4 are assigned to it, but a lease is never
-    // taken from a live process.
+    // A new member is the only live one: every partition is assigned to it, and it takes
+    // them from the counted-out member although that process runs.
     let mut fresh = topic.join("g", &short).unwrap();
-    assert!(fresh.assignment().is_empty());
-    // Once the first member polls again it is live, and the two share the partitions.
+    assert_eq!(fresh.assignment(), vec![0, 1, 2, 3]);
+    let got = drain(&mut fresh);
+    assert_eq!(
+        got.len(),
+        8,
+        "every record, the one read but not committed included"
+    );
+    // The first member wakes up: its commit of what it read is refused, and changes nothing.
+    match hung.commit(read_partition, read_offset) {
+        Err(Error::TakenOver { group, found: 2 }) => assert_eq!(group, "g"),
+        other => panic!("expected TakenOver, got {other:?}"),
+    }
+    assert!(!hung.assignment().contains(&read_partition));
+    // Polling again makes it live, and the two share the partitions.
     poll_until(&mut hung, &mut fresh, |x, y| x.len() == 2 && y.len() == 2);
+    for info in topic.info() {
+        let g = info.groups.iter().find(|g| g.name == "g").unwrap();
+        assert_eq!(
+            g.committed, 2,
+            "partition {}: nothing moved back",
+            info.partition
+        );
+    }
 }
 
 #[test]

@@ -278,21 +278,32 @@ impl TopicConsumer {
         let live = self.topic.members_file().live(&self.group);
         let mine = assigned(&live, self.slot.word, self.topic.partition_count());
         // Releases first, all of them: a partition that fails to open below must not keep
-        // another member waiting for one this member gives up.
+        // another member waiting for one this member gives up. A partition whose lease was
+        // taken from this member (while its heartbeat was stale) is given up too.
         for (held, &assigned) in self.held.iter_mut().zip(&mine) {
-            if !assigned {
-                // Dropping the consumer releases the partition's lease.
+            if !assigned || held.as_ref().is_some_and(|c| !c.holds_lease()) {
+                // Dropping the consumer releases the partition's lease (if still ours).
                 *held = None;
             }
         }
         // Then takes, every one it can: a failure is reported after the others were tried.
+        // The partition's lease is this member's own word, so every member can tell who holds
+        // a partition; one held by a member counted out (stale heartbeat, process running) is
+        // taken from it.
+        let stale = self.topic.members_file().stale(&self.group);
         let mut failed = None;
         for (p, &assigned) in mine.iter().enumerate() {
             if !assigned || self.held[p].is_some() {
                 continue;
             }
             let queue = &self.topic.partitions()[p];
-            match queue.subscribe(&self.group, &self.options.subscribe) {
+            let taken = queue.subscribe_with_lease(
+                &self.group,
+                &self.options.subscribe,
+                self.slot.word,
+                |holder| stale.contains(&holder),
+            );
+            match taken {
                 Ok(c) => self.held[p] = Some(c),
                 // Its previous holder has not released it yet: retry at the next tick.
                 Err(Error::GroupBusy { .. }) => {}

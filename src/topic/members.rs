@@ -391,6 +391,18 @@ impl Members {
         live
     }
 
+    /// The lease words of members of `group` that are counted out although their process may
+    /// run: their heartbeat is older than their session timeout (a hung or stopped process).
+    /// Their partitions may be taken from them; their commits are fenced off afterwards.
+    pub(crate) fn stale(&self, group: &str) -> Vec<u128> {
+        let now = monotonic_ns();
+        (0..SLOTS)
+            .filter_map(|i| self.seen(i))
+            .filter(|s| s.name == group && !is_live(s, now))
+            .map(|s| s.word)
+            .collect()
+    }
+
     /// Every member of every group.
     pub(crate) fn infos(&self) -> Vec<MemberInfo> {
         let now = monotonic_ns();
