@@ -22,6 +22,7 @@ macro_rules! errln {
     }};
 }
 
+mod bench;
 mod consume;
 mod create;
 mod demo;
@@ -60,6 +61,8 @@ enum Command {
     Publish(PublishArgs),
     /// Read messages as the member of a consumer group.
     Consume(ConsumeArgs),
+    /// Measure one-way latency between two processes: shmq against the floors and pipes/sockets.
+    Bench(bench::BenchArgs),
     /// One process of the demo (started by `shmq demo`, not by hand).
     #[command(hide = true)]
     DemoWorker(WorkerArgs),
@@ -266,6 +269,7 @@ struct ConsumeArgs {
 }
 
 fn main() -> ExitCode {
+    bench::maybe_run_child();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -276,6 +280,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Consume(args) => consume::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::DemoWorker(args) => demo::worker::run(&args),
     };
     match result {
