@@ -1,13 +1,15 @@
 //! Cross-process ping-pong latency of 64-byte messages: one-way = round trip / 2.
 //!
 //! Cases, all in one run (see `shmq_pingpong::Mode`): the atomic floor (an `AtomicU64`
-//! ping-ponged through a shared mapping), the futex floor (the same word, each side sleeping
+//! ping-ponged through a shared mapping), the futex floor (a shared word, each side sleeping
 //! in `FUTEX_WAIT` until woken), shmq with spinning consumers, shmq with blocking consumers, a
-//! pipe pair, a Unix domain socket pair and iceoryx2 publish-subscribe. After criterion, an
-//! interleaved pass measures every case in turn, several times, and prints each one's median
-//! ratio to the floors and to shmq measured in the same repetition (the host moves the 2
-//! vCPUs between physical cores, so absolute numbers shift from run to run; ratios within a
-//! run are what to compare).
+//! pipe pair, a Unix domain socket pair, iceoryx2 publish-subscribe, Redis Streams and NATS
+//! (each broker pair starts its own server; skipped with a note if it is not installed).
+//!
+//! After criterion, an interleaved pass measures every case in turn, several times, and prints
+//! each one's median ratio to the floors and to shmq measured in the same repetition (the host
+//! moves the 2 vCPUs between physical cores, so absolute numbers shift from run to run; ratios
+//! within a run are what to compare).
 
 #[path = "common/support.rs"]
 mod support;
@@ -21,8 +23,17 @@ fn quick() -> bool {
     std::env::args().any(|a| a == "--quick")
 }
 
-fn start(mode: Mode) -> Pinger {
-    Pinger::start(mode, &support::bench_dir()).unwrap_or_else(|e| panic!("{e}"))
+/// The pair for `mode`, or `None` (with a note) if it cannot run here, e.g. its server is not
+/// installed.
+fn start(mode: Mode) -> Option<Pinger> {
+    match Pinger::start(mode, &support::bench_dir()) {
+        Ok(p) => Some(p),
+        Err(e @ shmq_pingpong::Error::Unavailable { .. }) => {
+            println!("note: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn latency(c: &mut Criterion) {
@@ -32,7 +43,9 @@ fn latency(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
     for &mode in Mode::ALL {
-        let mut p = start(mode);
+        let Some(mut p) = start(mode) else {
+            continue;
+        };
         group.bench_function(BenchmarkId::from_parameter(mode.name()), |b| {
             p.warm(200).expect("warm-up");
             b.iter_custom(|iters| {
@@ -61,7 +74,8 @@ fn interleaved() {
     } else {
         (9, Duration::from_millis(400))
     };
-    let mut pingers: Vec<Pinger> = Mode::ALL.iter().map(|&m| start(m)).collect();
+    let mut pingers: Vec<Pinger> = Mode::ALL.iter().filter_map(|&m| start(m)).collect();
+    let modes: Vec<Mode> = pingers.iter().map(|p| p.mode()).collect();
     let mut ns = vec![Vec::new(); pingers.len()];
     for _ in 0..reps {
         for (i, p) in pingers.iter_mut().enumerate() {
@@ -93,7 +107,7 @@ fn interleaved() {
         "{:<14} {:>10} {:>14} {:>14}",
         "case", "median ns", "x floor_atomic", "x floor_futex"
     );
-    for &m in Mode::ALL {
+    for &m in &modes {
         let mut v = of(m).clone();
         println!(
             "{:<14} {:>10.1} {:>14.2} {:>14.2}",
@@ -103,7 +117,7 @@ fn interleaved() {
             median_ratio(of(m), of(Mode::FutexFloor)),
         );
     }
-    for &alt in Mode::ALL.iter().skip_while(|&&m| m != Mode::Pipe) {
+    for &alt in modes.iter().skip_while(|&&m| m != Mode::Pipe) {
         for q in [Mode::ShmqSpin, Mode::ShmqBlocking] {
             println!(
                 "{} / {}: median {:.2}x",

@@ -77,6 +77,8 @@ fn run(role: &str) -> Result<(), Error> {
         Mode::ShmqSpin | Mode::ShmqBlocking => shmq_echo(&dir, mode, ready),
         #[cfg(feature = "iceoryx2")]
         Mode::Iceoryx2 => crate::iox::child(&dir, ready),
+        #[cfg(feature = "brokers")]
+        Mode::RedisStreams | Mode::Nats => crate::brokers::child(mode, &dir, ready),
         Mode::Pipe | Mode::UnixSocket => unreachable!("handled above"),
     }
 }

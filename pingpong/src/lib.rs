@@ -9,6 +9,8 @@
 //! child exits when the parent goes away. Every wait on the child is bounded by
 //! [`REPLY_TIMEOUT`].
 
+#[cfg(feature = "brokers")]
+mod brokers;
 mod child;
 #[cfg(feature = "iceoryx2")]
 mod iox;
@@ -51,6 +53,13 @@ pub enum Mode {
     /// iceoryx2 publish-subscribe (`ipc::Service`), subscribers spinning on `receive()`.
     #[cfg(feature = "iceoryx2")]
     Iceoryx2,
+    /// Redis Streams: `XADD` and `XREAD BLOCK` through a redis-server on 127.0.0.1 that the
+    /// pair starts.
+    #[cfg(feature = "brokers")]
+    RedisStreams,
+    /// NATS core publish-subscribe through a nats-server on 127.0.0.1 that the pair starts.
+    #[cfg(feature = "brokers")]
+    Nats,
 }
 
 impl Mode {
@@ -64,6 +73,10 @@ impl Mode {
         Mode::UnixSocket,
         #[cfg(feature = "iceoryx2")]
         Mode::Iceoryx2,
+        #[cfg(feature = "brokers")]
+        Mode::RedisStreams,
+        #[cfg(feature = "brokers")]
+        Mode::Nats,
     ];
 
     /// Short name, also the child role.
@@ -77,6 +90,10 @@ impl Mode {
             Mode::UnixSocket => "unix_socket",
             #[cfg(feature = "iceoryx2")]
             Mode::Iceoryx2 => "iceoryx2",
+            #[cfg(feature = "brokers")]
+            Mode::RedisStreams => "redis_streams",
+            #[cfg(feature = "brokers")]
+            Mode::Nats => "nats",
         }
     }
 
@@ -135,6 +152,14 @@ pub enum Error {
     Timeout {
         /// The mode's name.
         mode: &'static str,
+    },
+    /// The mode cannot run on this machine (e.g. its server is not installed): skip it.
+    #[error("{mode} skipped: {reason}")]
+    Unavailable {
+        /// The mode's name.
+        mode: &'static str,
+        /// Why, and what would make it available.
+        reason: String,
     },
     /// The transport under test reported an error of its own.
     #[error("{mode}: {what}")]

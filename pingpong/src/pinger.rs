@@ -37,6 +37,9 @@ enum Link {
     /// iceoryx2 publish-subscribe.
     #[cfg(feature = "iceoryx2")]
     Iox(crate::iox::Parent),
+    /// A broker (Redis Streams or NATS) and the parent's connection to it.
+    #[cfg(feature = "brokers")]
+    Broker(crate::brokers::Parent),
 }
 
 /// The parent side of one ping-pong pair; kills and reaps its child on drop.
@@ -92,6 +95,10 @@ impl Pinger {
             Mode::ShmqSpin | Mode::ShmqBlocking => Some(shmq_link(dir.path(), mode)?),
             #[cfg(feature = "iceoryx2")]
             Mode::Iceoryx2 => Some(Link::Iox(crate::iox::Parent::new(dir.path())?)),
+            #[cfg(feature = "brokers")]
+            Mode::RedisStreams | Mode::Nats => {
+                Some(Link::Broker(crate::brokers::Parent::new(mode, dir.path())?))
+            }
             Mode::Pipe | Mode::UnixSocket => None,
         };
         let spawn = |cmd: &mut Command| {
@@ -172,6 +179,8 @@ impl Pinger {
     #[inline]
     pub fn round_trip(&mut self) -> Result<(), Error> {
         let mode = self.mode;
+        // A new first byte each time, which the echoing transports check.
+        self.msg[0] = self.msg[0].wrapping_add(1);
         match &mut self.link {
             Link::Floor { map, seq } => {
                 let w = word64(map);
@@ -201,7 +210,6 @@ impl Pinger {
                 }
             }
             Link::Shmq { tx, rx, spin, .. } => {
-                self.msg[0] = self.msg[0].wrapping_add(1);
                 let err = |source| Error::Transport {
                     mode: mode.name(),
                     what: format!("{source}"),
@@ -234,6 +242,8 @@ impl Pinger {
             }
             #[cfg(feature = "iceoryx2")]
             Link::Iox(p) => p.round_trip(&self.msg)?,
+            #[cfg(feature = "brokers")]
+            Link::Broker(p) => p.round_trip(&self.msg)?,
         }
         Ok(())
     }
