@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crate::shared::{
     futex_wait, futex_wake, map_word_file, word32, word64, Idle, IDLE_POLLS, IDLE_SPINS,
 };
-use crate::{Error, Mode, CHILD_ENV, DIR_ENV, MSG};
+use crate::{queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG};
 
 /// How long a blocking child sleeps in one `poll` before it looks again.
 const CHILD_POLL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -129,18 +129,11 @@ fn shmq_echo(
     mode: Mode,
     ready: impl FnOnce() -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let q = |name: &str| {
-        let path = dir.join(name);
-        shmq::Queue::open(&path).map_err(|source| Error::Queue { path, source })
-    };
-    let req = q("req.q")?;
-    let resp = q("resp.q")?;
-    let err = |path: &str| {
-        let path = dir.join(path);
-        move |source| Error::Queue { path, source }
-    };
-    let mut rx = req.consumer("child").map_err(err("req.q"))?;
-    let mut tx = resp.producer().map_err(err("resp.q"))?;
+    let [req_path, resp_path] = queue_paths(dir);
+    let req = shmq::Queue::open(&req_path).map_err(queue_err(&req_path))?;
+    let resp = shmq::Queue::open(&resp_path).map_err(queue_err(&resp_path))?;
+    let mut rx = req.consumer("child").map_err(queue_err(&req_path))?;
+    let mut tx = resp.producer().map_err(queue_err(&resp_path))?;
     let timeout = match mode {
         Mode::ShmqSpin => std::time::Duration::ZERO,
         _ => CHILD_POLL,
@@ -149,7 +142,7 @@ fn shmq_echo(
     let mut buf = [0u8; MSG];
     let mut idle = Idle::new(IDLE_POLLS);
     loop {
-        let off = match rx.poll(Some(timeout)).map_err(err("req.q"))? {
+        let off = match rx.poll(Some(timeout)).map_err(queue_err(&req_path))? {
             Some(m) if m.payload.len() == MSG => {
                 buf.copy_from_slice(m.payload);
                 m.offset
@@ -166,7 +159,7 @@ fn shmq_echo(
             }
         };
         idle.busy();
-        tx.publish(&buf).map_err(err("resp.q"))?;
-        rx.commit(off).map_err(err("req.q"))?;
+        tx.publish(&buf).map_err(queue_err(&resp_path))?;
+        rx.commit(off).map_err(queue_err(&req_path))?;
     }
 }

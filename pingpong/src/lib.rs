@@ -176,6 +176,23 @@ pub enum Error {
     },
 }
 
+/// The file names of a shmq pair's request and response queues, in the pair's directory.
+const QUEUE_FILES: [&str; 2] = ["req.q", "resp.q"];
+
+/// Paths of the pair's request and response queues in `dir`.
+fn queue_paths(dir: &std::path::Path) -> [PathBuf; 2] {
+    QUEUE_FILES.map(|name| dir.join(name))
+}
+
+/// Maps a shmq error on the queue file `path` (cloned only when there is an error, so this
+/// can sit on a hot path).
+fn queue_err(path: &std::path::Path) -> impl FnOnce(shmq::Error) -> Error + '_ {
+    move |source| Error::Queue {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Median of a slice (sorts it); NaN for an empty one.
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);

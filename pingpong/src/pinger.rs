@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::shared::{futex_wait, futex_wake, map_word_file, word32, word64, Patience};
-use crate::{Error, Mode, CHILD_ENV, DIR_ENV, MSG, REPLY_TIMEOUT};
+use crate::{queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG, REPLY_TIMEOUT};
 
 /// Ring size of the two ping-pong queues.
 const QUEUE_CAPACITY: u64 = 1 << 20;
@@ -264,18 +264,11 @@ fn shmq_link(dir: &Path, mode: Mode) -> Result<Link, Error> {
         max_message: QUEUE_MAX_MESSAGE,
         ..shmq::Options::default()
     };
-    let create = |name: &str| {
-        let path = dir.join(name);
-        shmq::Queue::create(&path, &options).map_err(|source| Error::Queue { path, source })
-    };
-    let req = create("req.q")?;
-    let resp = create("resp.q")?;
-    let err = |name: &str| {
-        let path = dir.join(name);
-        move |source| Error::Queue { path, source }
-    };
-    let rx = resp.consumer("parent").map_err(err("resp.q"))?;
-    let tx = req.producer().map_err(err("req.q"))?;
+    let [req_path, resp_path] = queue_paths(dir);
+    let req = shmq::Queue::create(&req_path, &options).map_err(queue_err(&req_path))?;
+    let resp = shmq::Queue::create(&resp_path, &options).map_err(queue_err(&resp_path))?;
+    let rx = resp.consumer("parent").map_err(queue_err(&resp_path))?;
+    let tx = req.producer().map_err(queue_err(&req_path))?;
     Ok(Link::Shmq {
         tx,
         rx,
