@@ -106,11 +106,7 @@ fn interleaved() {
             ops[i + 1].push(n as f64 / start.elapsed().as_secs_f64());
         }
     }
-    let med = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-        v[v.len() / 2]
-    };
+    let med = |v: &[f64]| shmq_pingpong::median(&mut v.to_vec());
     let ratio = |a: usize, b: usize| {
         let r: Vec<f64> = ops[a].iter().zip(&ops[b]).map(|(x, y)| x / y).collect();
         med(&r)

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use shmq_pingpong::median;
 
 const SIZES: [usize; 4] = [16, 64, 1024, 64 * 1024];
 const COMMIT_EVERY: u64 = 256;
@@ -208,5 +209,125 @@ fn fan(c: &mut Criterion) {
     g.finish();
 }
 
+/// One interleaved case: a name, the payload size, messages per repetition, and a closure that
+/// moves that many messages and returns the time it took.
+type Case<'a> = (
+    &'static str,
+    usize,
+    u64,
+    Box<dyn FnMut(u64) -> Duration + 'a>,
+);
+
+/// The targets' cases measured in turn, several times, so that their ratios come from the same
+/// moments of this shared machine: 64 KiB copy and zero-copy publish against the streaming
+/// memcpy floor, and the 64 B fan-in and fan-out cases.
+fn interleaved() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (reps, scale) = if quick { (5, 4) } else { (9, 1) };
+    let big = vec![0xA5u8; 64 * 1024];
+    let small = vec![0xA5u8; 64];
+    let mut dst = vec![0u8; RING as usize];
+    let mut at = 0usize;
+    // One queue per case: each closure holds its queue mutably for the whole pass.
+    let mut one = Setup::new(1, 1, true);
+    let mut one_claim = Setup::new(1, 1, true);
+    let mut one_small = Setup::new(1, 1, true);
+    let mut plain = Setup::new(1, 1, false);
+    let mut two_p = Setup::new(2, 1, true);
+    let mut two_g = Setup::new(1, 2, true);
+    let (big_n, small_n) = (4096 / scale, 1_000_000 / scale);
+    let big_ref = &big;
+    let mut cases: Vec<Case> = vec![
+        (
+            "memcpy_floor 64 KiB",
+            big.len(),
+            big_n,
+            Box::new(|n| {
+                let t = Instant::now();
+                for _ in 0..n {
+                    dst[at..at + big_ref.len()].copy_from_slice(black_box(big_ref));
+                    at = (at + big_ref.len()) % RING as usize;
+                    black_box(&dst[at..at + 1]);
+                }
+                t.elapsed()
+            }),
+        ),
+        (
+            "copy 64 KiB",
+            big.len(),
+            big_n,
+            Box::new(|n| one.run(n, big_ref, false)),
+        ),
+        (
+            "claim 64 KiB",
+            big.len(),
+            big_n,
+            Box::new(|n| one_claim.run(n, big_ref, true)),
+        ),
+        (
+            "copy 64 KiB no checksum",
+            big.len(),
+            big_n,
+            Box::new(|n| plain.run(n, big_ref, false)),
+        ),
+    ];
+    let small_ref = &small;
+    cases.push((
+        "copy 64 B 1p_1g",
+        64,
+        small_n,
+        Box::new(|n| one_small.run(n, small_ref, false)),
+    ));
+    cases.push((
+        "copy 64 B 2p_1g",
+        64,
+        small_n,
+        Box::new(|n| two_p.run(n, small_ref, false)),
+    ));
+    cases.push((
+        "copy 64 B 1p_2g",
+        64,
+        small_n,
+        Box::new(|n| two_g.run(n, small_ref, false)),
+    ));
+    let mut ns = vec![Vec::new(); cases.len()];
+    for _ in 0..reps {
+        for (i, (_, _, n, f)) in cases.iter_mut().enumerate() {
+            f(*n / 8); // warm-up
+            ns[i].push(f(*n).as_nanos() as f64 / *n as f64);
+        }
+    }
+    println!("\ninterleaved throughput, {reps} repetitions (median of repetitions; ratio = median of per-repetition ratios):");
+    println!(
+        "{:<26} {:>10} {:>12} {:>9} {:>16}",
+        "case", "ns/msg", "msgs/s", "GiB/s", "x memcpy_floor"
+    );
+    for (i, (name, size, _, _)) in cases.iter().enumerate() {
+        let mut v = ns[i].clone();
+        let med = median(&mut v);
+        let vs_floor = if *size == big.len() {
+            let mut r: Vec<f64> = ns[0].iter().zip(&ns[i]).map(|(f, x)| f / x).collect();
+            format!("{:.2}", median(&mut r))
+        } else {
+            "-".to_string()
+        };
+        println!(
+            "{:<26} {:>10.1} {:>12.0} {:>9.2} {:>16}",
+            name,
+            med,
+            1e9 / med,
+            *size as f64 / med / 1.073_741_824,
+            vs_floor
+        );
+    }
+}
+
 criterion_group!(benches, one_to_one, fan);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if support::full_bench_run() {
+        interleaved();
+    }
+}

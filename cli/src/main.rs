@@ -1,9 +1,9 @@
 //! `shmq`: the command-line tool for shmq queue files.
 //!
 //! Subcommands: `demo` (a multi-process order-service demo), `create`, `info`, `publish`,
-//! `consume`, `group`, `stat` and `completions`. This file holds the clap definitions and the
-//! error reporting; each subcommand lives in its own module. Every failure is reported as one line `shmq: <subject>: <cause>` on
-//! stderr with a non-zero exit status.
+//! `consume`, `group`, `stat`, `topic`, `bench` and `completions`. This file holds the clap
+//! definitions and the error reporting; each subcommand lives in its own module. Every failure
+//! is reported as one line `shmq: <subject>: <cause>` on stderr with a non-zero exit status.
 
 /// `println!` that never panics: output to a closed or failing stdout (e.g. `| head`) is
 /// dropped. Commands whose output is their result check their writes instead.
@@ -23,6 +23,7 @@ macro_rules! errln {
 }
 
 mod bar;
+mod bench;
 mod consume;
 mod create;
 mod demo;
@@ -77,6 +78,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Measure one-way latency between two processes: shmq against the floors and pipes/sockets.
+    Bench(bench::BenchArgs),
     /// One process of the demo (started by `shmq demo`, not by hand).
     #[command(hide = true)]
     DemoWorker(WorkerArgs),
@@ -325,6 +328,7 @@ struct ConsumeArgs {
 }
 
 fn main() -> ExitCode {
+    bench::maybe_run_child();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -339,6 +343,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run(&args),
         Command::Topic(args) => topic::run(&args),
         Command::Completions { shell } => completions(shell),
+        Command::Bench(args) => bench::run(&args),
         Command::DemoWorker(args) => demo::worker::run(&args),
     };
     match result {

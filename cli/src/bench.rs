@@ -1,0 +1,186 @@
+//! `shmq bench`: one-way latency percentiles of 64-byte messages between two processes, for
+//! shmq and the floors and transports it is compared with, all measured in one run. Built with
+//! the `alternatives` feature it also measures iceoryx2, Redis Streams and NATS (a broker whose
+//! server is not installed is skipped with a note).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use shmq_pingpong::percentiles::{self, QUANTILES};
+use shmq_pingpong::{Mode, Pinger};
+
+use crate::error::CliError;
+use crate::fmt::count;
+
+pub use shmq_pingpong::maybe_run_child;
+
+/// Messages per mode with `--quick`.
+const QUICK_MESSAGES: u64 = 100_000;
+/// Back-to-back clock reads measured for the clock's own cost.
+const CLOCK_READS: u32 = 100_000;
+
+/// Arguments of `shmq bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Messages (timed round trips) per mode.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    messages: u64,
+    /// A short run: 100,000 messages per mode.
+    #[arg(long, conflicts_with = "messages")]
+    quick: bool,
+    /// Interleaved rounds: each mode gets messages/rounds per round, in turn.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    rounds: u64,
+    /// Where the pairs' temporary files go [default: the system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// No progress bar (for logs and CI).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// The ratios printed under the table: (numerator, denominator), where both ran.
+const RATIOS: &[(Mode, Mode)] = &[
+    (Mode::ShmqSpin, Mode::Floor),
+    (Mode::ShmqBlocking, Mode::FutexFloor),
+    (Mode::ShmqBlocking, Mode::Floor),
+    (Mode::UnixSocket, Mode::ShmqSpin),
+    (Mode::UnixSocket, Mode::ShmqBlocking),
+    (Mode::Pipe, Mode::ShmqSpin),
+    (Mode::Pipe, Mode::ShmqBlocking),
+];
+
+/// Runs `shmq bench`.
+pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+    let messages = if args.quick {
+        QUICK_MESSAGES
+    } else {
+        args.messages
+    };
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    outln!(
+        "shmq bench: one-way latency of 64-byte messages between two processes (round trip / 2)"
+    );
+    outln!(
+        "  {} messages per mode in {} interleaved rounds; {}",
+        count(messages),
+        args.rounds.min(messages),
+        machine()
+    );
+    let clock = percentiles::clock_read_cost(CLOCK_READS);
+    outln!(
+        "  clock read, included in every sample: p50 {} ns, p99 {} ns",
+        clock.value_at_quantile(0.5),
+        clock.value_at_quantile(0.99)
+    );
+
+    let mut pingers = Vec::new();
+    for &m in Mode::ALL {
+        match Pinger::start(m, &dir) {
+            Ok(p) => pingers.push(p),
+            Err(e @ shmq_pingpong::Error::Unavailable { .. }) => outln!("  {e}"),
+            Err(e) => return Err(CliError::new("bench", e)),
+        }
+    }
+    let modes: Vec<Mode> = pingers.iter().map(|p| p.mode()).collect();
+    let bar = progress_bar(messages * modes.len() as u64, !args.no_progress);
+    let hists = percentiles::measure(&mut pingers, messages, args.rounds, |n| bar.inc(n))
+        .map_err(|e| CliError::new("bench", e))?;
+    bar.finish_and_clear();
+    drop(pingers);
+
+    outln!();
+    print_table(&modes, &hists);
+    outln!();
+    print_ratios(&modes, &hists);
+    Ok(())
+}
+
+/// The CPU count and load average, which every figure depends on.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string());
+    format!("{cpus} CPUs, load average {load}")
+}
+
+/// A progress bar over `total` messages on stderr, hidden unless `wanted` and stderr is a
+/// terminal.
+fn progress_bar(total: u64, wanted: bool) -> ProgressBar {
+    if !(wanted && std::io::stderr().is_terminal()) {
+        return ProgressBar::hidden();
+    }
+    ProgressBar::new(total)
+        .with_style(crate::bar::style("cyan"))
+        .with_prefix("measuring")
+}
+
+/// The percentile table: one row per mode, one-way nanoseconds.
+fn print_table(modes: &[Mode], hists: &[Histogram<u64>]) {
+    let mut head = format!("{:<15}", "MODE");
+    for (label, _) in QUANTILES {
+        head.push_str(&format!(" {:>10}", label.to_uppercase()));
+    }
+    outln!("{head} {:>12}   (one-way, ns)", "MAX");
+    for (m, h) in modes.iter().zip(hists) {
+        let mut row = format!("{:<15}", m.name());
+        for (_, q) in QUANTILES {
+            row.push_str(&format!(" {:>10}", h.value_at_quantile(q)));
+        }
+        outln!("{row} {:>12}", h.max());
+    }
+}
+
+/// Ratios of the percentiles (and max) of the pairs in `RATIOS`.
+fn print_ratios(modes: &[Mode], hists: &[Histogram<u64>]) {
+    let of = |m: Mode| modes.iter().position(|&x| x == m).map(|i| &hists[i]);
+    let mut head = format!("{:<30}", "RATIO");
+    for (label, _) in QUANTILES {
+        head.push_str(&format!(" {:>9}", label.to_uppercase()));
+    }
+    outln!("{head} {:>9}", "MAX");
+    let mut pairs: Vec<(Mode, Mode)> = RATIOS.to_vec();
+    pairs.extend(
+        modes
+            .iter()
+            .filter(|m| !RATIOS.iter().any(|(a, b)| a == *m || b == *m))
+            .filter(|&&m| m != Mode::Floor && m != Mode::FutexFloor)
+            .flat_map(|&m| [(m, Mode::ShmqSpin), (m, Mode::ShmqBlocking)]),
+    );
+    for (a, b) in pairs {
+        let (Some(ha), Some(hb)) = (of(a), of(b)) else {
+            continue;
+        };
+        let mut row = format!("{:<30}", format!("{} / {}", a.name(), b.name()));
+        for (_, q) in QUANTILES {
+            row.push_str(&format!(
+                " {:>8.2}x",
+                ratio(ha.value_at_quantile(q), hb.value_at_quantile(q))
+            ));
+        }
+        outln!("{row} {:>8.2}x", ratio(ha.max(), hb.max()));
+    }
+}
+
+/// `a / b` as a float (both are at least 1 ns: the histograms record nothing smaller).
+fn ratio(a: u64, b: u64) -> f64 {
+    a as f64 / b.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ratio_names_modes_that_run() {
+        for (a, b) in RATIOS {
+            assert!(Mode::ALL.contains(a) && Mode::ALL.contains(b));
+        }
+        assert_eq!(ratio(3, 2), 1.5);
+        assert_eq!(ratio(3, 0), 3.0);
+    }
+}

@@ -1,0 +1,114 @@
+//! End-to-end test of `shmq bench`: a short run reports every mode with consistent figures.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+/// Every mode the CLI measures, in the order it prints them.
+const MODES: [&str; 6] = [
+    "floor_atomic",
+    "floor_futex",
+    "shmq_spin",
+    "shmq_blocking",
+    "pipe",
+    "unix_socket",
+];
+
+/// Runs `shmq bench` with `args`; returns (success, stdout, stderr).
+fn bench(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("start shmq");
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).expect("UTF-8 stdout"),
+        String::from_utf8(out.stderr).expect("UTF-8 stderr"),
+    )
+}
+
+/// The rows of the table that starts at the line beginning with `header`: first word to the
+/// numbers after it (a trailing `x` stripped).
+fn table(stdout: &str, header: &str) -> HashMap<String, Vec<f64>> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with(header))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (name, nums) = match l.split_once(" / ") {
+                // A ratio row: "a / b   1.00x ..."
+                Some((a, rest)) => {
+                    let mut it = rest.split_whitespace();
+                    let b = it.next().expect("denominator");
+                    (format!("{a}/{b}"), it.collect::<Vec<_>>())
+                }
+                None => {
+                    let mut it = l.split_whitespace();
+                    let a = it.next().expect("mode").to_string();
+                    (a, it.collect())
+                }
+            };
+            let nums = nums
+                .iter()
+                .map(|n| {
+                    n.trim_end_matches('x')
+                        .parse::<f64>()
+                        .unwrap_or_else(|_| panic!("{n:?} in {l:?} is not a number"))
+                })
+                .collect();
+            (name, nums)
+        })
+        .collect()
+}
+
+#[test]
+fn short_run_reports_every_mode_with_sane_figures() {
+    let (ok, stdout, stderr) = bench(&["--messages", "20000", "--rounds", "4", "--no-progress"]);
+    assert!(ok, "shmq bench failed: {stderr}\n{stdout}");
+    assert!(stdout.contains("20,000 messages per mode in 4 interleaved rounds"));
+    let rows = table(&stdout, "MODE");
+    for mode in MODES {
+        let v = rows
+            .get(mode)
+            .unwrap_or_else(|| panic!("no row for {mode}:\n{stdout}"));
+        // p50, p99, p99.9, p99.99, max: positive, ordered, and the median under 100 ms.
+        assert_eq!(v.len(), 5, "{mode}: {v:?}");
+        assert!(v[0] >= 1.0 && v[0] < 1e8, "{mode}: p50 {} ns", v[0]);
+        assert!(v.windows(2).all(|w| w[0] <= w[1]), "{mode}: {v:?}");
+    }
+    let ratios = table(&stdout, "RATIO");
+    for (a, b) in [
+        ("shmq_spin", "floor_atomic"),
+        ("shmq_blocking", "floor_futex"),
+        ("unix_socket", "shmq_spin"),
+        ("unix_socket", "shmq_blocking"),
+        ("pipe", "shmq_spin"),
+        ("pipe", "shmq_blocking"),
+    ] {
+        let r = ratios
+            .get(&format!("{a}/{b}"))
+            .unwrap_or_else(|| panic!("no ratio {a} / {b}:\n{stdout}"));
+        assert_eq!(r.len(), 5, "{a} / {b}: {r:?}");
+        // Each ratio is the quotient of the two rows above it (printed to 2 decimals).
+        for (i, got) in r.iter().enumerate() {
+            let want = rows[a][i] / rows[b][i];
+            assert!(
+                (got - want).abs() <= 0.005 + want * 1e-9,
+                "{a} / {b} column {i}: printed {got}, table gives {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rejects_a_zero_count_in_one_line() {
+    let (ok, stdout, stderr) = bench(&["--messages", "0"]);
+    assert!(!ok);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("shmq: ") && stderr.contains("--messages"),
+        "{stderr}"
+    );
+}

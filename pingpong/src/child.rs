@@ -1,0 +1,165 @@
+//! The child side of every mode: echo each 64-byte message back until the parent goes away.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crate::shared::{
+    futex_wait, futex_wake, map_word_file, word32, word64, Idle, IDLE_POLLS, IDLE_SPINS,
+};
+use crate::{queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG};
+
+/// How long a blocking child sleeps in one `poll` before it looks again.
+const CHILD_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// If this process was started as a ping-pong child, runs the child role and exits; otherwise
+/// returns at once. Call it first thing in `main`, before any argument parsing.
+pub fn maybe_run_child() {
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let code = match run(&role) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "ping-pong child {role}: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs the child role `role`; returns when the parent closes the data channel, or never for
+/// the shared-memory modes (those exit when the parent closes stdin).
+fn run(role: &str) -> Result<(), Error> {
+    let mode = Mode::from_name(role).ok_or(Error::Transport {
+        mode: "child",
+        what: format!("unknown role {role:?}"),
+    })?;
+    // SAFETY: fds 0 and 1 were set up by the parent (`Command::stdin/stdout`), are open, and
+    // nothing else in this process owns them.
+    let (mut rx, mut tx) = unsafe {
+        (
+            File::from(OwnedFd::from_raw_fd(0)),
+            File::from(OwnedFd::from_raw_fd(1)),
+        )
+    };
+    if !mode.child_signals_ready() {
+        let mut buf = [0u8; MSG];
+        while rx.read_exact(&mut buf).is_ok() {
+            if tx.write_all(&buf).is_err() {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    // Exit as soon as the parent closes our stdin (or dies).
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        let _ = rx.read(&mut b);
+        std::process::exit(0);
+    });
+    let dir = PathBuf::from(std::env::var_os(DIR_ENV).ok_or(Error::Transport {
+        mode: mode.name(),
+        what: format!("{DIR_ENV} is not set"),
+    })?);
+    let ready = move || {
+        tx.write_all(b"R").map_err(|source| Error::Io {
+            path: "stdout".into(),
+            op: "signal ready",
+            source,
+        })
+    };
+    match mode {
+        Mode::Floor => floor(&dir, ready),
+        Mode::FutexFloor => futex_floor(&dir, ready),
+        Mode::ShmqSpin | Mode::ShmqBlocking => shmq_echo(&dir, mode, ready),
+        #[cfg(feature = "iceoryx2")]
+        Mode::Iceoryx2 => crate::iox::child(&dir, ready),
+        #[cfg(feature = "brokers")]
+        Mode::RedisStreams | Mode::Nats => crate::brokers::child(mode, &dir, ready),
+        Mode::Pipe | Mode::UnixSocket => unreachable!("handled above"),
+    }
+}
+
+/// Atomic floor: waits (spinning) for each odd value and answers with the next even one.
+fn floor(dir: &Path, ready: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+    let map = map_word_file(&dir.join("floor"))?;
+    let w = word64(&map);
+    ready()?;
+    let mut expect = 1u64;
+    loop {
+        let mut idle = Idle::new(IDLE_SPINS);
+        // Acquire pairs with the parent's Release store of the ping (a real payload would be
+        // published by it).
+        while w.load(Ordering::Acquire) != expect {
+            idle.empty();
+        }
+        // Release: publishes everything before the pong to the parent's Acquire load.
+        w.store(expect + 1, Ordering::Release);
+        expect += 2;
+    }
+}
+
+/// Futex floor: sleeps in `FUTEX_WAIT` until the parent's ping, stores the pong and wakes it.
+fn futex_floor(dir: &Path, ready: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+    let map = map_word_file(&dir.join("futex"))?;
+    let w = word32(&map);
+    ready()?;
+    let mut expect = 1u32;
+    loop {
+        // Acquire pairs with the parent's Release store of the ping.
+        let v = w.load(Ordering::Acquire);
+        if v != expect {
+            // No timeout: the child sleeps until the next ping or until it is told to exit.
+            futex_wait(w, v, None);
+            continue;
+        }
+        // Release: the pong publishes what came before it to the parent's Acquire load.
+        w.store(expect.wrapping_add(1), Ordering::Release);
+        futex_wake(w);
+        expect = expect.wrapping_add(2);
+    }
+}
+
+/// shmq: consumes the request queue and publishes each payload to the response queue.
+fn shmq_echo(
+    dir: &Path,
+    mode: Mode,
+    ready: impl FnOnce() -> Result<(), Error>,
+) -> Result<(), Error> {
+    let [req_path, resp_path] = queue_paths(dir);
+    let req = shmq::Queue::open(&req_path).map_err(queue_err(&req_path))?;
+    let resp = shmq::Queue::open(&resp_path).map_err(queue_err(&resp_path))?;
+    let mut rx = req.consumer("child").map_err(queue_err(&req_path))?;
+    let mut tx = resp.producer().map_err(queue_err(&resp_path))?;
+    let timeout = match mode {
+        Mode::ShmqSpin => std::time::Duration::ZERO,
+        _ => CHILD_POLL,
+    };
+    ready()?;
+    let mut buf = [0u8; MSG];
+    let mut idle = Idle::new(IDLE_POLLS);
+    loop {
+        let off = match rx.poll(Some(timeout)).map_err(queue_err(&req_path))? {
+            Some(m) if m.payload.len() == MSG => {
+                buf.copy_from_slice(m.payload);
+                m.offset
+            }
+            Some(m) => {
+                return Err(Error::Transport {
+                    mode: mode.name(),
+                    what: format!("a {}-byte request, expected {MSG}", m.payload.len()),
+                })
+            }
+            None => {
+                idle.empty();
+                continue;
+            }
+        };
+        idle.busy();
+        tx.publish(&buf).map_err(queue_err(&resp_path))?;
+        rx.commit(off).map_err(queue_err(&req_path))?;
+    }
+}
