@@ -68,7 +68,7 @@ pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
 pub use error::{Corruption, Error, Result};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
-pub use layout::{Durability, FullPolicy, Geometry};
+pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};
 #[cfg(not(loom))]
 pub use producer::{Claimed, Producer};
 #[cfg(not(loom))]

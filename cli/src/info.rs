@@ -17,6 +17,8 @@ use crate::InfoArgs;
 pub struct Info {
     /// The queue file.
     path: String,
+    /// The version of the file format (FORMAT.md); opening refuses any other.
+    format_version: u32,
     /// Ring size in bytes.
     capacity: u64,
     /// Largest message in bytes.
@@ -166,6 +168,7 @@ pub fn gather(queue: &Queue) -> Info {
     };
     Info {
         path: queue.path().display().to_string(),
+        format_version: shmq::FORMAT_VERSION,
         capacity: g.capacity,
         max_message: g.max_message,
         full_policy: policy_name(g.full_policy),
@@ -205,7 +208,7 @@ fn table(info: &Info) -> String {
         _ => info.durability.to_string(),
     };
     let mut out = format!(
-        "queue        {}\n\
+        "queue        {} (format version {})\n\
          capacity     {} ({} bytes)\n\
          max message  {} ({} bytes)\n\
          full policy  {}\n\
@@ -214,6 +217,7 @@ fn table(info: &Info) -> String {
          offsets      oldest {}, tail {}, durable {}\n\
          fill         {} ({}% of the ring held back)\n",
         info.path,
+        info.format_version,
         format_size(info.capacity),
         info.capacity,
         format_size(u64::from(info.max_message)),
