@@ -241,6 +241,41 @@ fn read_deliveries(log: &Path) -> Vec<Delivery> {
         .collect()
 }
 
+/// The end of a run: stops the producer, waits until the group has committed everything,
+/// stops the members (each must exit cleanly), and checks every member's log (see
+/// [`check_deliveries`]). Returns how many records were published and, per partition, who
+/// delivered each offset.
+fn finish_run(
+    topic: &Topic,
+    producer: Child,
+    stop_producer: &Path,
+    members: Vec<Option<Child>>,
+    stop: &Path,
+    logs: &[PathBuf],
+    rewinds: bool,
+) -> (u64, Vec<BTreeMap<u64, Vec<usize>>>) {
+    std::fs::write(stop_producer, b"").unwrap();
+    let (out, status) = common::wait(producer, PHASE, "producer");
+    assert!(status.success(), "producer failed");
+    let published: u64 = out.trim().parse().unwrap();
+    wait_drained(topic);
+    std::fs::write(stop, b"").unwrap();
+    for (i, child) in members.into_iter().enumerate() {
+        if let Some(child) = child {
+            let (out, status) = common::wait(child, PHASE, &format!("member {i}"));
+            assert!(status.success(), "member {i} failed: {out}");
+        }
+    }
+    let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
+    let by_partition = check_deliveries(topic, &deliveries, rewinds);
+    let distinct: usize = by_partition.iter().map(BTreeMap::len).sum();
+    assert_eq!(
+        distinct as u64, published,
+        "every published record delivered"
+    );
+    (published, by_partition)
+}
+
 /// Checks what every consumer saw: each one's offsets rise within a partition (unless
 /// `rewinds`: a member that lost a partition and got it back restarts at its committed
 /// offset); every offset of every partition was delivered; each key sits in its routed
@@ -427,25 +462,16 @@ fn rebalance() {
     );
 
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(&stop_producer, b"").unwrap();
-    let (out, status) = common::wait(producer, PHASE, "producer");
-    assert!(status.success(), "producer failed");
-    let published: u64 = out.trim().parse().unwrap();
-    wait_drained(&topic);
-    std::fs::write(&stop, b"").unwrap();
-    for (i, child) in members.into_iter().enumerate() {
-        if let Some(child) = child {
-            let (_, status) = common::wait(child, PHASE, &format!("member {i}"));
-            assert!(status.success(), "member {i} failed");
-        }
-    }
-    let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
-    let by_partition = check_deliveries(&topic, &deliveries, false);
-    let distinct: usize = by_partition.iter().map(BTreeMap::len).sum();
-    assert_eq!(
-        distinct as u64, published,
-        "every published record delivered"
+    let (published, by_partition) = finish_run(
+        &topic,
+        producer,
+        &stop_producer,
+        members,
+        &stop,
+        &logs,
+        false,
     );
+    let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
     // Duplicates: only the record the victim logged last in a partition, which it may not have
     // committed before it died; its taker resumed at the committed offset, so at most that one.
     let mut redelivered = 0;
@@ -545,22 +571,15 @@ fn stopped_member() {
     println!("  after SIGCONT the two share the partitions again in {resumed:.1?}");
 
     std::thread::sleep(Duration::from_millis(300));
-    std::fs::write(&stop_producer, b"").unwrap();
-    let (out, status) = common::wait(producer, PHASE, "producer");
-    assert!(status.success(), "producer failed");
-    let published: u64 = out.trim().parse().unwrap();
-    wait_drained(&topic);
-    std::fs::write(&stop, b"").unwrap();
-    for (i, child) in members.into_iter().enumerate() {
-        let (out, status) = common::wait(child, PHASE, &format!("member {i}"));
-        assert!(status.success(), "member {i} failed: {out}");
-    }
-    let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
-    let by_partition = check_deliveries(&topic, &deliveries, true);
-    let distinct: usize = by_partition.iter().map(BTreeMap::len).sum();
-    assert_eq!(
-        distinct as u64, published,
-        "every published record delivered"
+    let members = members.into_iter().map(Some).collect();
+    let (published, by_partition) = finish_run(
+        &topic,
+        producer,
+        &stop_producer,
+        members,
+        &stop,
+        &logs,
+        true,
     );
     let twice: usize = by_partition
         .iter()
