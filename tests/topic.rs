@@ -241,41 +241,6 @@ fn read_deliveries(log: &Path) -> Vec<Delivery> {
         .collect()
 }
 
-/// The end of a run: stops the producer, waits until the group has committed everything,
-/// stops the members (each must exit cleanly), and checks every member's log (see
-/// [`check_deliveries`]). Returns how many records were published and, per partition, who
-/// delivered each offset.
-fn finish_run(
-    topic: &Topic,
-    producer: Child,
-    stop_producer: &Path,
-    members: Vec<Option<Child>>,
-    stop: &Path,
-    logs: &[PathBuf],
-    rewinds: bool,
-) -> (u64, Vec<BTreeMap<u64, Vec<usize>>>) {
-    std::fs::write(stop_producer, b"").unwrap();
-    let (out, status) = common::wait(producer, PHASE, "producer");
-    assert!(status.success(), "producer failed");
-    let published: u64 = out.trim().parse().unwrap();
-    wait_drained(topic);
-    std::fs::write(stop, b"").unwrap();
-    for (i, child) in members.into_iter().enumerate() {
-        if let Some(child) = child {
-            let (out, status) = common::wait(child, PHASE, &format!("member {i}"));
-            assert!(status.success(), "member {i} failed: {out}");
-        }
-    }
-    let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
-    let by_partition = check_deliveries(topic, &deliveries, rewinds);
-    let distinct: usize = by_partition.iter().map(BTreeMap::len).sum();
-    assert_eq!(
-        distinct as u64, published,
-        "every published record delivered"
-    );
-    (published, by_partition)
-}
-
 /// Checks what every consumer saw: each one's offsets rise within a partition (unless
 /// `rewinds`: a member that lost a partition and got it back restarts at its committed
 /// offset); every offset of every partition was delivered; each key sits in its routed
@@ -336,17 +301,109 @@ fn check_deliveries(
     by_partition
 }
 
+/// A topic in a fresh directory, with the paths of a run: the stop files of members and of the
+/// paced producer, and one delivery log per member.
+struct Run {
+    /// Keeps the directory alive.
+    _dir: tempfile::TempDir,
+    /// The topic directory.
+    tdir: PathBuf,
+    /// The open topic.
+    topic: Topic,
+    /// Members exit once this exists and a poll comes back empty.
+    stop: PathBuf,
+    /// The paced producer stops once this exists.
+    stop_producer: PathBuf,
+    /// Member `i` logs its deliveries to `logs[i]`.
+    logs: Vec<PathBuf>,
+}
+
+impl Run {
+    /// A run with room for `members` member logs.
+    fn new(members: usize) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let tdir = dir.path().join("orders.topic");
+        let topic = Topic::create(&tdir, &topic_options()).unwrap();
+        Run {
+            stop: dir.path().join("stop"),
+            stop_producer: dir.path().join("stop-producer"),
+            logs: (0..members)
+                .map(|i| dir.path().join(format!("m{i}.log")))
+                .collect(),
+            tdir,
+            topic,
+            _dir: dir,
+        }
+    }
+
+    /// Starts member `i`.
+    fn member(&self, i: usize) -> Child {
+        spawn_member(&self.tdir, &self.stop, &self.logs[i])
+    }
+
+    /// The end of a run: stops the producer, waits until the group has committed everything,
+    /// stops the members (each must exit cleanly), and checks every member's log (see
+    /// [`check_deliveries`]). Returns how many records were published and, per partition, who
+    /// delivered each offset.
+    fn finish(
+        &self,
+        producer: Child,
+        members: Vec<Option<Child>>,
+        rewinds: bool,
+    ) -> (u64, Vec<BTreeMap<u64, Vec<usize>>>) {
+        let Run {
+            topic,
+            stop,
+            stop_producer,
+            logs,
+            ..
+        } = self;
+        std::fs::write(stop_producer, b"").unwrap();
+        let (out, status) = common::wait(producer, PHASE, "producer");
+        assert!(status.success(), "producer failed");
+        let published: u64 = out.trim().parse().unwrap();
+        wait_drained(topic);
+        std::fs::write(stop, b"").unwrap();
+        for (i, child) in members.into_iter().enumerate() {
+            if let Some(child) = child {
+                let (out, status) = common::wait(child, PHASE, &format!("member {i}"));
+                assert!(status.success(), "member {i} failed: {out}");
+            }
+        }
+        let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
+        let by_partition = check_deliveries(topic, &deliveries, rewinds);
+        let distinct: usize = by_partition.iter().map(BTreeMap::len).sum();
+        assert_eq!(
+            distinct as u64, published,
+            "every published record delivered"
+        );
+        (published, by_partition)
+    }
+
+    /// Starts the paced producer.
+    fn paced_producer(&self) -> Child {
+        common::spawn(
+            "paced_producer",
+            &[
+                ("SHMQ_TOPIC", self.tdir.display().to_string()),
+                ("SHMQ_STOP", self.stop_producer.display().to_string()),
+            ],
+        )
+    }
+}
+
 fn per_key_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let tdir = dir.path().join("orders.topic");
-    let topic = Topic::create(&tdir, &topic_options()).unwrap();
-    let stop = dir.path().join("stop");
-    let logs: Vec<PathBuf> = (0..3)
-        .map(|i| dir.path().join(format!("m{i}.log")))
-        .collect();
-    let members: Vec<Child> = logs.iter().map(|l| spawn_member(&tdir, &stop, l)).collect();
+    let run = Run::new(3);
+    let Run {
+        tdir,
+        topic,
+        stop,
+        logs,
+        ..
+    } = &run;
+    let members: Vec<Child> = (0..3).map(|i| run.member(i)).collect();
     let pids: Vec<u32> = members.iter().map(Child::id).collect();
-    let settle = wait_fair(&topic, &pids);
+    let settle = wait_fair(topic, &pids);
     println!("  3 members settled on a fair assignment in {settle:.1?}");
     let producers: Vec<Child> = (0..PRODUCERS)
         .map(|id| {
@@ -364,16 +421,16 @@ fn per_key_order() {
         let (_, status) = common::wait(child, PHASE, &format!("producer {i}"));
         assert!(status.success(), "producer {i} failed");
     }
-    wait_drained(&topic);
+    wait_drained(topic);
     let elapsed = start.elapsed();
-    std::fs::write(&stop, b"").unwrap();
+    std::fs::write(stop, b"").unwrap();
     for (i, child) in members.into_iter().enumerate() {
         let (_, status) = common::wait(child, PHASE, &format!("member {i}"));
         assert!(status.success(), "member {i} failed");
     }
     let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
     let total = (PRODUCERS * KEYS * SEQS) as usize;
-    let by_partition = check_deliveries(&topic, &deliveries, false);
+    let by_partition = check_deliveries(topic, &deliveries, false);
     let delivered: usize = deliveries.iter().map(Vec::len).sum();
     assert_eq!(delivered, total, "every record exactly once");
     assert_eq!(by_partition.iter().map(BTreeMap::len).sum::<usize>(), total);
@@ -382,47 +439,32 @@ fn per_key_order() {
 }
 
 fn rebalance() {
-    let dir = tempfile::tempdir().unwrap();
-    let tdir = dir.path().join("orders.topic");
-    let topic = Topic::create(&tdir, &topic_options()).unwrap();
-    let stop = dir.path().join("stop");
-    let stop_producer = dir.path().join("stop-producer");
-    let logs: Vec<PathBuf> = (0..4)
-        .map(|i| dir.path().join(format!("m{i}.log")))
-        .collect();
-    let mut members: Vec<Option<Child>> = logs[..3]
-        .iter()
-        .map(|l| Some(spawn_member(&tdir, &stop, l)))
-        .collect();
+    let run = Run::new(4);
+    let topic = &run.topic;
+    let mut members: Vec<Option<Child>> = (0..3).map(|i| Some(run.member(i))).collect();
     let mut pids: Vec<u32> = members.iter().flatten().map(Child::id).collect();
-    wait_fair(&topic, &pids);
-    let producer = common::spawn(
-        "paced_producer",
-        &[
-            ("SHMQ_TOPIC", tdir.display().to_string()),
-            ("SHMQ_STOP", stop_producer.display().to_string()),
-        ],
-    );
+    wait_fair(topic, &pids);
+    let producer = run.paced_producer();
     std::thread::sleep(Duration::from_millis(500));
 
     // Kill member 0 mid-stream: its partitions must move to the survivors.
     let victim = pids[0];
     let orphaned: Vec<usize> = (0..PARTITIONS as usize)
-        .filter(|&p| holders(&topic)[p] == Some(victim))
+        .filter(|&p| holders(topic)[p] == Some(victim))
         .collect();
     assert!(!orphaned.is_empty(), "member 0 held nothing");
     common::kill(members[0].take().unwrap());
     let killed_at = Instant::now();
     pids.remove(0);
     let taken_over = loop {
-        let h = holders(&topic);
+        let h = holders(topic);
         if orphaned.iter().all(|&p| h[p].is_some_and(|x| x != victim)) {
             break killed_at.elapsed();
         }
         assert!(killed_at.elapsed() < PHASE, "orphaned partitions not taken");
         std::thread::sleep(Duration::from_millis(1));
     };
-    let settled = killed_at.elapsed() + wait_fair(&topic, &pids);
+    let settled = killed_at.elapsed() + wait_fair(topic, &pids);
     println!(
         "  SIGKILL of a member: its partitions {orphaned:?} taken over in {taken_over:.1?}, \
          fair assignment to 2 members after {settled:.1?} (heartbeat {HEARTBEAT:?})"
@@ -443,7 +485,7 @@ fn rebalance() {
 
     std::thread::sleep(Duration::from_millis(300));
     // A new member joins and must get a fair share.
-    members.push(Some(spawn_member(&tdir, &stop, &logs[3])));
+    members.push(Some(run.member(3)));
     let joined_at = Instant::now();
     pids.push(members[3].as_ref().unwrap().id());
     // Joining includes the child's start-up; measure from the moment it is a member.
@@ -451,7 +493,7 @@ fn rebalance() {
         assert!(joined_at.elapsed() < PHASE, "the new member never joined");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let share = wait_fair(&topic, &pids);
+    let share = wait_fair(topic, &pids);
     println!(
         "  a joining member holds a fair share {share:.1?} after joining ({:.1?} after spawn)",
         joined_at.elapsed()
@@ -462,16 +504,8 @@ fn rebalance() {
     );
 
     std::thread::sleep(Duration::from_millis(300));
-    let (published, by_partition) = finish_run(
-        &topic,
-        producer,
-        &stop_producer,
-        members,
-        &stop,
-        &logs,
-        false,
-    );
-    let deliveries: Vec<Vec<Delivery>> = logs.iter().map(|l| read_deliveries(l)).collect();
+    let (published, by_partition) = run.finish(producer, members, false);
+    let deliveries: Vec<Vec<Delivery>> = run.logs.iter().map(|l| read_deliveries(l)).collect();
     // Duplicates: only the record the victim logged last in a partition, which it may not have
     // committed before it died; its taker resumed at the committed offset, so at most that one.
     let mut redelivered = 0;
@@ -511,27 +545,15 @@ fn signal(pid: u32, signal: libc::c_int) {
 /// timeout the other member takes its partitions; when it continues, its commits on them are
 /// fenced, it rejoins, and nothing is lost.
 fn stopped_member() {
-    let dir = tempfile::tempdir().unwrap();
-    let tdir = dir.path().join("orders.topic");
-    let topic = Topic::create(&tdir, &topic_options()).unwrap();
-    let stop = dir.path().join("stop");
-    let stop_producer = dir.path().join("stop-producer");
-    let logs: Vec<PathBuf> = (0..2)
-        .map(|i| dir.path().join(format!("m{i}.log")))
-        .collect();
-    let members: Vec<Child> = logs.iter().map(|l| spawn_member(&tdir, &stop, l)).collect();
+    let run = Run::new(2);
+    let topic = &run.topic;
+    let members: Vec<Child> = (0..2).map(|i| run.member(i)).collect();
     let pids: Vec<u32> = members.iter().map(Child::id).collect();
-    wait_fair(&topic, &pids);
-    let producer = common::spawn(
-        "paced_producer",
-        &[
-            ("SHMQ_TOPIC", tdir.display().to_string()),
-            ("SHMQ_STOP", stop_producer.display().to_string()),
-        ],
-    );
+    wait_fair(topic, &pids);
+    let producer = run.paced_producer();
     std::thread::sleep(Duration::from_millis(300));
     let orphaned: Vec<usize> = (0..PARTITIONS as usize)
-        .filter(|&p| holders(&topic)[p] == Some(pids[0]))
+        .filter(|&p| holders(topic)[p] == Some(pids[0]))
         .collect();
     /// Continues the stopped member however the test ends, so that it can exit.
     struct Continue(u32);
@@ -544,7 +566,7 @@ fn stopped_member() {
     let stopped = Continue(pids[0]);
     let stopped_at = Instant::now();
     let taken_over = loop {
-        let h = holders(&topic);
+        let h = holders(topic);
         if orphaned.iter().all(|&p| h[p] == Some(pids[1])) {
             break stopped_at.elapsed();
         }
@@ -567,20 +589,12 @@ fn stopped_member() {
     );
     std::thread::sleep(Duration::from_millis(300));
     drop(stopped);
-    let resumed = wait_fair(&topic, &pids);
+    let resumed = wait_fair(topic, &pids);
     println!("  after SIGCONT the two share the partitions again in {resumed:.1?}");
 
     std::thread::sleep(Duration::from_millis(300));
     let members = members.into_iter().map(Some).collect();
-    let (published, by_partition) = finish_run(
-        &topic,
-        producer,
-        &stop_producer,
-        members,
-        &stop,
-        &logs,
-        true,
-    );
+    let (published, by_partition) = run.finish(producer, members, true);
     let twice: usize = by_partition
         .iter()
         .flat_map(BTreeMap::values)
