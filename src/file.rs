@@ -132,24 +132,30 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     })
 }
 
-/// Opens and validates an existing queue file.
-pub(crate) fn open(path: &Path) -> Result<Mapped> {
-    check_platform()?;
-    let file = OpenOptions::new()
+/// Opens an existing shared file (a queue file, a topic's membership file) for reading and
+/// writing; a symbolic link is refused (`ELOOP`), and the descriptor is not inherited by
+/// children.
+pub(crate) fn open_shared(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NotFound {
-                path: path.to_path_buf(),
-            },
-            _ if e.raw_os_error() == Some(libc::ELOOP) => Error::InvalidArgument(format!(
-                "{}: is a symbolic link (refused for safety)",
-                path.display()
-            )),
-            _ => io_err(path, "open")(e),
-        })?;
+}
+
+/// Opens and validates an existing queue file.
+pub(crate) fn open(path: &Path) -> Result<Mapped> {
+    check_platform()?;
+    let file = open_shared(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ if e.raw_os_error() == Some(libc::ELOOP) => Error::InvalidArgument(format!(
+            "{}: is a symbolic link (refused for safety)",
+            path.display()
+        )),
+        _ => io_err(path, "open")(e),
+    })?;
     let meta = file.metadata().map_err(io_err(path, "stat"))?;
     if !meta.file_type().is_file() {
         return Err(Error::InvalidArgument(format!(

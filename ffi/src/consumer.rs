@@ -66,9 +66,8 @@ pub unsafe extern "C" fn shmq_consumer_new(
             .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
         non_null(out, "out")?;
         let consumer = queue.consumer(group)?;
-        let handle = Box::into_raw(Box::new(shmq_consumer { consumer }));
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(handle) };
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { crate::put_handle(out, shmq_consumer { consumer }) };
         Ok(())
     })
 }

@@ -92,6 +92,17 @@ pub(crate) unsafe fn free_handle<T>(function: &str, p: *mut T) {
     });
 }
 
+/// The end of every `*_new` / `*_open` / `*_create` function: moves `value` into a new handle
+/// (freed by its `*_free` function with [`free_handle`]) and stores it in `*out`.
+///
+/// # Safety
+/// `out` is non-NULL (checked by the caller before any work) and writable.
+pub(crate) unsafe fn put_handle<T>(out: *mut *mut T, value: T) {
+    let handle = Box::into_raw(Box::new(value));
+    // SAFETY: non-NULL and writable per the caller's contract.
+    unsafe { out.write(handle) };
+}
+
 /// Borrows `len` bytes at `p` (NULL allowed when `len` is 0).
 ///
 /// # Safety

@@ -32,9 +32,8 @@ pub unsafe extern "C" fn shmq_producer_new(
         let queue = unsafe { queue_ref(queue) }?;
         non_null(out, "out")?;
         let producer = queue.producer()?;
-        let handle = Box::into_raw(Box::new(shmq_producer { producer }));
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(handle) };
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { crate::put_handle(out, shmq_producer { producer }) };
         Ok(())
     })
 }

@@ -243,9 +243,8 @@ pub unsafe extern "C" fn shmq_create(
             unsafe { read_options(options) }?
         };
         let queue = Queue::create(Path::new(OsStr::from_bytes(path.to_bytes())), &options)?;
-        let handle = Box::into_raw(Box::new(shmq_queue { queue }));
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(handle) };
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { crate::put_handle(out, shmq_queue { queue }) };
         Ok(())
     })
 }
@@ -264,9 +263,8 @@ pub unsafe extern "C" fn shmq_open(path: *const c_char, out: *mut *mut shmq_queu
         let path = unsafe { c_str(path, "path") }?;
         non_null(out, "out")?;
         let queue = Queue::open(Path::new(OsStr::from_bytes(path.to_bytes())))?;
-        let handle = Box::into_raw(Box::new(shmq_queue { queue }));
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(handle) };
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { crate::put_handle(out, shmq_queue { queue }) };
         Ok(())
     })
 }

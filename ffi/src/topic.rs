@@ -92,8 +92,8 @@ pub unsafe extern "C" fn shmq_topic_create(
         };
         let options = TopicOptions { partitions, queue };
         let topic = Topic::create(Path::new(OsStr::from_bytes(path.to_bytes())), &options)?;
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(new_handle(topic)) };
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { crate::put_handle(out, topic_handle(topic)) };
         Ok(())
     })
 }
@@ -114,16 +114,17 @@ pub unsafe extern "C" fn shmq_topic_open(
         let path = unsafe { c_str(path, "path") }?;
         non_null(out, "out")?;
         let topic = Topic::open(Path::new(OsStr::from_bytes(path.to_bytes())))?;
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(new_handle(topic)) };
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { crate::put_handle(out, topic_handle(topic)) };
         Ok(())
     })
 }
 
-fn new_handle(topic: Topic) -> *mut shmq_topic {
-    Box::into_raw(Box::new(shmq_topic {
+/// The handle of an open topic.
+fn topic_handle(topic: Topic) -> shmq_topic {
+    shmq_topic {
         topic: Mutex::new(topic),
-    }))
+    }
 }
 
 /// Frees a topic handle (NULL: no-op).
@@ -216,9 +217,8 @@ pub unsafe extern "C" fn shmq_topic_producer_new(
         let t = unsafe { topic_lock(topic) }?;
         non_null(out, "out")?;
         let producer = t.producer()?;
-        let handle = Box::into_raw(Box::new(shmq_topic_producer { producer }));
-        // SAFETY: non-NULL (checked) and writable per the caller's contract.
-        unsafe { out.write(handle) };
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { crate::put_handle(out, shmq_topic_producer { producer }) };
         Ok(())
     })
 }
@@ -404,9 +404,8 @@ unsafe fn join(
         .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
     non_null(out, "out")?;
     let consumer = t.join(group, options)?;
-    let handle = Box::into_raw(Box::new(shmq_topic_consumer { consumer }));
-    // SAFETY: non-NULL (checked) and writable per the caller's contract.
-    unsafe { out.write(handle) };
+    // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+    unsafe { crate::put_handle(out, shmq_topic_consumer { consumer }) };
     Ok(())
 }
 

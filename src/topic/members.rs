@@ -26,9 +26,9 @@
 //!   bitmap (SeqCst). In the one total order of SeqCst operations, either the sleeper sees the
 //!   new tail or the producer sees the bit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -176,15 +176,10 @@ impl Members {
 
     /// Opens and validates the membership file at `path`.
     pub(crate) fn open(path: &Path) -> Result<Members> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
-                _ => io_err(path, "open membership file")(e),
-            })?;
+        let file = crate::file::open_shared(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
+            _ => io_err(path, "open membership file")(e),
+        })?;
         let len = file.metadata().map_err(io_err(path, "stat"))?.len();
         if len != SIZE {
             return Err(corrupt(
