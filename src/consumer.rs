@@ -16,7 +16,7 @@ use crossbeam_utils::Backoff;
 
 use crate::error::{Corruption, Error, Result};
 use crate::layout::{footprint, Durability, FullPolicy};
-use crate::process;
+use crate::lease::{self, Lease};
 use crate::queue::Shared;
 use crate::ring::Found;
 use crate::sync::Ordering;
@@ -88,7 +88,7 @@ pub struct Consumer {
     shared: Arc<Shared>,
     group: String,
     slot: u32,
-    lease: u128,
+    lease: Lease,
     /// Next record to read: its offset and cursor position.
     offset: u64,
     pos: u64,
@@ -108,7 +108,8 @@ pub struct Consumer {
 
 impl Consumer {
     pub(crate) fn new(shared: Arc<Shared>, group: &str, opts: &Subscribe) -> Result<Consumer> {
-        Consumer::with_lease(shared, group, opts, process::lease_word(), |_| false)
+        let lease = shared.new_lease()?;
+        Consumer::with_lease(shared, group, opts, lease, |_| false)
     }
 
     /// Joins `group` holding the lease as `lease`, taking it from a live holder if `may_take`
@@ -117,16 +118,16 @@ impl Consumer {
         shared: Arc<Shared>,
         group: &str,
         opts: &Subscribe,
-        lease: u128,
+        lease: Lease,
         may_take: impl Fn(u128) -> bool,
     ) -> Result<Consumer> {
         let ring = &shared.ring;
+        let start = || match opts.start {
+            Start::Earliest => ring.oldest(),
+            Start::Latest => ring.tail(),
+        };
         let (slot, created) =
-            shared.find_or_create_group(group, opts.gating, || match opts.start {
-                Start::Earliest => ring.oldest(),
-                Start::Latest => ring.tail(),
-            })?;
-        shared.acquire_lease(slot, group, lease, may_take)?;
+            shared.join_group(group, opts.gating, start, lease.word(), may_take)?;
         let committed_word = shared.committed_word(slot);
         let (offset, pos) = crate::sync::unpack(committed_word);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
@@ -184,6 +185,7 @@ impl Consumer {
     /// before this consumer read them; it now continues at the oldest retained record.
     /// A record whose producer died mid-publish is skipped after the queue's claim timeout.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
+        self.check_fork()?;
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
         loop {
@@ -327,6 +329,7 @@ impl Consumer {
     /// last did (another member that judged this one dead, or a reset): nothing was committed,
     /// and this member should stop reading the group.
     pub fn commit(&mut self, offset: u64) -> Result<()> {
+        self.check_fork()?;
         if offset >= self.offset {
             return Err(Error::InvalidArgument(format!(
                 "cannot commit offset {offset}: this consumer has only read up to {}",
@@ -366,6 +369,7 @@ impl Consumer {
 
     /// Moves the read cursor (not the committed offset).
     pub fn seek(&mut self, to: SeekTo) -> Result<()> {
+        self.check_fork()?;
         let (offset, pos) = locate(&self.shared, self.slot, to)?;
         self.offset = offset;
         self.pos = pos;
@@ -380,7 +384,19 @@ impl Consumer {
     /// Whether the group's lease is still this consumer's (a topic member whose heartbeat went
     /// stale can have it taken).
     pub(crate) fn holds_lease(&self) -> bool {
-        self.shared.lease(self.slot) == self.lease
+        self.shared.lease(self.slot) == self.lease.word()
+    }
+
+    /// Fails with [`Error::Forked`] in a child forked after this consumer was made: the
+    /// group's lease is the parent's.
+    fn check_fork(&self) -> Result<()> {
+        if self.lease.current() {
+            return Ok(());
+        }
+        Err(Error::Forked {
+            path: self.shared.path.clone(),
+            pid: lease::pid(self.lease.word()),
+        })
     }
 
     fn taken_over(&self, found: u128) -> Error {
@@ -420,6 +436,9 @@ fn out_of_range(shared: &Shared, requested: u64) -> Error {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.shared.release_lease(self.slot, self.lease);
+        if self.lease.current() {
+            // The lease itself (a field) is dropped after this: the word is cleared first.
+            self.shared.release_lease(self.slot, self.lease.word());
+        }
     }
 }

@@ -180,6 +180,17 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// The handle was made by another process, which then forked this one: it holds that
+    /// process's producer slot or group lease, so this process may not use it. Make a new
+    /// handle (from the same [`Queue`](crate::Queue) or [`Topic`](crate::Topic), which work
+    /// in a forked child) instead.
+    #[error("{path}: this handle was made by process {pid} before a fork; make a new one in this process")]
+    Forked {
+        /// The queue file or topic directory.
+        path: PathBuf,
+        /// The process that made the handle.
+        pid: u32,
+    },
     /// The requested offset is not in the ring.
     #[error("offset {requested} is outside the retained range {earliest}..={latest}")]
     OffsetOutOfRange {

@@ -109,7 +109,7 @@ fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
     file.write_all_at(&geometry.encode(), 0)
         .map_err(io_err(tmp, "write header"))?;
     // The machine the file was made on: recovery runs when an opener's boot id differs.
-    let boot = crate::process::boot_id().map_err(io_err(tmp, "read boot id"))?;
+    let boot = crate::boot::boot_id().map_err(io_err(tmp, "read boot id"))?;
     file.write_all_at(&boot, BOOT_ID)
         .map_err(io_err(tmp, "write header"))?;
     file.sync_all().map_err(io_err(tmp, "fsync"))?;

@@ -2,18 +2,18 @@
 //!
 //! Slot layout (256 bytes, see FORMAT.md): `state` u64 at 0 (0 free, 1 active), `flags` u64 at 8
 //! (bit 0: gating), `name_len` u64 at 16, `name` at 24 (64 bytes), `committed` u128 at 128
-//! (`next offset, position`), `lease` u128 at 144 (`pid | token << 32, start time`), `reset
+//! (`next offset, position`), `lease` u128 at 144 (the holder's [`Lease`] word), `reset
 //! mark` u64 at 160 (the tail position when the committed cursor was last moved backwards).
 //!
 //! Creating and deleting groups are rare administrative changes and run under an exclusive
 //! `flock` on the queue file (the kernel drops it if the holder dies). Lookups, leases and
-//! commits are lock-free.
-
-use std::os::fd::AsRawFd;
+//! commits are lock-free. Joining and deleting exclude each other through the lease: a
+//! deleter takes the lease before it frees the slot, and a joiner checks, after taking the
+//! lease, that the slot still holds the group it looked up ([`Shared::join_group`]).
 
 use crate::error::{Error, Result};
 use crate::layout::{GROUP_SLOT, MAX_GROUP_NAME};
-use crate::process;
+use crate::lease::{self, Lease, OwnFd};
 use crate::queue::Shared;
 use crate::sync::{pack, unpack, Ordering};
 
@@ -48,33 +48,21 @@ pub struct GroupInfo {
     pub holder_alive: bool,
 }
 
-/// Holds the queue file's `flock` for administrative changes; released on drop.
-pub(crate) struct AdminLock<'a>(&'a Shared);
-
-impl<'a> AdminLock<'a> {
-    pub(crate) fn take(shared: &'a Shared) -> Result<Self> {
-        let fd = shared.file.as_raw_fd();
-        loop {
-            // SAFETY: flock(2) on an fd we own; no memory is passed.
-            if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
-                return Ok(AdminLock(shared));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::Io {
-                    path: shared.path.clone(),
-                    op: "flock",
-                    source: e,
-                });
-            }
-        }
-    }
+/// Holds the queue file's administration lock (an exclusive `flock` through a description of
+/// its own, see [`OwnFd::flock_exclusive`]); released on drop.
+pub(crate) struct AdminLock {
+    _fd: OwnFd,
 }
 
-impl Drop for AdminLock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: as in `take`; unlocking a lock we hold.
-        unsafe { libc::flock(self.0.file.as_raw_fd(), libc::LOCK_UN) };
+impl AdminLock {
+    pub(crate) fn take(shared: &Shared) -> Result<Self> {
+        OwnFd::flock_exclusive(&shared.file, &shared.path)
+            .map(|fd| AdminLock { _fd: fd })
+            .map_err(|source| Error::Io {
+                path: shared.path.clone(),
+                op: "flock",
+                source,
+            })
     }
 }
 
@@ -175,13 +163,11 @@ impl Shared {
         let slot = self
             .find_group(name)
             .ok_or_else(|| Error::UnknownGroup(name.into()))?;
-        let holder = self.lease(slot);
-        if holder != 0 && process::alive(holder) {
-            return Err(Error::GroupBusy {
-                group: name.into(),
-                pid: process::lease_pid(holder),
-            });
-        }
+        // Hold the lease while freeing the slot: a member joining meanwhile either took the
+        // lease first (the group is busy) or finds it ours, and after us an inactive slot.
+        // The lease word stays behind in the free slot, dead once `lease` is dropped.
+        let lease = self.new_lease()?;
+        self.acquire_lease(slot, name, lease.word(), |_| false)?;
         // SeqCst (SYNC G): readers that still see the old slot see it whole; producers stop
         // counting it as gating at their next limit scan, which the wake below triggers.
         self.ring
@@ -278,10 +264,10 @@ impl Shared {
         let cell = self.ring.region.u128(self.group_off(slot) + LEASE);
         loop {
             let held = self.lease(slot);
-            if held != 0 && process::alive(held) && !may_take(held) {
+            if lease::alive(&self.file, held) && !may_take(held) {
                 return Err(Error::GroupBusy {
                     group: name.into(),
-                    pid: process::lease_pid(held),
+                    pid: lease::pid(held),
                 });
             }
             // AcqRel: Acquire sees the previous holder's last commit; Release publishes ours.
@@ -297,6 +283,44 @@ impl Shared {
                     .fetch_and(!(1u64 << slot), Ordering::SeqCst);
                 return Ok(());
             }
+        }
+    }
+
+    /// A new lease on this queue file, for a member, a reset or a deletion.
+    pub(crate) fn new_lease(&self) -> Result<Lease> {
+        Lease::new(&self.file, &self.path).map_err(|source| Error::Io {
+            path: self.path.clone(),
+            op: "take a lease",
+            source,
+        })
+    }
+
+    /// Joins group `name`: finds it or creates it (see [`Shared::find_or_create_group`]),
+    /// then takes its lease for `word` (see [`Shared::acquire_lease`]). A deletion (and the
+    /// slot's reuse) racing with the lookup is caught after the lease is ours: the slot must
+    /// still be active under `name`, with our word as its lease, or we let go and look again.
+    /// Returns the slot and whether it was created.
+    pub(crate) fn join_group(
+        &self,
+        name: &str,
+        gating: bool,
+        start: impl Fn() -> (u64, u64),
+        word: u128,
+        may_take: impl Fn(u128) -> bool,
+    ) -> Result<(u32, bool)> {
+        loop {
+            let (slot, created) = self.find_or_create_group(name, gating, &start)?;
+            self.acquire_lease(slot, name, word, &may_take)?;
+            // SeqCst (SYNC G) in `group_active`: a deleter stores the slot inactive only after
+            // its own lease CAS, which ours followed; a creator reusing the slot clears the
+            // lease before it activates the slot, so seeing it active shows us that clearing.
+            if self.group_active(slot)
+                && self.group_name(slot).as_deref() == Some(name)
+                && self.lease(slot) == word
+            {
+                return Ok((slot, created));
+            }
+            self.release_lease(slot, word);
         }
     }
 
@@ -343,8 +367,8 @@ impl Shared {
         let slot = self
             .find_group(name)
             .ok_or_else(|| Error::UnknownGroup(name.into()))?;
-        let lease = process::lease_word();
-        self.acquire_lease(slot, name, lease, |_| false)?;
+        let lease = self.new_lease()?;
+        self.acquire_lease(slot, name, lease.word(), |_| false)?;
         let moved = target(slot).and_then(|(offset, pos)| {
             let (_, old_pos) = self.committed(slot);
             self.set_committed(slot, offset, pos);
@@ -367,7 +391,7 @@ impl Shared {
             }
             Ok(offset)
         });
-        self.release_lease(slot, lease);
+        self.release_lease(slot, lease.word());
         // A cursor moved forwards frees room: wake producers waiting for it.
         self.ring.notify_space();
         moved
@@ -395,8 +419,8 @@ impl Shared {
                     lag: 0,
                     lag_bytes: 0,
                     gating: self.gating(s),
-                    holder: (lease != 0).then(|| process::lease_pid(lease)),
-                    holder_alive: lease != 0 && process::alive(lease),
+                    holder: (lease != 0).then(|| lease::pid(lease)),
+                    holder_alive: lease::alive(&self.file, lease),
                 };
                 Some((info, pos))
             })

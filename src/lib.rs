@@ -40,6 +40,8 @@ mod sync;
 
 // The file-backed API around it.
 #[cfg(not(loom))]
+mod boot;
+#[cfg(not(loom))]
 mod clock;
 #[cfg(not(loom))]
 mod consumer;
@@ -53,7 +55,7 @@ mod flusher;
 #[cfg(not(loom))]
 mod group;
 #[cfg(not(loom))]
-mod process;
+mod lease;
 #[cfg(not(loom))]
 mod producer;
 #[cfg(not(loom))]

@@ -1,7 +1,8 @@
 //! [`Producer`]: publishes records, copying ([`Producer::publish`]) or in place
 //! ([`Producer::claim`]), and applies the queue's full policy.
 //!
-//! A producer owns one producer slot (FORMAT.md): `owner` u128 at 0 (a lease word), the
+//! A producer owns one producer slot (FORMAT.md): `owner` u128 at 0 (the word of its
+//! [`Lease`], so the slot's owner is alive exactly while its kernel lock is held), the
 //! in-flight intent at 16 (`offset + 1`, 0 when idle) and its position at 24. The claim limit is
 //! `min(tail, gating groups' committed positions, live intents) + capacity`, cached and only
 //! recomputed when a claim would pass it, so the common publish reads no group or slot.
@@ -13,7 +14,7 @@ use crate::clock;
 use crate::error::{Corruption, Error, Result};
 use crate::flusher::Flusher;
 use crate::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
-use crate::process;
+use crate::lease::{self, Lease};
 use crate::queue::Shared;
 use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::sync::{pack, Ordering};
@@ -28,7 +29,7 @@ pub struct Producer {
     shared: Arc<Shared>,
     slot: u32,
     slot_off: u64,
-    owner: u128,
+    lease: Lease,
     tail: u128,
     limit: u64,
     timeout: Option<Duration>,
@@ -49,11 +50,17 @@ enum Bottleneck {
 
 impl Producer {
     pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer> {
-        let owner = process::lease_word();
+        let lease = Lease::new(&shared.file, &shared.path).map_err(|source| Error::Io {
+            path: shared.path.clone(),
+            op: "take a producer lease",
+            source,
+        })?;
+        let owner = lease.word();
         let slots = shared.geometry.producer_slots;
+        let dead = |held| !lease::alive(&shared.file, held);
         let slot = (0..slots)
             .find(|&s| take_slot(&shared, s, owner, |held| held == 0))
-            .or_else(|| (0..slots).find(|&s| take_slot(&shared, s, owner, |h| !process::alive(h))))
+            .or_else(|| (0..slots).find(|&s| take_slot(&shared, s, owner, dead)))
             .ok_or(Error::TooManyProducers(slots))?;
         let slot_off = shared.offsets.producers + slot as u64 * PRODUCER_SLOT;
         // Release: a dead predecessor's intent is gone before we publish our own.
@@ -82,7 +89,7 @@ impl Producer {
             shared,
             slot,
             slot_off,
-            owner,
+            lease,
             tail,
             limit: 0,
             timeout: None,
@@ -104,6 +111,7 @@ impl Producer {
     /// the record was published but its flush failed, or did not finish within the timeout set
     /// by [`set_timeout`](Self::set_timeout)).
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64> {
+        self.check_fork()?;
         let len = self.check_len(payload.len())?;
         let claim = self.claim_raw(len)?;
         self.shared.ring.write_payload(&claim, payload);
@@ -119,6 +127,7 @@ impl Producer {
     /// Errors: [`Error::Timeout`], [`Error::Io`] if the flush failed (nothing past the last
     /// good flush is durable), [`Error::InvalidArgument`] for an offset not yet published.
     pub fn wait_durable(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
+        self.check_fork()?;
         let tail = self.shared.ring.tail().0;
         if offset >= tail {
             return Err(Error::InvalidArgument(format!(
@@ -131,6 +140,7 @@ impl Producer {
     /// Claims room for a `len`-byte record to be written in place; commit it with
     /// [`Claimed::commit`]. Dropping the claim uncommitted aborts the record.
     pub fn claim(&mut self, len: usize) -> Result<Claimed<'_>> {
+        self.check_fork()?;
         let len = self.check_len(len)?;
         let claim = self.claim_raw(len)?;
         Ok(Claimed {
@@ -153,6 +163,18 @@ impl Producer {
             op,
             source,
         }
+    }
+
+    /// Fails with [`Error::Forked`] in a child forked after this producer was made: the slot
+    /// is the parent's.
+    fn check_fork(&self) -> Result<()> {
+        if self.lease.current() {
+            return Ok(());
+        }
+        Err(Error::Forked {
+            path: self.shared.path.clone(),
+            pid: lease::pid(self.lease.word()),
+        })
     }
 
     fn check_len(&self, len: usize) -> Result<u32> {
@@ -181,8 +203,11 @@ impl Producer {
                 // Group commit: the publisher that finds a full batch flushes it, unless a
                 // flush is running already. A failure is left to the next flush and to
                 // confirms (`wait_durable`), whose promise it breaks; this publish made none.
+                // Saturating: a concurrent flush may have moved the durable cursor past this
+                // record already.
                 let (_, durable_pos) = self.shared.durable();
-                if claim.start + footprint(claim.len as u64) - durable_pos >= max_bytes {
+                let end = claim.start + footprint(claim.len as u64);
+                if end.saturating_sub(durable_pos) >= max_bytes {
                     let _ = self.shared.try_flush();
                 }
             }
@@ -257,7 +282,7 @@ impl Producer {
         let base = self.shared.offsets.producers + slot as u64 * PRODUCER_SLOT;
         // Acquire: see the owner that published this intent.
         let owner = r.u128(base).load(Ordering::Acquire);
-        if process::alive(owner) {
+        if lease::alive(&self.shared.file, owner) {
             return false;
         }
         // AcqRel: the withdrawal is visible to every later limit scan.
@@ -275,7 +300,7 @@ pub(crate) fn live_producers(shared: &Shared) -> (u32, u32) {
         let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
         // Acquire: pairs with the owner CAS in `take_slot` (only a snapshot is promised).
         let owner = r.u128(base).load(Ordering::Acquire);
-        owner != 0 && process::alive(owner)
+        lease::alive(&shared.file, owner)
     };
     // Relaxed: a snapshot for people; nothing is ordered by it.
     let sleeping = r.u64(layout::SPACE_WAITERS).load(Ordering::Relaxed);
@@ -357,10 +382,15 @@ fn take_slot(shared: &Shared, slot: u32, owner: u128, free: impl Fn(u128) -> boo
 
 impl Drop for Producer {
     fn drop(&mut self) {
+        if !self.lease.current() {
+            // A forked child's copy: the slot is the parent's.
+            return;
+        }
         let r = &self.shared.ring.region;
-        // Release: our last commit is visible before the slot reads as free.
+        // Release: our last commit is visible before the slot reads as free. The lease (a
+        // field, dropped after this) is released only then.
         let _ = r.u128(self.slot_off).compare_exchange(
-            self.owner,
+            self.lease.word(),
             pack(0, 0),
             Ordering::Release,
             Ordering::Relaxed,

@@ -13,6 +13,7 @@ use crate::file;
 use crate::flusher::FlusherSlot;
 use crate::group::GroupInfo;
 use crate::layout::{Durability, FullPolicy, Geometry, Offsets};
+use crate::lease::Lease;
 use crate::producer::Producer;
 use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
@@ -183,16 +184,29 @@ impl Queue {
         Consumer::new(self.shared.clone(), group, options)
     }
 
-    /// Joins `group` holding its lease as `lease` (a topic member's own word), taking it from a
-    /// live holder if `may_take` says so.
-    pub(crate) fn subscribe_with_lease(
+    /// Joins `group` holding its lease as `word` (a topic member's own lease word, adopted
+    /// for this file), taking it from a live holder if `may_take` says so.
+    pub(crate) fn subscribe_as(
         &self,
         group: &str,
         options: &Subscribe,
-        lease: u128,
+        word: u128,
         may_take: impl Fn(u128) -> bool,
     ) -> Result<Consumer> {
-        Consumer::with_lease(self.shared.clone(), group, options, lease, may_take)
+        let shared = &self.shared;
+        let lease = Lease::adopt(&shared.file, &shared.path, word)
+            .map_err(|source| Error::Io {
+                path: shared.path.clone(),
+                op: "take a lease",
+                source,
+            })?
+            // This process holds the partition under that word already (a consumer of it
+            // not dropped yet).
+            .ok_or_else(|| Error::GroupBusy {
+                group: group.into(),
+                pid: crate::lease::pid(word),
+            })?;
+        Consumer::with_lease(shared.clone(), group, options, lease, may_take)
     }
 
     /// Deletes a consumer group that no live member holds (e.g. a dead gating group holding

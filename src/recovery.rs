@@ -25,13 +25,13 @@
 
 use std::os::fd::AsRawFd;
 
+use crate::boot;
 use crate::error::{Corruption, Error, Result};
 use crate::group::AdminLock;
 use crate::layout::{
     footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, PRODUCER_SLOT,
     RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, TAIL,
 };
-use crate::process;
 use crate::queue::Shared;
 use crate::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
 use crate::sync::{pack, unpack, Ordering};
@@ -58,7 +58,7 @@ pub struct Recovery {
 impl Shared {
     /// Recovers the file if it was last used before a machine restart; `None` if not.
     pub(crate) fn recover_if_restarted(&self) -> Result<Option<Recovery>> {
-        let boot = process::boot_id().map_err(|e| self.io("read boot id", e))?;
+        let boot = boot::boot_id().map_err(|e| self.io("read boot id", e))?;
         if self.stored_boot_id() == boot {
             return Ok(None);
         }

@@ -33,6 +33,7 @@ use crossbeam_utils::Backoff;
 
 use crate::consumer::{Consumer, Subscribe};
 use crate::error::{Error, Result};
+use crate::lease::{self, Lease};
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
 
@@ -83,6 +84,9 @@ pub struct TopicConsumer {
     group: String,
     options: MemberOptions,
     slot: Slot,
+    /// This member's lease on the membership file; its word is the slot's and, adopted for
+    /// each partition file, the word of every partition lease this member holds.
+    lease: Lease,
     /// The consumer of each partition this member holds, by partition index.
     held: Vec<Option<Consumer>>,
     /// The partition the next poll tries first.
@@ -105,7 +109,10 @@ impl TopicConsumer {
                 options.session_timeout, options.heartbeat_interval
             )));
         }
-        let slot = topic.members_file().join(group, options.session_timeout)?;
+        let lease = topic.members_file().new_lease()?;
+        let slot = topic
+            .members_file()
+            .join(group, options.session_timeout, lease.word())?;
         let mut consumer = TopicConsumer {
             // The handle's own generation, not the membership file's: a handle opened before a
             // growth refreshes at the first tick (below) instead of never seeing the new
@@ -116,6 +123,7 @@ impl TopicConsumer {
             group: group.to_string(),
             options: *options,
             slot,
+            lease,
             cursor: 0,
             next_tick: 0,
         };
@@ -147,6 +155,7 @@ impl TopicConsumer {
     /// A record that is not topic-framed gives [`Error::Corrupt`] and is skipped by the next
     /// poll. [`Error::Lagged`] comes from a non-gating group overrun in one partition.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<TopicMessage<'_>>> {
+        self.check_fork()?;
         // Read the precise clock only once nothing was ready: it costs more than a record.
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
@@ -233,6 +242,7 @@ impl TopicConsumer {
     /// member dead) or a reset moved its committed offset: nothing was committed, and this
     /// member drops the partition.
     pub fn commit(&mut self, partition: u32, offset: u64) -> Result<()> {
+        self.check_fork()?;
         let held = self.held.get_mut(partition as usize);
         match held {
             Some(Some(c)) => {
@@ -257,6 +267,18 @@ impl TopicConsumer {
             .map(Consumer::committed)
     }
 
+    /// Fails with [`Error::Forked`] in a child forked after this member joined: the slot and
+    /// the partitions are the parent's.
+    fn check_fork(&self) -> Result<()> {
+        if self.lease.current() {
+            return Ok(());
+        }
+        Err(Error::Forked {
+            path: self.topic.path().to_path_buf(),
+            pid: lease::pid(self.lease.word()),
+        })
+    }
+
     /// Heartbeat, growth, and rebalance (see the module docs).
     fn tick(&mut self) -> Result<()> {
         self.next_tick = members::coarse_ns()
@@ -265,7 +287,8 @@ impl TopicConsumer {
         if !members.heartbeat(self.slot) {
             // Our slot was taken (a damaged or hostile file): give everything up and rejoin.
             self.held.iter_mut().for_each(|c| *c = None);
-            self.slot = members.join(&self.group, self.options.session_timeout)?;
+            self.slot =
+                members.join(&self.group, self.options.session_timeout, self.lease.word())?;
         }
         let generation = members.generation();
         if generation != self.generation {
@@ -297,7 +320,7 @@ impl TopicConsumer {
                 continue;
             }
             let queue = &self.topic.partitions()[p];
-            let taken = queue.subscribe_with_lease(
+            let taken = queue.subscribe_as(
                 &self.group,
                 &self.options.subscribe,
                 self.slot.word,
@@ -318,8 +341,11 @@ impl TopicConsumer {
 
 impl Drop for TopicConsumer {
     fn drop(&mut self) {
-        // Partitions first, so a member that sees the slot gone can take them at once.
+        // Partitions first, so a member that sees the slot gone can take them at once. (In a
+        // forked child the consumers leave the parent's leases alone, and so do we.)
         self.held.clear();
-        self.topic.members_file().leave(self.slot);
+        if self.lease.current() {
+            self.topic.members_file().leave(self.slot);
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! The membership file of a topic: who is in which consumer group, alive and heartbeating.
 //!
 //! A 4 KiB header then [`SLOTS`] slots of 128 bytes, mapped `MAP_SHARED` by every member
-//! (FORMAT.md, "Membership file"). A member owns a slot through a lease word (pid, token, start
-//! time, as in the queue file) taken by CAS from nobody or from a dead process, and stamps a
-//! heartbeat (`CLOCK_MONOTONIC`, shared by every process on the host) into it. A member is
-//! *live* while its process runs and its heartbeat is younger than the session timeout it
+//! (FORMAT.md, "Membership file"). A member owns a slot through the word of its [`Lease`] on
+//! this file (`lease.rs`: a kernel lock that dies with the holder), taken by CAS from nobody or
+//! from a dead holder, and stamps a heartbeat (`CLOCK_MONOTONIC`, shared by every process on
+//! the host) into it. A member is *live* while it holds its lease and its heartbeat is younger than the session timeout it
 //! declared. Every member computes the same assignment from the sorted list of live members of
 //! its group ([`assigned`]), so no leader is needed.
 //!
@@ -14,8 +14,8 @@
 //!   slot's fields (Relaxed, the name word by word), then `ready` set to the lease's tag
 //!   ([`ready_tag`], Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
 //!   an Acquire fence, the lease again (Relaxed). `ready` must match the tag of the lease seen
-//!   first, so a dead owner's old fields are not taken for the new owner's, even one with a
-//!   recycled pid and the same token; and a slot whose lease changed
+//!   first, so a dead owner's old fields are not taken for the new owner's, even one whose
+//!   word shares a half with it; and a slot whose lease changed
 //!   while its fields were read is discarded: if a field read saw a later owner's store, that
 //!   owner's Release fence synchronises with the reader's Acquire fence, so its lease CAS
 //!   (before the fence) is visible to the second lease load. Every access is atomic: no torn
@@ -27,10 +27,8 @@
 //!   new tail or the producer sees the bit.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -38,7 +36,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
-use crate::process;
+use crate::lease::{self, Lease, OwnFd};
 use crate::sync::{fence, unpack, Ordering, Region};
 
 /// The membership file's name inside the topic directory.
@@ -69,9 +67,8 @@ const NAME: u64 = 48;
 const _: () = assert!(MAX_GROUP_NAME % 8 == 0 && NAME + MAX_GROUP_NAME as u64 <= SLOT - 16);
 
 /// What `ready` holds once the fields of the slot's owner `word` are complete: both halves of
-/// the lease word mixed, never 0. Not the low half alone: a process with a recycled pid takes
-/// the same tokens in the same order, so its first lease word can differ from a dead
-/// predecessor's only in the start time, and the predecessor's `ready` would match it.
+/// the lease word mixed, never 0. Not one half alone: a new owner with a recycled pid has the
+/// same low half as a dead predecessor, and the predecessor's `ready` would match it.
 fn ready_tag(word: u128) -> u64 {
     let (low, high) = unpack(word);
     (low ^ high.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)).max(1)
@@ -141,9 +138,6 @@ pub(crate) struct Members {
     region: Region,
     file: File,
     path: PathBuf,
-    /// Serialises administration between threads of this process, which share `file` and so
-    /// its `flock` (a lock belongs to the open file description, not to the thread).
-    admin: Mutex<()>,
     _map: MmapRaw,
 }
 
@@ -207,7 +201,6 @@ impl Members {
             region,
             file,
             path: path.to_path_buf(),
-            admin: Mutex::new(()),
             _map: map,
         })
     }
@@ -236,21 +229,26 @@ impl Members {
             .fetch_max(generation, Ordering::Release);
     }
 
-    /// Joins `group`: takes a free slot (or one a dead process held) and stamps it.
-    pub(crate) fn join(&self, group: &str, session: Duration) -> Result<Slot> {
+    /// A new lease on the membership file: a member's identity while it lives.
+    pub(crate) fn new_lease(&self) -> Result<Lease> {
+        Lease::new(&self.file, &self.path).map_err(io_err(&self.path, "take a lease"))
+    }
+
+    /// Joins `group` as the holder of lease word `word` (see [`Members::new_lease`]): takes a
+    /// free slot (or one a dead holder left) and stamps it.
+    pub(crate) fn join(&self, group: &str, session: Duration, word: u128) -> Result<Slot> {
         if group.is_empty() || group.len() > MAX_GROUP_NAME {
             return Err(Error::InvalidArgument(format!(
                 "group name must be 1 to {MAX_GROUP_NAME} bytes, got {}",
                 group.len()
             )));
         }
-        let word = process::lease_word();
         for index in 0..SLOTS {
             let base = Self::slot_off(index);
             let lease = self.region.u128(base + LEASE);
             // Acquire: see the previous owner's last writes before judging it.
             let held = lease.load(Ordering::Acquire);
-            if held != 0 && process::alive(held) {
+            if lease::alive(&self.file, held) {
                 continue;
             }
             // SYNC J (AcqRel): Acquire as above; Release orders the claim before our fields.
@@ -379,7 +377,7 @@ impl Members {
         let now = monotonic_ns();
         let mut live: Vec<u128> = (0..SLOTS)
             .filter_map(|i| self.seen(i))
-            .filter(|s| s.name == group && is_live(s, now))
+            .filter(|s| s.name == group && self.is_live(s, now))
             .map(|s| s.word)
             .collect();
         live.sort_unstable();
@@ -393,7 +391,7 @@ impl Members {
         let now = monotonic_ns();
         (0..SLOTS)
             .filter_map(|i| self.seen(i))
-            .filter(|s| s.name == group && !is_live(s, now))
+            .filter(|s| s.name == group && !self.is_live(s, now))
             .map(|s| s.word)
             .collect()
     }
@@ -404,53 +402,35 @@ impl Members {
         (0..SLOTS)
             .filter_map(|i| self.seen(i))
             .map(|s| MemberInfo {
-                pid: process::lease_pid(s.word),
-                alive: process::alive(s.word),
+                pid: lease::pid(s.word),
+                alive: lease::alive(&self.file, s.word),
                 heartbeat_age: Duration::from_nanos(now.saturating_sub(s.heartbeat)),
                 session_timeout: Duration::from_nanos(s.session),
-                live: is_live(&s, now),
+                live: self.is_live(&s, now),
                 group: s.name,
             })
             .collect()
     }
 
-    /// Holds the membership file's `flock` (topic administration: growth) and this process's
-    /// admin mutex; both released on drop.
-    pub(crate) fn lock(&self) -> Result<FileLock<'_>> {
-        // A poisoned mutex guards nothing but the critical section itself: still usable.
-        let thread = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            // SAFETY: flock(2) on an fd we own; no memory is passed.
-            if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(FileLock {
-                    file: &self.file,
-                    _thread: thread,
-                });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io_err(&self.path, "flock")(e));
-            }
-        }
+    /// Whether a member is live: it holds its lease and its heartbeat is younger than its
+    /// session timeout.
+    fn is_live(&self, s: &Seen, now: u64) -> bool {
+        now.saturating_sub(s.heartbeat) <= s.session && lease::alive(&self.file, s.word)
+    }
+
+    /// Holds the membership file's administration lock (topic growth): an exclusive `flock`
+    /// through a description of its own, so threads of this process exclude each other too.
+    /// Released on drop.
+    pub(crate) fn lock(&self) -> Result<FileLock> {
+        OwnFd::flock_exclusive(&self.file, &self.path)
+            .map(|fd| FileLock { _fd: fd })
+            .map_err(io_err(&self.path, "flock"))
     }
 }
 
-/// An exclusive `flock` (released on drop, and by the kernel if the holder dies) plus the
-/// process's admin mutex.
-pub(crate) struct FileLock<'a> {
-    file: &'a File,
-    _thread: MutexGuard<'a, ()>,
-}
-
-impl Drop for FileLock<'_> {
-    fn drop(&mut self) {
-        // SAFETY: as in `Members::lock`; unlocking a lock we hold.
-        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
-
-fn is_live(s: &Seen, now: u64) -> bool {
-    now.saturating_sub(s.heartbeat) <= s.session && process::alive(s.word)
+/// The membership file's administration lock (see [`Members::lock`]).
+pub(crate) struct FileLock {
+    _fd: OwnFd,
 }
 
 /// The partitions of `partitions` assigned to member `me` among the sorted `live` members:
@@ -479,12 +459,13 @@ mod tests {
     #[test]
     fn a_member_whose_slot_was_taken_stamps_no_heartbeat_into_it() {
         let (_dir, m) = scratch();
-        let slot = m.join("g", Duration::from_secs(1)).unwrap();
+        let (mine, other) = (m.new_lease().unwrap(), m.new_lease().unwrap());
+        let slot = m.join("g", Duration::from_secs(1), mine.word()).unwrap();
         assert!(m.heartbeat(slot));
         let base = Members::slot_off(slot.index);
         m.region()
             .u128(base + LEASE)
-            .store(process::lease_word(), Ordering::SeqCst);
+            .store(other.word(), Ordering::SeqCst);
         m.region().u64(base + HEARTBEAT).store(7, Ordering::SeqCst);
         assert!(!m.heartbeat(slot));
         assert_eq!(m.region().u64(base + HEARTBEAT).load(Ordering::SeqCst), 7);
@@ -493,23 +474,26 @@ mod tests {
     #[test]
     fn a_member_whose_slot_was_taken_leaves_the_new_owner_ready() {
         let (_dir, m) = scratch();
-        let stale = m.join("g", Duration::from_secs(1)).unwrap();
-        // Another member (a live process's word) took the slot, as only a damaged file allows.
+        let (first, second) = (m.new_lease().unwrap(), m.new_lease().unwrap());
+        let stale = m.join("g", Duration::from_secs(1), first.word()).unwrap();
+        // Another member (a live holder's word) took the slot, as only a damaged file allows.
         let base = Members::slot_off(stale.index);
         m.region().u128(base + LEASE).store(0, Ordering::SeqCst);
-        let owner = m.join("g", Duration::from_secs(1)).unwrap();
+        let owner = m.join("g", Duration::from_secs(1), second.word()).unwrap();
         assert_eq!(owner.index, stale.index);
         m.leave(stale);
         assert_eq!(m.live("g"), vec![owner.word], "the new owner still counts");
     }
 
     #[test]
-    fn a_new_owner_with_a_recycled_pid_and_token_is_not_ready_with_its_predecessors_fields() {
+    fn a_new_owner_with_a_recycled_pid_is_not_ready_with_its_predecessors_fields() {
         let (_dir, m) = scratch();
-        let live = process::lease_word();
-        // The dead predecessor: the same pid and token, another start time.
-        let dead = live ^ (1u128 << 64);
-        assert!(process::alive(live) && !process::alive(dead));
+        let owner = m.new_lease().unwrap();
+        let live = owner.word();
+        // The dead predecessor: the same pid, another id, no longer held.
+        let dead = m.new_lease().unwrap().word();
+        assert_eq!(dead as u64, live as u64, "same pid half");
+        assert!(lease::alive(&m.file, live) && !lease::alive(&m.file, dead));
         let base = Members::slot_off(0);
         let r = m.region();
         r.u128(base + LEASE).store(dead, Ordering::SeqCst);
