@@ -12,6 +12,9 @@
 //!    commit (or an abort); loom reports a deadlock if a wake-up can be lost.
 //! 4. [`dead_claim_is_skipped`]: a claim that is never committed is aborted by a reader, which
 //!    finds the next record through `resolve` and reads it.
+//! 5. [`stalled_commit_on_reused_slot`]: a producer stalled before its commit while its record
+//!    was aborted and its slot reused by the next lap: its commit fails and leaves the newer
+//!    record's tag and header alone.
 //!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
@@ -38,11 +41,13 @@ use std::sync::Arc;
 use loom::thread;
 
 use crate::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
-use crate::ring::{tag, Attempt, Claim, Found, Ring, RingLayout, ABORTED, COMMITTED};
+use crate::ring::{tag, tag_offset, Attempt, Claim, Found, Ring, RingLayout, ABORTED, COMMITTED};
 use crate::sync::{unpack, Ordering, Region};
 
 /// Data-ring size of the models: small, but several records fit without wrapping.
 const CAPACITY: u64 = 128;
+/// Offset slots (`N`): one per smallest record in one ring's worth of bytes, as in a queue file.
+const SLOTS: u64 = CAPACITY / RECORD_HEADER;
 /// Producer slots (only their `INTENT`/`INTENT_POS` words are used), one per model producer.
 const PRODUCERS: u64 = 256;
 const PRODUCER_STRIDE: u64 = 32;
@@ -60,7 +65,7 @@ fn model_ring() -> Arc<Ring> {
         capacity: CAPACITY,
         max_message: 32,
         index: INDEX,
-        index_entries: CAPACITY / RECORD_HEADER,
+        index_entries: SLOTS,
         data: DATA,
     };
     assert!(INDEX + layout.index_entries * 16 <= DATA);
@@ -110,12 +115,18 @@ fn owner_of_len(len: u32) -> u64 {
     len as u64 / 8 - 1
 }
 
-/// Claims a record as `Producer::claim_raw` does, with unlimited room. The starting tail is the
-/// one of a producer opened before any record was published; a stale tail is refreshed by the
-/// failed CAS inside `try_claim`, which the two-producer models exercise.
+/// Claims a record for producer `p`'s payload as `Producer::claim_raw` does, with unlimited
+/// room (see [`claim_len`]).
 fn claim(ring: &Ring, p: u64) -> Claim {
+    claim_len(ring, p, payload(p).len() as u32)
+}
+
+/// Claims a record of `len` bytes for producer `p` as `Producer::claim_raw` does, with
+/// unlimited room. The starting tail is the one of a producer opened before any record was
+/// published; a stale tail is refreshed by the failed CAS inside `try_claim`, which the
+/// two-producer models exercise.
+fn claim_len(ring: &Ring, p: u64, len: u32) -> Claim {
     let mut tail = 0u128;
-    let len = payload(p).len() as u32;
     match ring.try_claim(&mut tail, len, u64::MAX, intent(p)) {
         Attempt::Claimed(c) => {
             assert_eq!(c.len, len);
@@ -469,4 +480,72 @@ fn dead_claim_is_skipped() {
         check_ready(&ring, found, 1, pos1, live);
         assert_eq!(ring.resolve(2), Some(end));
     });
+}
+
+/// Model 5: producer 0 claims record 0 and stalls before its commit. A reader aborts the record
+/// (standing in for the claim timeout), and producer 1 then publishes records 1 to 4. Records 0
+/// to 3 are empty, so one lap holds exactly `N` of them and record 4 reuses record 0's slot and
+/// ring bytes. The stalled producer wakes up once record 0 is aborted and commits at any point
+/// of producer 1's run. Its commit must fail and must not write its header over record 4's:
+/// slot 0 ends as `(4, COMMITTED)`, record 0 reads `Overtaken` and record 4 reads `Ready` with
+/// producer 1's header and payload. (Refusing only the tag `(0, ABORTED)` let a commit that
+/// loaded `(4, COMMITTED)` overwrite it and report the skipped record 0 as published.)
+#[test]
+fn stalled_commit_on_reused_slot() {
+    // Executions whose stalled commit started before the slot was reused, and after.
+    static BEFORE_REUSE: AtomicUsize = AtomicUsize::new(0);
+    static AFTER_REUSE: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let ring = model_ring();
+        // Empty: there is no payload to write before the commit.
+        let stalled = claim_len(&ring, 0, 0);
+        assert_eq!((stalled.offset, stalled.at), (0, 0));
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                // SeqCst as a sleeper's re-check; the loop only waits for the abort, so the
+                // commit below runs anywhere from the abort to after record 4's commit.
+                while ring.tag_of(0).load(Ordering::SeqCst) == 0 {
+                    thread::yield_now();
+                }
+                // Relaxed: by coherence the commit's own load of the tag sees this value or a
+                // later one, so `reused` means the commit found the slot reused.
+                let reused = tag_offset(ring.tag_of(0).load(Ordering::Relaxed)) > 0;
+                (reused, ring.commit(&stalled, timestamp(0), 0, intent(0)))
+            })
+        };
+
+        let Found::Pending { tag: seen } = ring.read(0, 0) else {
+            panic!("the stalled claim 0 is not pending");
+        };
+        assert!(ring.abort(0, seen), "nothing else changes record 0's tag");
+        for o in 1..SLOTS {
+            let c = claim_len(&ring, 1, 0);
+            assert_eq!((c.offset, c.at), (o, o * RECORD_HEADER));
+            assert_eq!(ring.commit(&c, timestamp(1), 0, intent(1)), Ok(()));
+        }
+        let c = claim(&ring, 1);
+        assert_eq!(
+            (c.offset, c.at),
+            (SLOTS, CAPACITY),
+            "record 4 does not reuse record 0's slot and bytes"
+        );
+        assert_eq!(write_and_commit(&ring, &c, 1), Ok(()));
+
+        let (reused, committed) = producer.join().unwrap();
+        assert_eq!(
+            committed,
+            Err(()),
+            "the stalled commit of aborted record 0 succeeded"
+        );
+        let explored = if reused { &AFTER_REUSE } else { &BEFORE_REUSE };
+        explored.fetch_add(1, StdOrdering::Relaxed);
+        assert_eq!(ring.tag_of(0).load(Ordering::SeqCst), tag(SLOTS, COMMITTED));
+        assert_eq!(ring.read(0, 0), Found::Overtaken);
+        let found = ring.read(SLOTS, CAPACITY);
+        check_ready(&ring, found, SLOTS, CAPACITY, 1);
+    });
+    // The stalled commit ran both into the aborted tag and into the reused slot.
+    assert!(BEFORE_REUSE.load(StdOrdering::Relaxed) > 0);
+    assert!(AFTER_REUSE.load(StdOrdering::Relaxed) > 0);
 }

@@ -30,7 +30,12 @@
 //! * **Abort.** A reader stuck on a claimed record for longer than the claim timeout CASes the
 //!   tag it saw to `(o, ABORTED)`. Exactly one of commit and abort wins the CAS: a late writer's
 //!   publish fails with `Aborted` and its record is skipped by everyone; a committed record is
-//!   never aborted. Readers skip an aborted record to `pos(o + 1)`.
+//!   never aborted. Readers skip an aborted record to `pos(o + 1)`. Once `o` is aborted its slot
+//!   may be reused by `o + kN`, so a late writer must not CAS from whatever tag it loads: it
+//!   seals only while `unresolved(o, tag)` holds: the tag is an older offset's, with any flags,
+//!   or `(o, no flags)` (the 0 of a new or cleared slot is `(0, no flags)`). A tag `(o, any
+//!   flag)` or one of a later offset makes it refuse before it writes a header byte, and its
+//!   publish fails with `Aborted`. `abandon` aborts its own claim by the same rule.
 //! * **Overtaken.** A slot tag with an offset above the reader's means the slot was reused by
 //!   `o + kN`: the reader was lapped.
 //!
@@ -67,6 +72,21 @@ pub(crate) fn tag(offset: u64, flags: u64) -> u64 {
 /// The offset a slot tag speaks of.
 pub(crate) fn tag_offset(tag: u64) -> u64 {
     tag >> FLAG_BITS
+}
+
+/// Whether slot tag `t` can still belong to a claim of `offset` that nobody resolved, so that
+/// its producer may CAS it to a final state (commit, or abort its own claim).
+///
+/// Until claim `offset` is committed or aborted nobody writes its slot's tag, which holds what
+/// the slot's earlier records left: the tag of an older offset `offset - kN` with any flags
+/// (committed, aborted, or a dead claim nobody resolved), or 0, the slot of a new file or one
+/// that recovery cleared, which reads as offset 0 without flags. Every other value means the
+/// claim is over: `(offset, any flag)` is an abort by a reader (or a commit already made), and
+/// an offset above `offset` means the slot was reused by a later lap after the claim was
+/// given up, so CASing from it would overwrite a newer record's tag and report a skipped record
+/// as published.
+fn unresolved(offset: u64, t: u64) -> bool {
+    tag_offset(t) < offset || t == tag(offset, 0)
 }
 
 /// Largest position a sane cursor holds (4 EiB of traffic): larger ones come from a damaged
@@ -304,10 +324,12 @@ impl Ring {
     fn seal(&self, claim: &Claim, timestamp: u64, crc: u32) -> Result<(), ()> {
         let o = claim.offset;
         let cell = self.slot_tag(o);
-        // Relaxed: the value only serves as the CAS's expected value; a reader that aborts
-        // meanwhile changes it and our CAS fails.
+        // Relaxed: the value only serves as the CAS's expected value and for the check below;
+        // a reader that aborts meanwhile changes it and our CAS fails.
         let stale = cell.load(Ordering::Relaxed);
-        if stale == tag(o, ABORTED) {
+        // Before the header: a claim that is over must not write a byte, and its slot may
+        // already hold a newer record's tag, which the CAS below would overwrite.
+        if !unresolved(o, stale) {
             return Err(());
         }
         crate::crash::point("publish.before_header");
@@ -340,11 +362,14 @@ impl Ring {
         Ok(())
     }
 
-    /// Gives up an uncommitted claim of our own: readers skip it at once.
+    /// Gives up an uncommitted claim of our own: readers skip it at once. A claim already
+    /// aborted by a reader is left alone: its slot may hold a newer record by now.
     pub(crate) fn abandon(&self, claim: &Claim, intent: u64) {
-        // Relaxed: the value is only the CAS's expected value.
+        // Relaxed: the value is only the CAS's expected value and checked as in `seal`.
         let seen = self.slot_tag(claim.offset).load(Ordering::Relaxed);
-        self.abort(claim.offset, seen);
+        if unresolved(claim.offset, seen) {
+            self.abort(claim.offset, seen);
+        }
         // SYNC I (Release): as in `commit`.
         self.region.u64(intent + INTENT).store(0, Ordering::Release);
     }
@@ -569,5 +594,29 @@ pub(crate) fn wake_on(region: &Region, waiters: u64, seq: u64) {
         // SeqCst: the bump must be ordered after the waiter check for every observer.
         region.u32(seq).fetch_add(1, Ordering::SeqCst);
         region.wake_all(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tag, unresolved, ABORTED, COMMITTED, WRAPPED};
+
+    /// A claim of offset 5 (slot reused every 4 offsets) may seal over what earlier records of
+    /// its slot left, and over nothing else.
+    #[test]
+    fn unresolved_tags() {
+        for flags in [0, COMMITTED, ABORTED, COMMITTED | WRAPPED] {
+            assert!(unresolved(5, tag(1, flags)), "offset 1's record: {flags}");
+        }
+        assert!(unresolved(5, 0), "a slot cleared by recovery");
+        assert!(unresolved(5, tag(5, 0)));
+        assert!(unresolved(0, 0), "a new file's slot");
+        for flags in [COMMITTED, ABORTED, WRAPPED, COMMITTED | WRAPPED] {
+            assert!(!unresolved(5, tag(5, flags)), "offset 5 resolved: {flags}");
+            assert!(!unresolved(0, tag(0, flags)), "offset 0 resolved: {flags}");
+        }
+        for t in [tag(9, 0), tag(9, COMMITTED), tag(9, ABORTED)] {
+            assert!(!unresolved(5, t), "{t:#x}: the slot was reused by offset 9");
+        }
     }
 }

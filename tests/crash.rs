@@ -6,7 +6,10 @@
 //!
 //! Children are this test binary re-run in a role (`harness = false`, see `common`). Producers
 //! log each acknowledged sequence number with one `write(2)` after `publish` returned, so the log
-//! is exactly the set of promises a killed producer made.
+//! is the set of promises a killed producer made. A kill in the middle of that `write(2)` can
+//! tear the last line, which `common::read_log` drops: that record then counts as the one in
+//! flight at the kill, delivered without its acknowledgement. Consumers log each offset before
+//! committing it, so a dropped torn line is an offset the next run processes again.
 
 mod common;
 

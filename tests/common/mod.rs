@@ -145,8 +145,9 @@ pub fn check(p: &[u8]) -> Result<(u32, u32), String> {
     }
 }
 
-/// Appends one line to a log file with a single write(2), so a SIGKILL never leaves half a line
-/// and nothing sits in a user-space buffer.
+/// Appends one line to a log file with a single write(2), so nothing sits in a user-space
+/// buffer. A SIGKILL can still cut that write short (the kernel checks for a fatal signal between
+/// the pages it copies), leaving a torn last line without its newline: [`read_log`] drops it.
 pub fn log_line(file: &mut std::fs::File, line: &str) {
     file.write_all(format!("{line}\n").as_bytes()).unwrap();
 }
@@ -156,11 +157,17 @@ pub fn queue_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("queue.shmq")
 }
 
-/// Reads a log of whitespace-separated integers, one record per line.
+/// Reads a log written with [`log_line`] (see [`parse_log`]); a missing file is an empty log.
 pub fn read_log(path: &Path) -> Vec<Vec<u64>> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    parse_log(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// Parses a log of whitespace-separated integers, one record per line. A final line without
+/// its newline is dropped: it is the torn write of a child killed in the middle of
+/// [`log_line`], and what it holds may be a prefix of a number that parses as another one.
+pub fn parse_log(text: &str) -> Vec<Vec<u64>> {
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| l.split_whitespace().map(|w| w.parse().unwrap()).collect())
         .collect()
 }
@@ -205,4 +212,17 @@ pub fn thread_cpu() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime failed");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A log whose writer was killed mid-line keeps its complete lines only.
+#[test]
+fn parse_log_drops_a_torn_last_line() {
+    assert_eq!(
+        parse_log("45539\n45540\n45541\n45"),
+        [[45539], [45540], [45541]]
+    );
+    assert_eq!(parse_log("0 7 3 1 2\n1 4 0"), [[0, 7, 3, 1, 2]]);
+    assert_eq!(parse_log("1 2\n3 4\n"), [[1, 2], [3, 4]]);
+    assert!(parse_log("12").is_empty());
+    assert!(parse_log("").is_empty());
 }
