@@ -6,8 +6,9 @@
 //! Reads are zero-copy when the bytes cannot change under the reader: for a gating group under
 //! `Block`/`Reject`, producers never claim bytes at or after the group's committed position
 //! within one capacity. Otherwise (non-gating groups, `Overwrite` queues, and reads behind the
-//! protected zone after a seek or at a new group's start) the record is copied and then checked
-//! against the tail (SYNC L in `ring.rs`); an overrun reader gets [`Error::Lagged`].
+//! protected zone after a seek or below the group's mark after its creation or a backwards
+//! reset) the record is copied and then checked against the tail (SYNC L in `ring.rs`); an
+//! overrun reader gets [`Error::Lagged`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,22 +127,15 @@ impl Consumer {
             Start::Earliest => ring.oldest(),
             Start::Latest => ring.tail(),
         };
-        let (slot, created) =
-            shared.join_group(group, opts.gating, start, lease.word(), may_take)?;
+        let slot = shared.join_group(group, opts.gating, start, lease.word(), may_take)?;
         let committed_word = shared.committed_word(slot);
         let (offset, pos) = crate::sync::unpack(committed_word);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
-        // A new gating group's start is protected only once producers rescan the groups; until
-        // the reader passes today's tail, validate its reads.
-        // SYNC G: the group's activation (SeqCst) precedes this tail load (SeqCst), so a
-        // producer whose limit scan missed the group read a tail at or before this one, and its
-        // limit cannot reach past `tail + capacity`. A group whose cursor was reset backwards
-        // is in the same position up to the tail the reset saw (its reset mark).
-        let safe_from = if created {
-            pos.max(ring.tail().1)
-        } else {
-            pos.max(shared.reset_mark(slot))
-        };
+        // A gating group's records below the tail seen at its creation (or at its last
+        // backwards reset) are protected only once every producer has rescanned the groups;
+        // until the reader passes that mark, validate its reads. This holds whichever handle
+        // created the group, this one or one that has since gone.
+        let safe_from = pos.max(shared.protected_from(slot));
         Ok(Consumer {
             shared,
             group: group.to_string(),

@@ -3,7 +3,8 @@
 //! Slot layout (256 bytes, see FORMAT.md): `state` u64 at 0 (0 free, 1 active), `flags` u64 at 8
 //! (bit 0: gating), `name_len` u64 at 16, `name` at 24 (64 bytes), `committed` u128 at 128
 //! (`next offset, position`), `lease` u128 at 144 (the holder's [`Lease`] word), `reset
-//! mark` u64 at 160 (the tail position when the committed cursor was last moved backwards).
+//! mark` u64 at 160 (the tail position seen when the group was created or its committed cursor
+//! was last moved backwards; [`MARK_UNSET`] while its creator has not stored it yet).
 //!
 //! Creating and deleting groups are rare administrative changes and run under an exclusive
 //! `flock` on the queue file (the kernel drops it if the holder dies). Lookups, leases and
@@ -27,6 +28,11 @@ const RESET_MARK: u64 = 160;
 
 const ACTIVE: u64 = 1;
 const GATING: u64 = 1;
+
+/// The reset mark of a group whose creator has activated the slot but not yet stored the tail
+/// it saw afterwards (or died in between): a member that finds it validates every read below
+/// the tail it loads itself (see [`Shared::protected_from`]).
+const MARK_UNSET: u64 = u64::MAX;
 
 /// Facts about one consumer group, as read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +90,7 @@ impl Shared {
     pub(crate) fn group_active(&self, slot: u32) -> bool {
         // SYNC G (SeqCst): Acquire pairs with the store that activates a slot after its name
         // and cursor are written; SeqCst orders it after the tail load in a producer's limit
-        // scan (see `Consumer::new`). A plain load on x86.
+        // scan (see `find_or_create_group`). A plain load on x86.
         self.ring
             .region
             .u64(self.group_off(slot) + STATE)
@@ -117,20 +123,20 @@ impl Shared {
 
     /// Finds `name`, or creates it with `gating` and a committed cursor from `start` (called
     /// under the admin lock, so two processes never create the same name twice).
-    /// Returns the slot and whether it was created.
+    /// Returns the slot.
     pub(crate) fn find_or_create_group(
         &self,
         name: &str,
         gating: bool,
         start: impl FnOnce() -> (u64, u64),
-    ) -> Result<(u32, bool)> {
+    ) -> Result<u32> {
         check_name(name)?;
         if let Some(s) = self.find_group(name) {
-            return Ok((s, false));
+            return Ok(s);
         }
         let _lock = AdminLock::take(self)?;
         if let Some(s) = self.find_group(name) {
-            return Ok((s, false));
+            return Ok(s);
         }
         let slot = (0..self.geometry.group_slots)
             .find(|&s| !self.group_active(s))
@@ -146,15 +152,30 @@ impl Shared {
         padded[..name.len()].copy_from_slice(name.as_bytes());
         r.write_bytes(base + NAME, &padded);
         r.u128(base + LEASE).store(0, Ordering::Relaxed);
-        r.u64(base + RESET_MARK).store(0, Ordering::Relaxed);
+        // The mark can only be known once the slot is active (below); until then a member that
+        // finds the group bounds its validated reads by its own tail.
+        r.u64(base + RESET_MARK)
+            .store(MARK_UNSET, Ordering::Relaxed);
         let (offset, pos) = start();
         // SeqCst like every committed-cursor store (producers read it with SeqCst, SYNC G).
         r.u128(base + COMMITTED)
             .store(pack(offset, pos), Ordering::SeqCst);
         // SYNC G (SeqCst): Release publishes everything above to `group_active`; SeqCst orders
-        // it before the creator's tail load (see `Consumer::new`).
+        // it before our tail load below.
         r.u64(base + STATE).store(ACTIVE, Ordering::SeqCst);
-        Ok((slot, true))
+        // SYNC G: producers cache their claim limit and rescan only when a claim would pass it,
+        // so one whose last scan missed this group may overwrite the group's first records.
+        // That scan loaded the group's state before the ACTIVE store above in the single order
+        // of SeqCst operations, and the tail before that, so its limit is at most that tail plus
+        // the capacity. Our tail load (SeqCst) comes after the ACTIVE store, so it reads that
+        // tail or a later one: records from it on are protected, older ones must be validated.
+        // It must follow the store: a tail read before it could be older than the tail of a
+        // producer that claims and scans in between and still misses the group.
+        let (_, tail_pos) = self.ring.tail();
+        // Release: pairs with the Acquire in `reset_mark`. A plain store replaces MARK_UNSET;
+        // only the admin-lock holder writes the mark, and we hold the lock.
+        r.u64(base + RESET_MARK).store(tail_pos, Ordering::Release);
+        Ok(slot)
     }
 
     /// Deletes group `name` unless a live member holds it.
@@ -299,7 +320,6 @@ impl Shared {
     /// then takes its lease for `word` (see [`Shared::acquire_lease`]). A deletion (and the
     /// slot's reuse) racing with the lookup is caught after the lease is ours: the slot must
     /// still be active under `name`, with our word as its lease, or we let go and look again.
-    /// Returns the slot and whether it was created.
     pub(crate) fn join_group(
         &self,
         name: &str,
@@ -307,9 +327,9 @@ impl Shared {
         start: impl Fn() -> (u64, u64),
         word: u128,
         may_take: impl Fn(u128) -> bool,
-    ) -> Result<(u32, bool)> {
+    ) -> Result<u32> {
         loop {
-            let (slot, created) = self.find_or_create_group(name, gating, &start)?;
+            let slot = self.find_or_create_group(name, gating, &start)?;
             self.acquire_lease(slot, name, word, &may_take)?;
             // SeqCst (SYNC G) in `group_active`: a deleter stores the slot inactive only after
             // its own lease CAS, which ours followed; a creator reusing the slot clears the
@@ -318,7 +338,7 @@ impl Shared {
                 && self.group_name(slot).as_deref() == Some(name)
                 && self.lease(slot) == word
             {
-                return Ok((slot, created));
+                return Ok(slot);
             }
             self.release_lease(slot, word);
         }
@@ -342,16 +362,34 @@ impl Shared {
             .compare_exchange(word, 0, Ordering::Release, Ordering::Relaxed);
     }
 
-    /// The position below which a new member of the group must validate what it reads: the
-    /// tail when the committed cursor was last moved backwards by [`Shared::reset_group`] (0 if
-    /// never). A hostile value only makes members copy and check more records.
-    pub(crate) fn reset_mark(&self, slot: u32) -> u64 {
-        // Acquire: pairs with the Release store in `reset_group`; the lease CAS a member makes
-        // before reading this orders it after the resetter's lease release anyway.
+    /// The group's reset mark: the tail its creator saw after activating it, raised to the
+    /// tail seen by each [`Shared::reset_group`] that moved its cursor backwards; [`MARK_UNSET`]
+    /// while the creator has not stored it.
+    fn reset_mark(&self, slot: u32) -> u64 {
+        // Acquire: pairs with the Release stores in `find_or_create_group` and `reset_group`;
+        // the lease CAS a member makes before reading this orders it after a resetter's lease
+        // release anyway.
         self.ring
             .region
             .u64(self.group_off(slot) + RESET_MARK)
             .load(Ordering::Acquire)
+    }
+
+    /// The position below which a member joining group `slot` now must validate what it reads
+    /// (copy, then the SYNC L check) rather than read in place: producers whose claim limit
+    /// predates the group's creation or its last backwards reset may still overwrite those
+    /// bytes. Call it after finding the group and taking its lease.
+    ///
+    /// It is the reset mark, or the caller's own tail if that is lower: while the mark is
+    /// [`MARK_UNSET`] (a creation in progress, or its creator died), and if a hostile write
+    /// raised it. The caller's tail is always a sound bound. SYNC G: its load (SeqCst) comes
+    /// after the caller's load that found the slot active, so after the ACTIVE store in the
+    /// single order, like the creator's; and after a reset's cursor store, which happens before
+    /// the reset's lease release, which the caller's lease CAS read. A hostile low value only
+    /// makes members read in place what they should have checked, which a hostile writer can
+    /// spoil anyway.
+    pub(crate) fn protected_from(&self, slot: u32) -> u64 {
+        self.reset_mark(slot).min(self.ring.tail().1)
     }
 
     /// Moves group `name`'s committed cursor to the one `target` returns, holding the group's
@@ -381,6 +419,8 @@ impl Shared {
                 // that tail on are safe, older ones must be validated by the next member.
                 let (_, tail_pos) = self.ring.tail();
                 // Release: published to the next member by our lease release below as well.
+                // A maximum, so a mark left unset by a creator that died stays unset (members
+                // then bound their validated reads by their own tail, which is at least ours).
                 self.ring
                     .region
                     .u64(self.group_off(slot) + RESET_MARK)

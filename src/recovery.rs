@@ -7,10 +7,12 @@
 //!
 //! 1. Everything before the `FLUSHED` cursor is kept: it was on disk before the cursor was
 //!    stored.
-//! 2. From there, records are accepted only while each one carries the next offset, fits the
-//!    ring and matches its CRC32C (or has an aborted slot whose successor's position is sane).
-//!    A torn or stale record ends the valid prefix. Without checksums nothing past `FLUSHED`
-//!    can be trusted.
+//! 2. From there, records are accepted only while each one's slot tag says it was committed
+//!    and its header carries the next offset, fits the ring and matches its CRC32C (or its slot
+//!    says aborted and its successor's position is sane). A torn or stale record, or one whose
+//!    commit did not reach the disk, ends the valid prefix. The tag keeps out a record that a
+//!    reader aborted while its producer was writing the header: that producer was told
+//!    `Aborted` (see `valid_record`). Without checksums nothing past `FLUSHED` can be trusted.
 //! 3. The tail is set to the end of that prefix, and slots that speak of later offsets are
 //!    cleared.
 //! 4. Records that did not survive may still have written ring bytes and slots, one lap
@@ -43,7 +45,8 @@ pub struct Recovery {
     pub tail: u64,
     /// The flushed cursor recovery started from; everything before it was on disk.
     pub flushed: u64,
-    /// Records past the flushed cursor that checked out (offset, length and CRC) and were kept.
+    /// Records past the flushed cursor that checked out (committed slot, offset, length and
+    /// CRC) and were kept.
     pub replayed: u64,
     /// Groups whose committed offset was past the recovered tail: `(name, old offset)`. They
     /// now resume at `tail`.
@@ -236,29 +239,44 @@ impl Shared {
         self.check_record(offset, start, wrapped, rest, buf) == Some(end)
     }
 
-    /// If a valid record `offset` begins at `pos`, marks its slot and returns where the next
-    /// record begins.
+    /// If record `offset`, whose claim begins at `pos`, was committed and is intact, marks its
+    /// slot's position and returns where the next record begins; if it was aborted, returns
+    /// where its successor begins.
+    ///
+    /// A record is replayed only if its slot tag on disk says it was committed. A whole
+    /// header with a matching CRC is not enough: a producer can write its header after a
+    /// reader aborted the record (between `seal`'s check of the slot and its commit CAS), and
+    /// is then told `Aborted` and may publish the record again. That header can reach the disk
+    /// while the aborted tag does not. Requiring the tag is sound whichever pages reached the
+    /// disk: the 8-byte tag word lies in one page and holds on disk a value it held at some
+    /// moment, and `(offset, COMMITTED)` is stored only by the commit CAS that publishes the
+    /// record, which an aborted record's producer lost. It costs no promised record: a flush
+    /// that covers a record runs its `fdatasync` after the record's commit CAS, so the tag of
+    /// every durable record is on disk. A committed record whose tag page was lost ends the
+    /// prefix, as a torn one does.
     fn valid_record(&self, offset: u64, pos: u64, buf: &mut Vec<u8>) -> Option<u64> {
         let ring = &self.ring;
         let capacity = ring.layout.capacity;
+        let t = ring.slot_tag(offset).load(Ordering::Relaxed);
         // An aborted record (its slot on disk says so): skip to its successor's position, which
         // that successor's contenders wrote before claiming.
-        if ring.slot_tag(offset).load(Ordering::Relaxed) == tag(offset, ABORTED) {
+        if t == tag(offset, ABORTED) {
             let next = ring.slot_pos(offset + 1).load(Ordering::Relaxed);
             let sane = next % RECORD_ALIGN == 0 && next > pos && next - pos <= capacity;
             return sane.then_some(next);
         }
-        let rest = capacity - (pos & (capacity - 1));
-        let (end, flags) = match self.check_record(offset, pos, false, rest, buf) {
-            Some(end) => (end, COMMITTED),
-            None => (
-                self.check_record(offset, pos + rest, true, rest, buf)?,
-                COMMITTED | WRAPPED,
-            ),
+        let wrapped = if t == tag(offset, COMMITTED) {
+            false
+        } else if t == tag(offset, COMMITTED | WRAPPED) {
+            true
+        } else {
+            return None;
         };
+        let rest = capacity - (pos & (capacity - 1));
+        let start = if wrapped { pos + rest } else { pos };
+        let end = self.check_record(offset, start, wrapped, rest, buf)?;
+        // Readers resolve the record's cursor through its slot.
         ring.slot_pos(offset).store(pos, Ordering::Relaxed);
-        ring.slot_tag(offset)
-            .store(tag(offset, flags), Ordering::Relaxed);
         Some(end)
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shmq::{Error, FullPolicy, Options, Queue, SeekTo};
+use shmq::{Consumer, Error, FullPolicy, Options, Queue, SeekTo, Subscribe};
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(50));
 
@@ -174,33 +174,40 @@ fn time_search_over_a_lapped_ring_starts_at_the_oldest_retained_record() {
     assert!(q.oldest_offset() > 0, "the ring has lapped");
 }
 
-/// A gating group reset backwards must not read records in place that a producer with a
-/// claim limit from before the reset may be overwriting: every record it is given must be
-/// whole (or reported lost with `Lagged`), never torn.
-#[test]
-fn a_group_reset_backwards_never_reads_a_torn_record() {
-    let (_d, q) = new_queue(&Options {
+/// Payload of record `o` in the tests under a lapping producer: 256 bytes that differ from one
+/// record to the next, so a record torn by a later one never passes for itself.
+fn lapping_record(o: u64) -> Vec<u8> {
+    (0..256u64).map(|k| (o * 31 + k) as u8).collect()
+}
+
+/// A queue whose ring holds about 28 records of [`lapping_record`].
+fn lapping_queue() -> (tempfile::TempDir, Queue) {
+    new_queue(&Options {
         capacity: 8192,
         max_message: 512,
         ..Options::default()
-    });
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    })
+}
+
+/// Runs `read` while a thread publishes [`lapping_record`]s to `q` as fast as it can, lapping
+/// the ring whenever no gating group holds it back. Returns how many it published.
+fn with_lapping_producer(q: &Queue, read: impl FnOnce()) -> u64 {
+    use std::sync::atomic::{AtomicBool, Ordering};
     /// Stops the producer however the reading side ends, a failed assertion included.
-    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    struct StopOnDrop<'a>(&'a AtomicBool);
     impl Drop for StopOnDrop<'_> {
         fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.0.store(true, Ordering::Relaxed);
         }
     }
-    let record = |o: u64| -> Vec<u8> { (0..256u64).map(|k| (o * 31 + k) as u8).collect() };
-    drop(q.consumer("g").unwrap());
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let producer = s.spawn(|| {
             let mut p = q.producer().unwrap();
             p.set_timeout(Some(Duration::from_millis(20)));
             let mut next = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match p.publish(&record(next)) {
+            while !stop.load(Ordering::Relaxed) {
+                match p.publish(&lapping_record(next)) {
                     Ok(o) => {
                         assert_eq!(o, next);
                         next += 1;
@@ -212,37 +219,97 @@ fn a_group_reset_backwards_never_reads_a_torn_record() {
             next
         });
         let stopper = StopOnDrop(&stop);
-        let (mut checked, mut lagged) = (0u64, 0u64);
+        read();
+        drop(stopper);
+        producer.join().unwrap()
+    })
+}
+
+/// Polls `c` 64 times, checking every record against [`lapping_record`] and committing it.
+/// Returns the records checked and the `Lagged` errors seen.
+fn check_lapping_records(c: &mut Consumer) -> (u64, u64) {
+    let (mut checked, mut lagged) = (0, 0);
+    for _ in 0..64 {
+        match c.poll(SHORT) {
+            Ok(Some(m)) => {
+                assert_eq!(
+                    m.payload,
+                    &lapping_record(m.offset)[..],
+                    "record {}",
+                    m.offset
+                );
+                checked += 1;
+                let o = m.offset;
+                c.commit(o).unwrap();
+            }
+            Ok(None) => {}
+            Err(Error::Lagged { .. }) => lagged += 1,
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+    (checked, lagged)
+}
+
+/// A gating group reset backwards must not read records in place that a producer with a
+/// claim limit from before the reset may be overwriting: every record it is given must be
+/// whole (or reported lost with `Lagged`), never torn.
+#[test]
+fn a_group_reset_backwards_never_reads_a_torn_record() {
+    let (_d, q) = lapping_queue();
+    drop(q.consumer("g").unwrap());
+    let (mut checked, mut lagged) = (0u64, 0u64);
+    let published = with_lapping_producer(&q, || {
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while std::time::Instant::now() < deadline {
             let mut c = q.consumer("g").unwrap();
-            for _ in 0..64 {
-                match c.poll(SHORT) {
-                    Ok(Some(m)) => {
-                        assert_eq!(m.payload, &record(m.offset)[..], "record {}", m.offset);
-                        checked += 1;
-                        let o = m.offset;
-                        c.commit(o).unwrap();
-                    }
-                    Ok(None) => {}
-                    Err(Error::Lagged { .. }) => lagged += 1,
-                    Err(e) => panic!("poll: {e}"),
-                }
-            }
+            let (c_checked, c_lagged) = check_lapping_records(&mut c);
+            (checked, lagged) = (checked + c_checked, lagged + c_lagged);
             drop(c);
             q.reset_group("g", SeekTo::Earliest).unwrap();
         }
-        drop(stopper);
-        let published = producer.join().unwrap();
-        assert!(
-            published > 1000,
-            "the producer kept lapping the ring: {published}"
-        );
-        assert!(
-            checked > 1000,
-            "records read after resets: {checked} ({lagged} lags)"
-        );
     });
+    assert!(
+        published > 1000,
+        "the producer kept lapping the ring: {published}"
+    );
+    assert!(
+        checked > 1000,
+        "records read after resets: {checked} ({lagged} lags)"
+    );
+}
+
+/// A gating group created through one handle that leaves at once (as `shmq group create`
+/// does) and then joined through another handle: producers whose claim limit predates the
+/// creation may still overwrite the group's first records, so the joining member must
+/// validate them as their creator would have. Every record it is given must be whole (or
+/// reported lost with `Lagged`), never torn.
+#[test]
+fn a_group_created_then_left_then_joined_never_reads_a_torn_record() {
+    let (dir, q) = lapping_queue();
+    let other = Queue::open(dir.path().join("q")).unwrap();
+    let (mut checked, mut lagged, mut groups) = (0u64, 0u64, 0u64);
+    let published = with_lapping_producer(&q, || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            drop(q.subscribe("g", &Subscribe::default()).unwrap());
+            let mut c = other.consumer("g").unwrap();
+            let (c_checked, c_lagged) = check_lapping_records(&mut c);
+            (checked, lagged) = (checked + c_checked, lagged + c_lagged);
+            drop(c);
+            // Gone again, the group stops holding the producer back, so it laps the ring
+            // with a claim limit from before the next creation.
+            other.delete_group("g").unwrap();
+            groups += 1;
+        }
+    });
+    assert!(
+        published > 1000,
+        "the producer kept lapping the ring: {published}"
+    );
+    assert!(
+        checked > 1000,
+        "records read from {groups} new groups: {checked} ({lagged} lags)"
+    );
 }
 
 /// Clears group slot 0's lease in the file, as if its holder had been judged dead (a pid
