@@ -4,8 +4,13 @@
 //! # Protocol
 //!
 //! * **Leader.** A flush runs under an exclusive `F_OFD_SETLK` lock on byte [`FLUSH_LOCK`] of
-//!   the file. The kernel drops it if the holder dies, and it is per open file description,
-//!   so threads of one process exclude each other too. Whoever holds it flushes for everyone.
+//!   the file, taken through the flusher's own open file description ([`OwnFd`]: a
+//!   producer's lease, the Batch flusher's, or one opened for [`Queue::flush`]). The kernel
+//!   drops it if the holder dies; one description per flusher makes threads of one process,
+//!   and a forked child and its parent, exclude each other too. Whoever holds it flushes for
+//!   everyone.
+//!
+//! [`Queue::flush`]: crate::Queue::flush
 //! * **Prefix.** The leader walks the slots from the `DURABLE` cursor over committed and
 //!   aborted records up to the first pending one. One `fdatasync` then puts the ring bytes and
 //!   the slots of that whole prefix on disk, whoever wrote them. This is group commit: a flush
@@ -19,7 +24,6 @@
 //!   flagged (the sleep protocol of SYNC W in `ring.rs`). Sleeps are capped, so a leader killed
 //!   mid-flush costs a waiter one cap before it leads itself.
 
-use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::layout::{
     footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK,
 };
+use crate::lease::OwnFd;
 use crate::queue::Shared;
 use crate::ring::{self, Found};
 use crate::sync::{pack, unpack, Ordering};
@@ -35,40 +40,18 @@ use crate::sync::{pack, unpack, Ordering};
 const LEADER_POLL: Duration = Duration::from_millis(20);
 
 /// The flush leader's lock, held until dropped.
-struct LeaderLock<'a>(&'a File);
+struct LeaderLock<'a>(&'a OwnFd);
 
 impl<'a> LeaderLock<'a> {
-    /// Takes the lock if it is free; `Ok(None)` if another file description holds it.
-    fn try_take(file: &'a File) -> std::io::Result<Option<Self>> {
-        match ofd_lock(file, libc::F_WRLCK as libc::c_short) {
-            Ok(()) => Ok(Some(LeaderLock(file))),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(None),
-            Err(e) => Err(e),
-        }
+    /// Takes the lock through `via` if it is free; `Ok(None)` if another description holds it.
+    fn try_take(via: &'a OwnFd) -> std::io::Result<Option<Self>> {
+        Ok(via.try_lock(FLUSH_LOCK)?.then_some(LeaderLock(via)))
     }
 }
 
 impl Drop for LeaderLock<'_> {
     fn drop(&mut self) {
-        // Unlocking a lock we hold cannot fail in a way we could act on.
-        let _ = ofd_lock(self.0, libc::F_UNLCK as libc::c_short);
-    }
-}
-
-/// Sets (`F_WRLCK`) or releases (`F_UNLCK`) the OFD lock on byte `FLUSH_LOCK`, without waiting.
-fn ofd_lock(file: &File, kind: libc::c_short) -> std::io::Result<()> {
-    // SAFETY: an all-zero `flock` is a valid value of this plain C struct.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = FLUSH_LOCK as libc::off_t;
-    fl.l_len = 1;
-    // SAFETY: fcntl(F_OFD_SETLK) reads the `flock` struct on our stack for the duration of the
-    // call; the fd is open for as long as `file` lives.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+        self.0.unlock(FLUSH_LOCK);
     }
 }
 
@@ -85,13 +68,14 @@ impl Shared {
         self.ring.region.u64(FLUSHES).load(Ordering::Relaxed)
     }
 
-    /// Waits until record `offset` is on disk, leading flushes when nobody else does.
-    /// `bit` is the caller's bit in the durability waiter bitmap.
+    /// Waits until record `offset` is on disk, leading flushes (through `via`) when nobody
+    /// else does. `bit` is the caller's bit in the durability waiter bitmap.
     pub(crate) fn wait_durable(
         &self,
         offset: u64,
         bit: u64,
         timeout: Option<Duration>,
+        via: &OwnFd,
     ) -> Result<()> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
@@ -101,7 +85,7 @@ impl Shared {
             // Led or not, if the prefix did not reach `offset` (a claim before it is still
             // being written), wait a little: a commit, another leader or the stuck claim's
             // timeout will move it.
-            if self.try_flush()? && self.durable().0 > offset {
+            if self.try_flush(via)? && self.durable().0 > offset {
                 return Ok(());
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -120,9 +104,10 @@ impl Shared {
         }
     }
 
-    /// Flushes the committed prefix if this caller can lead (`Ok(false)`: another leader runs).
-    pub(crate) fn try_flush(&self) -> Result<bool> {
-        let lock = LeaderLock::try_take(&self.file).map_err(|e| self.io("lock for flush", e))?;
+    /// Flushes the committed prefix if this caller can lead through its own description `via`
+    /// (`Ok(false)`: another leader runs).
+    pub(crate) fn try_flush(&self, via: &OwnFd) -> Result<bool> {
+        let lock = LeaderLock::try_take(via).map_err(|e| self.io("lock for flush", e))?;
         let Some(_lock) = lock else {
             return Ok(false);
         };

@@ -4,42 +4,61 @@
 //! It runs while a producer of this process exists (each [`Producer`](crate::Producer) holds
 //! the handle) and makes one last flush when the last one is dropped. Every process that
 //! publishes runs one. They share the leader lock, and a flusher that finds nothing new to
-//! flush does nothing.
+//! flush does nothing. It leads flushes through a description of the file of its own; in a
+//! child forked from a process with a flusher, the parent's flusher thread does not exist, so
+//! the child's first producer starts its own (and the stale handle is never joined).
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::error::{Error, Result};
+use crate::lease::OwnFd;
 use crate::queue::Shared;
 
 /// Handle of a running flusher; dropping the last one stops it.
 pub(crate) struct Flusher {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<()>>,
+    /// The description the thread flushes through; also tells whether this process made it.
+    via: Arc<OwnFd>,
 }
 
 impl Flusher {
-    /// The flusher of `shared`, started if it does not run yet.
-    pub(crate) fn get(shared: &Arc<Shared>, every: Duration) -> Arc<Flusher> {
+    /// The flusher of `shared`, started if it does not run in this process yet.
+    pub(crate) fn get(shared: &Arc<Shared>, every: Duration) -> Result<Arc<Flusher>> {
         let mut slot = shared.flusher.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = slot.upgrade() {
-            return f;
+        if let Some(f) = slot.upgrade().filter(|f| f.via.current()) {
+            return Ok(f);
         }
+        let io = |op, source| Error::Io {
+            path: shared.path.clone(),
+            op,
+            source,
+        };
+        let via = Arc::new(
+            OwnFd::open(&shared.file, &shared.path)
+                .map_err(|e| io("open a descriptor to flush through", e))?,
+        );
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let (shared, stop, via) = (shared.clone(), stop.clone(), via.clone());
             std::thread::Builder::new()
                 .name("shmq-flusher".into())
-                .spawn(move || run(&shared, &stop, every))
-                .ok()
+                .spawn(move || run(&shared, &stop, every, &via))
+                .map_err(|e| io("start the flusher thread", e))?
         };
-        let f = Arc::new(Flusher { stop, thread });
+        let f = Arc::new(Flusher {
+            stop,
+            thread: Some(thread),
+            via,
+        });
         *slot = Arc::downgrade(&f);
-        f
+        Ok(f)
     }
 }
 
-fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration) {
+fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration, via: &OwnFd) {
     let (lock, cond) = stop;
     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -51,7 +70,7 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration) {
         // Errors are left to the confirms (`wait_durable`) whose promise they break; the
         // next round tries again.
         if shared.durable().0 < shared.ring.tail().0 {
-            let _ = shared.try_flush();
+            let _ = shared.try_flush(via);
         }
         if *stopped {
             return;
@@ -61,6 +80,12 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration) {
 
 impl Drop for Flusher {
     fn drop(&mut self) {
+        if !self.via.current() {
+            // A forked child's copy: the thread is the parent's and does not run here, and
+            // its mutex may have been held at the fork. Touch neither.
+            std::mem::forget(self.thread.take());
+            return;
+        }
         let (lock, cond) = &*self.stop;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cond.notify_all();

@@ -281,6 +281,11 @@ impl Lease {
     pub(crate) fn current(&self) -> bool {
         self.fd.current()
     }
+
+    /// The lease's own description of the file, for the holder's other locks (a flush).
+    pub(crate) fn fd(&self) -> &OwnFd {
+        &self.fd
+    }
 }
 
 /// The id in a lease word, if it can be one.

@@ -81,7 +81,7 @@ impl Producer {
             .u128(layout::TAIL)
             .load(Ordering::Acquire);
         let flusher = match shared.geometry.durability {
-            Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, max_delay)),
+            Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, max_delay)?),
             _ => None,
         };
         Ok(Producer {
@@ -134,7 +134,8 @@ impl Producer {
                 "offset {offset} is not published yet (next offset is {tail})"
             )));
         }
-        self.shared.wait_durable(offset, 1u64 << self.slot, timeout)
+        self.shared
+            .wait_durable(offset, 1u64 << self.slot, timeout, self.lease.fd())
     }
 
     /// Claims room for a `len`-byte record to be written in place; commit it with
@@ -196,7 +197,7 @@ impl Producer {
             Durability::Sync => {
                 let bit = 1u64 << self.slot;
                 self.shared
-                    .wait_durable(offset, bit, self.timeout)
+                    .wait_durable(offset, bit, self.timeout, self.lease.fd())
                     .map_err(|e| self.not_durable(offset, e))?;
             }
             Durability::Batch { max_bytes, .. } => {
@@ -208,7 +209,7 @@ impl Producer {
                 let (_, durable_pos) = self.shared.durable();
                 let end = claim.start + footprint(claim.len as u64);
                 if end.saturating_sub(durable_pos) >= max_bytes {
-                    let _ = self.shared.try_flush();
+                    let _ = self.shared.try_flush(self.lease.fd());
                 }
             }
         }
@@ -268,7 +269,7 @@ impl Producer {
     /// Flushes if no one else is, and says whether the durable cursor moved.
     fn flushed_further(&self) -> Result<bool> {
         let before = self.shared.durable().1;
-        Ok(self.shared.try_flush()? && self.shared.durable().1 > before)
+        Ok(self.shared.try_flush(self.lease.fd())? && self.shared.durable().1 > before)
     }
 
     fn scan_limit(&self) -> (u64, Bottleneck) {

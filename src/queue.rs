@@ -13,7 +13,7 @@ use crate::file;
 use crate::flusher::FlusherSlot;
 use crate::group::GroupInfo;
 use crate::layout::{Durability, FullPolicy, Geometry, Offsets};
-use crate::lease::Lease;
+use crate::lease::{Lease, OwnFd};
 use crate::producer::Producer;
 use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
@@ -274,7 +274,13 @@ impl Queue {
     /// Flushes every committed record to disk now (one `fdatasync`, shared with any flush
     /// already running) and returns the durable offset.
     pub fn flush(&self) -> Result<u64> {
-        while !self.shared.try_flush()? {
+        let shared = &self.shared;
+        let via = OwnFd::open(&shared.file, &shared.path).map_err(|source| Error::Io {
+            path: shared.path.clone(),
+            op: "open a descriptor to flush through",
+            source,
+        })?;
+        while !self.shared.try_flush(&via)? {
             // Another process leads a flush; ours must cover what is committed now.
             std::thread::sleep(Duration::from_micros(200));
         }

@@ -44,6 +44,7 @@
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
  | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
+ | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
  */
 typedef enum shmq_status {
   /*
@@ -98,6 +99,11 @@ typedef enum shmq_status {
    An internal error (a caught panic: a bug) or an unsupported platform.
    */
   SHMQ_EINTERNAL = -9,
+  /*
+   The producer, consumer or member handle was made by the parent of this forked
+   process: make a new one here (queue and topic handles work in the child).
+   */
+  SHMQ_EFORKED = -10,
 } shmq_status;
 
 /*

@@ -24,6 +24,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
 /// | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
+/// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum shmq_status {
@@ -53,6 +54,9 @@ pub enum shmq_status {
     SHMQ_EBUSY = -8,
     /// An internal error (a caught panic: a bug) or an unsupported platform.
     SHMQ_EINTERNAL = -9,
+    /// The producer, consumer or member handle was made by the parent of this forked
+    /// process: make a new one here (queue and topic handles work in the child).
+    SHMQ_EFORKED = -10,
 }
 
 /// The status for a Rust library error (see the table on [`shmq_status`]).
@@ -80,6 +84,7 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::GroupBusy { .. }
         | Error::TakenOver { .. } => SHMQ_EBUSY,
         Error::Lagged { .. } => SHMQ_LAGGED,
+        Error::Forked { .. } => SHMQ_EFORKED,
     }
 }
 
@@ -102,6 +107,7 @@ pub extern "C" fn shmq_status_name(status: c_int) -> *const c_char {
         -7 => c"SHMQ_EEXIST",
         -8 => c"SHMQ_EBUSY",
         -9 => c"SHMQ_EINTERNAL",
+        -10 => c"SHMQ_EFORKED",
         _ => c"SHMQ_UNKNOWN",
     };
     name.as_ptr()

@@ -259,7 +259,39 @@ fn every_status_is_reachable() {
     saw(guard("test", || panic!("boom")), SHMQ_EINTERNAL);
     assert!(last_error().contains("boom"), "{}", last_error());
 
-    let all: Vec<i32> = (-9..=3).collect();
+    // SHMQ_EFORKED: a producer made before fork() is refused in the child, with a message.
+    let dir = tempfile::tempdir().unwrap();
+    let q = create(
+        &dir.path().join("forked.q"),
+        &small_options(shmq_full_policy::SHMQ_FULL_BLOCK),
+    );
+    let p = producer(q);
+    // SAFETY: the child makes one call through the library and `_exit`s at once, running no
+    // destructor and no test-harness code.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let ok = publish(p, b"from the child", 0) == SHMQ_EFORKED
+            && last_error().contains("before a fork");
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child into a local.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's publish through the parent's producer was not refused with SHMQ_EFORKED"
+    );
+    reached.insert(SHMQ_EFORKED as i32);
+    // SAFETY: the parent's own live handles, freed once.
+    unsafe {
+        assert_eq!(publish(p, b"parent", 0), SHMQ_OK, "{}", last_error());
+        shmq_producer_free(p);
+        shmq_close(q);
+    }
+
+    let all: Vec<i32> = (-10..=3).collect();
     assert_eq!(
         reached.into_iter().collect::<Vec<_>>(),
         all,
