@@ -504,6 +504,13 @@ mod tests {
         r.u64(base + NAME).store(u64::from(b'g'), Ordering::SeqCst);
         r.u64(base + READY).store(ready_tag(dead), Ordering::SeqCst);
         assert!(m.seen(0).is_some(), "the predecessor's complete slot reads");
+        // Its heartbeat looks fresh (as one from before a machine restart can, since the
+        // monotonic clock restarts at boot), but nobody holds its lease: not a member.
+        assert!(
+            m.live("g").is_empty(),
+            "a dead holder's fresh heartbeat does not count"
+        );
+        assert_eq!(m.stale("g"), vec![dead]);
         // The new owner has taken the lease and not yet written its fields nor `ready`.
         r.u128(base + LEASE).store(live, Ordering::SeqCst);
         assert!(m.seen(0).is_none(), "half-joined: not a member yet");
