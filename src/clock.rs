@@ -1,4 +1,24 @@
-//! Wall-clock timestamps for records.
+//! Clocks: wall-clock timestamps for records, and the monotonic clock that heartbeats and
+//! sessions are measured on. Every clock read of the library goes through [`clock_ns`].
+
+use std::time::Duration;
+
+/// Now on `clock`, in nanoseconds (0 if the clock cannot be read or is before its epoch).
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime writes
+    // only it.
+    let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+    if r != 0 || ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
 
 /// Nanoseconds since the Unix epoch (0 if the clock is before it or cannot be read).
 ///
@@ -6,19 +26,23 @@
 /// stamps its record, and std's `SystemTime::duration_since` + `Duration` arithmetic cost
 /// about 90 of the ~730 instructions of a 64-byte publish (callgrind, `BENCHMARKS.md`).
 pub(crate) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec that outlives the call; clock_gettime writes
-    // only it.
-    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    if r != 0 || ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Now on `CLOCK_MONOTONIC`, in nanoseconds: one clock for every process on the host.
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// The same clock at tick resolution (a few milliseconds) and a fraction of the cost: what a
+/// poll checks to know whether a heartbeat is due.
+pub(crate) fn coarse_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years) instead of truncating.
+pub(crate) fn saturating_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

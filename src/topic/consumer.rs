@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
+use crate::clock;
 use crate::consumer::{Consumer, Subscribe};
 use crate::error::{Error, Result};
 use crate::lease::{self, Lease};
@@ -91,7 +92,7 @@ pub struct TopicConsumer {
     held: Vec<Option<Consumer>>,
     /// The partition the next poll tries first.
     cursor: usize,
-    /// When the next tick is due, in [`members::coarse_ns`] nanoseconds.
+    /// When the next tick is due, in [`clock::coarse_ns`] nanoseconds.
     next_tick: u64,
     /// The growth generation last seen.
     generation: u64,
@@ -160,7 +161,7 @@ impl TopicConsumer {
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
         loop {
-            if members::coarse_ns() >= self.next_tick {
+            if clock::coarse_ns() >= self.next_tick {
                 self.tick()?;
             }
             let n = self.held.len();
@@ -207,7 +208,7 @@ impl TopicConsumer {
                 backoff.snooze();
                 continue;
             }
-            let to_tick = Duration::from_nanos(self.next_tick.saturating_sub(members::coarse_ns()));
+            let to_tick = Duration::from_nanos(self.next_tick.saturating_sub(clock::coarse_ns()));
             let wait = left.map_or(to_tick, |l| l.min(to_tick));
             if self.backlog() {
                 // A record is claimed but not committed yet (or its producer died: the
@@ -281,8 +282,8 @@ impl TopicConsumer {
 
     /// Heartbeat, growth, and rebalance (see the module docs).
     fn tick(&mut self) -> Result<()> {
-        self.next_tick = members::coarse_ns()
-            .saturating_add(members::saturating_ns(self.options.heartbeat_interval));
+        self.next_tick = clock::coarse_ns()
+            .saturating_add(clock::saturating_ns(self.options.heartbeat_interval));
         let members = self.topic.members_file();
         if !members.heartbeat(self.slot) {
             // Our slot was taken (a damaged or hostile file): give everything up and rejoin.

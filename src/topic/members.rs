@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use crate::clock::{monotonic_ns, saturating_ns};
 use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
@@ -74,32 +75,6 @@ fn ready_tag(word: u128) -> u64 {
     (low ^ high.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)).max(1)
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec to a valid, exclusively borrowed local.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Now on `CLOCK_MONOTONIC`, in nanoseconds: one clock for every process on the host.
-pub(crate) fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-/// The same clock at tick resolution (a few milliseconds) and a fraction of the cost: what a
-/// poll checks to know whether a heartbeat is due.
-pub(crate) fn coarse_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
-}
-
-/// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years) instead of truncating.
-pub(crate) fn saturating_ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// One member of a topic's consumer group, as read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {
@@ -107,7 +82,7 @@ pub struct MemberInfo {
     pub group: String,
     /// The member's process id.
     pub pid: u32,
-    /// Whether that process is still running (pid and start time match).
+    /// Whether it still holds its lease (its process runs and has not left).
     pub alive: bool,
     /// Time since its last heartbeat.
     pub heartbeat_age: Duration,
