@@ -15,12 +15,22 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
+use crate::clock;
 use crate::error::{Corruption, Error, Result};
 use crate::layout::{footprint, Durability, FullPolicy};
 use crate::lease::{self, Lease};
 use crate::queue::Shared;
 use crate::ring::Found;
 use crate::sync::Ordering;
+
+/// The shortest session timeout a member may declare: a few heartbeats of the coarse clock.
+const MIN_SESSION: Duration = Duration::from_millis(10);
+
+/// When the next heartbeat of a member with session timeout `session` (ns) is due: eight per
+/// session, so a member that polls steadily is never near its timeout.
+fn next_beat(session: u64) -> u64 {
+    clock::coarse_ns().saturating_add(session / 8)
+}
 
 /// A reader spinning on a pending record reads the tail once in this many polls.
 const TAIL_CHECK_EVERY: u32 = 64;
@@ -42,6 +52,13 @@ pub struct Subscribe {
     pub gating: bool,
     /// Where a new group starts. Default [`Start::Earliest`].
     pub start: Start,
+    /// How long this member may go without polling before another may take the group from
+    /// it (a hung or stopped process; the Kafka consumer's `session.timeout.ms`). `None` (the
+    /// default): the member keeps the group for as long as its process lives. A member whose
+    /// group was taken gets [`Error::TakenOver`] from its next poll or commit. At least 10 ms.
+    /// Applies to this member, whether or not it creates the group; topics ignore it (their
+    /// members have [`MemberOptions::session_timeout`](crate::MemberOptions::session_timeout)).
+    pub session_timeout: Option<Duration>,
 }
 
 impl Default for Subscribe {
@@ -49,6 +66,7 @@ impl Default for Subscribe {
         Subscribe {
             gating: true,
             start: Start::Earliest,
+            session_timeout: None,
         }
     }
 }
@@ -101,6 +119,10 @@ pub struct Consumer {
     stall: Option<(u64, Instant)>,
     /// Consecutive polls that found the next record pending.
     pending_polls: u32,
+    /// The session timeout in nanoseconds (0: none), and when the next heartbeat is due in
+    /// [`clock::coarse_ns`] nanoseconds.
+    session: u64,
+    next_beat: u64,
     /// The group's committed cursor word as this member last read or stored it: commits
     /// replace exactly this value, so anyone else's change fences this member off.
     committed_word: u128,
@@ -127,7 +149,16 @@ impl Consumer {
             Start::Earliest => ring.oldest(),
             Start::Latest => ring.tail(),
         };
-        let slot = shared.join_group(group, opts.gating, start, lease.word(), may_take)?;
+        let session = match opts.session_timeout {
+            None => 0,
+            Some(t) if t >= MIN_SESSION => clock::saturating_ns(t),
+            Some(t) => {
+                return Err(Error::InvalidArgument(format!(
+                    "session timeout {t:?} is shorter than the minimum {MIN_SESSION:?}"
+                )))
+            }
+        };
+        let slot = shared.join_group(group, opts.gating, start, lease.word(), session, may_take)?;
         let committed_word = shared.committed_word(slot);
         let (offset, pos) = crate::sync::unpack(committed_word);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
@@ -147,6 +178,8 @@ impl Consumer {
             safe_from,
             stall: None,
             pending_polls: 0,
+            session,
+            next_beat: 0,
             committed_word,
             buf: Vec::new(),
         })
@@ -180,6 +213,7 @@ impl Consumer {
     /// A record whose producer died mid-publish is skipped after the queue's claim timeout.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
         self.check_fork()?;
+        self.beat()?;
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
         loop {
@@ -287,14 +321,16 @@ impl Consumer {
                     if left == Some(Duration::ZERO) {
                         return Ok(None);
                     }
-                    let wait = match (left, stall_left) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
+                    // A member with a session wakes for its heartbeats while it waits.
+                    let beat_left = (self.session != 0).then(|| {
+                        Duration::from_nanos(self.next_beat.saturating_sub(clock::coarse_ns()))
+                    });
+                    let wait = [left, stall_left, beat_left].into_iter().flatten().min();
                     let word = ring.tag_of(self.offset);
                     // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
                     let changed = || word.load(Ordering::SeqCst) != tag;
                     ring.wait_data(1u64 << self.slot, changed, wait);
+                    self.beat()?;
                 }
             }
         }
@@ -379,6 +415,19 @@ impl Consumer {
     /// stale can have it taken).
     pub(crate) fn holds_lease(&self) -> bool {
         self.shared.lease(self.slot) == self.lease.word()
+    }
+
+    /// Stamps a heartbeat if one is due (members with a session timeout only); fails with
+    /// [`Error::TakenOver`] if the group was taken from this member.
+    fn beat(&mut self) -> Result<()> {
+        if self.session == 0 || clock::coarse_ns() < self.next_beat {
+            return Ok(());
+        }
+        if !self.shared.heartbeat(self.slot, self.lease.word()) {
+            return Err(self.taken_over(self.shared.committed_word(self.slot)));
+        }
+        self.next_beat = next_beat(self.session);
+        Ok(())
     }
 
     /// Fails with [`Error::Forked`] in a child forked after this consumer was made: the

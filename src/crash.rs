@@ -16,6 +16,8 @@ pub const POINTS: &[&str] = &[
     "flush.after_sync",
     "commit.before_store",
     "commit.after_store",
+    "group.join.after_lease",
+    "group.join.after_session",
     "member.join.after_lease",
     "member.join.after_ready",
     "member.leave.before_lease",

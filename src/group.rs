@@ -6,17 +6,28 @@
 //! mark` u64 at 160 (the tail position seen when the group was created or its committed cursor
 //! was last moved backwards; [`MARK_UNSET`] while its creator has not stored it yet).
 //!
+//! # Sync points
+//!
+//! * **G**: a slot's `state` store and load (SeqCst) order its activation against producers'
+//!   limit scans (see `ring.rs`, SYNC T).
+//! * **S** (session), a seqlock keyed by the lease like SYNC J in `members.rs`: the lease CAS
+//!   (AcqRel), a Release fence, `session` and `heartbeat` (Relaxed), then `session tag` set to
+//!   the lease's tag (Release) ↔ a reader's `session tag` load (Acquire), the fields (Relaxed),
+//!   an Acquire fence, the lease again (Relaxed). A reader uses the fields only if the tag is
+//!   the one of the lease word it judges and that word is still the lease afterwards.
+//!
 //! Creating and deleting groups are rare administrative changes and run under an exclusive
 //! `flock` on the queue file (the kernel drops it if the holder dies). Lookups, leases and
 //! commits are lock-free. Joining and deleting exclude each other through the lease: a
 //! deleter takes the lease before it frees the slot, and a joiner checks, after taking the
 //! lease, that the slot still holds the group it looked up ([`Shared::join_group`]).
 
+use crate::clock;
 use crate::error::{Error, Result};
 use crate::layout::{GROUP_SLOT, MAX_GROUP_NAME};
 use crate::lease::{self, Lease, OwnFd};
 use crate::queue::Shared;
-use crate::sync::{pack, unpack, Ordering};
+use crate::sync::{fence, pack, unpack, Ordering};
 
 const STATE: u64 = 0;
 const FLAGS: u64 = 8;
@@ -25,6 +36,9 @@ const NAME: u64 = 24;
 const COMMITTED: u64 = 128;
 const LEASE: u64 = 144;
 const RESET_MARK: u64 = 160;
+const SESSION: u64 = 168;
+const HEARTBEAT: u64 = 176;
+const SESSION_TAG: u64 = 184;
 
 const ACTIVE: u64 = 1;
 const GATING: u64 = 1;
@@ -285,7 +299,10 @@ impl Shared {
         let cell = self.ring.region.u128(self.group_off(slot) + LEASE);
         loop {
             let held = self.lease(slot);
-            if lease::alive(&self.file, held) && !may_take(held) {
+            if lease::alive(&self.file, held)
+                && !may_take(held)
+                && !self.session_expired(slot, held)
+            {
                 return Err(Error::GroupBusy {
                     group: name.into(),
                     pid: lease::pid(held),
@@ -320,17 +337,21 @@ impl Shared {
     /// then takes its lease for `word` (see [`Shared::acquire_lease`]). A deletion (and the
     /// slot's reuse) racing with the lookup is caught after the lease is ours: the slot must
     /// still be active under `name`, with our word as its lease, or we let go and look again.
+    /// `session` is the member's session timeout in nanoseconds (0: none), stored with a
+    /// first heartbeat once the lease is ours ([`Shared::session_expired`]).
     pub(crate) fn join_group(
         &self,
         name: &str,
         gating: bool,
         start: impl Fn() -> (u64, u64),
         word: u128,
+        session: u64,
         may_take: impl Fn(u128) -> bool,
     ) -> Result<u32> {
         loop {
             let slot = self.find_or_create_group(name, gating, &start)?;
             self.acquire_lease(slot, name, word, &may_take)?;
+            crate::crash::point("group.join.after_lease");
             // SeqCst (SYNC G) in `group_active`: a deleter stores the slot inactive only after
             // its own lease CAS, which ours followed; a creator reusing the slot clears the
             // lease before it activates the slot, so seeing it active shows us that clearing.
@@ -338,10 +359,68 @@ impl Shared {
                 && self.group_name(slot).as_deref() == Some(name)
                 && self.lease(slot) == word
             {
+                self.start_session(slot, word, session);
+                crate::crash::point("group.join.after_session");
                 return Ok(slot);
             }
             self.release_lease(slot, word);
         }
+    }
+
+    /// Stores the session of the member holding `slot` as `word`: its timeout `session` (ns, 0
+    /// for none), a first heartbeat, then the word's tag (SYNC S: Release fence, the fields,
+    /// Release store of the tag ↔ [`Shared::session_expired`]).
+    fn start_session(&self, slot: u32, word: u128, session: u64) {
+        let base = self.group_off(slot);
+        let r = &self.ring.region;
+        // SYNC S (Release fence): a reader whose field loads see any store below also sees our
+        // lease CAS (made before this) on its second lease load, and discards what it read.
+        fence(Ordering::Release);
+        // Relaxed: published by the Release store of the tag below.
+        r.u64(base + SESSION).store(session, Ordering::Relaxed);
+        r.u64(base + HEARTBEAT)
+            .store(clock::monotonic_ns(), Ordering::Relaxed);
+        // SYNC S (Release): the fields above are visible to whoever sees the tag match.
+        r.u64(base + SESSION_TAG)
+            .store(lease::tag(word), Ordering::Release);
+    }
+
+    /// Stamps a heartbeat for the member holding `slot` as `word`; false if the lease is no
+    /// longer `word` (taken over after the session expired, or by a reset).
+    pub(crate) fn heartbeat(&self, slot: u32, word: u128) -> bool {
+        if self.lease(slot) != word {
+            return false;
+        }
+        // Relaxed: a timestamp; a reader only compares it with the clock, and a late store can
+        // only make the heartbeat look younger than it is.
+        self.ring
+            .region
+            .u64(self.group_off(slot) + HEARTBEAT)
+            .store(clock::monotonic_ns(), Ordering::Relaxed);
+        true
+    }
+
+    /// Whether the member holding `slot` as `held` is counted out: it declared a session
+    /// timeout and its heartbeat is older than that (a hung or stopped process). Its lease may
+    /// then be taken; its commits are fenced afterwards. Fields that are not `held`'s own (a
+    /// predecessor's, or being written) read as "not expired".
+    pub(crate) fn session_expired(&self, slot: u32, held: u128) -> bool {
+        let base = self.group_off(slot);
+        let r = &self.ring.region;
+        // SYNC S (Acquire): pairs with the Release store of the tag.
+        if held == 0 || r.u64(base + SESSION_TAG).load(Ordering::Acquire) != lease::tag(held) {
+            return false;
+        }
+        // Relaxed: ordered by the Acquire load of the tag.
+        let session = r.u64(base + SESSION).load(Ordering::Relaxed);
+        let heartbeat = r.u64(base + HEARTBEAT).load(Ordering::Relaxed);
+        // SYNC S (Acquire fence, then Relaxed): if the lease changed hands while we read, the
+        // new holder's CAS is visible here and what we read is discarded.
+        fence(Ordering::Acquire);
+        if r.u128(base + LEASE).load(Ordering::Relaxed) != held {
+            return false;
+        }
+        session != 0 && clock::monotonic_ns().saturating_sub(heartbeat) > session
     }
 
     /// Clears a lease whoever holds it (recovery after a restart, when nobody can).

@@ -294,6 +294,15 @@ fn id_of(word: u128) -> Option<u64> {
     (id != 0 && id < ID_LIMIT).then_some(id)
 }
 
+/// A 64-bit tag of lease word `word`, never 0: what a slot stores next to fields that belong to
+/// the word's holder, so a reader can tell they are this holder's and not a predecessor's. Both
+/// halves are mixed, not one alone: a new holder with a recycled pid has the same low half as
+/// a dead predecessor.
+pub(crate) fn tag(word: u128) -> u64 {
+    let (low, high) = unpack(word);
+    (low ^ high.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)).max(1)
+}
+
 /// The process id recorded in a lease word (as its holder saw it; another pid namespace may
 /// number it differently).
 pub(crate) fn pid(word: u128) -> u32 {

@@ -206,7 +206,12 @@ impl Queue {
                 group: group.into(),
                 pid: crate::lease::pid(word),
             })?;
-        Consumer::with_lease(shared.clone(), group, options, lease, may_take)
+        // Topic members have their own session (their heartbeat in the membership file).
+        let options = Subscribe {
+            session_timeout: None,
+            ..*options
+        };
+        Consumer::with_lease(shared.clone(), group, &options, lease, may_take)
     }
 
     /// Deletes a consumer group that no live member holds (e.g. a dead gating group holding

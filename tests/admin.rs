@@ -374,3 +374,76 @@ fn a_reset_fences_a_member_that_was_judged_dead() {
     ));
     assert_eq!(q.groups()[0].committed, 4, "the operator's reset stands");
 }
+
+fn with_session(t: Duration) -> Subscribe {
+    Subscribe {
+        session_timeout: Some(t),
+        ..Subscribe::default()
+    }
+}
+
+#[test]
+fn a_member_that_stops_polling_past_its_session_loses_the_group_and_is_fenced() {
+    let (dir, q) = new_queue(&small());
+    let mut p = q.producer().unwrap();
+    for i in 0..4u8 {
+        p.publish(&[i]).unwrap();
+    }
+    let session = Duration::from_millis(200);
+    let mut hung = q.subscribe("g", &with_session(session)).unwrap();
+    assert_eq!(hung.poll(SHORT).unwrap().unwrap().offset, 0);
+    hung.commit(0).unwrap();
+    assert_eq!(hung.poll(SHORT).unwrap().unwrap().offset, 1);
+    // Another process (another handle of the file) cannot take a member inside its session.
+    let other = Queue::open(dir.path().join("q")).unwrap();
+    assert!(matches!(other.consumer("g"), Err(Error::GroupBusy { .. })));
+    // `hung` now stops polling for longer than its session: it is counted out.
+    std::thread::sleep(session * 2);
+    let mut taker = other.consumer("g").unwrap();
+    assert_eq!(
+        taker.poll(SHORT).unwrap().unwrap().offset,
+        1,
+        "resumes at the commit"
+    );
+    // The counted-out member learns it at its next commit or poll, and changes nothing.
+    assert!(matches!(hung.commit(1), Err(Error::TakenOver { .. })));
+    assert!(matches!(hung.poll(SHORT), Err(Error::TakenOver { .. })));
+    taker.commit(1).unwrap();
+    assert_eq!(q.groups()[0].committed, 2);
+}
+
+#[test]
+fn a_member_waiting_in_a_long_poll_keeps_its_session_alive() {
+    let (dir, q) = new_queue(&small());
+    let session = Duration::from_millis(100);
+    let mut idle = q.subscribe("g", &with_session(session)).unwrap();
+    let path = dir.path().join("q");
+    let prober = std::thread::spawn(move || {
+        let other = Queue::open(path).unwrap();
+        // Ten sessions' worth of tries while the member waits for data in one poll.
+        let until = std::time::Instant::now() + session * 10;
+        let mut tries = 0;
+        while std::time::Instant::now() < until {
+            match other.consumer("g") {
+                Err(Error::GroupBusy { .. }) => tries += 1,
+                Ok(_) => panic!("took the group from a member waiting in poll"),
+                Err(e) => panic!("{e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tries
+    });
+    // Nothing is published: the poll waits its whole timeout, heartbeating as it sleeps.
+    assert!(idle.poll(Some(session * 15)).unwrap().is_none());
+    assert!(prober.join().unwrap() > 10);
+}
+
+#[test]
+fn a_session_timeout_below_the_minimum_is_refused() {
+    let (_dir, q) = new_queue(&small());
+    let e = q
+        .subscribe("g", &with_session(Duration::from_millis(1)))
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("session timeout"), "{e}");
+}

@@ -160,6 +160,7 @@ fn latest_start_skips_history() {
     let sub = Subscribe {
         gating: true,
         start: Start::Latest,
+        ..Subscribe::default()
     };
     let mut c = q.subscribe("late", &sub).unwrap();
     p.publish(b"new").unwrap();

@@ -32,11 +32,13 @@ fn main() {
         Some("producer") => producer(),
         Some("consumer") => consumer(),
         Some("committer") => committer(),
+        Some("joiner") => joiner(),
         Some(r) => panic!("unknown role {r}"),
         None => common::run(&[
             ("random_producer_kills", random_producer_kills),
             ("crash_points_in_publish", crash_points_in_publish),
             ("crash_points_in_commit", crash_points_in_commit),
+            ("crash_points_in_join", crash_points_in_join),
             ("random_consumer_kills_resume", random_consumer_kills_resume),
         ]),
     }
@@ -147,6 +149,22 @@ fn committer() {
     while let Some(m) = c.poll(Some(Duration::from_secs(5))).unwrap() {
         let o = m.offset;
         c.commit(o).unwrap();
+    }
+}
+
+/// Child: joins group "g" with a short session timeout and reads until killed.
+fn joiner() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let mut c = q.subscribe("g", &session(SESSION)).unwrap();
+    while c.poll(Some(Duration::from_secs(5))).unwrap().is_some() {}
+}
+
+const SESSION: Duration = Duration::from_millis(200);
+
+fn session(t: Duration) -> shmq::Subscribe {
+    shmq::Subscribe {
+        session_timeout: Some(t),
+        ..shmq::Subscribe::default()
     }
 }
 
@@ -401,6 +419,54 @@ fn crash_points_in_commit() {
             assert_eq!(common::check(m.payload).unwrap(), (0, expected as u32));
         }
         println!("  {point}: resumed at {committed}");
+    }
+}
+
+/// A member with a session timeout killed at each step of joining (after its lease CAS, after
+/// its session fields): the next member takes the group over at once, with its own session
+/// (another handle cannot take it from the new member while it polls), and reads everything.
+fn crash_points_in_join() {
+    for point in shmq::crash::POINTS
+        .iter()
+        .filter(|p| p.starts_with("group.join."))
+    {
+        let (s, q) = setup(1 << 16);
+        let mut p = q.producer().unwrap();
+        for seq in 0..50 {
+            p.publish(&common::payload(0, seq, MAX)).unwrap();
+        }
+        let env = [
+            ("SHMQ_PATH", s.path.clone()),
+            ("SHMQ_CRASH_AT", point.to_string()),
+        ];
+        let (_, status) = common::wait(
+            common::spawn("joiner", &env),
+            Duration::from_secs(60),
+            "joiner",
+        );
+        assert!(
+            common::killed(status),
+            "{point}: joiner was not killed there"
+        );
+        let started = Instant::now();
+        let mut c = q.subscribe("g", &session(Duration::from_secs(30))).unwrap();
+        let took = started.elapsed();
+        let other = Queue::open(&s.path).unwrap();
+        for expected in 0..50 {
+            let m = c
+                .poll(Some(Duration::from_secs(5)))
+                .unwrap()
+                .expect("record");
+            assert_eq!(m.offset, expected, "{point}: out of order");
+            assert_eq!(common::check(m.payload).unwrap(), (0, expected as u32));
+            let o = m.offset;
+            c.commit(o).unwrap();
+        }
+        assert!(
+            matches!(other.consumer("g"), Err(shmq::Error::GroupBusy { .. })),
+            "{point}: the new member's group was taken while it polls"
+        );
+        println!("  {point}: taken over in {took:?}");
     }
 }
 

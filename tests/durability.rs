@@ -437,6 +437,7 @@ fn power_loss_recovery() {
                 &Subscribe {
                     gating: false,
                     start: Start::Earliest,
+                    session_timeout: None,
                 },
             )
             .unwrap();

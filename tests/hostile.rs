@@ -193,6 +193,7 @@ fn build_template() -> Template {
         let beta_opts = Subscribe {
             gating: false,
             start: Start::Earliest,
+            session_timeout: None,
         };
         let mut beta = q.subscribe("beta", &beta_opts).unwrap();
         let mut p = q.producer().unwrap();
@@ -352,6 +353,7 @@ fn exercise(path: &Path) -> bool {
             } else {
                 Start::Latest
             },
+            session_timeout: None,
         };
         if let Ok(mut c) = q.subscribe(name, &opts) {
             drive(&mut c, tail);

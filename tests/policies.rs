@@ -41,6 +41,7 @@ fn new_queue(policy: FullPolicy, capacity: u64) -> (tempfile::TempDir, Queue) {
 const NON_GATING: Subscribe = Subscribe {
     gating: false,
     start: Start::Earliest,
+    session_timeout: None,
 };
 
 /// Payload of record `i`: 8..128 bytes, self-describing (first 8 bytes are `i`).

@@ -64,6 +64,7 @@ fn recover(dir: &Path, name: &str, mut image: Vec<u8>) -> Vec<(u64, Vec<u8>)> {
             &Subscribe {
                 gating: false,
                 start: Start::Earliest,
+                session_timeout: None,
             },
         )
         .unwrap();

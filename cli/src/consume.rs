@@ -27,6 +27,7 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         } else {
             Start::Earliest
         },
+        session_timeout: args.session_timeout,
     };
     let source: Box<dyn Source> = if Topic::is_topic(path) {
         Box::new(join_topic(args, &options)?)

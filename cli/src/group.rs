@@ -122,6 +122,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
                 } else {
                     Start::Earliest
                 },
+                session_timeout: None,
             };
             for (partition, queue) in &queues {
                 let member = queue

@@ -325,6 +325,10 @@ struct ConsumeArgs {
     /// With --create: make the new group non-gating (it never holds producers back).
     #[arg(long, requires = "create")]
     non_gating: bool,
+    /// Let another consumer take the group (queue files) if this one stops polling for this
+    /// long (hung or stopped); without it the group is held while this process lives.
+    #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
+    session_timeout: Option<Duration>,
 }
 
 fn main() -> ExitCode {

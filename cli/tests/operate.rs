@@ -316,3 +316,54 @@ fn publish_the_lines_of_a_file() {
         &["--file", "--count"],
     );
 }
+
+#[test]
+fn a_stopped_consumer_with_a_session_timeout_loses_its_group_and_says_so() {
+    let (_d, q) = queue_with(3, 0);
+    let mut member = std::process::Command::new(env!("CARGO_BIN_EXE_shmq"))
+        .args([
+            "consume",
+            &q,
+            "-g",
+            "g",
+            "--follow",
+            "--session-timeout",
+            "1s",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start shmq consume");
+    let pid = member.id().to_string();
+    wait_for_info(&q, "member never joined", |v| {
+        v["groups"][0]["holder_pid"] == member.id()
+    });
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // Within its session the stopped member still holds the group...
+    fails(
+        &["group", "reset", &q, "g", "--to", "latest"],
+        &["held by live process", &pid],
+    );
+    // ...and once the session has passed, another consumer takes it and reads on.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    let out = ok(&["consume", &q, "-g", "g", "--count", "3", "--commit"]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    signal("-CONT");
+    let status = member.wait().expect("wait for the member");
+    let mut err = String::new();
+    std::io::Read::read_to_string(member.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        !status.success(),
+        "the fenced member must fail, not go on reading"
+    );
+    assert!(err.contains("taken over"), "{err}");
+    assert_eq!(info(&q)["groups"][0]["committed"], 3);
+}

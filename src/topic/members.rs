@@ -12,7 +12,7 @@
 //!
 //! * **J** (join), a seqlock keyed by the lease: the lease CAS (AcqRel), a Release fence, the
 //!   slot's fields (Relaxed, the name word by word), then `ready` set to the lease's tag
-//!   ([`ready_tag`], Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
+//!   ([`lease::tag`], Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
 //!   an Acquire fence, the lease again (Relaxed). `ready` must match the tag of the lease seen
 //!   first, so a dead owner's old fields are not taken for the new owner's, even one whose
 //!   word shares a half with it; and a slot whose lease changed
@@ -38,7 +38,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::lease::{self, Lease, OwnFd};
-use crate::sync::{fence, unpack, Ordering, Region};
+use crate::sync::{fence, Ordering, Region};
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -66,14 +66,6 @@ const NAME_LEN: u64 = 40;
 const NAME: u64 = 48;
 // The name is copied as whole atomic words and fits the slot before its reserved bytes.
 const _: () = assert!(MAX_GROUP_NAME % 8 == 0 && NAME + MAX_GROUP_NAME as u64 <= SLOT - 16);
-
-/// What `ready` holds once the fields of the slot's owner `word` are complete: both halves of
-/// the lease word mixed, never 0. Not one half alone: a new owner with a recycled pid has the
-/// same low half as a dead predecessor, and the predecessor's `ready` would match it.
-fn ready_tag(word: u128) -> u64 {
-    let (low, high) = unpack(word);
-    (low ^ high.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32)).max(1)
-}
 
 /// One member of a topic's consumer group, as read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,7 +247,7 @@ impl Members {
             }
             // SYNC J (Release): the fields above are visible to whoever sees `ready` match.
             r.u64(base + READY)
-                .store(ready_tag(word), Ordering::Release);
+                .store(lease::tag(word), Ordering::Release);
             crate::crash::point("member.join.after_ready");
             // A dead predecessor may have died asleep. SeqCst like every sleeper-bitmap change.
             r.u64(WAKE_WAITERS)
@@ -312,7 +304,7 @@ impl Members {
         // SYNC J (Acquire): see the fields of the owner that took the slot.
         let word = r.u128(base + LEASE).load(Ordering::Acquire);
         // SYNC J (Acquire): pairs with the Release store of `ready`.
-        if word == 0 || r.u64(base + READY).load(Ordering::Acquire) != ready_tag(word) {
+        if word == 0 || r.u64(base + READY).load(Ordering::Acquire) != lease::tag(word) {
             return None;
         }
         // Relaxed: ordered by the Acquire load of `ready`.
@@ -477,7 +469,8 @@ mod tests {
         r.u64(base + SESSION).store(u64::MAX, Ordering::SeqCst);
         r.u64(base + NAME_LEN).store(1, Ordering::SeqCst);
         r.u64(base + NAME).store(u64::from(b'g'), Ordering::SeqCst);
-        r.u64(base + READY).store(ready_tag(dead), Ordering::SeqCst);
+        r.u64(base + READY)
+            .store(lease::tag(dead), Ordering::SeqCst);
         assert!(m.seen(0).is_some(), "the predecessor's complete slot reads");
         // Its heartbeat looks fresh (as one from before a machine restart can, since the
         // monotonic clock restarts at boot), but nobody holds its lease: not a member.
