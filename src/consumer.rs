@@ -123,6 +123,8 @@ pub struct Consumer {
     /// [`clock::coarse_ns`] nanoseconds.
     session: u64,
     next_beat: u64,
+    /// Check each record's CRC32C before returning it (queues with checksums).
+    verify: bool,
     /// The group's committed cursor word as this member last read or stored it: commits
     /// replace exactly this value, so anyone else's change fences this member off.
     committed_word: u128,
@@ -167,6 +169,7 @@ impl Consumer {
         // until the reader passes that mark, validate its reads. This holds whichever handle
         // created the group, this one or one that has since gone.
         let safe_from = pos.max(shared.protected_from(slot));
+        let verify = shared.geometry.checksums;
         Ok(Consumer {
             shared,
             group: group.to_string(),
@@ -180,6 +183,7 @@ impl Consumer {
             pending_polls: 0,
             session,
             next_beat: 0,
+            verify,
             committed_word,
             buf: Vec::new(),
         })
@@ -211,6 +215,9 @@ impl Consumer {
     /// `Ok(None)` means the timeout passed. [`Error::Lagged`] means records were overwritten
     /// before this consumer read them; it now continues at the oldest retained record.
     /// A record whose producer died mid-publish is skipped after the queue's claim timeout.
+    /// A record whose payload fails its CRC32C gives [`Error::Corrupt`] of kind
+    /// [`Corruption::Checksum`] (see [`set_verify_checksums`](Self::set_verify_checksums)); the
+    /// consumer has moved past it, so the next poll returns the record after it.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
         self.check_fork()?;
         self.beat()?;
@@ -224,6 +231,7 @@ impl Consumer {
                     len,
                     timestamp,
                     payload,
+                    crc,
                 } => {
                     let offset = self.offset;
                     let bytes = if self.lappable || start < self.safe_from {
@@ -244,6 +252,19 @@ impl Consumer {
                     self.offset += 1;
                     self.pos = start + footprint(len as u64);
                     self.stall = None;
+                    if self.verify {
+                        let computed = crc32c::crc32c(bytes);
+                        if computed != crc {
+                            return Err(Error::Corrupt {
+                                path: self.shared.path.clone(),
+                                kind: Corruption::Checksum {
+                                    offset,
+                                    stored: crc,
+                                    computed,
+                                },
+                            });
+                        }
+                    }
                     return Ok(Some(Message {
                         offset,
                         timestamp_ns: timestamp,
@@ -415,6 +436,13 @@ impl Consumer {
     /// stale can have it taken).
     pub(crate) fn holds_lease(&self) -> bool {
         self.shared.lease(self.slot) == self.lease.word()
+    }
+
+    /// Whether [`poll`](Self::poll) checks each record's CRC32C before returning it. On by
+    /// default in a queue with checksums (Kafka's `check.crcs`); a no-op in one without.
+    /// Checking costs one hardware CRC32C pass over the payload.
+    pub fn set_verify_checksums(&mut self, verify: bool) {
+        self.verify = verify && self.shared.geometry.checksums;
     }
 
     /// Stamps a heartbeat if one is due (members with a session timeout only); fails with

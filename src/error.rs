@@ -37,6 +37,17 @@ pub enum Corruption {
     /// A header field is out of range or inconsistent.
     #[error("invalid header field: {0}")]
     Field(String),
+    /// A record's payload does not match the CRC32C its producer stored with it (a flipped
+    /// bit on disk or in memory, or a hostile write). The consumer has moved past it.
+    #[error("record {offset}'s payload fails its checksum (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// The record's offset.
+        offset: u64,
+        /// The CRC32C in its header.
+        stored: u32,
+        /// The CRC32C of the payload as read.
+        computed: u32,
+    },
     /// A record or table entry in the shared mapping is malformed.
     #[error("malformed shared state: {0}")]
     Shared(String),

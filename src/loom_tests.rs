@@ -161,6 +161,7 @@ fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 
         len,
         timestamp: ts,
         payload: at,
+        ..
     } = found
     else {
         panic!("record {offset} at {pos}: expected Ready, found {found:?}");

@@ -157,6 +157,8 @@ pub(crate) enum Found {
         len: u32,
         timestamp: u64,
         payload: u64,
+        /// The CRC32C its producer stored (0 in a queue without checksums).
+        crc: u32,
     },
     /// The record was aborted: skip to `pos(offset + 1)`.
     Aborted,
@@ -407,7 +409,8 @@ impl Ring {
         let head = self.data_at(start);
         // Relaxed: ordered after the Acquire load above.
         let stored = self.region.u64(head + REC_OFFSET).load(Ordering::Relaxed);
-        let len = self.region.u64(head + REC_LEN).load(Ordering::Relaxed) & 0xffff_ffff;
+        let len_crc = self.region.u64(head + REC_LEN).load(Ordering::Relaxed);
+        let (len, crc) = (len_crc & 0xffff_ffff, (len_crc >> 32) as u32);
         let timestamp = self
             .region
             .u64(head + REC_TIMESTAMP)
@@ -425,6 +428,7 @@ impl Ring {
             len: len as u32,
             timestamp,
             payload: head + RECORD_HEADER,
+            crc,
         }
     }
 

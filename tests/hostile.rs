@@ -1046,6 +1046,54 @@ fn symlinks_and_special_files_are_refused() {
     assert_eq!(std::fs::read(&target).unwrap(), before);
 }
 
+/// A payload byte flipped in the file (on disk or by another process) is caught by the record's
+/// CRC32C: the consumer gets an error naming the file and offset, then goes on with the next
+/// record. With verification turned off, the damaged bytes are delivered as they are.
+#[test]
+fn a_flipped_payload_byte_fails_the_checksum_and_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::create(&path, &Options::default()).unwrap();
+    let mut p = q.producer().unwrap();
+    for i in 0..3u32 {
+        p.publish(format!("payload number {i:04} to be checked").as_bytes())
+            .unwrap();
+    }
+    let needle = b"payload number 0001";
+    edit_file(&path, |b| {
+        let at = b
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("payload 1 in the file");
+        b[at + 3] ^= 0x20;
+    });
+    let mut unchecked = q.consumer("raw").unwrap();
+    unchecked.set_verify_checksums(false);
+    let mut c = q.consumer("g").unwrap();
+    assert_eq!(c.poll(Some(Duration::ZERO)).unwrap().unwrap().offset, 0);
+    match c.poll(Some(Duration::ZERO)) {
+        Err(Error::Corrupt {
+            path: p,
+            kind:
+                Corruption::Checksum {
+                    offset: 1,
+                    stored,
+                    computed,
+                },
+        }) => {
+            assert_eq!(p, path);
+            assert_ne!(stored, computed);
+        }
+        other => panic!("expected a checksum error for record 1, got {other:?}"),
+    }
+    let next = c.poll(Some(Duration::ZERO)).unwrap().unwrap();
+    assert_eq!(next.offset, 2, "the damaged record is skipped");
+    assert_eq!(next.payload, b"payload number 0002 to be checked");
+    unchecked.poll(Some(Duration::ZERO)).unwrap().unwrap();
+    let damaged = unchecked.poll(Some(Duration::ZERO)).unwrap().unwrap();
+    assert_eq!(damaged.payload, b"payLoad number 0001 to be checked");
+}
+
 #[test]
 fn create_never_replaces_an_existing_file() {
     let dir = tempfile::tempdir().unwrap();

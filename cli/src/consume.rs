@@ -76,6 +76,7 @@ fn join_queue(args: &ConsumeArgs, options: &Subscribe) -> Result<Consumer, CliEr
     if let Some(to) = seek {
         consumer.seek(to).map_err(|e| CliError::queue(path, e))?;
     }
+    consumer.set_verify_checksums(!args.no_verify);
     Ok(consumer)
 }
 
@@ -107,9 +108,11 @@ fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, 
         subscribe: *options,
         ..MemberOptions::default()
     };
-    topic
+    let mut consumer = topic
         .join(&args.group, &member)
-        .map_err(|e| CliError::queue(path, e))
+        .map_err(|e| CliError::queue(path, e))?;
+    consumer.set_verify_checksums(!args.no_verify);
+    Ok(consumer)
 }
 
 /// The error for a group that does not exist without `--create`.

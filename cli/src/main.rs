@@ -329,6 +329,10 @@ struct ConsumeArgs {
     /// long (hung or stopped); without it the group is held while this process lives.
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     session_timeout: Option<Duration>,
+    /// Deliver records without checking their CRC32C (by default a damaged record stops the
+    /// run with an error naming its offset).
+    #[arg(long)]
+    no_verify: bool,
 }
 
 fn main() -> ExitCode {

@@ -96,6 +96,8 @@ pub struct TopicConsumer {
     next_tick: u64,
     /// The growth generation last seen.
     generation: u64,
+    /// Whether partition reads check each record's CRC32C.
+    verify: bool,
 }
 
 impl TopicConsumer {
@@ -127,6 +129,7 @@ impl TopicConsumer {
             lease,
             cursor: 0,
             next_tick: 0,
+            verify: true,
         };
         consumer.tick()?;
         Ok(consumer)
@@ -268,6 +271,15 @@ impl TopicConsumer {
             .map(Consumer::committed)
     }
 
+    /// Whether [`poll`](Self::poll) checks each record's CRC32C before returning it (on by
+    /// default); see [`Consumer::set_verify_checksums`].
+    pub fn set_verify_checksums(&mut self, verify: bool) {
+        self.verify = verify;
+        for c in self.held.iter_mut().flatten() {
+            c.set_verify_checksums(verify);
+        }
+    }
+
     /// Fails with [`Error::Forked`] in a child forked after this member joined: the slot and
     /// the partitions are the parent's.
     fn check_fork(&self) -> Result<()> {
@@ -328,7 +340,10 @@ impl TopicConsumer {
                 |holder| stale.contains(&holder),
             );
             match taken {
-                Ok(c) => self.held[p] = Some(c),
+                Ok(mut c) => {
+                    c.set_verify_checksums(self.verify);
+                    self.held[p] = Some(c);
+                }
                 // Its previous holder has not released it yet: retry at the next tick.
                 Err(Error::GroupBusy { .. }) => {}
                 Err(e) => {
