@@ -67,6 +67,9 @@ pub(crate) struct Shared {
     pub offsets: Offsets,
     pub path: PathBuf,
     pub file: File,
+    /// The file description flushes `fdatasync` through, and no other call uses (see
+    /// `file::map`).
+    pub flush_file: File,
     /// What recovery after a machine restart did when this process opened the file.
     pub recovery: Option<Recovery>,
     /// The Batch flusher of this process, while a producer holds it.
@@ -95,6 +98,7 @@ impl Shared {
             offsets: m.offsets,
             path: m.path,
             file: m.file,
+            flush_file: m.flush_file,
             recovery: None,
             flusher: FlusherSlot::default(),
             flush_stall: Mutex::new(None),
@@ -258,7 +262,9 @@ impl Queue {
     }
 
     /// Flushes every committed record to disk now (one `fdatasync`, shared with any flush
-    /// already running) and returns the durable offset.
+    /// already running) and returns the durable offset. Fails with
+    /// [`Error::Poisoned`](crate::Error::Poisoned) if this or an earlier flush of the file
+    /// failed.
     pub fn flush(&self) -> Result<u64> {
         while !self.shared.try_flush()? {
             // Another process leads a flush; ours must cover what is committed now.
