@@ -19,6 +19,14 @@
 //!   cursor recovery starts from. It reaches the disk with the next flush (or any writeback
 //!   before it), and it is never ahead of data that is on disk. Then it stores `DURABLE`, which
 //!   waiters read (SYNC D), and wakes the flagged waiters.
+//! * **Errors poison.** When a writeback fails, the kernel marks the pages clean and reports
+//!   the error once to each open file description; a later `fdatasync` succeeds without
+//!   writing them. So a failed `fdatasync` stores `(DURABLE offset, errno)` in `POISON`, and no
+//!   leader moves the cursors again: each checks `POISON` under the lock before it flushes,
+//!   and only a leader (under the lock) sets it. The `fdatasync` goes through a file
+//!   description of its own (`Shared::flush_file`), so that an `msync` of the mapping (a Sync
+//!   commit) cannot consume the report of an error the flush must see. Recovery after a
+//!   machine restart clears `POISON`.
 //! * **Waiting.** A waiter for offset `o` returns once `DURABLE.offset > o`. Otherwise it tries to
 //!   lead; if another process leads, it sleeps on `DURABLE_SEQ` with its producer-slot bit
 //!   flagged (the sleep protocol of SYNC W in `ring.rs`). Sleeps are capped, so a leader killed
@@ -29,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK,
+    footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK, POISON,
 };
 use crate::lease::OwnFd;
 use crate::queue::Shared;
@@ -62,6 +70,23 @@ impl Shared {
         unpack(self.ring.region.u128(DURABLE).load(Ordering::Acquire))
     }
 
+    /// `Some(Error::Poisoned)` once a flush of this file failed (in any process).
+    pub(crate) fn poisoned(&self) -> Option<Error> {
+        let (offset, errno) = self.poison_word();
+        (errno != 0).then(|| Error::Poisoned {
+            path: self.path.clone(),
+            offset,
+            source: std::io::Error::from_raw_os_error(errno as i32),
+        })
+    }
+
+    /// The `POISON` word: `(first offset not durable, errno)`, errno 0 while healthy.
+    fn poison_word(&self) -> (u64, u64) {
+        // SeqCst: a durability waiter re-checks it after flagging itself asleep (SYNC W). The
+        // word carries its whole meaning, so no other data needs ordering with it.
+        unpack(self.ring.region.u128(POISON).load(Ordering::SeqCst))
+    }
+
     /// Flushes `fdatasync` calls made on this file (from every process).
     pub(crate) fn flushes(&self) -> u64 {
         // Relaxed: a statistic.
@@ -69,7 +94,8 @@ impl Shared {
     }
 
     /// Waits until record `offset` is on disk, leading flushes (through `via`) when nobody
-    /// else does. `bit` is the caller's bit in the durability waiter bitmap.
+    /// else does. `bit` is the caller's bit in the durability waiter bitmap. Fails with
+    /// `Error::Poisoned` if the record is not durable and the file is poisoned.
     pub(crate) fn wait_durable(
         &self,
         offset: u64,
@@ -81,6 +107,10 @@ impl Shared {
         loop {
             if self.durable().0 > offset {
                 return Ok(());
+            }
+            // Records from the poisoned offset on never become durable.
+            if let Some(e) = self.poisoned() {
+                return Err(e);
             }
             // Led or not, if the prefix did not reach `offset` (a claim before it is still
             // being written), wait a little: a commit, another leader or the stuck claim's
@@ -98,34 +128,44 @@ impl Shared {
                 DURABLE_WAITERS,
                 DURABLE_SEQ,
                 bit,
-                || self.durable().0 > offset,
+                || self.durable().0 > offset || self.poison_word().1 != 0,
                 wait,
             );
         }
     }
 
     /// Flushes the committed prefix if this caller can lead through its own description `via`
-    /// (`Ok(false)`: another leader runs).
+    /// (`Ok(false)`: another leader runs). Fails with `Error::Poisoned` once a flush of the
+    /// file failed, this one or an earlier one.
     pub(crate) fn try_flush(&self, via: &OwnFd) -> Result<bool> {
         let lock = LeaderLock::try_take(via).map_err(|e| self.io("lock for flush", e))?;
         let Some(_lock) = lock else {
             return Ok(false);
         };
+        // Checked under the lock: a leader whose flush failed poisoned the file before it let
+        // the lock go, so no later leader can take its failed records for flushed ones.
+        if let Some(e) = self.poisoned() {
+            return Err(e);
+        }
         let (from_offset, _) = self.durable();
         let end = self.committed_prefix();
         if end.0 <= from_offset {
             return Ok(true);
         }
-        self.flush_prefix(end)?;
+        self.flush_prefix(from_offset, end)?;
         Ok(true)
     }
 
     /// Puts everything before `end` on disk and advances the cursors (the leader's work).
-    fn flush_prefix(&self, end: (u64, u64)) -> Result<()> {
+    /// `from` is the durable offset the prefix starts at.
+    fn flush_prefix(&self, from: u64, end: (u64, u64)) -> Result<()> {
         crate::crash::point("flush.before_sync");
-        crate::fault::check("fdatasync").map_err(|e| self.io("fdatasync", e))?;
-        nix::unistd::fdatasync(self.file.as_raw_fd())
-            .map_err(|e| self.io("fdatasync", std::io::Error::from(e)))?;
+        let synced = crate::fault::check("fdatasync").and_then(|()| {
+            nix::unistd::fdatasync(self.flush_file.as_raw_fd()).map_err(std::io::Error::from)
+        });
+        if let Err(e) = synced {
+            return Err(self.poison(from, e));
+        }
         crate::crash::point("flush.after_sync");
         let r = &self.ring.region;
         // Relaxed: only this leader writes these words; FLUSHED reaches the disk with a later
@@ -138,6 +178,29 @@ impl Shared {
         // Under Batch and Sync the durable cursor bounds producers too (`scan_limit`).
         self.ring.notify_space();
         Ok(())
+    }
+
+    /// Marks the file poisoned after a failed flush: no record from `from` on is ever reported
+    /// durable. Runs under the leader lock, after the check in `try_flush`, so the first
+    /// failure is the one recorded. Returns the error every later durability call gets.
+    fn poison(&self, from: u64, failure: std::io::Error) -> Error {
+        let errno = failure
+            .raw_os_error()
+            .filter(|&e| e > 0)
+            .unwrap_or(libc::EIO);
+        let r = &self.ring.region;
+        // SeqCst: the notifier's side of SYNC W for the waiters woken below.
+        r.u128(POISON)
+            .store(pack(from, errno as u64), Ordering::SeqCst);
+        // Best effort to put the mark on disk, so that it outlives the page cache (an unmount,
+        // memory pressure); its result changes nothing here.
+        let _ = nix::unistd::fdatasync(self.flush_file.as_raw_fd());
+        ring::wake_on(r, DURABLE_WAITERS, DURABLE_SEQ);
+        Error::Poisoned {
+            path: self.path.clone(),
+            offset: from,
+            source: failure,
+        }
     }
 
     /// The end `(offset, position)` of the longest prefix from the durable cursor in which

@@ -178,8 +178,11 @@ pub enum Error {
         /// The offset the record would have had.
         offset: u64,
     },
-    /// The record was published (consumers will see it) but the flush that was to put it on
-    /// disk failed, so the durability promise is broken. A later successful flush covers it.
+    /// The record was published (consumers will see it) but is not known to be on disk, so the
+    /// durability promise is broken. If the wait for its flush timed out (`op` is "wait for
+    /// the flush"), a later flush may still cover it. If the flush failed (`op` is "fdatasync"),
+    /// the file is now poisoned (see [`Error::Poisoned`]) and the record is never reported
+    /// durable.
     #[error("{path}: record {offset} was published but is not durable: {op}: {source}")]
     NotDurable {
         /// The queue file.
@@ -201,6 +204,24 @@ pub enum Error {
         path: PathBuf,
         /// The process that made the handle.
         pid: u32,
+    },
+    /// A flush of the queue file failed earlier, so the records from `offset` on may not be on
+    /// disk (the kernel marks pages whose writeback failed clean and reports the error once, so
+    /// no later flush can be trusted to cover them). The file is poisoned: its durable offset
+    /// stays below `offset`, and every confirm, flush and `Batch` or `Sync` publish fails with
+    /// this, in every process, until recovery after a machine restart (ARCHITECTURE.md,
+    /// "Durability"). Reads and commits keep working.
+    #[error(
+        "{path}: poisoned: a flush failed ({source}), so records from offset {offset} on are \
+         never reported durable"
+    )]
+    Poisoned {
+        /// The queue file.
+        path: PathBuf,
+        /// The first record that is not durable: the durable offset when the flush failed.
+        offset: u64,
+        /// The error of the failed `fdatasync`.
+        source: io::Error,
     },
     /// The requested offset is not in the ring.
     #[error("offset {requested} is outside the retained range {earliest}..={latest}")]

@@ -4,6 +4,11 @@
 //! (`allocate` with `ENOSPC`, every other with `EIO`) before they reach the kernel, so each error
 //! path can be driven deterministically. The variable is read at every call, so a test can turn
 //! failures on and off. Without the feature every check compiles to `Ok(())`.
+//!
+//! An injected failure leaves the kernel's state as it was: the dirty pages stay dirty and the
+//! next call writes them. A real writeback failure does not (the pages are marked clean and
+//! the error is reported once). `tests/durability.rs` makes real writes fail on a loop device
+//! for that (`tests/failing_disk`).
 
 /// Every operation that can be failed, for tests to iterate over.
 pub const OPS: &[&str] = &["allocate", "fdatasync", "msync"];

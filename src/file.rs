@@ -16,6 +16,8 @@ use crate::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
 pub(crate) struct Mapped {
     pub path: PathBuf,
     pub file: File,
+    /// A second open file description of the same file, for the flush's `fdatasync` only.
+    pub flush_file: File,
     pub map: MmapRaw,
     pub geometry: Geometry,
     pub offsets: Offsets,
@@ -189,9 +191,19 @@ fn map(path: PathBuf, file: File, geometry: Geometry) -> Result<Mapped> {
         .len(offsets.file_size as usize)
         .map_raw(&file)
         .map_err(io_err(&path, "mmap"))?;
+    // The kernel reports a writeback error once to each open file description. An `msync` of
+    // the mapping (a Sync commit) is reported errors through the mapping's description, so the
+    // flushes use a description of their own, which no other call can consume an error from.
+    // Reopened through /proc, which names this very file even if its path was replaced.
+    let flush_file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(io_err(&path, "open for flushes"))?;
     Ok(Mapped {
         path,
         file,
+        flush_file,
         map,
         geometry,
         offsets,

@@ -67,8 +67,8 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration, via: &Ow
             .wait_timeout_while(stopped, every, |stop| !*stop)
             .unwrap_or_else(|e| e.into_inner());
         stopped = guard;
-        // Errors are left to the confirms (`wait_durable`) whose promise they break; the
-        // next round tries again.
+        // Errors are left to the confirms (`wait_durable`) whose promise they break. A failed
+        // flush poisons the file, and every later round fails at once.
         if shared.durable().0 < shared.ring.tail().0 {
             let _ = shared.try_flush(via);
         }

@@ -55,6 +55,9 @@ pub(crate) const FLUSHES: u64 = 288;
 /// `(offset, position)` of the oldest record recovery vouched for after a machine restart;
 /// older records are not readable (0 in a file never recovered).
 pub(crate) const FLOOR: u64 = 304;
+/// `(offset, errno)` once a flush of the file failed: records from `offset` on are never
+/// reported durable, and `errno` (never 0) is the failure. 0 while the file is healthy.
+pub(crate) const POISON: u64 = 320;
 /// Futex word bumped when `DURABLE` advances and someone waits for it.
 pub(crate) const DURABLE_SEQ: u64 = 640;
 /// Bitmap of producer slots waiting on `DURABLE_SEQ`.

@@ -109,7 +109,8 @@ impl Producer {
     /// `Block` with a timeout), [`Error::Aborted`] (this call stalled past the claim timeout and
     /// readers gave the record up; nothing was published), [`Error::NotDurable`] (under `Sync`:
     /// the record was published but its flush failed, or did not finish within the timeout set
-    /// by [`set_timeout`](Self::set_timeout)).
+    /// by [`set_timeout`](Self::set_timeout)), [`Error::Poisoned`] (under `Batch` and `Sync`:
+    /// an earlier flush of the file failed; nothing was published).
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64> {
         self.check_fork()?;
         let len = self.check_len(payload.len())?;
@@ -124,8 +125,9 @@ impl Producer {
     /// `None` it makes this process do the flush. `None` as the timeout waits as long as it
     /// takes.
     ///
-    /// Errors: [`Error::Timeout`], [`Error::Io`] if the flush failed (nothing past the last
-    /// good flush is durable), [`Error::InvalidArgument`] for an offset not yet published.
+    /// Errors: [`Error::Timeout`], [`Error::Poisoned`] if a flush of the file failed before
+    /// `offset` was durable (this one or an earlier one: it never will be),
+    /// [`Error::InvalidArgument`] for an offset not yet published.
     pub fn wait_durable(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
         self.check_fork()?;
         let tail = self.shared.ring.tail().0;
@@ -139,7 +141,8 @@ impl Producer {
     }
 
     /// Claims room for a `len`-byte record to be written in place; commit it with
-    /// [`Claimed::commit`]. Dropping the claim uncommitted aborts the record.
+    /// [`Claimed::commit`]. Dropping the claim uncommitted aborts the record. Fails as
+    /// [`publish`](Self::publish) does.
     pub fn claim(&mut self, len: usize) -> Result<Claimed<'_>> {
         self.check_fork()?;
         let len = self.check_len(len)?;
@@ -151,10 +154,12 @@ impl Producer {
     }
 
     /// Turns the failure of the flush that published record `offset` waited for into the
-    /// error that says so: the record is visible to consumers but not on disk (yet).
+    /// error that says so: the record is visible to consumers but not on disk.
     fn not_durable(&self, offset: u64, e: Error) -> Error {
         let (op, source) = match e {
             Error::Io { op, source, .. } => (op, source),
+            // The flush failed, now or before: the record is never reported durable.
+            Error::Poisoned { source, .. } => ("fdatasync", source),
             Error::Timeout => ("wait for the flush", std::io::ErrorKind::TimedOut.into()),
             e => return e,
         };
@@ -202,8 +207,8 @@ impl Producer {
             }
             Durability::Batch { max_bytes, .. } => {
                 // Group commit: the publisher that finds a full batch flushes it, unless a
-                // flush is running already. A failure is left to the next flush and to
-                // confirms (`wait_durable`), whose promise it breaks; this publish made none.
+                // flush is running already. A failure poisons the file, and the confirms
+                // (`wait_durable`) and later publishes report it; this publish promised nothing.
                 // Saturating: a concurrent flush may have moved the durable cursor past this
                 // record already.
                 let (_, durable_pos) = self.shared.durable();
@@ -217,6 +222,12 @@ impl Producer {
     }
 
     fn claim_raw(&mut self, len: u32) -> Result<Claim> {
+        // A record that can never be durable is not published under a policy that promises it.
+        if self.shared.geometry.durability != Durability::None {
+            if let Some(e) = self.shared.poisoned() {
+                return Err(e);
+            }
+        }
         let mut deadline = None;
         loop {
             let ring = &self.shared.ring;

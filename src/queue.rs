@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub offsets: Offsets,
     pub path: PathBuf,
     pub file: File,
+    /// The file description flushes `fdatasync` through, and no other call uses (see
+    /// `file::map`).
+    pub flush_file: File,
     /// What recovery after a machine restart did when this process opened the file.
     pub recovery: Option<Recovery>,
     /// The Batch flusher of this process, while a producer holds it.
@@ -96,6 +99,7 @@ impl Shared {
             offsets: m.offsets,
             path: m.path,
             file: m.file,
+            flush_file: m.flush_file,
             recovery: None,
             flusher: FlusherSlot::default(),
             flush_stall: Mutex::new(None),
@@ -277,7 +281,9 @@ impl Queue {
     }
 
     /// Flushes every committed record to disk now (one `fdatasync`, shared with any flush
-    /// already running) and returns the durable offset.
+    /// already running) and returns the durable offset. Fails with
+    /// [`Error::Poisoned`](crate::Error::Poisoned) if this or an earlier flush of the file
+    /// failed.
     pub fn flush(&self) -> Result<u64> {
         let shared = &self.shared;
         let via = OwnFd::open(&shared.file, &shared.path).map_err(|source| Error::Io {

@@ -23,7 +23,10 @@
 //! 5. Group offsets past the tail are clamped, and those behind the floor are moved up to it;
 //!    both are reported. Leases and producer slots are cleared: no process from before the
 //!    restart runs.
-//! 6. The result is flushed, then the new boot id is stored and flushed.
+//! 6. The poison mark of a failed flush is cleared. `FLUSHED` never moved past the records
+//!    whose flush failed, and steps 2 and 3 kept only what the disk holds intact, so nothing
+//!    that was lost is vouched for.
+//! 7. The result is flushed, then the new boot id is stored and flushed.
 
 use std::os::fd::AsRawFd;
 
@@ -31,8 +34,8 @@ use crate::boot;
 use crate::error::{Corruption, Error, Result};
 use crate::group::AdminLock;
 use crate::layout::{
-    footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, PRODUCER_SLOT,
-    RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, TAIL,
+    footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, POISON,
+    PRODUCER_SLOT, RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, TAIL,
 };
 use crate::queue::Shared;
 use crate::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
@@ -187,6 +190,8 @@ impl Shared {
         for bitmap in [DATA_WAITERS, SPACE_WAITERS, DURABLE_WAITERS] {
             r.u64(bitmap).store(0, Ordering::Relaxed);
         }
+        // Relaxed like every store of recovery (above).
+        r.u128(POISON).store(0, Ordering::Relaxed);
         Ok(Recovery {
             tail: offset,
             flushed,

@@ -1,5 +1,5 @@
-//! Durability: flush policies, confirms, group commit, injected I/O failures, and recovery after
-//! a simulated power loss.
+//! Durability: flush policies, confirms, group commit, injected I/O failures, writes that fail
+//! on a real (loop) device, and recovery after a simulated power loss.
 //!
 //! A power loss is simulated the way SQLite's crash tests do it. The file image as of the last
 //! durable point is kept, a random subset of the 4 KiB pages dirtied since is laid over it, the
@@ -7,10 +7,12 @@
 //! durable offset and must never deliver a torn one.
 
 mod common;
+mod failing_disk;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use failing_disk::FailingDisk;
 use shmq::{Durability, Error, Options, Queue, Start, Subscribe};
 
 const MAX: usize = 400;
@@ -22,6 +24,7 @@ const FLUSHED_AT: usize = 256;
 fn main() {
     match common::role().as_deref() {
         Some("sync-producer") => sync_producer(),
+        Some("flush-poisoned") => flush_poisoned(),
         Some(r) => panic!("unknown role {r}"),
         None => common::run(&[
             (
@@ -42,6 +45,14 @@ fn main() {
                 group_commit_across_processes,
             ),
             ("injected_failures_are_errors", injected_failures_are_errors),
+            (
+                "failed_writeback_is_never_reported_durable",
+                failed_writeback_is_never_reported_durable,
+            ),
+            (
+                "an_error_a_commit_saw_still_stops_the_flush",
+                an_error_a_commit_saw_still_stops_the_flush,
+            ),
             ("power_loss_recovery", power_loss_recovery),
             (
                 "clean_restart_keeps_everything",
@@ -267,13 +278,15 @@ fn injected_failures_are_errors() {
         "temp file left behind"
     );
 
-    // A failed flush under Sync: the publish reports that its record is not durable.
+    // A failed flush under Sync: the publish reports that its record is not durable, and the
+    // file is poisoned.
     let path = d.path().join("q");
     let q = Queue::create(&path, &options(Durability::Sync)).unwrap();
     let mut p = q.producer().unwrap();
     p.publish(&payload(0)).unwrap();
     std::env::set_var("SHMQ_FAIL", "fdatasync");
     let err = p.publish(&payload(1)).unwrap_err();
+    std::env::remove_var("SHMQ_FAIL");
     assert!(
         matches!(
             err,
@@ -291,10 +304,26 @@ fn injected_failures_are_errors() {
         1,
         "the failed flush must not advance the durable offset"
     );
+    // The disk works again, but what the failed flush did not cover is never reported durable
+    // (after a real failure the kernel would not write it again): confirms, flushes and
+    // publishes fail, naming the file and the failure.
+    p.wait_durable(0, Some(Duration::ZERO)).unwrap();
+    let err = p
+        .wait_durable(1, Some(Duration::from_secs(10)))
+        .unwrap_err();
+    assert!(matches!(err, Error::Poisoned { offset: 1, .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Input/output error"), "{err}");
+    assert!(matches!(q.flush(), Err(Error::Poisoned { offset: 1, .. })));
     assert!(matches!(
-        p.wait_durable(1, Some(Duration::from_millis(50))),
-        Err(Error::Io { .. })
+        p.publish(&payload(2)),
+        Err(Error::Poisoned { offset: 1, .. })
     ));
+    assert_eq!(q.tail_offset(), 2, "a publish on a poisoned file published");
+    // Consumers still read and commit, so the backlog can be drained.
     let mut c = q.consumer("g").unwrap();
     std::env::set_var("SHMQ_FAIL", "msync");
     let o = c
@@ -304,15 +333,25 @@ fn injected_failures_are_errors() {
         .offset;
     assert!(matches!(c.commit(o), Err(Error::Io { op: "msync", .. })));
     std::env::remove_var("SHMQ_FAIL");
-    // Once the disk works again, the next flush covers the record, and the file reopens.
-    p.wait_durable(1, Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(q.durable_offset(), 2);
     c.commit(o).unwrap();
-    drop((c, p, q));
-    let q = Queue::open(&path).unwrap();
-    let mut c = q.consumer("g").unwrap();
     let m = c.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
     assert_eq!((m.offset, m.payload), (1, &payload(1)[..]));
+    c.commit(1).unwrap();
+    drop((c, p, q));
+    // The mark is in the file: every opener sees it.
+    let q = Queue::open(&path).unwrap();
+    assert!(matches!(q.flush(), Err(Error::Poisoned { offset: 1, .. })));
+    drop(q);
+    // Recovery after a restart clears it. (An injected failure loses nothing: the pages stayed
+    // dirty and reached the disk later, so recovery finds record 1 intact and keeps it.)
+    restart(&path);
+    let q = Queue::open(&path).unwrap();
+    let r = q.recovery().expect("recovery ran");
+    assert_eq!((r.flushed, r.tail), (1, 2), "{r:?}");
+    assert_eq!(q.flush().unwrap(), 2);
+    let mut p = q.producer().unwrap();
+    assert_eq!(p.publish(&payload(2)).unwrap(), 2);
+    assert_eq!(q.durable_offset(), 3);
 }
 
 /// The two file images of a power loss and what is known about them.
@@ -505,4 +544,203 @@ fn clean_restart_keeps_everything() {
     }
     // A second open on the same boot does not recover again.
     assert!(Queue::open(&path).unwrap().recovery().is_none());
+}
+
+/// Whether record `offset` with `payload` is in `image`: its header (offset, length, CRC32C)
+/// followed by its payload, at any record boundary.
+fn on_device(image: &[u8], offset: u64, payload: &[u8]) -> bool {
+    let mut head = offset.to_le_bytes().to_vec();
+    head.extend((payload.len() as u32).to_le_bytes());
+    head.extend(crc32c::crc32c(payload).to_le_bytes());
+    let end = 32 + payload.len();
+    (0..image.len().saturating_sub(end))
+        .step_by(8)
+        .any(|at| image[at..at + 16] == head[..] && image[at + 32..at + end] == *payload)
+}
+
+/// A real device failure. The writeback of records fails; the kernel marks the failed pages
+/// clean and reports the error once, so the next `fdatasync` succeeds without writing them.
+/// The durable offset must never move over those records: the file is poisoned, in every
+/// process, until recovery after a restart rebuilds it from what the device holds.
+fn failed_writeback_is_never_reported_durable() {
+    let mut disk = FailingDisk::new();
+    let path = disk.dir().join("q");
+    let q = Queue::create(&path, &options(Durability::None)).unwrap();
+    let mut p = q.producer().unwrap();
+    for seq in 0..10 {
+        assert_eq!(p.publish(&payload(seq)).unwrap(), seq);
+    }
+    assert_eq!(q.flush().unwrap(), 10);
+    disk.fail();
+    for seq in 10..60 {
+        assert_eq!(p.publish(&payload(seq)).unwrap(), seq);
+    }
+    // The first flush gets the device's error; the kernel has nothing left to write (or to
+    // report) for the next ones.
+    let confirms: Vec<_> = (0..3)
+        .map(|_| p.wait_durable(59, Some(Duration::from_secs(10))))
+        .collect();
+    let durable = q.durable_offset();
+    println!("  confirms while the device fails: {confirms:?}; durable offset {durable}");
+    assert_eq!(
+        durable, 10,
+        "the durable offset moved over records whose flush failed"
+    );
+    for confirm in &confirms {
+        match confirm {
+            Err(
+                e @ Error::Poisoned {
+                    offset: 10, source, ..
+                },
+            ) => {
+                assert_eq!(source.raw_os_error(), Some(libc::EIO));
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+            }
+            r => panic!("a confirm after the failed flush returned {r:?}"),
+        }
+    }
+    // Records before the failure are still confirmed.
+    p.wait_durable(9, Some(Duration::ZERO)).unwrap();
+    // A process that opens the file now never gets the device's error (the kernel reported it
+    // already); the mark in the file stops its flush.
+    let child = common::spawn(
+        "flush-poisoned",
+        &[("SHMQ_PATH", path.display().to_string())],
+    );
+    let (out, status) = common::wait(child, Duration::from_secs(60), "flush-poisoned");
+    assert!(
+        status.success(),
+        "the other process's flush did not fail as it should"
+    );
+    assert_eq!(out.trim(), "10");
+    // The queue still carries records, from the page cache.
+    assert_eq!(p.publish(&payload(60)).unwrap(), 60);
+    let mut c = q.consumer("g").unwrap();
+    for seq in 0..=60 {
+        let m = c.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
+        assert_eq!((m.offset, m.payload), (seq, &payload(seq)[..]));
+    }
+    drop((c, p, q));
+
+    // What the device holds: everything reported durable, and not what failed.
+    disk.replace();
+    let image = std::fs::read(&path).unwrap();
+    let missing: Vec<u64> = (0..60)
+        .filter(|&s| !on_device(&image, s, &payload(s)))
+        .collect();
+    assert!(
+        missing.iter().any(|&s| s >= 10),
+        "the device lost nothing: no write failed"
+    );
+    assert!(
+        missing.iter().all(|&s| s >= durable),
+        "durable offset {durable}, but records {missing:?} are not on the device"
+    );
+    // After a restart (the page cache is gone with the old device), recovery keeps what the
+    // device holds, and the queue works again.
+    restart(&path);
+    let q = Queue::open(&path).unwrap();
+    let r = q.recovery().expect("recovery ran").clone();
+    assert_eq!((r.flushed, r.tail), (10, 10), "{r:?}");
+    let mut c = q.consumer("after").unwrap();
+    for seq in 0..10 {
+        let m = c.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
+        assert_eq!((m.offset, m.payload), (seq, &payload(seq)[..]));
+    }
+    assert!(c.poll(Some(Duration::ZERO)).unwrap().is_none());
+    let mut p = q.producer().unwrap();
+    assert_eq!(p.publish(&payload(10)).unwrap(), 10);
+    assert_eq!(q.flush().unwrap(), 11);
+    println!(
+        "  records not on the failed device: {missing:?}; recovered tail {}",
+        r.tail
+    );
+}
+
+/// Child: opens a queue file whose flush failed in another process, flushes, and prints the
+/// offset the poison error names.
+fn flush_poisoned() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    match q.flush() {
+        Err(Error::Poisoned { offset, .. }) => println!("{offset}"),
+        r => panic!("a flush in a process that opened the file after the failure: {r:?}"),
+    }
+}
+
+/// Makes the file at `path` look last used before a machine restart (another boot id), so
+/// that the next open recovers it.
+fn restart(path: &Path) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 16], BOOT_ID_AT as u64).unwrap();
+}
+
+/// The same through another door. A Sync consumer's commit `msync`s its cursor, and that call
+/// reports any writeback error of the file (the kernel reports errors per file, not per page),
+/// here one of the ring's pages. That consumes the report for the file description the
+/// mapping was made from, so a flush through that description would succeed.
+fn an_error_a_commit_saw_still_stops_the_flush() {
+    let mut disk = FailingDisk::new();
+    let path = disk.dir().join("q");
+    let big = common::payload(0, 2, 8000);
+    // A claim timeout well above the publish timeout below: no flush leader may abort the
+    // stuck claim while that publish waits.
+    let opts = Options {
+        max_message: 8000,
+        claim_timeout: Duration::from_secs(1),
+        ..options(Durability::Sync)
+    };
+    let q = Queue::create(&path, &opts).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut stuck = q.producer().unwrap();
+    let mut c = q.consumer("g").unwrap();
+    assert_eq!(p.publish(&payload(0)).unwrap(), 0);
+    let m = c.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
+    assert_eq!(m.offset, 0);
+    disk.fail();
+    // Record 1 is claimed and never committed, so no flush reaches record 2 yet: its publish
+    // times out with the record committed but not flushed.
+    std::mem::forget(stuck.claim(100).unwrap());
+    p.set_timeout(Some(Duration::from_millis(20)));
+    let r = p.publish(&big).unwrap_err();
+    assert!(
+        matches!(
+            r,
+            Error::NotDurable {
+                offset: 2,
+                op: "wait for the flush",
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // The consumer aborts the stuck claim after the claim timeout and reads record 2.
+    let m = c.poll(Some(Duration::from_secs(5))).unwrap().unwrap();
+    assert_eq!((m.offset, m.payload), (2, &big[..]));
+    // The file is written back, and every write fails.
+    assert!(disk.write_back(&path).is_err(), "a write-back succeeded");
+    let commit = c.commit(2);
+    assert!(
+        matches!(commit, Err(Error::Io { op: "msync", .. })),
+        "{commit:?}"
+    );
+    let confirm = p.wait_durable(2, Some(Duration::from_secs(10)));
+    let durable = q.durable_offset();
+    println!("  commit: {commit:?}; the confirm after it: {confirm:?}; durable offset {durable}");
+    assert_eq!(
+        durable, 1,
+        "the durable offset moved over a record whose flush failed"
+    );
+    assert!(
+        matches!(confirm, Err(Error::Poisoned { offset: 1, .. })),
+        "{confirm:?}"
+    );
+    // A Sync publish on the poisoned file publishes nothing.
+    let r = p.publish(&payload(3));
+    assert!(matches!(r, Err(Error::Poisoned { offset: 1, .. })), "{r:?}");
+    assert_eq!(q.tail_offset(), 3);
+    drop((c, stuck, p, q));
+    disk.replace();
+    let image = std::fs::read(&path).unwrap();
+    assert!(on_device(&image, 0, &payload(0)));
+    assert!(!on_device(&image, 2, &big), "the device lost nothing");
 }

@@ -36,10 +36,11 @@ const OFF_CLAIM_TIMEOUT: usize = 40;
 const OFF_FILE_SIZE: usize = 56;
 /// Mutable header words: the tail (offset, position), the data and space futex words and
 /// their sleeper bitmaps, the durability cursors (flushed, durable, flush count, recovery
-/// floor) with their futex word and bitmap, and the boot id that decides whether open runs
-/// recovery.
-const HEADER_WORDS: [u64; 19] = [
-    128, 136, 256, 264, 272, 280, 288, 304, 312, 384, 388, 392, 512, 516, 520, 640, 648, 768, 776,
+/// floor), the poison word (offset, errno), the durability futex word and bitmap, and the
+/// boot id that decides whether open runs recovery.
+const HEADER_WORDS: [u64; 21] = [
+    128, 136, 256, 264, 272, 280, 288, 304, 312, 320, 328, 384, 388, 392, 512, 516, 520, 640, 648,
+    768, 776,
 ];
 /// Durability policy code of `Sync` in the header field at byte 64.
 const DURABILITY_SYNC: u32 = 2;

@@ -36,7 +36,7 @@
  | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
  | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
  | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
- | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed)                 |
+ | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed), `Poisoned` (an earlier flush failed) |
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
  | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
@@ -418,7 +418,8 @@ enum shmq_status shmq_producer_new(const struct shmq_queue *queue, struct shmq_p
  passes). Other outcomes: `SHMQ_FULL` (policy REJECT), `SHMQ_ETOOBIG`, `SHMQ_TIMEOUT` also
  when the call stalled past the claim timeout and readers aborted the record (nothing was
  published), `SHMQ_EIO` under SYNC durability when the record was published but its flush
- failed. `data` may be NULL only if `len` is 0.
+ failed, and under BATCH and SYNC when an earlier flush of the file failed (the file is
+ poisoned; nothing was published). `data` may be NULL only if `len` is 0.
 
  # Safety
  `producer` is NULL or a live producer not used concurrently by another thread; `data` is
@@ -432,8 +433,9 @@ enum shmq_status shmq_publish(struct shmq_producer *producer,
 
 /*
  Waits until the record at `offset` (and every record before it) is on disk, flushing if no
- other process is: `SHMQ_TIMEOUT` when `timeout_ns` passes, `SHMQ_EIO` if the flush failed,
- `SHMQ_EINVAL` for an offset not yet published. Works under every durability policy.
+ other process is: `SHMQ_TIMEOUT` when `timeout_ns` passes, `SHMQ_EIO` if a flush of the file
+ failed before the record was on disk (the file is poisoned: it never will be), `SHMQ_EINVAL`
+ for an offset not yet published. Works under every durability policy.
 
  # Safety
  `producer` is NULL or a live producer not used concurrently by another thread.

@@ -45,7 +45,8 @@ pub unsafe extern "C" fn shmq_producer_new(
 /// passes). Other outcomes: `SHMQ_FULL` (policy REJECT), `SHMQ_ETOOBIG`, `SHMQ_TIMEOUT` also
 /// when the call stalled past the claim timeout and readers aborted the record (nothing was
 /// published), `SHMQ_EIO` under SYNC durability when the record was published but its flush
-/// failed. `data` may be NULL only if `len` is 0.
+/// failed, and under BATCH and SYNC when an earlier flush of the file failed (the file is
+/// poisoned; nothing was published). `data` may be NULL only if `len` is 0.
 ///
 /// # Safety
 /// `producer` is NULL or a live producer not used concurrently by another thread; `data` is
@@ -72,8 +73,9 @@ pub unsafe extern "C" fn shmq_publish(
 }
 
 /// Waits until the record at `offset` (and every record before it) is on disk, flushing if no
-/// other process is: `SHMQ_TIMEOUT` when `timeout_ns` passes, `SHMQ_EIO` if the flush failed,
-/// `SHMQ_EINVAL` for an offset not yet published. Works under every durability policy.
+/// other process is: `SHMQ_TIMEOUT` when `timeout_ns` passes, `SHMQ_EIO` if a flush of the file
+/// failed before the record was on disk (the file is poisoned: it never will be), `SHMQ_EINVAL`
+/// for an offset not yet published. Works under every durability policy.
 ///
 /// # Safety
 /// `producer` is NULL or a live producer not used concurrently by another thread.

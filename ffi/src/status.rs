@@ -16,7 +16,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
 /// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
 /// | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
-/// | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed)                 |
+/// | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed), `Poisoned` (an earlier flush failed) |
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
 /// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
@@ -63,7 +63,7 @@ pub enum shmq_status {
 pub(crate) fn status_of(e: &Error) -> shmq_status {
     use shmq_status::*;
     match e {
-        Error::Io { .. } | Error::NotDurable { .. } => SHMQ_EIO,
+        Error::Io { .. } | Error::NotDurable { .. } | Error::Poisoned { .. } => SHMQ_EIO,
         Error::Corrupt {
             kind: Corruption::Version { .. },
             ..
