@@ -94,12 +94,19 @@ pub enum SeekTo {
 /// One record, borrowed until the next call on the consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Message<'a> {
-    /// The record's offset (dense per queue: 0, 1, 2, …).
+    /// The record's offset. Offsets are dense per queue (0, 1, 2, …) except for aborted ones
+    /// (see `aborted_before`).
     pub offset: u64,
     /// When it was published, nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
     /// The payload.
     pub payload: &'a [u8],
+    /// How many offsets right before this one were aborted and skipped since this consumer's
+    /// previous message: records whose producer gave them up (a dropped claim) or stalled or
+    /// died past the claim timeout. They hold no record and no one receives them. A consumer
+    /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
+    /// comes with [`Error::Lagged`] or a seek.
+    pub aborted_before: u64,
 }
 
 /// A member of a consumer group. Dropping it releases the group's lease.
@@ -117,6 +124,8 @@ pub struct Consumer {
     safe_from: u64,
     /// The stalled record and when we first saw it stalled.
     stall: Option<(u64, Instant)>,
+    /// Aborted offsets skipped since the last message returned.
+    aborted_run: u64,
     /// Consecutive polls that found the next record pending.
     pending_polls: u32,
     /// The session timeout in nanoseconds (0: none), and when the next heartbeat is due in
@@ -180,6 +189,7 @@ impl Consumer {
             lappable,
             safe_from,
             stall: None,
+            aborted_run: 0,
             pending_polls: 0,
             session,
             next_beat: 0,
@@ -269,6 +279,7 @@ impl Consumer {
                         offset,
                         timestamp_ns: timestamp,
                         payload: bytes,
+                        aborted_before: std::mem::take(&mut self.aborted_run),
                     }));
                 }
                 Found::Aborted => match ring.resolve(self.offset + 1) {
@@ -276,6 +287,7 @@ impl Consumer {
                         self.offset += 1;
                         self.pos = next;
                         self.stall = None;
+                        self.aborted_run += 1;
                     }
                     None => return Err(self.resync(self.offset)),
                 },
@@ -364,6 +376,7 @@ impl Consumer {
         self.offset = offset;
         self.pos = pos;
         self.stall = None;
+        self.aborted_run = 0;
         Error::Lagged {
             lost: offset.saturating_sub(from),
         }
@@ -425,6 +438,7 @@ impl Consumer {
         self.offset = offset;
         self.pos = pos;
         self.stall = None;
+        self.aborted_run = 0;
         Ok(())
     }
 

@@ -113,9 +113,21 @@ fn zero_copy_claim_and_abandon() {
     assert_eq!(claim.commit().unwrap(), 0);
     drop(p.claim(3).unwrap()); // abandoned: offset 1 is skipped at once
     p.publish(b"after").unwrap();
-    assert_eq!(c.poll(SHORT).unwrap().unwrap().payload, b"hello");
+    let first = c.poll(SHORT).unwrap().unwrap();
+    assert_eq!((first.payload, first.aborted_before), (&b"hello"[..], 0));
     let m = c.poll(SHORT).unwrap().unwrap();
     assert_eq!((m.offset, m.payload), (2, &b"after"[..]));
+    assert_eq!(
+        m.aborted_before, 1,
+        "the hole at offset 1 is reported as aborted"
+    );
+    // Three abandoned claims in a row, then a record: one message explains the whole hole.
+    for _ in 0..3 {
+        drop(p.claim(1).unwrap());
+    }
+    p.publish(b"later").unwrap();
+    let m = c.poll(SHORT).unwrap().unwrap();
+    assert_eq!((m.offset, m.aborted_before), (6, 3));
 }
 
 #[test]

@@ -33,6 +33,7 @@ class Message(ctypes.Structure):
         ("len", ctypes.c_size_t),
         ("offset", ctypes.c_uint64),
         ("timestamp_ns", ctypes.c_uint64),
+        ("aborted_before", ctypes.c_uint64),
     ]
 
 

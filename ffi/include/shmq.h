@@ -214,13 +214,20 @@ typedef struct shmq_message {
    */
   size_t len;
   /*
-   The record's offset (dense per queue: 0, 1, 2, ...).
+   The record's offset (dense per queue: 0, 1, 2, ..., except for aborted offsets).
    */
   uint64_t offset;
   /*
    When it was published, nanoseconds since the Unix epoch.
    */
   uint64_t timestamp_ns;
+  /*
+   How many offsets right before this one were aborted (given up by their producer, or
+   stalled or dead past the claim timeout: they hold no record) and skipped since this
+   consumer's previous message. A gap check expects offset == previous + 1 +
+   aborted_before; any other hole comes with SHMQ_LAGGED or a seek.
+   */
+  uint64_t aborted_before;
 } shmq_message;
 
 /*
@@ -319,6 +326,10 @@ typedef struct shmq_topic_message {
    When it was published, nanoseconds since the Unix epoch.
    */
   uint64_t timestamp_ns;
+  /*
+   Aborted offsets skipped right before this one in its partition (as in shmq_message).
+   */
+  uint64_t aborted_before;
 } shmq_topic_message;
 
 #ifdef __cplusplus

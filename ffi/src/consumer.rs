@@ -33,10 +33,15 @@ pub struct shmq_message {
     pub data: *const u8,
     /// Payload length in bytes.
     pub len: usize,
-    /// The record's offset (dense per queue: 0, 1, 2, ...).
+    /// The record's offset (dense per queue: 0, 1, 2, ..., except for aborted offsets).
     pub offset: u64,
     /// When it was published, nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
+    /// How many offsets right before this one were aborted (given up by their producer, or
+    /// stalled or dead past the claim timeout: they hold no record) and skipped since this
+    /// consumer's previous message. A gap check expects offset == previous + 1 +
+    /// aborted_before; any other hole comes with SHMQ_LAGGED or a seek.
+    pub aborted_before: u64,
 }
 
 /// Joins consumer group `group` (NUL-terminated UTF-8) on `queue` and stores the consumer in
@@ -103,6 +108,7 @@ pub unsafe extern "C" fn shmq_poll(
                     len: m.payload.len(),
                     offset: m.offset,
                     timestamp_ns: m.timestamp_ns,
+                    aborted_before: m.aborted_before,
                 };
                 // SAFETY: non-NULL (checked) and writable per the caller's contract.
                 unsafe { out.write(msg) };

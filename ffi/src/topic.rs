@@ -62,6 +62,8 @@ pub struct shmq_topic_message {
     pub offset: u64,
     /// When it was published, nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
+    /// Aborted offsets skipped right before this one in its partition (as in shmq_message).
+    pub aborted_before: u64,
 }
 
 /// Creates a topic directory at `path` with `partitions` partitions (1 to 1024), each a queue
@@ -441,6 +443,7 @@ pub unsafe extern "C" fn shmq_topic_poll(
             len: m.value.len(),
             offset: m.offset,
             timestamp_ns: m.timestamp_ns,
+            aborted_before: m.aborted_before,
         };
         // SAFETY: non-NULL (checked) and writable per the caller's contract.
         unsafe { out.write(msg) };

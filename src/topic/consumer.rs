@@ -77,6 +77,12 @@ pub struct TopicMessage<'a> {
     pub key: Option<&'a [u8]>,
     /// Its value.
     pub value: &'a [u8],
+    /// How many offsets right before this one were aborted and skipped since this consumer's
+    /// previous message: records whose producer gave them up (a dropped claim) or stalled or
+    /// died past the claim timeout. They hold no record and no one receives them. A consumer
+    /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
+    /// comes with [`Error::Lagged`](crate::Error::Lagged) or a seek. (Per partition.)
+    pub aborted_before: u64,
 }
 
 /// A member of a topic's consumer group. Dropping it releases its partitions and its slot.
@@ -194,6 +200,7 @@ impl TopicConsumer {
                         timestamp_ns: m.timestamp_ns,
                         key,
                         value,
+                        aborted_before: m.aborted_before,
                     }));
                 }
             }
