@@ -2,7 +2,8 @@
 //! fresh queue, then N polls. The C twin is `ffi/examples/call_cost.c`; run both on the same
 //! machine and compare (see `ffi/README.md`).
 //!
-//! Usage: `cargo run --release --example call_cost -- PATH [N]`
+//! Usage: `cargo run --release --example call_cost -- PATH [N] [--no-verify]` (`--no-verify`:
+//! polls skip the CRC32C check, to measure what it costs)
 
 use std::time::{Duration, Instant};
 
@@ -10,12 +11,14 @@ fn main() -> shmq::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect("usage: call_cost PATH [N]");
     let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
+    let verify = args.next().as_deref() != Some("--no-verify");
     let options = shmq::Options {
         capacity: 256 << 20, // room for every record: nothing waits
         ..shmq::Options::default()
     };
     let queue = shmq::Queue::create(&path, &options)?;
     let mut consumer = queue.consumer("g")?;
+    consumer.set_verify_checksums(verify);
     let mut producer = queue.producer()?;
     let msg = [7u8; 64];
     let t0 = Instant::now();
@@ -31,7 +34,7 @@ fn main() -> shmq::Result<()> {
     let t2 = Instant::now();
     let per = |d: Duration| d.as_nanos() as f64 / n as f64;
     println!(
-        "rust publish {:.1} ns/call  poll {:.1} ns/call  ({n} messages, check {sum})",
+        "rust publish {:.1} ns/call  poll {:.1} ns/call  ({n} messages, verify {verify}, check {sum})",
         per(t1 - t0),
         per(t2 - t1)
     );
