@@ -2,8 +2,11 @@
 //!
 //! With the `fault-injection` feature, `SHMQ_CRASH_AT=<name>` (or `<name>:<n>` for the n-th time the
 //! point is reached, counting from 1) makes the process SIGKILL itself at that point, so each torn
-//! state of publish and commit can be produced deterministically. Without the feature every point
-//! compiles to nothing.
+//! state of publish and commit can be produced deterministically. `SHMQ_STOP_AT=<name>[:<n>]`
+//! (same syntax, counted separately) makes it SIGSTOP itself there instead: the process stays
+//! alive, holding every lease it has, until someone sends it SIGCONT, and then carries on from
+//! that point. It stands for a producer descheduled or stopped mid-publish for longer than the
+//! claim timeout (`tests/liveness.rs`). Without the feature every point compiles to nothing.
 
 /// Every crash point, in protocol order (tests iterate over this list).
 pub const POINTS: &[&str] = &[
@@ -23,30 +26,59 @@ pub const POINTS: &[&str] = &[
     "member.leave.before_lease",
 ];
 
-/// Kills the process here if `SHMQ_CRASH_AT` names this point (test builds only).
+/// One trigger variable: which point (and which hit of it) it names, and the hits so far.
 #[cfg(feature = "fault-injection")]
-pub(crate) fn point(name: &'static str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    static HITS: AtomicU64 = AtomicU64::new(0);
-    let target = TARGET.get_or_init(|| {
-        let v = std::env::var("SHMQ_CRASH_AT").ok()?;
-        let (n, k) = v
-            .split_once(':')
-            .map_or((v.as_str(), 1), |(n, k)| (n, k.parse().unwrap_or(1)));
-        Some((n.to_string(), k))
-    });
-    if let Some((target, nth)) = target {
-        // Relaxed: a per-process counter, only this thread's count matters for the test.
-        if target == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *nth {
-            // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+struct Trigger {
+    var: &'static str,
+    target: std::sync::OnceLock<Option<(String, u64)>>,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Trigger {
+    const fn new(var: &'static str) -> Self {
+        Trigger {
+            var,
+            target: std::sync::OnceLock::new(),
+            hits: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Whether reaching point `name` now is the hit the variable asks for.
+    fn fires(&self, name: &str) -> bool {
+        let target = self.target.get_or_init(|| {
+            let v = std::env::var(self.var).ok()?;
+            let (n, k) = v
+                .split_once(':')
+                .map_or((v.as_str(), 1), |(n, k)| (n, k.parse().unwrap_or(1)));
+            Some((n.to_string(), k))
+        });
+        // Relaxed: a per-process counter, only this thread's count matters for the test.
+        matches!(target, Some((target, nth))
+            if target == name
+                && self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == *nth)
     }
 }
 
-/// Kills the process here if `SHMQ_CRASH_AT` names this point (test builds only).
+/// Kills the process here if `SHMQ_CRASH_AT` names this point, or stops it here if
+/// `SHMQ_STOP_AT` does (test builds only).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn point(name: &'static str) {
+    static CRASH: Trigger = Trigger::new("SHMQ_CRASH_AT");
+    static STOP: Trigger = Trigger::new("SHMQ_STOP_AT");
+    if CRASH.fires(name) {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    if STOP.fires(name) {
+        // SAFETY: as above; SIGSTOP stops every thread of the process until SIGCONT, and the
+        // call returns once the process continues.
+        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+    }
+}
+
+/// Kills or stops the process here if `SHMQ_CRASH_AT` or `SHMQ_STOP_AT` names this point (test
+/// builds only).
 #[cfg(not(feature = "fault-injection"))]
 #[inline(always)]
 pub(crate) fn point(_name: &'static str) {}

@@ -24,7 +24,23 @@ pub fn arg<T: std::str::FromStr>(name: &str) -> T {
 
 /// Starts this binary again as a child in `role` with `env` set.
 pub fn spawn(role: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    command_via(&[], role, env).spawn().expect("spawn child")
+}
+
+/// The command that runs this binary again as a child in `role` with `env` set, through
+/// `wrapper` if it is not empty: a program and its arguments, to which the binary's path is
+/// appended (e.g. `unshare --pid --fork` to run the child in a pid namespace of its own).
+/// Standard input is closed, standard output piped, standard error inherited.
+pub fn command_via(wrapper: &[&str], role: &str, env: &[(&str, String)]) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match wrapper.split_first() {
+        None => Command::new(&exe),
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(&exe);
+            cmd
+        }
+    };
     cmd.env(ROLE, role)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -45,7 +61,7 @@ pub fn spawn(role: &str, env: &[(&str, String)]) -> Child {
             }
         });
     }
-    cmd.spawn().expect("spawn child")
+    cmd
 }
 
 /// Waits for `child` up to `limit`; kills it and panics on timeout; returns its stdout and
