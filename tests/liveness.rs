@@ -94,6 +94,7 @@ fn non_gating() -> Subscribe {
     Subscribe {
         gating: false,
         start: Start::Latest,
+        ..Subscribe::default()
     }
 }
 
