@@ -11,8 +11,9 @@ use crate::error::Corruption;
 
 /// File magic, the first 8 bytes of every queue file.
 pub const MAGIC: [u8; 8] = *b"SHMQRING";
-/// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The format version this build reads and writes. Version 2: lease words are kernel-held
+/// liveness ids (not pid and start time), the poison word, and group sessions.
+pub const VERSION: u32 = 2;
 /// Size of the header page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Size of one record header in the ring.

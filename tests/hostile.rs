@@ -136,7 +136,7 @@ fn header(
 ) -> [u8; 128] {
     let mut b = [0u8; 128];
     b[..8].copy_from_slice(b"SHMQRING");
-    put32(&mut b, OFF_VERSION, 1);
+    put32(&mut b, OFF_VERSION, shmq::FORMAT_VERSION);
     put32(&mut b, 12, HEADER_SIZE as u32);
     put64(&mut b, OFF_CAPACITY, l.capacity);
     put32(&mut b, OFF_MAX_MESSAGE, max_message);
@@ -766,7 +766,7 @@ proptest! {
                 let mut b = raw;
                 b.resize(b.len().max(HEADER_SIZE as usize), 0);
                 b[..8].copy_from_slice(b"SHMQRING");
-                put32(&mut b, OFF_VERSION, 1);
+                put32(&mut b, OFF_VERSION, shmq::FORMAT_VERSION);
                 b
             }
             _ => {
@@ -901,14 +901,14 @@ fn wrong_version_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_queue(&dir);
     edit_file(&path, |b| {
-        put32(b, OFF_VERSION, 2);
+        put32(b, OFF_VERSION, 1);
         reseal(b);
     });
     assert_eq!(
         corruption(&path),
         Corruption::Version {
-            found: 2,
-            supported: 1
+            found: 1,
+            supported: 2
         }
     );
     // The version is checked before the checksum.

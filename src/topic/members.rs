@@ -43,7 +43,8 @@ use crate::sync::{fence, Ordering, Region};
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
 const MAGIC: [u8; 8] = *b"SHMQMEMB";
-const VERSION: u32 = 1;
+/// Version 2: lease words are kernel-held liveness ids (not pid and start time).
+const VERSION: u32 = 2;
 /// Member slots: at most this many members (of all groups) at once. One bit each in the
 /// 64-bit sleeper bitmap.
 pub(crate) const SLOTS: u32 = 64;
