@@ -18,7 +18,7 @@ use crossbeam_utils::Backoff;
 use crate::clock;
 use crate::error::{Corruption, Error, Result};
 use crate::layout::{footprint, Durability, FullPolicy};
-use crate::lease::{self, Lease};
+use crate::lease::Lease;
 use crate::queue::Shared;
 use crate::ring::Found;
 use crate::sync::Ordering;
@@ -229,7 +229,7 @@ impl Consumer {
     /// [`Corruption::Checksum`] (see [`set_verify_checksums`](Self::set_verify_checksums)); the
     /// consumer has moved past it, so the next poll returns the record after it.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
-        self.check_fork()?;
+        self.lease.check_current(&self.shared.path)?;
         self.beat()?;
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
@@ -393,7 +393,7 @@ impl Consumer {
     /// last did (another member that judged this one dead, or a reset): nothing was committed,
     /// and this member should stop reading the group.
     pub fn commit(&mut self, offset: u64) -> Result<()> {
-        self.check_fork()?;
+        self.lease.check_current(&self.shared.path)?;
         if offset >= self.offset {
             return Err(Error::InvalidArgument(format!(
                 "cannot commit offset {offset}: this consumer has only read up to {}",
@@ -433,7 +433,7 @@ impl Consumer {
 
     /// Moves the read cursor (not the committed offset).
     pub fn seek(&mut self, to: SeekTo) -> Result<()> {
-        self.check_fork()?;
+        self.lease.check_current(&self.shared.path)?;
         let (offset, pos) = locate(&self.shared, self.slot, to)?;
         self.offset = offset;
         self.pos = pos;
@@ -470,18 +470,6 @@ impl Consumer {
         }
         self.next_beat = next_beat(self.session);
         Ok(())
-    }
-
-    /// Fails with [`Error::Forked`] in a child forked after this consumer was made: the
-    /// group's lease is the parent's.
-    fn check_fork(&self) -> Result<()> {
-        if self.lease.current() {
-            return Ok(());
-        }
-        Err(Error::Forked {
-            path: self.shared.path.clone(),
-            pid: lease::pid(self.lease.word()),
-        })
     }
 
     fn taken_over(&self, found: u128) -> Error {

@@ -282,6 +282,19 @@ impl Lease {
         self.fd.current()
     }
 
+    /// Fails with [`Error::Forked`](crate::Error::Forked) (naming `path`, the file or topic
+    /// of the handle) in a child forked after this lease was taken: the handle holding it, and
+    /// its slot, are the parent's.
+    pub(crate) fn check_current(&self, path: &Path) -> crate::Result<()> {
+        if self.current() {
+            return Ok(());
+        }
+        Err(crate::Error::Forked {
+            path: path.to_path_buf(),
+            pid: pid(self.word),
+        })
+    }
+
     /// The lease's own description of the file, for the holder's other locks (a flush).
     pub(crate) fn fd(&self) -> &OwnFd {
         &self.fd

@@ -112,7 +112,7 @@ impl Producer {
     /// by [`set_timeout`](Self::set_timeout)), [`Error::Poisoned`] (under `Batch` and `Sync`:
     /// an earlier flush of the file failed; nothing was published).
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64> {
-        self.check_fork()?;
+        self.lease.check_current(&self.shared.path)?;
         let len = self.check_len(payload.len())?;
         let claim = self.claim_raw(len)?;
         self.shared.ring.write_payload(&claim, payload);
@@ -129,7 +129,7 @@ impl Producer {
     /// `offset` was durable (this one or an earlier one: it never will be),
     /// [`Error::InvalidArgument`] for an offset not yet published.
     pub fn wait_durable(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
-        self.check_fork()?;
+        self.lease.check_current(&self.shared.path)?;
         let tail = self.shared.ring.tail().0;
         if offset >= tail {
             return Err(Error::InvalidArgument(format!(
@@ -144,7 +144,7 @@ impl Producer {
     /// [`Claimed::commit`]. Dropping the claim uncommitted aborts the record. Fails as
     /// [`publish`](Self::publish) does.
     pub fn claim(&mut self, len: usize) -> Result<Claimed<'_>> {
-        self.check_fork()?;
+        self.lease.check_current(&self.shared.path)?;
         let len = self.check_len(len)?;
         let claim = self.claim_raw(len)?;
         Ok(Claimed {
@@ -169,18 +169,6 @@ impl Producer {
             op,
             source,
         }
-    }
-
-    /// Fails with [`Error::Forked`] in a child forked after this producer was made: the slot
-    /// is the parent's.
-    fn check_fork(&self) -> Result<()> {
-        if self.lease.current() {
-            return Ok(());
-        }
-        Err(Error::Forked {
-            path: self.shared.path.clone(),
-            pid: lease::pid(self.lease.word()),
-        })
     }
 
     fn check_len(&self, len: usize) -> Result<u32> {

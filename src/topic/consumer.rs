@@ -34,7 +34,7 @@ use crossbeam_utils::Backoff;
 use crate::clock;
 use crate::consumer::{Consumer, Subscribe};
 use crate::error::{Error, Result};
-use crate::lease::{self, Lease};
+use crate::lease::Lease;
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
 
@@ -165,7 +165,7 @@ impl TopicConsumer {
     /// A record that is not topic-framed gives [`Error::Corrupt`] and is skipped by the next
     /// poll. [`Error::Lagged`] comes from a non-gating group overrun in one partition.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<TopicMessage<'_>>> {
-        self.check_fork()?;
+        self.lease.check_current(self.topic.path())?;
         // Read the precise clock only once nothing was ready: it costs more than a record.
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
@@ -253,7 +253,7 @@ impl TopicConsumer {
     /// member dead) or a reset moved its committed offset: nothing was committed, and this
     /// member drops the partition.
     pub fn commit(&mut self, partition: u32, offset: u64) -> Result<()> {
-        self.check_fork()?;
+        self.lease.check_current(self.topic.path())?;
         let held = self.held.get_mut(partition as usize);
         match held {
             Some(Some(c)) => {
@@ -285,18 +285,6 @@ impl TopicConsumer {
         for c in self.held.iter_mut().flatten() {
             c.set_verify_checksums(verify);
         }
-    }
-
-    /// Fails with [`Error::Forked`] in a child forked after this member joined: the slot and
-    /// the partitions are the parent's.
-    fn check_fork(&self) -> Result<()> {
-        if self.lease.current() {
-            return Ok(());
-        }
-        Err(Error::Forked {
-            path: self.topic.path().to_path_buf(),
-            pid: lease::pid(self.lease.word()),
-        })
     }
 
     /// Heartbeat, growth, and rebalance (see the module docs).
