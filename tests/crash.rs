@@ -393,28 +393,44 @@ fn crash_points_in_publish() {
     }
 }
 
+/// A queue holding records 0..50 of producer 0, after a child in `role` was killed at crash
+/// point `at` (`name` or `name:n`).
+fn killed_at(role: &str, at: &str) -> (Setup, Queue) {
+    let (s, q) = setup(1 << 16);
+    let mut p = q.producer().unwrap();
+    for seq in 0..50 {
+        p.publish(&common::payload(0, seq, MAX)).unwrap();
+    }
+    let env = [
+        ("SHMQ_PATH", s.path.clone()),
+        ("SHMQ_CRASH_AT", at.to_string()),
+    ];
+    let (_, status) = common::wait(common::spawn(role, &env), Duration::from_secs(60), role);
+    assert!(common::killed(status), "{at}: {role} was not killed there");
+    (s, q)
+}
+
+/// Reads records `from..50` in order and intact, committing each if `commit`.
+fn read_rest(c: &mut shmq::Consumer, from: u64, commit: bool, point: &str) {
+    for expected in from..50 {
+        let m = c
+            .poll(Some(Duration::from_secs(5)))
+            .unwrap()
+            .expect("record");
+        assert_eq!(m.offset, expected, "{point}: resumed out of order");
+        assert_eq!(common::check(m.payload).unwrap(), (0, expected as u32));
+        if commit {
+            let o = m.offset;
+            c.commit(o).unwrap();
+        }
+    }
+}
+
 /// A consumer killed at each step of commit: the restarted member resumes at the offset the
 /// group's cursor holds (the last commit that reached the file) and nothing is lost.
 fn crash_points_in_commit() {
     for (point, committed) in [("commit.before_store", 2), ("commit.after_store", 3)] {
-        let (s, q) = setup(1 << 16);
-        let mut p = q.producer().unwrap();
-        for seq in 0..50 {
-            p.publish(&common::payload(0, seq, MAX)).unwrap();
-        }
-        let env = [
-            ("SHMQ_PATH", s.path.clone()),
-            ("SHMQ_CRASH_AT", format!("{point}:3")),
-        ];
-        let (_, status) = common::wait(
-            common::spawn("committer", &env),
-            Duration::from_secs(60),
-            "committer",
-        );
-        assert!(
-            common::killed(status),
-            "{point}: committer was not killed there"
-        );
+        let (_s, q) = killed_at("committer", &format!("{point}:3"));
         // The dead member's lease is taken over; it resumes at the committed offset.
         let mut c = q.consumer("g").unwrap();
         assert_eq!(
@@ -422,14 +438,7 @@ fn crash_points_in_commit() {
             committed,
             "{point}: committed offset after the crash"
         );
-        for expected in committed..50 {
-            let m = c
-                .poll(Some(Duration::from_secs(5)))
-                .unwrap()
-                .expect("record");
-            assert_eq!(m.offset, expected, "{point}: resumed out of order");
-            assert_eq!(common::check(m.payload).unwrap(), (0, expected as u32));
-        }
+        read_rest(&mut c, committed, false, point);
         println!("  {point}: resumed at {committed}");
     }
 }
@@ -442,38 +451,12 @@ fn crash_points_in_join() {
         .iter()
         .filter(|p| p.starts_with("group.join."))
     {
-        let (s, q) = setup(1 << 16);
-        let mut p = q.producer().unwrap();
-        for seq in 0..50 {
-            p.publish(&common::payload(0, seq, MAX)).unwrap();
-        }
-        let env = [
-            ("SHMQ_PATH", s.path.clone()),
-            ("SHMQ_CRASH_AT", point.to_string()),
-        ];
-        let (_, status) = common::wait(
-            common::spawn("joiner", &env),
-            Duration::from_secs(60),
-            "joiner",
-        );
-        assert!(
-            common::killed(status),
-            "{point}: joiner was not killed there"
-        );
+        let (s, q) = killed_at("joiner", point);
         let started = Instant::now();
         let mut c = q.subscribe("g", &session(Duration::from_secs(30))).unwrap();
         let took = started.elapsed();
+        read_rest(&mut c, 0, true, point);
         let other = Queue::open(&s.path).unwrap();
-        for expected in 0..50 {
-            let m = c
-                .poll(Some(Duration::from_secs(5)))
-                .unwrap()
-                .expect("record");
-            assert_eq!(m.offset, expected, "{point}: out of order");
-            assert_eq!(common::check(m.payload).unwrap(), (0, expected as u32));
-            let o = m.offset;
-            c.commit(o).unwrap();
-        }
         assert!(
             matches!(other.consumer("g"), Err(shmq::Error::GroupBusy { .. })),
             "{point}: the new member's group was taken while it polls"
