@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Soak run (not part of CI): mixed load on a queue and a topic for a while, with every role
+# SIGKILLed at random and restarted, and one instance of each role that is never killed.
+# Every minute it samples the resident memory and open descriptors of those long-lived
+# processes and the size of every file, and prints them as a table; at the end it stops the
+# producers, lets the consumers drain, and checks that every group caught up.
+#
+# Usage: scripts/soak.sh [SECONDS]   (default 1800; needs target/release/shmq:
+#        cargo build --release -p shmq-cli)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_TOTAL=${1:-1800}
+SHMQ=${SHMQ:-$PWD/target/release/shmq}
+DIR=$(mktemp -d /dev/shm/shmq-soak.XXXXXX)
+Q=$DIR/orders.q
+T=$DIR/events.topic
+LOG=$DIR/log
+mkdir "$LOG"
+trap 'kill -9 $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+
+"$SHMQ" create "$Q" --capacity 4MiB >/dev/null
+"$SHMQ" create "$T" --partitions 4 --capacity 1MiB >/dev/null
+"$SHMQ" group create "$Q" audit >/dev/null
+"$SHMQ" group create "$T" billing >/dev/null
+
+# Each role: the command line that runs it.
+declare -A ROLE=(
+    [qprod]="$SHMQ publish $Q --count 1000000000 --size 200"
+    [qcons]="$SHMQ consume $Q -g audit --follow --commit --session-timeout 2s"
+    [qtap]="$SHMQ consume $Q -g tap --create --non-gating --follow"
+    [tprod]="$SHMQ publish $T --count 1000000000 --size 100"
+    [tmember]="$SHMQ consume $T -g billing --follow --commit"
+)
+declare -A STABLE=() CHURN=()
+KILLS=0
+start() { # start ROLE NAME: runs the role in the background, its output discarded
+    ${ROLE[$1]} >/dev/null 2>>"$LOG/$2.err" &
+    echo $!
+}
+for r in "${!ROLE[@]}"; do
+    STABLE[$r]=$(start "$r" "$r.stable")
+    CHURN[$r]=$(start "$r" "$r.churn")
+done
+"$SHMQ" stat "$Q" --interval 1s >/dev/null 2>>"$LOG/stat.err" &
+STAT=$!
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo dead; }
+fds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
+sample() {
+    local line
+    line=$(printf '%5ds kills %5d' "$SECONDS" "$KILLS")
+    for r in qprod qcons qtap tprod tmember; do
+        line+=$(printf ' | %s rss %6s fds %3s' "$r" "$(rss_kb "${STABLE[$r]}")" "$(fds "${STABLE[$r]}")")
+    done
+    line+=$(printf ' | stat rss %6s fds %3s' "$(rss_kb $STAT)" "$(fds $STAT)")
+    line+=" | bytes $(du -sb "$DIR" --exclude=log | cut -f1) files $(find "$DIR" -path "$LOG" -prune -o -type f -print | wc -l)"
+    echo "$line"
+}
+
+SECONDS=0
+next_sample=0
+while (( SECONDS < SECONDS_TOTAL )); do
+    if (( SECONDS >= next_sample )); then
+        sample
+        next_sample=$((next_sample + 60))
+    fi
+    # Kill one churning role at random, at a random moment, and restart it.
+    sleep "0.$((RANDOM % 9 + 1))"
+    roles=("${!ROLE[@]}")
+    r=${roles[RANDOM % ${#roles[@]}]}
+    kill -9 "${CHURN[$r]}" 2>/dev/null || true
+    wait "${CHURN[$r]}" 2>/dev/null || true
+    KILLS=$((KILLS + 1))
+    CHURN[$r]=$(start "$r" "$r.churn")
+    for s in "${!STABLE[@]}"; do
+        kill -0 "${STABLE[$s]}" 2>/dev/null || { echo "long-lived $s died: $(cat "$LOG/$s.stable.err")"; exit 1; }
+    done
+done
+sample
+
+# Stop the producers, let the consumers drain, then every gating group must have caught up.
+for r in qprod tprod; do kill -9 "${STABLE[$r]}" "${CHURN[$r]}" 2>/dev/null || true; done
+sleep 10
+"$SHMQ" info "$Q" --json > "$DIR/q.json"
+"$SHMQ" info "$T" --json > "$DIR/t.json"
+python3 - "$DIR/q.json" "$DIR/t.json" <<'PY'
+import json, sys
+q = json.load(open(sys.argv[1]))
+lag = {g["name"]: g["lag"] for g in q["groups"]}
+print("queue groups lag:", lag)
+assert lag["audit"] == 0, "audit did not drain"
+t = json.load(open(sys.argv[2]))
+lags = [g["lag"] for p in t["partition_info"] for g in p["groups"] if g["name"] == "billing"]
+print("topic billing lag per partition:", lags)
+assert all(l == 0 for l in lags), "billing did not drain"
+PY
+echo "errors logged by killed processes (first 5 distinct):"
+cat "$LOG"/*.err | sort | uniq -c | sort -rn | head -5
+echo "soak: $KILLS kills in $SECONDS s, no long-lived process died, every group drained"
