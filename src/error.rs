@@ -67,6 +67,39 @@ pub enum Corruption {
     },
 }
 
+/// Why [`Error::Untrusted`] refused a file: who other than the opener could have written it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Distrust {
+    /// Every user may write it (mode bit `0o002`). Never accepted, whatever is trusted.
+    #[error("every user may write it; share a queue through a group and mode 0660 instead")]
+    OthersMayWrite,
+    /// Its group may write it (mode bit `0o020`), and that group is not the trusted group.
+    #[error("its group may write it; trust that group to open it")]
+    GroupMayWrite,
+    /// It belongs to a user who is neither the opener's effective user nor the trusted owner,
+    /// and its group is not the trusted group.
+    #[error("it belongs to another user; trust that user or the file's group to open it")]
+    Owner,
+}
+
+/// A user or group id, with its name where the system's user database has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The uid or gid.
+    pub id: u32,
+    /// Its name, if it has one.
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.id),
+            None => write!(f, "{}", self.id),
+        }
+    }
+}
+
 /// Every error shmq returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -99,6 +132,24 @@ pub enum Error {
     NotFound {
         /// The path asked for.
         path: PathBuf,
+    },
+    /// The file (a queue file, or a topic's directory, descriptor or membership file) could
+    /// have been written by someone the opener does not trust, so it was not opened: another
+    /// user could use it to read, inject or truncate the records of everyone who opens it.
+    /// [`Trust`](crate::Trust) names the owner or group to accept (`Queue::open_trusting`,
+    /// `Topic::open_trusting`); a file every user may write is never accepted.
+    #[error("{path}: owner {owner}, group {group}, mode {mode:04o}: refused because {why}")]
+    Untrusted {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: Account,
+        /// Its group.
+        group: Account,
+        /// Its permission bits (with the setuid, setgid and sticky bits).
+        mode: u32,
+        /// What made it untrusted.
+        why: Distrust,
     },
     /// The topic directory does not exist.
     #[error("{path}: no such topic")]

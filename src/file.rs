@@ -11,6 +11,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 use crate::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
+use crate::trust::Trust;
 
 /// An open queue file and its shared mapping.
 pub(crate) struct Mapped {
@@ -48,11 +49,7 @@ fn check_platform() -> Result<()> {
 pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapped> {
     check_platform()?;
     geometry.check().map_err(Error::InvalidArgument)?;
-    if mode & !0o777 != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "mode {mode:#o} has bits outside 0o777"
-        )));
-    }
+    crate::trust::check_create_mode(mode)?;
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
@@ -145,8 +142,8 @@ pub(crate) fn open_shared(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Opens and validates an existing queue file.
-pub(crate) fn open(path: &Path) -> Result<Mapped> {
+/// Opens and validates an existing queue file that `trust` accepts.
+pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Mapped> {
     check_platform()?;
     let file = open_shared(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound {
@@ -165,6 +162,7 @@ pub(crate) fn open(path: &Path) -> Result<Mapped> {
             path.display()
         )));
     }
+    trust.check(path, &meta)?;
     let mut head = [0u8; IMMUTABLE_SIZE];
     let got = read_prefix(&file, &mut head).map_err(io_err(path, "read header"))?;
     let geometry = Geometry::decode(&head[..got], meta.len()).map_err(|kind| Error::Corrupt {

@@ -64,10 +64,12 @@ mod queue;
 mod recovery;
 #[cfg(not(loom))]
 mod topic;
+#[cfg(not(loom))]
+mod trust;
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
-pub use error::{Corruption, Error, Result};
+pub use error::{Account, Corruption, Distrust, Error, Result};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
 pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};
@@ -82,6 +84,8 @@ pub use topic::{
     fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,
     TopicConsumer, TopicMessage, TopicOptions, TopicProducer, MAX_KEY, MAX_PARTITIONS,
 };
+#[cfg(not(loom))]
+pub use trust::Trust;
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.
 #[cfg(doctest)]

@@ -18,6 +18,7 @@ use crate::producer::Producer;
 use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
 use crate::sync::Region;
+use crate::trust::Trust;
 
 /// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
 #[derive(Debug, Clone)]
@@ -35,7 +36,9 @@ pub struct Options {
     /// How long a claimed record may stay unwritten before readers abort it (a producer killed
     /// mid-publish stalls consumers at most this long). Default 1 s.
     pub claim_timeout: Duration,
-    /// Permission bits of the file. Default `0o600`.
+    /// Permission bits of the file. Default `0o600`. A group-writable mode (`0o660`) shares
+    /// the file with its group, whose other members open it with
+    /// [`Trust::group`](crate::Trust::group); a mode that lets every user write is refused.
     pub mode: u32,
     /// What a publish promises about machine crashes. Default [`Durability::None`].
     pub durability: Durability,
@@ -162,9 +165,19 @@ impl Queue {
         })
     }
 
-    /// Opens an existing queue file, validating its header against its size.
+    /// Opens an existing queue file, validating its header against its size. The file must
+    /// belong to this process's effective user, and neither its group nor others may write it
+    /// ([`Error::Untrusted`](crate::Error::Untrusted) otherwise); [`Queue::open_trusting`]
+    /// accepts another owner or group.
     pub fn open(path: impl AsRef<Path>) -> Result<Queue> {
-        let mapped = file::open(path.as_ref())?;
+        Queue::open_trusting(path, &Trust::default())
+    }
+
+    /// Opens an existing queue file like [`Queue::open`], also accepting a file that belongs
+    /// to `trust.owner`, or whose group is `trust.group` (which may then write it). A file
+    /// every user may write is refused whatever `trust` says.
+    pub fn open_trusting(path: impl AsRef<Path>, trust: &Trust) -> Result<Queue> {
+        let mapped = file::open(path.as_ref(), trust)?;
         let mut shared = Shared::new(mapped);
         shared.recovery = shared.recover_if_restarted()?;
         Ok(Queue {

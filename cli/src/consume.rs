@@ -8,7 +8,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shmq::{Consumer, MemberOptions, Queue, SeekTo, Start, Subscribe, Topic, TopicConsumer};
+use shmq::{Consumer, MemberOptions, SeekTo, Start, Subscribe, Topic, TopicConsumer};
 
 use crate::error::CliError;
 use crate::{ConsumeArgs, Format, StartAt};
@@ -59,7 +59,7 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
 /// Joins the group of a queue file and moves to `--from`.
 fn join_queue(args: &ConsumeArgs, options: &Subscribe) -> Result<Consumer, CliError> {
     let path = &args.path;
-    let queue = Queue::open(path).map_err(|e| CliError::queue(path, e))?;
+    let queue = args.trust.open_queue(path)?;
     if !args.create && !queue.groups().iter().any(|g| g.name == args.group) {
         return Err(missing_group(path, &args.group));
     }
@@ -83,7 +83,7 @@ fn join_queue(args: &ConsumeArgs, options: &Subscribe) -> Result<Consumer, CliEr
 /// Joins the group of a topic as one more member: it reads the partitions it is assigned.
 fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, CliError> {
     let path = &args.path;
-    let topic = Topic::open(path).map_err(|e| CliError::queue(path, e))?;
+    let topic = args.trust.open_topic(path)?;
     let known = topic
         .info()
         .iter()

@@ -27,6 +27,14 @@ impl CliError {
         let shown = path.display().to_string();
         let text = match e {
             shmq::Error::InvalidArgument(m) if m.starts_with(&shown) => m,
+            shmq::Error::Untrusted { why, .. } => {
+                let flags = match why {
+                    shmq::Distrust::Owner => " (--trust-owner USER or --trust-group GROUP)",
+                    shmq::Distrust::GroupMayWrite => " (--trust-group GROUP)",
+                    shmq::Distrust::OthersMayWrite => "",
+                };
+                format!("{e}{flags}")
+            }
             e => e.to_string(),
         };
         if text.starts_with(&shown) {

@@ -14,6 +14,7 @@ use crate::error::CliError;
 use crate::fmt::count;
 use crate::info;
 use crate::time::parse_time;
+use crate::trust::TrustArgs;
 
 /// Arguments of `shmq group`.
 #[derive(Args)]
@@ -21,6 +22,9 @@ pub struct GroupArgs {
     /// What to do with the groups.
     #[command(subcommand)]
     action: Action,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// The `group` subcommands.
@@ -89,7 +93,7 @@ fn parse_target(s: &str) -> Result<SeekTo, String> {
 pub fn run(args: &GroupArgs) -> Result<(), CliError> {
     match &args.action {
         Action::List { path, json } => {
-            let groups: Vec<info::Group> = open(path)?
+            let groups: Vec<info::Group> = open(path, &args.trust)?
                 .iter()
                 .flat_map(|(p, q)| info::groups(q, *p))
                 .collect();
@@ -108,7 +112,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             non_gating,
             latest,
         } => {
-            let queues = open(path)?;
+            let queues = open(path, &args.trust)?;
             if queues.iter().any(|(_, q)| committed_of(q, group).is_some()) {
                 return Err(CliError::new(
                     path.display(),
@@ -143,7 +147,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             partition,
             to,
         } => {
-            let queues = chosen(path, open(path)?, *partition)?;
+            let queues = chosen(path, open(path, &args.trust)?, *partition)?;
             if queues.len() > 1 && matches!(to, SeekTo::Offset(_)) {
                 return Err(CliError::new(
                     "--to",
@@ -171,7 +175,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             Ok(())
         }
         Action::Delete { path, group } => {
-            let queues = open(path)?;
+            let queues = open(path, &args.trust)?;
             let before = existing(path, &queues, group)?;
             for ((partition, queue), committed) in queues.iter().zip(before) {
                 queue
@@ -189,16 +193,15 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
 }
 
 /// The queue file, or every partition of the topic, at `path`, with its partition index.
-fn open(path: &Path) -> Result<Vec<(Option<u32>, Queue)>, CliError> {
+fn open(path: &Path, trust: &TrustArgs) -> Result<Vec<(Option<u32>, Queue)>, CliError> {
     if Topic::is_topic(path) {
-        let topic = Topic::open(path).map_err(|e| CliError::queue(path, e))?;
+        let topic = trust.open_topic(path)?;
         Ok((0u32..)
             .zip(topic.partitions())
             .map(|(i, q)| (Some(i), q.clone()))
             .collect())
     } else {
-        let queue = Queue::open(path).map_err(|e| CliError::queue(path, e))?;
-        Ok(vec![(None, queue)])
+        Ok(vec![(None, trust.open_queue(path)?)])
     }
 }
 

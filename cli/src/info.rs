@@ -104,9 +104,9 @@ pub fn durability_name(d: Durability) -> &'static str {
 /// Opens the queue (or topic) and prints its state.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     if shmq::Topic::is_topic(&args.path) {
-        return crate::topic::info(&args.path, args.json);
+        return crate::topic::info(&args.trust.open_topic(&args.path)?, args.json);
     }
-    let queue = Queue::open(&args.path).map_err(|e| CliError::queue(&args.path, e))?;
+    let queue = args.trust.open_queue(&args.path)?;
     let info = gather(&queue);
     let text = if args.json {
         to_json(&args.path, &info)?

@@ -37,6 +37,7 @@ mod size;
 mod stat;
 mod time;
 mod topic;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -199,7 +200,8 @@ struct CreateArgs {
     /// Batch: unflushed bytes that trigger a flush.
     #[arg(long, default_value = "1MiB", value_parser = size::parse_size, value_name = "SIZE")]
     batch_bytes: u64,
-    /// Permission bits of the file, in octal.
+    /// Permission bits of the file, in octal. 0660 shares it with its group, whose users open
+    /// it with --trust-group; a mode that lets every user write is refused.
     #[arg(long, default_value = "0600", value_parser = parse_mode)]
     mode: u32,
 }
@@ -212,6 +214,9 @@ struct InfoArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: trust::TrustArgs,
 }
 
 /// Arguments of `shmq publish`.
@@ -240,6 +245,9 @@ struct PublishArgs {
     /// Give up when the queue stays full this long (policy block) [default: wait forever].
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     timeout: Option<Duration>,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: trust::TrustArgs,
 }
 
 /// Where `shmq consume` starts reading.
@@ -333,6 +341,9 @@ struct ConsumeArgs {
     /// run with an error naming its offset).
     #[arg(long)]
     no_verify: bool,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: trust::TrustArgs,
 }
 
 fn main() -> ExitCode {

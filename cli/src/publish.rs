@@ -21,7 +21,7 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
     let path = &args.path;
     let timeout = Some(args.timeout.unwrap_or(NOTICE_AFTER));
     let target = if Topic::is_topic(path) {
-        let topic = Topic::open(path).map_err(|e| CliError::queue(path, e))?;
+        let topic = args.trust.open_topic(path)?;
         let route = route(args, topic.partition_count())?;
         let mut producer = topic.producer().map_err(|e| CliError::queue(path, e))?;
         producer.set_timeout(timeout);
@@ -37,7 +37,7 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
                 format_args!("{} is a queue file, not a topic", path.display()),
             ));
         }
-        let queue = Queue::open(path).map_err(|e| CliError::queue(path, e))?;
+        let queue = args.trust.open_queue(path)?;
         let mut producer = queue.producer().map_err(|e| CliError::queue(path, e))?;
         producer.set_timeout(timeout);
         Target::Queue { queue, producer }

@@ -14,6 +14,7 @@ use crate::error::CliError;
 use crate::fmt::{count, rate};
 use crate::info::render_rows;
 use crate::time::format_time;
+use crate::trust::TrustArgs;
 
 /// Arguments of `shmq stat`.
 #[derive(Args)]
@@ -29,6 +30,9 @@ pub struct StatArgs {
     /// One JSON object per sample instead of text.
     #[arg(long)]
     json: bool,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// Parses `--interval`: a duration of at least 10 ms.
@@ -108,7 +112,7 @@ struct GroupSample {
 
 /// Samples the queue every interval and prints what changed.
 pub fn run(args: &StatArgs) -> Result<(), CliError> {
-    let queue = Queue::open(&args.path).map_err(|e| CliError::queue(&args.path, e))?;
+    let queue = args.trust.open_queue(&args.path)?;
     let mut previous = Reading::take(&queue);
     let mut taken = 0;
     while args.count.is_none_or(|n| taken < n) {

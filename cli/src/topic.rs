@@ -1,7 +1,7 @@
 //! Topics on the command line: `shmq info` of a topic (per partition, per group, per member)
 //! and `shmq topic grow|fan-out|route`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -11,6 +11,7 @@ use crate::error::CliError;
 use crate::fmt::count;
 use crate::info::{self, render_rows};
 use crate::size::format_size;
+use crate::trust::TrustArgs;
 
 /// Arguments of `shmq topic`.
 #[derive(Args)]
@@ -18,6 +19,9 @@ pub struct TopicArgs {
     /// What to do with the topic.
     #[command(subcommand)]
     action: Action,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// The `topic` subcommands.
@@ -58,7 +62,7 @@ enum Action {
 pub fn run(args: &TopicArgs) -> Result<(), CliError> {
     match &args.action {
         Action::Grow { path, partitions } => {
-            let mut topic = open(path)?;
+            let mut topic = args.trust.open_topic(path)?;
             let before = topic.partition_count();
             topic
                 .grow(*partitions)
@@ -75,8 +79,8 @@ pub fn run(args: &TopicArgs) -> Result<(), CliError> {
             dest,
             group,
         } => {
-            let from = open(source)?;
-            let to = open(dest)?;
+            let from = args.trust.open_topic(source)?;
+            let to = args.trust.open_topic(dest)?;
             let done = shmq::fan_out(&from, group, &to).map_err(|e| CliError::queue(source, e))?;
             outln!(
                 "copied {} messages of group {group:?} from {} ({} partitions) to {} ({} partitions)",
@@ -92,7 +96,7 @@ pub fn run(args: &TopicArgs) -> Result<(), CliError> {
             Ok(())
         }
         Action::Route { path, key } => {
-            let topic = open(path)?;
+            let topic = args.trust.open_topic(path)?;
             outln!(
                 "{}",
                 partition_for_key(key.as_bytes(), topic.partition_count())
@@ -100,11 +104,6 @@ pub fn run(args: &TopicArgs) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-/// Opens the topic at `path`.
-fn open(path: &Path) -> Result<Topic, CliError> {
-    Topic::open(path).map_err(|e| CliError::queue(path, e))
 }
 
 /// Everything `info` reports about a topic, in the shape of its JSON output.
@@ -137,9 +136,9 @@ struct Member {
     live: bool,
 }
 
-/// Prints `shmq info` of the topic at `path`.
-pub fn info(path: &Path, json: bool) -> Result<(), CliError> {
-    let topic = open(path)?;
+/// Prints `shmq info` of `topic`.
+pub fn info(topic: &Topic, json: bool) -> Result<(), CliError> {
+    let path = topic.path();
     let report = TopicInfo {
         path: path.display().to_string(),
         partitions: topic.partition_count(),
@@ -160,7 +159,7 @@ pub fn info(path: &Path, json: bool) -> Result<(), CliError> {
     let text = if json {
         info::to_json(path, &report)?
     } else {
-        table(&topic, &report)
+        table(topic, &report)
     };
     info::print(&text)
 }

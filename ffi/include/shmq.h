@@ -24,6 +24,13 @@
 #include <stdint.h>
 
 /*
+ Trusts no other user or group: the `trust_owner` / `trust_group` argument of
+ `shmq_open_trusting` and `shmq_topic_open_trusting` that names nobody (`(uid_t)-1`, which
+ is never a real user or group).
+ */
+#define SHMQ_TRUST_NONE 4294967295
+
+/*
  The result of a call. `SHMQ_OK` (0) is success, positive values are expected outcomes the
  caller branches on, negative values are errors. Every non-OK status sets the thread's
  last-error message (`shmq_last_error`).
@@ -45,6 +52,7 @@
  | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
  | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
+ | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
  */
 typedef enum shmq_status {
   /*
@@ -104,6 +112,12 @@ typedef enum shmq_status {
    process: make a new one here (queue and topic handles work in the child).
    */
   SHMQ_EFORKED = -10,
+  /*
+   The queue file, or the topic's directory or a file in it, belongs to a user or group
+   the caller did not trust, or every user may write it: it was not opened (see
+   `shmq_open_trusting`).
+   */
+  SHMQ_EUNTRUSTED = -11,
 } shmq_status;
 
 /*
@@ -490,7 +504,9 @@ enum shmq_status shmq_create(const char *path,
 
 /*
  Opens the existing queue file at `path` and stores a new handle in `*out`: `SHMQ_ENOENT` if
- it does not exist, `SHMQ_ECORRUPT` / `SHMQ_EVERSION` if it is not a queue this library reads.
+ it does not exist, `SHMQ_ECORRUPT` / `SHMQ_EVERSION` if it is not a queue this library
+ reads, `SHMQ_EUNTRUSTED` if it belongs to another user or its group or others may write it
+ (`shmq_open_trusting` accepts another owner or group).
 
  Ownership: the caller owns `*out` and frees it with `shmq_close`. Safe from any thread.
 
@@ -498,6 +514,22 @@ enum shmq_status shmq_create(const char *path,
  `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
  */
 enum shmq_status shmq_open(const char *path, struct shmq_queue **out);
+
+/*
+ Opens the existing queue file at `path` like `shmq_open`, also accepting a file that
+ belongs to user `trust_owner`, or whose group is `trust_group` (which may then write it).
+ Either may be `SHMQ_TRUST_NONE`. A file every user may write is refused
+ (`SHMQ_EUNTRUSTED`) whatever is trusted.
+
+ Ownership: the caller owns `*out` and frees it with `shmq_close`. Safe from any thread.
+
+ # Safety
+ `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+enum shmq_status shmq_open_trusting(const char *path,
+                                    uint32_t trust_owner,
+                                    uint32_t trust_group,
+                                    struct shmq_queue **out);
 
 /*
  Frees a queue handle (NULL: no-op). Producers and consumers created from it stay valid:
@@ -535,12 +567,27 @@ enum shmq_status shmq_topic_create(const char *path,
 /*
  Opens the topic at `path` and stores a new handle in `*out`: `SHMQ_ENOENT` if it does not
  exist, `SHMQ_ECORRUPT` if its descriptor or membership file is invalid or a partition file
- is missing (the last-error message says which).
+ is missing (the last-error message says which), `SHMQ_EUNTRUSTED` if its directory or a
+ file in it belongs to another user or its group or others may write it
+ (`shmq_topic_open_trusting` accepts another owner or group).
 
  # Safety
  `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
  */
 enum shmq_status shmq_topic_open(const char *path, struct shmq_topic **out);
+
+/*
+ Opens the topic at `path` like `shmq_topic_open`, also accepting a directory and files that
+ belong to user `trust_owner`, or whose group is `trust_group` (which may then write them).
+ Either may be `SHMQ_TRUST_NONE`. The handle keeps this trust for partitions a growth adds.
+
+ # Safety
+ `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+enum shmq_status shmq_topic_open_trusting(const char *path,
+                                          uint32_t trust_owner,
+                                          uint32_t trust_group,
+                                          struct shmq_topic **out);
 
 /*
  Frees a topic handle (NULL: no-op).

@@ -41,16 +41,16 @@ pub use producer::{
     shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_wait_durable,
 };
 pub use queue::{
-    shmq_close, shmq_create, shmq_durability, shmq_full_policy, shmq_open, shmq_options,
-    shmq_options_default, shmq_queue,
+    shmq_close, shmq_create, shmq_durability, shmq_full_policy, shmq_open, shmq_open_trusting,
+    shmq_options, shmq_options_default, shmq_queue, SHMQ_TRUST_NONE,
 };
 pub use status::{shmq_status, shmq_status_name};
 pub use topic::{
     shmq_topic, shmq_topic_close, shmq_topic_commit, shmq_topic_consumer, shmq_topic_consumer_free,
     shmq_topic_consumer_join, shmq_topic_consumer_new, shmq_topic_create, shmq_topic_grow,
-    shmq_topic_message, shmq_topic_open, shmq_topic_partition_for_key, shmq_topic_partitions,
-    shmq_topic_poll, shmq_topic_producer, shmq_topic_producer_free, shmq_topic_producer_new,
-    shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
+    shmq_topic_message, shmq_topic_open, shmq_topic_open_trusting, shmq_topic_partition_for_key,
+    shmq_topic_partitions, shmq_topic_poll, shmq_topic_producer, shmq_topic_producer_free,
+    shmq_topic_producer_new, shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
 };
 
 /// Converts a C timeout (`-1` forever, `>= 0` nanoseconds) to the Rust API's.

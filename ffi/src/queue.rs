@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use shmq_core::{Durability, FullPolicy, Options, Queue};
+use shmq_core::{Durability, FullPolicy, Options, Queue, Trust};
 
 use crate::error::{guard, Failure};
 use crate::status::shmq_status;
@@ -249,8 +249,24 @@ pub unsafe extern "C" fn shmq_create(
     })
 }
 
+/// Trusts no other user or group: the `trust_owner` / `trust_group` argument of
+/// `shmq_open_trusting` and `shmq_topic_open_trusting` that names nobody (`(uid_t)-1`, which
+/// is never a real user or group).
+pub const SHMQ_TRUST_NONE: u32 = 0xFFFF_FFFF;
+
+/// The trust named by C arguments `owner` and `group` ([`SHMQ_TRUST_NONE`]: nobody).
+pub(crate) fn trust(owner: u32, group: u32) -> Trust {
+    let named = |id| (id != SHMQ_TRUST_NONE).then_some(id);
+    Trust {
+        owner: named(owner),
+        group: named(group),
+    }
+}
+
 /// Opens the existing queue file at `path` and stores a new handle in `*out`: `SHMQ_ENOENT` if
-/// it does not exist, `SHMQ_ECORRUPT` / `SHMQ_EVERSION` if it is not a queue this library reads.
+/// it does not exist, `SHMQ_ECORRUPT` / `SHMQ_EVERSION` if it is not a queue this library
+/// reads, `SHMQ_EUNTRUSTED` if it belongs to another user or its group or others may write it
+/// (`shmq_open_trusting` accepts another owner or group).
 ///
 /// Ownership: the caller owns `*out` and frees it with `shmq_close`. Safe from any thread.
 ///
@@ -258,11 +274,52 @@ pub unsafe extern "C" fn shmq_create(
 /// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn shmq_open(path: *const c_char, out: *mut *mut shmq_queue) -> shmq_status {
-    guard("shmq_open", || {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { open("shmq_open", path, Trust::default(), out) }
+}
+
+/// Opens the existing queue file at `path` like `shmq_open`, also accepting a file that
+/// belongs to user `trust_owner`, or whose group is `trust_group` (which may then write it).
+/// Either may be `SHMQ_TRUST_NONE`. A file every user may write is refused
+/// (`SHMQ_EUNTRUSTED`) whatever is trusted.
+///
+/// Ownership: the caller owns `*out` and frees it with `shmq_close`. Safe from any thread.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_open_trusting(
+    path: *const c_char,
+    trust_owner: u32,
+    trust_group: u32,
+    out: *mut *mut shmq_queue,
+) -> shmq_status {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe {
+        open(
+            "shmq_open_trusting",
+            path,
+            trust(trust_owner, trust_group),
+            out,
+        )
+    }
+}
+
+/// The body of `shmq_open` and `shmq_open_trusting`, run as `function`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+unsafe fn open(
+    function: &str,
+    path: *const c_char,
+    trust: Trust,
+    out: *mut *mut shmq_queue,
+) -> shmq_status {
+    guard(function, || {
         // SAFETY: the caller guarantees `path` is NULL or a valid C string for this call.
         let path = unsafe { c_str(path, "path") }?;
         non_null(out, "out")?;
-        let queue = Queue::open(Path::new(OsStr::from_bytes(path.to_bytes())))?;
+        let queue = Queue::open_trusting(Path::new(OsStr::from_bytes(path.to_bytes())), &trust)?;
         // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
         unsafe { crate::put_handle(out, shmq_queue { queue }) };
         Ok(())

@@ -25,6 +25,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
 /// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
+/// | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum shmq_status {
@@ -57,6 +58,10 @@ pub enum shmq_status {
     /// The producer, consumer or member handle was made by the parent of this forked
     /// process: make a new one here (queue and topic handles work in the child).
     SHMQ_EFORKED = -10,
+    /// The queue file, or the topic's directory or a file in it, belongs to a user or group
+    /// the caller did not trust, or every user may write it: it was not opened (see
+    /// `shmq_open_trusting`).
+    SHMQ_EUNTRUSTED = -11,
 }
 
 /// The status for a Rust library error (see the table on [`shmq_status`]).
@@ -85,6 +90,7 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::TakenOver { .. } => SHMQ_EBUSY,
         Error::Lagged { .. } => SHMQ_LAGGED,
         Error::Forked { .. } => SHMQ_EFORKED,
+        Error::Untrusted { .. } => SHMQ_EUNTRUSTED,
     }
 }
 
@@ -108,6 +114,7 @@ pub extern "C" fn shmq_status_name(status: c_int) -> *const c_char {
         -8 => c"SHMQ_EBUSY",
         -9 => c"SHMQ_EINTERNAL",
         -10 => c"SHMQ_EFORKED",
+        -11 => c"SHMQ_EUNTRUSTED",
         _ => c"SHMQ_UNKNOWN",
     };
     name.as_ptr()

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use shmq_core::{
     partition_for_key, MemberOptions, Options, Topic, TopicConsumer, TopicOptions, TopicProducer,
+    Trust,
 };
 
 use crate::error::{guard, Failure};
-use crate::queue::{read_options, shmq_options};
+use crate::queue::{read_options, shmq_options, trust};
 use crate::status::shmq_status;
 use crate::{bytes, c_str, non_null, timeout, write_opt};
 
@@ -102,7 +103,9 @@ pub unsafe extern "C" fn shmq_topic_create(
 
 /// Opens the topic at `path` and stores a new handle in `*out`: `SHMQ_ENOENT` if it does not
 /// exist, `SHMQ_ECORRUPT` if its descriptor or membership file is invalid or a partition file
-/// is missing (the last-error message says which).
+/// is missing (the last-error message says which), `SHMQ_EUNTRUSTED` if its directory or a
+/// file in it belongs to another user or its group or others may write it
+/// (`shmq_topic_open_trusting` accepts another owner or group).
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
@@ -111,11 +114,49 @@ pub unsafe extern "C" fn shmq_topic_open(
     path: *const c_char,
     out: *mut *mut shmq_topic,
 ) -> shmq_status {
-    guard("shmq_topic_open", || {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { open("shmq_topic_open", path, Trust::default(), out) }
+}
+
+/// Opens the topic at `path` like `shmq_topic_open`, also accepting a directory and files that
+/// belong to user `trust_owner`, or whose group is `trust_group` (which may then write them).
+/// Either may be `SHMQ_TRUST_NONE`. The handle keeps this trust for partitions a growth adds.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_topic_open_trusting(
+    path: *const c_char,
+    trust_owner: u32,
+    trust_group: u32,
+    out: *mut *mut shmq_topic,
+) -> shmq_status {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe {
+        open(
+            "shmq_topic_open_trusting",
+            path,
+            trust(trust_owner, trust_group),
+            out,
+        )
+    }
+}
+
+/// The body of `shmq_topic_open` and `shmq_topic_open_trusting`, run as `function`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+unsafe fn open(
+    function: &str,
+    path: *const c_char,
+    trust: Trust,
+    out: *mut *mut shmq_topic,
+) -> shmq_status {
+    guard(function, || {
         // SAFETY: the caller guarantees `path` is NULL or a valid C string for this call.
         let path = unsafe { c_str(path, "path") }?;
         non_null(out, "out")?;
-        let topic = Topic::open(Path::new(OsStr::from_bytes(path.to_bytes())))?;
+        let topic = Topic::open_trusting(Path::new(OsStr::from_bytes(path.to_bytes())), &trust)?;
         // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
         unsafe { crate::put_handle(out, topic_handle(topic)) };
         Ok(())

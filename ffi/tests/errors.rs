@@ -118,7 +118,7 @@ fn every_status_is_reachable() {
         shmq_consumer_free(null_mut());
     }
 
-    // SHMQ_ENOENT, SHMQ_EEXIST, SHMQ_ECORRUPT, SHMQ_EVERSION, SHMQ_EIO.
+    // SHMQ_ENOENT, SHMQ_EEXIST, SHMQ_ECORRUPT, SHMQ_EVERSION, SHMQ_EUNTRUSTED, SHMQ_EIO.
     let missing = cpath(&dir.path().join("missing.q"));
     let garbage = dir.path().join("garbage.q");
     std::fs::write(&garbage, vec![0xABu8; 16384]).unwrap();
@@ -142,6 +142,18 @@ fn every_status_is_reachable() {
         saw(
             shmq_open(cpath(&versioned_path).as_ptr(), &mut q2),
             SHMQ_EVERSION,
+        );
+        // A queue file every user may write is never trusted.
+        let open_to_all = dir.path().join("open-to-all.q");
+        std::fs::copy(&path, &open_to_all).unwrap();
+        std::fs::set_permissions(
+            &open_to_all,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        saw(
+            shmq_open(cpath(&open_to_all).as_ptr(), &mut q2),
+            SHMQ_EUNTRUSTED,
         );
         // A file "inside" a regular file: ENOTDIR from the OS, an I/O error.
         let under_file = garbage.join("sub.q");
@@ -291,7 +303,7 @@ fn every_status_is_reachable() {
         shmq_close(q);
     }
 
-    let all: Vec<i32> = (-10..=3).collect();
+    let all: Vec<i32> = (-11..=3).collect();
     assert_eq!(
         reached.into_iter().collect::<Vec<_>>(),
         all,

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
+use crate::trust::Trust;
 
 /// The descriptor's file name inside the topic directory.
 pub(crate) const FILE: &str = "descriptor";
@@ -113,8 +114,8 @@ fn corrupt(dir: &Path, why: String) -> Error {
     }
 }
 
-/// Reads and validates the descriptor of the topic in `dir`.
-pub(crate) fn read(dir: &Path) -> Result<Descriptor> {
+/// Reads and validates the descriptor of the topic in `dir`, which `trust` must accept.
+pub(crate) fn read(dir: &Path, trust: &Trust) -> Result<Descriptor> {
     let path = dir.join(FILE);
     let mut file = match OpenOptions::new()
         .read(true)
@@ -136,6 +137,7 @@ pub(crate) fn read(dir: &Path) -> Result<Descriptor> {
         }
         Err(e) => return Err(io_err(&path, "open descriptor")(e)),
     };
+    trust.check(&path, &file.metadata().map_err(io_err(&path, "stat"))?)?;
     // One more byte than a descriptor holds, so an oversized file is seen as such.
     let mut b = Vec::with_capacity(SIZE + 1);
     (&mut file)

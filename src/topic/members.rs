@@ -39,6 +39,7 @@ use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::lease::{self, Lease, OwnFd};
 use crate::sync::{fence, Ordering, Region};
+use crate::trust::Trust;
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -136,13 +137,15 @@ impl Members {
         file.sync_all().map_err(io_err(path, "fsync"))
     }
 
-    /// Opens and validates the membership file at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Members> {
+    /// Opens and validates the membership file at `path`, which `trust` must accept.
+    pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Members> {
         let file = crate::file::open_shared(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
             _ => io_err(path, "open membership file")(e),
         })?;
-        let len = file.metadata().map_err(io_err(path, "stat"))?.len();
+        let meta = file.metadata().map_err(io_err(path, "stat"))?;
+        trust.check(path, &meta)?;
+        let len = meta.len();
         if len != SIZE {
             return Err(corrupt(
                 path,
@@ -420,7 +423,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
         Members::create(&path, 0o600).unwrap();
-        let m = Members::open(&path).unwrap();
+        let m = Members::open(&path, &Trust::default()).unwrap();
         (dir, m)
     }
 

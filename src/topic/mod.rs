@@ -41,7 +41,7 @@ mod members;
 mod producer;
 mod routing;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,6 +49,7 @@ use crate::consumer::Subscribe;
 use crate::error::{Corruption, Error, Result};
 use crate::group::GroupInfo;
 use crate::queue::{Options, Queue};
+use crate::trust::Trust;
 
 pub use consumer::{MemberOptions, TopicConsumer, TopicMessage};
 pub use descriptor::MAX_PARTITIONS;
@@ -68,7 +69,8 @@ pub struct TopicOptions {
     pub partitions: u32,
     /// The parameters of every partition's queue file (`mode` also applies to the descriptor
     /// and membership file; the directory gets the same bits plus search permission where read
-    /// permission is given).
+    /// permission is given, and the setgid bit, so that files a later growth adds have the
+    /// directory's group whoever grows it).
     pub queue: Options,
 }
 
@@ -103,6 +105,8 @@ pub struct Topic {
     descriptor: Descriptor,
     partitions: Vec<Queue>,
     members: Arc<Members>,
+    /// Whom this handle trusts with the topic's files (partitions added later included).
+    trust: Trust,
 }
 
 impl Topic {
@@ -122,11 +126,7 @@ impl Topic {
             _ => Path::new("."),
         };
         let mode = options.queue.mode;
-        if mode & !0o777 != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "mode {mode:#o} has bits outside 0o777"
-            )));
-        }
+        crate::trust::check_create_mode(mode)?;
         let tmp = parent.join(format!(
             ".{}.{}.{}.tmp",
             name.to_string_lossy(),
@@ -134,7 +134,7 @@ impl Topic {
             crate::clock::now_ns()
         ));
         std::fs::create_dir(&tmp).map_err(io_err(&tmp, "create directory"))?;
-        let built = build(&tmp, options, mode).and_then(|()| {
+        let built = build(&tmp, options, mode).and_then(|gid| {
             nix::fcntl::renameat2(
                 None,
                 &tmp,
@@ -147,15 +147,25 @@ impl Topic {
                     path: dir.to_path_buf(),
                 },
                 e => io_err(dir, "rename into place")(e.into()),
-            })
+            })?;
+            Ok(gid)
         });
-        if let Err(e) = built {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
+        let gid = match built {
+            Ok(gid) => gid,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
         // Make the new name durable too; failure here is not fatal to using the topic.
         let _ = descriptor::sync_dir(parent);
-        Topic::open(dir)
+        // A topic its group may write is shared with that group: trust the files its members
+        // add by growing it.
+        let trust = Trust {
+            group: (mode & 0o020 != 0).then_some(gid),
+            owner: None,
+        };
+        Topic::open_trusting(dir, &trust)
     }
 
     /// Whether `path` is a topic directory (a directory holding a topic descriptor), as
@@ -168,11 +178,26 @@ impl Topic {
 
     /// Opens the topic at `dir`: validates its descriptor and membership file and opens every
     /// partition. [`Error::TopicNotFound`] if `dir` does not exist; a missing partition file is
-    /// [`Corruption::MissingPartition`].
+    /// [`Corruption::MissingPartition`]. The directory and every file in it must belong to
+    /// this process's effective user, and neither their group nor others may write them
+    /// ([`Error::Untrusted`] otherwise); [`Topic::open_trusting`] accepts another owner or
+    /// group.
     pub fn open(dir: impl AsRef<Path>) -> Result<Topic> {
+        Topic::open_trusting(dir, &Trust::default())
+    }
+
+    /// Opens the topic at `dir` like [`Topic::open`], also accepting a directory and files
+    /// that belong to `trust.owner`, or whose group is `trust.group` (which may then write
+    /// them). The handle keeps `trust` for the partitions a growth adds later.
+    pub fn open_trusting(dir: impl AsRef<Path>, trust: &Trust) -> Result<Topic> {
         let dir = dir.as_ref().to_path_buf();
-        let descriptor = descriptor::read(&dir)?;
-        let members = Arc::new(Members::open(&dir.join(members::FILE))?);
+        let meta = std::fs::metadata(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::TopicNotFound { path: dir.clone() },
+            _ => io_err(&dir, "stat")(e),
+        })?;
+        trust.check(&dir, &meta)?;
+        let descriptor = descriptor::read(&dir, trust)?;
+        let members = Arc::new(Members::open(&dir.join(members::FILE), trust)?);
         // A growth that died between replacing the descriptor and announcing it is announced
         // by the next opener, so members and producers do not keep the old count.
         members.publish_generation(descriptor.generation);
@@ -181,6 +206,7 @@ impl Topic {
             descriptor,
             partitions: Vec::new(),
             members,
+            trust: *trust,
         };
         topic.open_partitions()?;
         Ok(topic)
@@ -190,7 +216,7 @@ impl Topic {
     fn open_partitions(&mut self) -> Result<()> {
         for i in self.partitions.len() as u32..self.descriptor.partitions {
             let file = descriptor::partition_file(&self.dir, i);
-            let queue = Queue::open(&file).map_err(|e| match e {
+            let queue = Queue::open_trusting(&file, &self.trust).map_err(|e| match e {
                 Error::NotFound { .. } => Error::Corrupt {
                     path: self.dir.clone(),
                     kind: Corruption::MissingPartition { partition: i, file },
@@ -205,7 +231,7 @@ impl Topic {
     /// Re-reads the descriptor and opens partitions added since (by [`Topic::grow`] in any
     /// process). Returns whether the partition count changed.
     pub fn refresh(&mut self) -> Result<bool> {
-        let d = descriptor::read(&self.dir)?;
+        let d = descriptor::read(&self.dir, &self.trust)?;
         if d.partitions < self.descriptor.partitions {
             return Err(Error::Corrupt {
                 path: self.dir.clone(),
@@ -282,7 +308,7 @@ impl Topic {
         for i in have..partitions {
             let file = descriptor::partition_file(&self.dir, i);
             let queue = match Queue::create(&file, &options) {
-                Err(Error::Exists { .. }) => Queue::open(&file)?,
+                Err(Error::Exists { .. }) => Queue::open_trusting(&file, &self.trust)?,
                 r => r?,
             };
             for group in &groups {
@@ -379,12 +405,15 @@ impl Topic {
     }
 }
 
-/// Fills the temporary directory `tmp` with a new topic's files.
-fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<()> {
-    // Search permission wherever read permission is given.
-    let dir_mode = mode | (mode & 0o444) >> 2;
+/// Fills the temporary directory `tmp` with a new topic's files; returns the directory's
+/// group, which its files have too.
+fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<u32> {
+    // Search permission wherever read permission is given. Setgid: every file in the
+    // directory, also those a growth by another user adds, gets the directory's group.
+    let dir_mode = mode | (mode & 0o444) >> 2 | 0o2000;
     std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(dir_mode))
         .map_err(io_err(tmp, "chmod"))?;
+    let gid = std::fs::metadata(tmp).map_err(io_err(tmp, "stat"))?.gid();
     for i in 0..options.partitions {
         Queue::create(descriptor::partition_file(tmp, i), &options.queue)?;
     }
@@ -394,5 +423,6 @@ fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<()> {
         created_ns: crate::clock::now_ns(),
         generation: 0,
     };
-    descriptor::write(tmp, &d, mode)
+    descriptor::write(tmp, &d, mode)?;
+    Ok(gid)
 }
