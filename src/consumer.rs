@@ -23,8 +23,13 @@ use crate::queue::Shared;
 use crate::ring::Found;
 use crate::sync::Ordering;
 
-/// The shortest session timeout a member may declare: a few heartbeats of the coarse clock.
-const MIN_SESSION: Duration = Duration::from_millis(10);
+/// The shortest session timeout a member may declare: eight heartbeats apart by more than a
+/// tick of the coarse clock even on a kernel with 100 ticks a second.
+const MIN_SESSION: Duration = Duration::from_millis(100);
+
+/// Longest single sleep of a waiting consumer: a wake-up lost to a takeover race (see
+/// [`Ring::wait_data`](crate::ring::Ring::wait_data)) costs at most this.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// When the next heartbeat of a member with session timeout `session` (ns) is due: eight per
 /// session, so a member that polls steadily is never near its timeout.
@@ -105,7 +110,8 @@ pub struct Message<'a> {
     /// previous message: records whose producer gave them up (a dropped claim) or stalled or
     /// died past the claim timeout. They hold no record and no one receives them. A consumer
     /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
-    /// comes with [`Error::Lagged`] or a seek.
+    /// comes with [`Error::Lagged`], a seek, or an error for a record that failed its checksum
+    /// (skipped and not counted here).
     pub aborted_before: u64,
 }
 
@@ -122,6 +128,9 @@ pub struct Consumer {
     lappable: bool,
     /// Reads below this position must be validated (protected zone starts here).
     safe_from: u64,
+    /// Every read must be validated until this member's first commit (the group was taken
+    /// from a live holder).
+    unconfirmed: bool,
     /// The stalled record and when we first saw it stalled.
     stall: Option<(u64, Instant)>,
     /// Aborted offsets skipped since the last message returned.
@@ -169,7 +178,8 @@ impl Consumer {
                 )))
             }
         };
-        let slot = shared.join_group(group, opts.gating, start, lease.word(), session, may_take)?;
+        let (slot, from_live) =
+            shared.join_group(group, opts.gating, start, lease.word(), session, may_take)?;
         let committed_word = shared.committed_word(slot);
         let (offset, pos) = crate::sync::unpack(committed_word);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
@@ -178,6 +188,12 @@ impl Consumer {
         // until the reader passes that mark, validate its reads. This holds whichever handle
         // created the group, this one or one that has since gone.
         let safe_from = pos.max(shared.protected_from(slot));
+        // Taken from a live holder (its session expired, or a stale topic member): that holder
+        // may be inside a commit that checked the lease before we took it, and its cursor CAS
+        // from the word we just read can still land, moving the gating cursor past records we
+        // would read in place. So every read is validated until our own first commit, which
+        // changes the word and fences it off for good.
+        let unconfirmed = from_live;
         let verify = shared.geometry.checksums;
         Ok(Consumer {
             shared,
@@ -188,6 +204,7 @@ impl Consumer {
             pos,
             lappable,
             safe_from,
+            unconfirmed,
             stall: None,
             aborted_run: 0,
             pending_polls: 0,
@@ -244,7 +261,7 @@ impl Consumer {
                     crc,
                 } => {
                     let offset = self.offset;
-                    let bytes = if self.lappable || start < self.safe_from {
+                    let bytes = if self.validates(start) {
                         self.buf.resize(len as usize, 0);
                         ring.region.read_bytes(payload, &mut self.buf);
                         if ring.overrun(start) {
@@ -293,7 +310,7 @@ impl Consumer {
                 },
                 Found::Overtaken => return Err(self.resync(self.offset)),
                 Found::Inconsistent { start, why } => {
-                    if (self.lappable || start < self.safe_from) && ring.overrun(start) {
+                    if self.validates(start) && ring.overrun(start) {
                         return Err(self.resync(self.offset));
                     }
                     return Err(Error::Corrupt {
@@ -358,11 +375,16 @@ impl Consumer {
                     let beat_left = (self.session != 0).then(|| {
                         Duration::from_nanos(self.next_beat.saturating_sub(clock::coarse_ns()))
                     });
-                    let wait = [left, stall_left, beat_left].into_iter().flatten().min();
+                    let wait = [left, stall_left, beat_left, Some(MAX_SLEEP)]
+                        .into_iter()
+                        .flatten()
+                        .min();
                     let word = ring.tag_of(self.offset);
                     // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
                     let changed = || word.load(Ordering::SeqCst) != tag;
-                    ring.wait_data(1u64 << self.slot, changed, wait);
+                    let (shared, slot, mine) = (&self.shared, self.slot, self.lease.word());
+                    let owned = || shared.lease(slot) == mine;
+                    ring.wait_data(1u64 << slot, changed, wait, owned);
                     self.beat()?;
                 }
             }
@@ -427,6 +449,7 @@ impl Consumer {
             self.shared.sync_committed(self.slot)?;
         }
         self.safe_from = self.safe_from.max(pos);
+        self.unconfirmed = false;
         self.shared.ring.notify_space();
         Ok(())
     }
@@ -450,6 +473,12 @@ impl Consumer {
     /// stale can have it taken).
     pub(crate) fn holds_lease(&self) -> bool {
         self.shared.lease(self.slot) == self.lease.word()
+    }
+
+    /// Whether a record starting at `start` must be copied and checked against the tail rather
+    /// than read in place.
+    fn validates(&self, start: u64) -> bool {
+        self.lappable || self.unconfirmed || start < self.safe_from
     }
 
     /// Whether [`poll`](Self::poll) checks each record's CRC32C before returning it. On by

@@ -35,6 +35,7 @@
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::error::{Error, Result};
 use crate::layout::{
     footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK, POISON,
@@ -213,20 +214,19 @@ impl Shared {
             let Some(tag) = pending else {
                 return end;
             };
-            let mut stall = self.flush_stall.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            match *stall {
-                Some((o, since)) if o == end.0 => {
-                    if now - since < self.geometry.claim_timeout || !self.ring.abort(o, tag) {
-                        return end;
-                    }
-                    *stall = None;
-                }
-                _ => {
-                    *stall = Some((end.0, now));
-                    return end;
-                }
+            // Relaxed: only the leader, under the leader lock, reads and writes it.
+            let (seen, since) = unpack(self.flush_stall.load(Ordering::Relaxed));
+            let now = clock::monotonic_ns();
+            if seen != end.0 + 1 {
+                self.flush_stall
+                    .store(pack(end.0 + 1, now), Ordering::Relaxed);
+                return end;
             }
+            let timeout = clock::saturating_ns(self.geometry.claim_timeout);
+            if now.saturating_sub(since) < timeout || !self.ring.abort(end.0, tag) {
+                return end;
+            }
+            self.flush_stall.store(0, Ordering::Relaxed);
         }
     }
 

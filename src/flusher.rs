@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::lease::OwnFd;
+use crate::lease::{self, OwnFd};
 use crate::queue::Shared;
 
 /// Handle of a running flusher; dropping the last one stops it.
@@ -27,8 +27,13 @@ pub(crate) struct Flusher {
 impl Flusher {
     /// The flusher of `shared`, started if it does not run in this process yet.
     pub(crate) fn get(shared: &Arc<Shared>, every: Duration) -> Result<Arc<Flusher>> {
-        let mut slot = shared.flusher.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = slot.upgrade().filter(|f| f.via.current()) {
+        // The slot's mutex is only ever taken inside `lease::fork_safe`, so no fork happens
+        // while it is held and a child never inherits it locked. Nothing slow runs under it.
+        let running = |slot: &FlusherSlot| {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.upgrade().filter(|f| f.via.current())
+        };
+        if let Some(f) = lease::fork_safe(|| running(&shared.flusher)) {
             return Ok(f);
         }
         let io = |op, source| Error::Io {
@@ -48,13 +53,22 @@ impl Flusher {
                 .spawn(move || run(&shared, &stop, every, &via))
                 .map_err(|e| io("start the flusher thread", e))?
         };
-        let f = Arc::new(Flusher {
+        let ours = Arc::new(Flusher {
             stop,
             thread: Some(thread),
             via,
         });
-        *slot = Arc::downgrade(&f);
-        Ok(f)
+        // Another thread may have started one meanwhile: keep the first, and stop ours
+        // outside the lock (dropping it closes a descriptor, which takes the registry).
+        let kept = lease::fork_safe(|| match running(&shared.flusher) {
+            Some(theirs) => theirs,
+            None => {
+                *shared.flusher.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ours);
+                ours.clone()
+            }
+        });
+        drop(ours);
+        Ok(kept)
     }
 }
 

@@ -264,12 +264,17 @@ impl Shared {
             .map(|_| next)
     }
 
-    pub(crate) fn set_committed(&self, slot: u32, offset: u64, pos: u64) {
-        // SeqCst (SYNC G): ordered before the space-waiter check in the caller.
-        self.ring
-            .region
-            .u128(self.group_off(slot) + COMMITTED)
-            .store(pack(offset, pos), Ordering::SeqCst);
+    /// Stores the committed cursor `(offset, pos)` and returns the one it replaced.
+    pub(crate) fn set_committed(&self, slot: u32, offset: u64, pos: u64) -> (u64, u64) {
+        // SeqCst (SYNC G): ordered before the space-waiter check in the caller. A swap, not a
+        // store: a member taken over while inside a commit can move the cursor until the
+        // moment we replace it, and a reset must compare against what it really replaced.
+        unpack(
+            self.ring
+                .region
+                .u128(self.group_off(slot) + COMMITTED)
+                .swap(pack(offset, pos), Ordering::SeqCst),
+        )
     }
 
     /// Puts the group's committed cursor on disk (`Sync` durability).
@@ -287,22 +292,23 @@ impl Shared {
     }
 
     /// Takes the lease of `slot` for `word`, from nobody, from a dead holder, or from a live
-    /// one for which `may_take` says so (a topic member whose heartbeat went stale). A holder
-    /// whose lease was taken finds out at its next commit ([`Error::TakenOver`]).
+    /// one for which `may_take` says so (a topic member whose heartbeat went stale) or whose
+    /// session expired. A holder whose lease was taken finds out at its next commit
+    /// ([`Error::TakenOver`]). Returns true if it was taken from a live holder: that holder may
+    /// still be inside a commit that checked the lease before we took it, so its cursor CAS can
+    /// land after we read the cursor (see `Consumer::with_lease`).
     pub(crate) fn acquire_lease(
         &self,
         slot: u32,
         name: &str,
         word: u128,
         may_take: impl Fn(u128) -> bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let cell = self.ring.region.u128(self.group_off(slot) + LEASE);
         loop {
             let held = self.lease(slot);
-            if lease::alive(&self.file, held)
-                && !may_take(held)
-                && !self.session_expired(slot, held)
-            {
+            let live = lease::alive(&self.file, held);
+            if live && !may_take(held) && !self.session_expired(slot, held) {
                 return Err(Error::GroupBusy {
                     group: name.into(),
                     pid: lease::pid(held),
@@ -319,7 +325,7 @@ impl Shared {
                     .region
                     .u64(crate::layout::DATA_WAITERS)
                     .fetch_and(!(1u64 << slot), Ordering::SeqCst);
-                return Ok(());
+                return Ok(live);
             }
         }
     }
@@ -338,7 +344,8 @@ impl Shared {
     /// slot's reuse) racing with the lookup is caught after the lease is ours: the slot must
     /// still be active under `name`, with our word as its lease, or we let go and look again.
     /// `session` is the member's session timeout in nanoseconds (0: none), stored with a
-    /// first heartbeat once the lease is ours ([`Shared::session_expired`]).
+    /// first heartbeat once the lease is ours ([`Shared::session_expired`]). Returns the slot
+    /// and whether the lease was taken from a live holder (see [`Shared::acquire_lease`]).
     pub(crate) fn join_group(
         &self,
         name: &str,
@@ -347,21 +354,25 @@ impl Shared {
         word: u128,
         session: u64,
         may_take: impl Fn(u128) -> bool,
-    ) -> Result<u32> {
+    ) -> Result<(u32, bool)> {
         loop {
             let slot = self.find_or_create_group(name, gating, &start)?;
-            self.acquire_lease(slot, name, word, &may_take)?;
+            let from_live = self.acquire_lease(slot, name, word, &may_take)?;
             crate::crash::point("group.join.after_lease");
-            // SeqCst (SYNC G) in `group_active`: a deleter stores the slot inactive only after
-            // its own lease CAS, which ours followed; a creator reusing the slot clears the
-            // lease before it activates the slot, so seeing it active shows us that clearing.
+            // A deleter stores the slot inactive while it holds the lease, before it lets go.
+            // We could take the lease only after our probe saw its lock released, and its
+            // `STATE` store precedes its `close` of the lock: the kernel's lock (a spinlock's
+            // release and acquire) orders that store before our `group_active` load below. That
+            // is an ordering through the kernel, outside the Rust memory model; it holds on x86
+            // and arm64. A creator reusing the slot clears the lease before it activates the
+            // slot (SYNC G, SeqCst), so seeing it active shows us that clearing.
             if self.group_active(slot)
                 && self.group_name(slot).as_deref() == Some(name)
                 && self.lease(slot) == word
             {
                 self.start_session(slot, word, session);
                 crate::crash::point("group.join.after_session");
-                return Ok(slot);
+                return Ok((slot, from_live));
             }
             self.release_lease(slot, word);
         }
@@ -391,12 +402,13 @@ impl Shared {
         if self.lease(slot) != word {
             return false;
         }
-        // Relaxed: a timestamp; a reader only compares it with the clock, and a late store can
-        // only make the heartbeat look younger than it is.
+        // Relaxed: a timestamp that a reader only compares with the clock. `fetch_max`, not a
+        // store: a holder taken over between its lease check and this write (stopped there)
+        // must not set its successor's heartbeat back; raising it only delays a takeover.
         self.ring
             .region
             .u64(self.group_off(slot) + HEARTBEAT)
-            .store(clock::monotonic_ns(), Ordering::Relaxed);
+            .fetch_max(clock::monotonic_ns(), Ordering::Relaxed);
         true
     }
 
@@ -487,8 +499,7 @@ impl Shared {
         let lease = self.new_lease()?;
         self.acquire_lease(slot, name, lease.word(), |_| false)?;
         let moved = target(slot).and_then(|(offset, pos)| {
-            let (_, old_pos) = self.committed(slot);
-            self.set_committed(slot, offset, pos);
+            let (_, old_pos) = self.set_committed(slot, offset, pos);
             if pos < old_pos {
                 // Producers may still hold claim limits computed from the old, later cursor
                 // (they rescan only when a claim would pass the limit), so the records between

@@ -34,8 +34,8 @@ use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, Once, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::sync::{pack, unpack};
 
@@ -87,19 +87,33 @@ extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Runs `f` under the registry's mutex, which the fork handlers hold across every `fork`: a
+/// forked child never inherits a lock that `f`'s critical section holds. `f` must be short and
+/// must not open or drop an [`OwnFd`] (that takes the same mutex).
+pub(crate) fn fork_safe<T>(f: impl FnOnce() -> T) -> T {
+    install_fork_handlers();
+    let _registry = registry();
+    f()
+}
+
 fn install_fork_handlers() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: the three handlers are `extern "C"` functions that live for the whole
-        // program; they only lock, close and store.
-        unsafe {
-            libc::pthread_atfork(
-                Some(before_fork),
-                Some(after_fork_in_parent),
-                Some(after_fork_in_child),
-            )
-        };
-    });
+    // Not a `Once`: a child forked while another thread ran its closure would wait on it for
+    // ever. The first caller registers; another caller racing it may open a description
+    // before the handlers exist, which a fork in that instant would not close in the child.
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    // Relaxed: only decides who registers; the registration is idempotent in effect.
+    if INSTALLED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the three handlers are `extern "C"` functions that live for the whole program;
+    // they only lock, close and store.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        )
+    };
 }
 
 fn generation() -> u64 {

@@ -357,7 +357,7 @@ fn wait_for_record_0(ring: &Ring) -> Found {
                 let word = ring.tag_of(0);
                 // SYNC W (SeqCst): as in `Consumer::poll`.
                 let changed = || word.load(Ordering::SeqCst) != tag;
-                ring.wait_data(SLEEPER_BIT, changed, None);
+                ring.wait_data(SLEEPER_BIT, changed, None, || true);
             }
             found => return found,
         }

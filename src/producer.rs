@@ -411,7 +411,9 @@ impl Claimed<'_> {
         self.claim.as_ref().map_or(0, |c| c.offset)
     }
 
-    /// The record's payload bytes, to fill in place. Their initial content is unspecified.
+    /// The record's payload bytes, to fill in place. Their initial content is unspecified. (In
+    /// a child forked while the claim was open these are still the parent's record's bytes:
+    /// write nothing there; `commit` fails with [`Error::Forked`].)
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let claim = self
             .claim
@@ -424,8 +426,11 @@ impl Claimed<'_> {
         unsafe { std::slice::from_raw_parts_mut(ptr, claim.len as usize) }
     }
 
-    /// Commits the record and returns its offset.
+    /// Commits the record and returns its offset. In a child forked while the claim was open
+    /// it fails with [`Error::Forked`]: the record is the parent's to commit.
     pub fn commit(mut self) -> Result<u64> {
+        let producer = &self.producer;
+        producer.lease.check_current(&producer.shared.path)?;
         let shared = self.producer.shared.clone();
         let crc = checksum(&shared, self.as_mut_slice());
         let claim = self
@@ -438,6 +443,10 @@ impl Claimed<'_> {
 
 impl Drop for Claimed<'_> {
     fn drop(&mut self) {
+        if !self.producer.lease.current() {
+            // A forked child's copy: the claim is the parent's, to commit or give up.
+            return;
+        }
         if let Some(claim) = self.claim.take() {
             // An uncommitted claim is given up at once so readers skip it without waiting.
             let ring = &self.producer.shared.ring;

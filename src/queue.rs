@@ -2,8 +2,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use memmap2::MmapRaw;
 
@@ -17,7 +17,7 @@ use crate::lease::{Lease, OwnFd};
 use crate::producer::Producer;
 use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
-use crate::sync::Region;
+use crate::sync::{AtomicU128, Region};
 use crate::trust::Trust;
 
 /// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
@@ -78,9 +78,11 @@ pub(crate) struct Shared {
     pub recovery: Option<Recovery>,
     /// The Batch flusher of this process, while a producer holds it.
     pub flusher: FlusherSlot,
-    /// The claim a flush leader of this process found stuck at the prefix's end, and since
-    /// when (see `committed_prefix`).
-    pub flush_stall: Mutex<Option<(u64, Instant)>>,
+    /// The claim a flush leader of this process found stuck at the prefix's end (its offset
+    /// plus one; 0: none) and since when, in `CLOCK_MONOTONIC` nanoseconds (see
+    /// `committed_prefix`). An atomic, not a mutex: a child forked while a leader thread held a
+    /// mutex would find it locked for ever.
+    pub flush_stall: AtomicU128,
     map: MmapRaw,
 }
 
@@ -105,7 +107,7 @@ impl Shared {
             flush_file: m.flush_file,
             recovery: None,
             flusher: FlusherSlot::default(),
-            flush_stall: Mutex::new(None),
+            flush_stall: AtomicU128::new(0),
             map: m.map,
         }
     }

@@ -552,21 +552,33 @@ impl Ring {
     }
 
     /// Sleeps until data may have been committed, `ready` turned true, or `timeout` passed.
-    /// `bit` is the caller's bit in the sleeper bitmap (one per group slot).
+    /// `bit` is the caller's bit in the sleeper bitmap (one per group slot). The bit belongs to
+    /// the slot, not to its holder: a member whose group was taken over while it slept must not
+    /// clear the bit its successor set, so `owned` says whether the slot is still the caller's.
     pub(crate) fn wait_data(
         &self,
         bit: u64,
         ready: impl Fn() -> bool,
         timeout: Option<std::time::Duration>,
+        owned: impl Fn() -> bool,
     ) {
-        sleep_on(
-            &self.region,
+        let region = &self.region;
+        flag_and_sleep(
+            region,
             layout::DATA_WAITERS,
             layout::DATA_SEQ,
             bit,
             ready,
             timeout,
         );
+        if owned() {
+            // SeqCst like every sleeper-bitmap change. Between `owned` and this clear a
+            // successor can still set the bit and lose it; sleepers cap their sleeps, so that
+            // costs at most one cap of latency, never a hang.
+            region
+                .u64(layout::DATA_WAITERS)
+                .fetch_and(!bit, Ordering::SeqCst);
+        }
     }
 }
 
@@ -581,15 +593,26 @@ pub(crate) fn sleep_on(
     ready: impl Fn() -> bool,
     timeout: Option<std::time::Duration>,
 ) {
-    let map = region.u64(waiters);
+    flag_and_sleep(region, waiters, seq, bit, ready, timeout);
+    // SeqCst for symmetry with the flagging; a late clear only costs a notifier a spurious wake.
+    region.u64(waiters).fetch_and(!bit, Ordering::SeqCst);
+}
+
+/// [`sleep_on`] but for the unflagging, which the caller does.
+fn flag_and_sleep(
+    region: &Region,
+    waiters: u64,
+    seq: u64,
+    bit: u64,
+    ready: impl Fn() -> bool,
+    timeout: Option<std::time::Duration>,
+) {
     // SYNC W (SeqCst): flagged before `ready` re-checks the condition.
-    map.fetch_or(bit, Ordering::SeqCst);
+    region.u64(waiters).fetch_or(bit, Ordering::SeqCst);
     let seen = region.u32(seq).load(Ordering::SeqCst);
     if !ready() {
         region.wait(seq, seen, timeout);
     }
-    // SeqCst for symmetry with the flagging; a late clear only costs a notifier a spurious wake.
-    map.fetch_and(!bit, Ordering::SeqCst);
 }
 
 /// The waking half of SYNC W: if anyone is flagged in `waiters`, bump `seq` and wake them.

@@ -18,9 +18,9 @@
 //! interval of its holder leaving or dying (the next tick of the new assignee sees the holder
 //! gone and takes the lease of a dead process), and within two when a member joins (the holder
 //! releases at its tick, the joiner takes at its own). A member that is alive but stops polling
-//! is dropped from the assignment after its session timeout, but keeps the leases it holds
-//! until it polls again (then it gives them up) or dies: a lease is never taken from a live
-//! process.
+//! is dropped from the assignment after its session timeout, and its new assignee takes its
+//! partitions' leases from it at its next tick (the stale member's later commits are fenced,
+//! and it gives the partitions up when it polls again).
 //!
 //! **Waiting.** A poll first tries every held partition once without waiting, round-robin
 //! from where the last one left off. Then it spins briefly and sleeps on the topic's wake-up
@@ -81,7 +81,8 @@ pub struct TopicMessage<'a> {
     /// previous message: records whose producer gave them up (a dropped claim) or stalled or
     /// died past the claim timeout. They hold no record and no one receives them. A consumer
     /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
-    /// comes with [`Error::Lagged`](crate::Error::Lagged) or a seek. (Per partition.)
+    /// comes with [`Error::Lagged`](crate::Error::Lagged), a seek, or a record that failed its
+    /// checksum. (Per partition.)
     pub aborted_before: u64,
 }
 
