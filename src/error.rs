@@ -215,6 +215,19 @@ pub enum Error {
         /// The committed offset found instead of this consumer's own last one.
         found: u64,
     },
+    /// A topic member committed a partition it does not hold (any more): the partition moved
+    /// to another member at a rebalance, and its uncommitted records are delivered again there
+    /// (at-least-once). Nothing was committed; the member goes on with the partitions it holds.
+    #[error(
+        "partition {partition} is not held by this member of group {group:?} (it moved to \
+         another member, which delivers its uncommitted records again)"
+    )]
+    NotHeld {
+        /// The group.
+        group: String,
+        /// The partition.
+        partition: u32,
+    },
     /// A non-gating consumer was overrun; `lost` records were skipped and it now reads the
     /// oldest record still in the ring.
     #[error("consumer lagged behind and lost {lost} records")]

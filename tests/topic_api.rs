@@ -213,7 +213,7 @@ fn routing_round_robin_and_publish_to() {
     assert_eq!(c.committed(9), None);
     assert!(matches!(
         c.commit(7, 0),
-        Err(Error::InvalidArgument(m)) if m.contains("not held")
+        Err(Error::NotHeld { partition: 7, .. })
     ));
     let too_big = vec![0u8; 600];
     assert!(matches!(p.publish(&too_big), Err(Error::TooBig { .. })));

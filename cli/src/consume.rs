@@ -176,8 +176,20 @@ impl Source for TopicConsumer {
             value: m.value,
         }))
     }
+    /// A partition that moved to another member since its records were printed is not an
+    /// error for a tail-like reader: the new holder delivers them again (at-least-once).
     fn commit(&mut self, partition: u32, offset: u64) -> shmq::Result<()> {
-        TopicConsumer::commit(self, partition, offset)
+        match TopicConsumer::commit(self, partition, offset) {
+            Err(shmq::Error::NotHeld { .. } | shmq::Error::TakenOver { .. }) => {
+                errln!(
+                    "shmq: group {:?}: partition {partition} moved to another member before \
+                     offset {offset} was committed; that member delivers it again",
+                    TopicConsumer::group(self)
+                );
+                Ok(())
+            }
+            r => r,
+        }
     }
     fn group(&self) -> &str {
         TopicConsumer::group(self)

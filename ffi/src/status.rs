@@ -22,7 +22,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
 /// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
-/// | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `NotHeld`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
 /// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
 /// | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
@@ -87,7 +87,8 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::TooManyGroups(_)
         | Error::TooManyMembers { .. }
         | Error::GroupBusy { .. }
-        | Error::TakenOver { .. } => SHMQ_EBUSY,
+        | Error::TakenOver { .. }
+        | Error::NotHeld { .. } => SHMQ_EBUSY,
         Error::Lagged { .. } => SHMQ_LAGGED,
         Error::Forked { .. } => SHMQ_EFORKED,
         Error::Untrusted { .. } => SHMQ_EUNTRUSTED,

@@ -264,10 +264,10 @@ impl TopicConsumer {
                 }
                 result
             }
-            _ => Err(Error::InvalidArgument(format!(
-                "partition {partition} is not held by this member of group {:?}",
-                self.group
-            ))),
+            _ => Err(Error::NotHeld {
+                group: self.group.clone(),
+                partition,
+            }),
         }
     }
 
