@@ -326,19 +326,33 @@ fn rust_topic_publisher_c_member() {
     rust_topic_publisher_to_c(500, 40, &[]);
 }
 
+/// The interpreter of the Python tests. They fail, never skip, when it cannot be run: a test
+/// that passes because its tool is missing checks nothing.
+fn python3() -> &'static str {
+    match Command::new("python3").arg("--version").output() {
+        Ok(out) if out.status.success() => "python3",
+        Ok(out) => panic!(
+            "`python3 --version` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!(
+            "python3 is required by the Python tests of shmq-ffi and could not be run ({e}): \
+             install it (Debian: apt-get install python3) or put it on PATH"
+        ),
+    }
+}
+
 #[test]
 fn python_publisher_rust_consumer() {
     let _serial = serial();
-    if Command::new("python3").arg("--version").output().is_err() {
-        println!("NOTE: python3 is not installed; skipping the Python example");
-        return;
-    }
+    let python = python3();
     let count = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let (path, queue) = new_queue(dir.path());
     drop(queue.consumer("rust").unwrap());
     let script = crate_dir().join("../examples/python/publisher.py");
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python)
         .arg(script)
         .arg(&path)
         .arg(count.to_string())
