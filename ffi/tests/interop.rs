@@ -1,7 +1,8 @@
 //! Cross-language tests: the C and Python examples against Rust peers, through the freshly
 //! built `libshmq.so`, and the C examples under valgrind. `topic.c` publishes keyed records
-//! to a topic and reads them as a group member. The fork test runs a C program
-//! (`tests/c/fork_after_open.c`) that opens a queue once and forks hundreds of producers from
+//! to a topic and reads them as a group member. The fork tests run a C program
+//! (`tests/c/fork_after_open.c`) and a Python `multiprocessing` script
+//! (`tests/python/fork_workers.py`) that open a queue once and fork hundreds of producers from
 //! it, most killed with SIGKILL; the test then reads back every acknowledged record.
 
 use std::collections::{HashMap, HashSet};
@@ -671,4 +672,31 @@ fn c_fork_after_open(children: u64, kill_max: Duration, wrap: &[&str]) {
 fn c_fork_after_open_with_hundreds_of_killed_children() {
     let _serial = serial();
     c_fork_after_open(300, Duration::from_millis(3), &[]);
+}
+
+/// Runs `tests/python/fork_workers.py` (its docs say what it does and checks): `workers`
+/// `multiprocessing` workers (fork start method) started from one open queue, most killed
+/// with SIGKILL within `kill_max` of their start (of their joining "g" for "g" workers).
+fn python_fork_workers(workers: u64, kill_max: Duration) {
+    let python = python3();
+    fork_run("fork_workers:", "workers", workers, |path, acks, seed| {
+        let mut cmd = Command::new(python);
+        cmd.arg(crate_dir().join("tests/python/fork_workers.py"))
+            .arg(path)
+            .arg(acks)
+            .args([
+                workers.to_string(),
+                FORK_SLOTS.to_string(),
+                seed.to_string(),
+                kill_max.as_millis().to_string(),
+            ])
+            .env("SHMQ_LIB", lib_dir().join("libshmq.so"));
+        cmd
+    });
+}
+
+#[test]
+fn python_fork_workers_with_hundreds_killed() {
+    let _serial = serial();
+    python_fork_workers(200, Duration::from_millis(10));
 }
