@@ -8,6 +8,9 @@ import ctypes
 import os
 
 OK, TIMEOUT, FULL, LAGGED = 0, 1, 2, 3
+# Errors a caller branches on: a live holder (or no free slot), and a producer or consumer
+# handle used in a child forked after it was made (make a new one in the child).
+EBUSY, EFORKED = -8, -10
 
 
 class Options(ctypes.Structure):
