@@ -19,6 +19,7 @@ pub const POINTS: &[&str] = &[
     "flush.after_sync",
     "commit.before_store",
     "commit.after_store",
+    "group.join.before_lease",
     "group.join.after_lease",
     "group.join.after_session",
     "member.join.after_lease",

@@ -357,6 +357,7 @@ impl Shared {
     ) -> Result<(u32, bool)> {
         loop {
             let slot = self.find_or_create_group(name, gating, &start)?;
+            crate::crash::point("group.join.before_lease");
             let from_live = self.acquire_lease(slot, name, word, &may_take)?;
             crate::crash::point("group.join.after_lease");
             // A deleter stores the slot inactive while it holds the lease, before it lets go.

@@ -33,12 +33,17 @@ fn main() {
         Some("consumer") => consumer(),
         Some("committer") => committer(),
         Some("joiner") => joiner(),
+        Some("join_reporter") => join_reporter(),
         Some(r) => panic!("unknown role {r}"),
         None => common::run(&[
             ("random_producer_kills", random_producer_kills),
             ("crash_points_in_publish", crash_points_in_publish),
             ("crash_points_in_commit", crash_points_in_commit),
             ("crash_points_in_join", crash_points_in_join),
+            (
+                "a_join_stopped_while_its_group_is_deleted",
+                a_join_stopped_while_its_group_is_deleted,
+            ),
             ("random_consumer_kills_resume", random_consumer_kills_resume),
         ]),
     }
@@ -169,6 +174,22 @@ fn joiner() {
     let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
     let mut c = q.subscribe("g", &session(SESSION)).unwrap();
     while c.poll(Some(Duration::from_secs(5))).unwrap().is_some() {}
+}
+
+/// Child: joins group "g" (stopped by the parent before it takes the lease), then says whether
+/// the slot it holds is "g" and no other group's.
+fn join_reporter() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let c = q.consumer("g").unwrap();
+    let me = std::process::id();
+    let groups = q.groups();
+    let holds = |name: &str| {
+        groups
+            .iter()
+            .any(|g| g.name == name && g.holder == Some(me) && g.holder_alive)
+    };
+    println!("holds g {} holds h {}", holds("g"), holds("h"));
+    drop(c);
 }
 
 const SESSION: Duration = Duration::from_millis(200);
@@ -463,6 +484,37 @@ fn crash_points_in_join() {
         );
         println!("  {point}: taken over in {took:?}");
     }
+}
+
+/// A member stopped between finding group "g" and taking its lease, while "g" is deleted and
+/// its slot reused by group "h": once resumed it must not hold "h"'s slot (it would commit into
+/// "h"'s cursor); it joins "g" anew, in a slot of its own.
+fn a_join_stopped_while_its_group_is_deleted() {
+    let (s, q) = setup(1 << 16);
+    let env = [
+        ("SHMQ_PATH", s.path.clone()),
+        ("SHMQ_STOP_AT", "group.join.before_lease".to_string()),
+    ];
+    let child = common::spawn("join_reporter", &env);
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: waits for our own child to stop (WUNTRACED), into a local.
+    let waited = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    assert!(
+        waited == pid && libc::WIFSTOPPED(status),
+        "the joiner did not stop"
+    );
+    q.delete_group("g").unwrap();
+    drop(q.consumer("h").unwrap()); // takes the freed slot
+                                    // SAFETY: kill(2) on our own stopped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let (out, status) = common::wait(child, Duration::from_secs(60), "join_reporter");
+    assert!(status.success(), "join_reporter failed: {out}");
+    assert!(
+        out.contains("holds g true holds h false"),
+        "the resumed member holds the wrong slot: {out}"
+    );
+    println!("  {}", out.trim());
 }
 
 /// A consumer SIGKILLed at random moments 20 times while a producer publishes: each new member
