@@ -160,7 +160,7 @@ impl Shared {
     /// `from` is the durable offset the prefix starts at.
     fn flush_prefix(&self, from: u64, end: (u64, u64)) -> Result<()> {
         crate::crash::point("flush.before_sync");
-        let synced = crate::fault::check("fdatasync").and_then(|()| {
+        let synced = crate::fault::flush_sync(&self.flush_file, || {
             nix::unistd::fdatasync(self.flush_file.as_raw_fd()).map_err(std::io::Error::from)
         });
         if let Err(e) = synced {
