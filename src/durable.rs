@@ -16,9 +16,35 @@
 //!   the slots of that whole prefix on disk, whoever wrote them. This is group commit: a flush
 //!   covers every record committed since the last one, in every process.
 //! * **Cursors.** After the `fdatasync` the leader stores the prefix end in `FLUSHED`, the
-//!   cursor recovery starts from. It reaches the disk with the next flush (or any writeback
-//!   before it), and it is never ahead of data that is on disk. Then it stores `DURABLE`, which
-//!   waiters read (SYNC D), and wakes the flagged waiters.
+//!   cursor recovery starts from, and in `DURABLE`, which waiters read (SYNC D), and wakes the
+//!   flagged waiters. `FLUSHED` is never ahead of data that is on disk, but it reaches the disk
+//!   itself only with a later `fdatasync` (or a writeback before one): until then the disk
+//!   holds the value of an earlier flush, and recovery starts there.
+//! * **Synced cursor.** So the records from the `FLUSHED` on disk to `DURABLE` must stay
+//!   intact on disk until a newer `FLUSHED` is there. The leader loads `FLUSHED` before its
+//!   `fdatasync`, which therefore writes that value, and stores it in `SYNCED` after the call
+//!   returned (SYNC S). Under Batch and Sync producers never claim past `SYNCED` plus one
+//!   capacity (`scan_limit` in `producer.rs`), so no byte and no offset slot of a record from
+//!   `SYNCED` on is written again. Room frees one flush later than with `DURABLE` as the
+//!   bound: a record can be overwritten once the flush after the one that made it durable has
+//!   completed. A producer held back by `SYNCED` with no new record to flush leads a flush of
+//!   the header alone, which carries `FLUSHED` to the disk (`try_flush_for_room`). Under None
+//!   producers are not held back by flushes, so a leader that moved `FLUSHED` syncs a second
+//!   time, for the header, and only then stores `SYNCED` and `DURABLE`.
+//! * **Why no durable record is lost, whichever pages reach the disk.** Let `R` be the
+//!   `FLUSHED` on disk when the machine stops, and `D` the last `DURABLE` stored. (1) `R` is at
+//!   least every value `SYNCED` held: each was `FLUSHED`'s value when a successful `fdatasync`
+//!   began; once that call returned, the disk holds the header page as it was then or a later
+//!   version, and `FLUSHED` only grows. (2) The bytes of every record before `D`, and the slot
+//!   words recovery reads for it (its tag, and for an aborted record its successor's
+//!   position), were written before a successful `fdatasync` began. (3) Every claim since ends
+//!   at most one capacity past a `SYNCED` that is at most `R` (a limit computed from an older
+//!   value is lower still), and the offset slot of `o` is reused only by `o + N`, whose claim
+//!   begins at least one capacity past `pos(o)`. So none of those bytes and words changed
+//!   after the flush for a record of `[R, D)`: every version of their pages, written back or
+//!   not, torn or not, holds them. Recovery therefore accepts every record of `[R, D)`, and the
+//!   tail it recovers is at least `D`. Under None, `R ≥ D` directly. Nothing here depends on
+//!   which subset of the dirty pages reached the disk, or in which order.
 //! * **Errors poison.** When a writeback fails, the kernel marks the pages clean and reports
 //!   the error once to each open file description; a later `fdatasync` succeeds without
 //!   writing them. So a failed `fdatasync` stores `(DURABLE offset, errno)` in `POISON`, and no
@@ -38,7 +64,8 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::layout::{
-    footprint, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK, POISON,
+    footprint, Durability, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK,
+    POISON, SYNCED,
 };
 use crate::lease::OwnFd;
 use crate::queue::Shared;
@@ -69,6 +96,23 @@ impl Shared {
     pub(crate) fn durable(&self) -> (u64, u64) {
         // SYNC D (Acquire): pairs with the leader's Release store after its fdatasync.
         unpack(self.ring.region.u128(DURABLE).load(Ordering::Acquire))
+    }
+
+    /// The synced cursor: the flushed cursor on disk is at least this. Under Batch and Sync
+    /// producers never overwrite a record from it on.
+    pub(crate) fn synced(&self) -> (u64, u64) {
+        // SYNC S (Acquire): pairs with the leader's Release store, made after the fdatasync
+        // that put this value on disk returned; a producer that overwrites records before it
+        // does so after that call.
+        unpack(self.ring.region.u128(SYNCED).load(Ordering::Acquire))
+    }
+
+    /// The flushed cursor in the page cache (the leader's word; recovery starts from its value
+    /// on disk).
+    fn flushed(&self) -> (u64, u64) {
+        // Relaxed: only leaders write it, one at a time under the lock, each before its Release
+        // store of DURABLE, which the next leader loads (Acquire) before this.
+        unpack(self.ring.region.u128(FLUSHED).load(Ordering::Relaxed))
     }
 
     /// `Some(Error::Poisoned)` once a flush of this file failed (in any process).
@@ -139,6 +183,19 @@ impl Shared {
     /// (`Ok(false)`: another leader runs). Fails with `Error::Poisoned` once a flush of the
     /// file failed, this one or an earlier one.
     pub(crate) fn try_flush(&self, via: &OwnFd) -> Result<bool> {
+        self.lead_flush(via, false)
+    }
+
+    /// As [`try_flush`](Self::try_flush), and with no new record to flush, still syncs if the
+    /// flushed cursor on disk may lag the one in memory, to carry it there: the flush that frees
+    /// room for a producer held back by the synced cursor.
+    pub(crate) fn try_flush_for_room(&self, via: &OwnFd) -> Result<bool> {
+        self.lead_flush(via, true)
+    }
+
+    /// Leads a flush through `via` if the lock is free; `carry`: also when only the flushed
+    /// cursor is to be put on disk.
+    fn lead_flush(&self, via: &OwnFd, carry: bool) -> Result<bool> {
         let lock = LeaderLock::try_take(via).map_err(|e| self.io("lock for flush", e))?;
         let Some(_lock) = lock else {
             return Ok(false);
@@ -148,41 +205,68 @@ impl Shared {
         if let Some(e) = self.poisoned() {
             return Err(e);
         }
-        let (from_offset, _) = self.durable();
+        let from = self.durable();
         let end = self.committed_prefix();
-        if end.0 <= from_offset {
+        // The flushed cursor on disk lags while the synced one is behind it in memory.
+        let carry = carry && self.synced() != self.flushed();
+        if end.0 <= from.0 && !carry {
             return Ok(true);
         }
-        self.flush_prefix(from_offset, end)?;
+        self.flush_prefix(from.0, end)?;
         Ok(true)
     }
 
     /// Puts everything before `end` on disk and advances the cursors (the leader's work).
-    /// `from` is the durable offset the prefix starts at.
+    /// `from` is the durable offset the prefix starts at; with `end` at the durable cursor,
+    /// the flush only carries `FLUSHED` to the disk.
     fn flush_prefix(&self, from: u64, end: (u64, u64)) -> Result<()> {
+        // The value this flush's fdatasync puts on disk (SYNC S).
+        let carried = self.flushed();
         crate::crash::point("flush.before_sync");
-        let synced = crate::fault::check("fdatasync").and_then(|()| {
+        self.sync_file(from)?;
+        crate::crash::point("flush.after_sync");
+        let r = &self.ring.region;
+        // Relaxed: only leaders write it (see `flushed`); it reaches the disk with a later
+        // fdatasync, below under None, with the next flush otherwise.
+        r.u128(FLUSHED).store(pack(end.0, end.1), Ordering::Relaxed);
+        // Producers under None are not bounded by the synced cursor, so nothing confirmed may
+        // rest on a `FLUSHED` that is not on disk yet.
+        let synced = if self.geometry.durability == Durability::None && end != carried {
+            self.sync_file(from)?;
+            end
+        } else {
+            carried
+        };
+        // SYNC S (Release): stored after the fdatasync that wrote `synced` returned.
+        r.u128(SYNCED)
+            .store(pack(synced.0, synced.1), Ordering::Release);
+        // SYNC D (Release), and SeqCst for the waiter check in `wake_on` (SYNC W).
+        r.u128(DURABLE).store(pack(end.0, end.1), Ordering::SeqCst);
+        ring::wake_on(r, DURABLE_WAITERS, DURABLE_SEQ);
+        // Under Batch and Sync the synced cursor bounds producers (`scan_limit`).
+        self.ring.notify_space();
+        Ok(())
+    }
+
+    /// One `fdatasync` of the file through the flush's own description, counted in `FLUSHES`.
+    /// A failure poisons the file from durable offset `from`.
+    fn sync_file(&self, from: u64) -> Result<()> {
+        let synced = crate::fault::flush_sync(&self.flush_file, || {
             nix::unistd::fdatasync(self.flush_file.as_raw_fd()).map_err(std::io::Error::from)
         });
         if let Err(e) = synced {
             return Err(self.poison(from, e));
         }
-        crate::crash::point("flush.after_sync");
-        let r = &self.ring.region;
-        // Relaxed: only this leader writes these words; FLUSHED reaches the disk with a later
-        // flush, and DURABLE's Release below orders it for readers anyway.
-        r.u128(FLUSHED).store(pack(end.0, end.1), Ordering::Relaxed);
-        r.u64(FLUSHES).fetch_add(1, Ordering::Relaxed);
-        // SYNC D (Release), and SeqCst for the waiter check in `wake_on` (SYNC W).
-        r.u128(DURABLE).store(pack(end.0, end.1), Ordering::SeqCst);
-        ring::wake_on(r, DURABLE_WAITERS, DURABLE_SEQ);
-        // Under Batch and Sync the durable cursor bounds producers too (`scan_limit`).
-        self.ring.notify_space();
+        // Relaxed: a statistic.
+        self.ring
+            .region
+            .u64(FLUSHES)
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Marks the file poisoned after a failed flush: no record from `from` on is ever reported
-    /// durable. Runs under the leader lock, after the check in `try_flush`, so the first
+    /// durable. Runs under the leader lock, after the check in `lead_flush`, so the first
     /// failure is the one recorded. Returns the error every later durability call gets.
     fn poison(&self, from: u64, failure: std::io::Error) -> Error {
         let errno = failure

@@ -4,7 +4,8 @@
 //! A producer owns one producer slot (FORMAT.md): `owner` u128 at 0 (the word of its
 //! [`Lease`], so the slot's owner is alive exactly while its kernel lock is held), the
 //! in-flight intent at 16 (`offset + 1`, 0 when idle) and its position at 24. The claim limit is
-//! `min(tail, gating groups' committed positions, live intents) + capacity`, cached and only
+//! `min(tail, gating groups' committed positions, live intents) + capacity`, and under Batch and
+//! Sync also at most the synced cursor (`durable.rs`) plus one capacity. It is cached and only
 //! recomputed when a claim would pass it, so the common publish reads no group or slot.
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::sync::{pack, Ordering};
 
 /// Longest single sleep while waiting behind an unfinished record (another producer's claim,
-/// or one holding the durable cursor back); those finish without a wake-up call, so the
+/// or one holding the flushed cursors back); those finish without a wake-up call, so the
 /// waiter polls.
 const INFLIGHT_POLL: Duration = Duration::from_millis(1);
 
@@ -42,8 +43,8 @@ pub struct Producer {
 enum Bottleneck {
     /// The tail or a gating group: wait for a commit.
     Groups,
-    /// Records not yet on disk: flush them.
-    Durable,
+    /// Records not yet on disk, or not yet behind the flushed cursor on disk: flush.
+    Flush,
     /// Producer slot `slot`'s unfinished record, seen as intent value `intent`.
     Intent { slot: u32, intent: u64 },
 }
@@ -236,9 +237,9 @@ impl Producer {
             }
             match bottleneck {
                 Bottleneck::Intent { slot, intent } if self.clear_if_dead(slot, intent) => continue,
-                // Retry at once only if the flush moved the durable cursor: a claim pending at
-                // its end (aborted after the claim timeout) can hold it still.
-                Bottleneck::Durable if self.flushed_further()? => continue,
+                // Retry at once only if the flush moved a cursor: a claim pending at the
+                // prefix's end (aborted after the claim timeout) can hold them still.
+                Bottleneck::Flush if self.flushed_further()? => continue,
                 _ => {}
             }
             if self.shared.geometry.full_policy == FullPolicy::Reject {
@@ -250,7 +251,7 @@ impl Producer {
             if wait == Some(Duration::ZERO) {
                 return Err(Error::Timeout);
             }
-            if matches!(bottleneck, Bottleneck::Intent { .. } | Bottleneck::Durable) {
+            if matches!(bottleneck, Bottleneck::Intent { .. } | Bottleneck::Flush) {
                 wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
             }
             let shared = &self.shared;
@@ -265,10 +266,13 @@ impl Producer {
         }
     }
 
-    /// Flushes if no one else is, and says whether the durable cursor moved.
+    /// Flushes if no one else is, and says whether the durable or the synced cursor moved. A
+    /// flush that makes records durable frees no room by itself when the synced cursor did not
+    /// move; the next one, which carries the flushed cursor to the disk, does.
     fn flushed_further(&self) -> Result<bool> {
-        let before = self.shared.durable().1;
-        Ok(self.shared.try_flush(self.lease.fd())? && self.shared.durable().1 > before)
+        let cursors = || (self.shared.durable(), self.shared.synced());
+        let before = cursors();
+        Ok(self.shared.try_flush_for_room(self.lease.fd())? && cursors() != before)
     }
 
     fn scan_limit(&self) -> (u64, Bottleneck) {
@@ -333,12 +337,13 @@ fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
             low = low.min(g);
         }
     }
-    // Records not yet on disk are never overwritten under a durability policy.
+    // Under a durability policy a record is never overwritten before it is on disk, nor before
+    // the flushed cursor on disk has passed it: recovery walks forward from there (`durable.rs`).
     if shared.geometry.durability != Durability::None {
-        let durable = shared.durable().1;
-        if durable < low {
-            low = durable;
-            bottleneck = Bottleneck::Durable;
+        let synced = shared.synced().1;
+        if synced < low {
+            low = synced;
+            bottleneck = Bottleneck::Flush;
         }
     }
     for s in (0..shared.geometry.producer_slots).filter(|&s| s != me) {

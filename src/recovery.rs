@@ -13,8 +13,10 @@
 //!    commit did not reach the disk, ends the valid prefix. The tag keeps out a record that a
 //!    reader aborted while its producer was writing the header: that producer was told
 //!    `Aborted` (see `valid_record`). Without checksums nothing past `FLUSHED` can be trusted.
-//! 3. The tail is set to the end of that prefix, and slots that speak of later offsets are
-//!    cleared.
+//! 3. The tail is set to the end of that prefix, and so are the flushed, synced and durable
+//!    cursors (step 7 puts them on disk before anyone uses the file). Slots that speak of later
+//!    offsets are cleared. Every record from `FLUSHED` to the durable cursor of before the
+//!    restart is in that prefix: producers never overwrite them (`durable.rs`).
 //! 4. Records that did not survive may still have written ring bytes and slots, one lap
 //!    behind the recovered tail, over older records. So recovery walks back from `FLUSHED`
 //!    over records whose slot, header and CRC agree, and stores the oldest one as the `FLOOR`.
@@ -35,7 +37,7 @@ use crate::error::{Corruption, Error, Result};
 use crate::group::AdminLock;
 use crate::layout::{
     footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, POISON,
-    PRODUCER_SLOT, RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, TAIL,
+    PRODUCER_SLOT, RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, SYNCED, TAIL,
 };
 use crate::queue::Shared;
 use crate::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
@@ -152,6 +154,9 @@ impl Shared {
         }
         r.u128(TAIL).store(pack(offset, pos), Ordering::Relaxed);
         r.u128(FLUSHED).store(pack(offset, pos), Ordering::Relaxed);
+        // Relaxed as above. True of the disk once the sync after recovery returned, which is
+        // before anyone uses the file.
+        r.u128(SYNCED).store(pack(offset, pos), Ordering::Relaxed);
         r.u128(DURABLE).store(pack(offset, pos), Ordering::Relaxed);
         // Slots of offsets past the tail are leftovers of records that did not survive.
         for s in 0..ring.layout.index_entries {
