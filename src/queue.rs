@@ -270,14 +270,15 @@ impl Queue {
     }
 
     /// How many of those producers are asleep waiting for room: held back by a gating group
-    /// or the durable cursor (a snapshot; a producer still spinning before it sleeps is not
-    /// counted).
+    /// or by records not yet known to be on disk (a snapshot; a producer still spinning before
+    /// it sleeps is not counted).
     pub fn producers_waiting(&self) -> u32 {
         crate::producer::live_producers(&self.shared).1
     }
 
     /// Ring bytes producers may not overwrite yet: from the oldest position that a gating
-    /// group, the durable cursor (Batch and Sync) or an unfinished record holds, to the tail.
+    /// group, the flushed cursor known to be on disk (Batch and Sync) or an unfinished record
+    /// holds, to the tail.
     /// A publish blocks (or fails with [`Error::Full`](crate::Error::Full)) when its record
     /// does not fit in the capacity minus this. A snapshot.
     pub fn fill(&self) -> u64 {

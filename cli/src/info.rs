@@ -47,15 +47,15 @@ pub struct Info {
     pub tail_offset: u64,
     /// Every record before this offset is on disk.
     pub durable_offset: u64,
-    /// Ring bytes producers may not overwrite yet (held by gating groups, the durable cursor
-    /// or unfinished records).
+    /// Ring bytes producers may not overwrite yet (held by gating groups, the flushed cursor
+    /// known to be on disk, or unfinished records).
     pub fill_bytes: u64,
     /// `fill_bytes` as a percentage of the capacity.
     fill_percent: f64,
     /// Producer slots held by running processes.
     pub producers_alive: u32,
-    /// Of those, producers asleep waiting for room (held back by a gating group or the
-    /// durable cursor).
+    /// Of those, producers asleep waiting for room (held back by a gating group or by records
+    /// not yet known to be on disk).
     producers_waiting: u32,
     /// Every consumer group.
     groups: Vec<Group>,
