@@ -29,8 +29,19 @@
 //! child that runs out of descriptors or lives in a namespace first checks that such a `/proc`
 //! read really fails there.
 //!
+//! * **Takeovers and forks at the wrong moment**: a member taken over while it slept in a poll
+//!   leaves its successor's sleeper bit set when it wakes, so a publish wakes the successor at
+//!   once (`a_member_taken_over_asleep_*`); a member stopped inside a commit
+//!   (`SHMQ_STOP_AT=commit.before_store`) whose commit lands after the takeover never changes
+//!   a record its successor holds while producers reuse its bytes (`a_commit_landing_*`); a
+//!   claim open across a fork stays the parent's (`a_claim_open_*`); and 200 children forked
+//!   while a thread starts and stops a Batch queue's flusher each make a producer without
+//!   hanging (`a_fork_while_*`). Each failed before its fix: a successor asleep until the end
+//!   of its poll, a record overwritten under its reader, the parent's claim aborted by the
+//!   child's drop, a child blocked for ever on a mutex locked at the fork.
+//!
 //! Children are this binary re-run in a role (`harness = false`, see `common`), except in the
-//! fork test, whose children are real `fork()`s of the test process.
+//! fork tests, whose children are real `fork()`s of the test process.
 
 mod common;
 
@@ -56,6 +67,9 @@ fn main() {
         Some("member") => member_role(),
         Some("joiner") => joiner_role(),
         Some("ns_probe") => ns_probe_role(),
+        Some("sleeper") => sleeper_role(),
+        Some("successor") => successor_role(),
+        Some("committer") => committer_role(),
         Some(r) => panic!("unknown role {r}"),
         None => common::run(&[
             (
@@ -72,6 +86,22 @@ fn main() {
             (
                 "stopped_member_keeps_its_group",
                 stopped_member_keeps_its_group,
+            ),
+            (
+                "a_member_taken_over_asleep_leaves_its_successor_woken",
+                a_member_taken_over_asleep_leaves_its_successor_woken,
+            ),
+            (
+                "a_commit_landing_after_a_takeover_never_changes_a_record_read",
+                a_commit_landing_after_a_takeover_never_changes_a_record_read,
+            ),
+            (
+                "a_claim_open_across_a_fork_stays_the_parents",
+                a_claim_open_across_a_fork_stays_the_parents,
+            ),
+            (
+                "a_fork_while_a_thread_starts_the_flusher_never_hangs_the_child",
+                a_fork_while_a_thread_starts_the_flusher_never_hangs_the_child,
             ),
         ]),
     }
@@ -1200,4 +1230,508 @@ fn stopped_member_keeps_its_group() {
     assert_eq!(join(&[], 1, 0), "ok", "taking over a dead member's group");
     assert_eq!(join(UNSHARE, 1, 0), "ok", "the same from a pid namespace");
     println!("  joiners of a stopped member's group: {outcomes:?}; after its death: ok");
+}
+
+// ------------------------------------------------------------------------------------------
+// 4. Takeovers and forks at the wrong moment.
+
+/// Session timeout of the members taken over below: short, for a quick takeover.
+const SHORT_SESSION: Duration = Duration::from_millis(400);
+/// How long the successor of a member taken over asleep polls for its first record.
+const SUCCESSOR_POLL: Duration = Duration::from_secs(30);
+/// Within this of a publish, a sleeping successor must have its record. A woken one gets it at
+/// once; one whose wake-up was lost gets it at the end of its sleep, capped at 1 s (at the end
+/// of its poll, `SUCCESSOR_POLL`, before the cap existed).
+const WOKEN_WITHIN: Duration = Duration::from_secs(5);
+/// Children forked while a thread starts and stops the flusher, and how long each may take.
+const FLUSHER_FORKS: u32 = 200;
+const FORKED_CHILD_LIMIT: Duration = Duration::from_secs(20);
+
+/// The data-waiters bitmap (FORMAT.md: 8 bytes at 392 of the header): bit `g` is set while a
+/// member of group slot `g` sleeps in a poll (or is about to).
+fn data_waiters(file: &File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, 392).unwrap();
+    u64::from_le_bytes(word)
+}
+
+/// Waits up to 30 s for `done`.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Stops child `pid` while it sleeps in a poll: flagged under `bit` in the data-waiters bitmap.
+/// Stopped between a wake-up and its next sleep instead, it continues and is stopped again.
+fn stop_asleep(pid: libc::pid_t, header: &File, bit: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        wait_until(&format!("{what} asleep"), || {
+            data_waiters(header) & bit != 0
+        });
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        wait_stopped(pid, what);
+        if data_waiters(header) & bit != 0 {
+            return;
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+        assert!(Instant::now() < deadline, "{what} was never stopped asleep");
+    }
+}
+
+/// The lines a child prints, as they come (a thread reads them until the child ends).
+fn lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line from [`lines`], waiting up to `limit` for it.
+fn next_line(lines: &std::sync::mpsc::Receiver<String>, limit: Duration, what: &str) -> String {
+    lines
+        .recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("{what}: no line within {limit:?} ({e})"))
+}
+
+/// Waits up to 30 s for child `i` to exit; panics unless it succeeded.
+fn wait_success(kids: &mut Children, i: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = kids.exited(i) {
+            assert!(status.success(), "{what} failed: {status}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not end within 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Child (sleeper): joins group `g` with a short session, says `joined`, then waits in polls
+/// until one fails; prints `taken over` or the error.
+fn sleeper_role() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let sub = Subscribe {
+        session_timeout: Some(SHORT_SESSION),
+        ..non_gating()
+    };
+    let mut c = q.subscribe("g", &sub).unwrap();
+    println!("joined");
+    loop {
+        match c.poll(Some(Duration::from_secs(60))) {
+            Ok(None) => {}
+            Ok(Some(m)) => panic!("sleeper: record {} came", m.offset),
+            Err(Error::TakenOver { .. }) => return println!("taken over"),
+            Err(e) => return println!("error {e}"),
+        }
+    }
+}
+
+/// Child (successor): takes group `g` over once its member's session has expired, says
+/// `joined`, then polls once for up to `SUCCESSOR_POLL`; prints `got <offset>`, `none` or the
+/// error.
+fn successor_role() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let mut c = join_when_free(&q, &non_gating());
+    println!("joined");
+    match c.poll(Some(SUCCESSOR_POLL)) {
+        Ok(Some(m)) => println!("got {}", m.offset),
+        Ok(None) => println!("none"),
+        Err(e) => println!("error {e}"),
+    }
+}
+
+/// Joins group `g`, retrying for up to 30 s while its holder is within its session.
+fn join_when_free(q: &Queue, sub: &Subscribe) -> Consumer {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match q.subscribe("g", sub) {
+            Ok(c) => return c,
+            Err(Error::GroupBusy { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("taking g over: {e}"),
+        }
+    }
+}
+
+/// A member taken over while it slept in a poll must not clear, when it wakes, the sleeper bit
+/// its successor set: the bit belongs to the group slot, and producers wake only flagged
+/// groups, so the successor would sleep through every record until its own timeout. Both are
+/// stopped while flagged, so the bit is checked when only the old member can have touched it;
+/// then the successor must be woken by a publish.
+fn a_member_taken_over_asleep_leaves_its_successor_woken() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::queue_path(&dir);
+    let q = Queue::create(&path, &options(CAPACITY)).unwrap();
+    let header = File::open(&path).unwrap();
+    let path_s = path.display().to_string();
+    let mut kids = Children::default();
+    let limit = Duration::from_secs(30);
+
+    // The member joins g, sleeps in a poll, and is stopped there, flagged.
+    let m = kids.add(common::spawn("sleeper", &[("SHMQ_PATH", path_s.clone())]));
+    let m_lines = lines(&mut kids.0[m]);
+    assert_eq!(next_line(&m_lines, limit, "the member"), "joined");
+    wait_until("the member asleep", || data_waiters(&header) != 0);
+    let bit = data_waiters(&header);
+    assert_eq!(bit.count_ones(), 1, "one sleeping group: {bit:#x}");
+    stop_asleep(kids.pid(m), &header, bit, "the member");
+
+    // Past the member's session, the successor takes g over (which clears the bit) and sleeps
+    // in its own poll, flagged under the same bit. It is stopped there too.
+    let s = kids.add(common::spawn("successor", &[("SHMQ_PATH", path_s)]));
+    let s_lines = lines(&mut kids.0[s]);
+    assert_eq!(next_line(&s_lines, 2 * limit, "the successor"), "joined");
+    stop_asleep(kids.pid(s), &header, bit, "the successor");
+
+    // The member continues: it wakes, finds g taken and ends.
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(kids.pid(m), libc::SIGCONT) }, 0);
+    assert_eq!(next_line(&m_lines, limit, "the member"), "taken over");
+    wait_success(&mut kids, m, "the member");
+    let kept = data_waiters(&header) & bit != 0;
+
+    // The successor continues, and a record is published: the successor must be woken.
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(kids.pid(s), libc::SIGCONT) }, 0);
+    let mut p = q.producer().unwrap();
+    let sent = Instant::now();
+    p.publish(b"wake up").unwrap();
+    let got = next_line(&s_lines, SUCCESSOR_POLL + limit, "the successor's poll");
+    let latency = sent.elapsed();
+    println!(
+        "  a member taken over asleep {} its successor's sleeper bit; the successor said \
+         {got:?} {latency:.1?} after the publish; {:.1?}",
+        if kept { "left" } else { "cleared" },
+        started.elapsed()
+    );
+    assert!(
+        kept,
+        "the member taken over while asleep cleared its successor's sleeper bit on waking"
+    );
+    assert_eq!(got, "got 0", "the successor's poll");
+    assert!(
+        latency < WOKEN_WITHIN,
+        "the successor got the record {latency:?} after its publish: it was not woken"
+    );
+}
+
+/// Child (committer): joins gating group `g` with a short session, reads ten records and
+/// commits the last; `SHMQ_STOP_AT=commit.before_store` stops it between its lease check and
+/// its cursor CAS. Prints `commit <offset>: ok` or the error.
+fn committer_role() {
+    let q = Queue::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let sub = Subscribe {
+        session_timeout: Some(SHORT_SESSION),
+        ..Subscribe::default()
+    };
+    let mut c = q.subscribe("g", &sub).unwrap();
+    let mut last = 0;
+    for _ in 0..10 {
+        last = c
+            .poll(Some(Duration::from_secs(30)))
+            .unwrap()
+            .expect("a record")
+            .offset;
+    }
+    match c.commit(last) {
+        Ok(()) => println!("commit {last}: ok"),
+        Err(e) => println!("commit {last}: {e}"),
+    }
+}
+
+/// A member stopped inside a commit (after its lease check, before its cursor CAS) past its
+/// session: its successor takes the gating group over at the committed offset, then the old
+/// member's CAS lands and moves the cursor past records the successor has not read yet, so
+/// producers may overwrite them. A record the successor holds must not change under it (it
+/// copies and checks its reads until its own first commit).
+fn a_commit_landing_after_a_takeover_never_changes_a_record_read() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::queue_path(&dir);
+    let q = Queue::create(&path, &options(CAPACITY)).unwrap();
+    drop(q.subscribe("g", &Subscribe::default()).unwrap()); // gating, from the first record
+    let mut p = q.producer().unwrap();
+    let record = |i: u8| [b'A' + i; 64];
+    for i in 0..20 {
+        p.publish(&record(i)).unwrap();
+    }
+    let mut kids = Children::default();
+    let old = kids.add(common::spawn(
+        "committer",
+        &[
+            ("SHMQ_PATH", path.display().to_string()),
+            ("SHMQ_STOP_AT", "commit.before_store".into()),
+        ],
+    ));
+    wait_stopped(kids.pid(old), "the old member");
+
+    // Past the old member's session, the successor takes g over, at the committed offset 0.
+    let mut j = join_when_free(&q, &Subscribe::default());
+    assert_eq!(j.position(), 0);
+
+    // The old member continues: its commit of records 0..=9 lands after the takeover.
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(kids.pid(old), libc::SIGCONT) }, 0);
+    let (out, status) = common::wait(
+        kids.0.remove(old),
+        Duration::from_secs(30),
+        "the old member",
+    );
+    assert!(status.success(), "the old member failed: {out}");
+    assert_eq!(
+        (out.trim(), q.groups()[0].committed),
+        ("commit 9: ok", 10),
+        "the old member's commit landed after the takeover (the race under test)"
+    );
+
+    // The successor reads record 0 and holds it while producers fill the ring: with the
+    // cursor at 10, they reuse record 0's bytes.
+    let msg = j.poll(Some(Duration::ZERO)).unwrap().expect("record 0");
+    assert_eq!((msg.offset, msg.payload), (0, &record(0)[..]));
+    p.set_timeout(Some(Duration::ZERO));
+    let mut more = 0;
+    loop {
+        match p.publish(&[b'z'; 64]) {
+            Ok(_) => more += 1,
+            Err(Error::Timeout) => break,
+            Err(e) => panic!("publish: {e}"),
+        }
+    }
+    let now = msg.payload.to_vec();
+    println!(
+        "  record 0, read by the successor of a member whose commit landed late, holds {:?}.. \
+         after {more} more publishes; {:.1?}",
+        String::from_utf8_lossy(&now[..4]),
+        started.elapsed()
+    );
+    assert!(
+        q.oldest_offset() > 0,
+        "the producers did not reuse record 0's bytes ({more} publishes)"
+    );
+    assert!(
+        now == record(0),
+        "record 0 changed under the successor holding it: it reads {:?}..",
+        String::from_utf8_lossy(&now[..4])
+    );
+}
+
+/// Runs `f` in a forked child and ends the child with its result as exit code (101 if it
+/// panicked), never returning into the test harness.
+fn in_child(f: impl FnOnce() -> i32) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+    // SAFETY: _exit(2) ends this forked copy of the test process without running the
+    // parent's destructors or atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Waits up to `limit` for forked child `pid` to end; returns its exit code (128 + the signal
+/// if a signal ended it), or `None` if it was still running, and then SIGKILLs and reaps it.
+fn reap(pid: libc::pid_t, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child writes only `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            });
+        }
+        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
+        if start.elapsed() > limit {
+            // SAFETY: as above; kill(2) on our own child, then reap it.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A record claimed in place before a fork is the parent's: in the child, dropping the claim
+/// (what returning or unwinding there does) must leave it alone, and committing it fails with
+/// `Forked`. The parent then commits it, and it is delivered.
+fn a_claim_open_across_a_fork_stays_the_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::create(common::queue_path(&dir), &options(CAPACITY)).unwrap();
+    let mut p = q.producer().unwrap();
+    let mut claimed = p.claim(8).unwrap();
+    claimed.as_mut_slice().copy_from_slice(b"parent!!");
+    let parent = std::process::id();
+    let limit = Duration::from_secs(30);
+
+    // One child drops its copy of the claim.
+    // SAFETY: the child only drops the claim and ends in `in_child`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        in_child(move || {
+            drop(claimed);
+            0
+        });
+    }
+    let dropped = reap(pid, limit);
+    // Another tries to commit it.
+    // SAFETY: the child only commits the claim and ends in `in_child`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        in_child(move || match claimed.commit() {
+            Err(Error::Forked { pid, .. }) if pid == parent => 0,
+            Ok(_) => 2,
+            Err(Error::Aborted { .. }) => 3,
+            Err(_) => 4,
+        });
+    }
+    let child_commit = match reap(pid, limit) {
+        Some(0) => "Forked".to_string(),
+        Some(2) => "Ok".into(),
+        Some(3) => "Aborted".into(),
+        other => format!("{other:?}"),
+    };
+    let ours = claimed.commit();
+    let mut c = q.consumer("r").unwrap();
+    let delivered = match c.poll(Some(Duration::from_millis(100))) {
+        Ok(Some(m)) => Ok((m.offset, m.payload.to_vec())),
+        other => Err(format!("{:?}", other.map(|m| m.map(|m| m.offset)))),
+    };
+    println!(
+        "  a claim open across a fork: the child's drop {dropped:?}, the child's commit \
+         {child_commit}, the parent's commit {ours:?}"
+    );
+    assert_eq!(dropped, Some(0), "the child that dropped the claim");
+    assert_eq!(ours.ok(), Some(0), "the parent's commit after its children");
+    assert_eq!(
+        delivered,
+        Ok((0, b"parent!!".to_vec())),
+        "what is delivered"
+    );
+    assert_eq!(
+        child_commit, "Forked",
+        "the parent's claim committed in a child"
+    );
+}
+
+/// A thread that makes and drops producers of a Batch queue until stopped: each one starts
+/// this process's flusher and stops it again.
+struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Churn {
+    fn start(q: &Queue) -> Churn {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (q, flag) = (q.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rounds = 0;
+            // Relaxed: a stop flag; the join orders everything else.
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(q.producer().expect("the churning thread's producer"));
+                rounds += 1;
+            }
+            rounds
+        });
+        Churn {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the thread; returns how many producers it made.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let thread = self.thread.take().unwrap();
+        thread.join().expect("the churning thread panicked")
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A fork while another thread starts or stops the flusher (a Batch queue's, one per process)
+/// must leave the child nothing locked: its first producer starts a flusher of its own. Each
+/// child makes a producer and ends; none may hang.
+fn a_fork_while_a_thread_starts_the_flusher_never_hangs_the_child() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        durability: shmq::Durability::Batch {
+            max_bytes: 1 << 20,
+            max_delay: Duration::from_millis(5),
+        },
+        ..options(CAPACITY)
+    };
+    let q = Queue::create(common::queue_path(&dir), &opts).unwrap();
+    // What is set up once per process (fork handlers, crash points) is set up before any
+    // other thread runs, so no child inherits it half-made.
+    q.producer().unwrap().publish(b"set up").unwrap();
+    let churn = Churn::start(&q);
+    let mut hung = None;
+    for i in 0..FLUSHER_FORKS {
+        // SAFETY: the child only makes a producer of the inherited queue (the code under test)
+        // and ends in `in_child`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            in_child(|| match q.producer() {
+                Ok(_) => 0,
+                Err(e) => {
+                    eprintln!("forked child: {e}");
+                    1
+                }
+            });
+        }
+        match reap(pid, FORKED_CHILD_LIMIT) {
+            Some(0) => {}
+            Some(code) => panic!("forked child {i}: exit code {code}"),
+            None => {
+                hung = Some(i);
+                break;
+            }
+        }
+    }
+    let rounds = churn.stop();
+    println!(
+        "  {} children forked while a thread made {rounds} producers of a Batch queue: {}; \
+         {:.1?}",
+        hung.map_or(FLUSHER_FORKS, |i| i + 1),
+        match hung {
+            None => "none hung".to_string(),
+            Some(i) => format!("child {i} hung"),
+        },
+        started.elapsed()
+    );
+    assert!(
+        hung.is_none(),
+        "a child forked while a thread started or stopped the flusher did not make its \
+         producer within {FORKED_CHILD_LIMIT:?}"
+    );
+    assert!(rounds >= 20, "the thread made only {rounds} producers");
 }
