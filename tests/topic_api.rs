@@ -213,7 +213,7 @@ fn routing_round_robin_and_publish_to() {
     assert_eq!(c.committed(9), None);
     assert!(matches!(
         c.commit(7, 0),
-        Err(Error::NotHeld { partition: 7, .. })
+        Err(Error::InvalidArgument(m)) if m.contains("does not exist")
     ));
     let too_big = vec![0u8; 600];
     assert!(matches!(p.publish(&too_big), Err(Error::TooBig { .. })));
@@ -714,4 +714,27 @@ proptest::proptest! {
             Err(e) => proptest::prop_assert!(matches!(e, Error::TooManyMembers { slots: 64, .. }), "{e}"),
         }
     }
+}
+
+/// A member that lost a partition at a rebalance (a second member joined) gets `NotHeld` when
+/// it commits there, and nothing is committed.
+#[test]
+fn committing_a_partition_that_moved_is_not_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, topic) = new_topic(&dir, "t.topic", 4);
+    let mut first = topic.join("g", &fast_member()).unwrap();
+    assert_eq!(first.assignment(), vec![0, 1, 2, 3]);
+    let mut second = topic.join("g", &fast_member()).unwrap();
+    // Within a few heartbeats the first member gives up half of the partitions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while first.assignment().len() != 2 {
+        assert!(std::time::Instant::now() < deadline, "no rebalance");
+        first.poll(Some(Duration::from_millis(20))).unwrap();
+        second.poll(Some(Duration::from_millis(20))).unwrap();
+    }
+    let moved = (0..4).find(|p| !first.assignment().contains(p)).unwrap();
+    assert!(matches!(
+        first.commit(moved, 0),
+        Err(Error::NotHeld { partition, .. }) if partition == moved
+    ));
 }

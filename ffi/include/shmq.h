@@ -49,7 +49,7 @@
  | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
  | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
- | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
+ | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `NotHeld`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
  | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
  | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |

@@ -246,9 +246,9 @@ impl TopicConsumer {
     }
 
     /// Commits `offset` of `partition` (see [`Consumer::commit`]): the member that holds the
-    /// partition next resumes after it. [`Error::InvalidArgument`] if this member does not
-    /// hold `partition` (partitions move only inside `poll`, so one returned by the last poll
-    /// is still held).
+    /// partition next resumes after it. [`Error::NotHeld`] if this member does not hold
+    /// `partition` (partitions move only inside `poll`, so one returned by the last poll is
+    /// still held), [`Error::InvalidArgument`] if the topic has no such partition.
     ///
     /// [`Error::TakenOver`] means another holder of the partition (one that judged this
     /// member dead) or a reset moved its committed offset: nothing was committed, and this
@@ -264,10 +264,14 @@ impl TopicConsumer {
                 }
                 result
             }
-            _ => Err(Error::NotHeld {
+            Some(None) => Err(Error::NotHeld {
                 group: self.group.clone(),
                 partition,
             }),
+            None => Err(Error::InvalidArgument(format!(
+                "partition {partition} does not exist (the topic has {})",
+                self.held.len()
+            ))),
         }
     }
 
