@@ -16,7 +16,9 @@ Q=$DIR/orders.q
 T=$DIR/events.topic
 LOG=$DIR/log
 mkdir "$LOG"
-trap 'kill -9 $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+# The files and logs are kept when the run fails, for a post-mortem.
+trap 'kill -9 $(jobs -p) 2>/dev/null; wait 2>/dev/null; [ "$ok" = yes ] && rm -rf "$DIR"' EXIT
+ok=no
 
 "$SHMQ" create "$Q" --capacity 4MiB >/dev/null
 "$SHMQ" create "$T" --partitions 4 --capacity 1MiB >/dev/null
@@ -25,21 +27,24 @@ trap 'kill -9 $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 # Each role: the command line that runs it (INSTANCE: the instance's name, so the long-lived
 # and the churning consumer of a queue each have a group of their own).
 declare -A ROLE=(
-    [qprod]="$SHMQ publish $Q --count 1000000000 --size 200"
+    [qprod]="$SHMQ publish $Q --count 1000000000000000 --size 200"
     [qcons]="$SHMQ consume $Q -g audit-INSTANCE --create --follow --commit --session-timeout 2s"
     [qtap]="$SHMQ consume $Q -g tap-INSTANCE --create --non-gating --follow"
-    [tprod]="$SHMQ publish $T --count 1000000000 --size 100"
+    [tprod]="$SHMQ publish $T --count 1000000000000000 --size 100"
     [tmember]="$SHMQ consume $T -g billing --follow --commit"
 )
 declare -A STABLE=() CHURN=()
 KILLS=0
-start() { # start ROLE INSTANCE: runs the role in the background, its output discarded
+start() { # start ROLE INSTANCE: runs the role as a child of this shell (so `wait` reports
+    # how it ended), its output discarded; its pid is left in STARTED
     ${ROLE[$1]//INSTANCE/$2} >/dev/null 2>>"$LOG/$1.$2.err" &
-    echo $!
+    STARTED=$!
 }
 for r in "${!ROLE[@]}"; do
-    STABLE[$r]=$(start "$r" stable)
-    CHURN[$r]=$(start "$r" churn)
+    start "$r" stable
+    STABLE[$r]=$STARTED
+    start "$r" churn
+    CHURN[$r]=$STARTED
 done
 "$SHMQ" stat "$Q" --interval 1s >/dev/null 2>>"$LOG/stat.err" &
 STAT=$!
@@ -71,9 +76,17 @@ while (( SECONDS < SECONDS_TOTAL )); do
     kill -9 "${CHURN[$r]}" 2>/dev/null || true
     wait "${CHURN[$r]}" 2>/dev/null || true
     KILLS=$((KILLS + 1))
-    CHURN[$r]=$(start "$r" churn)
+    start "$r" churn
+    CHURN[$r]=$STARTED
     for s in "${!STABLE[@]}"; do
-        kill -0 "${STABLE[$s]}" 2>/dev/null || { echo "long-lived $s died: $(cat "$LOG/$s.stable.err")"; exit 1; }
+        if ! kill -0 "${STABLE[$s]}" 2>/dev/null; then
+            status=0
+            wait "${STABLE[$s]}" || status=$?
+            echo "long-lived $s ended with status $status (>128: signal $((status - 128))):"
+            cat "$LOG/$s.stable.err"
+            echo "files and logs kept in $DIR"
+            exit 1
+        fi
     done
 done
 sample
@@ -97,3 +110,4 @@ PY
 echo "errors logged by killed processes (first 5 distinct):"
 cat "$LOG"/*.err | sort | uniq -c | sort -rn | head -5
 echo "soak: $KILLS kills in $SECONDS s, no long-lived process died, every group drained"
+ok=yes
