@@ -464,7 +464,7 @@ mod tests {
         // The dead predecessor: the same pid, another id, no longer held.
         let dead = m.new_lease().unwrap().word();
         assert_eq!(dead as u64, live as u64, "same pid half");
-        assert!(lease::alive(&m.file, live) && !lease::alive(&m.file, dead));
+        assert!(lease::alive(&m.file, live) && lease::tests::dies(&m.file, dead));
         let base = Members::slot_off(0);
         let r = m.region();
         r.u128(base + LEASE).store(dead, Ordering::SeqCst);
