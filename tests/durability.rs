@@ -482,16 +482,7 @@ fn power_loss_recovery() {
         clamped_total += r.clamped.len();
         skipped_total += r.skipped.len();
         // Every record still in the ring, up to the recovered tail, is intact and in order.
-        let mut c = q
-            .subscribe(
-                "check",
-                &Subscribe {
-                    gating: false,
-                    start: Start::Earliest,
-                    session_timeout: None,
-                },
-            )
-            .unwrap();
+        let mut c = checker(&q);
         let first = c.position();
         assert!(
             first < durable,
@@ -654,16 +645,7 @@ fn lapping_ring_power_loss(durability: Durability) -> (Vec<String>, usize) {
             if r.tail < cut.durable {
                 lost.push(format!("{name}: durable {}, {r:?}", cut.durable));
             }
-            let mut c = q
-                .subscribe(
-                    "check",
-                    &Subscribe {
-                        gating: false,
-                        start: Start::Earliest,
-                        session_timeout: None,
-                    },
-                )
-                .unwrap();
+            let mut c = checker(&q);
             let first = c.position();
             // Recovery vouches for the confirmed records from its starting point on: they must
             // all be readable (and, below, intact).
@@ -923,4 +905,14 @@ fn an_error_a_commit_saw_still_stops_the_flush() {
     let image = std::fs::read(&path).unwrap();
     assert!(on_device(&image, 0, &payload(0)));
     assert!(!on_device(&image, 2, &big), "the device lost nothing");
+}
+
+/// A non-gating reader of every record still in the ring, for checking a recovered file.
+fn checker(q: &Queue) -> shmq::Consumer {
+    let from_the_start = Subscribe {
+        gating: false,
+        start: Start::Earliest,
+        session_timeout: None,
+    };
+    q.subscribe("check", &from_the_start).unwrap()
 }
