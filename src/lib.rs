@@ -63,6 +63,8 @@ mod queue;
 #[cfg(not(loom))]
 mod recovery;
 #[cfg(not(loom))]
+mod tail;
+#[cfg(not(loom))]
 mod topic;
 #[cfg(not(loom))]
 mod trust;
@@ -79,6 +81,8 @@ pub use producer::{Claimed, Producer};
 pub use queue::{Options, Queue};
 #[cfg(not(loom))]
 pub use recovery::Recovery;
+#[cfg(not(loom))]
+pub use tail::TailReader;
 #[cfg(not(loom))]
 pub use topic::{
     fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,

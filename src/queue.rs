@@ -18,6 +18,7 @@ use crate::producer::Producer;
 use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
 use crate::sync::{AtomicU128, Region};
+use crate::tail::TailReader;
 use crate::trust::Trust;
 
 /// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
@@ -201,6 +202,13 @@ impl Queue {
     /// Joins consumer group `group` with explicit options for the case that it is created.
     pub fn subscribe(&self, group: &str, options: &Subscribe) -> Result<Consumer> {
         Consumer::new(self.shared.clone(), group, options)
+    }
+
+    /// A reader of the records from `from` on that belongs to no group: it creates nothing in
+    /// the file and never holds producers back, and it may be overrun
+    /// ([`Error::Lagged`](crate::Error::Lagged)). See [`TailReader`].
+    pub fn tail_reader(&self, from: SeekTo) -> Result<TailReader> {
+        TailReader::new(self.shared.clone(), from)
     }
 
     /// Joins `group` holding its lease as `word` (a topic member's own lease word, adopted

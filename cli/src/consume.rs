@@ -125,17 +125,17 @@ fn missing_group(path: &Path, group: &str) -> CliError {
 
 /// One message as `consume` prints it, from a queue or a topic.
 #[derive(Clone, Copy)]
-struct Record<'a> {
+pub(crate) struct Record<'a> {
     /// The topic partition it came from (`None` for a queue file).
-    partition: Option<u32>,
+    pub(crate) partition: Option<u32>,
     /// Its offset (in its partition).
-    offset: u64,
+    pub(crate) offset: u64,
     /// When it was published, nanoseconds since the Unix epoch.
-    timestamp_ns: u64,
+    pub(crate) timestamp_ns: u64,
     /// Its key (topics only, when it has one).
-    key: Option<&'a [u8]>,
+    pub(crate) key: Option<&'a [u8]>,
     /// The payload.
-    value: &'a [u8],
+    pub(crate) value: &'a [u8],
 }
 
 /// What `consume` reads from: a queue's consumer or a topic's group member.
@@ -197,7 +197,7 @@ impl Source for TopicConsumer {
 }
 
 /// Why reading stopped early.
-enum Stop {
+pub(crate) enum Stop {
     /// Stdout was closed (e.g. `| head`): a normal end.
     Closed,
     /// Writing to stdout failed otherwise.
@@ -302,7 +302,11 @@ impl<W: Write> Reader<W> {
 }
 
 /// Writes one message in `format`; returns its partition (0 for a queue file) and offset.
-fn write<W: Write>(out: &mut W, format: Format, m: &Record<'_>) -> io::Result<(u32, u64)> {
+pub(crate) fn write<W: Write>(
+    out: &mut W,
+    format: Format,
+    m: &Record<'_>,
+) -> io::Result<(u32, u64)> {
     match format {
         Format::Text => {
             out.write_all(m.value)?;

@@ -35,6 +35,7 @@ mod info;
 mod publish;
 mod size;
 mod stat;
+mod tail;
 mod time;
 mod topic;
 mod trust;
@@ -67,6 +68,8 @@ enum Command {
     Publish(PublishArgs),
     /// Read messages as the member of a consumer group of a queue or topic.
     Consume(ConsumeArgs),
+    /// Print a queue's or topic's messages without a group: creates nothing, holds nothing back.
+    Tail(tail::TailArgs),
     /// List, create, reset or delete consumer groups.
     Group(group::GroupArgs),
     /// Show live rates every interval: published/s, committed/s and lag per group.
@@ -358,6 +361,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Consume(args) => consume::run(&args),
+        Command::Tail(args) => tail::run(&args),
         Command::Group(args) => group::run(&args),
         Command::Stat(args) => stat::run(&args),
         Command::Topic(args) => topic::run(&args),

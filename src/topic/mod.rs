@@ -39,7 +39,7 @@ mod descriptor;
 mod fanout;
 mod members;
 mod producer;
-mod routing;
+pub(crate) mod routing;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
