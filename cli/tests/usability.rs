@@ -1,0 +1,171 @@
+//! End-to-end tests of what a first-time user meets: reading without a group (`tail`), one
+//! command set for queue files and topics, and the wording of refusals. Each refused command
+//! is checked for its exact message, its exit status, and that it changed nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{info, ok, path_in, shmq, Background};
+
+/// Runs `shmq args` expecting a failure with exit status `code` and exactly the stderr line
+/// `shmq: {text}`.
+fn refused(args: &[&str], code: i32, text: &str) {
+    let out = shmq(args, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "shmq {args:?}: {stderr}");
+    assert_eq!(stderr, format!("shmq: {text}\n"), "shmq {args:?}");
+}
+
+/// A queue file in a fresh directory holding the messages `m0` … `m{n-1}`.
+fn queue_with(n: usize, capacity: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "q");
+    ok(&["create", &q, "--capacity", capacity]);
+    let lines: String = (0..n).map(|i| format!("m{i}\n")).collect();
+    assert!(shmq(&["publish", &q], lines.as_bytes()).status.success());
+    (dir, q)
+}
+
+#[test]
+fn tail_prints_without_creating_a_group() {
+    let (_d, q) = queue_with(3, "64KiB");
+    let before = info(&q);
+    assert_eq!(ok(&["tail", &q]), "m0\nm1\nm2\n");
+    assert_eq!(ok(&["tail", &q, "--from", "1", "--count", "1"]), "m1\n");
+    assert_eq!(ok(&["tail", &q, "--from", "latest"]), "");
+    let json = ok(&["tail", &q, "--from", "2", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(
+        (v["offset"].as_u64(), v["payload"].as_str()),
+        (Some(2), Some("m2"))
+    );
+    assert_eq!(info(&q), before, "a tail changes nothing in the file");
+    assert_eq!(before["groups"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_following_tail_never_holds_producers_back() {
+    // A 4 KiB ring holds about 60 of these messages: 1,000 lap it many times.
+    let (_d, q) = queue_with(0, "4KiB");
+    let mut tail = Background::start(&["tail", &q, "--follow", "--from", "earliest"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let out = shmq(
+        &[
+            "publish",
+            &q,
+            "--count",
+            "1000",
+            "--size",
+            "48",
+            "--timeout",
+            "10s",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = info(&q);
+    assert_eq!(v["tail_offset"], 1000);
+    assert_eq!(v["groups"].as_array().unwrap().len(), 0, "{v}");
+    assert!(tail.0.try_wait().unwrap().is_none(), "the lapped tail goes on");
+}
+
+#[test]
+fn tail_of_a_topic_prints_keys_and_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = path_in(dir.path(), "t");
+    ok(&["create", &t, "--partitions", "2", "--capacity", "64KiB"]);
+    let out = shmq(
+        &["publish", &t, "--key-separator", " ", "--partition", "1"],
+        b"k v\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = info(&t);
+    assert_eq!(ok(&["tail", &t, "--format", "hex"]), "1:0 6b=76\n");
+    assert_eq!(ok(&["tail", &t, "--partition", "1", "--from", "0"]), "v\n");
+    assert_eq!(info(&t), before, "a tail of a topic changes nothing");
+    refused(
+        &["tail", &t, "--from", "0"],
+        1,
+        &format!("--from: {t} is a topic: an offset names a message of one partition (add --partition N)"),
+    );
+    refused(
+        &["tail", &t, "--partition", "2"],
+        1,
+        &format!("--partition: {t} has partitions 0 to 1, not 2"),
+    );
+}
+
+#[test]
+fn tail_refusals_name_what_to_do() {
+    let (_d, q) = queue_with(1, "64KiB");
+    let before = info(&q);
+    refused(
+        &["tail", &q, "--from", "committed"],
+        1,
+        "--from committed: shmq tail reads without a consumer group, so there is no committed \
+         offset (use `shmq consume --group GROUP` to read from a group's committed offset)",
+    );
+    refused(
+        &["tail", &q, "--partition", "0"],
+        1,
+        &format!("--partition: {q} is a queue file, not a topic: it has no partitions"),
+    );
+    refused(
+        &["tail", &q, "--from", "5"],
+        1,
+        &format!("{q}: offset 5 is outside the retained range 0..=1"),
+    );
+    assert_eq!(info(&q), before);
+}
+
+#[test]
+fn consume_create_non_gating_makes_a_group_that_never_holds_producers_back() {
+    let (_d, q) = queue_with(2, "4KiB");
+    assert_eq!(
+        ok(&[
+            "consume",
+            &q,
+            "-g",
+            "peek",
+            "--create",
+            "--non-gating",
+            "--count",
+            "1"
+        ]),
+        "m0\n"
+    );
+    let v = info(&q);
+    let g = &v["groups"][0];
+    assert_eq!(
+        (g["name"].as_str(), g["gating"].as_bool()),
+        (Some("peek"), Some(false)),
+        "{v}"
+    );
+    let out = shmq(
+        &[
+            "publish",
+            &q,
+            "--count",
+            "1000",
+            "--size",
+            "48",
+            "--timeout",
+            "10s",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
