@@ -71,7 +71,10 @@ fn a_following_tail_never_holds_producers_back() {
     let v = info(&q);
     assert_eq!(v["tail_offset"], 1000);
     assert_eq!(v["groups"].as_array().unwrap().len(), 0, "{v}");
-    assert!(tail.0.try_wait().unwrap().is_none(), "the lapped tail goes on");
+    assert!(
+        tail.0.try_wait().unwrap().is_none(),
+        "the lapped tail goes on"
+    );
 }
 
 #[test]

@@ -24,6 +24,20 @@
 #include <stdint.h>
 
 /*
+ `shmq_consumer_subscribe` flag: a group created by this call is non-gating. It never
+ holds producers back (under `SHMQ_FULL_BLOCK` they overwrite what it has not read), and a
+ consumer that falls a whole ring behind gets `SHMQ_LAGGED`. For reading a queue without
+ slowing anyone down, e.g. a debugging peek.
+ */
+#define SHMQ_SUBSCRIBE_NON_GATING 1
+
+/*
+ `shmq_consumer_subscribe` flag: a group created by this call starts at the next record
+ published instead of the earliest one still in the ring.
+ */
+#define SHMQ_SUBSCRIBE_LATEST 2
+
+/*
  Trusts no other user or group: the `trust_owner` / `trust_group` argument of
  `shmq_open_trusting` and `shmq_topic_open_trusting` that names nobody (`(uid_t)-1`, which
  is never a real user or group).
@@ -355,7 +369,8 @@ extern "C" {
  `*out`. A group that does not exist is created as a gating group (producers never overrun
  it under BLOCK/REJECT) starting at the earliest retained record; an existing group resumes
  after its committed offset. `SHMQ_EBUSY` if another live consumer holds the group (in any
- process, this one included) or every group slot is used.
+ process, this one included) or every group slot is used. `shmq_consumer_subscribe` creates
+ non-gating groups and groups that start at the latest record.
 
  The caller owns `*out` and frees it with `shmq_consumer_free`.
 
@@ -366,6 +381,20 @@ extern "C" {
 enum shmq_status shmq_consumer_new(const struct shmq_queue *queue,
                                    const char *group,
                                    struct shmq_consumer **out);
+
+/*
+ Joins consumer group `group` like `shmq_consumer_new`; `flags` (0, or an OR of
+ `SHMQ_SUBSCRIBE_NON_GATING` and `SHMQ_SUBSCRIBE_LATEST`) say how the group is created if
+ it does not exist yet. They do not change an existing group. An unknown flag is
+ `SHMQ_EINVAL`.
+
+ # Safety
+ As for `shmq_consumer_new`.
+ */
+enum shmq_status shmq_consumer_subscribe(const struct shmq_queue *queue,
+                                         const char *group,
+                                         uint32_t flags,
+                                         struct shmq_consumer **out);
 
 /*
  Waits up to `timeout_ns` for the next record and stores it in `*out`. `SHMQ_TIMEOUT` when

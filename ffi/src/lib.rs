@@ -31,8 +31,8 @@ use std::ffi::{c_char, CStr};
 use std::time::Duration;
 
 pub use consumer::{
-    shmq_commit, shmq_consumer, shmq_consumer_free, shmq_consumer_new, shmq_message, shmq_poll,
-    shmq_seek,
+    shmq_commit, shmq_consumer, shmq_consumer_free, shmq_consumer_new, shmq_consumer_subscribe,
+    shmq_message, shmq_poll, shmq_seek, SHMQ_SUBSCRIBE_LATEST, SHMQ_SUBSCRIBE_NON_GATING,
 };
 pub use error::shmq_last_error;
 #[doc(hidden)]
