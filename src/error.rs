@@ -7,8 +7,9 @@ use std::path::PathBuf;
 /// What is wrong with a queue file's contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {
-    /// The file is shorter (or longer) than its header says.
-    #[error("file is {len} bytes, expected {need}")]
+    /// The file is shorter (or longer) than its header says, or too short to hold a header
+    /// at all (then it is no queue file: an empty file, say).
+    #[error("{}", truncated(*.len, *.need))]
     Truncated {
         /// Actual length.
         len: u64,
@@ -65,6 +66,21 @@ pub enum Corruption {
         /// The file it should be in.
         file: PathBuf,
     },
+}
+
+/// The text of [`Corruption::Truncated`]: a file too short for the header is no queue file.
+fn truncated(len: u64, need: u64) -> String {
+    let header = crate::layout::HEADER_SIZE;
+    match len {
+        0 if need == header => {
+            format!("file is empty: not a shmq queue file (one starts with a {header}-byte header)")
+        }
+        len if len < header => format!(
+            "file is {len} bytes, too short for the {header}-byte header a shmq queue file \
+             starts with: not a shmq queue file"
+        ),
+        len => format!("file is {len} bytes, expected {need}"),
+    }
 }
 
 /// Why [`Error::Untrusted`] refused a file: who other than the opener could have written it.
@@ -296,6 +312,18 @@ pub enum Error {
         earliest: u64,
         /// The next offset to be written.
         latest: u64,
+    },
+    /// The path is another kind of thing than the call expects: a topic directory (or another
+    /// directory) given to [`Queue::open`](crate::Queue::open), or a file given to
+    /// [`Topic::open`](crate::Topic::open).
+    #[error("{path}: is {found}, not {expected}")]
+    WrongKind {
+        /// The path given.
+        path: PathBuf,
+        /// What it is: "a topic directory", "a directory", "a queue file" or "a file".
+        found: &'static str,
+        /// What the call takes: "a queue file" or "a topic directory".
+        expected: &'static str,
     },
 }
 

@@ -180,7 +180,21 @@ impl Queue {
     /// to `trust.owner`, or whose group is `trust.group` (which may then write it). A file
     /// every user may write is refused whatever `trust` says.
     pub fn open_trusting(path: impl AsRef<Path>, trust: &Trust) -> Result<Queue> {
-        let mapped = file::open(path.as_ref(), trust)?;
+        let path = path.as_ref();
+        let mapped = file::open(path, trust).map_err(|e| match e {
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::EISDIR) => {
+                Error::WrongKind {
+                    path: path.to_path_buf(),
+                    found: if crate::Topic::is_topic(path) {
+                        "a topic directory"
+                    } else {
+                        "a directory"
+                    },
+                    expected: "a queue file",
+                }
+            }
+            e => e,
+        })?;
         let mut shared = Shared::new(mapped);
         shared.recovery = shared.recover_if_restarted()?;
         Ok(Queue {

@@ -35,6 +35,22 @@ impl CliError {
                 };
                 format!("{e}{flags}")
             }
+            shmq::Error::WrongKind {
+                ref path, found, ..
+            } => {
+                let hint = match found {
+                    "a topic directory" => format!(
+                        " (this command reads one queue file: give it a partition, such as {})",
+                        path.join("partition-0000.q").display()
+                    ),
+                    "a queue file" => {
+                        " (a topic is a directory of partitions: `shmq create PATH --partitions N`)"
+                            .to_string()
+                    }
+                    _ => String::new(),
+                };
+                format!("{e}{hint}")
+            }
             e => e.to_string(),
         };
         if text.starts_with(&shown) {

@@ -285,8 +285,14 @@ fn corrupt_files_are_reported_with_their_path() {
     );
     let empty = path_in(dir.path(), "empty.q");
     std::fs::write(&empty, b"").unwrap();
-    fails(&["info", &empty], &[&empty]);
-    fails(&["info", dir.path().to_str().unwrap()], &["Is a directory"]);
+    fails(
+        &["info", &empty],
+        &[&empty, "file is empty: not a shmq queue file"],
+    );
+    fails(
+        &["info", dir.path().to_str().unwrap()],
+        &["is a directory, not a queue file"],
+    );
 }
 
 #[test]

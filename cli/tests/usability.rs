@@ -172,3 +172,48 @@ fn consume_create_non_gating_makes_a_group_that_never_holds_producers_back() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn queue_commands_and_topic_commands_name_the_other_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "q");
+    let t = path_in(dir.path(), "t");
+    ok(&["create", &q, "--capacity", "64KiB"]);
+    ok(&["create", &t, "--partitions", "2", "--capacity", "64KiB"]);
+    let (q_before, t_before) = (info(&q), info(&t));
+    refused(
+        &["stat", &t, "--count", "1"],
+        1,
+        &format!(
+            "{t}: is a topic directory, not a queue file (this command reads one queue file: \
+             give it a partition, such as {t}/partition-0000.q)"
+        ),
+    );
+    let as_topic = format!(
+        "{q}: is a queue file, not a topic directory (a topic is a directory of partitions: \
+         `shmq create PATH --partitions N`)"
+    );
+    refused(&["topic", "grow", &q, "--partitions", "4"], 1, &as_topic);
+    refused(&["topic", "route", &q, "k"], 1, &as_topic);
+    let wide = path_in(dir.path(), "wide");
+    refused(
+        &["topic", "fan-out", &q, &wide, "--group", "g"],
+        1,
+        &as_topic,
+    );
+    assert!(
+        !std::path::Path::new(&wide).exists(),
+        "fan-out made nothing"
+    );
+    let empty = path_in(dir.path(), "empty.q");
+    std::fs::write(&empty, b"").unwrap();
+    refused(
+        &["info", &empty],
+        1,
+        &format!(
+            "{empty}: file is empty: not a shmq queue file (one starts with a 4096-byte header)"
+        ),
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    assert_eq!((info(&q), info(&t)), (q_before, t_before));
+}

@@ -195,6 +195,17 @@ impl Topic {
             std::io::ErrorKind::NotFound => Error::TopicNotFound { path: dir.clone() },
             _ => io_err(&dir, "stat")(e),
         })?;
+        if !meta.is_dir() {
+            return Err(Error::WrongKind {
+                found: if is_queue_file(&dir) {
+                    "a queue file"
+                } else {
+                    "a file"
+                },
+                path: dir,
+                expected: "a topic directory",
+            });
+        }
         trust.check(&dir, &meta)?;
         let descriptor = descriptor::read(&dir, trust)?;
         let members = Arc::new(Members::open(&dir.join(members::FILE), trust)?);
@@ -425,4 +436,14 @@ fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<u32> {
     };
     descriptor::write(tmp, &d, mode)?;
     Ok(gid)
+}
+
+/// Whether `path` starts with a queue file's magic (for an error message only: nothing else is
+/// validated).
+fn is_queue_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == crate::layout::MAGIC)
 }
