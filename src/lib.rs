@@ -71,7 +71,7 @@ mod trust;
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
-pub use error::{Account, Corruption, Distrust, Error, Result};
+pub use error::{Account, Blocker, Corruption, Distrust, Error, Result};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
 pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};

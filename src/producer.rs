@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock;
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Blocker, Corruption, Error, Result};
 use crate::flusher::Flusher;
 use crate::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
 use crate::lease::{self, Lease};
@@ -161,7 +161,7 @@ impl Producer {
             Error::Io { op, source, .. } => (op, source),
             // The flush failed, now or before: the record is never reported durable.
             Error::Poisoned { source, .. } => ("fdatasync", source),
-            Error::Timeout => ("wait for the flush", std::io::ErrorKind::TimedOut.into()),
+            Error::Timeout { .. } => ("wait for the flush", std::io::ErrorKind::TimedOut.into()),
             e => return e,
         };
         Error::NotDurable {
@@ -243,13 +243,21 @@ impl Producer {
                 _ => {}
             }
             if self.shared.geometry.full_policy == FullPolicy::Reject {
-                return Err(Error::Full);
+                return Err(Error::Full {
+                    path: self.shared.path.clone(),
+                    blocked_by: blocker(&self.shared, &bottleneck),
+                });
             }
             let deadline =
                 *deadline.get_or_insert_with(|| self.timeout.map(|t| Instant::now() + t));
             let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if wait == Some(Duration::ZERO) {
-                return Err(Error::Timeout);
+                return Err(Error::Timeout {
+                    path: self.shared.path.clone(),
+                    waiting_for: "room in the queue",
+                    waited: self.timeout.unwrap_or_default(),
+                    blocked_by: blocker(&self.shared, &bottleneck),
+                });
             }
             if matches!(bottleneck, Bottleneck::Intent { .. } | Bottleneck::Flush) {
                 wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
@@ -360,6 +368,25 @@ fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
         }
     }
     (low.saturating_add(shared.geometry.capacity), bottleneck)
+}
+
+/// What `bottleneck` is, for an error: the slowest gating group by name (`None` if there is
+/// none any more, e.g. it committed or was deleted meanwhile).
+fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Blocker> {
+    match bottleneck {
+        Bottleneck::Flush => Some(Blocker::Flush),
+        Bottleneck::Intent { .. } => Some(Blocker::Unfinished),
+        Bottleneck::Groups => shared
+            .group_infos()
+            .into_iter()
+            .filter(|g| g.gating)
+            .min_by_key(|g| g.committed)
+            .map(|g| Blocker::Group {
+                name: g.name,
+                behind: g.lag,
+                holder: g.holder.map(|pid| (pid, g.holder_alive)),
+            }),
+    }
 }
 
 /// The payload's CRC32C if the queue keeps checksums, else 0.

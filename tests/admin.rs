@@ -212,7 +212,7 @@ fn with_lapping_producer(q: &Queue, read: impl FnOnce()) -> u64 {
                         assert_eq!(o, next);
                         next += 1;
                     }
-                    Err(Error::Timeout) => {}
+                    Err(Error::Timeout { .. }) => {}
                     Err(e) => panic!("publish: {e}"),
                 }
             }

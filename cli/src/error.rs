@@ -68,6 +68,12 @@ impl CliError {
         CliError::new(path.display(), format_args!("{op}: {e}"))
     }
 
+    /// The same error followed by "; `note`" (what had been done when it happened).
+    pub fn with_note(mut self, note: impl fmt::Display) -> Self {
+        self.text = one_line(&format!("{}; {note}", self.text));
+        self
+    }
+
     /// The same error with a different exit status.
     pub fn with_code(mut self, code: u8) -> Self {
         self.code = code;

@@ -245,6 +245,10 @@ struct PublishArgs {
     /// Size of each synthetic message.
     #[arg(long, requires = "count", default_value = "64", value_parser = size::parse_size, value_name = "SIZE")]
     size: u64,
+    /// A line the queue refuses (larger than its max message, or without the key separator)
+    /// is reported on stderr and skipped instead of ending the run.
+    #[arg(long, conflicts_with = "count")]
+    skip_invalid: bool,
     /// Give up when the queue stays full this long (policy block) [default: wait forever].
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     timeout: Option<Duration>,

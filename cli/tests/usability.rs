@@ -217,3 +217,83 @@ fn queue_commands_and_topic_commands_name_the_other_kind() {
     assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     assert_eq!((info(&q), info(&t)), (q_before, t_before));
 }
+
+/// `info --json`'s tail offset.
+fn tail_offset(q: &str) -> u64 {
+    info(q)["tail_offset"].as_u64().unwrap()
+}
+
+#[test]
+fn a_full_queue_names_its_path_the_blocking_group_and_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "q");
+    ok(&["create", &q, "--capacity", "4KiB"]);
+    ok(&["group", "create", &q, "slow"]);
+    // 40-byte messages take 64 ring bytes each, and a 4 KiB ring takes 56 of them.
+    refused(
+        &[
+            "publish",
+            &q,
+            "--count",
+            "100",
+            "--size",
+            "40",
+            "--timeout",
+            "300ms",
+        ],
+        1,
+        &format!(
+            "{q}: timed out after 300ms waiting for room in the queue; the slowest gating group \
+             \"slow\" is 56 messages behind (no member holds it); published 56 messages (0 to \
+             55) before it"
+        ),
+    );
+    assert_eq!(tail_offset(&q), 56, "what the error said got in");
+
+    let r = path_in(dir.path(), "r");
+    ok(&["create", &r, "--capacity", "4KiB", "--full", "reject"]);
+    ok(&["group", "create", &r, "g"]);
+    refused(
+        &["publish", &r, "--count", "100", "--size", "40"],
+        1,
+        &format!(
+            "{r}: queue is full; the slowest gating group \"g\" is 56 messages behind (no member \
+             holds it); published 56 messages (0 to 55) before it"
+        ),
+    );
+    assert_eq!(tail_offset(&r), 56);
+}
+
+#[test]
+fn publish_says_what_got_in_before_a_bad_line_and_can_skip_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "q");
+    ok(&["create", &q, "--capacity", "4KiB", "--max-message", "64"]);
+    let long = "x".repeat(100);
+    let input = format!("a\nb\n{long}\nc\n");
+    let out = shmq(&["publish", &q], input.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "shmq: {q}: stdin line 3: message of 100 bytes exceeds the queue's maximum of 64; \
+             published 2 messages (0 to 1) before it; nothing after it was published \
+             (--skip-invalid skips such lines)\n"
+        )
+    );
+    assert_eq!(tail_offset(&q), 2);
+
+    let out = shmq(&["publish", &q, "--skip-invalid"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n3\n4\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "shmq: {q}: stdin line 3: message of 100 bytes exceeds the queue's maximum of 64 \
+             (skipped)\nshmq: {q}: skipped 1 invalid lines of stdin; published 3 messages (2 \
+             to 4)\n"
+        )
+    );
+    assert_eq!(ok(&["tail", &q, "--from", "2"]), "a\nb\nc\n");
+}

@@ -83,8 +83,8 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         }
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } => SHMQ_ETOOBIG,
-        Error::Full => SHMQ_FULL,
-        Error::Timeout | Error::Aborted { .. } => SHMQ_TIMEOUT,
+        Error::Full { .. } => SHMQ_FULL,
+        Error::Timeout { .. } | Error::Aborted { .. } => SHMQ_TIMEOUT,
         Error::TooManyProducers(_)
         | Error::TooManyGroups(_)
         | Error::TooManyMembers { .. }

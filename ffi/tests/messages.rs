@@ -1,6 +1,7 @@
-//! Opening the wrong kind of path says what it is: a directory given to `shmq_open` and a
-//! queue file given to `shmq_topic_open` are `SHMQ_EINVAL` naming both kinds, and an empty
-//! file is `SHMQ_ECORRUPT` saying it is no queue file.
+//! The last-error messages say what and why. Opening the wrong kind of path says what it is: a
+//! directory given to `shmq_open` and a queue file given to `shmq_topic_open` are `SHMQ_EINVAL`
+//! naming both kinds, and an empty file is `SHMQ_ECORRUPT` saying it is no queue file. A full
+//! queue names its file and the group holding producers back.
 
 mod common;
 
@@ -83,4 +84,46 @@ fn wrong_kinds_are_named() {
         format!("{}: is a file, not a topic directory", empty.display())
     );
     assert!(topic.is_null());
+}
+
+#[test]
+fn full_and_timeout_name_the_file_and_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let options = shmq_core::Options {
+        capacity: 4096,
+        max_message: 1024,
+        ..shmq_core::Options::default()
+    };
+    let rust = shmq_core::Queue::create(&path, &options).unwrap();
+    drop(rust.consumer("slow").unwrap());
+    let mut q = null_mut();
+    // SAFETY: valid C string, writable out.
+    assert_eq!(unsafe { shmq_open(cpath(&path).as_ptr(), &mut q) }, SHMQ_OK);
+    let mut p = null_mut();
+    // SAFETY: live queue, writable out.
+    assert_eq!(unsafe { shmq_producer_new(q, &mut p) }, SHMQ_OK);
+    let data = [0u8; 40];
+    let mut offset = 0;
+    let status = loop {
+        // SAFETY: live producer, readable data, writable out.
+        match unsafe { shmq_publish(p, data.as_ptr(), data.len(), 200_000_000, &mut offset) } {
+            SHMQ_OK => {}
+            st => break st,
+        }
+    };
+    assert_eq!(status, SHMQ_TIMEOUT);
+    assert_eq!(
+        last_error(),
+        format!(
+            "{}: timed out after 200ms waiting for room in the queue; the slowest gating \
+             group \"slow\" is 56 messages behind (no member holds it)",
+            path.display()
+        )
+    );
+    // SAFETY: each handle is live and freed once.
+    unsafe {
+        shmq_producer_free(p);
+        shmq_close(q);
+    }
 }
