@@ -127,3 +127,55 @@ fn full_and_timeout_name_the_file_and_the_group() {
         shmq_close(q);
     }
 }
+
+#[test]
+fn a_commit_ahead_of_the_reader_says_what_may_be_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let rust = shmq_core::Queue::create(&path, &shmq_core::Options::default()).unwrap();
+    let mut producer = rust.producer().unwrap();
+    for _ in 0..3 {
+        producer.publish(b"m").unwrap();
+    }
+    let mut q = null_mut();
+    // SAFETY: valid C string, writable out.
+    assert_eq!(unsafe { shmq_open(cpath(&path).as_ptr(), &mut q) }, SHMQ_OK);
+    let mut c = null_mut();
+    let group = std::ffi::CString::new("g").unwrap();
+    // SAFETY: live queue, valid C string, writable out.
+    assert_eq!(
+        unsafe { shmq_consumer_new(q, group.as_ptr(), &mut c) },
+        SHMQ_OK
+    );
+    // SAFETY: live consumer.
+    assert_eq!(unsafe { shmq_commit(c, 0) }, SHMQ_EINVAL);
+    assert_eq!(
+        last_error(),
+        "invalid argument: cannot commit offset 0: commit takes the offset of the last record \
+         processed, and this consumer has not read any record yet"
+    );
+    let mut m = std::mem::MaybeUninit::<shmq_message>::uninit();
+    for _ in 0..2 {
+        // SAFETY: live consumer, writable out.
+        assert_eq!(unsafe { shmq_poll(c, 0, m.as_mut_ptr()) }, SHMQ_OK);
+    }
+    // SAFETY: live consumer.
+    assert_eq!(unsafe { shmq_commit(c, 2) }, SHMQ_EINVAL);
+    assert_eq!(
+        last_error(),
+        "invalid argument: cannot commit offset 2: commit takes the offset of the last record \
+         processed, and this consumer's next record is 2, so it may commit up to 1"
+    );
+    // SAFETY: live consumer.
+    assert_eq!(unsafe { shmq_commit(c, 1) }, SHMQ_OK);
+    assert_eq!(
+        rust.groups()[0].committed,
+        2,
+        "committed is the next offset to read"
+    );
+    // SAFETY: each handle is live and freed once.
+    unsafe {
+        shmq_consumer_free(c);
+        shmq_close(q);
+    }
+}
