@@ -186,7 +186,7 @@ struct CreateArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(shmq::MAX_PARTITIONS)))]
     partitions: Option<u32>,
     /// Ring size: a power of two from 4KiB to 1TiB.
-    #[arg(long, default_value = "64MiB", value_parser = size::parse_size, value_name = "SIZE")]
+    #[arg(long, default_value = "64MiB", value_parser = size::parse_capacity, value_name = "SIZE")]
     capacity: u64,
     /// Largest message [default: 1MiB, or the most a smaller ring allows].
     #[arg(long, value_parser = size::parse_size, value_name = "SIZE")]
@@ -402,8 +402,30 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
     }
-    errln!("shmq: {}", one_line(&e.to_string()));
+    let mut text = one_line(&e.to_string());
+    if let Some(arg) = dash_value(e) {
+        text.push_str(&format!(
+            " (a value that starts with '-' goes after '--', as in `shmq group create PATH -- \
+             {arg}`, or after '=', as in `--group={arg}`)"
+        ));
+    }
+    errln!("shmq: {text}");
     ExitCode::from(2)
+}
+
+/// The argument of an "unexpected argument" error that looks like a value starting with '-'
+/// (e.g. a group named `-dash`) rather than a misspelt option.
+fn dash_value(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if arg.starts_with('-') && !arg.starts_with("--") => {
+            std::env::args().find(|a| a.starts_with(arg.as_str()))
+        }
+        _ => None,
+    }
 }
 
 /// Folds clap's multi-line error text into one line: the message and its details, without the

@@ -297,3 +297,85 @@ fn publish_says_what_got_in_before_a_bad_line_and_can_skip_it() {
     );
     assert_eq!(ok(&["tail", &q, "--from", "2"]), "a\nb\nc\n");
 }
+
+#[test]
+fn durations_need_a_unit_and_may_be_compound() {
+    let (_d, q) = queue_with(1, "4KiB");
+    refused(
+        &["consume", &q, "-g", "g", "--create", "--timeout", "500"],
+        2,
+        "invalid value '500' for '--timeout <DURATION>': a duration needs a unit: 500s, 500ms, \
+         500m (units: ns, us, ms, s, m, h)",
+    );
+    assert_eq!(
+        info(&q)["groups"].as_array().unwrap().len(),
+        0,
+        "no group made"
+    );
+    refused(
+        &["stat", &q, "--interval", "1h30"],
+        2,
+        "invalid value '1h30' for '--interval <DURATION>': expected a number and a unit, like \
+         1s, 500ms or 1h30m",
+    );
+    // Compound durations are accepted wherever a duration is.
+    assert_eq!(
+        ok(&["tail", &q, "--timeout", "1s500ms", "--count", "1"]),
+        "m0\n"
+    );
+    assert_eq!(ok(&["tail", &q, "--from", "now-1h30m"]), "m0\n");
+}
+
+#[test]
+fn a_decimal_capacity_hints_at_the_binary_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "q");
+    refused(
+        &["create", &q, "--capacity", "64mb"],
+        2,
+        "invalid value '64mb' for '--capacity <SIZE>': mb is decimal, so this is 64000000 \
+         bytes, not a power of two: use 64MiB",
+    );
+    refused(
+        &["create", &q, "--capacity", "3000"],
+        2,
+        "invalid value '3000' for '--capacity <SIZE>': 3000 bytes is not a power of two (like \
+         4KiB, 64KiB, 1MiB, 64MiB)",
+    );
+    assert!(!std::path::Path::new(&q).exists(), "nothing was created");
+}
+
+#[test]
+fn group_names_are_printable_and_dash_names_get_a_hint() {
+    let (_d, q) = queue_with(1, "4KiB");
+    let before = info(&q);
+    refused(
+        &["group", "create", &q, "a\tb"],
+        1,
+        &format!(
+            "{q}: invalid argument: group name \"a\\tb\" contains the control character U+0009: \
+             a group name is printable text (no newlines, tabs or other control characters)"
+        ),
+    );
+    refused(
+        &["consume", &q, "-g", "line\nbreak", "--create"],
+        1,
+        &format!(
+            "{q}: invalid argument: group name \"line\\nbreak\" contains the control character \
+             U+000A: a group name is printable text (no newlines, tabs or other control \
+             characters)"
+        ),
+    );
+    refused(
+        &["group", "create", &q, "-dash"],
+        2,
+        "unexpected argument '-d' found (a value that starts with '-' goes after '--', as in \
+         `shmq group create PATH -- -dash`, or after '=', as in `--group=-dash`)",
+    );
+    assert_eq!(info(&q), before, "no group was made");
+    ok(&["group", "create", &q, "--", "-dash"]);
+    assert_eq!(
+        ok(&["consume", &q, "--group=-dash", "--count", "1"]),
+        "m0\n"
+    );
+}
