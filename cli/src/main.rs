@@ -303,7 +303,8 @@ enum Format {
     Text,
     /// The offset and the payload in hex.
     Hex,
-    /// One JSON object per line: offset, timestamp and payload.
+    /// One JSON object per line: offset, timestamp and payload (`payload_hex` instead when
+    /// it is not UTF-8).
     Json,
 }
 

@@ -379,3 +379,157 @@ fn group_names_are_printable_and_dash_names_get_a_hint() {
         "m0\n"
     );
 }
+
+/// A queue with `n` messages and groups `a` (committed `a_at`) and `b` (committed 0).
+fn queue_with_groups(n: usize, a_at: usize) -> (tempfile::TempDir, String) {
+    let (d, q) = queue_with(n, "64KiB");
+    ok(&["group", "create", &q, "a"]);
+    ok(&["group", "create", &q, "b"]);
+    ok(&[
+        "consume",
+        &q,
+        "-g",
+        "a",
+        "--count",
+        &a_at.to_string(),
+        "--commit",
+    ]);
+    (d, q)
+}
+
+#[test]
+fn group_reset_dry_run_changes_nothing_and_execute_does_what_it_printed() {
+    let (_d, q) = queue_with_groups(10, 6);
+    let before = info(&q);
+    let plan = ok(&[
+        "group",
+        "reset",
+        &q,
+        "--all-groups",
+        "--shift-by",
+        "-3",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        plan,
+        format!(
+            "would reset group \"a\" in {q}: committed offset 6 -> 3 (lag 7): 3 messages to read \
+             again\nwould reset group \"b\" in {q}: committed offset 0 -> 0 (lag 10): unchanged\n"
+        )
+    );
+    assert_eq!(info(&q), before, "a dry run changes nothing");
+    let done = ok(&[
+        "group",
+        "reset",
+        &q,
+        "--all-groups",
+        "--shift-by",
+        "-3",
+        "--execute",
+    ]);
+    assert_eq!(done, plan.replace("would reset", "reset"));
+    let after = info(&q);
+    let committed: Vec<u64> = after["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["committed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(committed, [3, 0]);
+
+    // Forward: --shift-by +N skips, clamped to the tail; --to-offset names an offset.
+    assert_eq!(
+        ok(&["group", "reset", &q, "b", "--shift-by", "+25"]),
+        format!("reset group \"b\" in {q}: committed offset 0 -> 10 (lag 0): skips 10 messages\n")
+    );
+    assert_eq!(
+        ok(&["group", "reset", &q, "b", "--to-offset", "4", "--dry-run"]),
+        format!(
+            "would reset group \"b\" in {q}: committed offset 10 -> 4 (lag 6): 6 messages to \
+             read again\n"
+        )
+    );
+}
+
+#[test]
+fn group_reset_refusals_change_nothing() {
+    let (_d, q) = queue_with_groups(10, 6);
+    let before = info(&q);
+    refused(
+        &["group", "reset", &q, "a", "--to-offset", "20", "--dry-run"],
+        1,
+        &format!("{q}: offset 20 is outside the retained range 0..=10"),
+    );
+    refused(
+        &["group", "reset", &q, "--all-groups", "--to-offset", "20"],
+        1,
+        &format!("{q}: offset 20 is outside the retained range 0..=10"),
+    );
+    refused(
+        &["group", "reset", &q, "a", "--to", "0", "--shift-by", "1"],
+        2,
+        "the argument '--to <WHERE>' cannot be used with '--shift-by <N>'",
+    );
+    refused(
+        &[
+            "group",
+            "reset",
+            &q,
+            "a",
+            "--shift-by",
+            "1",
+            "--dry-run",
+            "--execute",
+        ],
+        2,
+        "the argument '--dry-run' cannot be used with '--execute'",
+    );
+    refused(
+        &["group", "reset", &q, "nope", "--shift-by", "1"],
+        1,
+        &format!("{q}: consumer group \"nope\" does not exist"),
+    );
+    assert_eq!(info(&q), before);
+    let (_e, empty) = queue_with(1, "4KiB");
+    refused(
+        &["group", "reset", &empty, "--all-groups", "--to", "latest"],
+        1,
+        &format!("{empty}: has no consumer groups"),
+    );
+}
+
+#[test]
+fn group_describe_shows_lag_and_holder_per_partition() {
+    let (_d, q) = queue_with_groups(10, 6);
+    assert_eq!(
+        ok(&["group", "describe", &q, "a"]),
+        "GROUP  COMMITTED  LAG  LAG BYTES  GATING  HOLDER\na      6          4    160 B      yes     -\n"
+    );
+    let member = Background::start(&["consume", &q, "-g", "b", "--follow"]);
+    let pid = member.pid();
+    let v = common::wait_for_info(&q, "b held", |v| v["groups"][1]["holder_alive"] == true);
+    assert_eq!(v["groups"][1]["holder_pid"], pid);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["group", "describe", &q, "b", "--json"])).unwrap();
+    assert_eq!(json["group"], "b");
+    assert_eq!(json["partitions"][0]["holder_pid"], pid);
+    assert_eq!(json["partitions"][0]["holder_alive"], true);
+    refused(
+        &["group", "describe", &q, "nope"],
+        1,
+        &format!("{q}: consumer group \"nope\" does not exist"),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let t = path_in(dir.path(), "t");
+    ok(&["create", &t, "--partitions", "2", "--capacity", "64KiB"]);
+    ok(&["group", "create", &t, "g"]);
+    let out = shmq(&["publish", &t, "--partition", "1"], b"x\ny\n");
+    assert!(out.status.success());
+    assert_eq!(
+        ok(&["group", "describe", &t, "g"]),
+        "GROUP  PARTITION  COMMITTED  LAG  LAG BYTES  GATING  HOLDER\n\
+         g      0          0          0    0 B        yes     -\n\
+         g      1          0          2    80 B       yes     -\n\nmembers      none\n"
+    );
+}
