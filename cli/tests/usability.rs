@@ -533,3 +533,49 @@ fn group_describe_shows_lag_and_holder_per_partition() {
          g      1          0          2    80 B       yes     -\n\nmembers      none\n"
     );
 }
+
+/// Sends `signal` to `member`, waits (at most 20 s) for it to exit, and returns its status.
+fn stop(member: &mut Background, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+    let pid = nix::unistd::Pid::from_raw(member.pid() as i32);
+    nix::sys::signal::kill(pid, signal).expect("send the signal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = member.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consume ignored {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_end_consume_cleanly_and_release_the_group() {
+    use nix::sys::signal::Signal;
+    let (_d, q) = queue_with(3, "64KiB");
+    ok(&["group", "create", &q, "g"]);
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        let mut member = Background::start(&["consume", &q, "-g", "g", "--commit", "--follow"]);
+        let pid = member.pid();
+        common::wait_for_info(&q, "the member holds the group", |v| {
+            v["groups"][0]["holder_pid"] == pid && v["groups"][0]["committed"] == 3
+        });
+        assert!(
+            stop(&mut member, signal).success(),
+            "{signal} is a clean stop"
+        );
+        let v = info(&q);
+        assert_eq!(
+            v["groups"][0]["holder_pid"],
+            serde_json::Value::Null,
+            "{signal}: {v}"
+        );
+        assert_eq!(v["groups"][0]["committed"], 3);
+    }
+    assert_eq!(
+        ok(&["group", "list", &q]),
+        "GROUP  COMMITTED  LAG  LAG BYTES  GATING  HOLDER\ng      3          0    0 B        yes     -\n"
+    );
+}
