@@ -149,6 +149,18 @@ pub struct Consumer {
     buf: Vec<u8>,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("path", &self.shared.path)
+            .field("group", &self.group)
+            .field("slot", &self.slot)
+            .field("position", &self.offset)
+            .field("committed", &self.committed())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consumer {
     pub(crate) fn new(shared: Arc<Shared>, group: &str, opts: &Subscribe) -> Result<Consumer> {
         let lease = shared.new_lease()?;

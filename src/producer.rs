@@ -38,6 +38,16 @@ pub struct Producer {
     _flusher: Option<Arc<Flusher>>,
 }
 
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("path", &self.shared.path)
+            .field("slot", &self.slot)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What holds the claim limit down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Bottleneck {
@@ -435,6 +445,15 @@ impl Drop for Producer {
 pub struct Claimed<'a> {
     producer: &'a mut Producer,
     claim: Option<Claim>,
+}
+
+impl std::fmt::Debug for Claimed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("producer", &self.producer)
+            .field("offset", &self.offset())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Claimed<'_> {

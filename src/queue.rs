@@ -147,6 +147,16 @@ pub struct Queue {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("path", &self.shared.path)
+            .field("capacity", &self.shared.geometry.capacity)
+            .field("tail_offset", &self.tail_offset())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Queue {
     /// Creates a new queue file; fails with [`Error::Exists`](crate::Error::Exists) if `path`
     /// exists.

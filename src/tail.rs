@@ -52,7 +52,7 @@ impl std::fmt::Debug for TailReader {
             .field("path", &self.shared.path)
             .field("position", &self.offset)
             .field("verify", &self.verify)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -109,6 +109,15 @@ pub struct Topic {
     trust: Trust,
 }
 
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("path", &self.dir)
+            .field("partitions", &self.partition_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Topic {
     /// Creates a topic directory at `dir` with `options.partitions` partitions; fails with
     /// [`Error::Exists`] if `dir` exists.
