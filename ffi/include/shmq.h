@@ -56,7 +56,7 @@
  | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
  | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
  | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
- | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
+ | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), NULL or malformed arguments |
  | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed), `Poisoned` (an earlier flush failed) |
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
@@ -794,6 +794,18 @@ enum shmq_status shmq_topic_commit(struct shmq_topic_consumer *consumer,
  `consumer` is NULL or a live consumer handle, freed exactly once and not in use.
  */
 void shmq_topic_consumer_free(struct shmq_topic_consumer *consumer);
+
+/*
+ The version of the shmq library, as a static NUL-terminated string such as "0.1.0" (never
+ NULL; do not free it). Safe from any thread.
+ */
+const char *shmq_version(void);
+
+/*
+ The queue file format version this library reads and writes (`FORMAT.md`); a file of
+ another version fails to open with `SHMQ_EVERSION`. Safe from any thread.
+ */
+uint32_t shmq_format_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -26,6 +26,7 @@ mod producer;
 mod queue;
 mod status;
 mod topic;
+mod version;
 
 use std::ffi::{c_char, CStr};
 use std::time::Duration;
@@ -52,6 +53,7 @@ pub use topic::{
     shmq_topic_partitions, shmq_topic_poll, shmq_topic_producer, shmq_topic_producer_free,
     shmq_topic_producer_new, shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
 };
+pub use version::{shmq_format_version, shmq_version};
 
 /// Converts a C timeout (`-1` forever, `>= 0` nanoseconds) to the Rust API's.
 pub(crate) fn timeout(ns: i64) -> Result<Option<Duration>, Failure> {
