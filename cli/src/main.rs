@@ -32,6 +32,7 @@ mod error;
 mod fmt;
 mod group;
 mod info;
+mod list;
 mod publish;
 mod size;
 mod stat;
@@ -64,6 +65,8 @@ enum Command {
     Create(CreateArgs),
     /// Show a queue's parameters, tail offset and consumer groups.
     Info(InfoArgs),
+    /// List the queue files and topics in a directory: size, messages, groups, processes.
+    List(list::ListArgs),
     /// Publish messages to a queue or topic: one per line of stdin, or synthetic load.
     Publish(PublishArgs),
     /// Read messages as the member of a consumer group of a queue or topic.
@@ -364,6 +367,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Create(args) => create::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::List(args) => list::run(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Consume(args) => consume::run(&args),
         Command::Tail(args) => tail::run(&args),

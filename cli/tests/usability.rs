@@ -579,3 +579,79 @@ fn sigint_and_sigterm_end_consume_cleanly_and_release_the_group() {
         "GROUP  COMMITTED  LAG  LAG BYTES  GATING  HOLDER\ng      3          0    0 B        yes     -\n"
     );
 }
+
+#[test]
+fn list_shows_the_queues_and_topics_of_a_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let q = path_in(dir.path(), "orders.q");
+    let t = path_in(dir.path(), "events");
+    ok(&["create", &q, "--capacity", "64KiB"]);
+    ok(&["create", &t, "--partitions", "2", "--capacity", "64KiB"]);
+    assert!(shmq(&["publish", &q], b"a\nb\nc\n").status.success());
+    ok(&["group", "create", &q, "audit"]);
+    std::fs::write(dir.path().join("notes.txt"), "not a queue").unwrap();
+    std::fs::write(dir.path().join("empty"), "").unwrap();
+    let shared = path_in(dir.path(), "shared.q");
+    ok(&["create", &shared, "--capacity", "4KiB"]);
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let member = Background::start(&["consume", &q, "-g", "audit", "--follow"]);
+    let pid = member.pid();
+    common::wait_for_info(&q, "audit held", |v| v["groups"][0]["holder_pid"] == pid);
+
+    let table = ok(&["list", d]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0],
+        "PATH".to_string()
+            + &" ".repeat(t.len().max(q.len()).max(shared.len()) - 2)
+            + "KIND   PARTITIONS  CAPACITY  PUBLISHED  PRODUCERS  CONSUMERS  GROUPS"
+    );
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[1].starts_with(&t)
+            && lines[1]
+                .ends_with("topic  2           64 KiB    0          0          0          -"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with(&q)
+            && lines[2]
+                .ends_with("queue  1           64 KiB    3          0          1          audit"),
+        "{table}"
+    );
+    assert!(
+        lines[3].starts_with(&shared)
+            && lines[3].contains("refused because every user may write it"),
+        "{table}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&ok(&["list", d, "--json"])).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [t.as_str(), q.as_str(), shared.as_str()]);
+    assert_eq!(json[1]["groups"], serde_json::json!(["audit"]));
+    assert_eq!(
+        (
+            json[1]["published"].as_u64(),
+            json[1]["consumers_alive"].as_u64()
+        ),
+        (Some(3), Some(1))
+    );
+    assert!(json[2]["error"]
+        .as_str()
+        .unwrap()
+        .contains("every user may write it"));
+
+    let missing = path_in(dir.path(), "nope");
+    refused(
+        &["list", &missing],
+        1,
+        &format!("{missing}: read directory: No such file or directory (os error 2)"),
+    );
+}
