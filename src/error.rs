@@ -131,7 +131,7 @@ impl std::fmt::Display for Blocker {
 }
 
 /// "; BLOCKER", or nothing.
-fn blocked(b: &Option<Blocker>) -> String {
+fn blocked(b: &Option<Box<Blocker>>) -> String {
     b.as_ref().map_or(String::new(), |b| format!("; {b}"))
 }
 
@@ -255,8 +255,9 @@ pub enum Error {
     Full {
         /// The queue file.
         path: PathBuf,
-        /// What held producers back when the publish gave up (a snapshot).
-        blocked_by: Option<Blocker>,
+        /// What held producers back when the publish gave up (a snapshot; boxed to keep
+        /// `Error` small).
+        blocked_by: Option<Box<Blocker>>,
     },
     /// Nothing happened within the timeout: a publish found no room under `Block`, or a
     /// confirm ([`Producer::wait_durable`](crate::Producer::wait_durable)) no flush.
@@ -273,7 +274,7 @@ pub enum Error {
         /// How long it waited: its timeout (it gave up once that had passed).
         waited: Duration,
         /// What held producers back when it gave up (a snapshot; `None` for a confirm).
-        blocked_by: Option<Blocker>,
+        blocked_by: Option<Box<Blocker>>,
     },
     /// Every producer slot is taken by a live producer.
     #[error("all {0} producer slots are in use by live producers")]

@@ -382,8 +382,8 @@ fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
 
 /// What `bottleneck` is, for an error: the slowest gating group by name (`None` if there is
 /// none any more, e.g. it committed or was deleted meanwhile).
-fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Blocker> {
-    match bottleneck {
+fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Box<Blocker>> {
+    let found = match bottleneck {
         Bottleneck::Flush => Some(Blocker::Flush),
         Bottleneck::Intent { .. } => Some(Blocker::Unfinished),
         Bottleneck::Groups => shared
@@ -396,7 +396,8 @@ fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Blocker> {
                 behind: g.lag,
                 holder: g.holder.map(|pid| (pid, g.holder_alive)),
             }),
-    }
+    };
+    found.map(Box::new)
 }
 
 /// The payload's CRC32C if the queue keeps checksums, else 0.

@@ -12,6 +12,18 @@ use shmq_status::*;
 
 use common::{cpath, last_error};
 
+/// `shmq_open` of `path` into `*out`.
+fn open_queue(path: &std::path::Path, out: &mut *mut shmq_queue) -> shmq_status {
+    // SAFETY: a valid C string and a writable out-parameter.
+    unsafe { shmq_open(cpath(path).as_ptr(), out) }
+}
+
+/// `shmq_topic_open` of `path` into `*out`.
+fn open_topic(path: &std::path::Path, out: &mut *mut shmq_topic) -> shmq_status {
+    // SAFETY: a valid C string and a writable out-parameter.
+    unsafe { shmq_topic_open(cpath(path).as_ptr(), out) }
+}
+
 #[test]
 fn wrong_kinds_are_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,30 +43,18 @@ fn wrong_kinds_are_named() {
     std::fs::write(&empty, b"").unwrap();
 
     let mut queue = null_mut();
-    // SAFETY: valid C string, writable out.
-    assert_eq!(
-        unsafe { shmq_open(cpath(&t).as_ptr(), &mut queue) },
-        SHMQ_EINVAL
-    );
+    assert_eq!(open_queue(&t, &mut queue), SHMQ_EINVAL);
     assert!(queue.is_null());
     assert_eq!(
         last_error(),
         format!("{}: is a topic directory, not a queue file", t.display())
     );
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { shmq_open(cpath(dir.path()).as_ptr(), &mut queue) },
-        SHMQ_EINVAL
-    );
+    assert_eq!(open_queue(dir.path(), &mut queue), SHMQ_EINVAL);
     assert_eq!(
         last_error(),
         format!("{}: is a directory, not a queue file", dir.path().display())
     );
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { shmq_open(cpath(&empty).as_ptr(), &mut queue) },
-        SHMQ_ECORRUPT
-    );
+    assert_eq!(open_queue(&empty, &mut queue), SHMQ_ECORRUPT);
     assert_eq!(
         last_error(),
         format!(
@@ -65,20 +65,12 @@ fn wrong_kinds_are_named() {
     assert!(queue.is_null());
 
     let mut topic = null_mut();
-    // SAFETY: valid C string, writable out.
-    assert_eq!(
-        unsafe { shmq_topic_open(cpath(&q).as_ptr(), &mut topic) },
-        SHMQ_EINVAL
-    );
+    assert_eq!(open_topic(&q, &mut topic), SHMQ_EINVAL);
     assert_eq!(
         last_error(),
         format!("{}: is a queue file, not a topic directory", q.display())
     );
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { shmq_topic_open(cpath(&empty).as_ptr(), &mut topic) },
-        SHMQ_EINVAL
-    );
+    assert_eq!(open_topic(&empty, &mut topic), SHMQ_EINVAL);
     assert_eq!(
         last_error(),
         format!("{}: is a file, not a topic directory", empty.display())
@@ -98,8 +90,7 @@ fn full_and_timeout_name_the_file_and_the_group() {
     let rust = shmq_core::Queue::create(&path, &options).unwrap();
     drop(rust.consumer("slow").unwrap());
     let mut q = null_mut();
-    // SAFETY: valid C string, writable out.
-    assert_eq!(unsafe { shmq_open(cpath(&path).as_ptr(), &mut q) }, SHMQ_OK);
+    assert_eq!(open_queue(&path, &mut q), SHMQ_OK);
     let mut p = null_mut();
     // SAFETY: live queue, writable out.
     assert_eq!(unsafe { shmq_producer_new(q, &mut p) }, SHMQ_OK);
@@ -138,15 +129,12 @@ fn a_commit_ahead_of_the_reader_says_what_may_be_committed() {
         producer.publish(b"m").unwrap();
     }
     let mut q = null_mut();
-    // SAFETY: valid C string, writable out.
-    assert_eq!(unsafe { shmq_open(cpath(&path).as_ptr(), &mut q) }, SHMQ_OK);
+    assert_eq!(open_queue(&path, &mut q), SHMQ_OK);
     let mut c = null_mut();
     let group = std::ffi::CString::new("g").unwrap();
     // SAFETY: live queue, valid C string, writable out.
-    assert_eq!(
-        unsafe { shmq_consumer_new(q, group.as_ptr(), &mut c) },
-        SHMQ_OK
-    );
+    let status = unsafe { shmq_consumer_new(q, group.as_ptr(), &mut c) };
+    assert_eq!(status, SHMQ_OK);
     // SAFETY: live consumer.
     assert_eq!(unsafe { shmq_commit(c, 0) }, SHMQ_EINVAL);
     assert_eq!(

@@ -64,10 +64,8 @@ fn a_non_gating_latest_group_skips_the_past_and_holds_nobody_back() {
     assert_eq!(publish(p, b"after"), SHMQ_OK);
     let mut m = std::mem::MaybeUninit::<shmq_message>::uninit();
     // SAFETY: live consumer, writable out.
-    assert_eq!(
-        unsafe { shmq_poll(c, 1_000_000_000, m.as_mut_ptr()) },
-        SHMQ_OK
-    );
+    let status = unsafe { shmq_poll(c, 1_000_000_000, m.as_mut_ptr()) };
+    assert_eq!(status, SHMQ_OK);
     // SAFETY: written on SHMQ_OK.
     let m = unsafe { m.assume_init() };
     // SAFETY: valid until the next call on the consumer.
