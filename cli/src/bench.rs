@@ -105,7 +105,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     outln!("  each ratio divides the first mode's figure by the second's (below 1: the first is faster):");
     for (a, b) in pairs {
         outln!(
-            "    {:<28}{}",
+            "    {:<30}{}",
             format!("{} / {}", a.name(), b.name()),
             compares(a, b)
         );
