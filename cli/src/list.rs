@@ -52,6 +52,13 @@ struct Entry {
 /// Lists the queue files and topics in `args.dir`.
 pub fn run(args: &ListArgs) -> Result<(), CliError> {
     let dir = &args.dir;
+    if dir.is_file() {
+        return Err(CliError::new(
+            dir.display(),
+            "is a file, not a directory (shmq list takes the directory that holds queue files \
+             and topics; shmq info shows one)",
+        ));
+    }
     let read = std::fs::read_dir(dir).map_err(|e| CliError::io(dir, "read directory", e))?;
     let mut paths: Vec<PathBuf> = read
         .filter_map(|e| e.ok().map(|e| e.path()))

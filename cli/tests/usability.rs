@@ -648,6 +648,14 @@ fn list_shows_the_queues_and_topics_of_a_directory() {
         .unwrap()
         .contains("every user may write it"));
 
+    refused(
+        &["list", &q],
+        1,
+        &format!(
+            "{q}: is a file, not a directory (shmq list takes the directory that holds queue \
+             files and topics; shmq info shows one)"
+        ),
+    );
     let missing = path_in(dir.path(), "nope");
     refused(
         &["list", &missing],
