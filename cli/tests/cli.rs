@@ -313,7 +313,7 @@ fn bad_values_are_named() {
     );
     fails(
         &["create", &q, "--capacity", "1000"],
-        &[&q, "capacity 1000", "power of two"],
+        &["'1000'", "--capacity", "1000 bytes is not a power of two"],
     );
     fails(&["create", &q, "--mode", "0999"], &["'0999'", "--mode"]);
     fails(
