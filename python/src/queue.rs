@@ -180,7 +180,7 @@ impl Queue {
         let q = self.get()?;
         let g = q.geometry();
         let d = PyDict::new(py);
-        d.set_item("path", q.path())?;
+        d.set_item("path", q.path().to_string_lossy())?;
         d.set_item("tail_offset", q.tail_offset())?;
         d.set_item("oldest_offset", q.oldest_offset())?;
         d.set_item("durable_offset", q.durable_offset())?;
@@ -206,8 +206,8 @@ impl Queue {
 
     /// The queue file's path.
     #[getter]
-    fn path(&self) -> PyResult<std::path::PathBuf> {
-        Ok(self.get()?.path().to_path_buf())
+    fn path(&self) -> PyResult<String> {
+        Ok(self.get()?.path().to_string_lossy().into_owned())
     }
 
     /// Closes this handle (producers and consumers made from it stay usable).

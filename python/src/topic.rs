@@ -134,8 +134,8 @@ impl Topic {
 
     /// The topic directory.
     #[getter]
-    fn path(&self) -> PyResult<std::path::PathBuf> {
-        Ok(self.get()?.path().to_path_buf())
+    fn path(&self) -> PyResult<String> {
+        Ok(self.get()?.path().to_string_lossy().into_owned())
     }
 
     /// Per partition: its file, tail offset and groups (a snapshot).
@@ -432,8 +432,8 @@ impl PartitionInfo {
 
     /// Its queue file.
     #[getter]
-    fn path(&self) -> std::path::PathBuf {
-        self.path.clone()
+    fn path(&self) -> String {
+        self.path.to_string_lossy().into_owned()
     }
 
     /// The next offset a producer will be given in it.
