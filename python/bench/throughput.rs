@@ -44,7 +44,11 @@ fn main() -> shmq::Result<()> {
     }
     let poll = start.elapsed();
     assert_eq!(sum, count * b'x' as u64);
-    println!("publish {} poll {}", publish.as_secs_f64(), poll.as_secs_f64());
+    println!(
+        "publish {} poll {}",
+        publish.as_secs_f64(),
+        poll.as_secs_f64()
+    );
     std::fs::remove_file(&path).expect("remove the bench queue");
     Ok(())
 }
