@@ -218,3 +218,24 @@ def test_threads_share_a_consumer(queue):
     queue.producer().publish(b"from main")
     t.join(10)
     assert not t.is_alive() and got[0].payload == b"from main"
+
+
+@pytest.mark.parametrize("durability", ["sync", "batch"])
+def test_durable_publish_and_confirm(tmp_path, durability):
+    path = str(tmp_path / f"{durability}.q")
+    with shmq.Queue.create(path, capacity=1 << 16, max_message=1024, durability=durability) as q:
+        assert q.info()["durability"] == durability
+        p = q.producer(timeout=30)
+        offsets = [p.publish(b"d%d" % i) for i in range(20)]
+        assert offsets == list(range(20))
+        p.wait_durable(19, timeout=30)
+        assert q.info()["durable_offset"] == 20
+        assert q.flush() == 20
+        c = q.consumer("g")
+        for i in range(20):
+            msg = c.poll(1)
+            assert msg.payload == b"d%d" % i
+        c.commit(msg)
+        assert q.groups()[0].committed == 20
+        with pytest.raises(shmq.InvalidArgument):
+            p.wait_durable(99, timeout=1)
