@@ -25,11 +25,17 @@ use crate::Wait;
 
 /// One record as a reader returns it, borrowed from the reader until its next call.
 pub struct Raw<'a> {
+    /// The record's offset.
     pub offset: u64,
+    /// When it was published, nanoseconds since the Unix epoch.
     pub timestamp_ns: u64,
+    /// Aborted offsets skipped right before it.
     pub aborted_before: u64,
+    /// Its partition (topic records).
     pub partition: Option<u32>,
+    /// Its key (topic records published with one).
     pub key: Option<&'a [u8]>,
+    /// The payload.
     pub payload: &'a [u8],
 }
 
@@ -89,6 +95,7 @@ struct Views {
 
 /// The polling machinery of a consumer (queue or topic), shared by both classes.
 pub struct Handle<R> {
+    /// The reader and what an async wait parked, taken in turn by the handle's calls.
     pub state: Mutex<State<R>>,
     views: Arc<Views>,
     zero_copy: bool,
@@ -303,9 +310,13 @@ pub fn aio(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 
 /// What `Queue.consumer` asks for.
 pub struct Join<'a> {
+    /// The group's name.
     pub group: &'a str,
+    /// Create the group if it does not exist (else `UnknownGroup`).
     pub create: bool,
+    /// How to create it, and the member's session timeout.
     pub subscribe: shmq::Subscribe,
+    /// Payloads as memoryviews (see `Message.payload`).
     pub zero_copy: bool,
 }
 

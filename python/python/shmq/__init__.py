@@ -5,7 +5,7 @@ broker, no socket. This package is a native extension over the Rust library (see
 
     import shmq
 
-    with shmq.Queue.create("/dev/shm/orders.q", capacity=1 << 20) as q:
+    with shmq.Queue.create("/dev/shm/orders.q", capacity=4 << 20) as q:
         producer = q.producer()
         producer.publish(b"order 42 paid")
         consumer = q.consumer("billing")
