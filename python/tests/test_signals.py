@@ -1,4 +1,4 @@
-"""Ctrl-C interrupts a poll blocked with the GIL released."""
+"""Ctrl-C interrupts a poll or a publish blocked with the GIL released."""
 
 import os
 import signal
@@ -14,19 +14,19 @@ CHILD = textwrap.dedent(
     print("polling", flush=True)
     start = time.monotonic()
     try:
-        c.poll(%s)
+        %s
     except KeyboardInterrupt:
         print("interrupted after %%.3f" %% (time.monotonic() - start), flush=True)
         sys.exit(0)
-    print("poll returned", flush=True)
+    print("returned", flush=True)
     sys.exit(3)
     """
 )
 
 
-def run(queue, python, timeout_arg):
+def run(queue, python, call):
     child = subprocess.Popen(
-        [python, "-c", CHILD % timeout_arg, queue.path],
+        [python, "-c", CHILD % call, queue.path],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ,
@@ -47,8 +47,13 @@ def run(queue, python, timeout_arg):
 
 
 def test_sigint_interrupts_a_blocked_poll(queue, python):
-    run(queue, python, "None")
+    run(queue, python, "c.poll(None)")
 
 
 def test_sigint_interrupts_a_poll_with_a_long_timeout(queue, python):
-    run(queue, python, "3600")
+    run(queue, python, "c.poll(3600)")
+
+
+def test_sigint_interrupts_a_publish_waiting_for_room(queue, python):
+    # The gating group "sig" never commits, so the 64 KiB ring fills and the publish blocks.
+    run(queue, python, "p = q.producer()\n    while True: p.publish(bytes(1000))")
