@@ -18,6 +18,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyModule};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::{to_py, IntoPy, UnknownGroup};
 use crate::queue::{closed, lock_handle};
@@ -260,6 +261,26 @@ impl<R: Reader> Handle<R> {
         }
     }
 
+    /// The garbage collector's view of the parked message: a zero-copy one refers back to its
+    /// consumer, a cycle when nobody takes it. Skipped while a call holds the state (the
+    /// collector then sees an outside reference and keeps the objects).
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(state) = self.state.try_lock() {
+            if let Some(Parked::Message(m)) = &state.parked {
+                visit.call(m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Breaks the cycle above: drops the parked message (the group's next member receives it
+    /// again, as after `close()`).
+    pub fn clear(&self) {
+        if let Ok(mut state) = self.state.try_lock() {
+            state.parked = None;
+        }
+    }
+
     /// Takes what an async wait parked (raising a parked error).
     pub fn take_parked(&self, py: Python<'_>) -> PyResult<Option<Py<Message>>> {
         match lock_handle(py, &self.state).parked.take() {
@@ -492,6 +513,14 @@ impl Consumer {
     fn __repr__(&self) -> String {
         format!("<shmq.Consumer group={:?}>", self.group)
     }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.handle.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.handle.clear()
+    }
 }
 
 /// One record. `payload` is `bytes`, or for a `zero_copy` consumer a read-only `memoryview`.
@@ -560,6 +589,14 @@ impl Message {
         unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(payload.as_ptr())) }
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.payload)?;
+        if let Some(key) = &self.key {
+            visit.call(key)?;
+        }
+        Ok(())
+    }
+
     fn __repr__(&self) -> String {
         match self.partition {
             Some(p) => format!("<shmq.Message partition={p} offset={}>", self.offset),
@@ -622,6 +659,10 @@ impl Payload {
         }
         this.views.exports.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self._owner)
     }
 
     /// # Safety

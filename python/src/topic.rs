@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::consumer::{aio, Handle, Message, Messages};
 use crate::errors::IntoPy;
@@ -410,6 +411,14 @@ impl TopicConsumer {
 
     fn __repr__(&self) -> String {
         format!("<shmq.TopicConsumer group={:?}>", self.group)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.handle.traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.handle.clear()
     }
 }
 

@@ -105,3 +105,17 @@ def test_errors_come_through_await(qpath):
         lost = asyncio.run(main())
         assert lost > 0
         assert consumer.poll(0).offset == lost
+
+
+def test_a_parked_zero_copy_message_does_not_keep_its_consumer(queue):
+    """A parked zero-copy message refers back to its consumer; the cycle is collected, so
+    dropping the consumer still releases the group."""
+    import gc
+
+    queue.producer().publish(b"parked")
+    consumer = queue.consumer("zc", zero_copy=True)
+    assert consumer._wait_park(consumer._ticket(), 10) is True  # what an async wait does
+    del consumer
+    gc.collect()
+    again = queue.consumer("zc")  # shmq.Busy if the old member were still alive
+    assert again.poll(1).payload == b"parked"  # never handed out, so never committed
