@@ -69,6 +69,12 @@ create_exception!(
 );
 create_exception!(
     shmq,
+    WrongKind,
+    InvalidArgument,
+    "The path is another kind of thing than the call takes: a topic directory for a queue file, or the reverse (`.path`, `.found`, `.expected`)."
+);
+create_exception!(
+    shmq,
     TooMany,
     Error,
     "Every producer, group or member slot is in use (`.slots`)."
@@ -149,6 +155,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("TooBig", py.get_type::<TooBig>()),
         ("Full", py.get_type::<Full>()),
         ("Timeout", py.get_type::<Timeout>()),
+        ("WrongKind", py.get_type::<WrongKind>()),
         ("TooMany", py.get_type::<TooMany>()),
         ("UnknownGroup", py.get_type::<UnknownGroup>()),
         ("Busy", py.get_type::<Busy>()),
@@ -216,8 +223,16 @@ pub fn to_py(err: shmq::Error) -> PyErr {
                 ("max", Attr::Int(max.into())),
             ],
         ),
-        E::Full => (Full::new_err(message), vec![]),
-        E::Timeout => (Timeout::new_err(message), vec![]),
+        E::Full { path: p, .. } => (Full::new_err(message), vec![("path", Attr::Str(path(&p)))]),
+        E::Timeout {
+            path: p, waited, ..
+        } => (
+            Timeout::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                ("waited", Attr::Float(waited.as_secs_f64())),
+            ],
+        ),
         E::TooManyProducers(slots) | E::TooManyGroups(slots) => (
             TooMany::new_err(message),
             vec![("slots", Attr::Int(slots.into()))],
@@ -279,6 +294,18 @@ pub fn to_py(err: shmq::Error) -> PyErr {
             Poisoned::new_err(message),
             vec![("path", Attr::Str(path(&p))), ("offset", Attr::U64(offset))],
         ),
+        E::WrongKind {
+            path: p,
+            found,
+            expected,
+        } => (
+            WrongKind::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                ("found", Attr::Str(found.into())),
+                ("expected", Attr::Str(expected.into())),
+            ],
+        ),
         E::OffsetOutOfRange {
             requested,
             earliest,
@@ -302,6 +329,7 @@ pub fn to_py(err: shmq::Error) -> PyErr {
                 Attr::Int(i) => value.setattr(name, i),
                 Attr::U64(u) => value.setattr(name, u),
                 Attr::OptInt(o) => value.setattr(name, o),
+                Attr::Float(f) => value.setattr(name, f),
             };
         }
     });
@@ -314,6 +342,7 @@ enum Attr {
     Int(i64),
     U64(u64),
     OptInt(Option<i64>),
+    Float(f64),
 }
 
 /// Shorthand: a `shmq::Result` as a `PyResult`.

@@ -1,7 +1,7 @@
 //! `Queue` (an open queue file), `Producer` and `GroupInfo`.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -294,15 +294,31 @@ pub fn publish_sliced<T: Send>(
 ) -> PyResult<T> {
     if fast {
         match call(Duration::ZERO) {
-            Err(shmq::Error::Timeout) if timeout != Some(Duration::ZERO) => {}
+            Err(shmq::Error::Timeout { .. }) if timeout != Some(Duration::ZERO) => {}
             other => return other.py_err(),
         }
     }
+    let started = Instant::now();
     let wait = Wait::new(timeout);
     loop {
         let slice = wait.slice();
         match py.detach(|| call(slice)) {
-            Err(shmq::Error::Timeout) if wait.more(py)? => continue,
+            Err(shmq::Error::Timeout { .. }) if wait.more(py)? => continue,
+            // The error reports the whole wait, not the last slice.
+            Err(shmq::Error::Timeout {
+                path,
+                waiting_for,
+                blocked_by,
+                ..
+            }) => {
+                return Err(shmq::Error::Timeout {
+                    path,
+                    waiting_for,
+                    waited: started.elapsed(),
+                    blocked_by,
+                })
+                .py_err()
+            }
             other => return other.py_err(),
         }
     }

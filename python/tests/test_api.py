@@ -92,9 +92,15 @@ def test_errors_carry_path_and_fields(qpath, tmp_path):
             p.publish(b"x" * 101)
         assert (err.value.len, err.value.max) == (101, 100)
         q.consumer("holder")  # gating, never commits
-        with pytest.raises(shmq.Full):
+        with pytest.raises(shmq.Full) as err:
             for _ in range(1000):
                 p.publish(b"y" * 64)
+        assert err.value.path == qpath
+        assert '"holder"' in str(err.value)
+    with pytest.raises(shmq.WrongKind) as err:
+        shmq.Queue.open(str(tmp_path))
+    assert isinstance(err.value, shmq.InvalidArgument)
+    assert err.value.expected == "a queue file"
     (tmp_path / "junk.q").write_bytes(b"\0" * 8192)
     with pytest.raises(shmq.CorruptFile) as err:
         shmq.Queue.open(str(tmp_path / "junk.q"))
@@ -111,9 +117,11 @@ def test_block_timeout(qpath):
     with shmq.Queue.create(qpath, capacity=4096, max_message=100) as q:
         q.consumer("slow")
         p = q.producer(timeout=0.2)
-        with pytest.raises(shmq.Timeout):
+        with pytest.raises(shmq.Timeout) as err:
             for _ in range(1000):
                 p.publish(b"z" * 64)
+        assert err.value.path == qpath
+        assert err.value.waited >= 0.2
 
 
 def test_lagged_reports_lost(qpath):

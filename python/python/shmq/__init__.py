@@ -50,6 +50,7 @@ from ._shmq import (
     UnknownGroup,
     Unsupported,
     Untrusted,
+    WrongKind,
 )
 
 __all__ = [
@@ -88,4 +89,5 @@ __all__ = [
     "UnknownGroup",
     "Unsupported",
     "Untrusted",
+    "WrongKind",
 ]

@@ -40,8 +40,17 @@ class TooBig(Error):
     len: int
     max: int
 
-class Full(Error): ...
-class Timeout(Error): ...
+class WrongKind(InvalidArgument):
+    path: str
+    found: str
+    expected: str
+
+class Full(Error):
+    path: str
+
+class Timeout(Error):
+    path: str
+    waited: float
 
 class TooMany(Error):
     slots: int
