@@ -577,6 +577,7 @@ impl Ring {
     /// Flags `bit` as a consumer about to sleep for data and returns the `DATA_SEQ` value to
     /// sleep on: the first half of [`wait_data`](Self::wait_data), for a caller that re-checks
     /// its condition and then waits elsewhere (the async waker thread).
+    #[cfg(feature = "tokio")]
     pub(crate) fn flag_data(&self, bit: u64) -> u32 {
         flag(&self.region, layout::DATA_WAITERS, layout::DATA_SEQ, bit)
     }
