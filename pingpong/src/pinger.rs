@@ -234,7 +234,10 @@ impl Pinger {
                 let off = match wait {
                     #[cfg(feature = "async")]
                     Wait::Async(rt) => {
-                        let pong = rt.block_on(tokio::time::timeout(REPLY_TIMEOUT, rx.recv()));
+                        // The timer is made inside the runtime, which it needs.
+                        let pong = rt.block_on(async {
+                            tokio::time::timeout(REPLY_TIMEOUT, rx.recv()).await
+                        });
                         let m = pong.map_err(|_| Error::Timeout { mode: mode.name() })?;
                         echoed(mode, &m.map_err(err)?, first)?
                     }
