@@ -160,18 +160,18 @@ fn a_cancelled_recv_loses_nothing() {
             .expect("recv");
         assert_eq!((m.offset, m.payload), (0, &b"first"[..]));
 
-        // A select that another branch wins, while a record arrives from another thread.
-        let publisher = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            producer.publish(b"second").unwrap();
-        });
+        // A select that another branch wins; the record comes from another thread after it.
         tokio::select! {
             biased;
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             m = consumer.recv() => panic!("the timer wins: {:?}", m.map(|m| m.offset)),
         }
+        let publisher = std::thread::spawn(move || producer.publish(b"second").unwrap());
+        let m = tokio::time::timeout(LIMIT, consumer.recv())
+            .await
+            .expect("the record within the limit")
+            .expect("recv");
         publisher.join().unwrap();
-        let m = consumer.recv().await.expect("recv");
         assert_eq!((m.offset, m.payload), (1, &b"second"[..]));
         consumer.commit(1).unwrap();
 
