@@ -44,6 +44,10 @@ fn main() {
                 "idle_async_consumers_use_no_cpu",
                 idle_async_consumers_use_no_cpu,
             ),
+            (
+                "more_files_than_futex_waitv_takes",
+                more_files_than_futex_waitv_takes,
+            ),
         ]),
     }
 }
@@ -406,5 +410,47 @@ fn idle_async_consumers_use_no_cpu() {
             done += 1;
         }
         assert_eq!(done, 64);
+    });
+}
+
+/// Consumers of 130 queue files wait on more futex words than one `futex_waitv` takes (127
+/// besides the waker thread's bell): the thread falls back to re-reading every word each
+/// millisecond, and each consumer still gets its record.
+fn more_files_than_futex_waitv_takes() {
+    const FILES: usize = 130;
+    let dir = tempfile::tempdir().unwrap();
+    let queues: Vec<Queue> = (0..FILES)
+        .map(|i| small_queue(&dir.path().join(format!("q{i}")), 4096))
+        .collect();
+    let rt = runtime();
+    let _guard = rt.enter();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, q) in queues.iter().enumerate() {
+        let mut consumer = q.consumer("g").unwrap();
+        tasks.spawn_on(
+            async move {
+                let m = consumer.recv().await.expect("recv");
+                (i, m.payload.to_vec())
+            },
+            rt.handle(),
+        );
+    }
+    rt.block_on(async {
+        // Let every consumer register first, then publish to each file in turn.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (i, q) in queues.iter().enumerate() {
+            q.producer().unwrap().publish(&i.to_le_bytes()).unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        let mut seen = HashSet::new();
+        while let Some(done) = tokio::time::timeout_at(deadline, tasks.join_next())
+            .await
+            .expect("every consumer got its record within the limit")
+        {
+            let (i, payload) = done.expect("a consumer task");
+            assert_eq!(payload, i.to_le_bytes(), "file {i}");
+            seen.insert(i);
+        }
+        assert_eq!(seen.len(), FILES);
     });
 }
