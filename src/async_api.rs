@@ -187,8 +187,8 @@ impl Consumer {
 }
 
 /// A [`Consumer`] as a [`Stream`] of [`OwnedMessage`]s (from [`Consumer::into_stream`]). It
-/// ends only with the consumer: errors are items, and [`Error::Lagged`] or a checksum error
-/// is followed by the records after it. Dropping a stream that waits loses no record.
+/// never ends: errors are items, and [`Error::Lagged`] or a checksum error is followed by the
+/// records after it. Dropping a stream that waits loses no record.
 pub struct Messages {
     consumer: Consumer,
     waiting: Waiting,
@@ -372,7 +372,8 @@ impl TopicConsumer {
 }
 
 /// A [`TopicConsumer`] as a [`Stream`] of [`OwnedTopicMessage`]s (from
-/// [`TopicConsumer::into_stream`]). Errors are items; the stream goes on after them.
+/// [`TopicConsumer::into_stream`]). It never ends: errors are items, and the stream goes on
+/// after them.
 pub struct TopicMessages {
     consumer: TopicConsumer,
     waiting: Waiting,
