@@ -7,7 +7,8 @@
 //! `Block`/`Reject`, producers never claim bytes at or after the group's committed position
 //! within one capacity. Otherwise (non-gating groups, `Overwrite` queues, and reads behind the
 //! protected zone after a seek or below the group's mark after its creation or a backwards
-//! reset) the record is copied and then checked against the tail (SYNC L in `ring.rs`); an
+//! reset, and every read of a member with a session timeout, whose group another process may
+//! take while it holds a message) the record is copied and then checked against the tail (SYNC L in `ring.rs`); an
 //! overrun reader gets [`Error::Lagged`].
 
 use std::sync::Arc;
@@ -569,8 +570,12 @@ impl Consumer {
 
     /// Whether a record starting at `start` must be copied and checked against the tail rather
     /// than read in place.
+    ///
+    /// A member with a session timeout always copies: once its heartbeat is older than the
+    /// timeout another process may take the group and commit past the record, after which
+    /// producers may overwrite the bytes while the member still holds the message.
     fn validates(&self, start: u64) -> bool {
-        self.lappable || self.unconfirmed || start < self.safe_from
+        self.lappable || self.unconfirmed || self.session != 0 || start < self.safe_from
     }
 
     /// Whether [`poll`](Self::poll) checks each record's CRC32C before returning it. On by
