@@ -245,8 +245,13 @@ impl Consumer {
     /// A record whose payload fails its CRC32C gives [`Error::Corrupt`] of kind
     /// [`Corruption::Checksum`] (see [`set_verify_checksums`](Self::set_verify_checksums)); the
     /// consumer has moved past it, so the next poll returns the record after it.
+    ///
+    /// [`Error::Truncated`] or [`Error::Detached`]: the queue file was truncated, removed or
+    /// replaced under this process (checked again before a message is returned, so zeros read
+    /// from a truncated file never pass for a record).
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
         self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
         self.beat()?;
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
@@ -282,6 +287,8 @@ impl Consumer {
                     if self.verify {
                         let computed = crc32c::crc32c(bytes);
                         if computed != crc {
+                            // Zeros from a truncated file are no checksum failure.
+                            self.shared.check_damage()?;
                             return Err(Error::Corrupt {
                                 path: self.shared.path.clone(),
                                 kind: Corruption::Checksum {
@@ -292,6 +299,8 @@ impl Consumer {
                             });
                         }
                     }
+                    // What was read is good only if the file was whole after the read.
+                    self.shared.check_damage()?;
                     return Ok(Some(Message {
                         offset,
                         timestamp_ns: timestamp,
@@ -310,6 +319,7 @@ impl Consumer {
                 },
                 Found::Overtaken => return Err(self.resync(self.offset)),
                 Found::Inconsistent { start, why } => {
+                    self.shared.check_damage()?;
                     if self.validates(start) && ring.overrun(start) {
                         return Err(self.resync(self.offset));
                     }
@@ -319,6 +329,8 @@ impl Consumer {
                     });
                 }
                 Found::Pending { tag } => {
+                    // Zero pages read as a pending record: never wait on them.
+                    self.shared.check_damage()?;
                     // The tail is the producers' busiest line. A spinning reader looks at it
                     // only every `TAIL_CHECK_EVERY` pending polls and before it sleeps: often
                     // enough for the stall clock and the overrun check, rarely enough not to
@@ -393,6 +405,9 @@ impl Consumer {
 
     /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
     fn resync(&mut self, from: u64) -> Error {
+        if let Err(e) = self.shared.check_damage() {
+            return e;
+        }
         // An overrun record is older than the ring's oldest, so this moves forward.
         let (offset, pos) = self.shared.ring.oldest();
         self.offset = offset;
@@ -416,6 +431,12 @@ impl Consumer {
     /// and this member should stop reading the group.
     pub fn commit(&mut self, offset: u64) -> Result<()> {
         self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
+        let committed = self.commit_checked(offset);
+        self.shared.check_damage().and(committed)
+    }
+
+    fn commit_checked(&mut self, offset: u64) -> Result<()> {
         if offset >= self.offset {
             return Err(Error::InvalidArgument(format!(
                 "cannot commit offset {offset}: this consumer has only read up to {}",
@@ -457,7 +478,9 @@ impl Consumer {
     /// Moves the read cursor (not the committed offset).
     pub fn seek(&mut self, to: SeekTo) -> Result<()> {
         self.lease.check_current(&self.shared.path)?;
-        let (offset, pos) = locate(&self.shared, self.slot, to)?;
+        self.shared.check_damage()?;
+        let located = locate(&self.shared, self.slot, to);
+        let (offset, pos) = self.shared.check_damage().and(located)?;
         self.offset = offset;
         self.pos = pos;
         self.stall = None;
@@ -502,6 +525,9 @@ impl Consumer {
     }
 
     fn taken_over(&self, found: u128) -> Error {
+        if let Err(e) = self.shared.check_damage() {
+            return e;
+        }
         Error::TakenOver {
             group: self.group.clone(),
             found: crate::sync::unpack(found).0,

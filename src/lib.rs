@@ -63,13 +63,17 @@ mod queue;
 #[cfg(not(loom))]
 mod recovery;
 #[cfg(not(loom))]
+mod sigbus;
+#[cfg(not(loom))]
 mod topic;
 #[cfg(not(loom))]
 mod trust;
+#[cfg(not(loom))]
+mod watch;
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
-pub use error::{Account, Corruption, Distrust, Error, Result};
+pub use error::{Account, Corruption, Detachment, Distrust, Error, Result};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
 pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};

@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memmap2::MmapRaw;
-
 use crate::consumer::{Consumer, SeekTo, Subscribe};
 use crate::error::{Error, Result};
 use crate::file;
@@ -17,8 +15,10 @@ use crate::lease::{Lease, OwnFd};
 use crate::producer::Producer;
 use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
+use crate::sigbus::{Damage, Protected};
 use crate::sync::{AtomicU128, Region};
 use crate::trust::Trust;
+use crate::watch::{self, Identity, Watched};
 
 /// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
 #[derive(Debug, Clone)]
@@ -83,7 +83,9 @@ pub(crate) struct Shared {
     /// `committed_prefix`). An atomic, not a mutex: a child forked while a leader thread held a
     /// mutex would find it locked for ever.
     pub flush_stall: AtomicU128,
-    map: MmapRaw,
+    /// What the file was at open, for the watcher (`watch.rs`).
+    identity: Identity,
+    map: Protected,
 }
 
 impl Shared {
@@ -108,7 +110,43 @@ impl Shared {
             recovery: None,
             flusher: FlusherSlot::default(),
             flush_stall: AtomicU128::new(0),
+            identity: m.identity,
             map: m.map,
+        }
+    }
+
+    /// Shares `self` with its handles and the watcher.
+    fn share(self) -> Arc<Shared> {
+        let shared = Arc::new(self);
+        let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&shared) as _;
+        watch::add(weak);
+        shared
+    }
+
+    /// `Err` if the file was truncated, removed or replaced under this process (what the
+    /// `SIGBUS` handler or the watcher found): every call checks this first, and calls that
+    /// read the mapping check again before they return what they read. One atomic load.
+    #[inline]
+    pub(crate) fn check_damage(&self) -> Result<()> {
+        match self.map.damage() {
+            None => Ok(()),
+            Some(damage) => Err(self.damage_error(damage)),
+        }
+    }
+
+    #[cold]
+    fn damage_error(&self, damage: Damage) -> Error {
+        let path = self.path.clone();
+        match damage {
+            Damage::Truncated => Error::Truncated { path },
+            Damage::Removed => Error::Detached {
+                path,
+                why: crate::Detachment::Removed,
+            },
+            Damage::Replaced => Error::Detached {
+                path,
+                why: crate::Detachment::Replaced,
+            },
         }
     }
 
@@ -120,7 +158,16 @@ impl Shared {
             source,
         };
         crate::fault::check("msync").map_err(io)?;
-        self.map.flush_range(off as usize, len as usize).map_err(io)
+        self.map
+            .raw()
+            .flush_range(off as usize, len as usize)
+            .map_err(io)
+    }
+}
+
+impl Watched for Shared {
+    fn check_now(&self) {
+        watch::check(&self.file, &self.identity, &self.map);
     }
 }
 
@@ -163,7 +210,7 @@ impl Queue {
         };
         let mapped = file::create(path.as_ref(), &geometry, options.mode)?;
         Ok(Queue {
-            shared: Arc::new(Shared::new(mapped)),
+            shared: Shared::new(mapped).share(),
         })
     }
 
@@ -183,13 +230,30 @@ impl Queue {
         let mut shared = Shared::new(mapped);
         shared.recovery = shared.recover_if_restarted()?;
         Ok(Queue {
-            shared: Arc::new(shared),
+            shared: shared.share(),
         })
     }
 
     /// A new producer (takes one producer slot until dropped).
     pub fn producer(&self) -> Result<Producer> {
+        self.ready()?;
         Producer::new(self.shared.clone())
+    }
+
+    /// Checks now, rather than at the watcher's next round (about once a second), that the
+    /// file is still whole and still the one its path names. Fails with
+    /// [`Error::Truncated`](crate::Error::Truncated) or [`Error::Detached`](crate::Error::Detached)
+    /// as every later call on this queue then does.
+    pub fn check_file(&self) -> Result<()> {
+        self.shared.check_now();
+        self.shared.check_damage()
+    }
+
+    /// The check before a new handle: the file is intact, and the watcher runs in this
+    /// process (again, in a forked child).
+    fn ready(&self) -> Result<()> {
+        watch::ensure_running();
+        self.shared.check_damage()
     }
 
     /// Joins consumer group `group`, creating it as a gating group that starts at the earliest
@@ -200,6 +264,7 @@ impl Queue {
 
     /// Joins consumer group `group` with explicit options for the case that it is created.
     pub fn subscribe(&self, group: &str, options: &Subscribe) -> Result<Consumer> {
+        self.ready()?;
         Consumer::new(self.shared.clone(), group, options)
     }
 
@@ -212,6 +277,7 @@ impl Queue {
         word: u128,
         may_take: impl Fn(u128) -> bool,
     ) -> Result<Consumer> {
+        self.ready()?;
         let shared = &self.shared;
         let lease = Lease::adopt(&shared.file, &shared.path, word)
             .map_err(|source| Error::Io {
@@ -236,7 +302,9 @@ impl Queue {
     /// Deletes a consumer group that no live member holds (e.g. a dead gating group holding
     /// producers back).
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        self.shared.delete_group(group)
+        self.shared.check_damage()?;
+        let deleted = self.shared.delete_group(group);
+        self.shared.check_damage().and(deleted)
     }
 
     /// Every consumer group with its committed offset, lag and holder (a snapshot).
@@ -256,7 +324,9 @@ impl Queue {
     /// for any that were overwritten.
     pub fn reset_group(&self, group: &str, to: SeekTo) -> Result<u64> {
         let shared = &self.shared;
-        shared.reset_group(group, |slot| crate::consumer::locate(shared, slot, to))
+        shared.check_damage()?;
+        let reset = shared.reset_group(group, |slot| crate::consumer::locate(shared, slot, to));
+        shared.check_damage().and(reset)
     }
 
     /// The oldest record still in the ring (the tail if there is none).
@@ -301,6 +371,12 @@ impl Queue {
     /// [`Error::Poisoned`](crate::Error::Poisoned) if this or an earlier flush of the file
     /// failed.
     pub fn flush(&self) -> Result<u64> {
+        self.shared.check_damage()?;
+        let flushed = self.flush_checked();
+        self.shared.check_damage().and(flushed)
+    }
+
+    fn flush_checked(&self) -> Result<u64> {
         let shared = &self.shared;
         let via = OwnFd::open(&shared.file, &shared.path).map_err(|source| Error::Io {
             path: shared.path.clone(),
@@ -308,6 +384,7 @@ impl Queue {
             source,
         })?;
         while !self.shared.try_flush(&via)? {
+            self.shared.check_damage()?;
             // Another process leads a flush; ours must cover what is committed now.
             std::thread::sleep(Duration::from_micros(200));
         }
