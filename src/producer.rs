@@ -121,7 +121,8 @@ impl Producer {
         self.lease.check_current(&self.shared.path)?;
         self.shared.check_damage()?;
         let published = self.publish_checked(payload);
-        self.shared.check_damage().and(published)
+        self.shared.check_damage()?;
+        published
     }
 
     fn publish_checked(&mut self, payload: &[u8]) -> Result<u64> {
@@ -144,7 +145,8 @@ impl Producer {
         self.lease.check_current(&self.shared.path)?;
         self.shared.check_damage()?;
         let durable = self.wait_durable_checked(offset, timeout);
-        self.shared.check_damage().and(durable)
+        self.shared.check_damage()?;
+        durable
     }
 
     fn wait_durable_checked(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
@@ -166,7 +168,8 @@ impl Producer {
         self.shared.check_damage()?;
         let len = self.check_len(len)?;
         let claim = self.claim_raw(len);
-        let claim = self.shared.check_damage().and(claim)?;
+        self.shared.check_damage()?;
+        let claim = claim?;
         Ok(Claimed {
             producer: self,
             claim: Some(claim),
@@ -469,7 +472,8 @@ impl Claimed<'_> {
             .take()
             .expect("claim present until commit or drop");
         let committed = self.producer.finish(claim, crc);
-        shared.check_damage().and(committed)
+        shared.check_damage()?;
+        committed
     }
 }
 

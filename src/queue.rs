@@ -134,7 +134,17 @@ impl Shared {
         }
     }
 
+    /// [`check_damage`](Self::check_damage) after checking the file now (`fstat`, `lstat`):
+    /// for error paths, where what looks like corruption may be a file truncated within a
+    /// page (which reads zeros past its new end without a fault) a moment ago.
     #[cold]
+    pub(crate) fn recheck(&self) -> Result<()> {
+        self.check_now();
+        self.check_damage()
+    }
+
+    #[cold]
+    #[inline(never)]
     fn damage_error(&self, damage: Damage) -> Error {
         let path = self.path.clone();
         match damage {
@@ -245,8 +255,7 @@ impl Queue {
     /// [`Error::Truncated`](crate::Error::Truncated) or [`Error::Detached`](crate::Error::Detached)
     /// as every later call on this queue then does.
     pub fn check_file(&self) -> Result<()> {
-        self.shared.check_now();
-        self.shared.check_damage()
+        self.shared.recheck()
     }
 
     /// The check before a new handle: the file is intact, and the watcher runs in this
@@ -304,7 +313,8 @@ impl Queue {
     pub fn delete_group(&self, group: &str) -> Result<()> {
         self.shared.check_damage()?;
         let deleted = self.shared.delete_group(group);
-        self.shared.check_damage().and(deleted)
+        self.shared.check_damage()?;
+        deleted
     }
 
     /// Every consumer group with its committed offset, lag and holder (a snapshot).
@@ -326,7 +336,8 @@ impl Queue {
         let shared = &self.shared;
         shared.check_damage()?;
         let reset = shared.reset_group(group, |slot| crate::consumer::locate(shared, slot, to));
-        shared.check_damage().and(reset)
+        shared.check_damage()?;
+        reset
     }
 
     /// The oldest record still in the ring (the tail if there is none).
@@ -373,7 +384,8 @@ impl Queue {
     pub fn flush(&self) -> Result<u64> {
         self.shared.check_damage()?;
         let flushed = self.flush_checked();
-        self.shared.check_damage().and(flushed)
+        self.shared.check_damage()?;
+        flushed
     }
 
     fn flush_checked(&self) -> Result<u64> {

@@ -44,6 +44,7 @@ pub(crate) enum Damage {
 }
 
 impl Damage {
+    #[cold]
     fn from_u8(v: u8) -> Option<Damage> {
         match v {
             1 => Some(Damage::Removed),
@@ -114,27 +115,29 @@ impl Protected {
     }
 
     /// What happened to the file, if anything. One atomic load: the check of every call.
+    #[inline]
     pub(crate) fn damage(&self) -> Option<Damage> {
         // Acquire: pairs with the marking (SeqCst in the handler, a Release RMW in `mark`):
         // a call that sees zero pages put in by the handler of another thread, and then this
         // flag, knows that what it read was zeros. Nothing else is published through it.
-        Damage::from_u8(self.entry.entry().damage.load(Ordering::Acquire))
+        match self.entry.0.damage.load(Ordering::Acquire) {
+            0 => None,
+            v => Damage::from_u8(v),
+        }
     }
 
     /// Records `damage` (the most severe damage found is kept).
     pub(crate) fn mark(&self, damage: Damage) {
         // Release: pairs with the Acquire in `damage`.
         self.entry
-            .entry()
+            .0
             .damage
             .fetch_max(damage as u8, Ordering::Release);
     }
 }
 
 /// A claimed table entry, released on drop.
-struct Registration {
-    index: usize,
-}
+struct Registration(&'static Entry);
 
 impl Registration {
     fn new(start: usize, len: usize) -> Option<Registration> {
@@ -151,17 +154,13 @@ impl Registration {
         e.len.store(len, Ordering::Relaxed);
         // Release: the handler that sees this start (Acquire) sees the length.
         e.start.store(start, Ordering::Release);
-        Some(Registration { index })
-    }
-
-    fn entry(&self) -> &'static Entry {
-        &TABLE[self.index]
+        Some(Registration(e))
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let e = self.entry();
+        let e = self.0;
         // Release: the handler stops matching this range before the entry can be reused.
         e.start.store(0, Ordering::Release);
         // Release: every use of the entry happened before the next registration claims it.

@@ -27,6 +27,7 @@ fn main() {
             ("truncated_in_a_loop", truncated_in_a_loop),
             ("removed_is_detached", removed_is_detached),
             ("replaced_is_detached", replaced_is_detached),
+            ("a_forked_child_is_watched", a_forked_child_is_watched),
             (
                 "foreign_sigbus_reaches_host_handler",
                 foreign_sigbus_reaches_host_handler,
@@ -250,6 +251,50 @@ fn replaced_is_detached() {
     });
     println!("  replacement detected by a publishing producer after {took:.2?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+/// The watcher thread does not survive `fork`: the child's first handle starts its own.
+fn a_forked_child_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forked.q");
+    let q = Queue::create(&path, &options()).unwrap();
+    // SAFETY: the child only uses shmq and exits with `_exit`, never returning into the
+    // test runner.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let outcome = std::panic::catch_unwind(|| {
+            // Wait for the parent to remove the file, then expect the watcher to see it.
+            while path.exists() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            publish_until(&q, |e| {
+                matches!(
+                    e,
+                    Error::Detached {
+                        why: Detachment::Removed,
+                        ..
+                    }
+                )
+            })
+        });
+        let code = match outcome {
+            Ok(took) if took < Duration::from_secs(5) => 0,
+            _ => 1,
+        };
+        // SAFETY: ends the forked child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    // Let the child make its producer first (it waits for the removal before publishing).
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::remove_file(&path).unwrap();
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked child did not see the removal within 5 s (status {status})"
+    );
 }
 
 /// A file of two pages, mapped shared by this process outside shmq, then truncated: the
