@@ -175,6 +175,12 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        watch::released();
+    }
+}
+
 impl Watched for Shared {
     fn check_now(&self) {
         watch::check(&self.file, &self.identity, &self.map);

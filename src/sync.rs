@@ -115,45 +115,57 @@ impl Region {
     /// Sleeps while the futex word at `off` still holds `expected`, at most `timeout`.
     /// Returns on wake-up, timeout, signal or value change; callers re-check their condition.
     pub(crate) fn wait(&self, off: u64, expected: u32, timeout: Option<Duration>) {
-        let word = self.u32(off);
-        let ts = timeout.map(|d| libc::timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: d.subsec_nanos() as libc::c_long,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: FUTEX_WAIT reads the aligned u32 at `word` (valid for the call) and the optional
-        // timespec on our stack. Shared (non-PRIVATE) futex because other processes wake it.
-        // Errors (EAGAIN: value changed, EINTR, ETIMEDOUT) all mean "re-check", so they are ignored.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT,
-                expected,
-                ts_ptr,
-                std::ptr::null::<u32>(),
-                0u32,
-            );
-        }
+        futex_wait(self.u32(off), expected, timeout);
     }
 
     /// Wakes every sleeper on the futex word at `off`.
     pub(crate) fn wake_all(&self, off: u64) {
-        let word = self.u32(off);
-        // SAFETY: FUTEX_WAKE only uses the address as a key; it is a valid aligned u32.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAKE,
-                i32::MAX,
-                std::ptr::null::<libc::timespec>(),
-                std::ptr::null::<u32>(),
-                0u32,
-            );
-        }
+        futex_wake_all(self.u32(off));
+    }
+}
+
+/// Sleeps while `word` still holds `expected`, at most `timeout`. Returns on wake-up, timeout,
+/// signal or value change; callers re-check their condition. A shared (non-PRIVATE) futex, so
+/// a word in a shared mapping is woken by other processes too.
+#[cfg(not(loom))]
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT reads the aligned u32 at `word` (valid for the call) and the optional
+    // timespec on our stack. Errors (EAGAIN: value changed, EINTR, ETIMEDOUT) all mean
+    // "re-check", so they are ignored.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every sleeper on `word`.
+#[cfg(not(loom))]
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key; it is a valid aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
     }
 }
 
