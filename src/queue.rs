@@ -124,8 +124,9 @@ impl Shared {
     }
 
     /// `Err` if the file was truncated, removed or replaced under this process (what the
-    /// `SIGBUS` handler or the watcher found): every call checks this first, and calls that
-    /// read the mapping check again before they return what they read. One atomic load.
+    /// `SIGBUS` handler or the watcher found): calls that may write check this first, and
+    /// calls that read the mapping check it before they return what they read. One atomic
+    /// load.
     #[inline]
     pub(crate) fn check_damage(&self) -> Result<()> {
         match self.map.damage() {
