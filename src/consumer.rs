@@ -149,6 +149,18 @@ pub struct Consumer {
     buf: Vec<u8>,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("path", &self.shared.path)
+            .field("group", &self.group)
+            .field("slot", &self.slot)
+            .field("position", &self.offset)
+            .field("committed", &self.committed())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consumer {
     pub(crate) fn new(shared: Arc<Shared>, group: &str, opts: &Subscribe) -> Result<Consumer> {
         let lease = shared.new_lease()?;
@@ -422,8 +434,10 @@ impl Consumer {
         }
     }
 
-    /// Commits `offset`: it and every record before it are processed, and a member that starts
-    /// after this one resumes at `offset + 1`. Committing an offset at or below the committed
+    /// Commits `offset`, the offset of the last record processed: it and every record before it
+    /// are processed, and the group's committed offset (what [`committed`](Self::committed),
+    /// `shmq info` and Kafka call committed: the next record to read) becomes `offset + 1`,
+    /// where a member that starts after this one resumes. Committing an offset at or below the committed
     /// one changes nothing; committing one not yet polled is an error. Under
     /// [`Durability::Sync`](crate::Durability::Sync) it returns once the cursor is on disk
     /// ([`Error::Io`] if that fails: the commit holds in memory but may be lost with the
@@ -442,10 +456,18 @@ impl Consumer {
 
     fn commit_checked(&mut self, offset: u64) -> Result<()> {
         if offset >= self.offset {
-            return Err(Error::InvalidArgument(format!(
-                "cannot commit offset {offset}: this consumer has only read up to {}",
-                self.offset
-            )));
+            return Err(Error::InvalidArgument(match self.offset {
+                0 => format!(
+                    "cannot commit offset {offset}: commit takes the offset of the last record \
+                     processed, and this consumer has not read any record yet"
+                ),
+                next => format!(
+                    "cannot commit offset {offset}: commit takes the offset of the last record \
+                     processed, and this consumer's next record is {next}, so it may commit up \
+                     to {}",
+                    next - 1
+                ),
+            }));
         }
         let next = offset + 1;
         let current = self.shared.committed_word(self.slot);

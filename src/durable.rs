@@ -167,7 +167,12 @@ impl Shared {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
-                return Err(Error::Timeout);
+                return Err(Error::Timeout {
+                    path: self.path.clone(),
+                    waiting_for: "the flush",
+                    waited: timeout.unwrap_or_default(),
+                    blocked_by: None,
+                });
             }
             let wait = Some(left.map_or(LEADER_POLL, |l| l.min(LEADER_POLL)));
             ring::sleep_on(

@@ -3,12 +3,14 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What is wrong with a queue file's contents.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {
-    /// The file is shorter (or longer) than its header says.
-    #[error("file is {len} bytes, expected {need}")]
+    /// The file is shorter (or longer) than its header says, or too short to hold a header
+    /// at all (then it is no queue file: an empty file, say).
+    #[error("{}", truncated(*.len, *.need))]
     Truncated {
         /// Actual length.
         len: u64,
@@ -65,6 +67,83 @@ pub enum Corruption {
         /// The file it should be in.
         file: PathBuf,
     },
+}
+
+/// The text of [`Corruption::Truncated`]: a file too short for the header is no queue file.
+fn truncated(len: u64, need: u64) -> String {
+    let header = crate::layout::HEADER_SIZE;
+    match len {
+        0 if need == header => {
+            format!("file is empty: not a shmq queue file (one starts with a {header}-byte header)")
+        }
+        len if len < header => format!(
+            "file is {len} bytes, too short for the {header}-byte header a shmq queue file \
+             starts with: not a shmq queue file"
+        ),
+        len => format!("file is {len} bytes, expected {need}"),
+    }
+}
+
+/// What held producers back when a publish found the ring full ([`Error::Full`],
+/// [`Error::Timeout`]): the oldest thing producers must preserve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    /// A gating consumer group that has not committed far enough.
+    Group {
+        /// The group.
+        name: String,
+        /// Records published but not committed by it.
+        behind: u64,
+        /// The process holding its lease, and whether it runs (`None`: nobody holds it).
+        holder: Option<(u32, bool)>,
+    },
+    /// Records not yet on disk (or not yet behind the flushed cursor on disk) under `Batch` or
+    /// `Sync` durability.
+    Flush,
+    /// A record another producer claimed but has not finished writing.
+    Unfinished,
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blocker::Group {
+                name,
+                behind,
+                holder,
+            } => {
+                write!(
+                    f,
+                    "the slowest gating group {name:?} is {behind} messages behind"
+                )?;
+                match holder {
+                    Some((pid, true)) => write!(f, " (held by process {pid})"),
+                    Some((pid, false)) => write!(f, " (its holder, process {pid}, is dead)"),
+                    None => write!(f, " (no member holds it)"),
+                }
+            }
+            Blocker::Flush => f.write_str("records not yet on disk hold producers back"),
+            Blocker::Unfinished => {
+                f.write_str("a record another producer has not finished holds producers back")
+            }
+        }
+    }
+}
+
+/// "; BLOCKER", or nothing.
+fn blocked(b: &Option<Box<Blocker>>) -> String {
+    b.as_ref().map_or(String::new(), |b| format!("; {b}"))
+}
+
+/// A duration as people write it: `250ms`, `10s`, `1.5s`.
+fn humane(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
 }
 
 /// Why [`Error::Untrusted`] refused a file: who other than the opener could have written it.
@@ -184,11 +263,31 @@ pub enum Error {
         max: u32,
     },
     /// The ring is full and the queue's policy is `Reject`.
-    #[error("queue is full")]
-    Full,
-    /// Nothing happened within the timeout (a blocked publish).
-    #[error("timed out")]
-    Timeout,
+    #[error("{path}: queue is full{}", blocked(.blocked_by))]
+    Full {
+        /// The queue file.
+        path: PathBuf,
+        /// What held producers back when the publish gave up (a snapshot; boxed to keep
+        /// `Error` small).
+        blocked_by: Option<Box<Blocker>>,
+    },
+    /// Nothing happened within the timeout: a publish found no room under `Block`, or a
+    /// confirm ([`Producer::wait_durable`](crate::Producer::wait_durable)) no flush.
+    #[error(
+        "{path}: timed out after {} waiting for {waiting_for}{}",
+        humane(*.waited),
+        blocked(.blocked_by)
+    )]
+    Timeout {
+        /// The queue file.
+        path: PathBuf,
+        /// What the call waited for: "room in the queue" or "the flush".
+        waiting_for: &'static str,
+        /// How long it waited: its timeout (it gave up once that had passed).
+        waited: Duration,
+        /// What held producers back when it gave up (a snapshot; `None` for a confirm).
+        blocked_by: Option<Box<Blocker>>,
+    },
     /// Every producer slot is taken by a live producer.
     #[error("all {0} producer slots are in use by live producers")]
     TooManyProducers(u32),
@@ -325,6 +424,18 @@ pub enum Error {
         earliest: u64,
         /// The next offset to be written.
         latest: u64,
+    },
+    /// The path is another kind of thing than the call expects: a topic directory (or another
+    /// directory) given to [`Queue::open`](crate::Queue::open), or a file given to
+    /// [`Topic::open`](crate::Topic::open).
+    #[error("{path}: is {found}, not {expected}")]
+    WrongKind {
+        /// The path given.
+        path: PathBuf,
+        /// What it is: "a topic directory", "a directory", "a queue file" or "a file".
+        found: &'static str,
+        /// What the call takes: "a queue file" or "a topic directory".
+        expected: &'static str,
     },
 }
 

@@ -93,6 +93,13 @@ fn check_name(name: &str) -> Result<()> {
             name.len()
         )));
     }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::InvalidArgument(format!(
+            "group name {name:?} contains the control character U+{:04X}: a group name is \
+             printable text (no newlines, tabs or other control characters)",
+            u32::from(c)
+        )));
+    }
     Ok(())
 }
 

@@ -65,6 +65,8 @@ mod recovery;
 #[cfg(not(loom))]
 mod sigbus;
 #[cfg(not(loom))]
+mod tail;
+#[cfg(not(loom))]
 mod topic;
 #[cfg(not(loom))]
 mod trust;
@@ -73,7 +75,7 @@ mod watch;
 
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
-pub use error::{Account, Corruption, Detachment, Distrust, Error, Result};
+pub use error::{Account, Blocker, Corruption, Detachment, Distrust, Error, Result};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
 pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};
@@ -83,6 +85,8 @@ pub use producer::{Claimed, Producer};
 pub use queue::{Options, Queue};
 #[cfg(not(loom))]
 pub use recovery::Recovery;
+#[cfg(not(loom))]
+pub use tail::TailReader;
 #[cfg(not(loom))]
 pub use topic::{
     fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,

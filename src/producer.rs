@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock;
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Blocker, Corruption, Error, Result};
 use crate::flusher::Flusher;
 use crate::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
 use crate::lease::{self, Lease};
@@ -37,6 +37,16 @@ pub struct Producer {
     timeout: Option<Duration>,
     /// Keeps this process's Batch flusher running while the producer lives.
     _flusher: Option<Arc<Flusher>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("path", &self.shared.path)
+            .field("slot", &self.slot)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What holds the claim limit down.
@@ -183,7 +193,7 @@ impl Producer {
             Error::Io { op, source, .. } => (op, source),
             // The flush failed, now or before: the record is never reported durable.
             Error::Poisoned { source, .. } => ("fdatasync", source),
-            Error::Timeout => ("wait for the flush", std::io::ErrorKind::TimedOut.into()),
+            Error::Timeout { .. } => ("wait for the flush", std::io::ErrorKind::TimedOut.into()),
             e => return e,
         };
         Error::NotDurable {
@@ -269,13 +279,21 @@ impl Producer {
                 _ => {}
             }
             if self.shared.geometry.full_policy == FullPolicy::Reject {
-                return Err(Error::Full);
+                return Err(Error::Full {
+                    path: self.shared.path.clone(),
+                    blocked_by: blocker(&self.shared, &bottleneck),
+                });
             }
             let deadline =
                 *deadline.get_or_insert_with(|| self.timeout.map(|t| Instant::now() + t));
             let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if wait == Some(Duration::ZERO) {
-                return Err(Error::Timeout);
+                return Err(Error::Timeout {
+                    path: self.shared.path.clone(),
+                    waiting_for: "room in the queue",
+                    waited: self.timeout.unwrap_or_default(),
+                    blocked_by: blocker(&self.shared, &bottleneck),
+                });
             }
             if matches!(bottleneck, Bottleneck::Intent { .. } | Bottleneck::Flush) {
                 wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
@@ -390,6 +408,26 @@ fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
     (low.saturating_add(shared.geometry.capacity), bottleneck)
 }
 
+/// What `bottleneck` is, for an error: the slowest gating group by name (`None` if there is
+/// none any more, e.g. it committed or was deleted meanwhile).
+fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Box<Blocker>> {
+    let found = match bottleneck {
+        Bottleneck::Flush => Some(Blocker::Flush),
+        Bottleneck::Intent { .. } => Some(Blocker::Unfinished),
+        Bottleneck::Groups => shared
+            .group_infos()
+            .into_iter()
+            .filter(|g| g.gating)
+            .min_by_key(|g| g.committed)
+            .map(|g| Blocker::Group {
+                name: g.name,
+                behind: g.lag,
+                holder: g.holder.map(|pid| (pid, g.holder_alive)),
+            }),
+    };
+    found.map(Box::new)
+}
+
 /// The payload's CRC32C if the queue keeps checksums, else 0.
 fn checksum(shared: &Shared, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
@@ -436,6 +474,15 @@ impl Drop for Producer {
 pub struct Claimed<'a> {
     producer: &'a mut Producer,
     claim: Option<Claim>,
+}
+
+impl std::fmt::Debug for Claimed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("producer", &self.producer)
+            .field("offset", &self.offset())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Claimed<'_> {

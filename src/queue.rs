@@ -17,6 +17,7 @@ use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
 use crate::sigbus::{Damage, Protected};
 use crate::sync::{AtomicU128, Region};
+use crate::tail::TailReader;
 use crate::trust::Trust;
 use crate::watch::{self, Identity, Watched};
 
@@ -210,6 +211,16 @@ pub struct Queue {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("path", &self.shared.path)
+            .field("capacity", &self.shared.geometry.capacity)
+            .field("tail_offset", &self.tail_offset())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Queue {
     /// Creates a new queue file; fails with [`Error::Exists`](crate::Error::Exists) if `path`
     /// exists.
@@ -243,7 +254,21 @@ impl Queue {
     /// to `trust.owner`, or whose group is `trust.group` (which may then write it). A file
     /// every user may write is refused whatever `trust` says.
     pub fn open_trusting(path: impl AsRef<Path>, trust: &Trust) -> Result<Queue> {
-        let mapped = file::open(path.as_ref(), trust)?;
+        let path = path.as_ref();
+        let mapped = file::open(path, trust).map_err(|e| match e {
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::EISDIR) => {
+                Error::WrongKind {
+                    path: path.to_path_buf(),
+                    found: if crate::Topic::is_topic(path) {
+                        "a topic directory"
+                    } else {
+                        "a directory"
+                    },
+                    expected: "a queue file",
+                }
+            }
+            e => e,
+        })?;
         let mut shared = Shared::new(mapped);
         shared.recovery = shared.recover_if_restarted()?;
         Ok(Queue {
@@ -282,6 +307,14 @@ impl Queue {
     pub fn subscribe(&self, group: &str, options: &Subscribe) -> Result<Consumer> {
         self.ready()?;
         Consumer::new(self.shared.clone(), group, options)
+    }
+
+    /// A reader of the records from `from` on that belongs to no group: it creates nothing in
+    /// the file and never holds producers back, and it may be overrun
+    /// ([`Error::Lagged`](crate::Error::Lagged)). See [`TailReader`].
+    pub fn tail_reader(&self, from: SeekTo) -> Result<TailReader> {
+        self.ready()?;
+        TailReader::new(self.shared.clone(), from)
     }
 
     /// Joins `group` holding its lease as `word` (a topic member's own lease word, adopted

@@ -212,7 +212,7 @@ fn with_lapping_producer(q: &Queue, read: impl FnOnce()) -> u64 {
                         assert_eq!(o, next);
                         next += 1;
                     }
-                    Err(Error::Timeout) => {}
+                    Err(Error::Timeout { .. }) => {}
                     Err(e) => panic!("publish: {e}"),
                 }
             }
@@ -445,7 +445,6 @@ fn a_session_timeout_below_the_minimum_is_refused() {
     let (_dir, q) = new_queue(&small());
     let e = q
         .subscribe("g", &with_session(Duration::from_millis(1)))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(e.to_string().contains("session timeout"), "{e}");
 }

@@ -487,7 +487,7 @@ fn fork_after_open_hundreds_of_kills() {
         loop {
             match pp.publish(&common::payload(PARENT_ID, parent_seq, MAX)) {
                 Ok(_) => break,
-                Err(Error::Timeout) => {
+                Err(Error::Timeout { .. }) => {
                     all.read(Duration::from_millis(5));
                 }
                 Err(e) => panic!("round {round}: the parent's publish: {e}"),
@@ -757,7 +757,7 @@ fn lapper_role() {
                 common::log_line(&mut log, &format!("ok {seq} {o}"));
                 seq += 1;
             }
-            Err(Error::Timeout) => common::log_line(&mut log, "t"),
+            Err(Error::Timeout { .. }) => common::log_line(&mut log, "t"),
             Err(e) => panic!("B: publish {seq}: {e}"),
         }
     }
@@ -1518,7 +1518,7 @@ fn a_commit_landing_after_a_takeover_never_changes_a_record_read() {
     loop {
         match p.publish(&[b'z'; 64]) {
             Ok(_) => more += 1,
-            Err(Error::Timeout) => break,
+            Err(Error::Timeout { .. }) => break,
             Err(e) => panic!("publish: {e}"),
         }
     }

@@ -320,11 +320,9 @@ fn group_writable() {
     for mode in [0o666, 0o602, 0o1600] {
         let options = Options { mode, ..small() };
         let file = dir.path().join(format!("mode-{mode:o}"));
-        let e = Queue::create(&file, &options).err().expect("refused");
+        let e = Queue::create(&file, &options).expect_err("refused");
         assert!(matches!(e, Error::InvalidArgument(_)), "{mode:o}: {e:?}");
-        let e = Topic::create(&file, &topic_options(mode))
-            .err()
-            .expect("refused");
+        let e = Topic::create(&file, &topic_options(mode)).expect_err("refused");
         assert!(matches!(e, Error::InvalidArgument(_)), "{mode:o}: {e:?}");
         assert!(!file.exists());
     }

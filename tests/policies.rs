@@ -158,9 +158,9 @@ fn block_times_out_when_gating_group_never_commits_then_resumes_after_commit() {
     let timeout = Duration::from_millis(200);
     p.set_timeout(Some(timeout));
 
-    let (n, err, elapsed) = fill(&mut p, |e| matches!(e, Error::Timeout));
+    let (n, err, elapsed) = fill(&mut p, |e| matches!(e, Error::Timeout { .. }));
     assert!(n > 10, "only {n} records fit in 4 KiB");
-    assert!(matches!(err, Error::Timeout));
+    assert!(matches!(err, Error::Timeout { .. }));
     assert!(
         elapsed >= timeout,
         "timed out after {elapsed:?} < {timeout:?}"
@@ -177,7 +177,7 @@ fn block_times_out_when_gating_group_never_commits_then_resumes_after_commit() {
 
     // Reading without committing frees nothing.
     let t = Instant::now();
-    assert!(matches!(p.publish(&payload(n)), Err(Error::Timeout)));
+    assert!(matches!(p.publish(&payload(n)), Err(Error::Timeout { .. })));
     assert!(t.elapsed() >= timeout);
 
     // A commit from another thread wakes a producer blocked with a long timeout promptly.
@@ -222,18 +222,18 @@ fn reject_fails_at_once_when_full_then_resumes_after_commit() {
     // Reject ignores the publish timeout.
     p.set_timeout(Some(Duration::from_secs(10)));
 
-    let (n, err, elapsed) = fill(&mut p, |e| matches!(e, Error::Full));
+    let (n, err, elapsed) = fill(&mut p, |e| matches!(e, Error::Full { .. }));
     assert!(n > 10, "only {n} records fit in 4 KiB");
-    assert!(matches!(err, Error::Full));
+    assert!(matches!(err, Error::Full { .. }));
     assert!(elapsed < TINY, "Full took {elapsed:?}");
     // Still full on retry, still at once.
     let t = Instant::now();
-    assert!(matches!(p.publish(&payload(n)), Err(Error::Full)));
+    assert!(matches!(p.publish(&payload(n)), Err(Error::Full { .. })));
     assert!(t.elapsed() < TINY);
 
     expect_records(&mut gate, 0..n);
     assert_empty(&mut gate);
-    assert!(matches!(p.publish(&payload(n)), Err(Error::Full)));
+    assert!(matches!(p.publish(&payload(n)), Err(Error::Full { .. })));
 
     // A partial commit frees exactly the committed records' room: the gate is now at record
     // `half`, so the limit is pos(half) + capacity.
@@ -249,7 +249,7 @@ fn reject_fails_at_once_when_full_then_resumes_after_commit() {
         i += 1;
     }
     assert!(i > n, "the commit freed no room");
-    assert!(matches!(p.publish(&payload(i)), Err(Error::Full)));
+    assert!(matches!(p.publish(&payload(i)), Err(Error::Full { .. })));
 
     expect_records(&mut gate, n..i);
     gate.commit(i - 1).unwrap();
@@ -395,7 +395,7 @@ fn delete_group_of_dead_gating_group_lets_block_producer_through() {
 
     let mut p = q.producer().unwrap();
     p.set_timeout(Some(Duration::from_millis(50)));
-    let (n, _, _) = fill(&mut p, |e| matches!(e, Error::Timeout));
+    let (n, _, _) = fill(&mut p, |e| matches!(e, Error::Timeout { .. }));
 
     // A producer blocked behind the dead group is woken by the delete and gets through long
     // before its own timeout.
@@ -434,7 +434,7 @@ fn delete_group_wakes_blocked_producer_promptly() {
     drop(q.consumer("idle").unwrap()); // a gating group without a live member
     let mut p = q.producer().unwrap();
     p.set_timeout(Some(Duration::from_millis(50)));
-    let (n, _, _) = fill(&mut p, |e| matches!(e, Error::Timeout));
+    let (n, _, _) = fill(&mut p, |e| matches!(e, Error::Timeout { .. }));
     p.set_timeout(Some(Duration::from_secs(5)));
     let (tx, rx) = mpsc::channel();
     let publisher = thread::spawn(move || {
@@ -526,10 +526,13 @@ fn blocked_producer_uses_under_one_percent_cpu() {
     let _gate = q.consumer("gate").unwrap();
     let mut p = q.producer().unwrap();
     p.set_timeout(Some(Duration::from_millis(20)));
-    let (n, _, _) = fill(&mut p, |e| matches!(e, Error::Timeout));
+    let (n, _, _) = fill(&mut p, |e| matches!(e, Error::Timeout { .. }));
     p.set_timeout(Some(Duration::from_secs(1)));
     let (r, wall, cpu) = measured(move || p.publish(&payload(n)).map_err(|e| e.to_string()));
-    assert_eq!(r, Err(Error::Timeout.to_string()));
+    assert!(
+        matches!(&r, Err(m) if m.contains("timed out after 1")),
+        "{r:?}"
+    );
     assert!(
         wall >= Duration::from_secs(1),
         "publish returned after {wall:?}"

@@ -93,10 +93,70 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     drop(pingers);
 
     outln!();
+    outln!("  how each mode waits for the next message:");
+    for &m in &modes {
+        outln!("    {:<15}{}", m.name(), waits(m));
+    }
+    outln!();
     print_table(&modes, &hists);
     outln!();
-    print_ratios(&modes, &hists);
+    let pairs = print_ratios(&modes, &hists);
+    outln!();
+    outln!("  each ratio divides the first mode's figure by the second's (below 1: the first is faster):");
+    for (a, b) in pairs {
+        outln!(
+            "    {:<30}{}",
+            format!("{} / {}", a.name(), b.name()),
+            compares(a, b)
+        );
+    }
     Ok(())
+}
+
+/// How `mode`'s reader waits: whether it spins or sleeps, which explains most differences.
+fn waits(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Floor => "spins on one shared atomic word (the floor of a spinning reader)",
+        Mode::FutexFloor => "sleeps in FUTEX_WAIT at once (the floor of waking a sleeping process)",
+        Mode::ShmqSpin => {
+            "spins: poll with a zero timeout in a loop (a busy core each side; on a machine \
+             without a free core per spinner it is descheduled, and its tail is worse than \
+             shmq_blocking's)"
+        }
+        Mode::ShmqBlocking => {
+            "spins briefly, then sleeps on the futex (no CPU while idle; a message that comes \
+             during the spin skips the wake-up)"
+        }
+        Mode::Pipe | Mode::UnixSocket => "sleeps in a blocking read(2) until the kernel wakes it",
+        // The alternatives exist when shmq-pingpong is built with their features, which a
+        // workspace build can turn on without this crate's `alternatives`: named by name.
+        #[allow(unreachable_patterns)]
+        other => match other.name() {
+            "iceoryx2" => "spins on receive()",
+            "redis_streams" => "sleeps in XREAD BLOCK until the server answers",
+            _ => "sleeps in a socket read until the broker pushes the message",
+        },
+    }
+}
+
+/// What the ratio `a / b` tells.
+fn compares(a: Mode, b: Mode) -> String {
+    match (a, b) {
+        (Mode::ShmqSpin, Mode::Floor) => {
+            "the cost of shmq's protocol over a bare atomic handoff, both spinning".into()
+        }
+        (Mode::ShmqBlocking, Mode::FutexFloor) => "the cost of shmq's sleeping reader over a bare \
+             futex wake-up; below 1 when its spin catches messages before it sleeps"
+            .into(),
+        (Mode::ShmqBlocking, Mode::Floor) => {
+            "a reader that may sleep against the spinning floor".into()
+        }
+        (_, Mode::ShmqSpin) => format!("how many times slower {} is than spinning shmq", a.name()),
+        (_, Mode::ShmqBlocking) => {
+            format!("how many times slower {} is than sleeping shmq", a.name())
+        }
+        _ => format!("{} against {}", a.name(), b.name()),
+    }
 }
 
 /// The CPU count and load average, which every figure depends on.
@@ -135,8 +195,9 @@ fn print_table(modes: &[Mode], hists: &[Histogram<u64>]) {
     }
 }
 
-/// Ratios of the percentiles (and max) of the pairs in `RATIOS`.
-fn print_ratios(modes: &[Mode], hists: &[Histogram<u64>]) {
+/// Ratios of the percentiles (and max) of the pairs in `RATIOS` (and of the alternatives to
+/// shmq); returns the pairs printed.
+fn print_ratios(modes: &[Mode], hists: &[Histogram<u64>]) -> Vec<(Mode, Mode)> {
     let of = |m: Mode| modes.iter().position(|&x| x == m).map(|i| &hists[i]);
     let mut head = format!("{:<30}", "RATIO");
     for (label, _) in QUANTILES {
@@ -151,10 +212,12 @@ fn print_ratios(modes: &[Mode], hists: &[Histogram<u64>]) {
             .filter(|&&m| m != Mode::Floor && m != Mode::FutexFloor)
             .flat_map(|&m| [(m, Mode::ShmqSpin), (m, Mode::ShmqBlocking)]),
     );
+    let mut printed = Vec::new();
     for (a, b) in pairs {
         let (Some(ha), Some(hb)) = (of(a), of(b)) else {
             continue;
         };
+        printed.push((a, b));
         let mut row = format!("{:<30}", format!("{} / {}", a.name(), b.name()));
         for (_, q) in QUANTILES {
             row.push_str(&format!(
@@ -164,6 +227,7 @@ fn print_ratios(modes: &[Mode], hists: &[Histogram<u64>]) {
         }
         outln!("{row} {:>8.2}x", ratio(ha.max(), hb.max()));
     }
+    printed
 }
 
 /// `a / b` as a float (both are at least 1 ns: the histograms record nothing smaller).

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shmq::{Consumer, MemberOptions, SeekTo, Start, Subscribe, Topic, TopicConsumer};
 
@@ -15,6 +17,9 @@ use crate::{ConsumeArgs, Format, StartAt};
 
 /// Commit at least this often (in messages) while messages keep arriving.
 const COMMIT_EVERY: u64 = 256;
+
+/// Longest wait between two looks at the stop flag: how long a signal takes to end a run.
+const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// Opens the queue or topic, joins the group, and prints messages until the count, the idle
 /// timeout, or (with `--follow`) forever.
@@ -34,6 +39,12 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
     } else {
         Box::new(join_queue(args, &options)?)
     };
+    // A signal ends the run like a count or an idle timeout: what was printed is committed
+    // and dropping the consumer releases its group, instead of leaving a dead holder.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| CliError::new("signal handler", e))?;
     let mut reader = Reader {
         path: path.clone(),
         source,
@@ -42,6 +53,7 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         commit: args.commit,
         unflushed: BTreeMap::new(),
         since_commit: 0,
+        stop,
     };
     let wait = if args.follow {
         None
@@ -125,17 +137,17 @@ fn missing_group(path: &Path, group: &str) -> CliError {
 
 /// One message as `consume` prints it, from a queue or a topic.
 #[derive(Clone, Copy)]
-struct Record<'a> {
+pub(crate) struct Record<'a> {
     /// The topic partition it came from (`None` for a queue file).
-    partition: Option<u32>,
+    pub(crate) partition: Option<u32>,
     /// Its offset (in its partition).
-    offset: u64,
+    pub(crate) offset: u64,
     /// When it was published, nanoseconds since the Unix epoch.
-    timestamp_ns: u64,
+    pub(crate) timestamp_ns: u64,
     /// Its key (topics only, when it has one).
-    key: Option<&'a [u8]>,
+    pub(crate) key: Option<&'a [u8]>,
     /// The payload.
-    value: &'a [u8],
+    pub(crate) value: &'a [u8],
 }
 
 /// What `consume` reads from: a queue's consumer or a topic's group member.
@@ -197,7 +209,7 @@ impl Source for TopicConsumer {
 }
 
 /// Why reading stopped early.
-enum Stop {
+pub(crate) enum Stop {
     /// Stdout was closed (e.g. `| head`): a normal end.
     Closed,
     /// Writing to stdout failed otherwise.
@@ -233,13 +245,15 @@ struct Reader<W: Write> {
     unflushed: BTreeMap<u32, u64>,
     /// Messages written since the last commit.
     since_commit: u64,
+    /// Set by a SIGINT or SIGTERM: stop, commit what was printed, release the group.
+    stop: Arc<AtomicBool>,
 }
 
 impl<W: Write> Reader<W> {
     /// Prints up to `limit` messages; gives up after `wait` without one (`None`: never).
     fn run(&mut self, limit: u64, wait: Option<Duration>) -> Result<(), Stop> {
         let mut printed = 0;
-        while printed < limit {
+        while printed < limit && !self.stop.load(Ordering::SeqCst) {
             // Take what is ready; only before blocking, flush and commit what was printed.
             let ready = match self.source.next(Some(Duration::ZERO)) {
                 Ok(Some(m)) => Some(write(&mut self.out, self.format, &m)?),
@@ -253,12 +267,19 @@ impl<W: Write> Reader<W> {
                 Some(at) => at,
                 None => {
                     self.flush_and_commit()?;
-                    match self.source.next(wait) {
-                        Ok(Some(m)) => write(&mut self.out, self.format, &m)?,
-                        Ok(None) => return Ok(()),
-                        Err(e) => {
-                            self.skip_lag(e)?;
-                            continue;
+                    // Wait in slices, so that a SIGINT or SIGTERM is noticed between them.
+                    let deadline = wait.map(|w| Instant::now() + w);
+                    loop {
+                        if self.stop.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                        let slice = left.map_or(STOP_CHECK, |l| l.min(STOP_CHECK));
+                        match self.source.next(Some(slice)) {
+                            Ok(Some(m)) => break write(&mut self.out, self.format, &m)?,
+                            Ok(None) if left.is_some_and(|l| l <= slice) => return Ok(()),
+                            Ok(None) => {}
+                            Err(e) => self.skip_lag(e)?,
                         }
                     }
                 }
@@ -302,7 +323,11 @@ impl<W: Write> Reader<W> {
 }
 
 /// Writes one message in `format`; returns its partition (0 for a queue file) and offset.
-fn write<W: Write>(out: &mut W, format: Format, m: &Record<'_>) -> io::Result<(u32, u64)> {
+pub(crate) fn write<W: Write>(
+    out: &mut W,
+    format: Format,
+    m: &Record<'_>,
+) -> io::Result<(u32, u64)> {
     match format {
         Format::Text => {
             out.write_all(m.value)?;

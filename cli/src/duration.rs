@@ -14,27 +14,49 @@ const UNITS: [(&str, f64); 8] = [
     ("h", 3600e9),
 ];
 
-/// Parses a duration: a number (decimals allowed) and a unit (`ns`, `us`, `ms`, `s`, `m`,
-/// `h`); a bare number means seconds (`0`, `2.5`).
+/// What a duration looks like, for errors.
+const EXPECTED: &str = "expected a number and a unit, like 1s, 500ms or 1h30m";
+
+/// Parses a duration: one or more numbers (decimals allowed), each with a unit (`ns`, `us`,
+/// `ms`, `s`, `m`, `h`), added up: `500ms`, `2.5s`, `1h30m`. A unit is required, since a bare
+/// `500` could mean seconds or milliseconds; only `0` may go without one.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| "expected a number and a unit, like 1s or 500ms".to_string())?;
-    let unit = unit.trim_start();
-    let scale = match unit {
-        "" => 1e9,
-        _ => UNITS
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(EXPECTED.into());
+    }
+    if s.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "a duration needs a unit: {s}s, {s}ms, {s}m (units: ns, us, ms, s, m, h)"
+        ));
+    }
+    let mut ns = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(split);
+        let value: f64 = number.parse().map_err(|_| EXPECTED.to_string())?;
+        let tail = tail.trim_start();
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let (unit, after) = tail.split_at(unit_len);
+        let scale = UNITS
             .iter()
             .find(|(name, _)| *name == unit)
             .map(|&(_, scale)| scale)
-            .ok_or_else(|| format!("unknown unit '{unit}' (use ns, us, ms, s, m or h)"))?,
-    };
-    let ns = value * scale;
+            .ok_or_else(|| match unit {
+                "" => EXPECTED.to_string(),
+                _ => format!("unknown unit '{unit}' (use ns, us, ms, s, m or h)"),
+            })?;
+        ns += value * scale;
+        rest = after.trim_start();
+    }
     if !ns.is_finite() || ns > u64::MAX as f64 {
         return Err("too long".into());
     }
@@ -68,7 +90,16 @@ mod tests {
         assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_duration("500"),
+            Err("a duration needs a unit: 500s, 500ms, 500m (units: ns, us, ms, s, m, h)".into())
+        );
+        assert!(parse_duration("2.5").is_err());
+        assert!(parse_duration("1h30").is_err());
         assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         assert!(parse_duration("").is_err());

@@ -35,6 +35,22 @@ impl CliError {
                 };
                 format!("{e}{flags}")
             }
+            shmq::Error::WrongKind {
+                ref path, found, ..
+            } => {
+                let hint = match found {
+                    "a topic directory" => format!(
+                        " (this command reads one queue file: give it a partition, such as {})",
+                        path.join("partition-0000.q").display()
+                    ),
+                    "a queue file" => {
+                        " (a topic is a directory of partitions: `shmq create PATH --partitions N`)"
+                            .to_string()
+                    }
+                    _ => String::new(),
+                };
+                format!("{e}{hint}")
+            }
             e => e.to_string(),
         };
         if text.starts_with(&shown) {
@@ -50,6 +66,12 @@ impl CliError {
     /// An I/O error on `path` while doing `op`.
     pub fn io(path: &Path, op: &str, e: std::io::Error) -> Self {
         CliError::new(path.display(), format_args!("{op}: {e}"))
+    }
+
+    /// The same error followed by "; `note`" (what had been done when it happened).
+    pub fn with_note(mut self, note: impl fmt::Display) -> Self {
+        self.text = one_line(&format!("{}; {note}", self.text));
+        self
     }
 
     /// The same error with a different exit status.

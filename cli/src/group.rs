@@ -51,19 +51,49 @@ enum Action {
         #[arg(long)]
         latest: bool,
     },
-    /// Move a group's committed offset: the next member resumes there.
+    /// Move a group's committed offset: the next member resumes there. Prints, per group and
+    /// partition, the committed offset before and after and the lag that makes.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["to", "to_offset", "shift_by"])))]
     Reset {
         /// The queue file or topic directory.
         path: PathBuf,
-        /// The group.
-        group: String,
+        /// The group (or --all-groups).
+        #[arg(required_unless_present = "all_groups", conflicts_with = "all_groups")]
+        group: Option<String>,
+        /// Reset every group of the queue or topic.
+        #[arg(long)]
+        all_groups: bool,
         /// Topics: reset the group in this partition only (required with an offset).
         #[arg(long)]
         partition: Option<u32>,
         /// earliest, latest, an offset, or a time: RFC 3339 (2026-12-01T07:00:00Z) or
         /// now-DURATION (now-15m).
         #[arg(long, value_parser = parse_target, value_name = "WHERE")]
-        to: SeekTo,
+        to: Option<SeekTo>,
+        /// An offset (the same as --to OFFSET).
+        #[arg(long, value_name = "OFFSET")]
+        to_offset: Option<u64>,
+        /// Move the committed offset by N messages: -N reads N messages again, +N skips N.
+        /// Clamped to the messages still in the ring.
+        #[arg(long, value_name = "N", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Print what the reset would do and change nothing.
+        #[arg(long, conflicts_with = "execute")]
+        dry_run: bool,
+        /// Reset (what happens without --dry-run; accepted so scripts can spell it out).
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Show one group: per partition its committed offset, lag and holder, and for a topic
+    /// its members.
+    Describe {
+        /// The queue file or topic directory.
+        path: PathBuf,
+        /// The group.
+        group: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a group that no live member holds (e.g. a dead gating group holding producers
     /// back).
@@ -144,11 +174,28 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
         Action::Reset {
             path,
             group,
+            all_groups: _,
             partition,
             to,
+            to_offset,
+            shift_by,
+            dry_run,
+            execute: _,
         } => {
+            let target = match (to, to_offset, shift_by) {
+                (Some(to), _, _) => Target::To(*to),
+                (_, Some(x), _) => Target::To(SeekTo::Offset(*x)),
+                (_, _, Some(n)) => Target::Shift(*n),
+                // clap requires one of the three.
+                (None, None, None) => {
+                    return Err(CliError::new(
+                        "--to",
+                        "give --to, --to-offset or --shift-by",
+                    ))
+                }
+            };
             let queues = chosen(path, open(path, &args.trust)?, *partition)?;
-            if queues.len() > 1 && matches!(to, SeekTo::Offset(_)) {
+            if queues.len() > 1 && matches!(target, Target::To(SeekTo::Offset(_))) {
                 return Err(CliError::new(
                     "--to",
                     format_args!(
@@ -157,16 +204,48 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
                     ),
                 ));
             }
-            // Check every partition first, so that a missing group changes nothing.
-            let before = existing(path, &queues, group)?;
-            for ((partition, queue), before) in queues.iter().zip(before) {
-                let after = queue
-                    .reset_group(group, *to)
-                    .map_err(|e| CliError::queue(queue.path(), e))?;
+            let groups = match group {
+                Some(g) => vec![g.clone()],
+                None => all_groups(path, &queues)?,
+            };
+            // Plan everything first, so that a missing or held group or an offset out of range
+            // changes nothing.
+            let mut plans = Vec::new();
+            for group in &groups {
+                let before = existing(path, &queues, group)?;
+                for ((partition, queue), before) in queues.iter().zip(before) {
+                    let after = target
+                        .offset(queue, before)
+                        .map_err(|e| CliError::queue(queue.path(), e))?;
+                    plans.push((group, *partition, queue, before, after));
+                }
+            }
+            let verb = if *dry_run { "would reset" } else { "reset" };
+            for (group, partition, queue, before, planned) in plans {
+                let after = if *dry_run {
+                    planned
+                } else {
+                    let to = match target {
+                        Target::To(to) => to,
+                        Target::Shift(_) => SeekTo::Offset(planned),
+                    };
+                    queue
+                        .reset_group(group, to)
+                        .map_err(|e| CliError::queue(queue.path(), e))?
+                };
                 let lag = queue.tail_offset().saturating_sub(after);
+                let change = match after.cmp(&before) {
+                    std::cmp::Ordering::Less => {
+                        format!("{} messages to read again", count(before - after))
+                    }
+                    std::cmp::Ordering::Greater => {
+                        format!("skips {} messages", count(after - before))
+                    }
+                    std::cmp::Ordering::Equal => "unchanged".to_string(),
+                };
                 outln!(
-                    "reset group {group:?} in {}: committed offset {} -> {} (lag {})",
-                    place(path, *partition),
+                    "{verb} group {group:?} in {}: committed offset {} -> {} (lag {}): {change}",
+                    place(path, partition),
                     count(before),
                     count(after),
                     count(lag)
@@ -174,6 +253,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Action::Describe { path, group, json } => describe(path, group, *json, &args.trust),
         Action::Delete { path, group } => {
             let queues = open(path, &args.trust)?;
             let before = existing(path, &queues, group)?;
@@ -189,6 +269,115 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             }
             Ok(())
         }
+    }
+}
+
+/// Where `group reset` moves a committed offset.
+#[derive(Clone, Copy)]
+enum Target {
+    /// To a place (`--to`, `--to-offset`).
+    To(SeekTo),
+    /// By this many messages from the committed offset (`--shift-by`).
+    Shift(i64),
+}
+
+impl Target {
+    /// The committed offset a reset of a group at `committed` in `queue` moves to now (what
+    /// [`Queue::reset_group`] would find; an offset out of the ring is an error).
+    fn offset(self, queue: &Queue, committed: u64) -> shmq::Result<u64> {
+        match self {
+            Target::To(to) => Ok(queue.tail_reader(to)?.position()),
+            Target::Shift(n) => {
+                let moved = i128::from(committed) + i128::from(n);
+                let (oldest, tail) = (queue.oldest_offset(), queue.tail_offset());
+                // Clamped into oldest..=tail, so it fits a u64.
+                Ok(moved.clamp(i128::from(oldest), i128::from(tail)) as u64)
+            }
+        }
+    }
+}
+
+/// Every group name in `queues`, in the order first seen; an error if there is none.
+fn all_groups(path: &Path, queues: &[(Option<u32>, Queue)]) -> Result<Vec<String>, CliError> {
+    let mut names: Vec<String> = Vec::new();
+    for (_, q) in queues {
+        for g in q.groups() {
+            if !names.contains(&g.name) {
+                names.push(g.name);
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(CliError::new(path.display(), "has no consumer groups"));
+    }
+    Ok(names)
+}
+
+/// `shmq group describe`: the group's row per partition and, for a topic, its members.
+fn describe(path: &Path, group: &str, json: bool, trust: &TrustArgs) -> Result<(), CliError> {
+    let queues = open(path, trust)?;
+    existing_anywhere(path, &queues, group)?;
+    let rows: Vec<info::Group> = queues
+        .iter()
+        .flat_map(|(p, q)| info::groups(q, *p))
+        .filter(|g| g.name == group)
+        .collect();
+    let members: Vec<crate::topic::Member> = if Topic::is_topic(path) {
+        crate::topic::members(&trust.open_topic(path)?)
+            .into_iter()
+            .filter(|m| m.group == group)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let text = if json {
+        #[derive(serde::Serialize)]
+        /// `group describe --json`.
+        struct Described<'a> {
+            /// The queue file or topic.
+            path: String,
+            /// The group.
+            group: &'a str,
+            /// Its row per partition (one for a queue file), as `group list --json` has them.
+            partitions: Vec<info::Group>,
+            /// Its members (topics only).
+            members: Vec<crate::topic::Member>,
+        }
+        let described = Described {
+            path: path.display().to_string(),
+            group,
+            partitions: rows,
+            members,
+        };
+        info::to_json(path, &described)?
+    } else {
+        let mut text = info::group_table(&rows);
+        if Topic::is_topic(path) {
+            text.push_str("\n\n");
+            if members.is_empty() {
+                text.push_str("members      none");
+            } else {
+                text.push_str(&crate::topic::member_table(&members));
+            }
+        }
+        text
+    };
+    info::print(&text)
+}
+
+/// Fails unless `group` exists in at least one of `queues`.
+fn existing_anywhere(
+    path: &Path,
+    queues: &[(Option<u32>, Queue)],
+    group: &str,
+) -> Result<(), CliError> {
+    if queues.iter().any(|(_, q)| find(q, group).is_some()) {
+        Ok(())
+    } else {
+        Err(CliError::queue(
+            path,
+            shmq::Error::UnknownGroup(group.to_string()),
+        ))
     }
 }
 

@@ -32,9 +32,11 @@ mod error;
 mod fmt;
 mod group;
 mod info;
+mod list;
 mod publish;
 mod size;
 mod stat;
+mod tail;
 mod time;
 mod topic;
 mod trust;
@@ -63,10 +65,14 @@ enum Command {
     Create(CreateArgs),
     /// Show a queue's parameters, tail offset and consumer groups.
     Info(InfoArgs),
+    /// List the queue files and topics in a directory: size, messages, groups, processes.
+    List(list::ListArgs),
     /// Publish messages to a queue or topic: one per line of stdin, or synthetic load.
     Publish(PublishArgs),
     /// Read messages as the member of a consumer group of a queue or topic.
     Consume(ConsumeArgs),
+    /// Print a queue's or topic's messages without a group: creates nothing, holds nothing back.
+    Tail(tail::TailArgs),
     /// List, create, reset or delete consumer groups.
     Group(group::GroupArgs),
     /// Show live rates every interval: published/s, committed/s and lag per group.
@@ -183,7 +189,7 @@ struct CreateArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(shmq::MAX_PARTITIONS)))]
     partitions: Option<u32>,
     /// Ring size: a power of two from 4KiB to 1TiB.
-    #[arg(long, default_value = "64MiB", value_parser = size::parse_size, value_name = "SIZE")]
+    #[arg(long, default_value = "64MiB", value_parser = size::parse_capacity, value_name = "SIZE")]
     capacity: u64,
     /// Largest message [default: 1MiB, or the most a smaller ring allows].
     #[arg(long, value_parser = size::parse_size, value_name = "SIZE")]
@@ -242,6 +248,10 @@ struct PublishArgs {
     /// Size of each synthetic message.
     #[arg(long, requires = "count", default_value = "64", value_parser = size::parse_size, value_name = "SIZE")]
     size: u64,
+    /// A line the queue refuses (larger than its max message, or without the key separator)
+    /// is reported on stderr and skipped instead of ending the run.
+    #[arg(long, conflicts_with = "count")]
+    skip_invalid: bool,
     /// Give up when the queue stays full this long (policy block) [default: wait forever].
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     timeout: Option<Duration>,
@@ -296,7 +306,8 @@ enum Format {
     Text,
     /// The offset and the payload in hex.
     Hex,
-    /// One JSON object per line: offset, timestamp and payload.
+    /// One JSON object per line: offset, timestamp and payload (`payload_hex` instead when
+    /// it is not UTF-8).
     Json,
 }
 
@@ -356,8 +367,10 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Create(args) => create::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::List(args) => list::run(&args),
         Command::Publish(args) => publish::run(&args),
         Command::Consume(args) => consume::run(&args),
+        Command::Tail(args) => tail::run(&args),
         Command::Group(args) => group::run(&args),
         Command::Stat(args) => stat::run(&args),
         Command::Topic(args) => topic::run(&args),
@@ -394,8 +407,30 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
     }
-    errln!("shmq: {}", one_line(&e.to_string()));
+    let mut text = one_line(&e.to_string());
+    if let Some(arg) = dash_value(e) {
+        text.push_str(&format!(
+            " (a value that starts with '-' goes after '--', as in `shmq group create PATH -- \
+             {arg}`, or after '=', as in `--group={arg}`)"
+        ));
+    }
+    errln!("shmq: {text}");
     ExitCode::from(2)
+}
+
+/// The argument of an "unexpected argument" error that looks like a value starting with '-'
+/// (e.g. a group named `-dash`) rather than a misspelt option.
+fn dash_value(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if arg.starts_with('-') && !arg.starts_with("--") => {
+            std::env::args().find(|a| a.starts_with(arg.as_str()))
+        }
+        _ => None,
+    }
 }
 
 /// Folds clap's multi-line error text into one line: the message and its details, without the

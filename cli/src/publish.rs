@@ -55,9 +55,10 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
                 &mut sender,
                 io::BufReader::new(f),
                 &file.display().to_string(),
+                args.skip_invalid,
             )
         }
-        (None, None) => lines(&mut sender, io::stdin().lock(), "stdin"),
+        (None, None) => lines(&mut sender, io::stdin().lock(), "stdin", args.skip_invalid),
     }
 }
 
@@ -144,22 +145,23 @@ struct Sender {
 
 impl Sender {
     /// Publishes `payload` and returns where it went. A timed-out publish published nothing,
-    /// so retrying it is safe. `line` names the input line in errors.
-    fn publish(&mut self, payload: &[u8], line: Option<(&str, u64)>) -> Result<Placed, CliError> {
+    /// so retrying it is safe.
+    fn publish(&mut self, payload: &[u8]) -> shmq::Result<Placed> {
         loop {
             match self.try_publish(payload) {
-                Err(shmq::Error::Timeout) if self.patient => {
+                Err(shmq::Error::Timeout {
+                    path, blocked_by, ..
+                }) if self.patient => {
                     if !self.told {
                         self.told = true;
+                        let why = blocked_by.map_or(String::new(), |b| format!("; {b}"));
                         errln!(
-                            "shmq: {}: waiting for room{} (Ctrl-C to stop)",
-                            self.path().display(),
-                            self.slowest_group()
+                            "shmq: {}: waiting for room{why} (Ctrl-C to stop)",
+                            path.display()
                         );
                     }
                 }
-                Err(e) => return Err(publish_error(self, e, line)),
-                Ok(placed) => return Ok(placed),
+                r => return r,
             }
         }
     }
@@ -207,19 +209,6 @@ impl Sender {
         }
     }
 
-    /// The queue's (or any partition's) slowest gating group, as [`slowest_group`] says it.
-    fn slowest_group(&self) -> String {
-        match &self.target {
-            Target::Queue { queue, .. } => slowest_group(queue),
-            Target::Topic { topic, .. } => topic
-                .partitions()
-                .iter()
-                .map(slowest_group)
-                .max_by_key(String::len)
-                .unwrap_or_default(),
-        }
-    }
-
     /// The largest message the target takes.
     fn max_message(&self) -> u64 {
         match &self.target {
@@ -246,15 +235,23 @@ fn placed(out: &mut impl Write, (partition, offset): Placed) -> io::Result<()> {
 }
 
 /// Publishes each line of `input` (without its line ending) and prints its offset; `source`
-/// names the input in errors.
-fn lines(sender: &mut Sender, mut input: impl BufRead, source: &str) -> Result<(), CliError> {
+/// names the input in errors. With `skip_invalid`, a line the queue refuses (too big, or
+/// without its key separator) is reported and skipped; otherwise it ends the run.
+fn lines(
+    sender: &mut Sender,
+    mut input: impl BufRead,
+    source: &str,
+    skip_invalid: bool,
+) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     let mut line = Vec::new();
+    let mut done = Tally::default();
+    let mut skipped = 0u64;
     for number in 1u64.. {
         line.clear();
         let read = input
             .read_until(b'\n', &mut line)
-            .map_err(|e| CliError::new(source, e))?;
+            .map_err(|e| done.note(CliError::new(source, e)))?;
         if read == 0 {
             break;
         }
@@ -264,12 +261,89 @@ fn lines(sender: &mut Sender, mut input: impl BufRead, source: &str) -> Result<(
                 line.pop();
             }
         }
-        let at = sender.publish(&line, Some((source, number)))?;
+        let at = match sender.publish(&line) {
+            Ok(at) => at,
+            Err(e) if skip_invalid && invalid_message(&e) => {
+                let e = publish_error(sender, e, Some((source, number)));
+                errln!("shmq: {e} (skipped)");
+                skipped += 1;
+                continue;
+            }
+            Err(e) => {
+                let rest = if invalid_message(&e) {
+                    "nothing after it was published (--skip-invalid skips such lines)"
+                } else {
+                    "nothing after it was published"
+                };
+                let e = publish_error(sender, e, Some((source, number)));
+                return Err(done.note(e).with_note(rest));
+            }
+        };
+        done.add(at);
         if let Err(e) = placed(&mut out, at) {
             return stdout_closed(e);
         }
     }
+    if skipped > 0 {
+        errln!(
+            "shmq: {}: skipped {} invalid lines of {source}; {}",
+            sender.path().display(),
+            count(skipped),
+            done.describe()
+        );
+    }
     Ok(())
+}
+
+/// Whether `e` refuses one message for what it is (so the next one may go through).
+fn invalid_message(e: &shmq::Error) -> bool {
+    matches!(
+        e,
+        shmq::Error::TooBig { .. } | shmq::Error::InvalidArgument(_)
+    )
+}
+
+/// What has been published so far, for the error that stops a run.
+#[derive(Default)]
+struct Tally {
+    /// Messages published.
+    n: u64,
+    /// Where the first went.
+    first: Option<Placed>,
+    /// Where the last went.
+    last: Option<Placed>,
+}
+
+impl Tally {
+    /// Counts one more message, published at `at`.
+    fn add(&mut self, at: Placed) {
+        self.n += 1;
+        self.first.get_or_insert(at);
+        self.last = Some(at);
+    }
+
+    /// "published N messages (offsets A to B)", or "published nothing".
+    fn describe(&self) -> String {
+        let show = |(partition, offset): Placed| match partition {
+            Some(p) => format!("{p}:{offset}"),
+            None => offset.to_string(),
+        };
+        match (self.first, self.last) {
+            (Some(a), Some(_)) if self.n == 1 => format!("published 1 message ({})", show(a)),
+            (Some(a), Some(b)) => format!(
+                "published {} messages ({} to {})",
+                count(self.n),
+                show(a),
+                show(b)
+            ),
+            _ => "published nothing".to_string(),
+        }
+    }
+
+    /// `e` followed by what was published before it.
+    fn note(&self, e: CliError) -> CliError {
+        e.with_note(format_args!("{} before it", self.describe()))
+    }
 }
 
 /// Publishes `n` messages of `size` bytes and prints a summary.
@@ -288,19 +362,24 @@ fn synthetic(sender: &mut Sender, n: u64, size: u64) -> Result<(), CliError> {
         .with_style(crate::bar::style("cyan"))
         .with_prefix("publish");
     let start = Instant::now();
-    let mut range = None;
+    let mut done = Tally::default();
     for seq in 0..n {
         let head = payload.len().min(8);
         payload[..head].copy_from_slice(&seq.to_le_bytes()[..head]);
-        let (_, offset) = sender.publish(&payload, None)?;
-        range = Some((range.map_or(offset, |(first, _)| first), offset));
+        let at = sender
+            .publish(&payload)
+            .map_err(|e| done.note(publish_error(sender, e, None)))?;
+        done.add(at);
         if seq % PROGRESS_EVERY == 0 {
             bar.set_position(seq);
         }
     }
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let offsets = range.map_or("none".to_string(), |(a, b)| format!("{a}..={b}"));
+    let offsets = match (done.first, done.last) {
+        (Some((_, a)), Some((_, b))) => format!("{a}..={b}"),
+        _ => "none".to_string(),
+    };
     outln!(
         "published {} messages of {} ({}) in {secs:.3} s: {}, {}/s; offsets {offsets}",
         count(n),
@@ -312,40 +391,11 @@ fn synthetic(sender: &mut Sender, n: u64, size: u64) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Describes a failed publish; a full queue names the gating group holding it back.
+/// Describes a failed publish (a full queue's error names what holds producers back).
 fn publish_error(sender: &Sender, e: shmq::Error, line: Option<(&str, u64)>) -> CliError {
     let path = sender.path();
     let at = line.map_or(String::new(), |(source, n)| format!("{source} line {n}: "));
-    match e {
-        shmq::Error::Full | shmq::Error::Timeout => {
-            let why = sender.slowest_group();
-            let what = if matches!(e, shmq::Error::Full) {
-                "queue is full"
-            } else {
-                "timed out waiting for room in the queue"
-            };
-            CliError::new(path.display(), format_args!("{at}{what}{why}"))
-        }
-        e => CliError::new(path.display(), format_args!("{at}{}", strip_path(path, e))),
-    }
-}
-
-/// "; the slowest gating group "g" is N messages behind", or nothing without gating groups.
-fn slowest_group(queue: &Queue) -> String {
-    let groups = queue.groups();
-    let tail = queue.tail_offset();
-    match groups
-        .into_iter()
-        .filter(|g| g.gating)
-        .min_by_key(|g| g.committed)
-    {
-        Some(g) => format!(
-            ": the slowest gating group {:?} is {} messages behind",
-            g.name,
-            count(tail.saturating_sub(g.committed))
-        ),
-        None => String::new(),
-    }
+    CliError::new(path.display(), format_args!("{at}{}", strip_path(path, e)))
 }
 
 /// A library error's text without a leading path (the caller adds its own).

@@ -47,6 +47,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| "too large (at most 16 EiB - 1)".to_string())
 }
 
+/// Parses a ring size (`--capacity`): a size as [`parse_size`] reads it that is a power of
+/// two. A decimal unit (`64MB`) gets a hint at its binary twin (`64MiB`).
+pub fn parse_capacity(s: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n.is_power_of_two() {
+        return Ok(n);
+    }
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit = unit.trim_start();
+    match unit.to_ascii_lowercase().as_str() {
+        "kb" | "mb" | "gb" | "tb" => Err(format!(
+            "{unit} is decimal, so this is {n} bytes, not a power of two: use {digits}{}iB",
+            unit[..1].to_ascii_uppercase()
+        )),
+        _ => Err(format!(
+            "{n} bytes is not a power of two (like 4KiB, 64KiB, 1MiB, 64MiB)"
+        )),
+    }
+}
+
 /// Formats a byte count for people: `64 MiB` for exact binary multiples, `511.97 KiB`
 /// otherwise, `100 B` below 1 KiB.
 pub fn format_size(n: u64) -> String {

@@ -121,9 +121,9 @@ struct TopicInfo {
 
 /// One member of a topic's group.
 #[derive(Serialize)]
-struct Member {
+pub struct Member {
     /// Its consumer group.
-    group: String,
+    pub group: String,
     /// Its process id.
     pid: u32,
     /// Whether that process runs.
@@ -143,18 +143,7 @@ pub fn info(topic: &Topic, json: bool) -> Result<(), CliError> {
         path: path.display().to_string(),
         partitions: topic.partition_count(),
         partition_info: topic.partitions().iter().map(info::gather).collect(),
-        members: topic
-            .members()
-            .into_iter()
-            .map(|m| Member {
-                group: m.group,
-                pid: m.pid,
-                alive: m.alive,
-                heartbeat_age_ms: m.heartbeat_age.as_millis(),
-                session_timeout_ms: m.session_timeout.as_millis(),
-                live: m.live,
-            })
-            .collect(),
+        members: members(topic),
     };
     let text = if json {
         info::to_json(path, &report)?
@@ -162,6 +151,37 @@ pub fn info(topic: &Topic, json: bool) -> Result<(), CliError> {
         table(topic, &report)
     };
     info::print(&text)
+}
+
+/// Every member of every group of `topic`.
+pub fn members(topic: &Topic) -> Vec<Member> {
+    topic
+        .members()
+        .into_iter()
+        .map(|m| Member {
+            group: m.group,
+            pid: m.pid,
+            alive: m.alive,
+            heartbeat_age_ms: m.heartbeat_age.as_millis(),
+            session_timeout_ms: m.session_timeout.as_millis(),
+            live: m.live,
+        })
+        .collect()
+}
+
+/// The members as a table, one row each.
+pub fn member_table(members: &[Member]) -> String {
+    let mut rows = vec![["MEMBER OF", "PID", "ALIVE", "HEARTBEAT", "LIVE"].map(String::from)];
+    for m in members {
+        rows.push([
+            m.group.clone(),
+            m.pid.to_string(),
+            if m.alive { "yes" } else { "no" }.to_string(),
+            format!("{} ms ago", m.heartbeat_age_ms),
+            if m.live { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    render_rows(&rows)
 }
 
 /// The human-readable form: the parameters, a row per partition, per group and partition,
@@ -209,18 +229,8 @@ fn table(topic: &Topic, report: &TopicInfo) -> String {
         out.push_str(&info::group_table(&groups));
     }
     if !report.members.is_empty() {
-        let mut rows = vec![["MEMBER OF", "PID", "ALIVE", "HEARTBEAT", "LIVE"].map(String::from)];
-        for m in &report.members {
-            rows.push([
-                m.group.clone(),
-                m.pid.to_string(),
-                if m.alive { "yes" } else { "no" }.to_string(),
-                format!("{} ms ago", m.heartbeat_age_ms),
-                if m.live { "yes" } else { "no" }.to_string(),
-            ]);
-        }
         out.push_str("\n\n");
-        out.push_str(&render_rows(&rows));
+        out.push_str(&member_table(&report.members));
     }
     out
 }

@@ -24,7 +24,7 @@ pub struct TrustArgs {
 
 impl TrustArgs {
     /// The library's trust for these options.
-    fn trust(&self) -> Trust {
+    pub fn trust(&self) -> Trust {
         Trust {
             owner: self.trust_owner,
             group: self.trust_group,

@@ -67,6 +67,16 @@ fn short_run_reports_every_mode_with_sane_figures() {
     let (ok, stdout, stderr) = bench(&["--messages", "20000", "--rounds", "4", "--no-progress"]);
     assert!(ok, "shmq bench failed: {stderr}\n{stdout}");
     assert!(stdout.contains("20,000 messages per mode in 4 interleaved rounds"));
+    // Which mode spins and which sleeps, and what each ratio compares, are said in words.
+    for line in [
+        "    shmq_spin      spins: poll with a zero timeout in a loop",
+        "    shmq_blocking  spins briefly, then sleeps on the futex",
+        "    floor_futex    sleeps in FUTEX_WAIT at once",
+        "    shmq_blocking / floor_futex   the cost of shmq's sleeping reader over a bare futex \
+         wake-up; below 1 when its spin catches messages before it sleeps",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
     let rows = table(&stdout, "MODE");
     for mode in MODES {
         let v = rows

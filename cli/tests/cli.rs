@@ -285,8 +285,14 @@ fn corrupt_files_are_reported_with_their_path() {
     );
     let empty = path_in(dir.path(), "empty.q");
     std::fs::write(&empty, b"").unwrap();
-    fails(&["info", &empty], &[&empty]);
-    fails(&["info", dir.path().to_str().unwrap()], &["Is a directory"]);
+    fails(
+        &["info", &empty],
+        &[&empty, "file is empty: not a shmq queue file"],
+    );
+    fails(
+        &["info", dir.path().to_str().unwrap()],
+        &["is a directory, not a queue file"],
+    );
 }
 
 #[test]
@@ -307,7 +313,7 @@ fn bad_values_are_named() {
     );
     fails(
         &["create", &q, "--capacity", "1000"],
-        &[&q, "capacity 1000", "power of two"],
+        &["'1000'", "--capacity", "1000 bytes is not a power of two"],
     );
     fails(&["create", &q, "--mode", "0999"], &["'0999'", "--mode"]);
     fails(

@@ -24,6 +24,20 @@
 #include <stdint.h>
 
 /*
+ `shmq_consumer_subscribe` flag: a group created by this call is non-gating. It never
+ holds producers back (under `SHMQ_FULL_BLOCK` they overwrite what it has not read), and a
+ consumer that falls a whole ring behind gets `SHMQ_LAGGED`. For reading a queue without
+ slowing anyone down, e.g. a debugging peek.
+ */
+#define SHMQ_SUBSCRIBE_NON_GATING 1
+
+/*
+ `shmq_consumer_subscribe` flag: a group created by this call starts at the next record
+ published instead of the earliest one still in the ring.
+ */
+#define SHMQ_SUBSCRIBE_LATEST 2
+
+/*
  Trusts no other user or group: the `trust_owner` / `trust_group` argument of
  `shmq_open_trusting` and `shmq_topic_open_trusting` that names nobody (`(uid_t)-1`, which
  is never a real user or group).
@@ -42,7 +56,7 @@
  | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
  | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
  | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
- | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
+ | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), NULL or malformed arguments |
  | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed), `Poisoned` (an earlier flush failed) |
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
@@ -362,7 +376,8 @@ extern "C" {
  `*out`. A group that does not exist is created as a gating group (producers never overrun
  it under BLOCK/REJECT) starting at the earliest retained record; an existing group resumes
  after its committed offset. `SHMQ_EBUSY` if another live consumer holds the group (in any
- process, this one included) or every group slot is used.
+ process, this one included) or every group slot is used. `shmq_consumer_subscribe` creates
+ non-gating groups and groups that start at the latest record.
 
  The caller owns `*out` and frees it with `shmq_consumer_free`.
 
@@ -373,6 +388,20 @@ extern "C" {
 enum shmq_status shmq_consumer_new(const struct shmq_queue *queue,
                                    const char *group,
                                    struct shmq_consumer **out);
+
+/*
+ Joins consumer group `group` like `shmq_consumer_new`; `flags` (0, or an OR of
+ `SHMQ_SUBSCRIBE_NON_GATING` and `SHMQ_SUBSCRIBE_LATEST`) say how the group is created if
+ it does not exist yet. They do not change an existing group. An unknown flag is
+ `SHMQ_EINVAL`.
+
+ # Safety
+ As for `shmq_consumer_new`.
+ */
+enum shmq_status shmq_consumer_subscribe(const struct shmq_queue *queue,
+                                         const char *group,
+                                         uint32_t flags,
+                                         struct shmq_consumer **out);
 
 /*
  Waits up to `timeout_ns` for the next record and stores it in `*out`. `SHMQ_TIMEOUT` when
@@ -785,6 +814,18 @@ enum shmq_status shmq_topic_commit(struct shmq_topic_consumer *consumer,
  `consumer` is NULL or a live consumer handle, freed exactly once and not in use.
  */
 void shmq_topic_consumer_free(struct shmq_topic_consumer *consumer);
+
+/*
+ The version of the shmq library, as a static NUL-terminated string such as "0.1.0" (never
+ NULL; do not free it). Safe from any thread.
+ */
+const char *shmq_version(void);
+
+/*
+ The queue file format version this library reads and writes (`FORMAT.md`); a file of
+ another version fails to open with `SHMQ_EVERSION`. Safe from any thread.
+ */
+uint32_t shmq_format_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

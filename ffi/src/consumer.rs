@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 
-use shmq_core::{Consumer, SeekTo};
+use shmq_core::{Consumer, SeekTo, Start, Subscribe};
 
 use crate::error::{guard, Failure};
 use crate::queue::{queue_ref, shmq_queue};
@@ -44,11 +44,22 @@ pub struct shmq_message {
     pub aborted_before: u64,
 }
 
+/// `shmq_consumer_subscribe` flag: a group created by this call is non-gating. It never
+/// holds producers back (under `SHMQ_FULL_BLOCK` they overwrite what it has not read), and a
+/// consumer that falls a whole ring behind gets `SHMQ_LAGGED`. For reading a queue without
+/// slowing anyone down, e.g. a debugging peek.
+pub const SHMQ_SUBSCRIBE_NON_GATING: u32 = 1;
+
+/// `shmq_consumer_subscribe` flag: a group created by this call starts at the next record
+/// published instead of the earliest one still in the ring.
+pub const SHMQ_SUBSCRIBE_LATEST: u32 = 2;
+
 /// Joins consumer group `group` (NUL-terminated UTF-8) on `queue` and stores the consumer in
 /// `*out`. A group that does not exist is created as a gating group (producers never overrun
 /// it under BLOCK/REJECT) starting at the earliest retained record; an existing group resumes
 /// after its committed offset. `SHMQ_EBUSY` if another live consumer holds the group (in any
-/// process, this one included) or every group slot is used.
+/// process, this one included) or every group slot is used. `shmq_consumer_subscribe` creates
+/// non-gating groups and groups that start at the latest record.
 ///
 /// The caller owns `*out` and frees it with `shmq_consumer_free`.
 ///
@@ -62,19 +73,70 @@ pub unsafe extern "C" fn shmq_consumer_new(
     out: *mut *mut shmq_consumer,
 ) -> shmq_status {
     guard("shmq_consumer_new", || {
-        // SAFETY: the caller guarantees `queue` is NULL or live.
-        let queue = unsafe { queue_ref(queue) }?;
-        // SAFETY: the caller guarantees `group` is NULL or a valid C string for this call.
-        let group = unsafe { c_str(group, "group") }?;
-        let group = group
-            .to_str()
-            .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
-        non_null(out, "out")?;
-        let consumer = queue.consumer(group)?;
-        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
-        unsafe { crate::put_handle(out, shmq_consumer { consumer }) };
-        Ok(())
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe { subscribe(queue, group, &Subscribe::default(), out) }
     })
+}
+
+/// Joins consumer group `group` like `shmq_consumer_new`; `flags` (0, or an OR of
+/// `SHMQ_SUBSCRIBE_NON_GATING` and `SHMQ_SUBSCRIBE_LATEST`) say how the group is created if
+/// it does not exist yet. They do not change an existing group. An unknown flag is
+/// `SHMQ_EINVAL`.
+///
+/// # Safety
+/// As for `shmq_consumer_new`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_consumer_subscribe(
+    queue: *const shmq_queue,
+    group: *const c_char,
+    flags: u32,
+    out: *mut *mut shmq_consumer,
+) -> shmq_status {
+    guard("shmq_consumer_subscribe", || {
+        let known = SHMQ_SUBSCRIBE_NON_GATING | SHMQ_SUBSCRIBE_LATEST;
+        if flags & !known != 0 {
+            return Err(Failure::einval(format!(
+                "flags {flags:#x} has unknown bits {:#x} (known: SHMQ_SUBSCRIBE_NON_GATING, \
+                 SHMQ_SUBSCRIBE_LATEST)",
+                flags & !known
+            )));
+        }
+        let options = Subscribe {
+            gating: flags & SHMQ_SUBSCRIBE_NON_GATING == 0,
+            start: if flags & SHMQ_SUBSCRIBE_LATEST != 0 {
+                Start::Latest
+            } else {
+                Start::Earliest
+            },
+            ..Subscribe::default()
+        };
+        // SAFETY: the caller's contract, as for `shmq_consumer_new`.
+        unsafe { subscribe(queue, group, &options, out) }
+    })
+}
+
+/// The body of the two subscribe functions.
+///
+/// # Safety
+/// As for `shmq_consumer_new`.
+unsafe fn subscribe(
+    queue: *const shmq_queue,
+    group: *const c_char,
+    options: &Subscribe,
+    out: *mut *mut shmq_consumer,
+) -> Result<(), Failure> {
+    // SAFETY: the caller guarantees `queue` is NULL or live.
+    let queue = unsafe { queue_ref(queue) }?;
+    // SAFETY: the caller guarantees `group` is NULL or a valid C string for this call.
+    let group = unsafe { c_str(group, "group") }?;
+    let group = group
+        .to_str()
+        .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
+    non_null(out, "out")?;
+    let consumer = queue.subscribe(group, options)?;
+    // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+    unsafe { crate::put_handle(out, shmq_consumer { consumer }) };
+    Ok(())
 }
 
 /// Waits up to `timeout_ns` for the next record and stores it in `*out`. `SHMQ_TIMEOUT` when

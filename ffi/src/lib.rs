@@ -26,13 +26,14 @@ mod producer;
 mod queue;
 mod status;
 mod topic;
+mod version;
 
 use std::ffi::{c_char, CStr};
 use std::time::Duration;
 
 pub use consumer::{
-    shmq_commit, shmq_consumer, shmq_consumer_free, shmq_consumer_new, shmq_message, shmq_poll,
-    shmq_seek,
+    shmq_commit, shmq_consumer, shmq_consumer_free, shmq_consumer_new, shmq_consumer_subscribe,
+    shmq_message, shmq_poll, shmq_seek, SHMQ_SUBSCRIBE_LATEST, SHMQ_SUBSCRIBE_NON_GATING,
 };
 pub use error::shmq_last_error;
 #[doc(hidden)]
@@ -52,6 +53,7 @@ pub use topic::{
     shmq_topic_partitions, shmq_topic_poll, shmq_topic_producer, shmq_topic_producer_free,
     shmq_topic_producer_new, shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
 };
+pub use version::{shmq_format_version, shmq_version};
 
 /// Converts a C timeout (`-1` forever, `>= 0` nanoseconds) to the Rust API's.
 pub(crate) fn timeout(ns: i64) -> Result<Option<Duration>, Failure> {

@@ -15,7 +15,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
 /// | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
 /// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
-/// | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, NULL or malformed arguments |
+/// | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), NULL or malformed arguments |
 /// | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed), `Poisoned` (an earlier flush failed) |
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
@@ -83,11 +83,13 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::NotFound { .. } | Error::TopicNotFound { .. } | Error::UnknownGroup(_) => {
             SHMQ_ENOENT
         }
-        Error::InvalidArgument(_) | Error::OffsetOutOfRange { .. } => SHMQ_EINVAL,
+        Error::InvalidArgument(_) | Error::OffsetOutOfRange { .. } | Error::WrongKind { .. } => {
+            SHMQ_EINVAL
+        }
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } => SHMQ_ETOOBIG,
-        Error::Full => SHMQ_FULL,
-        Error::Timeout | Error::Aborted { .. } => SHMQ_TIMEOUT,
+        Error::Full { .. } => SHMQ_FULL,
+        Error::Timeout { .. } | Error::Aborted { .. } => SHMQ_TIMEOUT,
         Error::TooManyProducers(_)
         | Error::TooManyGroups(_)
         | Error::TooManyMembers { .. }

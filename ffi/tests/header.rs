@@ -33,3 +33,47 @@ fn header_is_current() {
         );
     }
 }
+
+/// The header compiles without a warning as pedantic C99 and as C++, and its version
+/// functions answer. Needs a C and a C++ compiler (`cc`, `c++`: apt-get install gcc g++).
+#[test]
+fn header_compiles_warning_free_as_c99_and_cpp() {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let dir = tempfile::tempdir().unwrap();
+    let source = "#include \"shmq.h\"\nint main(void) { return shmq_format_version() == 0 \
+                  || shmq_version() == 0; }\n";
+    for (compiler, file, flags) in [
+        (
+            "cc",
+            "h.c",
+            &["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror"][..],
+        ),
+        (
+            "c++",
+            "h.cpp",
+            &["-std=c++11", "-pedantic", "-Wall", "-Wextra", "-Werror"][..],
+        ),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, source).unwrap();
+        let out = std::process::Command::new(compiler)
+            .args(flags)
+            .arg("-fsyntax-only")
+            .arg("-I")
+            .arg(&include)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("run {compiler} ({e}): install it (apt-get install gcc g++)")
+            });
+        assert!(
+            out.status.success(),
+            "{compiler} {flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // SAFETY: shmq_version returns a static NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(shmq::shmq_version()) };
+    assert_eq!(version.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(shmq::shmq_format_version(), shmq_core::FORMAT_VERSION);
+}

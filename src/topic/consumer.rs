@@ -107,6 +107,20 @@ pub struct TopicConsumer {
     verify: bool,
 }
 
+impl std::fmt::Debug for TopicConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: Vec<usize> = (0..self.held.len())
+            .filter(|&p| self.held[p].is_some())
+            .collect();
+        f.debug_struct("TopicConsumer")
+            .field("path", &self.topic.path())
+            .field("group", &self.group)
+            .field("member_slot", &self.slot.index)
+            .field("held_partitions", &held)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TopicConsumer {
     pub(crate) fn new(topic: Topic, group: &str, options: &MemberOptions) -> Result<Self> {
         let least = options.heartbeat_interval.checked_mul(2);

@@ -39,7 +39,7 @@ mod descriptor;
 mod fanout;
 mod members;
 mod producer;
-mod routing;
+pub(crate) mod routing;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -107,6 +107,15 @@ pub struct Topic {
     members: Arc<Members>,
     /// Whom this handle trusts with the topic's files (partitions added later included).
     trust: Trust,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("path", &self.dir)
+            .field("partitions", &self.partition_count())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Topic {
@@ -195,6 +204,17 @@ impl Topic {
             std::io::ErrorKind::NotFound => Error::TopicNotFound { path: dir.clone() },
             _ => io_err(&dir, "stat")(e),
         })?;
+        if !meta.is_dir() {
+            return Err(Error::WrongKind {
+                found: if is_queue_file(&dir) {
+                    "a queue file"
+                } else {
+                    "a file"
+                },
+                path: dir,
+                expected: "a topic directory",
+            });
+        }
         trust.check(&dir, &meta)?;
         let descriptor = descriptor::read(&dir, trust)?;
         let members = Arc::new(Members::open(&dir.join(members::FILE), trust)?);
@@ -433,4 +453,14 @@ fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<u32> {
     };
     descriptor::write(tmp, &d, mode)?;
     Ok(gid)
+}
+
+/// Whether `path` starts with a queue file's magic (for an error message only: nothing else is
+/// validated).
+fn is_queue_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == crate::layout::MAGIC)
 }

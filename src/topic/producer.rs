@@ -30,6 +30,16 @@ pub struct TopicProducer {
     timeout: Option<Duration>,
 }
 
+impl std::fmt::Debug for TopicProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicProducer")
+            .field("path", &self.topic.path())
+            .field("partitions", &self.producers.len())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TopicProducer {
     pub(crate) fn new(topic: Topic) -> TopicProducer {
         let n = topic.partition_count();
