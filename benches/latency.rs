@@ -2,8 +2,8 @@
 //!
 //! Cases, all in one run (see `shmq_pingpong::Mode`): the atomic floor (an `AtomicU64`
 //! ping-ponged through a shared mapping), the futex floor (a shared word, each side sleeping
-//! in `FUTEX_WAIT` until woken), shmq with spinning consumers, shmq with blocking consumers, a
-//! pipe pair, a Unix domain socket pair, iceoryx2 publish-subscribe, Redis Streams and NATS
+//! in `FUTEX_WAIT` until woken), shmq with spinning consumers, shmq with blocking consumers,
+//! shmq's async API (`recv().await` on a current-thread tokio runtime), a pipe pair, a Unix domain socket pair, iceoryx2 publish-subscribe, Redis Streams and NATS
 //! (each broker pair starts its own server; skipped with a note if it is not installed).
 //!
 //! After criterion, an interleaved pass measures every case in turn, several times, and prints
@@ -115,6 +115,12 @@ fn interleaved() {
             median(&mut v),
             median_ratio(of(m), of(Mode::Floor)),
             median_ratio(of(m), of(Mode::FutexFloor)),
+        );
+    }
+    if modes.contains(&Mode::ShmqAsync) {
+        println!(
+            "shmq_async / shmq_blocking: median {:.2}x",
+            median_ratio(of(Mode::ShmqAsync), of(Mode::ShmqBlocking))
         );
     }
     for &alt in modes.iter().skip_while(|&&m| m != Mode::Pipe) {

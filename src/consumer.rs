@@ -115,14 +115,36 @@ pub struct Message<'a> {
     pub aborted_before: u64,
 }
 
+/// A committed record at a consumer's cursor, found by [`Consumer::next`] and not yet
+/// delivered (where it lies in the ring and what its header says).
+pub(crate) struct Ready {
+    start: u64,
+    len: u32,
+    timestamp: u64,
+    payload: u64,
+    crc: u32,
+}
+
+/// What a consumer finds at its cursor.
+pub(crate) enum Next {
+    /// A committed record, for [`Consumer::deliver`].
+    Ready(Ready),
+    /// No record yet: the slot tag to wait for a change of, and how long until the claimed
+    /// record there (if any) may be aborted.
+    Pending {
+        tag: u64,
+        stall_left: Option<Duration>,
+    },
+}
+
 /// A member of a consumer group. Dropping it releases the group's lease.
 pub struct Consumer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     group: String,
-    slot: u32,
-    lease: Lease,
+    pub(crate) slot: u32,
+    pub(crate) lease: Lease,
     /// Next record to read: its offset and cursor position.
-    offset: u64,
+    pub(crate) offset: u64,
     pos: u64,
     /// Reads must be validated: the group can be overrun.
     lappable: bool,
@@ -268,6 +290,42 @@ impl Consumer {
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
         loop {
+            let sleeping_next = timeout != Some(Duration::ZERO) && backoff.is_completed();
+            let (tag, stall_left) = match self.next(sleeping_next)? {
+                Next::Ready(found) => return self.deliver(found).map(Some),
+                Next::Pending { tag, stall_left } => (tag, stall_left),
+            };
+            // A zero timeout never waits, not even by spinning: callers that spin
+            // themselves get the answer at once.
+            if timeout == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                continue;
+            }
+            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let within = self.wake_within(stall_left);
+            let wait = Some(left.map_or(within, |l| l.min(within)));
+            let ring = &self.shared.ring;
+            let word = ring.tag_of(self.offset);
+            // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
+            let changed = || word.load(Ordering::SeqCst) != tag;
+            ring.wait_data(self.sleeper_bit(), changed, wait, || self.owns_slot());
+            self.beat()?;
+        }
+    }
+
+    /// Moves the cursor past aborted records (aborting one stalled past the claim timeout) and
+    /// says whether the record at it is committed or still to wait for. `check_tail`: the
+    /// caller is about to sleep, so the tail is read now (otherwise every
+    /// `TAIL_CHECK_EVERY`-th pending call) for the stall clock and the overrun check.
+    pub(crate) fn next(&mut self, check_tail: bool) -> Result<Next> {
+        loop {
             let ring = &self.shared.ring;
             match ring.read(self.offset, self.pos) {
                 Found::Ready {
@@ -277,50 +335,13 @@ impl Consumer {
                     payload,
                     crc,
                 } => {
-                    let offset = self.offset;
-                    let bytes = if self.validates(start) {
-                        self.buf.resize(len as usize, 0);
-                        ring.region.read_bytes(payload, &mut self.buf);
-                        if ring.overrun(start) {
-                            return Err(self.resync(offset));
-                        }
-                        &self.buf[..]
-                    } else {
-                        let ptr = ring.region.bytes_ptr(payload, len as u64);
-                        // SAFETY: the record is committed and lies at or after the group's
-                        // protected position, so no producer writes these bytes until this
-                        // group commits past them, which needs `&mut self` (the borrow ends
-                        // first). Bounds were checked by `read` and `bytes_ptr`.
-                        unsafe { std::slice::from_raw_parts(ptr, len as usize) }
-                    };
-                    self.offset += 1;
-                    self.pos = start + footprint(len as u64);
-                    self.stall = None;
-                    if self.verify {
-                        let computed = crc32c::crc32c(bytes);
-                        if computed != crc {
-                            // Zeros from a truncated file are no checksum failure. (The
-                            // page holding the new end reads zeros past it without a fault,
-                            // so ask the file now.)
-                            self.shared.recheck()?;
-                            return Err(Error::Corrupt {
-                                path: self.shared.path.clone(),
-                                kind: Corruption::Checksum {
-                                    offset,
-                                    stored: crc,
-                                    computed,
-                                },
-                            });
-                        }
-                    }
-                    // What was read is good only if the file was whole after the read.
-                    self.shared.check_damage()?;
-                    return Ok(Some(Message {
-                        offset,
-                        timestamp_ns: timestamp,
-                        payload: bytes,
-                        aborted_before: std::mem::take(&mut self.aborted_run),
-                    }));
+                    return Ok(Next::Ready(Ready {
+                        start,
+                        len,
+                        timestamp,
+                        payload,
+                        crc,
+                    }))
                 }
                 Found::Aborted => match ring.resolve(self.offset + 1) {
                     Some(next) => {
@@ -350,14 +371,13 @@ impl Consumer {
                     // enough for the stall clock and the overrun check, rarely enough not to
                     // slow down the producer it waits for.
                     self.pending_polls = self.pending_polls.wrapping_add(1);
-                    let sleeping_next = timeout != Some(Duration::ZERO) && backoff.is_completed();
                     let mut stall_left = None;
-                    let (t_off, t_pos) =
-                        if sleeping_next || self.pending_polls % TAIL_CHECK_EVERY == 0 {
-                            ring.tail()
-                        } else {
-                            (0, 0)
-                        };
+                    let (t_off, t_pos) = if check_tail || self.pending_polls % TAIL_CHECK_EVERY == 0
+                    {
+                        ring.tail()
+                    } else {
+                        (0, 0)
+                    };
                     if self.lappable && t_pos.saturating_sub(self.pos) > ring.layout.capacity {
                         return Err(self.resync(self.offset));
                     }
@@ -382,39 +402,88 @@ impl Consumer {
                         }
                         stall_left = Some(left);
                     }
-                    // A zero timeout never waits, not even by spinning: callers that spin
-                    // themselves get the answer at once.
-                    if timeout == Some(Duration::ZERO) {
-                        return Ok(None);
-                    }
-                    if !backoff.is_completed() {
-                        backoff.snooze();
-                        continue;
-                    }
-                    let deadline =
-                        *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                    if left == Some(Duration::ZERO) {
-                        return Ok(None);
-                    }
-                    // A member with a session wakes for its heartbeats while it waits.
-                    let beat_left = (self.session != 0).then(|| {
-                        Duration::from_nanos(self.next_beat.saturating_sub(clock::coarse_ns()))
-                    });
-                    let wait = [left, stall_left, beat_left, Some(MAX_SLEEP)]
-                        .into_iter()
-                        .flatten()
-                        .min();
-                    let word = ring.tag_of(self.offset);
-                    // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
-                    let changed = || word.load(Ordering::SeqCst) != tag;
-                    let (shared, slot, mine) = (&self.shared, self.slot, self.lease.word());
-                    let owned = || shared.lease(slot) == mine;
-                    ring.wait_data(1u64 << slot, changed, wait, owned);
-                    self.beat()?;
+                    return Ok(Next::Pending { tag, stall_left });
                 }
             }
         }
+    }
+
+    /// Returns the committed record [`next`](Self::next) found and moves the cursor past it.
+    pub(crate) fn deliver(&mut self, found: Ready) -> Result<Message<'_>> {
+        let Ready {
+            start,
+            len,
+            timestamp,
+            payload,
+            crc,
+        } = found;
+        let ring = &self.shared.ring;
+        let offset = self.offset;
+        let bytes = if self.validates(start) {
+            self.buf.resize(len as usize, 0);
+            ring.region.read_bytes(payload, &mut self.buf);
+            if ring.overrun(start) {
+                return Err(self.resync(offset));
+            }
+            &self.buf[..]
+        } else {
+            let ptr = ring.region.bytes_ptr(payload, len as u64);
+            // SAFETY: the record is committed and lies at or after the group's
+            // protected position, so no producer writes these bytes until this
+            // group commits past them, which needs `&mut self` (the borrow ends
+            // first). Bounds were checked by `read` and `bytes_ptr`.
+            unsafe { std::slice::from_raw_parts(ptr, len as usize) }
+        };
+        self.offset += 1;
+        self.pos = start + footprint(len as u64);
+        self.stall = None;
+        if self.verify {
+            let computed = crc32c::crc32c(bytes);
+            if computed != crc {
+                // Zeros from a truncated file are no checksum failure. (The page holding the
+                // new end reads zeros past it without a fault, so ask the file now.)
+                self.shared.recheck()?;
+                return Err(Error::Corrupt {
+                    path: self.shared.path.clone(),
+                    kind: Corruption::Checksum {
+                        offset,
+                        stored: crc,
+                        computed,
+                    },
+                });
+            }
+        }
+        // What was read is good only if the file was whole after the read.
+        self.shared.check_damage()?;
+        Ok(Message {
+            offset,
+            timestamp_ns: timestamp,
+            payload: bytes,
+            aborted_before: std::mem::take(&mut self.aborted_run),
+        })
+    }
+
+    /// The longest a waiting consumer may sleep: until a stalled claim times out
+    /// (`stall_left`), its next heartbeat is due (members with a session), or
+    /// [`MAX_SLEEP`].
+    pub(crate) fn wake_within(&self, stall_left: Option<Duration>) -> Duration {
+        let beat_left = (self.session != 0)
+            .then(|| Duration::from_nanos(self.next_beat.saturating_sub(clock::coarse_ns())));
+        [stall_left, beat_left]
+            .into_iter()
+            .flatten()
+            .fold(MAX_SLEEP, Duration::min)
+    }
+
+    /// This consumer's bit in the data sleeper bitmap: its group slot's.
+    pub(crate) fn sleeper_bit(&self) -> u64 {
+        1u64 << self.slot
+    }
+
+    /// Whether the group slot, and so its sleeper bit, is still this consumer's: a member
+    /// taken over while it slept leaves its successor's bit alone.
+    pub(crate) fn owns_slot(&self) -> bool {
+        self.shared.lease(self.slot) == self.lease.word()
     }
 
     /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
@@ -540,7 +609,7 @@ impl Consumer {
 
     /// Stamps a heartbeat if one is due (members with a session timeout only); fails with
     /// [`Error::TakenOver`] if the group was taken from this member.
-    fn beat(&mut self) -> Result<()> {
+    pub(crate) fn beat(&mut self) -> Result<()> {
         if self.session == 0 || clock::coarse_ns() < self.next_beat {
             return Ok(());
         }

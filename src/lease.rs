@@ -116,7 +116,8 @@ fn install_fork_handlers() {
     };
 }
 
-fn generation() -> u64 {
+/// This process's fork generation: it changes in a child after `fork`.
+pub(crate) fn generation() -> u64 {
     // Relaxed: the value only changes in a freshly forked child, before any other thread runs.
     FORK_GENERATION.load(Ordering::Relaxed)
 }

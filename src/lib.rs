@@ -39,6 +39,8 @@ mod ring;
 mod sync;
 
 // The file-backed API around it.
+#[cfg(all(feature = "tokio", not(loom)))]
+mod async_api;
 #[cfg(not(loom))]
 mod boot;
 #[cfg(not(loom))]
@@ -70,9 +72,13 @@ mod tail;
 mod topic;
 #[cfg(not(loom))]
 mod trust;
+#[cfg(all(feature = "tokio", not(loom)))]
+mod wake;
 #[cfg(not(loom))]
 mod watch;
 
+#[cfg(all(feature = "tokio", not(loom)))]
+pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
 pub use error::{Account, Blocker, Corruption, Detachment, Distrust, Error, Result};

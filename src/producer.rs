@@ -24,17 +24,17 @@ use crate::watch;
 /// Longest single sleep while waiting behind an unfinished record (another producer's claim,
 /// or one holding the flushed cursors back); those finish without a wake-up call, so the
 /// waiter polls.
-const INFLIGHT_POLL: Duration = Duration::from_millis(1);
+pub(crate) const INFLIGHT_POLL: Duration = Duration::from_millis(1);
 
 /// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
 pub struct Producer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     slot: u32,
     slot_off: u64,
-    lease: Lease,
+    pub(crate) lease: Lease,
     tail: u128,
     limit: u64,
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Keeps this process's Batch flusher running while the producer lives.
     _flusher: Option<Arc<Flusher>>,
 }
@@ -47,6 +47,17 @@ impl std::fmt::Debug for Producer {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// The room a producer waits for: a claim ending at `end`.
+pub(crate) struct Room {
+    /// Where the claim would end.
+    pub(crate) end: u64,
+    /// An unfinished record holds the limit back, which finishes without a wake-up call: the
+    /// waiter polls every [`INFLIGHT_POLL`].
+    pub(crate) polls: bool,
+    /// What holds the limit down (for the error of a wait that runs out).
+    bottleneck: Bottleneck,
 }
 
 /// What holds the claim limit down.
@@ -204,7 +215,7 @@ impl Producer {
         }
     }
 
-    fn check_len(&self, len: usize) -> Result<u32> {
+    pub(crate) fn check_len(&self, len: usize) -> Result<u32> {
         let max = self.shared.geometry.max_message;
         u32::try_from(len)
             .ok()
@@ -212,7 +223,7 @@ impl Producer {
             .ok_or(Error::TooBig { len, max })
     }
 
-    fn finish(&mut self, claim: Claim, crc: u32) -> Result<u64> {
+    pub(crate) fn finish(&mut self, claim: Claim, crc: u32) -> Result<u64> {
         let offset = claim.offset;
         self.shared
             .ring
@@ -243,17 +254,54 @@ impl Producer {
     }
 
     fn claim_raw(&mut self, len: u32) -> Result<Claim> {
-        // A record that can never be durable is not published under a policy that promises it.
+        self.check_poison()?;
+        let mut deadline = None;
+        loop {
+            let room = match self.try_claim(len)? {
+                Ok(claim) => return Ok(claim),
+                Err(room) => room,
+            };
+            let deadline =
+                *deadline.get_or_insert_with(|| self.timeout.map(|t| Instant::now() + t));
+            let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if wait == Some(Duration::ZERO) {
+                return Err(self.timed_out(&room));
+            }
+            if room.polls {
+                wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
+            }
+            // Wake at least once per watcher round to see what it found.
+            wait = Some(wait.map_or(watch::INTERVAL, |w| w.min(watch::INTERVAL)));
+            let shared = &self.shared;
+            ring::sleep_on(
+                &shared.ring.region,
+                layout::SPACE_WAITERS,
+                layout::SPACE_SEQ,
+                self.sleeper_bit(),
+                || self.has_room(room.end),
+                wait,
+            );
+        }
+    }
+
+    /// A record that can never be durable is not published under a policy that promises it:
+    /// [`Error::Poisoned`] once a flush of the file failed (Batch and Sync).
+    pub(crate) fn check_poison(&self) -> Result<()> {
         if self.shared.geometry.durability != Durability::None {
             if let Some(e) = self.shared.poisoned() {
                 return Err(e);
             }
         }
-        let mut deadline = None;
+        Ok(())
+    }
+
+    /// One claim of `len` bytes without waiting: the claim, or the room to wait for.
+    /// [`Error::Full`] under [`FullPolicy::Reject`].
+    pub(crate) fn try_claim(&mut self, len: u32) -> Result<std::result::Result<Claim, Room>> {
         loop {
             let ring = &self.shared.ring;
             let end = match ring.try_claim(&mut self.tail, len, self.limit, self.slot_off) {
-                Attempt::Claimed(c) => return Ok(c),
+                Attempt::Claimed(c) => return Ok(Ok(c)),
                 Attempt::NoSpace { end } => {
                     // A damaged file never frees room: do not wait for it.
                     self.shared.check_damage()?;
@@ -284,32 +332,34 @@ impl Producer {
                     blocked_by: blocker(&self.shared, &bottleneck),
                 });
             }
-            let deadline =
-                *deadline.get_or_insert_with(|| self.timeout.map(|t| Instant::now() + t));
-            let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if wait == Some(Duration::ZERO) {
-                return Err(Error::Timeout {
-                    path: self.shared.path.clone(),
-                    waiting_for: "room in the queue",
-                    waited: self.timeout.unwrap_or_default(),
-                    blocked_by: blocker(&self.shared, &bottleneck),
-                });
-            }
-            if matches!(bottleneck, Bottleneck::Intent { .. } | Bottleneck::Flush) {
-                wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
-            }
-            // Wake at least once per watcher round to see what it found.
-            wait = Some(wait.map_or(watch::INTERVAL, |w| w.min(watch::INTERVAL)));
-            let shared = &self.shared;
-            ring::sleep_on(
-                &shared.ring.region,
-                layout::SPACE_WAITERS,
-                layout::SPACE_SEQ,
-                1u64 << self.slot,
-                || scan_limit(shared, self.slot).0 >= end,
-                wait,
-            );
+            let polls = matches!(bottleneck, Bottleneck::Intent { .. } | Bottleneck::Flush);
+            return Ok(Err(Room {
+                end,
+                polls,
+                bottleneck,
+            }));
         }
+    }
+
+    /// The error of a wait for `room` that ran out after this producer's timeout.
+    pub(crate) fn timed_out(&self, room: &Room) -> Error {
+        Error::Timeout {
+            path: self.shared.path.clone(),
+            waiting_for: "room in the queue",
+            waited: self.timeout.unwrap_or_default(),
+            blocked_by: blocker(&self.shared, &room.bottleneck),
+        }
+    }
+
+    /// Whether a claim ending at `end` would fit now: the condition a producer waiting for
+    /// room re-checks after flagging itself (SYNC W).
+    pub(crate) fn has_room(&self, end: u64) -> bool {
+        scan_limit(&self.shared, self.slot).0 >= end
+    }
+
+    /// This producer's bit in the sleeper bitmap of producers waiting for room.
+    pub(crate) fn sleeper_bit(&self) -> u64 {
+        1u64 << self.slot
     }
 
     /// Flushes if no one else is, and says whether the durable or the synced cursor moved. A
@@ -429,7 +479,7 @@ fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Box<Blocker>> {
 }
 
 /// The payload's CRC32C if the queue keeps checksums, else 0.
-fn checksum(shared: &Shared, payload: &[u8]) -> u32 {
+pub(crate) fn checksum(shared: &Shared, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
         crc32c::crc32c(payload)
     } else {

@@ -575,11 +575,25 @@ impl Ring {
             ready,
             timeout,
         );
+        self.unflag_data(bit, owned);
+    }
+
+    /// Flags `bit` as a consumer about to sleep for data and returns the `DATA_SEQ` value to
+    /// sleep on: the first half of [`wait_data`](Self::wait_data), for a caller that re-checks
+    /// its condition and then waits elsewhere (the async waker thread).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn flag_data(&self, bit: u64) -> u32 {
+        flag(&self.region, layout::DATA_WAITERS, layout::DATA_SEQ, bit)
+    }
+
+    /// The end of a data sleep: clears `bit` if `owned` says the group slot is still the
+    /// caller's (see [`wait_data`](Self::wait_data)).
+    pub(crate) fn unflag_data(&self, bit: u64, owned: impl Fn() -> bool) {
         if owned() {
             // SeqCst like every sleeper-bitmap change. Between `owned` and this clear a
             // successor can still set the bit and lose it; sleepers cap their sleeps, so that
             // costs at most one cap of latency, never a hang.
-            region
+            self.region
                 .u64(layout::DATA_WAITERS)
                 .fetch_and(!bit, Ordering::SeqCst);
         }
@@ -598,6 +612,12 @@ pub(crate) fn sleep_on(
     timeout: Option<std::time::Duration>,
 ) {
     flag_and_sleep(region, waiters, seq, bit, ready, timeout);
+    unflag(region, waiters, bit);
+}
+
+/// Clears `bit` in the sleeper bitmap at `waiters`: the end of a [`sleep_on`] or of a sleep
+/// that [`flag`] began.
+pub(crate) fn unflag(region: &Region, waiters: u64, bit: u64) {
     // SeqCst for symmetry with the flagging; a late clear only costs a notifier a spurious wake.
     region.u64(waiters).fetch_and(!bit, Ordering::SeqCst);
 }
@@ -611,12 +631,22 @@ fn flag_and_sleep(
     ready: impl Fn() -> bool,
     timeout: Option<std::time::Duration>,
 ) {
-    // SYNC W (SeqCst): flagged before `ready` re-checks the condition.
-    region.u64(waiters).fetch_or(bit, Ordering::SeqCst);
-    let seen = region.u32(seq).load(Ordering::SeqCst);
+    let seen = flag(region, waiters, seq, bit);
     if !ready() {
         region.wait(seq, seen, timeout);
     }
+}
+
+/// The flagging half of a sleep (SYNC W): sets `bit` in the bitmap at `waiters` and returns the
+/// futex value at `seq` to sleep on. The caller re-checks its condition after this and sleeps
+/// only if it still fails; a notifier that commits after the re-check sees the bit and bumps
+/// `seq`, so the sleep returns at once.
+pub(crate) fn flag(region: &Region, waiters: u64, seq: u64, bit: u64) -> u32 {
+    // SYNC W (SeqCst): flagged before the caller re-checks the condition.
+    region.u64(waiters).fetch_or(bit, Ordering::SeqCst);
+    // SeqCst: loaded after the flag in the single total order, so a bump by a notifier that
+    // missed the re-check's answer is one this value does not include yet.
+    region.u32(seq).load(Ordering::SeqCst)
 }
 
 /// The waking half of SYNC W: if anyone is flagged in `waiters`, bump `seq` and wake them.

@@ -125,8 +125,7 @@ impl Region {
 }
 
 /// Sleeps while `word` still holds `expected`, at most `timeout`. Returns on wake-up, timeout,
-/// signal or value change; callers re-check their condition. A shared (non-PRIVATE) futex, so
-/// a word in a shared mapping is woken by other processes too.
+/// signal or value change; callers re-check their condition.
 #[cfg(not(loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|d| libc::timespec {
@@ -137,8 +136,8 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: FUTEX_WAIT reads the aligned u32 at `word` (valid for the call) and the optional
-    // timespec on our stack. Errors (EAGAIN: value changed, EINTR, ETIMEDOUT) all mean
-    // "re-check", so they are ignored.
+    // timespec on our stack. Shared (non-PRIVATE) futex because other processes wake it.
+    // Errors (EAGAIN: value changed, EINTR, ETIMEDOUT) all mean "re-check", so they are ignored.
     unsafe {
         libc::syscall(
             libc::SYS_futex,

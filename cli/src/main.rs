@@ -29,6 +29,7 @@ mod create;
 mod demo;
 mod duration;
 mod error;
+mod exporter;
 mod fmt;
 mod group;
 mod info;
@@ -79,6 +80,8 @@ enum Command {
     Stat(stat::StatArgs),
     /// Grow a topic, fan a backlog out into another topic, or show where a key is routed.
     Topic(topic::TopicArgs),
+    /// Serve the state of queues and topics to Prometheus over HTTP (`GET /metrics`).
+    Exporter(exporter::ExporterArgs),
     /// Print a shell completion script (e.g. `shmq completions bash > /etc/bash_completion.d/shmq`).
     Completions {
         /// The shell to complete for.
@@ -375,6 +378,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run(&args),
         Command::Topic(args) => topic::run(&args),
         Command::Completions { shell } => completions(shell),
+        Command::Exporter(args) => exporter::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::DemoWorker(args) => demo::worker::run(&args),
     };

@@ -75,6 +75,8 @@ fn run(role: &str) -> Result<(), Error> {
         Mode::Floor => floor(&dir, ready),
         Mode::FutexFloor => futex_floor(&dir, ready),
         Mode::ShmqSpin | Mode::ShmqBlocking => shmq_echo(&dir, mode, ready),
+        #[cfg(feature = "async")]
+        Mode::ShmqAsync => shmq_echo_async(&dir, ready),
         #[cfg(feature = "iceoryx2")]
         Mode::Iceoryx2 => crate::iox::child(&dir, ready),
         #[cfg(feature = "brokers")]
@@ -123,17 +125,54 @@ fn futex_floor(dir: &Path, ready: impl FnOnce() -> Result<(), Error>) -> Result<
     }
 }
 
+/// Copies request `m` into `buf`; returns its offset.
+fn take_request(mode: Mode, m: &shmq::Message<'_>, buf: &mut [u8; MSG]) -> Result<u64, Error> {
+    if m.payload.len() != MSG {
+        return Err(Error::Transport {
+            mode: mode.name(),
+            what: format!("a {}-byte request, expected {MSG}", m.payload.len()),
+        });
+    }
+    buf.copy_from_slice(m.payload);
+    Ok(m.offset)
+}
+
+/// The child's consumer of the request queue and producer of the response queue in `dir`,
+/// and the two paths.
+fn shmq_ends(dir: &Path) -> Result<(shmq::Consumer, shmq::Producer, [PathBuf; 2]), Error> {
+    let [req_path, resp_path] = queue_paths(dir);
+    let req = shmq::Queue::open(&req_path).map_err(queue_err(&req_path))?;
+    let resp = shmq::Queue::open(&resp_path).map_err(queue_err(&resp_path))?;
+    let rx = req.consumer("child").map_err(queue_err(&req_path))?;
+    let tx = resp.producer().map_err(queue_err(&resp_path))?;
+    Ok((rx, tx, [req_path, resp_path]))
+}
+
+/// shmq's async API: awaits each request with `recv()` on a current-thread runtime and
+/// publishes it to the response queue.
+#[cfg(feature = "async")]
+fn shmq_echo_async(dir: &Path, ready: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
+    let (mut rx, mut tx, [req_path, resp_path]) = shmq_ends(dir)?;
+    let rt = crate::runtime(&req_path)?;
+    ready()?;
+    let mut buf = [0u8; MSG];
+    rt.block_on(async {
+        loop {
+            let m = rx.recv().await.map_err(queue_err(&req_path))?;
+            let off = take_request(Mode::ShmqAsync, &m, &mut buf)?;
+            tx.publish(&buf).map_err(queue_err(&resp_path))?;
+            rx.commit(off).map_err(queue_err(&req_path))?;
+        }
+    })
+}
+
 /// shmq: consumes the request queue and publishes each payload to the response queue.
 fn shmq_echo(
     dir: &Path,
     mode: Mode,
     ready: impl FnOnce() -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let [req_path, resp_path] = queue_paths(dir);
-    let req = shmq::Queue::open(&req_path).map_err(queue_err(&req_path))?;
-    let resp = shmq::Queue::open(&resp_path).map_err(queue_err(&resp_path))?;
-    let mut rx = req.consumer("child").map_err(queue_err(&req_path))?;
-    let mut tx = resp.producer().map_err(queue_err(&resp_path))?;
+    let (mut rx, mut tx, [req_path, resp_path]) = shmq_ends(dir)?;
     let timeout = match mode {
         Mode::ShmqSpin => std::time::Duration::ZERO,
         _ => CHILD_POLL,
@@ -143,16 +182,7 @@ fn shmq_echo(
     let mut idle = Idle::new(IDLE_POLLS);
     loop {
         let off = match rx.poll(Some(timeout)).map_err(queue_err(&req_path))? {
-            Some(m) if m.payload.len() == MSG => {
-                buf.copy_from_slice(m.payload);
-                m.offset
-            }
-            Some(m) => {
-                return Err(Error::Transport {
-                    mode: mode.name(),
-                    what: format!("a {}-byte request, expected {MSG}", m.payload.len()),
-                })
-            }
+            Some(m) => take_request(mode, &m, &mut buf)?,
             None => {
                 idle.empty();
                 continue;

@@ -51,6 +51,10 @@ pub enum Mode {
     ShmqSpin,
     /// shmq, consumers in `poll(Some(timeout))`: a short spin, then the futex.
     ShmqBlocking,
+    /// shmq's async API: consumers awaiting `recv()` on a current-thread tokio runtime, woken
+    /// through the process's waker thread (no spin).
+    #[cfg(feature = "async")]
+    ShmqAsync,
     /// A pair of pipes (blocking read/write).
     Pipe,
     /// A Unix domain stream socket pair (blocking read/write).
@@ -74,6 +78,8 @@ impl Mode {
         Mode::FutexFloor,
         Mode::ShmqSpin,
         Mode::ShmqBlocking,
+        #[cfg(feature = "async")]
+        Mode::ShmqAsync,
         Mode::Pipe,
         Mode::UnixSocket,
         #[cfg(feature = "iceoryx2")]
@@ -91,6 +97,8 @@ impl Mode {
             Mode::FutexFloor => "floor_futex",
             Mode::ShmqSpin => "shmq_spin",
             Mode::ShmqBlocking => "shmq_blocking",
+            #[cfg(feature = "async")]
+            Mode::ShmqAsync => "shmq_async",
             Mode::Pipe => "pipe",
             Mode::UnixSocket => "unix_socket",
             #[cfg(feature = "iceoryx2")]
@@ -191,6 +199,30 @@ fn queue_err(path: &std::path::Path) -> impl FnOnce(shmq::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Checks that `m` echoes a ping whose first byte is `first`; returns its offset.
+fn echoed(mode: Mode, m: &shmq::Message<'_>, first: u8) -> Result<u64, Error> {
+    if m.payload.len() != MSG || m.payload[0] != first {
+        return Err(Error::Transport {
+            mode: mode.name(),
+            what: "the pong does not echo the ping".into(),
+        });
+    }
+    Ok(m.offset)
+}
+
+/// A current-thread tokio runtime with timers, for the async mode's side on queue `path`.
+#[cfg(feature = "async")]
+fn runtime(path: &std::path::Path) -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            op: "start a tokio runtime",
+            source,
+        })
 }
 
 /// Median of a slice (sorts it); NaN for an empty one.

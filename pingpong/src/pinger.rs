@@ -9,8 +9,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+#[cfg(feature = "async")]
+use crate::runtime;
 use crate::shared::{futex_wait, futex_wake, map_word_file, word32, word64, Patience};
-use crate::{queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG, REPLY_TIMEOUT};
+use crate::{echoed, queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG, REPLY_TIMEOUT};
 
 /// Ring size of the two ping-pong queues.
 const QUEUE_CAPACITY: u64 = 1 << 20;
@@ -29,7 +31,7 @@ enum Link {
     Shmq {
         tx: shmq::Producer,
         rx: shmq::Consumer,
-        spin: bool,
+        wait: Wait,
         _queues: (shmq::Queue, shmq::Queue),
     },
     /// A pipe pair or a socket: write the ping, read the pong.
@@ -40,6 +42,17 @@ enum Link {
     /// A broker (Redis Streams or NATS) and the parent's connection to it.
     #[cfg(feature = "brokers")]
     Broker(crate::brokers::Parent),
+}
+
+/// How the shmq parent waits for its pong.
+enum Wait {
+    /// `poll(Some(Duration::ZERO))` in a loop.
+    Spin,
+    /// `poll(Some(REPLY_TIMEOUT))`.
+    Block,
+    /// `recv().await` on this runtime.
+    #[cfg(feature = "async")]
+    Async(tokio::runtime::Runtime),
 }
 
 /// The parent side of one ping-pong pair; kills and reaps its child on drop.
@@ -93,6 +106,8 @@ impl Pinger {
                 Some(Link::Futex { map, seq: 0 })
             }
             Mode::ShmqSpin | Mode::ShmqBlocking => Some(shmq_link(dir.path(), mode)?),
+            #[cfg(feature = "async")]
+            Mode::ShmqAsync => Some(shmq_link(dir.path(), mode)?),
             #[cfg(feature = "iceoryx2")]
             Mode::Iceoryx2 => Some(Link::Iox(crate::iox::Parent::new(dir.path())?)),
             #[cfg(feature = "brokers")]
@@ -209,31 +224,37 @@ impl Pinger {
                     }
                 }
             }
-            Link::Shmq { tx, rx, spin, .. } => {
+            Link::Shmq { tx, rx, wait, .. } => {
                 let err = |source| Error::Transport {
                     mode: mode.name(),
                     what: format!("{source}"),
                 };
                 tx.publish(&self.msg).map_err(err)?;
-                let timeout = if *spin { Duration::ZERO } else { REPLY_TIMEOUT };
-                let mut patience = Patience::new();
-                loop {
-                    match rx.poll(Some(timeout)).map_err(err)? {
-                        Some(m) => {
-                            if m.payload.first() != Some(&self.msg[0]) {
-                                return Err(Error::Transport {
-                                    mode: mode.name(),
-                                    what: "the pong does not echo the ping".into(),
-                                });
-                            }
-                            let off = m.offset;
-                            rx.commit(off).map_err(err)?;
-                            break;
-                        }
-                        None if *spin => patience.spin(mode)?,
-                        None => return Err(Error::Timeout { mode: mode.name() }),
+                let first = self.msg[0];
+                let off = match wait {
+                    #[cfg(feature = "async")]
+                    Wait::Async(rt) => {
+                        // The timer is made inside the runtime, which it needs.
+                        let pong = rt.block_on(async {
+                            tokio::time::timeout(REPLY_TIMEOUT, rx.recv()).await
+                        });
+                        let m = pong.map_err(|_| Error::Timeout { mode: mode.name() })?;
+                        echoed(mode, &m.map_err(err)?, first)?
                     }
-                }
+                    Wait::Spin | Wait::Block => {
+                        let spin = matches!(wait, Wait::Spin);
+                        let timeout = if spin { Duration::ZERO } else { REPLY_TIMEOUT };
+                        let mut patience = Patience::new();
+                        loop {
+                            match rx.poll(Some(timeout)).map_err(err)? {
+                                Some(m) => break echoed(mode, &m, first)?,
+                                None if spin => patience.spin(mode)?,
+                                None => return Err(Error::Timeout { mode: mode.name() }),
+                            }
+                        }
+                    }
+                };
+                rx.commit(off).map_err(err)?;
             }
             Link::Fd { tx, rx } => {
                 let gone = |_| Error::ChildGone { mode: mode.name() };
@@ -269,10 +290,16 @@ fn shmq_link(dir: &Path, mode: Mode) -> Result<Link, Error> {
     let resp = shmq::Queue::create(&resp_path, &options).map_err(queue_err(&resp_path))?;
     let rx = resp.consumer("parent").map_err(queue_err(&resp_path))?;
     let tx = req.producer().map_err(queue_err(&req_path))?;
+    let wait = match mode {
+        Mode::ShmqSpin => Wait::Spin,
+        #[cfg(feature = "async")]
+        Mode::ShmqAsync => Wait::Async(runtime(&resp_path)?),
+        _ => Wait::Block,
+    };
     Ok(Link::Shmq {
         tx,
         rx,
-        spin: mode == Mode::ShmqSpin,
+        wait,
         _queues: (req, resp),
     })
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::Backoff;
 
 use crate::clock;
-use crate::consumer::{Consumer, Subscribe};
+use crate::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::topic::members::{self, assigned, Slot};
@@ -40,7 +40,7 @@ use crate::topic::{routing, Topic};
 
 /// Longest sleep while a held partition has a claimed but not yet committed record (its
 /// producer writes it without a wake-up call, so the waiter polls).
-const INFLIGHT_POLL: Duration = Duration::from_millis(1);
+pub(crate) const INFLIGHT_POLL: Duration = Duration::from_millis(1);
 
 /// How a member takes part in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +88,13 @@ pub struct TopicMessage<'a> {
 
 /// A member of a topic's consumer group. Dropping it releases its partitions and its slot.
 pub struct TopicConsumer {
-    topic: Topic,
+    pub(crate) topic: Topic,
     group: String,
     options: MemberOptions,
-    slot: Slot,
+    pub(crate) slot: Slot,
     /// This member's lease on the membership file; its word is the slot's and, adopted for
     /// each partition file, the word of every partition lease this member holds.
-    lease: Lease,
+    pub(crate) lease: Lease,
     /// The consumer of each partition this member holds, by partition index.
     held: Vec<Option<Consumer>>,
     /// The partition the next poll tries first.
@@ -189,39 +189,8 @@ impl TopicConsumer {
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
         loop {
-            if clock::coarse_ns() >= self.next_tick {
-                self.tick()?;
-            }
-            let n = self.held.len();
-            for i in 0..n {
-                let p = (self.cursor + i) % n;
-                let Some(consumer) = self.held[p].as_mut() else {
-                    continue;
-                };
-                let consumer: *mut Consumer = consumer;
-                // SAFETY: `consumer` points at an element of `self.held`, which nothing else
-                // touches while the returned message (tied to `&mut self`) lives. The raw
-                // pointer only works around the borrow checker's refusal of a borrow returned
-                // from one loop iteration and not taken in the others (NLL "problem case #3").
-                let consumer = unsafe { &mut *consumer };
-                let polled = consumer.poll(Some(Duration::ZERO));
-                if !matches!(polled, Ok(None)) {
-                    // The next poll starts after this partition, so one that keeps failing
-                    // (a damaged file) does not starve the others.
-                    self.cursor = p + 1;
-                }
-                if let Some(m) = polled? {
-                    let path = self.topic.partitions()[p].path();
-                    let (key, value) = routing::split_record(path, m.offset, m.payload)?;
-                    return Ok(Some(TopicMessage {
-                        partition: p as u32,
-                        offset: m.offset,
-                        timestamp_ns: m.timestamp_ns,
-                        key,
-                        value,
-                        aborted_before: m.aborted_before,
-                    }));
-                }
+            if let Some((p, found)) = self.next()? {
+                return self.deliver(p, found).map(Some);
             }
             if timeout == Some(Duration::ZERO) {
                 return Ok(None);
@@ -237,7 +206,7 @@ impl TopicConsumer {
                 backoff.snooze();
                 continue;
             }
-            let to_tick = Duration::from_nanos(self.next_tick.saturating_sub(clock::coarse_ns()));
+            let to_tick = self.to_tick();
             let wait = left.map_or(to_tick, |l| l.min(to_tick));
             if self.backlog() {
                 // A record is claimed but not committed yet (or its producer died: the
@@ -258,8 +227,61 @@ impl TopicConsumer {
         }
     }
 
+    /// Ticks if one is due, then finds a committed record in a held partition, trying each
+    /// once without waiting, round-robin from where the last call stopped.
+    pub(crate) fn next(&mut self) -> Result<Option<(usize, Ready)>> {
+        if clock::coarse_ns() >= self.next_tick {
+            self.tick()?;
+        }
+        let n = self.held.len();
+        for i in 0..n {
+            let p = (self.cursor + i) % n;
+            let Some(consumer) = self.held[p].as_mut() else {
+                continue;
+            };
+            let next = consumer.next(false);
+            if !matches!(next, Ok(Next::Pending { .. })) {
+                // The next call starts after this partition, so one that keeps failing (a
+                // damaged file) does not starve the others.
+                self.cursor = p + 1;
+            }
+            if let Next::Ready(found) = next? {
+                return Ok(Some((p, found)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Returns the record [`next`](Self::next) found in partition `p`, split into key and
+    /// value, and moves that partition's cursor past it.
+    pub(crate) fn deliver(&mut self, p: usize, found: Ready) -> Result<TopicMessage<'_>> {
+        let path = self.topic.partitions()[p].path();
+        let Some(consumer) = self.held[p].as_mut() else {
+            // `next` just found the record there, and nothing in between drops a partition.
+            return Err(Error::NotHeld {
+                group: self.group.clone(),
+                partition: p as u32,
+            });
+        };
+        let m = consumer.deliver(found)?;
+        let (key, value) = routing::split_record(path, m.offset, m.payload)?;
+        Ok(TopicMessage {
+            partition: p as u32,
+            offset: m.offset,
+            timestamp_ns: m.timestamp_ns,
+            key,
+            value,
+            aborted_before: m.aborted_before,
+        })
+    }
+
+    /// How long until the next tick is due.
+    pub(crate) fn to_tick(&self) -> Duration {
+        Duration::from_nanos(self.next_tick.saturating_sub(clock::coarse_ns()))
+    }
+
     /// Whether any held partition has records claimed past this member's position.
-    fn backlog(&self) -> bool {
+    pub(crate) fn backlog(&self) -> bool {
         self.held.iter().flatten().any(|c| c.lag() > 0)
     }
 

@@ -34,10 +34,10 @@
 //! # Ok(()) }
 //! ```
 
-mod consumer;
+pub(crate) mod consumer;
 mod descriptor;
 mod fanout;
-mod members;
+pub(crate) mod members;
 mod producer;
 pub(crate) mod routing;
 
@@ -419,7 +419,7 @@ impl Topic {
         TopicConsumer::new(self.clone(), group, options)
     }
 
-    pub(crate) fn members_file(&self) -> &Members {
+    pub(crate) fn members_file(&self) -> &Arc<Members> {
         &self.members
     }
 
