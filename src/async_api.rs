@@ -295,8 +295,9 @@ impl Producer {
             }
             // SAFETY: the word is in the queue's mapping, which `Shared` keeps mapped.
             let word = unsafe { Word::new(self.shared.clone(), region.u32(layout::SPACE_SEQ)) };
-            // Waits without a timeout still wake once in a while, as blocking sleeps do.
-            let within = within.unwrap_or(Duration::from_secs(1));
+            // Waits still wake once in a while, as blocking sleeps do (to see what the file
+            // watcher found, among others).
+            let within = within.map_or(crate::watch::INTERVAL, |t| t.min(crate::watch::INTERVAL));
             w.sleep = Some(Sleep::new(word, seen, within));
         }
     }

@@ -280,8 +280,13 @@ impl Consumer {
     /// A record whose payload fails its CRC32C gives [`Error::Corrupt`] of kind
     /// [`Corruption::Checksum`] (see [`set_verify_checksums`](Self::set_verify_checksums)); the
     /// consumer has moved past it, so the next poll returns the record after it.
+    ///
+    /// [`Error::Truncated`] or [`Error::Detached`]: the queue file was truncated, removed or
+    /// replaced under this process (checked again before a message is returned, so zeros read
+    /// from a truncated file never pass for a record).
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
         self.lease.check_current(&self.shared.path)?;
+        // No damage check before reading: every way out of this call checks after it.
         self.beat()?;
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
@@ -350,6 +355,7 @@ impl Consumer {
                 },
                 Found::Overtaken => return Err(self.resync(self.offset)),
                 Found::Inconsistent { start, why } => {
+                    self.shared.recheck()?;
                     if self.validates(start) && ring.overrun(start) {
                         return Err(self.resync(self.offset));
                     }
@@ -359,6 +365,8 @@ impl Consumer {
                     });
                 }
                 Found::Pending { tag } => {
+                    // Zero pages read as a pending record: never wait on them.
+                    self.shared.check_damage()?;
                     // The tail is the producers' busiest line. A spinning reader looks at it
                     // only every `TAIL_CHECK_EVERY` pending polls and before it sleeps: often
                     // enough for the stall clock and the overrun check, rarely enough not to
@@ -433,6 +441,9 @@ impl Consumer {
         if self.verify {
             let computed = crc32c::crc32c(bytes);
             if computed != crc {
+                // Zeros from a truncated file are no checksum failure. (The page holding the
+                // new end reads zeros past it without a fault, so ask the file now.)
+                self.shared.recheck()?;
                 return Err(Error::Corrupt {
                     path: self.shared.path.clone(),
                     kind: Corruption::Checksum {
@@ -443,6 +454,8 @@ impl Consumer {
                 });
             }
         }
+        // What was read is good only if the file was whole after the read.
+        self.shared.check_damage()?;
         Ok(Message {
             offset,
             timestamp_ns: timestamp,
@@ -475,7 +488,11 @@ impl Consumer {
     }
 
     /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
+    #[cold]
     fn resync(&mut self, from: u64) -> Error {
+        if let Err(e) = self.shared.recheck() {
+            return e;
+        }
         // An overrun record is older than the ring's oldest, so this moves forward.
         let (offset, pos) = self.shared.ring.oldest();
         self.offset = offset;
@@ -501,6 +518,13 @@ impl Consumer {
     /// and this member should stop reading the group.
     pub fn commit(&mut self, offset: u64) -> Result<()> {
         self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
+        let committed = self.commit_checked(offset);
+        self.shared.check_damage()?;
+        committed
+    }
+
+    fn commit_checked(&mut self, offset: u64) -> Result<()> {
         if offset >= self.offset {
             return Err(Error::InvalidArgument(match self.offset {
                 0 => format!(
@@ -550,7 +574,10 @@ impl Consumer {
     /// Moves the read cursor (not the committed offset).
     pub fn seek(&mut self, to: SeekTo) -> Result<()> {
         self.lease.check_current(&self.shared.path)?;
-        let (offset, pos) = locate(&self.shared, self.slot, to)?;
+        self.shared.check_damage()?;
+        let located = locate(&self.shared, self.slot, to);
+        self.shared.check_damage()?;
+        let (offset, pos) = located?;
         self.offset = offset;
         self.pos = pos;
         self.stall = None;
@@ -598,7 +625,11 @@ impl Consumer {
         Ok(())
     }
 
+    #[cold]
     fn taken_over(&self, found: u128) -> Error {
+        if let Err(e) = self.shared.recheck() {
+            return e;
+        }
         Error::TakenOver {
             group: self.group.clone(),
             found: crate::sync::unpack(found).0,

@@ -157,6 +157,8 @@ impl Shared {
             if let Some(e) = self.poisoned() {
                 return Err(e);
             }
+            // Nor do records of a file truncated, removed or replaced under us.
+            self.check_damage()?;
             // Led or not, if the prefix did not reach `offset` (a claim before it is still
             // being written), wait a little: a commit, another leader or the stuck claim's
             // timeout will move it.

@@ -161,6 +161,18 @@ pub enum Distrust {
     Owner,
 }
 
+/// Why [`Error::Detached`] says a queue file is no longer the one its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Detachment {
+    /// The file was removed (or renamed): its path names nothing, and new openers find no
+    /// queue.
+    #[error("removed: its path no longer names it, so no new process can open this queue")]
+    Removed,
+    /// The path names another file now: new openers use that one, a different queue.
+    #[error("replaced by another file at its path, which new processes open instead")]
+    Replaced,
+}
+
 /// A user or group id, with its name where the system's user database has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -385,6 +397,23 @@ pub enum Error {
         offset: u64,
         /// The error of the failed `fdatasync`.
         source: io::Error,
+    },
+    /// The queue file shrank under this process's mapping (someone truncated it): its records
+    /// are gone. Every later call on the file returns this; other queues are unaffected.
+    /// Open the queue again once it is recreated.
+    #[error("{path}: the queue file was truncated under this process; its records are gone")]
+    Truncated {
+        /// The queue file (or a topic's membership file).
+        path: PathBuf,
+    },
+    /// The queue file this process maps is no longer the file its path names (`why`): writes
+    /// reach only processes that opened it before. Every later call on the file returns this.
+    #[error("{path}: the queue file was {why}")]
+    Detached {
+        /// The queue file.
+        path: PathBuf,
+        /// Removed, or replaced by another file.
+        why: Detachment,
     },
     /// The requested offset is not in the ring.
     #[error("offset {requested} is outside the retained range {earliest}..={latest}")]

@@ -7,11 +7,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use memmap2::{MmapOptions, MmapRaw};
-
 use crate::error::{Error, Result};
 use crate::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
+use crate::sigbus::Protected;
 use crate::trust::Trust;
+use crate::watch::Identity;
 
 /// An open queue file and its shared mapping.
 pub(crate) struct Mapped {
@@ -19,7 +19,10 @@ pub(crate) struct Mapped {
     pub file: File,
     /// A second open file description of the same file, for the flush's `fdatasync` only.
     pub flush_file: File,
-    pub map: MmapRaw,
+    /// The shared mapping, protected from a `SIGBUS` if the file shrinks (`sigbus.rs`).
+    pub map: Protected,
+    /// What the file was at open, for the watcher to compare with (`watch.rs`).
+    pub identity: Identity,
     pub geometry: Geometry,
     pub offsets: Offsets,
 }
@@ -185,10 +188,8 @@ fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 
 fn map(path: PathBuf, file: File, geometry: Geometry) -> Result<Mapped> {
     let offsets = geometry.offsets();
-    let map = MmapOptions::new()
-        .len(offsets.file_size as usize)
-        .map_raw(&file)
-        .map_err(io_err(&path, "mmap"))?;
+    let map = Protected::map(&file, offsets.file_size as usize).map_err(io_err(&path, "mmap"))?;
+    let identity = Identity::new(&file, &path, offsets.file_size).map_err(io_err(&path, "stat"))?;
     // The kernel reports a writeback error once to each open file description. An `msync` of
     // the mapping (a Sync commit) is reported errors through the mapping's description, so the
     // flushes use a description of their own, which no other call can consume an error from.
@@ -203,6 +204,7 @@ fn map(path: PathBuf, file: File, geometry: Geometry) -> Result<Mapped> {
         file,
         flush_file,
         map,
+        identity,
         geometry,
         offsets,
     })

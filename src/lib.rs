@@ -65,6 +65,8 @@ mod queue;
 #[cfg(not(loom))]
 mod recovery;
 #[cfg(not(loom))]
+mod sigbus;
+#[cfg(not(loom))]
 mod tail;
 #[cfg(not(loom))]
 mod topic;
@@ -72,12 +74,14 @@ mod topic;
 mod trust;
 #[cfg(all(feature = "tokio", not(loom)))]
 mod wake;
+#[cfg(not(loom))]
+mod watch;
 
 #[cfg(all(feature = "tokio", not(loom)))]
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
-pub use error::{Account, Blocker, Corruption, Distrust, Error, Result};
+pub use error::{Account, Blocker, Corruption, Detachment, Distrust, Error, Result};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
 pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};

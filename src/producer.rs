@@ -19,6 +19,7 @@ use crate::lease::{self, Lease};
 use crate::queue::Shared;
 use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::sync::{pack, Ordering};
+use crate::watch;
 
 /// Longest single sleep while waiting behind an unfinished record (another producer's claim,
 /// or one holding the flushed cursors back); those finish without a wake-up call, so the
@@ -133,8 +134,19 @@ impl Producer {
     /// the record was published but its flush failed, or did not finish within the timeout set
     /// by [`set_timeout`](Self::set_timeout)), [`Error::Poisoned`] (under `Batch` and `Sync`:
     /// an earlier flush of the file failed; nothing was published).
+    ///
+    /// [`Error::Truncated`] or [`Error::Detached`]: the queue file was truncated, removed or
+    /// replaced under this process (checked before and after, so a publish that went into
+    /// zero pages is never reported as done).
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64> {
         self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
+        let published = self.publish_checked(payload);
+        self.shared.check_damage()?;
+        published
+    }
+
+    fn publish_checked(&mut self, payload: &[u8]) -> Result<u64> {
         let len = self.check_len(payload.len())?;
         let claim = self.claim_raw(len)?;
         self.shared.ring.write_payload(&claim, payload);
@@ -152,6 +164,13 @@ impl Producer {
     /// [`Error::InvalidArgument`] for an offset not yet published.
     pub fn wait_durable(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
         self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
+        let durable = self.wait_durable_checked(offset, timeout);
+        self.shared.check_damage()?;
+        durable
+    }
+
+    fn wait_durable_checked(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
         let tail = self.shared.ring.tail().0;
         if offset >= tail {
             return Err(Error::InvalidArgument(format!(
@@ -167,8 +186,11 @@ impl Producer {
     /// [`publish`](Self::publish) does.
     pub fn claim(&mut self, len: usize) -> Result<Claimed<'_>> {
         self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
         let len = self.check_len(len)?;
-        let claim = self.claim_raw(len)?;
+        let claim = self.claim_raw(len);
+        self.shared.check_damage()?;
+        let claim = claim?;
         Ok(Claimed {
             producer: self,
             claim: Some(claim),
@@ -248,6 +270,8 @@ impl Producer {
             if room.polls {
                 wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
             }
+            // Wake at least once per watcher round to see what it found.
+            wait = Some(wait.map_or(watch::INTERVAL, |w| w.min(watch::INTERVAL)));
             let shared = &self.shared;
             ring::sleep_on(
                 &shared.ring.region,
@@ -278,7 +302,11 @@ impl Producer {
             let ring = &self.shared.ring;
             let end = match ring.try_claim(&mut self.tail, len, self.limit, self.slot_off) {
                 Attempt::Claimed(c) => return Ok(Ok(c)),
-                Attempt::NoSpace { end } => end,
+                Attempt::NoSpace { end } => {
+                    // A damaged file never frees room: do not wait for it.
+                    self.shared.check_damage()?;
+                    end
+                }
                 Attempt::BadTail { offset, pos } => {
                     return Err(Error::Corrupt {
                         path: self.shared.path.clone(),
@@ -534,12 +562,15 @@ impl Claimed<'_> {
         let producer = &self.producer;
         producer.lease.check_current(&producer.shared.path)?;
         let shared = self.producer.shared.clone();
+        shared.check_damage()?;
         let crc = checksum(&shared, self.as_mut_slice());
         let claim = self
             .claim
             .take()
             .expect("claim present until commit or drop");
-        self.producer.finish(claim, crc)
+        let committed = self.producer.finish(claim, crc);
+        shared.check_damage()?;
+        committed
     }
 }
 

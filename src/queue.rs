@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use memmap2::MmapRaw;
-
 use crate::consumer::{Consumer, SeekTo, Subscribe};
 use crate::error::{Error, Result};
 use crate::file;
@@ -17,9 +15,11 @@ use crate::lease::{Lease, OwnFd};
 use crate::producer::Producer;
 use crate::recovery::Recovery;
 use crate::ring::{Ring, RingLayout};
+use crate::sigbus::{Damage, Protected};
 use crate::sync::{AtomicU128, Region};
 use crate::tail::TailReader;
 use crate::trust::Trust;
+use crate::watch::{self, Identity, Watched};
 
 /// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
 #[derive(Debug, Clone)]
@@ -84,7 +84,9 @@ pub(crate) struct Shared {
     /// `committed_prefix`). An atomic, not a mutex: a child forked while a leader thread held a
     /// mutex would find it locked for ever.
     pub flush_stall: AtomicU128,
-    map: MmapRaw,
+    /// What the file was at open, for the watcher (`watch.rs`).
+    identity: Identity,
+    map: Protected,
 }
 
 impl Shared {
@@ -109,7 +111,54 @@ impl Shared {
             recovery: None,
             flusher: FlusherSlot::default(),
             flush_stall: AtomicU128::new(0),
+            identity: m.identity,
             map: m.map,
+        }
+    }
+
+    /// Shares `self` with its handles and the watcher.
+    fn share(self) -> Arc<Shared> {
+        let shared = Arc::new(self);
+        let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&shared) as _;
+        watch::add(weak);
+        shared
+    }
+
+    /// `Err` if the file was truncated, removed or replaced under this process (what the
+    /// `SIGBUS` handler or the watcher found): calls that may write check this first, and
+    /// calls that read the mapping check it before they return what they read. One atomic
+    /// load.
+    #[inline]
+    pub(crate) fn check_damage(&self) -> Result<()> {
+        match self.map.damage() {
+            None => Ok(()),
+            Some(damage) => Err(self.damage_error(damage)),
+        }
+    }
+
+    /// [`check_damage`](Self::check_damage) after checking the file now (`fstat`, `lstat`):
+    /// for error paths, where what looks like corruption may be a file truncated within a
+    /// page (which reads zeros past its new end without a fault) a moment ago.
+    #[cold]
+    pub(crate) fn recheck(&self) -> Result<()> {
+        self.check_now();
+        self.check_damage()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn damage_error(&self, damage: Damage) -> Error {
+        let path = self.path.clone();
+        match damage {
+            Damage::Truncated => Error::Truncated { path },
+            Damage::Removed => Error::Detached {
+                path,
+                why: crate::Detachment::Removed,
+            },
+            Damage::Replaced => Error::Detached {
+                path,
+                why: crate::Detachment::Replaced,
+            },
         }
     }
 
@@ -121,7 +170,22 @@ impl Shared {
             source,
         };
         crate::fault::check("msync").map_err(io)?;
-        self.map.flush_range(off as usize, len as usize).map_err(io)
+        self.map
+            .raw()
+            .flush_range(off as usize, len as usize)
+            .map_err(io)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        watch::released();
+    }
+}
+
+impl Watched for Shared {
+    fn check_now(&self) {
+        watch::check(&self.file, &self.identity, &self.map);
     }
 }
 
@@ -174,7 +238,7 @@ impl Queue {
         };
         let mapped = file::create(path.as_ref(), &geometry, options.mode)?;
         Ok(Queue {
-            shared: Arc::new(Shared::new(mapped)),
+            shared: Shared::new(mapped).share(),
         })
     }
 
@@ -208,13 +272,29 @@ impl Queue {
         let mut shared = Shared::new(mapped);
         shared.recovery = shared.recover_if_restarted()?;
         Ok(Queue {
-            shared: Arc::new(shared),
+            shared: shared.share(),
         })
     }
 
     /// A new producer (takes one producer slot until dropped).
     pub fn producer(&self) -> Result<Producer> {
+        self.ready()?;
         Producer::new(self.shared.clone())
+    }
+
+    /// Checks now, rather than at the watcher's next round (about once a second), that the
+    /// file is still whole and still the one its path names. Fails with
+    /// [`Error::Truncated`](crate::Error::Truncated) or [`Error::Detached`](crate::Error::Detached)
+    /// as every later call on this queue then does.
+    pub fn check_file(&self) -> Result<()> {
+        self.shared.recheck()
+    }
+
+    /// The check before a new handle: the file is intact, and the watcher runs in this
+    /// process (again, in a forked child).
+    fn ready(&self) -> Result<()> {
+        watch::ensure_running();
+        self.shared.check_damage()
     }
 
     /// Joins consumer group `group`, creating it as a gating group that starts at the earliest
@@ -225,6 +305,7 @@ impl Queue {
 
     /// Joins consumer group `group` with explicit options for the case that it is created.
     pub fn subscribe(&self, group: &str, options: &Subscribe) -> Result<Consumer> {
+        self.ready()?;
         Consumer::new(self.shared.clone(), group, options)
     }
 
@@ -232,6 +313,7 @@ impl Queue {
     /// the file and never holds producers back, and it may be overrun
     /// ([`Error::Lagged`](crate::Error::Lagged)). See [`TailReader`].
     pub fn tail_reader(&self, from: SeekTo) -> Result<TailReader> {
+        self.ready()?;
         TailReader::new(self.shared.clone(), from)
     }
 
@@ -244,6 +326,7 @@ impl Queue {
         word: u128,
         may_take: impl Fn(u128) -> bool,
     ) -> Result<Consumer> {
+        self.ready()?;
         let shared = &self.shared;
         let lease = Lease::adopt(&shared.file, &shared.path, word)
             .map_err(|source| Error::Io {
@@ -268,7 +351,10 @@ impl Queue {
     /// Deletes a consumer group that no live member holds (e.g. a dead gating group holding
     /// producers back).
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        self.shared.delete_group(group)
+        self.shared.check_damage()?;
+        let deleted = self.shared.delete_group(group);
+        self.shared.check_damage()?;
+        deleted
     }
 
     /// Every consumer group with its committed offset, lag and holder (a snapshot).
@@ -288,7 +374,10 @@ impl Queue {
     /// for any that were overwritten.
     pub fn reset_group(&self, group: &str, to: SeekTo) -> Result<u64> {
         let shared = &self.shared;
-        shared.reset_group(group, |slot| crate::consumer::locate(shared, slot, to))
+        shared.check_damage()?;
+        let reset = shared.reset_group(group, |slot| crate::consumer::locate(shared, slot, to));
+        shared.check_damage()?;
+        reset
     }
 
     /// The oldest record still in the ring (the tail if there is none).
@@ -333,6 +422,13 @@ impl Queue {
     /// [`Error::Poisoned`](crate::Error::Poisoned) if this or an earlier flush of the file
     /// failed.
     pub fn flush(&self) -> Result<u64> {
+        self.shared.check_damage()?;
+        let flushed = self.flush_checked();
+        self.shared.check_damage()?;
+        flushed
+    }
+
+    fn flush_checked(&self) -> Result<u64> {
         let shared = &self.shared;
         let via = OwnFd::open(&shared.file, &shared.path).map_err(|source| Error::Io {
             path: shared.path.clone(),
@@ -340,6 +436,7 @@ impl Queue {
             source,
         })?;
         while !self.shared.try_flush(&via)? {
+            self.shared.check_damage()?;
             // Another process leads a flush; ours must cover what is committed now.
             std::thread::sleep(Duration::from_micros(200));
         }

@@ -480,7 +480,11 @@ impl Ring {
             .u64(self.slot(offset) + SLOT_POS)
             .load(Ordering::Acquire);
         let (t2_off, _) = self.tail();
-        let fresh = t2_off - offset < self.layout.index_entries;
+        // Checked: a tail that went backwards (zero pages of a truncated file, a hostile
+        // write) is no proof of freshness, and must not underflow.
+        let fresh = t2_off
+            .checked_sub(offset)
+            .is_some_and(|d| d < self.layout.index_entries);
         (fresh && pos % layout::RECORD_ALIGN == 0 && pos <= t_pos).then_some(pos)
     }
 

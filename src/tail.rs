@@ -94,7 +94,8 @@ impl TailReader {
     /// timeout passed. [`Error::Lagged`] means records were overwritten before this reader got
     /// to them; it now continues at the oldest retained record. A record that fails its
     /// CRC32C gives [`Error::Corrupt`] of kind [`Corruption::Checksum`], and the reader has
-    /// moved past it.
+    /// moved past it. [`Error::Truncated`] or [`Error::Detached`]: the queue file was
+    /// truncated, removed or replaced under this process.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
@@ -118,9 +119,13 @@ impl TailReader {
                     self.offset += 1;
                     self.pos = start + footprint(len as u64);
                     self.stall = None;
+                    // The copy is good only if the file was whole after it (Consumer::poll).
+                    self.shared.check_damage()?;
                     if self.verify {
                         let computed = crc32c::crc32c(&self.buf);
                         if computed != crc {
+                            // Zeros past a truncation within a page are no checksum failure.
+                            self.shared.recheck()?;
                             return Err(Error::Corrupt {
                                 path: self.shared.path.clone(),
                                 kind: Corruption::Checksum {
@@ -149,6 +154,7 @@ impl TailReader {
                 },
                 Found::Overtaken => return Err(self.resync(self.offset)),
                 Found::Inconsistent { start, why } => {
+                    self.shared.recheck()?;
                     if ring.overrun(start) {
                         return Err(self.resync(self.offset));
                     }
@@ -158,6 +164,8 @@ impl TailReader {
                     });
                 }
                 Found::Pending { tag } => {
+                    // Zero pages read as a pending record: never wait on them.
+                    self.shared.check_damage()?;
                     let (t_off, t_pos) = ring.tail();
                     if t_pos.saturating_sub(self.pos) > ring.layout.capacity {
                         return Err(self.resync(self.offset));
@@ -223,7 +231,11 @@ impl TailReader {
     }
 
     /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
+    #[cold]
     fn resync(&mut self, from: u64) -> Error {
+        if let Err(e) = self.shared.recheck() {
+            return e;
+        }
         let (offset, pos) = self.shared.ring.oldest();
         self.offset = offset;
         self.pos = pos;

@@ -811,8 +811,16 @@ fn make_queue(dir: &tempfile::TempDir) -> PathBuf {
 
 fn edit_file(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
     let mut b = std::fs::read(path).unwrap();
+    let len = b.len();
     f(&mut b);
-    std::fs::write(path, b).unwrap();
+    if b.len() == len {
+        // In place: truncating a file that is open would be a truncation (`Error::Truncated`).
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(&b, 0).unwrap();
+    } else {
+        std::fs::write(path, b).unwrap();
+    }
 }
 
 fn open_err(path: &Path) -> Error {

@@ -430,9 +430,17 @@ fn child_main(
     }
 }
 
-/// Threads of this process (a fork copies only the calling one).
+/// Threads of this process (a fork copies only the calling one), besides shmq's file watcher
+/// (which takes its lock only under the fork handlers' mutex, so no fork copies it held).
 fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .map_or(true, |c| c.trim() != "shmq-watch")
+        })
+        .count()
 }
 
 /// The holder of group `name` as `(pid, alive)`.
@@ -540,8 +548,9 @@ fn fork_after_open_hundreds_of_kills() {
         // SAFETY: `fds` has room for the two descriptors.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         assert_eq!(threads(), 1, "the parent must be single-threaded to fork");
-        // SAFETY: this process is single-threaded (checked above), so the child may go on
-        // using everything of it; it never returns from `forked_child`.
+        // SAFETY: this process has no thread but shmq's watcher (checked above), which holds
+        // nothing a fork could copy locked, so the child may go on using everything of it;
+        // it never returns from `forked_child`.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
         if pid == 0 {

@@ -59,6 +59,10 @@ pub struct Info {
     producers_waiting: u32,
     /// Every consumer group.
     groups: Vec<Group>,
+    /// Processes that map a removed or replaced file at this path: they use another queue than
+    /// the one the path names now (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    detached_pids: Vec<u32>,
 }
 
 /// One consumer group as reported by `info` and `group list`.
@@ -106,7 +110,10 @@ pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     if shmq::Topic::is_topic(&args.path) {
         return crate::topic::info(&args.trust.open_topic(&args.path)?, args.json);
     }
-    let queue = args.trust.open_queue(&args.path)?;
+    let queue = match args.trust.open_queue(&args.path) {
+        Ok(queue) => queue,
+        Err(e) => return Err(with_detached_pids(e, &args.path)),
+    };
     let info = gather(&queue);
     let text = if args.json {
         to_json(&args.path, &info)?
@@ -188,7 +195,62 @@ pub fn gather(queue: &Queue) -> Info {
         producers_alive: queue.producers(),
         producers_waiting: queue.producers_waiting(),
         groups,
+        detached_pids: detached_pids(queue.path()),
     }
+}
+
+/// The processes that map a file at `path` other than the one it names now (which may be
+/// none): a removed or replaced queue file still in use. Read from `/proc/*/maps`, so only
+/// processes this user may inspect are seen.
+pub fn detached_pids(path: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(path) = std::path::absolute(path) else {
+        return Vec::new();
+    };
+    let current = std::fs::symlink_metadata(&path).ok().map(|m| m.ino());
+    // The path field follows a space; the kernel marks a removed file " (deleted)".
+    let name = format!(" {}", path.display());
+    let deleted = format!("{name} (deleted)");
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+                return false;
+            };
+            maps.lines().any(|line| {
+                // address perms offset device inode path
+                let inode = line.split_whitespace().nth(4).and_then(|i| i.parse().ok());
+                (line.ends_with(&deleted) || line.ends_with(&name)) && inode != current
+            })
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// `e`, the failure to open `path`, with the processes that still map a removed or replaced
+/// file there.
+fn with_detached_pids(e: CliError, path: &Path) -> CliError {
+    match detached_pids(path).as_slice() {
+        [] => e,
+        pids => CliError::new(
+            e,
+            format_args!(
+                "a removed file at this path is still mapped by {}",
+                pid_list(pids)
+            ),
+        ),
+    }
+}
+
+/// `pid 1, pid 2`.
+fn pid_list(pids: &[u32]) -> String {
+    let pids: Vec<String> = pids.iter().map(|p| format!("pid {p}")).collect();
+    pids.join(", ")
 }
 
 /// `part` as a percentage of `whole`, to one decimal.
@@ -235,6 +297,13 @@ fn table(info: &Info) -> String {
         format_size(info.fill_bytes),
         info.fill_percent,
     );
+    if !info.detached_pids.is_empty() {
+        out.push_str(&format!(
+            "file         DETACHED: a removed or replaced file at this path is still mapped by {} \
+             (they use another queue than this one)\n",
+            pid_list(&info.detached_pids)
+        ));
+    }
     if info.groups.is_empty() {
         out.push_str("groups       none");
         return out;

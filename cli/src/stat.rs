@@ -117,6 +117,10 @@ pub fn run(args: &StatArgs) -> Result<(), CliError> {
     let mut taken = 0;
     while args.count.is_none_or(|n| taken < n) {
         std::thread::sleep(args.interval.saturating_sub(previous.at.elapsed()));
+        // A file removed, replaced or truncated under us: say so and stop.
+        queue
+            .check_file()
+            .map_err(|e| CliError::queue(&args.path, e))?;
         let now = Reading::take(&queue);
         let sample = compare(&previous, &now);
         let text = if args.json {

@@ -11,6 +11,8 @@ OK, TIMEOUT, FULL, LAGGED = 0, 1, 2, 3
 # Errors a caller branches on: a live holder (or no free slot), and a producer or consumer
 # handle used in a child forked after it was made (make a new one in the child).
 EBUSY, EFORKED = -8, -10
+# The queue file was truncated, removed or replaced under this process: reopen it.
+ESTALE = -12
 
 
 class Options(ctypes.Structure):

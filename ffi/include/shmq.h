@@ -67,6 +67,7 @@
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
  | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
  | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
+ | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
  */
 typedef enum shmq_status {
   /*
@@ -132,6 +133,12 @@ typedef enum shmq_status {
    `shmq_open_trusting`).
    */
   SHMQ_EUNTRUSTED = -11,
+  /*
+   The queue file (or a topic's partition or membership file) was truncated, removed or
+   replaced under this process: every later call on it fails with this. Close the handle
+   and open the queue again once it exists again. Other queues are not affected.
+   */
+  SHMQ_ESTALE = -12,
 } shmq_status;
 
 /*
@@ -569,6 +576,19 @@ enum shmq_status shmq_open_trusting(const char *path,
  thread is using it during or after this call.
  */
 void shmq_close(struct shmq_queue *queue);
+
+/*
+ Checks now (rather than at the next round of the library's watcher, about once a second)
+ that the queue file is still whole and still the file its path names: `SHMQ_OK`, or
+ `SHMQ_ESTALE` if it was truncated, removed or replaced under this process (as every later
+ call on it then returns).
+
+ Safe from any thread.
+
+ # Safety
+ `queue` is NULL or a live handle from `shmq_create`/`shmq_open`.
+ */
+enum shmq_status shmq_check_file(const struct shmq_queue *queue);
 
 /*
  The name of a status code, e.g. `"SHMQ_EINVAL"`; `"SHMQ_UNKNOWN"` for a value that is not a

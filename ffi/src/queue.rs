@@ -338,6 +338,24 @@ pub unsafe extern "C" fn shmq_close(queue: *mut shmq_queue) {
     unsafe { crate::free_handle("shmq_close", queue) }
 }
 
+/// Checks now (rather than at the next round of the library's watcher, about once a second)
+/// that the queue file is still whole and still the file its path names: `SHMQ_OK`, or
+/// `SHMQ_ESTALE` if it was truncated, removed or replaced under this process (as every later
+/// call on it then returns).
+///
+/// Safe from any thread.
+///
+/// # Safety
+/// `queue` is NULL or a live handle from `shmq_create`/`shmq_open`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_check_file(queue: *const shmq_queue) -> shmq_status {
+    guard("shmq_check_file", || {
+        // SAFETY: the caller guarantees a NULL or live handle.
+        let queue = unsafe { queue_ref(queue) }?;
+        Ok(queue.check_file()?)
+    })
+}
+
 /// Borrows the queue of a handle argument.
 ///
 /// # Safety

@@ -26,6 +26,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
 /// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
 /// | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
+/// | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum shmq_status {
@@ -62,6 +63,10 @@ pub enum shmq_status {
     /// the caller did not trust, or every user may write it: it was not opened (see
     /// `shmq_open_trusting`).
     SHMQ_EUNTRUSTED = -11,
+    /// The queue file (or a topic's partition or membership file) was truncated, removed or
+    /// replaced under this process: every later call on it fails with this. Close the handle
+    /// and open the queue again once it exists again. Other queues are not affected.
+    SHMQ_ESTALE = -12,
 }
 
 /// The status for a Rust library error (see the table on [`shmq_status`]).
@@ -94,6 +99,7 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::Lagged { .. } => SHMQ_LAGGED,
         Error::Forked { .. } => SHMQ_EFORKED,
         Error::Untrusted { .. } => SHMQ_EUNTRUSTED,
+        Error::Truncated { .. } | Error::Detached { .. } => SHMQ_ESTALE,
     }
 }
 
@@ -118,6 +124,7 @@ pub extern "C" fn shmq_status_name(status: c_int) -> *const c_char {
         -9 => c"SHMQ_EINTERNAL",
         -10 => c"SHMQ_EFORKED",
         -11 => c"SHMQ_EUNTRUSTED",
+        -12 => c"SHMQ_ESTALE",
         _ => c"SHMQ_UNKNOWN",
     };
     name.as_ptr()

@@ -135,6 +135,12 @@ create_exception!(
 );
 create_exception!(
     shmq,
+    Stale,
+    Error,
+    "The queue file was truncated, removed or replaced under this process (`.path`, `.why`)."
+);
+create_exception!(
+    shmq,
     OffsetOutOfRange,
     Error,
     "The offset is not in the ring (`.requested`, `.earliest`, `.latest`)."
@@ -166,6 +172,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("NotDurable", py.get_type::<NotDurable>()),
         ("Forked", py.get_type::<Forked>()),
         ("Poisoned", py.get_type::<Poisoned>()),
+        ("Stale", py.get_type::<Stale>()),
         ("OffsetOutOfRange", py.get_type::<OffsetOutOfRange>()),
     ] {
         m.add(name, class)?;
@@ -304,6 +311,29 @@ pub fn to_py(err: shmq::Error) -> PyErr {
                 ("path", Attr::Str(path(&p))),
                 ("found", Attr::Str(found.into())),
                 ("expected", Attr::Str(expected.into())),
+            ],
+        ),
+        E::Truncated { path: p } => (
+            Stale::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                ("why", Attr::Str("truncated".into())),
+            ],
+        ),
+        E::Detached { path: p, why } => (
+            Stale::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                (
+                    "why",
+                    Attr::Str(
+                        match why {
+                            shmq::Detachment::Removed => "removed",
+                            shmq::Detachment::Replaced => "replaced",
+                        }
+                        .into(),
+                    ),
+                ),
             ],
         ),
         E::OffsetOutOfRange {

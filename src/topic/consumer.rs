@@ -179,8 +179,12 @@ impl TopicConsumer {
     ///
     /// A record that is not topic-framed gives [`Error::Corrupt`] and is skipped by the next
     /// poll. [`Error::Lagged`] comes from a non-gating group overrun in one partition.
+    ///
+    /// [`Error::Truncated`] or [`Error::Detached`]: a partition file or the membership file
+    /// was truncated, removed or replaced under this process.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<TopicMessage<'_>>> {
         self.lease.check_current(self.topic.path())?;
+        self.topic.members_file().check_damage()?;
         // Read the precise clock only once nothing was ready: it costs more than a record.
         let mut deadline: Option<Option<Instant>> = None;
         let backoff = Backoff::new();
@@ -330,6 +334,7 @@ impl TopicConsumer {
 
     /// Heartbeat, growth, and rebalance (see the module docs).
     fn tick(&mut self) -> Result<()> {
+        self.topic.members_file().check_damage()?;
         self.next_tick = clock::coarse_ns()
             .saturating_add(clock::saturating_ns(self.options.heartbeat_interval));
         let members = self.topic.members_file();

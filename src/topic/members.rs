@@ -31,13 +31,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use memmap2::{MmapOptions, MmapRaw};
-
 use crate::clock::{monotonic_ns, saturating_ns};
 use crate::error::{Corruption, Error, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::lease::{self, Lease, OwnFd};
+use crate::sigbus::Protected;
 use crate::sync::{fence, Ordering, Region};
 use crate::trust::Trust;
 
@@ -103,11 +102,11 @@ struct Seen {
 
 /// The mapped membership file.
 pub(crate) struct Members {
-    // Field order: the region points into `_map`, dropped after it.
+    // Field order: the region points into `map`, dropped after it.
     region: Region,
     file: File,
     path: PathBuf,
-    _map: MmapRaw,
+    map: Protected,
 }
 
 fn corrupt(path: &Path, why: String) -> Error {
@@ -161,19 +160,26 @@ impl Members {
                 "bad header (magic, version, slot count or checksum)".into(),
             ));
         }
-        let map = MmapOptions::new()
-            .len(SIZE as usize)
-            .map_raw(&file)
-            .map_err(io_err(path, "mmap"))?;
+        let map = Protected::map(&file, SIZE as usize).map_err(io_err(path, "mmap"))?;
         // SAFETY: the mapping is page-aligned, exactly SIZE bytes, readable and writable, and
-        // lives in `_map` for as long as the region (same struct).
+        // lives in `map` for as long as the region (same struct).
         let region = unsafe { Region::new(map.as_mut_ptr(), SIZE as usize) };
         Ok(Members {
             region,
             file,
             path: path.to_path_buf(),
-            _map: map,
+            map,
         })
+    }
+
+    /// `Err(Truncated)` once the file shrank under this process's mapping (`sigbus.rs`).
+    pub(crate) fn check_damage(&self) -> Result<()> {
+        match self.map.damage() {
+            None => Ok(()),
+            Some(_) => Err(Error::Truncated {
+                path: self.path.clone(),
+            }),
+        }
     }
 
     pub(crate) fn region(&self) -> &Region {

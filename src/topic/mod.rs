@@ -390,6 +390,14 @@ impl Topic {
             .collect()
     }
 
+    /// Checks every partition file now ([`Queue::check_file`]) and the membership file:
+    /// [`Error::Truncated`](crate::Error::Truncated) or
+    /// [`Error::Detached`](crate::Error::Detached) for the first one that is damaged.
+    pub fn check_file(&self) -> Result<()> {
+        self.members.check_damage()?;
+        self.partitions.iter().try_for_each(Queue::check_file)
+    }
+
     /// The members of every consumer group, with their liveness.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.members.infos()

@@ -89,6 +89,10 @@ class Poisoned(Error):
     path: str
     offset: int
 
+class Stale(Error):
+    path: str
+    why: str
+
 class OffsetOutOfRange(Error):
     requested: int
     earliest: int
