@@ -49,16 +49,29 @@ impl Shared {
     /// Runs `shmq args` as uid [`OTHER`] with primary group `gid` and no other group.
     fn run_as(&self, gid: u32, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
-        let mut child = Command::new(&self.exe)
-            .args(args)
-            .current_dir("/")
-            .uid(OTHER)
-            .gid(gid)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shmq as another user");
+        let start = || {
+            Command::new(&self.exe)
+                .args(args)
+                .current_dir("/")
+                .uid(OTHER)
+                .gid(gid)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        };
+        // ETXTBSY: a process another test thread forked while our copy of the binary was open
+        // for writing holds that descriptor until it execs; it goes away within moments.
+        let mut tries = 0;
+        let mut child = loop {
+            match start() {
+                Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.expect("start shmq as another user"),
+            }
+        };
         // A refused command exits without reading its input.
         let _ = child.stdin.take().unwrap().write_all(stdin);
         child.wait_with_output().unwrap()
