@@ -174,6 +174,13 @@ impl Queue {
         py.detach(|| queue.flush()).py_err()
     }
 
+    /// Checks now, rather than at the next round of the process's file watcher (about once a
+    /// second), that the file is whole and still the one its path names; raises `Stale`
+    /// otherwise, as every later call on this queue then does.
+    fn check_file(&self) -> PyResult<()> {
+        self.get()?.check_file().py_err()
+    }
+
     /// The queue's state and parameters as a dict (a snapshot): offsets, fill, producers and
     /// the creation options.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -127,6 +127,12 @@ impl Topic {
         Ok(())
     }
 
+    /// Checks every partition file and the membership file now (see `Queue.check_file`);
+    /// raises `Stale` for the first one that is damaged.
+    fn check_file(&self) -> PyResult<()> {
+        self.get()?.check_file().py_err()
+    }
+
     /// The number of partitions this handle knows of.
     #[getter]
     fn partitions(&self) -> PyResult<u32> {

@@ -1,6 +1,7 @@
 """The Python API over one process: queues, producers, consumers, groups, topics, errors."""
 
 import datetime
+import os
 import pickle
 import time
 
@@ -247,3 +248,32 @@ def test_durable_publish_and_confirm(tmp_path, durability):
         assert q.groups()[0].committed == 20
         with pytest.raises(shmq.InvalidArgument):
             p.wait_durable(99, timeout=1)
+
+
+def test_truncated_and_removed_files_raise_stale(tmp_path):
+    truncated = str(tmp_path / "truncated.q")
+    removed = str(tmp_path / "removed.q")
+    with shmq.Queue.create(truncated, capacity=1 << 16, max_message=4096) as q, shmq.Queue.create(
+        removed, capacity=1 << 16, max_message=4096
+    ) as other:
+        p = q.producer()
+        c = q.consumer("g", create=True)
+        p.publish(b"before")
+        os.truncate(truncated, 0)
+        with pytest.raises(shmq.Stale) as err:
+            # The first call after the shrink may still see the mapping; every later one fails.
+            for _ in range(2):
+                p.publish(b"after")
+                c.poll(timeout=0)
+        assert err.value.path == truncated
+        assert err.value.why == "truncated"
+        # Another queue in the same process keeps working until its own file goes.
+        op = other.producer()
+        assert op.publish(b"fine") == 0
+        os.remove(removed)
+        deadline = time.monotonic() + 10
+        with pytest.raises(shmq.Stale) as err:
+            while time.monotonic() < deadline:
+                other.check_file()
+                time.sleep(0.05)
+        assert err.value.why == "removed"
