@@ -84,21 +84,23 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         .map_err(|e| jet_err("consumer", &e))?;
     // Messages delivered to a previous run and never acked are delivered again once their
     // ack wait expires, before new ones. Waiting for that keeps them in stream order.
-    let stale = runtime
+    let info = runtime
         .block_on(consumer.info())
-        .map_err(|e| jet_err("consumer info", &e))?
-        .num_ack_pending;
+        .map_err(|e| jet_err("consumer info", &e))?;
+    let (stale, floor) = (info.num_ack_pending, info.ack_floor.stream_sequence);
     if stale > 0 {
         crate::say!(
-            "shmq bridge: {stale} messages of a previous run await their redelivery; waiting {:?}",
+            "{stale} messages of a previous run await their redelivery; waiting {:?}",
             config.ack_wait
         );
         std::thread::sleep(config.ack_wait + Duration::from_secs(1));
     }
 
-    // Stream sequence of the last message applied by this run: redeliveries at or below it
-    // are acked without a publish.
-    let mut last_sequence = 0u64;
+    // Stream sequence of the last message applied: redeliveries at or below it are acked
+    // without a publish. The stream holds only the bridge's subjects, so sequences are dense.
+    let mut last_sequence = floor;
+    // Whether the bridge already waited for the redelivery of the gap after `last_sequence`.
+    let mut gap_waited = false;
     while !stats.stopping() {
         let fetched = runtime.block_on(async {
             let batch = consumer
@@ -114,7 +116,7 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| e.to_string())
         });
-        let messages = match fetched {
+        let mut messages = match fetched {
             Ok(m) => m,
             Err(e) => {
                 crate::say!("fetch from {} failed ({e}); retrying", config.durable);
@@ -129,7 +131,8 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         }
         Stats::set(&stats.in_flight, messages.len() as u64);
         let mut applied: Vec<(u32, u64)> = Vec::with_capacity(messages.len());
-        for message in &messages {
+        let mut gap = false;
+        for (i, message) in messages.iter().enumerate() {
             let info = message.info().map_err(|e| Error::BadMessage {
                 sequence: 0,
                 reason: e.to_string(),
@@ -140,6 +143,19 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
                 Stats::add(&stats.skipped, 1);
                 continue;
             }
+            if sequence > last_sequence + 1 && !gap_waited {
+                // A delivery lost on its way (a connection that dropped) comes back after
+                // its ack wait, before newer messages: leave this one and the rest unacked
+                // (they come back too, in order) and wait. A gap still there afterwards is
+                // of messages the stream no longer has.
+                crate::say!(
+                    "stream sequence {sequence} after {last_sequence}: waiting {:?} for the redelivery of the gap",
+                    config.ack_wait
+                );
+                messages.truncate(i);
+                gap = true;
+                break;
+            }
             let (key, source_partition) = parse_headers(message, sequence)?;
             let (partition, offset, fresh) = local
                 .apply(key.as_deref(), source_partition, &message.payload, stats)
@@ -148,6 +164,7 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
                 Stats::add(&stats.skipped, 1);
             }
             applied.push((partition, offset));
+            gap_waited = false;
             last_sequence = sequence;
         }
         local.make_durable(&applied).map_err(shmq_err)?;
@@ -155,6 +172,10 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         local.confirm(&applied, stats).map_err(shmq_err)?;
         Stats::add(&stats.forwarded, applied.len() as u64);
         Stats::set(&stats.in_flight, 0);
+        if gap {
+            std::thread::sleep(config.ack_wait + Duration::from_secs(1));
+            gap_waited = true;
+        }
     }
     Ok(())
 }
@@ -164,9 +185,9 @@ fn parse_headers(message: &jetstream::Message, sequence: u64) -> Result<(Option<
     let bad = |reason: String| Error::BadMessage { sequence, reason };
     let headers = message.headers.as_ref();
     let key = match headers.and_then(|h| h.get(HEADER_KEY)) {
-        Some(v) => Some(
-            crate::unhex(v.as_str()).ok_or_else(|| bad(format!("{HEADER_KEY} is not hex")))?,
-        ),
+        Some(v) => {
+            Some(crate::unhex(v.as_str()).ok_or_else(|| bad(format!("{HEADER_KEY} is not hex")))?)
+        }
         None => None,
     };
     let partition = match headers.and_then(|h| h.get(HEADER_PARTITION)) {
@@ -296,7 +317,10 @@ impl Local {
             None => source_partition % n,
         };
         if let Some(q) = self.unconfirmed.get_mut(partition as usize) {
-            if let Some(i) = q.iter().position(|u| u.key.as_deref() == key && u.value == value) {
+            if let Some(i) = q
+                .iter()
+                .position(|u| u.key.as_deref() == key && u.value == value)
+            {
                 // Records before it were confirmed before the crash, or are not the bridge's.
                 let offset = q[i].offset;
                 q.drain(..=i);

@@ -191,7 +191,10 @@ impl Stats {
 
 /// Connects to NATS, retrying the first connection `connect_attempts` times, and counts
 /// disconnections in `stats`. The client reconnects by itself afterwards.
-pub(crate) async fn connect(options: &NatsOptions, stats: &Arc<Stats>) -> Result<jetstream::Context> {
+pub(crate) async fn connect(
+    options: &NatsOptions,
+    stats: &Arc<Stats>,
+) -> Result<jetstream::Context> {
     let servers = options.servers.join(",");
     let addrs: Vec<async_nats::ServerAddr> = options
         .servers
@@ -205,7 +208,11 @@ pub(crate) async fn connect(options: &NatsOptions, stats: &Arc<Stats>) -> Result
     let mut attempt = 0usize;
     loop {
         attempt += 1;
-        match connect_options(options, stats).await?.connect(addrs.as_slice()).await {
+        match connect_options(options, stats)
+            .await?
+            .connect(addrs.as_slice())
+            .await
+        {
             Ok(client) => return Ok(jetstream::new(client)),
             Err(e) if options.connect_attempts == 0 || attempt < options.connect_attempts => {
                 crate::say!("cannot connect to NATS at {servers} ({e}); retrying in 1 s");
@@ -301,7 +308,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Decodes [`hex`]; `None` for text that is not an even number of hex digits.
 pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

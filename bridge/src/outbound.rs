@@ -57,7 +57,8 @@ struct Record {
 }
 
 /// A PubAck on its way.
-type AckFuture = Pin<Box<dyn Future<Output = std::result::Result<PublishAck, PublishError>> + Send>>;
+type AckFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<PublishAck, PublishError>> + Send>>;
 
 /// Runs bridge-out until `stats.stop` is set or an error that retrying cannot cure (the
 /// topic fails, or the first connection fails `connect_attempts` times).
@@ -73,7 +74,11 @@ pub fn run_out(config: &OutConfig, stats: &Arc<Stats>) -> Result<()> {
     };
     let runtime = crate::runtime()?;
     let js = runtime.block_on(crate::connect(&config.nats, stats))?;
-    runtime.block_on(crate::ensure_stream(&js, &config.stream, Duration::from_secs(30)))?;
+    runtime.block_on(crate::ensure_stream(
+        &js,
+        &config.stream,
+        Duration::from_secs(30),
+    ))?;
 
     let max_in_flight = config.max_in_flight.max(1);
     let (records_tx, records_rx) = mpsc::channel::<Record>(max_in_flight);
@@ -85,18 +90,7 @@ pub fn run_out(config: &OutConfig, stats: &Arc<Stats>) -> Result<()> {
         max_in_flight,
         Arc::clone(stats),
     ));
-    let read = read_loop(
-        &topic,
-        config,
-        &source,
-        &records_tx,
-        &commits_rx,
-        stats,
-    );
-    drop(records_tx);
-    // The publish loop ends once the channel is closed and every PubAck is in; the commits
-    // it sent after the read loop ended are lost, and re-sent (as duplicates the stream
-    // drops) by the next run.
+    let read = read_loop(&topic, config, &source, records_tx, &commits_rx, stats);
     let _ = runtime.block_on(nats_side);
     read.map_err(shmq_err)
 }
@@ -111,26 +105,48 @@ fn default_source(topic: &std::path::Path) -> String {
 }
 
 /// The shmq thread: polls the group, hands records to the publish loop (waiting while the
-/// bounded channel is full) and applies the commits the publish loop sends back.
+/// bounded channel is full) and applies the commits the publish loop sends back. When asked
+/// to stop, it closes the channel and commits until the publish loop has every PubAck in.
 fn read_loop(
     topic: &shmq::Topic,
+    config: &OutConfig,
+    source: &str,
+    records: mpsc::Sender<Record>,
+    commits: &std_mpsc::Receiver<(u32, u64)>,
+    stats: &Stats,
+) -> shmq::Result<()> {
+    let mut member = topic.consumer(&config.group)?;
+    forward(&mut member, config, source, &records, commits, stats)?;
+    drop(records);
+    // The publish loop holds the sender of the commits until its last PubAck.
+    while let Ok((p, o)) = commits.recv() {
+        match member.commit(p, o) {
+            Ok(()) | Err(shmq::Error::NotHeld { .. } | shmq::Error::TakenOver { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The body of [`read_loop`], until stopped or the publish loop is gone.
+fn forward(
+    member: &mut shmq::TopicConsumer,
     config: &OutConfig,
     source: &str,
     records: &mpsc::Sender<Record>,
     commits: &std_mpsc::Receiver<(u32, u64)>,
     stats: &Stats,
 ) -> shmq::Result<()> {
-    let mut member = topic.consumer(&config.group)?;
     let mut pending: Option<Record> = None;
     while !stats.stopping() {
-        apply_commits(&mut member, commits, None, stats)?;
+        apply_commits(member, commits, None, stats)?;
         if let Some(record) = pending.take() {
             match records.try_send(record) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(record)) => {
                     // Back-pressure: wait for a PubAck (it frees a place) rather than buffer.
                     pending = Some(record);
-                    apply_commits(&mut member, commits, Some(Duration::from_millis(50)), stats)?;
+                    apply_commits(member, commits, Some(Duration::from_millis(50)), stats)?;
                     continue;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),

@@ -381,7 +381,10 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
             fs::read_to_string(&out.log).unwrap_or_default(),
             fs::read_to_string(&inb.log).unwrap_or_default()
         );
-        if let Some(m) = check.poll(Some(Duration::from_millis(100))).expect("poll the target") {
+        if let Some(m) = check
+            .poll(Some(Duration::from_millis(100)))
+            .expect("poll the target")
+        {
             received += 1;
             let value = std::str::from_utf8(m.value).expect("utf-8 value");
             let (key, seq) = value.split_once(':').expect("key:seq");
@@ -424,7 +427,10 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
     // A late duplicate would show up now.
     let quiet = Instant::now() + Duration::from_secs(3);
     while Instant::now() < quiet {
-        if let Some(m) = check.poll(Some(Duration::from_millis(100))).expect("poll the target") {
+        if let Some(m) = check
+            .poll(Some(Duration::from_millis(100)))
+            .expect("poll the target")
+        {
             panic!(
                 "an extra record after all {records} arrived: {:?}",
                 String::from_utf8_lossy(m.value)
