@@ -225,16 +225,17 @@ fn bridged(url: &str, dir: &Path, n: u64) -> (f64, String) {
         let start = Instant::now();
         let mut h = Histogram::<u64>::new(3).expect("histogram");
         let mut received = 0;
-        let mut receive = |reader: &mut shmq::TopicConsumer, wait: Duration| -> u64 {
-            match reader.poll(Some(wait)).expect("poll") {
-                Some(m) => {
-                    let _ = h.record(now_ns().saturating_sub(sent_ns(m.value)));
-                    let (p, o) = (m.partition, m.offset);
-                    reader.commit(p, o).expect("commit");
-                    1
-                }
-                None => 0,
+        // Reads every record there is (waiting up to `wait` for the first).
+        let mut receive = |reader: &mut shmq::TopicConsumer, mut wait: Duration| -> u64 {
+            let mut got = 0;
+            while let Some(m) = reader.poll(Some(wait)).expect("poll") {
+                let _ = h.record(now_ns().saturating_sub(sent_ns(m.value)));
+                let (p, o) = (m.partition, m.offset);
+                reader.commit(p, o).expect("commit");
+                got += 1;
+                wait = Duration::ZERO;
             }
+            got
         };
         paced(count, rate, |i| {
             producer

@@ -65,7 +65,7 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
     let stream = runtime.block_on(crate::ensure_stream(
         &js,
         &config.stream,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     ))?;
     let consumer_config = pull::Config {
         durable_name: Some(config.durable.clone()),
@@ -101,7 +101,12 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
     let mut last_sequence = floor;
     // Whether the bridge already waited for the redelivery of the gap after `last_sequence`.
     let mut gap_waited = false;
+    // A fetch returns at once what is there (no prefetch, so no delivery waits in a buffer
+    // while the bridge waits for a gap); an empty one is followed by a pause, 1 ms doubling
+    // to 16 ms while the stream stays idle.
+    let mut idle = Duration::ZERO;
     while !stats.stopping() {
+        std::thread::sleep(idle);
         let fetched = runtime.block_on(async {
             let batch = consumer
                 .fetch()
@@ -127,8 +132,10 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         };
         if messages.is_empty() {
             Stats::set(&stats.remote_lag, 0);
+            idle = (idle * 2).clamp(Duration::from_millis(1), Duration::from_millis(16));
             continue;
         }
+        idle = Duration::ZERO;
         Stats::set(&stats.in_flight, messages.len() as u64);
         let mut applied: Vec<(u32, u64)> = Vec::with_capacity(messages.len());
         let mut gap = false;

@@ -77,7 +77,7 @@ pub fn run_out(config: &OutConfig, stats: &Arc<Stats>) -> Result<()> {
     runtime.block_on(crate::ensure_stream(
         &js,
         &config.stream,
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     ))?;
 
     let max_in_flight = config.max_in_flight.max(1);

@@ -444,6 +444,12 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
         inb.kills
     );
     let out_log = fs::read_to_string(&out.log).unwrap_or_default();
+    let in_log = fs::read_to_string(&inb.log).unwrap_or_default();
+    println!(
+        "bridge-in waited for redeliveries {} times; bridge-out re-sent after a failed publish {} times",
+        in_log.matches("redelivery").count(),
+        out_log.matches("re-sending").count()
+    );
     assert!(
         out_log.contains("cannot connect to NATS"),
         "the bridge started before the servers says it cannot connect yet:\n{out_log}"
