@@ -133,6 +133,8 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         if messages.is_empty() {
             Stats::set(&stats.remote_lag, 0);
             idle = (idle * 2).clamp(Duration::from_millis(1), Duration::from_millis(16));
+            // The member heartbeats only inside its polls.
+            local.read_one(Duration::ZERO).map_err(shmq_err)?;
             continue;
         }
         idle = Duration::ZERO;

@@ -75,7 +75,11 @@ struct InArgs {
 #[derive(Args)]
 struct LinkArgs {
     /// NATS server URLs (repeat, or separate with commas); `tls://` for TLS.
-    #[arg(long = "server", value_delimiter = ',', default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "server",
+        value_delimiter = ',',
+        default_value = "nats://127.0.0.1:4222"
+    )]
     servers: Vec<String>,
     /// The JetStream stream (created if missing).
     #[arg(long, default_value = "SHMQ")]
@@ -140,10 +144,11 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
         Direction::Out(a) => (a.link.status_interval, a.topic.clone()),
         Direction::In(a) => (a.link.status_interval, a.topic.clone()),
     };
-    let status = (!interval.is_zero()).then(|| {
+    if !interval.is_zero() {
+        // Not joined: it may be asleep for an interval when the bridge ends.
         let stats = Arc::clone(&stats);
-        std::thread::spawn(move || status_lines(&stats, interval))
-    });
+        std::thread::spawn(move || status_lines(&stats, interval));
+    }
     let result = match &args.direction {
         Direction::Out(a) => shmq_bridge::run_out(
             &shmq_bridge::OutConfig {
@@ -169,9 +174,6 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
         ),
     };
     stats.stop.store(true, Ordering::Relaxed);
-    if let Some(t) = status {
-        let _ = t.join();
-    }
     result.map_err(|e| match e {
         shmq_bridge::Error::Shmq { path, source } => CliError::queue(&path, source),
         e => CliError::new(topic.display(), e),
