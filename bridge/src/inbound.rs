@@ -97,10 +97,8 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
     }
 
     // Stream sequence of the last message applied: redeliveries at or below it are acked
-    // without a publish. The stream holds only the bridge's subjects, so sequences are dense.
+    // without a publish; a jump past `last_sequence + 1` is checked against the stream.
     let mut last_sequence = floor;
-    // Whether the bridge already waited for the redelivery of the gap after `last_sequence`.
-    let mut gap_waited = false;
     // A fetch returns at once what is there (no prefetch, so no delivery waits in a buffer
     // while the bridge waits for a gap); an empty one is followed by a pause, 1 ms doubling
     // to 16 ms while the stream stays idle.
@@ -152,11 +150,17 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
                 Stats::add(&stats.skipped, 1);
                 continue;
             }
-            if sequence > last_sequence + 1 && !gap_waited {
+            if sequence > last_sequence + 1
+                && runtime.block_on(in_stream(
+                    &stream,
+                    last_sequence + 1,
+                    &config.stream.subject,
+                ))
+            {
                 // A delivery lost on its way (a connection that dropped) comes back after
                 // its ack wait, before newer messages: leave this one and the rest unacked
-                // (they come back too, in order) and wait. A gap still there afterwards is
-                // of messages the stream no longer has.
+                // (they come back too, in order) and wait. A gap of messages the stream no
+                // longer has (or of other subjects) is passed over.
                 crate::say!(
                     "stream sequence {sequence} after {last_sequence}: waiting {:?} for the redelivery of the gap",
                     config.ack_wait
@@ -173,7 +177,6 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
                 Stats::add(&stats.skipped, 1);
             }
             applied.push((partition, offset));
-            gap_waited = false;
             last_sequence = sequence;
         }
         local.make_durable(&applied).map_err(shmq_err)?;
@@ -183,10 +186,22 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         Stats::set(&stats.in_flight, 0);
         if gap {
             std::thread::sleep(config.ack_wait + Duration::from_secs(1));
-            gap_waited = true;
         }
     }
     Ok(())
+}
+
+/// Whether the stream holds message `sequence` on the bridge's subjects (`<subject>.…`): a
+/// gap before it is a delivery to wait for. When the stream cannot be asked, it is assumed to.
+async fn in_stream(stream: &jetstream::stream::Stream, sequence: u64, subject: &str) -> bool {
+    match stream.get_raw_message(sequence).await {
+        Ok(m) => m
+            .subject
+            .as_str()
+            .strip_prefix(subject)
+            .is_some_and(|rest| rest.starts_with('.')),
+        Err(e) => e.kind() != jetstream::stream::LastRawMessageErrorKind::NoMessageFound,
+    }
 }
 
 /// The key (hex-decoded) and source partition of a message from bridge-out.
