@@ -258,7 +258,7 @@ fn bridged(url: &str, dir: &Path, n: u64) -> (f64, String) {
             result.1 = percentiles(&h);
         }
     }
-    stats.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stats.request_stop();
     out.join().expect("bridge-out thread").expect("bridge-out");
     inb.join().expect("bridge-in thread").expect("bridge-in");
     result

@@ -163,6 +163,17 @@ impl Stats {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Asks the bridge to stop (what [`stopping`](Self::stopping) reads). Relaxed: the flag
+    /// carries no data; the bridge sees it at its next loop turn.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Records forwarded so far. Relaxed: a counter for display.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
+    }
+
     /// Adds `n` to a counter. Relaxed: counters for display only.
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -175,6 +186,7 @@ impl Stats {
 
     /// One status line: forwarded so far, in flight, lags, disconnects, retries.
     pub fn line(&self) -> String {
+        // Relaxed: counters for display, each read on its own.
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
             "forwarded {}  skipped {}  in-flight {}  local lag {}  remote lag {}  disconnects {}  retries {}",

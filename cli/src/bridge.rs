@@ -2,7 +2,6 @@
 //! (the `bridge` feature; the logic is the `shmq-bridge` crate).
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,7 +138,7 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
     let stats = shmq_bridge::Stats::new();
     let flag = Arc::clone(&stats);
     // Ctrl-C: finish what is in flight, then stop.
-    let _ = ctrlc::set_handler(move || flag.stop.store(true, Ordering::Relaxed));
+    let _ = ctrlc::set_handler(move || flag.request_stop());
     let (interval, topic) = match &args.direction {
         Direction::Out(a) => (a.link.status_interval, a.topic.clone()),
         Direction::In(a) => (a.link.status_interval, a.topic.clone()),
@@ -173,7 +172,7 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
             &stats,
         ),
     };
-    stats.stop.store(true, Ordering::Relaxed);
+    stats.request_stop();
     result.map_err(|e| match e {
         shmq_bridge::Error::Shmq { path, source } => CliError::queue(&path, source),
         e => CliError::new(topic.display(), e),
@@ -186,7 +185,7 @@ fn status_lines(stats: &shmq_bridge::Stats, interval: Duration) {
     let mut at = Instant::now();
     while !stats.stopping() {
         std::thread::sleep(interval);
-        let now = stats.forwarded.load(Ordering::Relaxed);
+        let now = stats.forwarded();
         let rate = now.saturating_sub(last) as f64 / at.elapsed().as_secs_f64();
         (last, at) = (now, Instant::now());
         errln!("shmq bridge: {rate:.0}/s  {}", stats.line());
