@@ -215,6 +215,7 @@ fn bridged(url: &str, dir: &Path, n: u64) -> (f64, String) {
                 stream,
                 batch: 256,
                 ack_wait: Duration::from_secs(10),
+                state: None,
             },
         );
         std::thread::spawn(move || shmq_bridge::run_in(&config, &stats))

@@ -26,6 +26,10 @@ pub struct InConfig {
     pub batch: usize,
     /// The consumer's ack wait: a message not acked within it is delivered again.
     pub ack_wait: Duration,
+    /// The file keeping the stream sequence of the last message applied (written after each
+    /// batch is durable locally, before the acks); `None`: `<topic>.bridge-in.<durable>.seq`
+    /// beside the topic directory.
+    pub state: Option<PathBuf>,
 }
 
 /// A record published locally but not yet known to be acked in JetStream: after a crash,
@@ -98,7 +102,8 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
 
     // Stream sequence of the last message applied: redeliveries at or below it are acked
     // without a publish; a jump past `last_sequence + 1` is checked against the stream.
-    let mut last_sequence = floor;
+    let state = SequenceFile::new(config);
+    let mut last_sequence = floor.max(state.read()?);
     // A fetch returns at once what is there (no prefetch, so no delivery waits in a buffer
     // while the bridge waits for a gap); an empty one is followed by a pause, 1 ms doubling
     // to 16 ms while the stream stays idle.
@@ -180,6 +185,9 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
             last_sequence = sequence;
         }
         local.make_durable(&applied).map_err(shmq_err)?;
+        // Before the acks: a confirmed ack can still be lost when the consumer's leader
+        // changes, and the message then comes back, also to a restarted bridge.
+        state.write(last_sequence, local.durable())?;
         ack_all(&runtime, &messages, stats)?;
         local.confirm(&applied, stats).map_err(shmq_err)?;
         Stats::add(&stats.forwarded, applied.len() as u64);
@@ -189,6 +197,75 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The file of the last applied stream sequence: 8 bytes, little-endian, replaced atomically.
+struct SequenceFile {
+    /// Its path.
+    path: PathBuf,
+}
+
+impl SequenceFile {
+    /// The configured path, or the default beside the topic.
+    fn new(config: &InConfig) -> SequenceFile {
+        let path = config.state.clone().unwrap_or_else(|| {
+            let name = config
+                .topic
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "topic".into());
+            config
+                .topic
+                .with_file_name(format!("{name}.bridge-in.{}.seq", config.durable))
+        });
+        SequenceFile { path }
+    }
+
+    /// The sequence stored, 0 if the file does not exist.
+    fn read(&self) -> Result<u64> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| Error::State {
+                    path: self.path.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} bytes, not 8", bytes.len()),
+                    ),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(source) => Err(Error::State {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Stores `sequence` (a temporary file renamed over it, both synced when `durable`).
+    fn write(&self, sequence: u64, durable: bool) -> Result<()> {
+        use std::io::Write as _;
+        let err = |source| Error::State {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("seq.tmp");
+        let mut file = std::fs::File::create(&tmp).map_err(err)?;
+        file.write_all(&sequence.to_le_bytes()).map_err(err)?;
+        if durable {
+            file.sync_data().map_err(err)?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        if durable {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(err)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether the stream holds message `sequence` on the bridge's subjects (`<subject>.…`): a
@@ -361,6 +438,14 @@ impl Local {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the topic's records are meant to survive a machine crash (`Sync` or `Batch`).
+    fn durable(&self) -> bool {
+        self.topic
+            .partitions()
+            .first()
+            .is_some_and(|q| !matches!(q.geometry().durability, shmq::Durability::None))
     }
 
     /// Under `Batch`, flushes the partitions written to (under `Sync` each publish was on disk

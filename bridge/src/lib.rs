@@ -91,6 +91,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Bridge-in's file of the last applied stream sequence could not be read or written.
+    #[error("{path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error (`InvalidData` for a file of the wrong size).
+        #[source]
+        source: std::io::Error,
+    },
     /// The tokio runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),

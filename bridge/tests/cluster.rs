@@ -235,6 +235,7 @@ fn bridge_role(role: &str) {
                 stream,
                 batch: 256,
                 ack_wait: Duration::from_secs(3),
+                state: None,
             },
             &stats,
         ),
@@ -390,10 +391,15 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
             let (key, seq) = value.split_once(':').expect("key:seq");
             let (key, seq): (u64, u64) = (key.parse().unwrap(), seq.parse().unwrap());
             assert_eq!(m.key, Some(format!("k{key}").as_bytes()), "key preserved");
-            assert_eq!(
-                seq, expect[key as usize],
-                "key {key}: record {seq} where {} was next (a duplicate if lower, a loss or reorder if higher)",
-                expect[key as usize]
+            assert!(
+                seq == expect[key as usize],
+                "key {key}: record {seq} where {} was next (a duplicate if lower, a loss or reorder if higher) at partition {} offset {}; logs in {}:\nout:\n{}\nin:\n{}",
+                expect[key as usize],
+                m.partition,
+                m.offset,
+                dir.path().display(),
+                fs::read_to_string(&out.log).unwrap_or_default(),
+                fs::read_to_string(&inb.log).unwrap_or_default()
             );
             expect[key as usize] += 1;
             let (p, o) = (m.partition, m.offset);

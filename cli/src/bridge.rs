@@ -65,6 +65,10 @@ struct InArgs {
     /// The consumer's ack wait: an unacked message is delivered again after it.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     ack_wait: Duration,
+    /// The file keeping the last applied stream sequence (default: beside the topic,
+    /// `<topic>.bridge-in.<durable>.seq`).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// Where to connect and which stream.
     #[command(flatten)]
     link: LinkArgs,
@@ -168,6 +172,7 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
                 stream: a.link.stream(),
                 batch: a.batch as usize,
                 ack_wait: a.ack_wait,
+                state: a.state.clone(),
             },
             &stats,
         ),
