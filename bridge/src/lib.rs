@@ -9,7 +9,9 @@
 //!   into a local topic (same key), acking JetStream only after the local publish is durable.
 //!   It keeps a consumer group of its own in the local topic, committed only after the ack is
 //!   confirmed: after a crash, the records past that group's offset are the ones whose ack may
-//!   have been lost, and redelivered messages that match them are not published again.
+//!   have been lost, and redelivered messages that match them are not published again. The
+//!   stream sequence of the last message applied is kept in a file beside the topic, so a
+//!   redelivery of a message already applied is recognized after a restart too.
 //!
 //! The shmq side runs on a dedicated thread with the blocking API; the NATS side on a tokio
 //! runtime; bounded channels between them carry the back-pressure. `ARCHITECTURE.md`
