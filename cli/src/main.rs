@@ -24,6 +24,8 @@ macro_rules! errln {
 
 mod bar;
 mod bench;
+#[cfg(feature = "bridge")]
+mod bridge;
 mod consume;
 mod create;
 mod demo;
@@ -90,6 +92,9 @@ enum Command {
     },
     /// Measure one-way latency between two processes: shmq against the floors and pipes/sockets.
     Bench(bench::BenchArgs),
+    /// Bridge a topic to NATS JetStream (out) or a JetStream stream into a topic (in).
+    #[cfg(feature = "bridge")]
+    Bridge(bridge::BridgeArgs),
     /// One process of the demo (started by `shmq demo`, not by hand).
     #[command(hide = true)]
     DemoWorker(WorkerArgs),
@@ -380,6 +385,8 @@ fn main() -> ExitCode {
         Command::Completions { shell } => completions(shell),
         Command::Exporter(args) => exporter::run(&args),
         Command::Bench(args) => bench::run(&args),
+        #[cfg(feature = "bridge")]
+        Command::Bridge(args) => bridge::run(&args),
         Command::DemoWorker(args) => demo::worker::run(&args),
     };
     match result {
