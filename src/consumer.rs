@@ -277,8 +277,8 @@ impl Consumer {
 
     /// Moves the cursor past aborted records (aborting one stalled past the claim timeout) and
     /// says whether the record at it is committed or still to wait for. `check_tail`: the
-    /// caller is about to sleep, so the tail is read now (otherwise every
-    /// `TAIL_CHECK_EVERY`-th pending call) for the stall clock and the overrun check.
+    /// caller is about to sleep, so the tail is read now (otherwise only now and then, see
+    /// [`Cursor::step`]) for the stall clock and the overrun check.
     pub(crate) fn next(&mut self, check_tail: bool) -> Result<Next> {
         self.cursor.step(&self.shared, self.reads, check_tail)
     }
