@@ -12,16 +12,15 @@
 //! overrun reader gets [`Error::Lagged`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use crossbeam_utils::Backoff;
+use std::time::Duration;
 
 use crate::clock;
-use crate::error::{Corruption, Error, Result};
-use crate::layout::{footprint, Durability, FullPolicy};
+use crate::cursor::{Cursor, Pause, Reads, Wait};
+pub(crate) use crate::cursor::{Next, Ready};
+use crate::error::{Error, Result};
+use crate::layout::{Durability, FullPolicy};
 use crate::lease::Lease;
 use crate::queue::Shared;
-use crate::ring::Found;
 use crate::sync::Ordering;
 
 /// The shortest session timeout a member may declare: eight heartbeats apart by more than a
@@ -37,9 +36,6 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 fn next_beat(session: u64) -> u64 {
     clock::coarse_ns().saturating_add(session / 8)
 }
-
-/// A reader spinning on a pending record reads the tail once in this many polls.
-const TAIL_CHECK_EVERY: u32 = 64;
 
 /// Where a newly created group starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,60 +112,29 @@ pub struct Message<'a> {
     pub aborted_before: u64,
 }
 
-/// A committed record at a consumer's cursor, found by [`Consumer::next`] and not yet
-/// delivered (where it lies in the ring and what its header says).
-pub(crate) struct Ready {
-    start: u64,
-    len: u32,
-    timestamp: u64,
-    payload: u64,
-    crc: u32,
-}
-
-/// What a consumer finds at its cursor.
-pub(crate) enum Next {
-    /// A committed record, for [`Consumer::deliver`].
-    Ready(Ready),
-    /// No record yet: the slot tag to wait for a change of, and how long until the claimed
-    /// record there (if any) may be aborted.
-    Pending {
-        tag: u64,
-        stall_left: Option<Duration>,
-    },
-}
-
 /// A member of a consumer group. Dropping it releases the group's lease.
 pub struct Consumer {
     pub(crate) shared: Arc<Shared>,
     group: String,
     pub(crate) slot: u32,
     pub(crate) lease: Lease,
-    /// Next record to read: its offset and cursor position.
-    pub(crate) offset: u64,
-    pos: u64,
-    /// Reads must be validated: the group can be overrun.
-    lappable: bool,
+    /// Next record to read, and the state of reading there.
+    pub(crate) cursor: Cursor,
+    /// How reads are done (see [`update_reads`](Self::update_reads)); `reads.lappable`: every
+    /// read must be validated, the group can be overrun.
+    reads: Reads,
     /// Reads below this position must be validated (protected zone starts here).
     safe_from: u64,
     /// Every read must be validated until this member's first commit (the group was taken
     /// from a live holder).
     unconfirmed: bool,
-    /// The stalled record and when we first saw it stalled.
-    stall: Option<(u64, Instant)>,
-    /// Aborted offsets skipped since the last message returned.
-    aborted_run: u64,
-    /// Consecutive polls that found the next record pending.
-    pending_polls: u32,
     /// The session timeout in nanoseconds (0: none), and when the next heartbeat is due in
     /// [`clock::coarse_ns`] nanoseconds.
     session: u64,
     next_beat: u64,
-    /// Check each record's CRC32C before returning it (queues with checksums).
-    verify: bool,
     /// The group's committed cursor word as this member last read or stored it: commits
     /// replace exactly this value, so anyone else's change fences this member off.
     committed_word: u128,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -178,7 +143,7 @@ impl std::fmt::Debug for Consumer {
             .field("path", &self.shared.path)
             .field("group", &self.group)
             .field("slot", &self.slot)
-            .field("position", &self.offset)
+            .field("position", &self.cursor.offset)
             .field("committed", &self.committed())
             .finish_non_exhaustive()
     }
@@ -217,6 +182,7 @@ impl Consumer {
             shared.join_group(group, opts.gating, start, lease.word(), session, may_take)?;
         let committed_word = shared.committed_word(slot);
         let (offset, pos) = crate::sync::unpack(committed_word);
+        let cursor = Cursor::new((offset, pos), shared.geometry.checksums);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
         // A gating group's records below the tail seen at its creation (or at its last
         // backwards reset) are protected only once every producer has rescanned the groups;
@@ -229,26 +195,24 @@ impl Consumer {
         // would read in place. So every read is validated until our own first commit, which
         // changes the word and fences it off for good.
         let unconfirmed = from_live;
-        let verify = shared.geometry.checksums;
-        Ok(Consumer {
+        let mut consumer = Consumer {
             shared,
             group: group.to_string(),
             slot,
             lease,
-            offset,
-            pos,
-            lappable,
+            cursor,
+            reads: Reads {
+                lappable,
+                copy_below: u64::MAX,
+            },
             safe_from,
             unconfirmed,
-            stall: None,
-            aborted_run: 0,
-            pending_polls: 0,
             session,
             next_beat: 0,
-            verify,
             committed_word,
-            buf: Vec::new(),
-        })
+        };
+        consumer.update_reads();
+        Ok(consumer)
     }
 
     /// The group's name.
@@ -258,7 +222,7 @@ impl Consumer {
 
     /// The next offset [`poll`](Self::poll) will return (or skip past, if it was aborted).
     pub fn position(&self) -> u64 {
-        self.offset
+        self.cursor.offset
     }
 
     /// The group's committed offset: the next one a restarted member would read.
@@ -268,7 +232,7 @@ impl Consumer {
 
     /// Records published but not yet read by this consumer (racy: a snapshot).
     pub fn lag(&self) -> u64 {
-        self.shared.ring.tail().0.saturating_sub(self.offset)
+        self.shared.ring.tail().0.saturating_sub(self.cursor.offset)
     }
 
     /// Returns the next record, waiting up to `timeout` (`None`: forever) for one. A wait spins
@@ -278,8 +242,9 @@ impl Consumer {
     /// before this consumer read them; it now continues at the oldest retained record.
     /// A record whose producer died mid-publish is skipped after the queue's claim timeout.
     /// A record whose payload fails its CRC32C gives [`Error::Corrupt`] of kind
-    /// [`Corruption::Checksum`] (see [`set_verify_checksums`](Self::set_verify_checksums)); the
-    /// consumer has moved past it, so the next poll returns the record after it.
+    /// [`Corruption::Checksum`](crate::Corruption::Checksum) (see
+    /// [`set_verify_checksums`](Self::set_verify_checksums)); the consumer has moved past it,
+    /// so the next poll returns the record after it.
     ///
     /// [`Error::Truncated`] or [`Error::Detached`]: the queue file was truncated, removed or
     /// replaced under this process (checked again before a message is returned, so zeros read
@@ -288,32 +253,21 @@ impl Consumer {
         self.lease.check_current(&self.shared.path)?;
         // No damage check before reading: every way out of this call checks after it.
         self.beat()?;
-        let mut deadline: Option<Option<Instant>> = None;
-        let backoff = Backoff::new();
+        let mut wait = Wait::new(timeout);
         loop {
-            let sleeping_next = timeout != Some(Duration::ZERO) && backoff.is_completed();
-            let (tag, stall_left) = match self.next(sleeping_next)? {
+            let (tag, stall_left) = match self.next(wait.sleeping_next())? {
                 Next::Ready(found) => return self.deliver(found).map(Some),
                 Next::Pending { tag, stall_left } => (tag, stall_left),
             };
-            // A zero timeout never waits, not even by spinning: callers that spin
-            // themselves get the answer at once.
-            if timeout == Some(Duration::ZERO) {
-                return Ok(None);
-            }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
-            }
-            let deadline = *deadline.get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return Ok(None);
-            }
+            let left = match wait.pause() {
+                Pause::TimedOut => return Ok(None),
+                Pause::Spun => continue,
+                Pause::Sleep(left) => left,
+            };
             let within = self.wake_within(stall_left);
             let wait = Some(left.map_or(within, |l| l.min(within)));
             let ring = &self.shared.ring;
-            let word = ring.tag_of(self.offset);
+            let word = ring.tag_of(self.cursor.offset);
             // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
             let changed = || word.load(Ordering::SeqCst) != tag;
             ring.wait_data(self.sleeper_bit(), changed, wait, || self.owns_slot());
@@ -323,145 +277,15 @@ impl Consumer {
 
     /// Moves the cursor past aborted records (aborting one stalled past the claim timeout) and
     /// says whether the record at it is committed or still to wait for. `check_tail`: the
-    /// caller is about to sleep, so the tail is read now (otherwise every
-    /// `TAIL_CHECK_EVERY`-th pending call) for the stall clock and the overrun check.
+    /// caller is about to sleep, so the tail is read now (otherwise only now and then, see
+    /// [`Cursor::step`]) for the stall clock and the overrun check.
     pub(crate) fn next(&mut self, check_tail: bool) -> Result<Next> {
-        loop {
-            let ring = &self.shared.ring;
-            match ring.read(self.offset, self.pos) {
-                Found::Ready {
-                    start,
-                    len,
-                    timestamp,
-                    payload,
-                    crc,
-                } => {
-                    return Ok(Next::Ready(Ready {
-                        start,
-                        len,
-                        timestamp,
-                        payload,
-                        crc,
-                    }))
-                }
-                Found::Aborted => match ring.resolve(self.offset + 1) {
-                    Some(next) => {
-                        self.offset += 1;
-                        self.pos = next;
-                        self.stall = None;
-                        self.aborted_run += 1;
-                    }
-                    None => return Err(self.resync(self.offset)),
-                },
-                Found::Overtaken => return Err(self.resync(self.offset)),
-                Found::Inconsistent { start, why } => {
-                    self.shared.recheck()?;
-                    if self.validates(start) && ring.overrun(start) {
-                        return Err(self.resync(self.offset));
-                    }
-                    return Err(Error::Corrupt {
-                        path: self.shared.path.clone(),
-                        kind: Corruption::Shared(why),
-                    });
-                }
-                Found::Pending { tag } => {
-                    // Zero pages read as a pending record: never wait on them.
-                    self.shared.check_damage()?;
-                    // The tail is the producers' busiest line. A spinning reader looks at it
-                    // only every `TAIL_CHECK_EVERY` pending polls and before it sleeps: often
-                    // enough for the stall clock and the overrun check, rarely enough not to
-                    // slow down the producer it waits for.
-                    self.pending_polls = self.pending_polls.wrapping_add(1);
-                    let mut stall_left = None;
-                    let (t_off, t_pos) = if check_tail || self.pending_polls % TAIL_CHECK_EVERY == 0
-                    {
-                        ring.tail()
-                    } else {
-                        (0, 0)
-                    };
-                    if self.lappable && t_pos.saturating_sub(self.pos) > ring.layout.capacity {
-                        return Err(self.resync(self.offset));
-                    }
-                    if t_off > self.offset {
-                        // Claimed but not committed: start (or continue) the stall clock.
-                        let now = Instant::now();
-                        let since = match self.stall {
-                            Some((o, since)) if o == self.offset => since,
-                            _ => {
-                                self.stall = Some((self.offset, now));
-                                now
-                            }
-                        };
-                        let left = self
-                            .shared
-                            .geometry
-                            .claim_timeout
-                            .saturating_sub(now - since);
-                        if left.is_zero() {
-                            ring.abort(self.offset, tag);
-                            continue;
-                        }
-                        stall_left = Some(left);
-                    }
-                    return Ok(Next::Pending { tag, stall_left });
-                }
-            }
-        }
+        self.cursor.step(&self.shared, self.reads, check_tail)
     }
 
     /// Returns the committed record [`next`](Self::next) found and moves the cursor past it.
     pub(crate) fn deliver(&mut self, found: Ready) -> Result<Message<'_>> {
-        let Ready {
-            start,
-            len,
-            timestamp,
-            payload,
-            crc,
-        } = found;
-        let ring = &self.shared.ring;
-        let offset = self.offset;
-        let bytes = if self.validates(start) {
-            self.buf.resize(len as usize, 0);
-            ring.region.read_bytes(payload, &mut self.buf);
-            if ring.overrun(start) {
-                return Err(self.resync(offset));
-            }
-            &self.buf[..]
-        } else {
-            let ptr = ring.region.bytes_ptr(payload, len as u64);
-            // SAFETY: the record is committed and lies at or after the group's
-            // protected position, so no producer writes these bytes until this
-            // group commits past them, which needs `&mut self` (the borrow ends
-            // first). Bounds were checked by `read` and `bytes_ptr`.
-            unsafe { std::slice::from_raw_parts(ptr, len as usize) }
-        };
-        self.offset += 1;
-        self.pos = start + footprint(len as u64);
-        self.stall = None;
-        if self.verify {
-            let computed = crc32c::crc32c(bytes);
-            if computed != crc {
-                // Zeros from a truncated file are no checksum failure. (The page holding the
-                // new end reads zeros past it without a fault, so ask the file now.)
-                self.shared.recheck()?;
-                return Err(Error::Corrupt {
-                    path: self.shared.path.clone(),
-                    kind: Corruption::Checksum {
-                        offset,
-                        stored: crc,
-                        computed,
-                    },
-                });
-            }
-        }
-        // What was read is good only if the file was whole after the read.
-        self.shared.check_damage()?;
-        Ok(Message {
-            offset,
-            timestamp_ns: timestamp,
-            payload: bytes,
-            aborted_before: std::mem::take(&mut self.aborted_run),
-        })
+        self.cursor.deliver(&self.shared, self.reads, found)
     }
 
     /// The longest a waiting consumer may sleep: until a stalled claim times out
@@ -487,23 +311,6 @@ impl Consumer {
         self.shared.lease(self.slot) == self.lease.word()
     }
 
-    /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
-    #[cold]
-    fn resync(&mut self, from: u64) -> Error {
-        if let Err(e) = self.shared.recheck() {
-            return e;
-        }
-        // An overrun record is older than the ring's oldest, so this moves forward.
-        let (offset, pos) = self.shared.ring.oldest();
-        self.offset = offset;
-        self.pos = pos;
-        self.stall = None;
-        self.aborted_run = 0;
-        Error::Lagged {
-            lost: offset.saturating_sub(from),
-        }
-    }
-
     /// Commits `offset`, the offset of the last record processed: it and every record before it
     /// are processed, and the group's committed offset (what [`committed`](Self::committed),
     /// `shmq info` and Kafka call committed: the next record to read) becomes `offset + 1`,
@@ -525,8 +332,8 @@ impl Consumer {
     }
 
     fn commit_checked(&mut self, offset: u64) -> Result<()> {
-        if offset >= self.offset {
-            return Err(Error::InvalidArgument(match self.offset {
+        if offset >= self.cursor.offset {
+            return Err(Error::InvalidArgument(match self.cursor.offset {
                 0 => format!(
                     "cannot commit offset {offset}: commit takes the offset of the last record \
                      processed, and this consumer has not read any record yet"
@@ -548,8 +355,8 @@ impl Consumer {
         if next <= committed {
             return Ok(());
         }
-        let pos = if next == self.offset {
-            self.pos
+        let pos = if next == self.cursor.offset {
+            self.cursor.pos
         } else {
             self.shared
                 .ring
@@ -567,6 +374,7 @@ impl Consumer {
         }
         self.safe_from = self.safe_from.max(pos);
         self.unconfirmed = false;
+        self.update_reads();
         self.shared.ring.notify_space();
         Ok(())
     }
@@ -577,11 +385,7 @@ impl Consumer {
         self.shared.check_damage()?;
         let located = locate(&self.shared, self.slot, to);
         self.shared.check_damage()?;
-        let (offset, pos) = located?;
-        self.offset = offset;
-        self.pos = pos;
-        self.stall = None;
-        self.aborted_run = 0;
+        self.cursor.move_to(located?);
         Ok(())
     }
 
@@ -595,21 +399,23 @@ impl Consumer {
         self.shared.lease(self.slot) == self.lease.word()
     }
 
-    /// Whether a record starting at `start` must be copied and checked against the tail rather
-    /// than read in place.
+    /// Sets which records must be copied and checked against the tail rather than read in
+    /// place (all of them, or those below the protected zone) from the fields it depends on;
+    /// kept in `reads` so a poll does not recompute it.
     ///
     /// A member with a session timeout always copies: once its heartbeat is older than the
     /// timeout another process may take the group and commit past the record, after which
     /// producers may overwrite the bytes while the member still holds the message.
-    fn validates(&self, start: u64) -> bool {
-        self.lappable || self.unconfirmed || self.session != 0 || start < self.safe_from
+    fn update_reads(&mut self) {
+        let copy_all = self.reads.lappable || self.unconfirmed || self.session != 0;
+        self.reads.copy_below = if copy_all { u64::MAX } else { self.safe_from };
     }
 
     /// Whether [`poll`](Self::poll) checks each record's CRC32C before returning it. On by
     /// default in a queue with checksums (Kafka's `check.crcs`); a no-op in one without.
     /// Checking costs one hardware CRC32C pass over the payload.
     pub fn set_verify_checksums(&mut self, verify: bool) {
-        self.verify = verify && self.shared.geometry.checksums;
+        self.cursor.verify = verify && self.shared.geometry.checksums;
     }
 
     /// Stamps a heartbeat if one is due (members with a session timeout only); fails with

@@ -48,6 +48,8 @@ mod clock;
 #[cfg(not(loom))]
 mod consumer;
 #[cfg(not(loom))]
+mod cursor;
+#[cfg(not(loom))]
 mod durable;
 pub mod fault;
 #[cfg(not(loom))]

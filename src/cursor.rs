@@ -1,0 +1,326 @@
+//! [`Cursor`]: the read position of one reader and the one implementation of reading a record
+//! there, shared by [`Consumer`](crate::Consumer) and [`TailReader`](crate::TailReader); and
+//! [`Wait`], their common spin-then-sleep pacing of a blocking poll.
+//!
+//! A step at the cursor skips aborted records (counting them for `aborted_before`), aborts a
+//! claim stalled past the claim timeout, moves an overrun reader to the oldest retained record
+//! with [`Error::Lagged`], and reports a committed record or what to wait for. Delivering a
+//! record either reads it in place or copies it and checks the copy against the tail (SYNC L
+//! in `ring.rs`); then it verifies the CRC32C and builds the [`Message`]. What differs between
+//! readers is passed in: whether a record at a given start is read in place, whether the
+//! reader can be overrun at all, and whether the tail check is due.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+
+use crate::consumer::Message;
+use crate::error::{Corruption, Error, Result};
+use crate::layout::footprint;
+use crate::queue::Shared;
+use crate::ring::Found;
+
+/// A reader spinning on a pending record reads the tail once in this many steps (unless the
+/// caller says the check is due).
+const TAIL_CHECK_EVERY: u32 = 64;
+
+/// A committed record at a cursor, found by [`Cursor::step`] and not yet delivered (where it
+/// lies in the ring and what its header says).
+pub(crate) struct Ready {
+    start: u64,
+    len: u32,
+    timestamp: u64,
+    payload: u64,
+    crc: u32,
+}
+
+/// What a reader finds at its cursor.
+pub(crate) enum Next {
+    /// A committed record, for [`Cursor::deliver`].
+    Ready(Ready),
+    /// No record yet: the slot tag to wait for a change of, and how long until the claimed
+    /// record there (if any) may be aborted.
+    Pending {
+        tag: u64,
+        stall_left: Option<Duration>,
+    },
+}
+
+/// How a reader's records may be read: in place, or copied and checked against the tail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reads {
+    /// Producers may overrun the reader at any position, so a pending step checks for it.
+    pub(crate) lappable: bool,
+    /// Records starting below this position are copied and checked against the tail; those at
+    /// or after it are read in place (`u64::MAX`: every record is copied).
+    pub(crate) copy_below: u64,
+}
+
+impl Reads {
+    /// A reader that copies and checks every record and may be overrun anywhere.
+    pub(crate) const COPY_ALL: Reads = Reads {
+        lappable: true,
+        copy_below: u64::MAX,
+    };
+
+    /// Whether a record starting at `start` must be copied and checked against the tail.
+    fn validates(self, start: u64) -> bool {
+        start < self.copy_below
+    }
+}
+
+/// One reader's position in a queue and the state of its reading there.
+pub(crate) struct Cursor {
+    /// Next record to read: its offset and cursor position.
+    pub(crate) offset: u64,
+    pub(crate) pos: u64,
+    /// The stalled record and when this reader first saw it stalled.
+    stall: Option<(u64, Instant)>,
+    /// Aborted offsets skipped since the last message returned.
+    aborted_run: u64,
+    /// Consecutive steps that found the next record pending.
+    pending_polls: u32,
+    /// Check each record's CRC32C before returning it (queues with checksums).
+    pub(crate) verify: bool,
+    /// Records that are copied are copied here.
+    buf: Vec<u8>,
+}
+
+impl Cursor {
+    /// A cursor at `(offset, pos)`, checking CRC32Cs if `verify`.
+    pub(crate) fn new((offset, pos): (u64, u64), verify: bool) -> Cursor {
+        Cursor {
+            offset,
+            pos,
+            stall: None,
+            aborted_run: 0,
+            pending_polls: 0,
+            verify,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Moves the cursor to `(offset, pos)`, forgetting the stall clock and the aborted run.
+    pub(crate) fn move_to(&mut self, (offset, pos): (u64, u64)) {
+        self.offset = offset;
+        self.pos = pos;
+        self.stall = None;
+        self.aborted_run = 0;
+    }
+
+    /// Moves the cursor past aborted records (aborting one stalled past the claim timeout) and
+    /// says whether the record at it is committed or still to wait for. `check_tail`: the
+    /// caller is about to sleep, so the tail is read now (otherwise every
+    /// `TAIL_CHECK_EVERY`-th pending step) for the stall clock and the overrun check.
+    pub(crate) fn step(&mut self, shared: &Shared, reads: Reads, check_tail: bool) -> Result<Next> {
+        loop {
+            let ring = &shared.ring;
+            match ring.read(self.offset, self.pos) {
+                Found::Ready {
+                    start,
+                    len,
+                    timestamp,
+                    payload,
+                    crc,
+                } => {
+                    return Ok(Next::Ready(Ready {
+                        start,
+                        len,
+                        timestamp,
+                        payload,
+                        crc,
+                    }))
+                }
+                Found::Aborted => match ring.resolve(self.offset + 1) {
+                    Some(next) => {
+                        self.offset += 1;
+                        self.pos = next;
+                        self.stall = None;
+                        self.aborted_run += 1;
+                    }
+                    None => return Err(self.resync(shared, self.offset)),
+                },
+                Found::Overtaken => return Err(self.resync(shared, self.offset)),
+                Found::Inconsistent { start, why } => {
+                    shared.recheck()?;
+                    if reads.validates(start) && ring.overrun(start) {
+                        return Err(self.resync(shared, self.offset));
+                    }
+                    return Err(Error::Corrupt {
+                        path: shared.path.clone(),
+                        kind: Corruption::Shared(why),
+                    });
+                }
+                Found::Pending { tag } => {
+                    // Zero pages read as a pending record: never wait on them.
+                    shared.check_damage()?;
+                    // The tail is the producers' busiest line. A spinning reader looks at it
+                    // only every `TAIL_CHECK_EVERY` pending steps and before it sleeps: often
+                    // enough for the stall clock and the overrun check, rarely enough not to
+                    // slow down the producer it waits for.
+                    self.pending_polls = self.pending_polls.wrapping_add(1);
+                    let mut stall_left = None;
+                    let (t_off, t_pos) = if check_tail || self.pending_polls % TAIL_CHECK_EVERY == 0
+                    {
+                        ring.tail()
+                    } else {
+                        (0, 0)
+                    };
+                    if reads.lappable && t_pos.saturating_sub(self.pos) > ring.layout.capacity {
+                        return Err(self.resync(shared, self.offset));
+                    }
+                    if t_off > self.offset {
+                        // Claimed but not committed: start (or continue) the stall clock.
+                        let now = Instant::now();
+                        let since = match self.stall {
+                            Some((o, since)) if o == self.offset => since,
+                            _ => {
+                                self.stall = Some((self.offset, now));
+                                now
+                            }
+                        };
+                        let left = shared.geometry.claim_timeout.saturating_sub(now - since);
+                        if left.is_zero() {
+                            ring.abort(self.offset, tag);
+                            continue;
+                        }
+                        stall_left = Some(left);
+                    }
+                    return Ok(Next::Pending { tag, stall_left });
+                }
+            }
+        }
+    }
+
+    /// Returns the committed record [`step`](Self::step) found and moves the cursor past it.
+    pub(crate) fn deliver(
+        &mut self,
+        shared: &Shared,
+        reads: Reads,
+        found: Ready,
+    ) -> Result<Message<'_>> {
+        let Ready {
+            start,
+            len,
+            timestamp,
+            payload,
+            crc,
+        } = found;
+        let ring = &shared.ring;
+        let offset = self.offset;
+        let bytes = if reads.validates(start) {
+            self.buf.resize(len as usize, 0);
+            ring.region.read_bytes(payload, &mut self.buf);
+            // SYNC L: the copy counts only if no producer reached its bytes meanwhile.
+            if ring.overrun(start) {
+                return Err(self.resync(shared, offset));
+            }
+            &self.buf[..]
+        } else {
+            let ptr = ring.region.bytes_ptr(payload, len as u64);
+            // SAFETY: the record is committed and lies at or after the reader's protected
+            // position (`reads.copy_below`, a gating group's), so no producer writes these
+            // bytes until the group commits past them, which needs `&mut` on the reader (the
+            // borrow ends first). Bounds were checked by `read` and `bytes_ptr`.
+            unsafe { std::slice::from_raw_parts(ptr, len as usize) }
+        };
+        self.offset += 1;
+        self.pos = start + footprint(len as u64);
+        self.stall = None;
+        if self.verify {
+            let computed = crc32c::crc32c(bytes);
+            if computed != crc {
+                // Zeros from a truncated file are no checksum failure. (The page holding the
+                // new end reads zeros past it without a fault, so ask the file now.)
+                shared.recheck()?;
+                return Err(Error::Corrupt {
+                    path: shared.path.clone(),
+                    kind: Corruption::Checksum {
+                        offset,
+                        stored: crc,
+                        computed,
+                    },
+                });
+            }
+        }
+        // What was read is good only if the file was whole after the read.
+        shared.check_damage()?;
+        Ok(Message {
+            offset,
+            timestamp_ns: timestamp,
+            payload: bytes,
+            aborted_before: std::mem::take(&mut self.aborted_run),
+        })
+    }
+
+    /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
+    #[cold]
+    fn resync(&mut self, shared: &Shared, from: u64) -> Error {
+        if let Err(e) = shared.recheck() {
+            return e;
+        }
+        // An overrun record is older than the ring's oldest, so this moves forward.
+        let oldest = shared.ring.oldest();
+        self.move_to(oldest);
+        Error::Lagged {
+            lost: oldest.0.saturating_sub(from),
+        }
+    }
+}
+
+/// The pacing of a blocking poll between pending steps: spin briefly, then sleep in bounded
+/// waits until the poll's deadline.
+pub(crate) struct Wait {
+    timeout: Option<Duration>,
+    /// Set when the first sleep is due: `None` for no deadline.
+    deadline: Option<Option<Instant>>,
+    backoff: Backoff,
+}
+
+/// What a poll does after a pending step.
+pub(crate) enum Pause {
+    /// The timeout passed: return nothing.
+    TimedOut,
+    /// It spun or yielded: step again.
+    Spun,
+    /// Sleep, at most this long (`None`: no deadline; the caller caps the sleep).
+    Sleep(Option<Duration>),
+}
+
+impl Wait {
+    /// The pacing of a poll waiting up to `timeout` (`None`: forever).
+    pub(crate) fn new(timeout: Option<Duration>) -> Wait {
+        Wait {
+            timeout,
+            deadline: None,
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// Whether a pending next step is followed by a sleep (so the tail check is due).
+    pub(crate) fn sleeping_next(&self) -> bool {
+        self.timeout != Some(Duration::ZERO) && self.backoff.is_completed()
+    }
+
+    /// What to do after a pending step.
+    pub(crate) fn pause(&mut self) -> Pause {
+        // A zero timeout never waits, not even by spinning: callers that spin themselves get
+        // the answer at once.
+        if self.timeout == Some(Duration::ZERO) {
+            return Pause::TimedOut;
+        }
+        if !self.backoff.is_completed() {
+            self.backoff.snooze();
+            return Pause::Spun;
+        }
+        let timeout = self.timeout;
+        let deadline = *self
+            .deadline
+            .get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Pause::TimedOut;
+        }
+        Pause::Sleep(left)
+    }
+}
