@@ -378,6 +378,113 @@ impl Consumer {
     }
 }
 
+/// The `#[pymethods]` of a consumer class (`$ty`, with a `handle: Handle<_>` and a
+/// `group: String`): polling, iteration, asyncio, `close()`, the context manager, `__repr__`
+/// and the garbage collector's slots, plus the class's own `$extra` methods. The docs of
+/// `poll`, `next` and `close` are given per class; the caller writes the `#[pymethods]`
+/// attribute (see `pymethods_closing`). PyO3 takes one `#[pymethods]` block per class and no
+/// inheritance of methods between classes, so the block is generated.
+macro_rules! consumer_pymethods {
+    (
+        $hash:tt $pymethods:tt
+        impl $ty:ident {
+            $(#[$poll_doc:meta])* poll;
+            $(#[$next_doc:meta])* next;
+            $(#[$close_doc:meta])* close;
+            $($extra:tt)*
+        }
+    ) => {
+        pymethods_closing! {
+        $hash $pymethods
+        impl $ty {
+            $(#[$poll_doc])*
+            #[pyo3(signature = (timeout=None))]
+            fn poll(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<Py<Message>>> {
+                slf.get().handle.poll(slf.as_any(), timeout)
+            }
+
+            /// The group's name.
+            #[getter]
+            fn group(&self) -> &str {
+                &self.group
+            }
+
+            /// An iterator over messages that ends when none comes within `timeout` seconds.
+            #[pyo3(signature = (timeout=None))]
+            fn iter(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Messages> {
+                Messages::new(slf.as_any(), timeout)
+            }
+
+            fn __iter__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+
+            fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<Message>>> {
+                Self::poll(slf, None)
+            }
+
+            $(#[$next_doc])*
+            #[pyo3(signature = (timeout=None))]
+            fn next<'py>(
+                slf: &Bound<'py, Self>,
+                timeout: Option<f64>,
+            ) -> PyResult<Bound<'py, PyAny>> {
+                aio(slf.py())?.call_method1("next_message", (slf, timeout))
+            }
+
+            fn __aiter__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+
+            fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                Self::next(slf, None)
+            }
+
+            fn _ticket(&self) -> u64 {
+                self.handle.ticket()
+            }
+
+            fn _cancel(&self, ticket: u64) {
+                self.handle.cancel(ticket)
+            }
+
+            #[pyo3(signature = (ticket, timeout))]
+            fn _wait_park(
+                slf: &Bound<'_, Self>,
+                ticket: u64,
+                timeout: Option<f64>,
+            ) -> PyResult<bool> {
+                slf.get().handle.wait_park(slf.as_any(), ticket, timeout)
+            }
+
+            fn _take_parked(&self, py: Python<'_>) -> PyResult<Option<Py<Message>>> {
+                self.handle.take_parked(py)
+            }
+
+            $(#[$close_doc])*
+            fn close(&self, py: Python<'_>) -> PyResult<()> {
+                self.handle.close(py)
+            }
+
+            fn __repr__(&self) -> String {
+                format!(concat!("<shmq.", stringify!($ty), " group={:?}>"), self.group)
+            }
+
+            fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+                self.handle.traverse(&visit)
+            }
+
+            fn __clear__(&self) {
+                self.handle.clear()
+            }
+
+            $($extra)*
+        }
+        }
+    };
+}
+pub(crate) use consumer_pymethods;
+
 /// The offset of a `Message` or an `int`.
 fn offset_of(msg: &Bound<'_, PyAny>) -> PyResult<u64> {
     match msg.cast::<Message>() {
@@ -386,14 +493,17 @@ fn offset_of(msg: &Bound<'_, PyAny>) -> PyResult<u64> {
     }
 }
 
+consumer_pymethods! {
 #[pymethods]
 impl Consumer {
     /// The next message, waiting up to `timeout` seconds (`None`: forever, `0`: not at all);
     /// `None` if none came. Raises `Lagged` (with `.lost`) when the group was overrun.
-    #[pyo3(signature = (timeout=None))]
-    fn poll(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<Py<Message>>> {
-        slf.get().handle.poll(slf.as_any(), timeout)
-    }
+    poll;
+    /// A coroutine: the next message, waiting up to `timeout` seconds (`None`: forever)
+    /// without blocking the event loop; `None` if none came.
+    next;
+    /// Leaves the group (releases its lease).
+    close;
 
     /// Commits `msg` (a `Message` or an offset): it and everything before it are processed,
     /// and the group's next member resumes after it.
@@ -421,12 +531,6 @@ impl Consumer {
         })
     }
 
-    /// The group's name.
-    #[getter]
-    fn group(&self) -> &str {
-        &self.group
-    }
-
     /// The offset of the next record this consumer reads.
     #[getter]
     fn position(&self, py: Python<'_>) -> PyResult<u64> {
@@ -444,83 +548,7 @@ impl Consumer {
     fn lag(&self, py: Python<'_>) -> PyResult<u64> {
         self.handle.query(py, |c| c.lag())
     }
-
-    /// An iterator over messages that ends when none comes within `timeout` seconds.
-    #[pyo3(signature = (timeout=None))]
-    fn iter(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Messages> {
-        Messages::new(slf.as_any(), timeout)
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<Message>>> {
-        Self::poll(slf, None)
-    }
-
-    /// A coroutine: the next message, waiting up to `timeout` seconds (`None`: forever)
-    /// without blocking the event loop; `None` if none came.
-    #[pyo3(signature = (timeout=None))]
-    fn next<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        aio(slf.py())?.call_method1("next_message", (slf, timeout))
-    }
-
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::next(slf, None)
-    }
-
-    fn _ticket(&self) -> u64 {
-        self.handle.ticket()
-    }
-
-    fn _cancel(&self, ticket: u64) {
-        self.handle.cancel(ticket)
-    }
-
-    #[pyo3(signature = (ticket, timeout))]
-    fn _wait_park(slf: &Bound<'_, Self>, ticket: u64, timeout: Option<f64>) -> PyResult<bool> {
-        slf.get().handle.wait_park(slf.as_any(), ticket, timeout)
-    }
-
-    fn _take_parked(&self, py: Python<'_>) -> PyResult<Option<Py<Message>>> {
-        self.handle.take_parked(py)
-    }
-
-    /// Leaves the group (releases its lease).
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.handle.close(py)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: Option<&Bound<'_, PyAny>>,
-        _value: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        self.close(py)
-    }
-
-    fn __repr__(&self) -> String {
-        format!("<shmq.Consumer group={:?}>", self.group)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.handle.traverse(&visit)
-    }
-
-    fn __clear__(&self) {
-        self.handle.clear()
-    }
+}
 }
 
 /// One record. `payload` is `bytes`, or for a `zero_copy` consumer a read-only `memoryview`.

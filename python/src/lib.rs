@@ -13,6 +13,33 @@ use std::time::{Duration, Instant};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+/// A `#[pymethods]` block for a class with a `close()` method, adding the context-manager
+/// methods: `__enter__` returns the object, `__exit__` calls its `close()`. PyO3 takes one
+/// `#[pymethods]` block per class, so the block is wrapped rather than shared. The caller
+/// writes the `#[pymethods]` attribute: the code PyO3 generates for `**kwargs` takes its
+/// names' hygiene from the attribute's tokens.
+macro_rules! pymethods_closing {
+    ($hash:tt $pymethods:tt impl $ty:ident { $($body:tt)* }) => {
+        $hash $pymethods
+        impl $ty {
+            $($body)*
+
+            fn __enter__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+
+            fn __exit__(
+                slf: &Bound<'_, Self>,
+                _ty: Option<&Bound<'_, PyAny>>,
+                _value: Option<&Bound<'_, PyAny>>,
+                _tb: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<()> {
+                slf.call_method0("close").map(drop)
+            }
+        }
+    };
+}
+
 mod consumer;
 mod errors;
 mod options;
@@ -61,6 +88,17 @@ impl Wait {
         py.check_signals()?;
         Ok(self.deadline.is_none_or(|d| Instant::now() < d))
     }
+}
+
+/// What `__reduce__` returns for a handle opened from a path: "call `T.open(path)`", so a
+/// handle passed to a `multiprocessing` worker (spawn or forkserver) is opened anew there.
+fn reopen<'py, T: pyo3::PyTypeInfo>(
+    py: Python<'py>,
+    path: &std::path::Path,
+) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+    use pyo3::types::PyTuple;
+    let open = py.get_type::<T>().getattr("open")?;
+    PyTuple::new(py, [open, PyTuple::new(py, [path])?.into_any()])
 }
 
 /// The extension module.

@@ -56,6 +56,7 @@ impl Queue {
     }
 }
 
+pymethods_closing! {
 #[pymethods]
 impl Queue {
     /// Creates a queue file (never replacing one) and opens it. Keyword arguments: capacity,
@@ -149,7 +150,7 @@ impl Queue {
             .get()?
             .groups()
             .into_iter()
-            .map(GroupInfo::from)
+            .map(GroupInfo)
             .collect())
     }
 
@@ -222,25 +223,10 @@ impl Queue {
         lock(&self.queue).take();
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        _ty: Option<&Bound<'_, PyAny>>,
-        _value: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) {
-        self.close();
-    }
-
     /// Pickles as "open the same path", so a queue passed to a `multiprocessing` worker (spawn
     /// or forkserver) is opened anew there.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let path = self.get()?.path().to_path_buf();
-        let open = py.get_type::<Queue>().getattr("open")?;
-        PyTuple::new(py, [open, PyTuple::new(py, [path])?.into_any()])
+        crate::reopen::<Queue>(py, self.get()?.path())
     }
 
     fn __repr__(&self) -> String {
@@ -249,6 +235,7 @@ impl Queue {
             None => "<shmq.Queue (closed)>".into(),
         }
     }
+}
 }
 
 /// Publishes records to a queue. A context manager; `close()` frees its producer slot.
@@ -331,6 +318,7 @@ pub fn publish_sliced<T: Send>(
     }
 }
 
+pymethods_closing! {
 #[pymethods]
 impl Producer {
     /// Publishes `data` (bytes or any buffer) and returns its offset. Under durability "sync"
@@ -383,65 +371,65 @@ impl Producer {
     fn close(&self, py: Python<'_>) {
         lock_handle(py, &self.inner).take();
     }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: Option<&Bound<'_, PyAny>>,
-        _value: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) {
-        self.close(py);
-    }
+}
 }
 
-/// One consumer group as `Queue.groups()` saw it.
-#[pyclass(module = "shmq", frozen, get_all)]
-pub struct GroupInfo {
-    /// The group's name.
-    pub name: String,
-    /// The next offset the group reads after a restart.
-    pub committed: u64,
-    /// Records published but not committed by the group.
-    pub lag: u64,
-    /// Ring bytes from the committed position to the tail.
-    pub lag_bytes: u64,
-    /// Whether the group holds producers back.
-    pub gating: bool,
-    /// The process id of the member holding it, if any.
-    pub holder: Option<u32>,
-    /// Whether that holder is alive.
-    pub holder_alive: bool,
-}
-
-impl From<shmq::GroupInfo> for GroupInfo {
-    fn from(g: shmq::GroupInfo) -> Self {
-        GroupInfo {
-            name: g.name,
-            committed: g.committed,
-            lag: g.lag,
-            lag_bytes: g.lag_bytes,
-            gating: g.gating,
-            holder: g.holder,
-            holder_alive: g.holder_alive,
-        }
-    }
-}
+/// One consumer group as `Queue.groups()` saw it: the library's record, read through getters.
+#[pyclass(module = "shmq", frozen)]
+pub struct GroupInfo(pub shmq::GroupInfo);
 
 #[pymethods]
 impl GroupInfo {
+    /// The group's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The next offset the group reads after a restart.
+    #[getter]
+    fn committed(&self) -> u64 {
+        self.0.committed
+    }
+
+    /// Records published but not committed by the group.
+    #[getter]
+    fn lag(&self) -> u64 {
+        self.0.lag
+    }
+
+    /// Ring bytes from the committed position to the tail.
+    #[getter]
+    fn lag_bytes(&self) -> u64 {
+        self.0.lag_bytes
+    }
+
+    /// Whether the group holds producers back.
+    #[getter]
+    fn gating(&self) -> bool {
+        self.0.gating
+    }
+
+    /// The process id of the member holding it, if any.
+    #[getter]
+    fn holder(&self) -> Option<u32> {
+        self.0.holder
+    }
+
+    /// Whether that holder is alive.
+    #[getter]
+    fn holder_alive(&self) -> bool {
+        self.0.holder_alive
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "GroupInfo(name={:?}, committed={}, lag={}, gating={}, holder={})",
-            self.name,
-            self.committed,
-            self.lag,
-            if self.gating { "True" } else { "False" },
-            self.holder.map_or("None".into(), |pid| pid.to_string())
+            self.0.name,
+            self.0.committed,
+            self.0.lag,
+            if self.0.gating { "True" } else { "False" },
+            self.0.holder.map_or("None".into(), |pid| pid.to_string())
         )
     }
 }

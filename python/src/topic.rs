@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::consumer::{aio, Handle, Message, Messages};
+use crate::consumer::{aio, consumer_pymethods, Handle, Message, Messages};
 use crate::errors::IntoPy;
 use crate::options;
 use crate::queue::{closed, lock, lock_handle, publish_sliced, Data, GroupInfo};
@@ -31,6 +31,7 @@ impl Topic {
     }
 }
 
+pymethods_closing! {
 #[pymethods]
 impl Topic {
     /// Creates a topic directory with `partitions` partitions (never replacing one). The other
@@ -203,25 +204,11 @@ impl Topic {
         lock(&self.topic).take();
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        _ty: Option<&Bound<'_, PyAny>>,
-        _value: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) {
-        self.close();
-    }
-
     /// Pickles as "open the same path" (see `Queue.__reduce__`).
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let path = self.get()?.path().to_path_buf();
-        let open = py.get_type::<Topic>().getattr("open")?;
-        PyTuple::new(py, [open, PyTuple::new(py, [path])?.into_any()])
+        crate::reopen::<Topic>(py, self.get()?.path())
     }
+}
 }
 
 /// Publishes to a topic: keyed (per-key order), to a partition, or round-robin.
@@ -232,6 +219,7 @@ pub struct TopicProducer {
     flushes: bool,
 }
 
+pymethods_closing! {
 #[pymethods]
 impl TopicProducer {
     /// Publishes `value` and returns `(partition, offset)`: with a `key` to partition
@@ -282,20 +270,7 @@ impl TopicProducer {
     fn close(&self, py: Python<'_>) {
         lock_handle(py, &self.inner).take();
     }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: Option<&Bound<'_, PyAny>>,
-        _value: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) {
-        self.close(py);
-    }
+}
 }
 
 /// A member of a topic's consumer group. Heartbeats and rebalances happen inside `poll`, so
@@ -307,14 +282,16 @@ pub struct TopicConsumer {
     group: String,
 }
 
+consumer_pymethods! {
 #[pymethods]
 impl TopicConsumer {
     /// The next message of a held partition, waiting up to `timeout` seconds (`None`:
     /// forever); `None` if none came.
-    #[pyo3(signature = (timeout=None))]
-    fn poll(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<Py<Message>>> {
-        slf.get().handle.poll(slf.as_any(), timeout)
-    }
+    poll;
+    /// A coroutine: the next message within `timeout` seconds, without blocking the loop.
+    next;
+    /// Leaves the group: its partitions move to the other members.
+    close;
 
     /// Commits `msg` (a topic `Message`), or `offset` of `partition` when called as
     /// `commit(partition, offset)`. Raises `NotHeld` if the partition moved to another member.
@@ -344,88 +321,7 @@ impl TopicConsumer {
     fn committed(&self, py: Python<'_>, partition: u32) -> PyResult<Option<u64>> {
         self.handle.query(py, |c| c.committed(partition))
     }
-
-    /// The group's name.
-    #[getter]
-    fn group(&self) -> &str {
-        &self.group
-    }
-
-    /// An iterator over messages that ends when none comes within `timeout` seconds.
-    #[pyo3(signature = (timeout=None))]
-    fn iter(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Messages> {
-        Messages::new(slf.as_any(), timeout)
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<Message>>> {
-        Self::poll(slf, None)
-    }
-
-    /// A coroutine: the next message within `timeout` seconds, without blocking the loop.
-    #[pyo3(signature = (timeout=None))]
-    fn next<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        aio(slf.py())?.call_method1("next_message", (slf, timeout))
-    }
-
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        Self::next(slf, None)
-    }
-
-    fn _ticket(&self) -> u64 {
-        self.handle.ticket()
-    }
-
-    fn _cancel(&self, ticket: u64) {
-        self.handle.cancel(ticket)
-    }
-
-    #[pyo3(signature = (ticket, timeout))]
-    fn _wait_park(slf: &Bound<'_, Self>, ticket: u64, timeout: Option<f64>) -> PyResult<bool> {
-        slf.get().handle.wait_park(slf.as_any(), ticket, timeout)
-    }
-
-    fn _take_parked(&self, py: Python<'_>) -> PyResult<Option<Py<Message>>> {
-        self.handle.take_parked(py)
-    }
-
-    /// Leaves the group: its partitions move to the other members.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.handle.close(py)
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: Option<&Bound<'_, PyAny>>,
-        _value: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        self.close(py)
-    }
-
-    fn __repr__(&self) -> String {
-        format!("<shmq.TopicConsumer group={:?}>", self.group)
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.handle.traverse(&visit)
-    }
-
-    fn __clear__(&self) {
-        self.handle.clear()
-    }
+}
 }
 
 /// One partition as `Topic.info()` saw it.
@@ -460,7 +356,7 @@ impl PartitionInfo {
     /// Its consumer groups (the holder is the member reading this partition).
     #[getter]
     fn groups(&self) -> Vec<GroupInfo> {
-        self.groups.iter().cloned().map(GroupInfo::from).collect()
+        self.groups.iter().cloned().map(GroupInfo).collect()
     }
 }
 
