@@ -9,17 +9,17 @@
 //! the child's first producer starts its own (and the stale handle is never joined).
 
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lease::{self, OwnFd};
 use crate::queue::Shared;
+use crate::thread::{self, Thread};
 
 /// Handle of a running flusher; dropping the last one stops it.
 pub(crate) struct Flusher {
     stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<Thread>,
     /// The description the thread flushes through; also tells whether this process made it.
     via: Arc<OwnFd>,
 }
@@ -48,9 +48,7 @@ impl Flusher {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let (shared, stop, via) = (shared.clone(), stop.clone(), via.clone());
-            std::thread::Builder::new()
-                .name("shmq-flusher".into())
-                .spawn(move || run(&shared, &stop, every, &via))
+            thread::spawn(c"shmq-flusher", move || run(&shared, &stop, every, &via))
                 .map_err(|e| io("start the flusher thread", e))?
         };
         let ours = Arc::new(Flusher {
@@ -96,15 +94,15 @@ impl Drop for Flusher {
     fn drop(&mut self) {
         if !self.via.current() {
             // A forked child's copy: the thread is the parent's and does not run here, and
-            // its mutex may have been held at the fork. Touch neither.
-            std::mem::forget(self.thread.take());
+            // its mutex may have been held at the fork. Touch neither (dropping a `Thread`
+            // calls nothing).
             return;
         }
         let (lock, cond) = &*self.stop;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cond.notify_all();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            t.join();
         }
     }
 }

@@ -71,6 +71,8 @@ mod sigbus;
 #[cfg(not(loom))]
 mod tail;
 #[cfg(not(loom))]
+mod thread;
+#[cfg(not(loom))]
 mod topic;
 #[cfg(not(loom))]
 mod trust;

@@ -135,9 +135,8 @@ fn waiter() -> io::Result<&'static Waiter> {
         retired: AtomicBool::new(false),
         table: Mutex::new(Table::default()),
     }));
-    std::thread::Builder::new()
-        .name("shmq-waker".into())
-        .spawn(move || run(fresh))?;
+    // Never joined: it runs for the life of the process (of this fork generation).
+    crate::thread::spawn(c"shmq-waker", move || run(fresh))?.detach();
     let fresh_ptr = fresh as *const Waiter as *mut Waiter;
     // AcqRel: publishes the new waiter (Release) and reads a racing one's (Acquire).
     match WAITER.compare_exchange(current, fresh_ptr, Ordering::AcqRel, Ordering::Acquire) {

@@ -20,6 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use crate::sigbus::{Damage, Protected};
+use crate::thread::{self, Thread};
 
 /// How often the watcher checks every file.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
@@ -89,12 +90,11 @@ thread_local! {
     static IN_WATCHER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// A running watcher thread. A plain pthread, not a `std::thread`: a C host that forks or
-/// exits while it runs, or a leak checker, finds no Rust thread bookkeeping of it in memory.
+/// A running watcher thread (a plain pthread: see `thread.rs`).
 struct Watcher {
     /// The process it runs in.
     pid: u32,
-    thread: libc::pthread_t,
+    thread: Thread,
 }
 
 fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
@@ -130,21 +130,8 @@ fn start_locked() {
     // Release: pairs with the watcher's Acquire loads; a previous watcher (if its stop is
     // still under way) sees a generation that is not its own and returns.
     let generation = GENERATION.fetch_add(1, Ordering::Release).wrapping_add(1);
-    let mut thread: libc::pthread_t = 0;
-    // SAFETY: `watcher_main` is an `extern "C"` function that lives for the whole program and
-    // catches every panic; its argument is an integer, not a pointer to anything.
-    let rc = unsafe {
-        libc::pthread_create(
-            &mut thread,
-            std::ptr::null(),
-            watcher_main,
-            generation as usize as *mut libc::c_void,
-        )
-    };
     // Without a thread only the synchronous checks run; the next handle tries again.
-    if rc == 0 {
-        // SAFETY: `thread` was just created; the name is NUL-terminated and under 16 bytes.
-        unsafe { libc::pthread_setname_np(thread, c"shmq-watch".as_ptr()) };
+    if let Ok(thread) = thread::spawn(c"shmq-watch", move || run(generation)) {
         *watcher = Some(Watcher { pid: me, thread });
         // Relaxed: a hint, see `ensure_running`.
         RUNNING_IN.store(me, Ordering::Relaxed);
@@ -172,25 +159,14 @@ pub(crate) fn released() {
     });
     if let Some(w) = stopping {
         crate::sync::futex_wake_all(&GENERATION);
-        // SAFETY: `w.thread` is this process's watcher, joinable, and joined or detached only
-        // here (it was taken out of `WATCHER`). It returns as soon as it wakes.
-        unsafe {
-            if IN_WATCHER.get() {
-                // The watcher itself dropped the last handle of a file (the file's owners let
-                // go during its check): it returns after this round.
-                libc::pthread_detach(w.thread);
-            } else {
-                libc::pthread_join(w.thread, std::ptr::null_mut());
-            }
+        if IN_WATCHER.get() {
+            // The watcher itself dropped the last handle of a file (the file's owners let go
+            // during its check): it returns after this round.
+            w.thread.detach();
+        } else {
+            w.thread.join();
         }
     }
-}
-
-extern "C" fn watcher_main(arg: *mut libc::c_void) -> *mut libc::c_void {
-    let generation = arg as usize as u32;
-    // No panic may unwind out of a thread's start routine.
-    let _ = std::panic::catch_unwind(|| run(generation));
-    std::ptr::null_mut()
 }
 
 fn run(generation: u32) {

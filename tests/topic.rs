@@ -551,7 +551,10 @@ fn wait_stopped(pid: u32) {
         if state == Some('T') {
             return;
         }
-        assert!(Instant::now() < deadline, "process {pid} did not stop: {stat}");
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not stop: {stat}"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
