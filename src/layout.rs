@@ -108,6 +108,16 @@ pub enum FullPolicy {
 }
 
 impl FullPolicy {
+    /// The policy's name, as the CLI and the Python package spell it: `block`, `reject` or
+    /// `overwrite`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FullPolicy::Block => "block",
+            FullPolicy::Reject => "reject",
+            FullPolicy::Overwrite => "overwrite",
+        }
+    }
+
     fn code(self) -> u32 {
         match self {
             FullPolicy::Block => 0,
@@ -145,6 +155,16 @@ pub enum Durability {
 }
 
 impl Durability {
+    /// The policy's name, as the CLI and the Python package spell it: `none`, `batch` or
+    /// `sync` (a `Batch` policy's parameters are not part of it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::None => "none",
+            Durability::Batch { .. } => "batch",
+            Durability::Sync => "sync",
+        }
+    }
+
     fn code(self) -> u32 {
         match self {
             Durability::None => 0,

@@ -76,8 +76,8 @@ pub fn run(args: &CreateArgs) -> Result<(), CliError> {
         args.path.display(),
         format_size(g.capacity),
         format_size(u64::from(g.max_message)),
-        crate::info::policy_name(g.full_policy),
-        crate::info::durability_name(g.durability),
+        g.full_policy.name(),
+        g.durability.name(),
         args.mode
     );
     Ok(())

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
-use shmq::{Durability, FullPolicy, Queue};
+use shmq::{Durability, Queue};
 
 use crate::duration::format_ns;
 use crate::error::CliError;
@@ -87,24 +87,6 @@ pub struct Group {
     holder_alive: bool,
 }
 
-/// The command-line spelling of a full policy.
-pub fn policy_name(p: FullPolicy) -> &'static str {
-    match p {
-        FullPolicy::Block => "block",
-        FullPolicy::Reject => "reject",
-        FullPolicy::Overwrite => "overwrite",
-    }
-}
-
-/// The command-line spelling of a durability policy.
-pub fn durability_name(d: Durability) -> &'static str {
-    match d {
-        Durability::None => "none",
-        Durability::Batch { .. } => "batch",
-        Durability::Sync => "sync",
-    }
-}
-
 /// Opens the queue (or topic) and prints its state.
 pub fn run(args: &InfoArgs) -> Result<(), CliError> {
     if shmq::Topic::is_topic(&args.path) {
@@ -178,12 +160,12 @@ pub fn gather(queue: &Queue) -> Info {
         format_version: shmq::FORMAT_VERSION,
         capacity: g.capacity,
         max_message: g.max_message,
-        full_policy: policy_name(g.full_policy),
+        full_policy: g.full_policy.name(),
         group_slots: g.group_slots,
         producer_slots: g.producer_slots,
         claim_timeout_ms: g.claim_timeout.as_millis(),
         created_ns: g.created_ns,
-        durability: durability_name(g.durability),
+        durability: g.durability.name(),
         batch_max_delay_ns,
         batch_max_bytes,
         checksums: g.checksums,

@@ -195,8 +195,8 @@ fn table(topic: &Topic, report: &TopicInfo) -> String {
         report.partitions,
         format_size(g.capacity),
         format_size(u64::from(g.max_message)),
-        info::policy_name(g.full_policy),
-        info::durability_name(g.durability),
+        g.full_policy.name(),
+        g.durability.name(),
     );
     let mut rows = vec![[
         "PARTITION",

@@ -76,24 +76,6 @@ fn full_policy(s: &str) -> PyResult<FullPolicy> {
     }
 }
 
-/// The name of a full policy, as `Queue.create` takes it.
-pub fn full_policy_name(p: FullPolicy) -> &'static str {
-    match p {
-        FullPolicy::Block => "block",
-        FullPolicy::Reject => "reject",
-        FullPolicy::Overwrite => "overwrite",
-    }
-}
-
-/// The name of a durability policy, as `Queue.create` takes it.
-pub fn durability_name(d: Durability) -> &'static str {
-    match d {
-        Durability::None => "none",
-        Durability::Batch { .. } => "batch",
-        Durability::Sync => "sync",
-    }
-}
-
 /// Where a new group starts: `"earliest"` or `"latest"`.
 pub fn start(s: &str) -> PyResult<Start> {
     match s {

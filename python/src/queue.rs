@@ -197,8 +197,8 @@ impl Queue {
         d.set_item("producers_waiting", q.producers_waiting())?;
         d.set_item("capacity", g.capacity)?;
         d.set_item("max_message", g.max_message)?;
-        d.set_item("full", options::full_policy_name(g.full_policy))?;
-        d.set_item("durability", options::durability_name(g.durability))?;
+        d.set_item("full", g.full_policy.name())?;
+        d.set_item("durability", g.durability.name())?;
         d.set_item("group_slots", g.group_slots)?;
         d.set_item("producer_slots", g.producer_slots)?;
         d.set_item("claim_timeout", g.claim_timeout.as_secs_f64())?;
