@@ -444,6 +444,7 @@ mod tests {
         let queue = Queue::create(dir.path().join("q"), &options).unwrap();
         let mut consumer = queue.consumer("g").unwrap();
         let shared = consumer.shared.clone();
+        // SeqCst like every access to the sleeper bitmaps (SYNC W).
         let bits = |off| shared.ring.region.u64(off).load(Ordering::SeqCst);
         let waited = block_on(async {
             let pending = tokio::time::timeout(Duration::from_millis(100), consumer.recv());

@@ -245,7 +245,9 @@ struct Reader<W: Write> {
     unflushed: BTreeMap<u32, u64>,
     /// Messages written since the last commit.
     since_commit: u64,
-    /// Set by a SIGINT or SIGTERM: stop, commit what was printed, release the group.
+    /// Set by a SIGINT or SIGTERM: stop, commit what was printed, release the group. Relaxed
+    /// would do (the flag orders nothing else, and the poll it interrupts wakes within its
+    /// slice); SeqCst on both sides keeps it obviously correct at no measurable cost.
     stop: Arc<AtomicBool>,
 }
 
