@@ -195,7 +195,7 @@ fn bridged(url: &str, dir: &Path, n: u64) -> (f64, String) {
         let (stats, config) = (
             Arc::clone(&stats),
             OutConfig {
-                topic: a.clone(),
+                path: a.clone(),
                 group: "out".into(),
                 source: Some("bench".into()),
                 nats: nats.clone(),
@@ -209,7 +209,7 @@ fn bridged(url: &str, dir: &Path, n: u64) -> (f64, String) {
         let (stats, config) = (
             Arc::clone(&stats),
             InConfig {
-                topic: b.clone(),
+                path: b.clone(),
                 durable: "in".into(),
                 nats,
                 stream,
@@ -248,8 +248,8 @@ fn bridged(url: &str, dir: &Path, n: u64) -> (f64, String) {
         while received < count {
             assert!(
                 Instant::now() < deadline,
-                "bridge stalled: {}",
-                stats.line()
+                "bridge stalled: {:?}",
+                stats.snapshot()
             );
             received += receive(&mut reader, Duration::from_millis(100));
         }

@@ -1,4 +1,4 @@
-//! Bridge-in: a JetStream durable pull consumer → a local topic.
+//! Bridge-in: a JetStream durable pull consumer → a local topic or queue file.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -8,15 +8,17 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
 
+use crate::local::{Endpoint, Reader, Writer};
 use crate::{Error, NatsOptions, Result, Stats, StreamOptions, HEADER_KEY, HEADER_PARTITION};
 
 /// What [`run_in`] reads and where it publishes.
 #[derive(Debug, Clone)]
 pub struct InConfig {
-    /// The local topic directory the messages go to.
-    pub topic: PathBuf,
+    /// The local topic directory or queue file the messages go to (a queue stores values
+    /// only, without keys).
+    pub path: PathBuf,
     /// The durable consumer's name in the stream. The bridge's own consumer group in the
-    /// local topic is `shmq-bridge-in.<durable>`.
+    /// local topic or queue is `shmq-bridge-in.<durable>`.
     pub durable: String,
     /// The NATS servers.
     pub nats: NatsOptions,
@@ -27,8 +29,8 @@ pub struct InConfig {
     /// The consumer's ack wait: a message not acked within it is delivered again.
     pub ack_wait: Duration,
     /// The file keeping the stream sequence of the last message applied (written after each
-    /// batch is durable locally, before the acks); `None`: `<topic>.bridge-in.<durable>.seq`
-    /// beside the topic directory.
+    /// batch is durable locally, before the acks); `None`: `<name>.bridge-in.<durable>.seq`
+    /// beside the topic directory or queue file.
     pub state: Option<PathBuf>,
 }
 
@@ -43,14 +45,16 @@ struct Unconfirmed {
     value: Vec<u8>,
 }
 
-/// The local side of bridge-in: the topic, its producer and the bridge's own group.
+/// The local side of bridge-in: the topic or queue, its producer and the bridge's own group.
 struct Local {
-    /// The topic.
-    topic: shmq::Topic,
+    /// The topic or queue.
+    endpoint: Endpoint,
     /// Publishes the messages.
-    producer: shmq::TopicProducer,
+    producer: Writer,
     /// The bridge's group: committed up to the records whose JetStream ack is confirmed.
-    member: shmq::TopicConsumer,
+    member: Reader,
+    /// Whether a keyed message was stored without its key (a queue) and that was said.
+    dropped_keys: bool,
     /// Per partition, the records the member has read past its committed offset.
     unconfirmed: Vec<VecDeque<Unconfirmed>>,
     /// Per partition, the highest offset the member has read.
@@ -60,10 +64,10 @@ struct Local {
 /// Runs bridge-in until `stats.stop` is set or an error that retrying cannot cure.
 pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
     let shmq_err = |source| Error::Shmq {
-        path: config.topic.clone(),
+        path: config.path.clone(),
         source,
     };
-    let mut local = Local::open(&config.topic, &config.durable, stats).map_err(shmq_err)?;
+    let mut local = Local::open(&config.path, &config.durable, stats).map_err(shmq_err)?;
     let runtime = crate::runtime()?;
     let js = runtime.block_on(crate::connect(&config.nats, stats))?;
     let stream = runtime.block_on(crate::ensure_stream(
@@ -206,16 +210,16 @@ struct SequenceFile {
 }
 
 impl SequenceFile {
-    /// The configured path, or the default beside the topic.
+    /// The configured path, or the default beside the topic or queue.
     fn new(config: &InConfig) -> SequenceFile {
         let path = config.state.clone().unwrap_or_else(|| {
             let name = config
-                .topic
+                .path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "topic".into());
             config
-                .topic
+                .path
                 .with_file_name(format!("{name}.bridge-in.{}.seq", config.durable))
         });
         SequenceFile { path }
@@ -337,26 +341,22 @@ fn ack_all(
 }
 
 impl Local {
-    /// Opens the topic, joins the bridge's group, waits until it holds every partition, and
-    /// reads the records past its committed offsets (those whose ack may have been lost).
+    /// Opens the topic or queue, joins the bridge's group, waits until it holds every
+    /// partition, and reads the records past its committed offsets (those whose ack may have
+    /// been lost).
     fn open(path: &std::path::Path, durable: &str, stats: &Stats) -> shmq::Result<Local> {
-        let topic = shmq::Topic::open(path)?;
-        let producer = topic.producer()?;
-        // A new group starts at the tail: what the topic held before is not the bridge's.
-        let options = shmq::MemberOptions {
-            session_timeout: Duration::from_secs(10),
-            subscribe: shmq::Subscribe {
-                start: shmq::Start::Latest,
-                ..shmq::Subscribe::default()
-            },
-            ..shmq::MemberOptions::default()
-        };
-        let member = topic.join(&format!("shmq-bridge-in.{durable}"), &options)?;
-        let n = topic.partition_count() as usize;
+        let endpoint = Endpoint::open(path)?;
+        let producer = endpoint.writer()?;
+        // A new group starts at the tail: what the topic or queue held before is not the
+        // bridge's.
+        let group = format!("shmq-bridge-in.{durable}");
+        let member = endpoint.reader(&group, shmq::Start::Latest, Duration::from_secs(10))?;
+        let n = endpoint.partitions().len();
         let mut local = Local {
-            topic,
+            endpoint,
             producer,
             member,
+            dropped_keys: false,
             unconfirmed: (0..n).map(|_| VecDeque::new()).collect(),
             read: vec![None; n],
         };
@@ -384,7 +384,7 @@ impl Local {
 
     /// Polls one record into `unconfirmed`; whether there was one.
     fn read_one(&mut self, timeout: Duration) -> shmq::Result<bool> {
-        match self.member.poll(Some(timeout)) {
+        match self.member.poll(timeout) {
             Ok(Some(m)) => {
                 let p = m.partition as usize;
                 if let (Some(q), Some(r)) = (self.unconfirmed.get_mut(p), self.read.get_mut(p)) {
@@ -412,11 +412,11 @@ impl Local {
         value: &[u8],
         stats: &Stats,
     ) -> shmq::Result<(u32, u64, bool)> {
-        let n = self.topic.partition_count();
-        let partition = match key {
-            Some(k) => shmq::partition_for_key(k, n),
-            None => source_partition % n,
-        };
+        if key.is_some() && !self.endpoint.keyed() && !self.dropped_keys {
+            crate::say!("the messages carry keys; a queue file stores their values only");
+            self.dropped_keys = true;
+        }
+        let (partition, key) = self.endpoint.route(key, source_partition);
         if let Some(q) = self.unconfirmed.get_mut(partition as usize) {
             if let Some(i) = q
                 .iter()
@@ -429,9 +429,10 @@ impl Local {
             }
         }
         loop {
-            match self.producer.publish_to(partition, key, value) {
+            match self.producer.publish(partition, key, value) {
                 Ok(offset) => return Ok((partition, offset, true)),
-                // Back-pressure from a full topic under `Reject`: JetStream keeps the rest.
+                // Back-pressure from a full topic or queue under `Reject`: JetStream keeps the
+                // rest.
                 Err(shmq::Error::Full { .. } | shmq::Error::Timeout { .. })
                     if !stats.stopping() =>
                 {
@@ -442,9 +443,9 @@ impl Local {
         }
     }
 
-    /// Whether the topic's records are meant to survive a machine crash (`Sync` or `Batch`).
+    /// Whether the records are meant to survive a machine crash (`Sync` or `Batch`).
     fn durable(&self) -> bool {
-        self.topic
+        self.endpoint
             .partitions()
             .first()
             .is_some_and(|q| !matches!(q.geometry().durability, shmq::Durability::None))
@@ -457,7 +458,7 @@ impl Local {
         touched.sort_unstable();
         touched.dedup();
         for p in touched {
-            if let Some(q) = self.topic.partitions().get(p as usize) {
+            if let Some(q) = self.endpoint.partitions().get(p as usize) {
                 if matches!(q.geometry().durability, shmq::Durability::Batch { .. }) {
                     q.flush()?;
                 }

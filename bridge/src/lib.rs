@@ -1,13 +1,14 @@
-//! A bridge between shmq topics and NATS JetStream, without duplicates across the link.
+//! A bridge between shmq topics or queue files and NATS JetStream, without duplicates across
+//! the link. A queue file is bridged as a topic of one partition (0) whose records have no key.
 //!
-//! * [`run_out`] reads a local topic as a member of a consumer group and publishes each record
-//!   to the JetStream subject `<subject>.<partition>`, with `Nats-Msg-Id` set from the topic's
-//!   identity, the partition and the offset. It commits the group's offset only after
+//! * [`run_out`] reads a local topic or queue as a member of a consumer group and publishes
+//!   each record to the JetStream subject `<subject>.<partition>`, with `Nats-Msg-Id` set from
+//!   the topic's identity, the partition and the offset. It commits the group's offset only after
 //!   JetStream's PubAck, so a bridge restarted after a crash re-sends what it had not committed
 //!   and the stream's de-duplication window drops the copies.
 //! * [`run_in`] reads the stream through a durable pull consumer and publishes each message
-//!   into a local topic (same key), acking JetStream only after the local publish is durable.
-//!   It keeps a consumer group of its own in the local topic, committed only after the ack is
+//!   into a local topic (same key) or queue, acking JetStream only after the local publish is
+//!   durable. It keeps a consumer group of its own there, committed only after the ack is
 //!   confirmed: after a crash, the records past that group's offset are the ones whose ack may
 //!   have been lost, and redelivered messages that match them are not published again. The
 //!   stream sequence of the last message applied is kept in a file beside the topic, so a
@@ -27,6 +28,7 @@ macro_rules! say {
 pub(crate) use say;
 
 mod inbound;
+mod local;
 mod outbound;
 
 use std::path::PathBuf;
@@ -51,10 +53,10 @@ pub const HEADER_TIMESTAMP: &str = "Shmq-Timestamp";
 /// Errors of the bridge.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The local topic failed.
+    /// The local topic or queue failed.
     #[error("{path}: {source}")]
     Shmq {
-        /// The topic directory.
+        /// The topic directory or queue file.
         path: PathBuf,
         /// The shmq error.
         #[source]
@@ -156,6 +158,8 @@ pub struct Stats {
     pub remote_lag: AtomicU64,
     /// Connections lost to the NATS server.
     pub disconnects: AtomicU64,
+    /// Connections made again after one was lost (the first connection does not count).
+    pub reconnects: AtomicU64,
     /// Errors retried (failed publishes, acks and fetches).
     pub retries: AtomicU64,
     /// Set to stop the bridge: it finishes what is in flight and returns.
@@ -180,11 +184,6 @@ impl Stats {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    /// Records forwarded so far. Relaxed: a counter for display.
-    pub fn forwarded(&self) -> u64 {
-        self.forwarded.load(Ordering::Relaxed)
-    }
-
     /// Adds `n` to a counter. Relaxed: counters for display only.
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -195,19 +194,59 @@ impl Stats {
         gauge.store(n, Ordering::Relaxed);
     }
 
-    /// One status line: forwarded so far, in flight, lags, disconnects, retries.
-    pub fn line(&self) -> String {
-        // Relaxed: counters for display, each read on its own.
+    /// The counters now, each read on its own (Relaxed: counters for display).
+    pub fn snapshot(&self) -> Snapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            forwarded: get(&self.forwarded),
+            skipped: get(&self.skipped),
+            in_flight: get(&self.in_flight),
+            local_lag: get(&self.local_lag),
+            remote_lag: get(&self.remote_lag),
+            disconnects: get(&self.disconnects),
+            reconnects: get(&self.reconnects),
+            retries: get(&self.retries),
+        }
+    }
+}
+
+/// The counters of [`Stats`] at one moment; two of them give the forwarding rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// [`Stats::forwarded`].
+    pub forwarded: u64,
+    /// [`Stats::skipped`].
+    pub skipped: u64,
+    /// [`Stats::in_flight`].
+    pub in_flight: u64,
+    /// [`Stats::local_lag`].
+    pub local_lag: u64,
+    /// [`Stats::remote_lag`].
+    pub remote_lag: u64,
+    /// [`Stats::disconnects`].
+    pub disconnects: u64,
+    /// [`Stats::reconnects`].
+    pub reconnects: u64,
+    /// [`Stats::retries`].
+    pub retries: u64,
+}
+
+impl Snapshot {
+    /// One status line: the records forwarded per second since `earlier`, taken `elapsed`
+    /// before this one, then every counter.
+    pub fn line(&self, earlier: &Snapshot, elapsed: Duration) -> String {
+        let rate = self.forwarded.saturating_sub(earlier.forwarded) as f64
+            / elapsed.as_secs_f64().max(1e-3);
         format!(
-            "forwarded {}  skipped {}  in-flight {}  local lag {}  remote lag {}  disconnects {}  retries {}",
-            get(&self.forwarded),
-            get(&self.skipped),
-            get(&self.in_flight),
-            get(&self.local_lag),
-            get(&self.remote_lag),
-            get(&self.disconnects),
-            get(&self.retries),
+            "forwarded/s {rate:.0}  forwarded {}  skipped {}  in-flight {}  local lag {}  remote lag {}  disconnects {}  reconnects {}  retries {}",
+            self.forwarded,
+            self.skipped,
+            self.in_flight,
+            self.local_lag,
+            self.remote_lag,
+            self.disconnects,
+            self.reconnects,
+            self.retries,
         )
     }
 }
@@ -252,7 +291,8 @@ pub(crate) async fn connect(
     }
 }
 
-/// The client's options: timeouts, credentials, TLS, and a callback counting disconnections.
+/// The client's options: timeouts, credentials, TLS, and a callback counting disconnections
+/// and reconnections.
 async fn connect_options(
     options: &NatsOptions,
     stats: &Arc<Stats>,
@@ -273,11 +313,20 @@ async fn connect_options(
         connect = connect.add_root_certificates(path.clone());
     }
     let counters = Arc::clone(stats);
+    // The client reports its first connection as `Connected` too; later ones are reconnects.
+    // Relaxed: the callbacks of one client run one after another on the client's task.
+    let connected_once = Arc::new(AtomicBool::new(false));
     Ok(connect.event_callback(move |event| {
         let counters = Arc::clone(&counters);
+        let connected_once = Arc::clone(&connected_once);
         async move {
-            if event == async_nats::Event::Disconnected {
-                Stats::add(&counters.disconnects, 1);
+            match event {
+                async_nats::Event::Disconnected => Stats::add(&counters.disconnects, 1),
+                // `swap` says whether this client had connected before.
+                async_nats::Event::Connected if connected_once.swap(true, Ordering::Relaxed) => {
+                    Stats::add(&counters.reconnects, 1)
+                }
+                _ => {}
             }
         }
     }))

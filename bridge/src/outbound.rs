@@ -1,4 +1,4 @@
-//! Bridge-out: a local topic's consumer group → a JetStream stream.
+//! Bridge-out: a consumer group of a local topic or queue file → a JetStream stream.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, IntoFuture};
@@ -14,6 +14,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::local::{Endpoint, Read, Reader};
 use crate::{
     Error, NatsOptions, Result, Stats, StreamOptions, HEADER_KEY, HEADER_OFFSET, HEADER_PARTITION,
     HEADER_TIMESTAMP,
@@ -22,14 +23,14 @@ use crate::{
 /// What [`run_out`] reads and where it publishes.
 #[derive(Debug, Clone)]
 pub struct OutConfig {
-    /// The local topic directory.
-    pub topic: PathBuf,
+    /// The local topic directory or queue file (a queue is partition 0, without keys).
+    pub path: PathBuf,
     /// The consumer group the bridge reads as (created if missing). Its committed offsets
     /// are what has been PubAcked.
     pub group: String,
-    /// The identity of the topic in `Nats-Msg-Id` (`<source>/<partition>/<offset>`). It must
-    /// differ between every topic bridged into one stream; `None`: `<host name>:<canonical
-    /// topic path>`.
+    /// The identity of the topic or queue in `Nats-Msg-Id` (`<source>/<partition>/<offset>`).
+    /// It must differ between every topic or queue bridged into one stream; `None`: `<host
+    /// name>:<canonical path>`.
     pub source: Option<String>,
     /// The NATS servers.
     pub nats: NatsOptions,
@@ -39,10 +40,10 @@ pub struct OutConfig {
     pub max_in_flight: usize,
 }
 
-/// One record read from the topic, on its way to JetStream.
+/// One record read from the topic or queue, on its way to JetStream.
 #[derive(Debug, Clone)]
 struct Record {
-    /// Partition in the local topic.
+    /// Partition in the local topic (0 for a queue).
     partition: u32,
     /// Offset in that partition.
     offset: u64,
@@ -60,17 +61,22 @@ struct Record {
 type AckFuture =
     Pin<Box<dyn Future<Output = std::result::Result<PublishAck, PublishError>> + Send>>;
 
+/// How long a stopping bridge-out waits for the PubAcks in flight before it leaves them
+/// uncommitted (a restarted bridge re-sends them, and the stream drops the copies).
+const DRAIN: Duration = Duration::from_secs(10);
+
 /// Runs bridge-out until `stats.stop` is set or an error that retrying cannot cure (the
-/// topic fails, or the first connection fails `connect_attempts` times).
+/// topic or queue fails, or the first connection fails `connect_attempts` times). Once
+/// stopped, it waits up to 10 s for the PubAcks in flight and commits what they cover.
 pub fn run_out(config: &OutConfig, stats: &Arc<Stats>) -> Result<()> {
     let shmq_err = |source| Error::Shmq {
-        path: config.topic.clone(),
+        path: config.path.clone(),
         source,
     };
-    let topic = shmq::Topic::open(&config.topic).map_err(shmq_err)?;
+    let local = Endpoint::open(&config.path).map_err(shmq_err)?;
     let source = match &config.source {
         Some(s) => s.clone(),
-        None => default_source(&config.topic),
+        None => default_source(&config.path),
     };
     let runtime = crate::runtime()?;
     let js = runtime.block_on(crate::connect(&config.nats, stats))?;
@@ -90,17 +96,17 @@ pub fn run_out(config: &OutConfig, stats: &Arc<Stats>) -> Result<()> {
         max_in_flight,
         Arc::clone(stats),
     ));
-    let read = read_loop(&topic, config, &source, records_tx, &commits_rx, stats);
+    let read = read_loop(&local, config, &source, records_tx, &commits_rx, stats);
     let _ = runtime.block_on(nats_side);
     read.map_err(shmq_err)
 }
 
-/// `<host name>:<canonical topic path>`, the default identity of a topic.
-fn default_source(topic: &std::path::Path) -> String {
+/// `<host name>:<canonical path>`, the default identity of a topic or queue.
+fn default_source(local: &std::path::Path) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    let path = std::fs::canonicalize(topic).unwrap_or_else(|_| topic.to_path_buf());
+    let path = std::fs::canonicalize(local).unwrap_or_else(|_| local.to_path_buf());
     format!("{host}:{}", path.display())
 }
 
@@ -108,15 +114,16 @@ fn default_source(topic: &std::path::Path) -> String {
 /// bounded channel is full) and applies the commits the publish loop sends back. When asked
 /// to stop, it closes the channel and commits until the publish loop has every PubAck in.
 fn read_loop(
-    topic: &shmq::Topic,
+    local: &Endpoint,
     config: &OutConfig,
     source: &str,
     records: mpsc::Sender<Record>,
     commits: &std_mpsc::Receiver<(u32, u64)>,
     stats: &Stats,
 ) -> shmq::Result<()> {
-    let mut member = topic.consumer(&config.group)?;
-    forward(&mut member, config, source, &records, commits, stats)?;
+    let session = shmq::MemberOptions::default().session_timeout;
+    let mut member = local.reader(&config.group, shmq::Start::Earliest, session)?;
+    forward(local, &mut member, config, source, &records, commits, stats)?;
     drop(records);
     // The publish loop holds the sender of the commits until its last PubAck.
     while let Ok((p, o)) = commits.recv() {
@@ -130,7 +137,8 @@ fn read_loop(
 
 /// The body of [`read_loop`], until stopped or the publish loop is gone.
 fn forward(
-    member: &mut shmq::TopicConsumer,
+    local: &Endpoint,
+    member: &mut Reader,
     config: &OutConfig,
     source: &str,
     records: &mpsc::Sender<Record>,
@@ -139,20 +147,26 @@ fn forward(
 ) -> shmq::Result<()> {
     let mut pending: Option<Record> = None;
     while !stats.stopping() {
-        apply_commits(member, commits, None, stats)?;
+        apply_commits(local, member, commits, None, stats)?;
         if let Some(record) = pending.take() {
             match records.try_send(record) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(record)) => {
                     // Back-pressure: wait for a PubAck (it frees a place) rather than buffer.
                     pending = Some(record);
-                    apply_commits(member, commits, Some(Duration::from_millis(50)), stats)?;
+                    apply_commits(
+                        local,
+                        member,
+                        commits,
+                        Some(Duration::from_millis(50)),
+                        stats,
+                    )?;
                     continue;
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
             }
         }
-        match member.poll(Some(Duration::from_millis(100))) {
+        match member.poll(Duration::from_millis(100)) {
             Ok(Some(m)) => pending = Some(record_of(&config.stream.subject, source, &m)),
             Ok(None) => {}
             // Records a non-gating group lost are gone from the ring: nothing to forward.
@@ -163,8 +177,8 @@ fn forward(
     Ok(())
 }
 
-/// Builds the JetStream message of a topic record.
-fn record_of(subject: &str, source: &str, m: &shmq::TopicMessage<'_>) -> Record {
+/// Builds the JetStream message of a local record.
+fn record_of(subject: &str, source: &str, m: &Read<'_>) -> Record {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_PARTITION, m.partition.to_string().as_str());
     headers.insert(HEADER_OFFSET, m.offset.to_string().as_str());
@@ -186,7 +200,8 @@ fn record_of(subject: &str, source: &str, m: &shmq::TopicMessage<'_>) -> Record 
 /// A partition that moved to another member (`NotHeld`, `TakenOver`) is skipped: its new
 /// holder re-sends from the committed offset, and the stream drops the copies.
 fn apply_commits(
-    member: &mut shmq::TopicConsumer,
+    local: &Endpoint,
+    member: &mut Reader,
     commits: &std_mpsc::Receiver<(u32, u64)>,
     wait: Option<Duration>,
     stats: &Stats,
@@ -212,7 +227,7 @@ fn apply_commits(
         .assignment()
         .iter()
         .filter_map(|&p| {
-            let tail = member.topic().partitions().get(p as usize)?.tail_offset();
+            let tail = local.partitions().get(p as usize)?.tail_offset();
             Some(tail.saturating_sub(member.committed(p)?))
         })
         .sum();
@@ -235,7 +250,8 @@ async fn publish(
 
 /// The NATS side: keeps up to `max_in_flight` publishes awaiting their PubAck, in order; a
 /// PubAck commits its record. On a failure it waits, then re-sends every record not yet
-/// acknowledged, in order (the stream drops those it already has).
+/// acknowledged, in order (the stream drops those it already has). Once the records channel
+/// is closed (a stop), it returns when every PubAck is in or [`DRAIN`] has passed.
 async fn publish_loop(
     js: async_nats::jetstream::Context,
     mut records: mpsc::Receiver<Record>,
@@ -245,10 +261,28 @@ async fn publish_loop(
 ) {
     let mut in_flight: VecDeque<(Record, Option<AckFuture>)> = VecDeque::new();
     let mut open = true;
+    // When the records channel closed: the drain's deadline.
+    let mut drain = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     loop {
+        // A stop closes the channel; records still in it were never published, and stay
+        // uncommitted like those in flight. Checked here too, not only by `recv`, which is
+        // not polled while `in_flight` is full.
+        if open && records.is_closed() {
+            open = false;
+            drain = tokio::time::Instant::now() + DRAIN;
+        }
         Stats::set(&stats.in_flight, in_flight.len() as u64);
+        let unsent = in_flight.iter().filter(|(_, f)| f.is_none()).count();
+        Stats::set(&stats.remote_lag, unsent as u64);
         if !open && in_flight.is_empty() {
+            return;
+        }
+        if !open && tokio::time::Instant::now() >= drain {
+            crate::say!(
+                "stopping with {} records not acknowledged; they stay uncommitted and a restarted bridge re-sends them",
+                in_flight.len()
+            );
             return;
         }
         let room = open && in_flight.len() < max_in_flight;
@@ -273,14 +307,13 @@ async fn publish_loop(
                     Err(e) => {
                         crate::say!("publish failed ({e}); re-sending {} records", in_flight.len());
                         Stats::add(&stats.retries, 1);
-                        Stats::set(&stats.remote_lag, in_flight.len() as u64);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
                         for (_, f) in in_flight.iter_mut() {
                             *f = None;
                         }
+                        Stats::set(&stats.remote_lag, in_flight.len() as u64);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
                         resend(&js, &mut in_flight, &stats).await;
-                        Stats::set(&stats.remote_lag, 0);
                     }
                 }
             }
@@ -290,13 +323,18 @@ async fn publish_loop(
                         in_flight.push_back((record, None));
                         resend(&js, &mut in_flight, &stats).await;
                     }
-                    None => open = false,
+                    None => {
+                        open = false;
+                        drain = tokio::time::Instant::now() + DRAIN;
+                    }
                 }
             }
             // Neither can proceed: a record without its publish (the last attempt failed).
             _ = tokio::time::sleep(backoff), if !front_ready && !in_flight.is_empty() => {
                 resend(&js, &mut in_flight, &stats).await;
             }
+            // Stopping: the drain's deadline ends the wait for PubAcks (checked above).
+            _ = tokio::time::sleep_until(drain), if !open => {}
         }
     }
 }

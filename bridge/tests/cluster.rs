@@ -1,10 +1,11 @@
 //! Bridge tests against a 3-node JetStream cluster on 127.0.0.1 (nats-server from Debian):
 //! keyed records from a local topic through bridge-out → a stream with 3 replicas → bridge-in
 //! into a second topic, while bridge processes are SIGKILLed and restarted and one server is
-//! killed and restarted. Every record must arrive once, in per-key order.
+//! killed and restarted. Every record must arrive once, in per-key order. Then the same for
+//! plain queue files through one server: every record once, in the queue's order.
 //!
-//! `SHMQ_BRIDGE_RECORDS` sets the record count (default 200,000). The test binary runs itself
-//! as the bridge processes (`SHMQ_BRIDGE_ROLE=out|in`).
+//! `SHMQ_BRIDGE_RECORDS` sets the record count of the topic run (default 200,000). The test
+//! binary runs itself as the bridge processes (`SHMQ_BRIDGE_ROLE=out|in`).
 
 use std::fs;
 use std::net::TcpListener;
@@ -19,10 +20,12 @@ use shmq_bridge::{InConfig, NatsOptions, OutConfig, Stats, StreamOptions};
 const KEYS: u64 = 1_000;
 /// Partitions of both topics.
 const PARTITIONS: u32 = 8;
-/// The stream and its subject prefix.
+/// The stream of the topic run.
 const STREAM: &str = "ORDERS";
-/// Subject prefix.
+/// Subject prefix of the topic run.
 const SUBJECT: &str = "orders";
+/// Records of the queue run.
+const QUEUE_RECORDS: u64 = 20_000;
 
 fn main() {
     match std::env::var("SHMQ_BRIDGE_ROLE").as_deref() {
@@ -33,6 +36,8 @@ fn main() {
             println!("test unreachable_server_is_a_clear_error ... ok");
             pipeline_through_a_cluster_with_kills(&server);
             println!("test pipeline_through_a_cluster_with_kills ... ok");
+            queue_files_through_a_server_with_kills(&server);
+            println!("test queue_files_through_a_server_with_kills ... ok");
         }
     }
 }
@@ -139,6 +144,26 @@ fn cluster(binary: &Path, dir: &Path) -> Vec<Node> {
         .collect()
 }
 
+/// One JetStream server on 127.0.0.1 with its own store (not started yet).
+fn single(binary: &Path, dir: &Path) -> Node {
+    let port = free_port();
+    let config = dir.join("single.conf");
+    fs::write(
+        &config,
+        format!(
+            "server_name: single\nlisten: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.join("single").display()
+        ),
+    )
+    .expect("write the server config");
+    Node {
+        binary: binary.to_path_buf(),
+        config,
+        port,
+        child: None,
+    }
+}
+
 /// A bridge process of the test (this binary, re-run in a role).
 struct Bridge {
     /// `out` or `in`.
@@ -154,6 +179,34 @@ struct Bridge {
 }
 
 impl Bridge {
+    /// A bridge of `path` through `servers` and `stream` (name, replicas), logging into `dir`
+    /// (not started yet).
+    fn new(
+        role: &'static str,
+        path: &Path,
+        servers: &str,
+        stream: (&str, usize),
+        dir: &Path,
+    ) -> Bridge {
+        Bridge {
+            role,
+            env: vec![
+                ("SHMQ_BRIDGE_SERVERS".into(), servers.into()),
+                ("SHMQ_BRIDGE_PATH".into(), path.display().to_string()),
+                ("SHMQ_BRIDGE_STREAM".into(), stream.0.into()),
+                ("SHMQ_BRIDGE_REPLICAS".into(), stream.1.to_string()),
+            ],
+            log: dir.join(format!("bridge-{role}.log")),
+            child: None,
+            kills: 0,
+        }
+    }
+
+    /// Its log so far.
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Starts the process.
     fn start(&mut self) {
         let log = fs::OpenOptions::new()
@@ -178,7 +231,7 @@ impl Bridge {
                 panic!(
                     "bridge {} exited by itself ({status}); its log:\n{}",
                     self.role,
-                    fs::read_to_string(&self.log).unwrap_or_default()
+                    self.log()
                 );
             }
             let _ = c.kill();
@@ -197,9 +250,11 @@ impl Drop for Bridge {
     }
 }
 
-/// A bridge process: its configuration from the environment.
+/// A bridge process: its configuration from the environment (`SHMQ_BRIDGE_STREAM`,
+/// `SHMQ_BRIDGE_REPLICAS`: the stream's name, subject prefix in lower case, and replicas).
 fn bridge_role(role: &str) {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
+    let name = var("SHMQ_BRIDGE_STREAM");
     let nats = NatsOptions {
         servers: var("SHMQ_BRIDGE_SERVERS")
             .split(',')
@@ -209,16 +264,18 @@ fn bridge_role(role: &str) {
         ..NatsOptions::default()
     };
     let stream = StreamOptions {
-        name: STREAM.into(),
-        subject: SUBJECT.into(),
-        replicas: 3,
+        subject: name.to_lowercase(),
+        name,
+        replicas: var("SHMQ_BRIDGE_REPLICAS")
+            .parse()
+            .expect("SHMQ_BRIDGE_REPLICAS is a number"),
         duplicate_window: Duration::from_secs(600),
     };
     let stats = Stats::new();
     let result = match role {
         "out" => shmq_bridge::run_out(
             &OutConfig {
-                topic: var("SHMQ_BRIDGE_TOPIC").into(),
+                path: var("SHMQ_BRIDGE_PATH").into(),
                 group: "bridge".into(),
                 source: Some("host-a/orders".into()),
                 nats,
@@ -229,7 +286,7 @@ fn bridge_role(role: &str) {
         ),
         _ => shmq_bridge::run_in(
             &InConfig {
-                topic: var("SHMQ_BRIDGE_TOPIC").into(),
+                path: var("SHMQ_BRIDGE_PATH").into(),
                 durable: "host-b".into(),
                 nats,
                 stream,
@@ -254,7 +311,7 @@ fn unreachable_server_is_a_clear_error() {
     Topic::create(&topic, &topic_options()).expect("create the topic");
     let port = free_port();
     let config = OutConfig {
-        topic,
+        path: topic,
         group: "bridge".into(),
         source: None,
         nats: NatsOptions {
@@ -329,16 +386,7 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
         .map(|n| format!("nats://127.0.0.1:{}", n.port))
         .collect::<Vec<_>>()
         .join(",");
-    let bridge = |role: &'static str, topic: &Path| Bridge {
-        role,
-        env: vec![
-            ("SHMQ_BRIDGE_SERVERS".into(), servers.clone()),
-            ("SHMQ_BRIDGE_TOPIC".into(), topic.display().to_string()),
-        ],
-        log: dir.path().join(format!("bridge-{role}.log")),
-        child: None,
-        kills: 0,
-    };
+    let bridge = |role, topic: &Path| Bridge::new(role, topic, &servers, (STREAM, 3), dir.path());
     let mut out = bridge("out", &source);
     let mut inb = bridge("in", &target);
     out.start();
@@ -379,8 +427,8 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
             "{received} of {records} records after {:?}; logs in {}:\nout:\n{}\nin:\n{}",
             start.elapsed(),
             dir.path().display(),
-            fs::read_to_string(&out.log).unwrap_or_default(),
-            fs::read_to_string(&inb.log).unwrap_or_default()
+            out.log(),
+            inb.log()
         );
         if let Some(m) = check
             .poll(Some(Duration::from_millis(100)))
@@ -398,8 +446,8 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
                 m.partition,
                 m.offset,
                 dir.path().display(),
-                fs::read_to_string(&out.log).unwrap_or_default(),
-                fs::read_to_string(&inb.log).unwrap_or_default()
+                out.log(),
+                inb.log()
             );
             expect[key as usize] += 1;
             let (p, o) = (m.partition, m.offset);
@@ -449,8 +497,8 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
         out.kills,
         inb.kills
     );
-    let out_log = fs::read_to_string(&out.log).unwrap_or_default();
-    let in_log = fs::read_to_string(&inb.log).unwrap_or_default();
+    let out_log = out.log();
+    let in_log = inb.log();
     println!(
         "bridge-in waited for redeliveries {} times; bridge-out re-sent after a failed publish {} times",
         in_log.matches("redelivery").count(),
@@ -459,5 +507,92 @@ fn pipeline_through_a_cluster_with_kills(server: &Path) {
     assert!(
         out_log.contains("cannot connect to NATS"),
         "the bridge started before the servers says it cannot connect yet:\n{out_log}"
+    );
+}
+
+/// Plain queue files: one partition, no keys. Ids from a source queue through bridge-out → a
+/// stream on one server → bridge-in into a target queue, each bridge SIGKILLed and restarted
+/// twice: every id must arrive once and in the source's order.
+fn queue_files_through_a_server_with_kills(server: &Path) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (source, target) = (dir.path().join("a.q"), dir.path().join("b.q"));
+    let options = Options {
+        capacity: 4 << 20,
+        max_message: 4096,
+        ..Options::default()
+    };
+    let src = shmq::Queue::create(&source, &options).expect("create the source queue");
+    let dst = shmq::Queue::create(&target, &options).expect("create the target queue");
+    let mut check = dst.consumer("check").expect("join the checking group");
+    let mut node = single(server, dir.path());
+    node.start();
+    let servers = format!("nats://127.0.0.1:{}", node.port);
+    let mut out = Bridge::new("out", &source, &servers, ("QUEUED", 1), dir.path());
+    let mut inb = Bridge::new("in", &target, &servers, ("QUEUED", 1), dir.path());
+    out.start();
+    inb.start();
+    let mut producer = src.producer().expect("producer");
+    for id in 0..QUEUE_RECORDS {
+        producer
+            .publish(format!("id {id}").as_bytes())
+            .expect("publish to the source queue");
+    }
+
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(180);
+    let mut received = 0u64;
+    // Kill each bridge twice, alternating, at these counts of records received.
+    let mut kills = [2_000, 6_000, 10_000, 14_000].into_iter().peekable();
+    while received < QUEUE_RECORDS {
+        assert!(
+            Instant::now() < deadline,
+            "{received} of {QUEUE_RECORDS} records after {:?}:\nout:\n{}\nin:\n{}",
+            start.elapsed(),
+            out.log(),
+            inb.log()
+        );
+        if let Some(m) = check
+            .poll(Some(Duration::from_millis(100)))
+            .expect("poll the target")
+        {
+            let value = String::from_utf8_lossy(m.payload).into_owned();
+            assert_eq!(
+                value,
+                format!("id {received}"),
+                "a duplicate if lower, a loss or reorder if higher:\nout:\n{}\nin:\n{}",
+                out.log(),
+                inb.log()
+            );
+            received += 1;
+            let offset = m.offset;
+            check.commit(offset).expect("commit the checking group");
+        }
+        if kills.peek().is_some_and(|&at| received >= at) {
+            let bridge = if kills.len() % 2 == 0 {
+                &mut out
+            } else {
+                &mut inb
+            };
+            bridge.kill();
+            bridge.start();
+            kills.next();
+        }
+    }
+    let quiet = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < quiet {
+        if let Some(m) = check
+            .poll(Some(Duration::from_millis(100)))
+            .expect("poll the target")
+        {
+            panic!(
+                "an extra record after all {QUEUE_RECORDS} arrived: {:?}",
+                String::from_utf8_lossy(m.payload)
+            );
+        }
+    }
+    assert_eq!((out.kills, inb.kills), (2, 2), "each bridge killed twice");
+    println!(
+        "{QUEUE_RECORDS} records from queue to queue in {:?}, each bridge killed twice",
+        start.elapsed()
     );
 }

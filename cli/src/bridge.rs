@@ -1,5 +1,5 @@
-//! `shmq bridge out|in`: forward a topic to a NATS JetStream stream, or a stream into a topic
-//! (the `bridge` feature; the logic is the `shmq-bridge` crate).
+//! `shmq bridge out|in`: forward a topic or queue file to a NATS JetStream stream, or a stream
+//! into a topic or queue file (the `bridge` feature; the logic is the `shmq-bridge` crate).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,25 +21,27 @@ pub struct BridgeArgs {
 /// The two directions of a bridge.
 #[derive(Subcommand)]
 enum Direction {
-    /// Read a topic as a consumer group and publish each record to `<subject>.<partition>`;
-    /// commit after JetStream's PubAck. A restarted bridge re-sends what it had not committed,
-    /// and the stream drops the copies (Nats-Msg-Id).
+    /// Read a topic or queue file as a consumer group and publish each record to
+    /// `<subject>.<partition>` (a queue is partition 0); commit after JetStream's PubAck. A
+    /// restarted bridge re-sends what it had not committed, and the stream drops the copies
+    /// (Nats-Msg-Id).
     Out(OutArgs),
-    /// Read the stream through a durable pull consumer and publish into a topic (same key);
-    /// ack after the local publish is durable, without duplicates after a crash.
+    /// Read the stream through a durable pull consumer and publish into a topic (same key) or
+    /// a queue file (values only); ack after the local publish is durable, without duplicates
+    /// after a crash.
     In(InArgs),
 }
 
 /// Arguments of `shmq bridge out`.
 #[derive(Args)]
 struct OutArgs {
-    /// The topic directory to read.
-    topic: PathBuf,
+    /// The topic directory or queue file to read.
+    path: PathBuf,
     /// The consumer group to read as (created if missing).
     #[arg(long, default_value = "shmq-bridge-out")]
     group: String,
-    /// The topic's identity in Nats-Msg-Id (default: host name and canonical path). Give
-    /// every topic bridged into one stream its own.
+    /// The topic's or queue's identity in Nats-Msg-Id (default: host name and canonical
+    /// path). Give every topic or queue bridged into one stream its own.
     #[arg(long)]
     source: Option<String>,
     /// PubAcks awaited at once (publishes in flight).
@@ -53,9 +55,9 @@ struct OutArgs {
 /// Arguments of `shmq bridge in`.
 #[derive(Args)]
 struct InArgs {
-    /// The topic directory to publish into.
-    topic: PathBuf,
-    /// The durable consumer's name (the bridge's group in the topic is
+    /// The topic directory or queue file to publish into.
+    path: PathBuf,
+    /// The durable consumer's name (the bridge's group in the topic or queue is
     /// `shmq-bridge-in.<durable>`).
     #[arg(long, default_value = "shmq-bridge-in")]
     durable: String,
@@ -65,8 +67,8 @@ struct InArgs {
     /// The consumer's ack wait: an unacked message is delivered again after it.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     ack_wait: Duration,
-    /// The file keeping the last applied stream sequence (default: beside the topic,
-    /// `<topic>.bridge-in.<durable>.seq`).
+    /// The file keeping the last applied stream sequence (default: beside the topic or
+    /// queue, `<name>.bridge-in.<durable>.seq`).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// Where to connect and which stream.
@@ -109,7 +111,9 @@ struct LinkArgs {
     /// Give up after this many failed first connections (0: retry forever).
     #[arg(long, default_value_t = 0)]
     connect_attempts: usize,
-    /// Print a status line this often on stderr (0s: never).
+    /// Print a status line this often on stderr (0s: never): records forwarded per second
+    /// and in all, skipped duplicates, PubAcks (out) or acks (in) in flight, the local and
+    /// the JetStream lag, disconnections, reconnections and retries.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     status_interval: Duration,
 }
@@ -143,9 +147,9 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
     let flag = Arc::clone(&stats);
     // Ctrl-C: finish what is in flight, then stop.
     let _ = ctrlc::set_handler(move || flag.request_stop());
-    let (interval, topic) = match &args.direction {
-        Direction::Out(a) => (a.link.status_interval, a.topic.clone()),
-        Direction::In(a) => (a.link.status_interval, a.topic.clone()),
+    let (interval, path) = match &args.direction {
+        Direction::Out(a) => (a.link.status_interval, a.path.clone()),
+        Direction::In(a) => (a.link.status_interval, a.path.clone()),
     };
     if !interval.is_zero() {
         // Not joined: it may be asleep for an interval when the bridge ends.
@@ -155,7 +159,7 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
     let result = match &args.direction {
         Direction::Out(a) => shmq_bridge::run_out(
             &shmq_bridge::OutConfig {
-                topic: a.topic.clone(),
+                path: a.path.clone(),
                 group: a.group.clone(),
                 source: a.source.clone(),
                 nats: a.link.nats(),
@@ -166,7 +170,7 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
         ),
         Direction::In(a) => shmq_bridge::run_in(
             &shmq_bridge::InConfig {
-                topic: a.topic.clone(),
+                path: a.path.clone(),
                 durable: a.durable.clone(),
                 nats: a.link.nats(),
                 stream: a.link.stream(),
@@ -180,19 +184,18 @@ pub fn run(args: &BridgeArgs) -> Result<(), CliError> {
     stats.request_stop();
     result.map_err(|e| match e {
         shmq_bridge::Error::Shmq { path, source } => CliError::queue(&path, source),
-        e => CliError::new(topic.display(), e),
+        e => CliError::new(path.display(), e),
     })
 }
 
-/// Prints the bridge's status line every `interval` until it stops, with the forwarding rate.
+/// Prints the bridge's status line every `interval` until it stops.
 fn status_lines(stats: &shmq_bridge::Stats, interval: Duration) {
-    let mut last = 0u64;
+    let mut last = stats.snapshot();
     let mut at = Instant::now();
     while !stats.stopping() {
         std::thread::sleep(interval);
-        let now = stats.forwarded();
-        let rate = now.saturating_sub(last) as f64 / at.elapsed().as_secs_f64();
+        let now = stats.snapshot();
+        errln!("shmq bridge: {}", now.line(&last, at.elapsed()));
         (last, at) = (now, Instant::now());
-        errln!("shmq bridge: {rate:.0}/s  {}", stats.line());
     }
 }
