@@ -80,11 +80,21 @@ pub fn run_out(config: &OutConfig, stats: &Arc<Stats>) -> Result<()> {
     };
     let runtime = crate::runtime()?;
     let js = runtime.block_on(crate::connect(&config.nats, stats))?;
-    runtime.block_on(crate::ensure_stream(
+    let stream = runtime.block_on(crate::ensure_stream(
         &js,
         &config.stream,
         Duration::from_secs(60),
     ))?;
+    // An existing stream keeps its own window: say so when it is shorter than asked, since
+    // a bridge down for longer than it re-sends records as new ones.
+    let window = stream.cached_info().config.duplicate_window;
+    if window < config.stream.duplicate_window {
+        crate::say!(
+            "stream {} has a duplicate window of {window:?}, not {:?}: a bridge-out down for longer than {window:?} stores its uncommitted records again",
+            config.stream.name,
+            config.stream.duplicate_window
+        );
+    }
 
     let max_in_flight = config.max_in_flight.max(1);
     let (records_tx, records_rx) = mpsc::channel::<Record>(max_in_flight);

@@ -241,8 +241,18 @@ fn queue_files_through_a_restarted_server() {
         "{text}"
     );
     server = nats_server(port, &store);
-    out = bridge(&out_args, &dir.path().join("out2.log"));
+    // Asking for a longer duplicate window than the existing stream's gets a warning.
+    let out2_log = dir.path().join("out2.log");
+    out = bridge(
+        &[&out_args[..], &["--duplicate-window", "1h"]].concat(),
+        &out2_log,
+    );
     wait_for_records(&b, 2100, &logs);
+    let text = std::fs::read_to_string(&out2_log).unwrap_or_default();
+    assert!(
+        text.contains("stream CLIQ has a duplicate window of 600s, not 3600s"),
+        "{text}"
+    );
     let got = ok(&["consume", &b, "--group", "check", "--count", "100"]);
     assert_eq!(got, ids(2000..2100), "the rest once, in order");
     drop((out, server));
