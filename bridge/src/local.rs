@@ -183,3 +183,62 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Endpoint;
+    use std::time::Duration;
+
+    fn options() -> shmq::Options {
+        shmq::Options {
+            capacity: 1 << 20,
+            max_message: 4096,
+            ..shmq::Options::default()
+        }
+    }
+
+    #[test]
+    fn a_queue_is_one_partition_without_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("q");
+        shmq::Queue::create(&path, &options()).expect("create the queue");
+        let queue = Endpoint::open(&path).expect("open the queue");
+        assert!(matches!(queue, Endpoint::Queue(_)) && !queue.keyed());
+        assert_eq!(queue.partitions().len(), 1);
+        assert_eq!(queue.route(Some(b"k"), 5), (0, None));
+
+        let mut writer = queue.writer().expect("producer");
+        let mut reader = queue
+            .reader("g", shmq::Start::Earliest, Duration::from_secs(1))
+            .expect("join");
+        assert_eq!(writer.publish(0, None, b"v").expect("publish"), 0);
+        let read = reader
+            .poll(Duration::from_secs(5))
+            .expect("poll")
+            .expect("a record");
+        assert_eq!(
+            (read.partition, read.offset, read.key, read.value),
+            (0, 0, None, &b"v"[..])
+        );
+        reader.commit(0, 0).expect("commit");
+        assert_eq!(reader.assignment(), vec![0]);
+        assert_eq!((reader.committed(0), reader.committed(1)), (Some(1), None));
+    }
+
+    #[test]
+    fn a_topic_routes_by_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t");
+        let topic_options = shmq::TopicOptions {
+            partitions: 4,
+            queue: options(),
+        };
+        shmq::Topic::create(&path, &topic_options).expect("create the topic");
+        let topic = Endpoint::open(&path).expect("open the topic");
+        assert!(matches!(topic, Endpoint::Topic(_)) && topic.keyed());
+        assert_eq!(topic.partitions().len(), 4);
+        let p = shmq::partition_for_key(b"k", 4);
+        assert_eq!(topic.route(Some(b"k"), 9), (p, Some(&b"k"[..])));
+        assert_eq!(topic.route(None, 6), (2, None));
+    }
+}
