@@ -173,9 +173,10 @@ impl Consumer {
             None => 0,
             Some(t) if t >= MIN_SESSION => clock::saturating_ns(t),
             Some(t) => {
-                return Err(Error::InvalidArgument(format!(
-                    "session timeout {t:?} is shorter than the minimum {MIN_SESSION:?}"
-                )))
+                return Err(Error::InvalidArgument {
+                    argument: "session timeout",
+                    why: format!("{t:?} is shorter than the minimum {MIN_SESSION:?}"),
+                })
             }
         };
         let (slot, from_live) =
@@ -333,7 +334,7 @@ impl Consumer {
 
     fn commit_checked(&mut self, offset: u64) -> Result<()> {
         if offset >= self.cursor.offset {
-            return Err(Error::InvalidArgument(match self.cursor.offset {
+            let why = match self.cursor.offset {
                 0 => format!(
                     "cannot commit offset {offset}: commit takes the offset of the last record \
                      processed, and this consumer has not read any record yet"
@@ -344,7 +345,11 @@ impl Consumer {
                      to {}",
                     next - 1
                 ),
-            }));
+            };
+            return Err(Error::InvalidArgument {
+                argument: "offset",
+                why,
+            });
         }
         let next = offset + 1;
         let current = self.shared.committed_word(self.slot);

@@ -4,10 +4,10 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PathKind, Result};
 use crate::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
 use crate::sigbus::Protected;
 use crate::trust::Trust;
@@ -51,11 +51,11 @@ fn check_platform() -> Result<()> {
 /// renamed into place without replacing anything that exists.
 pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapped> {
     check_platform()?;
-    geometry.check().map_err(Error::InvalidArgument)?;
+    geometry.check().map_err(Error::InvalidOptions)?;
     crate::trust::check_create_mode(mode)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
+    let name = path.file_name().ok_or_else(|| Error::NoFileName {
+        path: path.to_path_buf(),
+    })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -152,18 +152,27 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Mapped> {
         io::ErrorKind::NotFound => Error::NotFound {
             path: path.to_path_buf(),
         },
-        _ if e.raw_os_error() == Some(libc::ELOOP) => Error::InvalidArgument(format!(
-            "{}: is a symbolic link (refused for safety)",
-            path.display()
-        )),
+        _ if e.raw_os_error() == Some(libc::ELOOP) => Error::Symlink {
+            path: path.to_path_buf(),
+        },
         _ => io_err(path, "open")(e),
     })?;
     let meta = file.metadata().map_err(io_err(path, "stat"))?;
     if !meta.file_type().is_file() {
-        return Err(Error::InvalidArgument(format!(
-            "{}: not a regular file",
-            path.display()
-        )));
+        let t = meta.file_type();
+        return Err(Error::WrongKind {
+            path: path.to_path_buf(),
+            found: if t.is_fifo() {
+                PathKind::Fifo
+            } else if t.is_socket() {
+                PathKind::Socket
+            } else if t.is_dir() {
+                PathKind::Directory
+            } else {
+                PathKind::Device
+            },
+            expected: PathKind::QueueFile,
+        });
     }
     trust.check(path, &meta)?;
     let mut head = [0u8; IMMUTABLE_SIZE];

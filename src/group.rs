@@ -86,19 +86,23 @@ impl AdminLock {
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Checks a group name a caller gives: 1 to [`MAX_GROUP_NAME`] bytes of printable text.
+pub(crate) fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_GROUP_NAME {
-        return Err(Error::InvalidArgument(format!(
-            "group name must be 1 to {MAX_GROUP_NAME} bytes, got {}",
-            name.len()
-        )));
+        return Err(Error::InvalidArgument {
+            argument: "group name",
+            why: format!("must be 1 to {MAX_GROUP_NAME} bytes, got {}", name.len()),
+        });
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(Error::InvalidArgument(format!(
-            "group name {name:?} contains the control character U+{:04X}: a group name is \
-             printable text (no newlines, tabs or other control characters)",
-            u32::from(c)
-        )));
+        return Err(Error::InvalidArgument {
+            argument: "group name",
+            why: format!(
+                "{name:?} contains the control character U+{:04X}: a group name is printable \
+                 text (no newlines, tabs or other control characters)",
+                u32::from(c)
+            ),
+        });
     }
     Ok(())
 }

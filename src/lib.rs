@@ -85,7 +85,10 @@ mod watch;
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 #[cfg(not(loom))]
 pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
-pub use error::{Account, Blocker, Corruption, Detachment, Distrust, Error, Result};
+pub use error::{
+    Account, Blocker, Corruption, DescriptorFault, Detachment, Distrust, Error, Malformed,
+    MembersFault, OutOfRange, PathKind, Result,
+};
 #[cfg(not(loom))]
 pub use group::GroupInfo;
 pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::consumer::{Consumer, SeekTo, Subscribe};
-use crate::error::{Error, Result};
+use crate::error::{Error, PathKind, Result};
 use crate::file;
 use crate::flusher::FlusherSlot;
 use crate::group::GroupInfo;
@@ -260,11 +260,11 @@ impl Queue {
                 Error::WrongKind {
                     path: path.to_path_buf(),
                     found: if crate::Topic::is_topic(path) {
-                        "a topic directory"
+                        PathKind::TopicDirectory
                     } else {
-                        "a directory"
+                        PathKind::Directory
                     },
-                    expected: "a queue file",
+                    expected: PathKind::QueueFile,
                 }
             }
             e => e,

@@ -33,7 +33,7 @@
 use std::os::fd::AsRawFd;
 
 use crate::boot;
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Corruption, Error, Malformed, Result};
 use crate::group::AdminLock;
 use crate::layout::{
     footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, POISON,
@@ -133,9 +133,11 @@ impl Shared {
         if !sane_cursor(flushed, flushed_pos) {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
-                kind: Corruption::Shared(format!(
-                    "flushed cursor ({flushed}, {flushed_pos}) is impossible"
-                )),
+                kind: Corruption::Shared(Malformed::Cursor {
+                    which: "flushed cursor",
+                    offset: flushed,
+                    pos: flushed_pos,
+                }),
             });
         }
         let (mut offset, mut pos) = (flushed, flushed_pos);

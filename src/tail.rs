@@ -51,9 +51,10 @@ impl TailReader {
     /// record here (there is no group) and is [`Error::InvalidArgument`].
     pub(crate) fn new(shared: Arc<Shared>, from: SeekTo) -> Result<TailReader> {
         if from == SeekTo::Committed {
-            return Err(Error::InvalidArgument(
-                "a tail reader has no group, so no committed offset to start at".into(),
-            ));
+            return Err(Error::InvalidArgument {
+                argument: "start",
+                why: "a tail reader has no group, so no committed offset to start at".into(),
+            });
         }
         // The slot is read only for `SeekTo::Committed`, refused above.
         let cursor = Cursor::new(locate(&shared, 0, from)?, shared.geometry.checksums);

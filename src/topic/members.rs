@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::{monotonic_ns, saturating_ns};
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Corruption, Error, MembersFault, Result};
 use crate::file::io_err;
 use crate::layout::MAX_GROUP_NAME;
 use crate::lease::{self, Lease, OwnFd};
@@ -109,7 +109,7 @@ pub(crate) struct Members {
     map: Protected,
 }
 
-fn corrupt(path: &Path, why: String) -> Error {
+fn corrupt(path: &Path, why: MembersFault) -> Error {
     Error::Corrupt {
         path: path.to_path_buf(),
         kind: Corruption::Members(why),
@@ -139,7 +139,7 @@ impl Members {
     /// Opens and validates the membership file at `path`, which `trust` must accept.
     pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Members> {
         let file = crate::file::open_shared(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
+            std::io::ErrorKind::NotFound => corrupt(path, MembersFault::Missing),
             _ => io_err(path, "open membership file")(e),
         })?;
         let meta = file.metadata().map_err(io_err(path, "stat"))?;
@@ -148,17 +148,17 @@ impl Members {
         if len != SIZE {
             return Err(corrupt(
                 path,
-                format!("file is {len} bytes, expected {SIZE}"),
+                MembersFault::Size {
+                    len,
+                    expected: SIZE,
+                },
             ));
         }
         let mut head = [0u8; IMMUTABLE];
         file.read_exact_at(&mut head, 0)
             .map_err(io_err(path, "read membership header"))?;
         if head != immutable_header() {
-            return Err(corrupt(
-                path,
-                "bad header (magic, version, slot count or checksum)".into(),
-            ));
+            return Err(corrupt(path, MembersFault::Header));
         }
         let map = Protected::map(&file, SIZE as usize).map_err(io_err(path, "mmap"))?;
         // SAFETY: the mapping is page-aligned, exactly SIZE bytes, readable and writable, and
@@ -214,12 +214,7 @@ impl Members {
     /// Joins `group` as the holder of lease word `word` (see [`Members::new_lease`]): takes a
     /// free slot (or one a dead holder left) and stamps it.
     pub(crate) fn join(&self, group: &str, session: Duration, word: u128) -> Result<Slot> {
-        if group.is_empty() || group.len() > MAX_GROUP_NAME {
-            return Err(Error::InvalidArgument(format!(
-                "group name must be 1 to {MAX_GROUP_NAME} bytes, got {}",
-                group.len()
-            )));
-        }
+        crate::group::check_name(group)?;
         for index in 0..SLOTS {
             let base = Self::slot_off(index);
             let lease = self.region.u128(base + LEASE);

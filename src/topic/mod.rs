@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::consumer::Subscribe;
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Corruption, DescriptorFault, Error, PathKind, Result};
 use crate::group::GroupInfo;
 use crate::queue::{Options, Queue};
 use crate::trust::Trust;
@@ -127,9 +127,9 @@ impl Topic {
     pub fn create(dir: impl AsRef<Path>, options: &TopicOptions) -> Result<Topic> {
         let dir = dir.as_ref();
         descriptor::check_partitions(options.partitions)?;
-        let name = dir
-            .file_name()
-            .ok_or_else(|| Error::InvalidArgument(format!("{}: not a path", dir.display())))?;
+        let name = dir.file_name().ok_or_else(|| Error::NoFileName {
+            path: dir.to_path_buf(),
+        })?;
         let parent = match dir.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -207,12 +207,12 @@ impl Topic {
         if !meta.is_dir() {
             return Err(Error::WrongKind {
                 found: if is_queue_file(&dir) {
-                    "a queue file"
+                    PathKind::QueueFile
                 } else {
-                    "a file"
+                    PathKind::File
                 },
                 path: dir,
-                expected: "a topic directory",
+                expected: PathKind::TopicDirectory,
             });
         }
         trust.check(&dir, &meta)?;
@@ -255,10 +255,10 @@ impl Topic {
         if d.partitions < self.descriptor.partitions {
             return Err(Error::Corrupt {
                 path: self.dir.clone(),
-                kind: Corruption::Descriptor(format!(
-                    "partition count went down from {} to {} (topics only grow)",
-                    self.descriptor.partitions, d.partitions
-                )),
+                kind: Corruption::Descriptor(DescriptorFault::Shrank {
+                    before: self.descriptor.partitions,
+                    after: d.partitions,
+                }),
             });
         }
         let grown = d.partitions != self.descriptor.partitions;
@@ -286,9 +286,12 @@ impl Topic {
         self.refresh()?;
         let have = self.descriptor.partitions;
         if partitions < have {
-            return Err(Error::InvalidArgument(format!(
-                "a topic cannot shrink: it has {have} partitions, {partitions} asked for"
-            )));
+            return Err(Error::InvalidArgument {
+                argument: "partitions",
+                why: format!(
+                    "a topic cannot shrink: it has {have} partitions, {partitions} asked for"
+                ),
+            });
         }
         if partitions == have {
             return Ok(());
@@ -301,9 +304,8 @@ impl Topic {
                 .checked_add(1)
                 .ok_or_else(|| Error::Corrupt {
                     path: self.dir.clone(),
-                    kind: Corruption::Descriptor(format!(
-                        "generation {} cannot grow any further",
-                        self.descriptor.generation
+                    kind: Corruption::Descriptor(DescriptorFault::Generation(
+                        self.descriptor.generation,
                     )),
                 })?;
         let first = &self.partitions[0];
