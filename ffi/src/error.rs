@@ -1,13 +1,24 @@
 //! The thread-local last-error message and the panic boundary every exported function runs in.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::status::shmq_status;
 
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    // Const-initialised: the first use on a thread allocates nothing either.
+    static LAST_ERROR: RefCell<Stored> = const { RefCell::new(Stored::Fixed(c"")) };
+}
+
+/// A last-error message: a fixed text (stored without allocating, so an expected outcome such
+/// as an empty poll costs no heap work) or one made for this failure.
+#[derive(Debug)]
+pub enum Message {
+    /// A static text.
+    Fixed(&'static CStr),
+    /// A text made for this failure (NUL bytes in it are escaped when it is stored).
+    Owned(String),
 }
 
 /// Why a call failed: the status to return and the message for [`shmq_last_error`].
@@ -16,7 +27,7 @@ pub struct Failure {
     /// The status returned to C.
     pub status: shmq_status,
     /// The message stored for `shmq_last_error`.
-    pub message: String,
+    pub message: Message,
 }
 
 impl Failure {
@@ -24,7 +35,15 @@ impl Failure {
     pub fn new(status: shmq_status, message: impl Into<String>) -> Failure {
         Failure {
             status,
-            message: message.into(),
+            message: Message::Owned(message.into()),
+        }
+    }
+
+    /// A failure with the given status and a fixed message: setting it allocates nothing.
+    pub fn fixed(status: shmq_status, message: &'static CStr) -> Failure {
+        Failure {
+            status,
+            message: Message::Fixed(message),
         }
     }
 
@@ -40,12 +59,32 @@ impl From<shmq_core::Error> for Failure {
     }
 }
 
-fn set_last_error(message: &str) {
-    let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+/// The stored text of a [`Message`], as a C string.
+enum Stored {
+    Fixed(&'static CStr),
+    Owned(CString),
+}
+
+impl Stored {
+    fn as_ptr(&self) -> *const c_char {
+        match self {
+            Stored::Fixed(s) => s.as_ptr(),
+            Stored::Owned(s) => s.as_ptr(),
+        }
+    }
+}
+
+fn set_last_error(message: Message) {
+    let stored = match message {
+        Message::Fixed(s) => Stored::Fixed(s),
+        Message::Owned(s) => {
+            Stored::Owned(CString::new(s.replace('\0', "\\0")).unwrap_or_default())
+        }
+    };
     // `try_with`: during thread teardown the slot may be gone; the message is then dropped.
     let _ = LAST_ERROR.try_with(|slot| {
         if let Ok(mut slot) = slot.try_borrow_mut() {
-            *slot = message;
+            *slot = stored;
         }
     });
 }
@@ -61,7 +100,7 @@ pub fn guard(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> shmq
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => shmq_status::SHMQ_OK,
         Ok(Err(failure)) => {
-            set_last_error(&failure.message);
+            set_last_error(failure.message);
             failure.status
         }
         Err(payload) => {
@@ -70,7 +109,9 @@ pub fn guard(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> shmq
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".to_string());
-            set_last_error(&format!("{function}: internal error (panic): {what}"));
+            set_last_error(Message::Owned(format!(
+                "{function}: internal error (panic): {what}"
+            )));
             shmq_status::SHMQ_EINTERNAL
         }
     }
