@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use crate::clock;
-use crate::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::mapping::lease::Lease;
+use crate::queue::consumer::{Consumer, Next, Ready, Subscribe};
+use crate::runtime::clock;
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
 
@@ -217,7 +217,7 @@ impl TopicConsumer {
                 std::thread::sleep(wait.min(INFLIGHT_POLL));
             } else {
                 let region = self.topic.members_file().region();
-                crate::ring::sleep_on(
+                crate::protocol::ring::sleep_on(
                     region,
                     members::WAKE_WAITERS,
                     members::WAKE_SEQ,

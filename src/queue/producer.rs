@@ -11,15 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock;
 use crate::error::{Blocker, Corruption, Error, Malformed, Result};
-use crate::flusher::Flusher;
-use crate::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
-use crate::lease::{self, Lease};
+use crate::mapping::lease::{self, Lease};
+use crate::mapping::watch;
+use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
+use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
+use crate::protocol::sync::{pack, Ordering};
+use crate::queue::flusher::Flusher;
 use crate::queue::Shared;
-use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
-use crate::sync::{pack, Ordering};
-use crate::watch;
+use crate::runtime::clock;
 
 /// Longest single sleep while waiting behind an unfinished record (another producer's claim,
 /// or one holding the flushed cursors back); those finish without a wake-up call, so the

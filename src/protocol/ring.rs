@@ -55,8 +55,8 @@
 //!   lapping writer therefore sees that writer's tail and discards what it read.
 
 use crate::error::Malformed;
-use crate::layout::{self, footprint, RECORD_HEADER};
-use crate::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
+use crate::protocol::layout::{self, footprint, RECORD_HEADER};
+use crate::protocol::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
 
 /// Record states, the low bits of a slot tag (0: never written, as in a new file).
 pub(crate) const COMMITTED: u64 = 1;
