@@ -8,7 +8,7 @@ use crate::status::shmq_status;
 
 thread_local! {
     // Const-initialised: the first use on a thread allocates nothing either.
-    static LAST_ERROR: RefCell<Stored> = const { RefCell::new(Stored::Fixed(c"")) };
+    static LAST_ERROR: RefCell<Message> = const { RefCell::new(Message::Fixed(c"")) };
 }
 
 /// A last-error message: a fixed text (stored without allocating, so an expected outcome such
@@ -17,8 +17,17 @@ thread_local! {
 pub enum Message {
     /// A static text.
     Fixed(&'static CStr),
-    /// A text made for this failure (NUL bytes in it are escaped when it is stored).
-    Owned(String),
+    /// A text made for this failure.
+    Owned(CString),
+}
+
+impl Message {
+    fn as_ptr(&self) -> *const c_char {
+        match self {
+            Message::Fixed(s) => s.as_ptr(),
+            Message::Owned(s) => s.as_ptr(),
+        }
+    }
 }
 
 /// Why a call failed: the status to return and the message for [`shmq_last_error`].
@@ -31,11 +40,12 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure with the given status and message.
+    /// A failure with the given status and message (a NUL byte in it is written `\0`).
     pub fn new(status: shmq_status, message: impl Into<String>) -> Failure {
+        let text = message.into().replace('\0', "\\0");
         Failure {
             status,
-            message: Message::Owned(message.into()),
+            message: Message::Owned(CString::new(text).unwrap_or_default()),
         }
     }
 
@@ -59,32 +69,11 @@ impl From<shmq_core::Error> for Failure {
     }
 }
 
-/// The stored text of a [`Message`], as a C string.
-enum Stored {
-    Fixed(&'static CStr),
-    Owned(CString),
-}
-
-impl Stored {
-    fn as_ptr(&self) -> *const c_char {
-        match self {
-            Stored::Fixed(s) => s.as_ptr(),
-            Stored::Owned(s) => s.as_ptr(),
-        }
-    }
-}
-
 fn set_last_error(message: Message) {
-    let stored = match message {
-        Message::Fixed(s) => Stored::Fixed(s),
-        Message::Owned(s) => {
-            Stored::Owned(CString::new(s.replace('\0', "\\0")).unwrap_or_default())
-        }
-    };
     // `try_with`: during thread teardown the slot may be gone; the message is then dropped.
     let _ = LAST_ERROR.try_with(|slot| {
         if let Ok(mut slot) = slot.try_borrow_mut() {
-            *slot = stored;
+            *slot = message;
         }
     });
 }
@@ -97,24 +86,23 @@ fn set_last_error(message: Message) {
 pub fn guard(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> shmq_status {
     // AssertUnwindSafe: after a panic the handle involved may be inconsistent; the documented
     // contract is that it is then only freed.
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => shmq_status::SHMQ_OK,
-        Ok(Err(failure)) => {
-            set_last_error(failure.message);
-            failure.status
-        }
+    let failure = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return shmq_status::SHMQ_OK,
+        Ok(Err(failure)) => failure,
         Err(payload) => {
             let what = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".to_string());
-            set_last_error(Message::Owned(format!(
-                "{function}: internal error (panic): {what}"
-            )));
-            shmq_status::SHMQ_EINTERNAL
+            Failure::new(
+                shmq_status::SHMQ_EINTERNAL,
+                format!("{function}: internal error (panic): {what}"),
+            )
         }
-    }
+    };
+    set_last_error(failure.message);
+    failure.status
 }
 
 /// The message describing the last call on this thread that returned a status other than
