@@ -314,6 +314,7 @@ pub fn to_py(err: shmq::Error) -> PyErr {
         } => (
             WrongKind::new_err(message),
             vec![
+                ("argument", Attr::Str("path".into())),
                 ("path", Attr::Str(path(&p))),
                 ("found", Attr::Str(found.to_string())),
                 ("expected", Attr::Str(expected.to_string())),

@@ -101,6 +101,7 @@ def test_errors_carry_path_and_fields(qpath, tmp_path):
     with pytest.raises(shmq.WrongKind) as err:
         shmq.Queue.open(str(tmp_path))
     assert isinstance(err.value, shmq.InvalidArgument)
+    assert err.value.argument == "path"
     assert err.value.expected == "a queue file"
     (tmp_path / "junk.q").write_bytes(b"\0" * 8192)
     with pytest.raises(shmq.CorruptFile) as err:
