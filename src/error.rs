@@ -5,8 +5,10 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What is wrong with a queue file's contents.
+/// What is wrong with a queue file's contents (or with a topic's descriptor or membership
+/// file). Each check that opening makes fails with its own variant (FORMAT.md).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Corruption {
     /// The file is shorter (or longer) than its header says, or too short to hold a header
     /// at all (then it is no queue file: an empty file, say).
@@ -36,9 +38,50 @@ pub enum Corruption {
         /// Checksum of the bytes as read.
         computed: u32,
     },
-    /// A header field is out of range or inconsistent.
+    /// The header-size field is not the one header size there is.
+    #[error("invalid header field: header size {found}, expected {expected}")]
+    HeaderSize {
+        /// The value in the file.
+        found: u32,
+        /// The only valid value.
+        expected: u64,
+    },
+    /// The full-policy field holds no known policy.
+    #[error(
+        "invalid header field: full policy {found} is unknown (0 Block, 1 Reject, 2 Overwrite)"
+    )]
+    FullPolicy {
+        /// The value in the file.
+        found: u32,
+    },
+    /// The durability field holds no known policy.
+    #[error(
+        "invalid header field: durability policy {found} is unknown (0 None, 1 Batch, 2 Sync)"
+    )]
+    Durability {
+        /// The value in the file.
+        found: u32,
+    },
+    /// The flags field has bits this build does not know.
+    #[error("invalid header field: unknown header flags {found:#x} (only {known:#x} is defined)")]
+    Flags {
+        /// The flags in the file.
+        found: u32,
+        /// The bits this build knows.
+        known: u32,
+    },
+    /// A geometry field (capacity, maximum message, slots, claim timeout, batch limits) is out
+    /// of range or inconsistent with the others.
     #[error("invalid header field: {0}")]
-    Field(String),
+    Field(OutOfRange),
+    /// The file-size field disagrees with the size the other fields imply.
+    #[error("invalid header field: file size {stored} disagrees with the {implied} bytes the geometry implies")]
+    FileSize {
+        /// The value in the file.
+        stored: u64,
+        /// The size the geometry implies.
+        implied: u64,
+    },
     /// A record's payload does not match the CRC32C its producer stored with it (a flipped
     /// bit on disk or in memory, or a hostile write). The consumer has moved past it.
     #[error("record {offset}'s payload fails its checksum (stored {stored:#010x}, computed {computed:#010x})")]
@@ -50,15 +93,15 @@ pub enum Corruption {
         /// The CRC32C of the payload as read.
         computed: u32,
     },
-    /// A record or table entry in the shared mapping is malformed.
+    /// A record or cursor in the shared mapping is malformed.
     #[error("malformed shared state: {0}")]
-    Shared(String),
+    Shared(Malformed),
     /// A topic's descriptor (its partition count and version) is missing or invalid.
     #[error("invalid topic descriptor: {0}")]
-    Descriptor(String),
-    /// A topic's membership file is invalid.
+    Descriptor(DescriptorFault),
+    /// A topic's membership file is missing or invalid.
     #[error("invalid membership file: {0}")]
-    Members(String),
+    Members(MembersFault),
     /// A partition file that the topic's descriptor lists does not exist.
     #[error("partition {partition} is missing (no file {file})")]
     MissingPartition {
@@ -69,9 +112,238 @@ pub enum Corruption {
     },
 }
 
+/// A queue parameter out of range: in a file's header ([`Corruption::Field`]) or in the
+/// options of a queue being created ([`Error::InvalidOptions`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutOfRange {
+    /// The capacity is not a power of two between the bounds.
+    #[error("capacity {found} must be a power of two between {min} and {max}")]
+    Capacity {
+        /// The capacity given.
+        found: u64,
+        /// The smallest capacity.
+        min: u64,
+        /// The largest capacity.
+        max: u64,
+    },
+    /// The maximum message size is 0, or a record of it does not fit in half the ring.
+    #[error("max message {found} must be at least 1 and at most {max} for a {capacity}-byte ring")]
+    MaxMessage {
+        /// The maximum message size given.
+        found: u32,
+        /// The largest valid one for this capacity.
+        max: u64,
+        /// The ring's capacity.
+        capacity: u64,
+    },
+    /// A slot count (`"group"` or `"producer"`) is 0 or above the maximum.
+    #[error("{table} slots {found} must be between 1 and {max}")]
+    Slots {
+        /// Which table: "group" or "producer".
+        table: &'static str,
+        /// The count given.
+        found: u32,
+        /// The largest count.
+        max: u32,
+    },
+    /// The claim timeout is zero.
+    #[error("claim timeout must be positive")]
+    ClaimTimeout,
+    /// `Batch` durability with a zero delay or byte limit.
+    #[error(
+        "batch durability needs a positive max delay and max bytes (got {}, {max_bytes} bytes)",
+        humane(*.max_delay)
+    )]
+    BatchLimits {
+        /// The delay given.
+        max_delay: Duration,
+        /// The byte limit given.
+        max_bytes: u64,
+    },
+    /// `Batch` or `Sync` durability without record checksums (recovery needs them).
+    #[error("batch and sync durability need record checksums")]
+    NoChecksums,
+}
+
+/// What is malformed in a queue file's shared state ([`Corruption::Shared`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// A cursor (`which`: "tail", "flushed cursor", "cursor") pairs an offset with a position
+    /// no record stream can reach.
+    #[error("{which} ({offset}, {pos}) is impossible")]
+    Cursor {
+        /// Which cursor.
+        which: &'static str,
+        /// Its offset.
+        offset: u64,
+        /// Its position.
+        pos: u64,
+    },
+    /// A record's slot places it across the end of the ring.
+    #[error("record {offset} at position {pos} is misplaced")]
+    Misplaced {
+        /// The record's offset.
+        offset: u64,
+        /// Its position.
+        pos: u64,
+    },
+    /// A record's header names another offset than its slot.
+    #[error("record {offset}'s header carries offset {found}")]
+    HeaderOffset {
+        /// The record's offset.
+        offset: u64,
+        /// The offset in its header.
+        found: u64,
+    },
+    /// A record's length exceeds the maximum message size or the ring.
+    #[error("record {offset} has invalid length {len} (the maximum message is {max})")]
+    Length {
+        /// The record's offset.
+        offset: u64,
+        /// The length in its header.
+        len: u64,
+        /// The queue's maximum message size.
+        max: u32,
+    },
+    /// A topic record is too short to hold its key length.
+    #[error("record {offset}: a topic record of {len} bytes is too short for its key length")]
+    ShortFrame {
+        /// The record's offset.
+        offset: u64,
+        /// Its payload length.
+        len: usize,
+    },
+    /// A topic record's key length exceeds the bytes after it.
+    #[error("record {offset}: key length {key_len} exceeds the {rest} bytes that follow it")]
+    KeyLength {
+        /// The record's offset.
+        offset: u64,
+        /// The key length in its framing.
+        key_len: u16,
+        /// The bytes after the framing.
+        rest: usize,
+    },
+}
+
+/// What is wrong with a topic's descriptor ([`Corruption::Descriptor`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DescriptorFault {
+    /// The directory has no descriptor file: it is no topic.
+    #[error("{} is missing: not a shmq topic", .file.display())]
+    Missing {
+        /// The descriptor file's path.
+        file: PathBuf,
+    },
+    /// The file is not exactly the descriptor's size.
+    #[error("file is {len} bytes, expected {expected}")]
+    Size {
+        /// Its length (one more than `expected` for any longer file).
+        len: u64,
+        /// The descriptor's size.
+        expected: u64,
+    },
+    /// The magic is not the descriptor's.
+    #[error("bad magic (not a shmq topic descriptor)")]
+    BadMagic,
+    /// The version is not the one this build reads.
+    #[error("version {found} is not supported (this build reads version {supported})")]
+    Version {
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The checksum does not match.
+    #[error("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// The checksum in the file.
+        stored: u32,
+        /// The checksum of the bytes as read.
+        computed: u32,
+    },
+    /// The partition count is 0 or above the maximum.
+    #[error("partition count {found} is outside 1..={max}")]
+    Partitions {
+        /// The count in the file.
+        found: u32,
+        /// The largest count.
+        max: u32,
+    },
+    /// The routing is not one this build knows.
+    #[error("unknown routing {found} (this build knows 1, CRC32C)")]
+    Routing {
+        /// The routing in the file.
+        found: u32,
+    },
+    /// Reserved bytes are not zero.
+    #[error("reserved bytes are not zero")]
+    Reserved,
+    /// The partition count went down since this process last read it.
+    #[error("partition count went down from {before} to {after} (topics only grow)")]
+    Shrank {
+        /// The count read before.
+        before: u32,
+        /// The count read now.
+        after: u32,
+    },
+    /// The generation is at its maximum, so the topic cannot grow.
+    #[error("generation {0} cannot grow any further")]
+    Generation(u64),
+}
+
+/// What is wrong with a topic's membership file ([`Corruption::Members`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MembersFault {
+    /// The topic has no membership file.
+    #[error("the file is missing")]
+    Missing,
+    /// The file is not exactly the membership file's size.
+    #[error("file is {len} bytes, expected {expected}")]
+    Size {
+        /// Its length.
+        len: u64,
+        /// The membership file's size.
+        expected: u64,
+    },
+    /// Its header is not the one header a membership file has.
+    #[error("bad header (magic, version, slot count or checksum)")]
+    Header,
+}
+
+/// What a path names, where [`Error::WrongKind`] says it is not what a call takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathKind {
+    /// A shmq queue file.
+    #[error("a queue file")]
+    QueueFile,
+    /// A shmq topic directory.
+    #[error("a topic directory")]
+    TopicDirectory,
+    /// A directory that is not a topic.
+    #[error("a directory")]
+    Directory,
+    /// A regular file that is not a queue file.
+    #[error("a file")]
+    File,
+    /// A named pipe.
+    #[error("a FIFO, not a regular file")]
+    Fifo,
+    /// A Unix socket.
+    #[error("a socket, not a regular file")]
+    Socket,
+    /// A character or block device.
+    #[error("a device, not a regular file")]
+    Device,
+}
+
 /// The text of [`Corruption::Truncated`]: a file too short for the header is no queue file.
 fn truncated(len: u64, need: u64) -> String {
-    let header = crate::layout::HEADER_SIZE;
+    let header = crate::protocol::layout::HEADER_SIZE;
     match len {
         0 if need == header => {
             format!("file is empty: not a shmq queue file (one starts with a {header}-byte header)")
@@ -193,6 +465,7 @@ impl std::fmt::Display for Account {
 
 /// Every error shmq returns.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O call on the queue file failed.
     #[error("{path}: {op}: {source}")]
@@ -248,9 +521,48 @@ pub enum Error {
         /// The path asked for.
         path: PathBuf,
     },
-    /// An argument is out of range; the message says which and why.
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
+    /// An argument is out of range or inconsistent with the state it applies to.
+    #[error("invalid {argument}: {why}")]
+    InvalidArgument {
+        /// Which argument: "group name", "mode", "offset", "session timeout", ...
+        argument: &'static str,
+        /// Why it is refused, and what would be accepted.
+        why: String,
+    },
+    /// The options of a queue being created are out of range.
+    #[error("invalid queue options: {0}")]
+    InvalidOptions(OutOfRange),
+    /// The path is a symbolic link, which shmq never follows to a shared file: whoever may
+    /// change the link could point it at another file.
+    #[error("{path}: is a symbolic link (refused for safety)")]
+    Symlink {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The path names no file (it is empty, `/`, or ends in `..`).
+    #[error("{path}: names no file (it ends in a root or `..`)")]
+    NoFileName {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The topic has no such partition.
+    #[error("{path}: partition {partition} does not exist (the topic has {partitions})")]
+    NoSuchPartition {
+        /// The topic directory.
+        path: PathBuf,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+    /// A topic record's key is longer than [`MAX_KEY`](crate::MAX_KEY).
+    #[error("key of {len} bytes exceeds the maximum of {max}")]
+    KeyTooBig {
+        /// The key's length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// This machine cannot run shmq (e.g. no lock-free 128-bit compare-and-swap).
     #[error("unsupported platform: {0}")]
     Unsupported(&'static str),
@@ -426,16 +738,16 @@ pub enum Error {
         latest: u64,
     },
     /// The path is another kind of thing than the call expects: a topic directory (or another
-    /// directory) given to [`Queue::open`](crate::Queue::open), or a file given to
-    /// [`Topic::open`](crate::Topic::open).
+    /// directory, a FIFO, a socket or a device) given to [`Queue::open`](crate::Queue::open),
+    /// or a file given to [`Topic::open`](crate::Topic::open).
     #[error("{path}: is {found}, not {expected}")]
     WrongKind {
         /// The path given.
         path: PathBuf,
-        /// What it is: "a topic directory", "a directory", "a queue file" or "a file".
-        found: &'static str,
-        /// What the call takes: "a queue file" or "a topic directory".
-        expected: &'static str,
+        /// What it is.
+        found: PathKind,
+        /// What the call takes: a queue file or a topic directory.
+        expected: PathKind,
     },
 }
 

@@ -168,7 +168,10 @@ fn confirm_under_none() {
     );
     assert!(matches!(
         p.wait_durable(100, Some(Duration::ZERO)),
-        Err(Error::InvalidArgument(_))
+        Err(Error::InvalidArgument {
+            argument: "offset",
+            ..
+        })
     ));
 }
 

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
-use shmq::{Corruption, Error, FullPolicy, Options, Queue, SeekTo, Start, Subscribe};
+use shmq::{
+    Corruption, Error, FullPolicy, Malformed, Options, OutOfRange, PathKind, Queue, SeekTo, Start,
+    Subscribe,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The file layout (duplicated from src/layout.rs and FORMAT.md on purpose: the tests pin it).
@@ -968,18 +971,72 @@ fn damaged_header_fields_are_reported() {
         Corruption::HeaderChecksum { .. }
     ));
     // Bad values with a valid checksum.
-    for (at, value) in [
-        (OFF_FULL_POLICY, 3u64),
-        (OFF_GROUP_SLOTS, 0),
-        (OFF_GROUP_SLOTS, 65),
-        (OFF_PRODUCER_SLOTS, 0),
-        (OFF_MAX_MESSAGE, 0),
-        (OFF_MAX_MESSAGE, 4096),
-        (OFF_CAPACITY, 4095),
-        (OFF_CAPACITY, 1 << 41),
-        (OFF_CLAIM_TIMEOUT, 0),
-        (OFF_FILE_SIZE, 12345),
-    ] {
+    type Expect = fn(&Corruption) -> bool;
+    let cases: [(usize, u64, Expect); 10] = [
+        (OFF_FULL_POLICY, 3, |c| {
+            matches!(c, Corruption::FullPolicy { found: 3 })
+        }),
+        (OFF_GROUP_SLOTS, 0, |c| {
+            matches!(
+                c,
+                Corruption::Field(OutOfRange::Slots {
+                    table: "group",
+                    found: 0,
+                    max: 64
+                })
+            )
+        }),
+        (OFF_GROUP_SLOTS, 65, |c| {
+            matches!(
+                c,
+                Corruption::Field(OutOfRange::Slots {
+                    table: "group",
+                    found: 65,
+                    ..
+                })
+            )
+        }),
+        (OFF_PRODUCER_SLOTS, 0, |c| {
+            matches!(
+                c,
+                Corruption::Field(OutOfRange::Slots {
+                    table: "producer",
+                    found: 0,
+                    ..
+                })
+            )
+        }),
+        (OFF_MAX_MESSAGE, 0, |c| {
+            matches!(
+                c,
+                Corruption::Field(OutOfRange::MaxMessage { found: 0, .. })
+            )
+        }),
+        (OFF_MAX_MESSAGE, 4096, |c| {
+            matches!(
+                c,
+                Corruption::Field(OutOfRange::MaxMessage { found: 4096, .. })
+            )
+        }),
+        (OFF_CAPACITY, 4095, |c| {
+            matches!(
+                c,
+                Corruption::Field(OutOfRange::Capacity { found: 4095, .. })
+            )
+        }),
+        (
+            OFF_CAPACITY,
+            1 << 41,
+            |c| matches!(c, Corruption::Field(OutOfRange::Capacity { found, .. }) if *found == 1 << 41),
+        ),
+        (OFF_CLAIM_TIMEOUT, 0, |c| {
+            matches!(c, Corruption::Field(OutOfRange::ClaimTimeout))
+        }),
+        (OFF_FILE_SIZE, 12345, |c| {
+            matches!(c, Corruption::FileSize { stored: 12345, .. })
+        }),
+    ];
+    for (at, value, expected) in cases {
         std::fs::write(&path, &good).unwrap();
         edit_file(&path, |b| {
             if at == OFF_CAPACITY || at == OFF_CLAIM_TIMEOUT || at == OFF_FILE_SIZE {
@@ -989,9 +1046,11 @@ fn damaged_header_fields_are_reported() {
             }
             reseal(b);
         });
+        let found = corruption(&path);
+        assert!(expected(&found), "field at {at} = {value}: {found:?}");
         assert!(
-            matches!(corruption(&path), Corruption::Field(_)),
-            "field at {at} = {value}"
+            found.to_string().starts_with("invalid header field: "),
+            "{found}"
         );
     }
     // A consistent but different capacity: the file is now the wrong size.
@@ -1027,13 +1086,13 @@ fn symlinks_and_special_files_are_refused() {
     let link = dir.path().join("link.q");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     match open_err(&link) {
-        Error::InvalidArgument(msg) => assert!(msg.contains("symbolic link"), "{msg}"),
+        Error::Symlink { path } => assert_eq!(path, link),
         e => panic!("expected a refusal, got {e:?}"),
     }
     // A dangling link is refused too, not followed into a new file.
     let dangling = dir.path().join("dangling.q");
     std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
-    assert!(matches!(open_err(&dangling), Error::InvalidArgument(_)));
+    assert!(matches!(open_err(&dangling), Error::Symlink { .. }));
     let opts = Options {
         capacity: 4096,
         max_message: 256,
@@ -1049,7 +1108,14 @@ fn symlinks_and_special_files_are_refused() {
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo reads a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    assert!(matches!(open_err(&fifo), Error::InvalidArgument(_)));
+    assert!(matches!(
+        open_err(&fifo),
+        Error::WrongKind {
+            found: PathKind::Fifo,
+            expected: PathKind::QueueFile,
+            ..
+        }
+    ));
     // A directory is refused with an error, not a panic.
     assert!(Queue::open(dir.path()).is_err());
     assert_eq!(std::fs::read(&target).unwrap(), before);
@@ -1225,8 +1291,11 @@ fn invalid_options_are_refused_without_creating_anything() {
     ];
     for (what, opts) in cases {
         match Queue::create(&path, &opts) {
-            Err(Error::InvalidArgument(msg)) => assert!(!msg.is_empty(), "{what}"),
-            other => panic!("{what}: expected InvalidArgument, got {:?}", other.err()),
+            Err(Error::InvalidOptions(why)) => assert!(!why.to_string().is_empty(), "{what}"),
+            Err(Error::InvalidArgument {
+                argument: "mode", ..
+            }) if what.starts_with("mode") => {}
+            other => panic!("{what}: expected InvalidOptions, got {:?}", other.err()),
         }
         assert_dir_holds(dir.path(), &[]);
     }
@@ -1288,7 +1357,7 @@ fn publish_on_damaged_tail(edit: impl FnOnce(&mut Vec<u8>)) {
     match must_not_panic("Producer::publish", || p.publish(b"x")) {
         Err(Error::Corrupt {
             path: p,
-            kind: Corruption::Shared(_),
+            kind: Corruption::Shared(Malformed::Cursor { which: "tail", .. }),
         }) => assert_eq!(p, path),
         other => panic!("expected Corrupt(Shared), got {other:?}"),
     }

@@ -368,10 +368,14 @@ impl Local {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(shmq::Error::InvalidArgument(format!(
-                    "the group shmq-bridge-in.{durable} holds {} of {n} partitions after 30 s: another bridge-in of this durable runs",
-                    local.member.assignment().len()
-                )));
+                return Err(shmq::Error::InvalidArgument {
+                    argument: "durable",
+                    why: format!(
+                        "the group shmq-bridge-in.{durable} holds {} of {n} partitions after \
+                         30 s: another bridge-in of this durable runs",
+                        local.member.assignment().len()
+                    ),
+                });
             }
         }
         let waiting: usize = local.unconfirmed.iter().map(VecDeque::len).sum();
@@ -479,9 +483,12 @@ impl Local {
         for (&p, &o) in &highest {
             while self.read.get(p as usize).copied().flatten() < Some(o) {
                 if Instant::now() > deadline {
-                    return Err(shmq::Error::InvalidArgument(format!(
-                        "partition {p}: offset {o} published but not readable after 30 s"
-                    )));
+                    return Err(shmq::Error::InvalidArgument {
+                        argument: "offset",
+                        why: format!(
+                            "partition {p}: offset {o} published but not readable after 30 s"
+                        ),
+                    });
                 }
                 self.read_one(Duration::from_millis(100))?;
             }

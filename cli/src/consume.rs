@@ -3,6 +3,7 @@
 //! With `--commit`, output is flushed before each commit, so a committed message has reached
 //! the reader (at-least-once: a crash between flush and commit prints it again next time).
 
+use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -12,8 +13,81 @@ use std::time::{Duration, Instant};
 
 use shmq::{Consumer, MemberOptions, SeekTo, Start, Subscribe, Topic, TopicConsumer};
 
-use crate::error::CliError;
-use crate::{ConsumeArgs, Format, StartAt};
+use crate::error::{At, CliError};
+use crate::{duration, trust};
+
+/// How `shmq consume` prints messages.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The payload bytes as they are, one message per line.
+    Text,
+    /// The offset and the payload in hex.
+    Hex,
+    /// One JSON object per line: offset, timestamp and payload (`payload_hex` instead when
+    /// it is not UTF-8).
+    Json,
+}
+
+/// Arguments of `shmq consume`.
+#[derive(Args)]
+pub struct ConsumeArgs {
+    /// The queue file or topic directory.
+    path: PathBuf,
+    /// The consumer group to read as.
+    #[arg(long, short)]
+    group: String,
+    /// Where to start: earliest, latest, committed, an offset, or a time: RFC 3339
+    /// (2026-12-01T07:00:00Z) or now-DURATION (now-15m).
+    #[arg(long, default_value = "committed", value_parser = parse_from, value_name = "WHERE")]
+    from: SeekTo,
+    /// Stop after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Commit what was printed, so the group resumes after it next time.
+    #[arg(long)]
+    commit: bool,
+    /// Keep waiting for new messages until interrupted (or --count is reached).
+    #[arg(long, conflicts_with = "timeout")]
+    follow: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Stop once no message arrives for this long.
+    #[arg(long, default_value = "0s", value_parser = duration::parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// Create the group if it does not exist (a gating group, unless --non-gating).
+    #[arg(long)]
+    create: bool,
+    /// With --create: make the new group non-gating (it never holds producers back).
+    #[arg(long, requires = "create")]
+    non_gating: bool,
+    /// Let another consumer take the group (queue files) if this one stops polling for this
+    /// long (hung or stopped); without it the group is held while this process lives.
+    #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
+    session_timeout: Option<Duration>,
+    /// Deliver records without checking their CRC32C (by default a damaged record stops the
+    /// run with an error naming its offset).
+    #[arg(long)]
+    no_verify: bool,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: trust::TrustArgs,
+}
+
+/// Parses `--from`: `earliest`, `latest`, `committed`, an offset or a time.
+pub fn parse_from(s: &str) -> Result<SeekTo, String> {
+    match s {
+        "earliest" => Ok(SeekTo::Earliest),
+        "latest" => Ok(SeekTo::Latest),
+        "committed" => Ok(SeekTo::Committed),
+        _ => match s.parse() {
+            Ok(offset) => Ok(SeekTo::Offset(offset)),
+            Err(_) => crate::time::parse_time(s).map(SeekTo::Time).map_err(|e| {
+                format!("expected earliest, latest, committed, an offset or a time; as a time: {e}")
+            }),
+        },
+    }
+}
 
 /// Commit at least this often (in messages) while messages keep arriving.
 const COMMIT_EVERY: u64 = 256;
@@ -27,7 +101,7 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
     let path = &args.path;
     let options = Subscribe {
         gating: !args.non_gating,
-        start: if args.from == StartAt::Latest {
+        start: if args.from == SeekTo::Latest {
             Start::Latest
         } else {
             Start::Earliest
@@ -75,18 +149,10 @@ fn join_queue(args: &ConsumeArgs, options: &Subscribe) -> Result<Consumer, CliEr
     if !args.create && !queue.groups().iter().any(|g| g.name == args.group) {
         return Err(missing_group(path, &args.group));
     }
-    let mut consumer = queue
-        .subscribe(&args.group, options)
-        .map_err(|e| CliError::queue(path, e))?;
-    let seek = match args.from {
-        StartAt::Committed => None,
-        StartAt::Earliest => Some(SeekTo::Earliest),
-        StartAt::Latest => Some(SeekTo::Latest),
-        StartAt::Offset(x) => Some(SeekTo::Offset(x)),
-        StartAt::Time(ns) => Some(SeekTo::Time(ns)),
-    };
-    if let Some(to) = seek {
-        consumer.seek(to).map_err(|e| CliError::queue(path, e))?;
+    let mut consumer = queue.subscribe(&args.group, options).at(path)?;
+    if args.from != SeekTo::Committed {
+        let to = args.from;
+        consumer.seek(to).at(path)?;
     }
     consumer.set_verify_checksums(!args.no_verify);
     Ok(consumer)
@@ -105,8 +171,8 @@ fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, 
     }
     // A member reads from each partition's committed offset; `latest` can only say where a
     // group created now starts.
-    let creating_at_latest = args.from == StartAt::Latest && !known;
-    if args.from != StartAt::Committed && !creating_at_latest {
+    let creating_at_latest = args.from == SeekTo::Latest && !known;
+    if args.from != SeekTo::Committed && !creating_at_latest {
         return Err(CliError::new(
             "--from",
             format_args!(
@@ -120,9 +186,7 @@ fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, 
         subscribe: *options,
         ..MemberOptions::default()
     };
-    let mut consumer = topic
-        .join(&args.group, &member)
-        .map_err(|e| CliError::queue(path, e))?;
+    let mut consumer = topic.join(&args.group, &member).at(path)?;
     consumer.set_verify_checksums(!args.no_verify);
     Ok(consumer)
 }
@@ -384,6 +448,18 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_from() {
+        assert_eq!(parse_from("latest"), Ok(SeekTo::Latest));
+        assert_eq!(parse_from("committed"), Ok(SeekTo::Committed));
+        assert_eq!(parse_from("42"), Ok(SeekTo::Offset(42)));
+        assert_eq!(
+            parse_from("1970-01-01T00:00:03Z"),
+            Ok(SeekTo::Time(3_000_000_000))
+        );
+        assert!(parse_from("-1").is_err());
+    }
 
     #[test]
     fn formats_messages() {

@@ -1,10 +1,88 @@
 //! `shmq create`: creates a queue file.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
 use shmq::{Durability, Options, Queue, Topic, TopicOptions};
 
-use crate::error::CliError;
+use crate::error::{At, CliError};
 use crate::size::format_size;
-use crate::{CreateArgs, DurabilityArg};
+use crate::{duration, size};
+
+/// What a full queue does, as spelled on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Full {
+    /// Producers wait for the slowest gating group.
+    Block,
+    /// Publishing fails at once.
+    Reject,
+    /// The oldest records are overwritten.
+    Overwrite,
+}
+
+impl From<Full> for shmq::FullPolicy {
+    fn from(f: Full) -> Self {
+        match f {
+            Full::Block => shmq::FullPolicy::Block,
+            Full::Reject => shmq::FullPolicy::Reject,
+            Full::Overwrite => shmq::FullPolicy::Overwrite,
+        }
+    }
+}
+
+/// A durability policy, as spelled on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Page cache only: survives any process crash, not a machine crash.
+    None,
+    /// Group commit: flushed within --batch-delay or every --batch-bytes.
+    Batch,
+    /// Each publish returns once its message is on disk.
+    Sync,
+}
+
+/// Arguments of `shmq create`.
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The queue file (or, with --partitions, the topic directory) to create; must not exist.
+    path: PathBuf,
+    /// Create a topic: a directory of this many partitions (queue files with the options
+    /// below), to which keyed messages are routed by CRC32C(key) mod N.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(shmq::MAX_PARTITIONS)))]
+    partitions: Option<u32>,
+    /// Ring size: a power of two from 4KiB to 1TiB.
+    #[arg(long, default_value = "64MiB", value_parser = size::parse_capacity, value_name = "SIZE")]
+    capacity: u64,
+    /// Largest message [default: 1MiB, or the most a smaller ring allows].
+    #[arg(long, value_parser = size::parse_size, value_name = "SIZE")]
+    max_message: Option<u64>,
+    /// What producers do when the ring is full.
+    #[arg(long, value_enum, default_value_t = Full::Block)]
+    full: Full,
+    /// What a publish promises about surviving a machine crash.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
+    durability: DurabilityArg,
+    /// Batch: longest time a message waits for its flush.
+    #[arg(long, default_value = "10ms", value_parser = duration::parse_duration, value_name = "DURATION")]
+    batch_delay: Duration,
+    /// Batch: unflushed bytes that trigger a flush.
+    #[arg(long, default_value = "1MiB", value_parser = size::parse_size, value_name = "SIZE")]
+    batch_bytes: u64,
+    /// Permission bits of the file, in octal. 0660 shares it with its group, whose users open
+    /// it with --trust-group; a mode that lets every user write is refused.
+    #[arg(long, default_value = "0600", value_parser = parse_mode)]
+    mode: u32,
+}
+
+/// Parses `--mode`: octal permission bits such as `0600` or `0o644`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(m),
+        _ => Err("expected octal permission bits from 0000 to 0777, like 0600".to_string()),
+    }
+}
 
 /// Bytes of one record header in the ring (the largest message is half the ring minus this).
 const RECORD_HEADER: u64 = 32;
@@ -58,13 +136,13 @@ pub fn run(args: &CreateArgs) -> Result<(), CliError> {
                 partitions,
                 queue: options.clone(),
             };
-            Some(Topic::create(&args.path, &options).map_err(|e| CliError::queue(&args.path, e))?)
+            Some(Topic::create(&args.path, &options).at(&args.path)?)
         }
         None => None,
     };
     let queue = match &topic {
         Some(topic) => topic.partitions()[0].clone(),
-        None => Queue::create(&args.path, &options).map_err(|e| CliError::queue(&args.path, e))?,
+        None => Queue::create(&args.path, &options).at(&args.path)?,
     };
     let g = queue.geometry();
     let what = match &topic {
@@ -92,5 +170,14 @@ mod tests {
         assert_eq!(default_max_message(64 << 20), 1 << 20);
         assert_eq!(default_max_message(4096), 2048 - 32);
         assert_eq!(default_max_message(0), 1);
+    }
+
+    #[test]
+    fn parses_mode() {
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("0o644"), Ok(0o644));
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("1777").is_err());
+        assert!(parse_mode("").is_err());
     }
 }

@@ -21,17 +21,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use shmq::{Options, Queue};
 
 use self::event::EVENT_LEN;
 use self::progress::{Progress, Snapshot};
 use self::report::Report;
 use crate::duration::format_ns;
-use crate::error::CliError;
+use crate::error::{At, CliError};
 use crate::fmt::{count, rate};
 use crate::info::render_rows;
+use crate::size;
 use crate::size::format_size;
-use crate::DemoArgs;
+
+/// Arguments of `shmq demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// How many "order paid" events the order service publishes.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    messages: u64,
+    /// Keep the queue file (DIR/orders.q) here instead of in a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Plain progress lines instead of progress bars (for logs and CI).
+    #[arg(long)]
+    no_progress: bool,
+    /// Orders per second the order service publishes (0: as fast as it can).
+    #[arg(long, default_value_t = 50_000, value_name = "PER_SEC")]
+    rate: u64,
+    /// Messages per second the slow sms group can send (0: unthrottled).
+    #[arg(long, default_value_t = 20_000, value_name = "PER_SEC")]
+    sms_rate: u64,
+    /// Size of the queue's ring; a small ring makes the slow group hold the producer back.
+    #[arg(long, default_value = "64MiB", value_parser = size::parse_size, value_name = "SIZE")]
+    capacity: u64,
+}
 
 /// The consumer groups: name, what the service does with an order, and whether it is the
 /// throttled one.
@@ -155,11 +179,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     })?;
     // The groups exist before the first order, so each starts at offset 0 and gates from it.
     for (name, _, _) in GROUPS {
-        drop(
-            queue
-                .consumer(name)
-                .map_err(|e| CliError::queue(&path, e))?,
-        );
+        drop(queue.consumer(name).at(&path)?);
     }
     let n = args.messages;
     print_header(args, &queue);

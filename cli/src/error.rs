@@ -21,17 +21,16 @@ impl CliError {
         }
     }
 
-    /// A library error on the queue file `path`, naming the path exactly once (some library
-    /// errors already start with it).
+    /// A library error on the queue file or topic `path`, naming the path exactly once: an
+    /// error that carries a path within `path` already starts with it.
     pub fn queue(path: &Path, e: shmq::Error) -> Self {
-        let shown = path.display().to_string();
+        let named = error_path(&e).is_some_and(|p| p.starts_with(path));
         let text = match e {
-            shmq::Error::InvalidArgument(m) if m.starts_with(&shown) => m,
             shmq::Error::Untrusted { why, .. } => {
                 let flags = match why {
                     shmq::Distrust::Owner => " (--trust-owner USER or --trust-group GROUP)",
                     shmq::Distrust::GroupMayWrite => " (--trust-group GROUP)",
-                    shmq::Distrust::OthersMayWrite => "",
+                    _ => "",
                 };
                 format!("{e}{flags}")
             }
@@ -39,11 +38,11 @@ impl CliError {
                 ref path, found, ..
             } => {
                 let hint = match found {
-                    "a topic directory" => format!(
+                    shmq::PathKind::TopicDirectory => format!(
                         " (this command reads one queue file: give it a partition, such as {})",
                         path.join("partition-0000.q").display()
                     ),
-                    "a queue file" => {
+                    shmq::PathKind::QueueFile => {
                         " (a topic is a directory of partitions: `shmq create PATH --partitions N`)"
                             .to_string()
                     }
@@ -53,13 +52,13 @@ impl CliError {
             }
             e => e.to_string(),
         };
-        if text.starts_with(&shown) {
+        if named {
             CliError {
                 text: one_line(&text),
                 code: 1,
             }
         } else {
-            CliError::new(shown, text)
+            CliError::new(path.display(), text)
         }
     }
 
@@ -92,6 +91,45 @@ impl fmt::Display for CliError {
     }
 }
 
+/// `.at(path)`: a library result as a [`CliError`] about the queue file or topic `path`
+/// ([`CliError::queue`]).
+pub trait At<T> {
+    /// The result, its error reported about `path`.
+    fn at(self, path: &Path) -> Result<T, CliError>;
+}
+
+impl<T> At<T> for shmq::Result<T> {
+    fn at(self, path: &Path) -> Result<T, CliError> {
+        self.map_err(|e| CliError::queue(path, e))
+    }
+}
+
+/// The file or directory a library error is about, when its text starts with it.
+fn error_path(e: &shmq::Error) -> Option<&Path> {
+    use shmq::Error as E;
+    match e {
+        E::Io { path, .. }
+        | E::Corrupt { path, .. }
+        | E::Exists { path }
+        | E::NotFound { path }
+        | E::Untrusted { path, .. }
+        | E::TopicNotFound { path }
+        | E::Symlink { path }
+        | E::NoFileName { path }
+        | E::NoSuchPartition { path, .. }
+        | E::Full { path, .. }
+        | E::Timeout { path, .. }
+        | E::TooManyMembers { path, .. }
+        | E::NotDurable { path, .. }
+        | E::Forked { path, .. }
+        | E::Poisoned { path, .. }
+        | E::Truncated { path }
+        | E::Detached { path, .. }
+        | E::WrongKind { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
 /// Joins the lines of `s` with "; " so that a message never spans lines.
 fn one_line(s: &str) -> String {
     let parts: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -110,11 +148,30 @@ mod tests {
         assert_eq!(e.to_string(), "/tmp/q: no such queue file");
         let e = CliError::queue(&p, shmq::Error::UnknownGroup("g".into()));
         assert_eq!(e.to_string(), "/tmp/q: consumer group \"g\" does not exist");
+        let e = CliError::queue(&p, shmq::Error::Symlink { path: p.clone() });
+        assert_eq!(
+            e.to_string(),
+            "/tmp/q: is a symbolic link (refused for safety)"
+        );
+        let t = PathBuf::from("/tmp/t.topic");
+        let part = t.join("partition-0001.q");
+        let e = CliError::queue(&t, shmq::Error::Truncated { path: part });
+        assert_eq!(
+            e.to_string(),
+            "/tmp/t.topic/partition-0001.q: the queue file was truncated under this process; \
+             its records are gone"
+        );
         let e = CliError::queue(
             &p,
-            shmq::Error::InvalidArgument("/tmp/q: not a regular file".into()),
+            shmq::Error::InvalidArgument {
+                argument: "group name",
+                why: "must be 1 to 64 bytes, got 0".into(),
+            },
         );
-        assert_eq!(e.to_string(), "/tmp/q: not a regular file");
+        assert_eq!(
+            e.to_string(),
+            "/tmp/q: invalid group name: must be 1 to 64 bytes, got 0"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use shmq::{Queue, SeekTo, Start, Subscribe, Topic};
 
-use crate::error::CliError;
+use crate::error::{At, CliError};
 use crate::fmt::count;
 use crate::info;
 use crate::time::parse_time;
@@ -159,9 +159,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
                 session_timeout: None,
             };
             for (partition, queue) in &queues {
-                let member = queue
-                    .subscribe(group, &options)
-                    .map_err(|e| CliError::queue(queue.path(), e))?;
+                let member = queue.subscribe(group, &options).at(queue.path())?;
                 outln!(
                     "created {} group {group:?} in {} at offset {}",
                     if *non_gating { "non-gating" } else { "gating" },
@@ -214,9 +212,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             for group in &groups {
                 let before = existing(path, &queues, group)?;
                 for ((partition, queue), before) in queues.iter().zip(before) {
-                    let after = target
-                        .offset(queue, before)
-                        .map_err(|e| CliError::queue(queue.path(), e))?;
+                    let after = target.offset(queue, before).at(queue.path())?;
                     plans.push((group, *partition, queue, before, after));
                 }
             }
@@ -229,9 +225,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
                         Target::To(to) => to,
                         Target::Shift(_) => SeekTo::Offset(planned),
                     };
-                    queue
-                        .reset_group(group, to)
-                        .map_err(|e| CliError::queue(queue.path(), e))?
+                    queue.reset_group(group, to).at(queue.path())?
                 };
                 let lag = queue.tail_offset().saturating_sub(after);
                 let change = match after.cmp(&before) {
@@ -258,9 +252,7 @@ pub fn run(args: &GroupArgs) -> Result<(), CliError> {
             let queues = open(path, &args.trust)?;
             let before = existing(path, &queues, group)?;
             for ((partition, queue), committed) in queues.iter().zip(before) {
-                queue
-                    .delete_group(group)
-                    .map_err(|e| CliError::queue(queue.path(), e))?;
+                queue.delete_group(group).at(queue.path())?;
                 outln!(
                     "deleted group {group:?} from {} (it had committed up to offset {})",
                     place(path, *partition),

@@ -1,7 +1,9 @@
 //! `shmq info`: a queue's parameters, state and consumer groups, as a table or JSON.
 
+use clap::Args;
 use std::io::Write;
 use std::path::Path;
+use std::path::PathBuf;
 
 use serde::Serialize;
 use shmq::{Durability, Queue};
@@ -10,7 +12,20 @@ use crate::duration::format_ns;
 use crate::error::CliError;
 use crate::fmt::count;
 use crate::size::format_size;
-use crate::InfoArgs;
+use crate::trust;
+
+/// Arguments of `shmq info`.
+#[derive(Args)]
+pub struct InfoArgs {
+    /// The queue file or topic directory.
+    path: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: trust::TrustArgs,
+}
 
 /// Everything `info` reports about a queue file, in the shape of its JSON output.
 #[derive(Serialize)]

@@ -1,14 +1,51 @@
 //! `shmq publish`: one message per line of stdin, or synthetic load with `--count`.
 
+use clap::Args;
 use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use shmq::{Producer, Queue, Topic, TopicProducer};
 
-use crate::error::CliError;
+use crate::error::{At, CliError};
 use crate::fmt::{count, rate};
 use crate::size::format_size;
-use crate::PublishArgs;
+use crate::{duration, size, trust};
+
+/// Arguments of `shmq publish`.
+#[derive(Args)]
+pub struct PublishArgs {
+    /// The queue file or topic directory.
+    path: PathBuf,
+    /// Publish the lines of this file instead of stdin's.
+    #[arg(long, conflicts_with = "count", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Publish this many synthetic messages instead of reading stdin.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Topics: give every message this key (it picks the partition).
+    #[arg(long, conflicts_with = "key_separator")]
+    key: Option<String>,
+    /// Topics: each message is KEY, this separator, then the value (e.g. --key-separator ' ').
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// Topics: publish to this partition instead of routing by key or in turn.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Size of each synthetic message.
+    #[arg(long, requires = "count", default_value = "64", value_parser = size::parse_size, value_name = "SIZE")]
+    size: u64,
+    /// A line the queue refuses (larger than its max message, or without the key separator)
+    /// is reported on stderr and skipped instead of ending the run.
+    #[arg(long, conflicts_with = "count")]
+    skip_invalid: bool,
+    /// Give up when the queue stays full this long (policy block) [default: wait forever].
+    #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
+    timeout: Option<Duration>,
+    /// Whom to trust with a file another user made.
+    #[command(flatten)]
+    trust: trust::TrustArgs,
+}
 
 /// Synthetic messages between progress-bar updates.
 const PROGRESS_EVERY: u64 = 4096;
@@ -23,7 +60,7 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
     let target = if Topic::is_topic(path) {
         let topic = args.trust.open_topic(path)?;
         let route = route(args, topic.partition_count())?;
-        let mut producer = topic.producer().map_err(|e| CliError::queue(path, e))?;
+        let mut producer = topic.producer().at(path)?;
         producer.set_timeout(timeout);
         Target::Topic {
             topic,
@@ -38,7 +75,7 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
             ));
         }
         let queue = args.trust.open_queue(path)?;
-        let mut producer = queue.producer().map_err(|e| CliError::queue(path, e))?;
+        let mut producer = queue.producer().at(path)?;
         producer.set_timeout(timeout);
         Target::Queue { queue, producer }
     };
@@ -181,10 +218,10 @@ impl Sender {
             Route::Split(sep, p) => match find(payload, sep) {
                 Some(at) => (Some(&payload[..at]), &payload[at + sep.len()..], *p),
                 None => {
-                    return Err(shmq::Error::InvalidArgument(format!(
-                        "no key separator {:?} in the message",
-                        String::from_utf8_lossy(sep)
-                    )))
+                    return Err(shmq::Error::InvalidArgument {
+                        argument: "message",
+                        why: format!("no key separator {:?} in it", String::from_utf8_lossy(sep)),
+                    })
                 }
             },
         };
@@ -299,7 +336,12 @@ fn lines(
 fn invalid_message(e: &shmq::Error) -> bool {
     matches!(
         e,
-        shmq::Error::TooBig { .. } | shmq::Error::InvalidArgument(_)
+        shmq::Error::TooBig { .. }
+            | shmq::Error::KeyTooBig { .. }
+            | shmq::Error::InvalidArgument {
+                argument: "message",
+                ..
+            }
     )
 }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use shmq::Queue;
 
 use crate::duration::parse_duration;
-use crate::error::CliError;
+use crate::error::{At, CliError};
 use crate::fmt::{count, rate};
 use crate::info::render_rows;
 use crate::time::format_time;
@@ -118,9 +118,7 @@ pub fn run(args: &StatArgs) -> Result<(), CliError> {
     while args.count.is_none_or(|n| taken < n) {
         std::thread::sleep(args.interval.saturating_sub(previous.at.elapsed()));
         // A file removed, replaced or truncated under us: say so and stop.
-        queue
-            .check_file()
-            .map_err(|e| CliError::queue(&args.path, e))?;
+        queue.check_file().at(&args.path)?;
         let now = Reading::take(&queue);
         let sample = compare(&previous, &now);
         let text = if args.json {

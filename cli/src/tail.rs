@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use shmq::{SeekTo, TailReader, Topic};
 
+use crate::consume::{parse_from, Format};
 use crate::consume::{write, Record, Stop};
-use crate::error::CliError;
+use crate::error::{At, CliError};
 use crate::trust::TrustArgs;
-use crate::{Format, StartAt};
 
 /// Longest single wait on one partition of a topic before the others are looked at again.
 const TOPIC_ROUND: Duration = Duration::from_millis(10);
@@ -26,8 +26,8 @@ pub struct TailArgs {
     path: PathBuf,
     /// Where to start: earliest, latest, an offset (topics: with --partition), or a time: RFC
     /// 3339 (2026-12-01T07:00:00Z) or now-DURATION (now-15m).
-    #[arg(long, default_value = "earliest", value_parser = crate::parse_from, value_name = "WHERE")]
-    from: StartAt,
+    #[arg(long, default_value = "earliest", value_parser = parse_from, value_name = "WHERE")]
+    from: SeekTo,
     /// Topics: read this partition only.
     #[arg(long)]
     partition: Option<u32>,
@@ -59,17 +59,14 @@ type Readers = Vec<(Option<u32>, PathBuf, TailReader)>;
 pub fn run(args: &TailArgs) -> Result<(), CliError> {
     let path = &args.path;
     let from = match args.from {
-        StartAt::Committed => {
+        SeekTo::Committed => {
             return Err(CliError::new(
                 "--from committed",
                 "shmq tail reads without a consumer group, so there is no committed offset \
                  (use `shmq consume --group GROUP` to read from a group's committed offset)",
             ))
         }
-        StartAt::Earliest => SeekTo::Earliest,
-        StartAt::Latest => SeekTo::Latest,
-        StartAt::Offset(x) => SeekTo::Offset(x),
-        StartAt::Time(ns) => SeekTo::Time(ns),
+        from => from,
     };
     let mut readers: Readers = Vec::new();
     if Topic::is_topic(path) {
@@ -101,9 +98,7 @@ pub fn run(args: &TailArgs) -> Result<(), CliError> {
         };
         for p in chosen {
             let queue = &topic.partitions()[p as usize];
-            let reader = queue
-                .tail_reader(from)
-                .map_err(|e| CliError::queue(queue.path(), e))?;
+            let reader = queue.tail_reader(from).at(queue.path())?;
             readers.push((Some(p), queue.path().to_path_buf(), reader));
         }
     } else {
@@ -117,9 +112,7 @@ pub fn run(args: &TailArgs) -> Result<(), CliError> {
             ));
         }
         let queue = args.trust.open_queue(path)?;
-        let reader = queue
-            .tail_reader(from)
-            .map_err(|e| CliError::queue(path, e))?;
+        let reader = queue.tail_reader(from).at(path)?;
         readers.push((None, path.clone(), reader));
     }
     for (_, _, r) in &mut readers {

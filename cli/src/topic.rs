@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use shmq::{partition_for_key, Topic};
 
-use crate::error::CliError;
+use crate::error::{At, CliError};
 use crate::fmt::count;
 use crate::info::{self, render_rows};
 use crate::size::format_size;
@@ -64,9 +64,7 @@ pub fn run(args: &TopicArgs) -> Result<(), CliError> {
         Action::Grow { path, partitions } => {
             let mut topic = args.trust.open_topic(path)?;
             let before = topic.partition_count();
-            topic
-                .grow(*partitions)
-                .map_err(|e| CliError::queue(path, e))?;
+            topic.grow(*partitions).at(path)?;
             outln!(
                 "{}: {before} -> {} partitions",
                 path.display(),
@@ -81,7 +79,7 @@ pub fn run(args: &TopicArgs) -> Result<(), CliError> {
         } => {
             let from = args.trust.open_topic(source)?;
             let to = args.trust.open_topic(dest)?;
-            let done = shmq::fan_out(&from, group, &to).map_err(|e| CliError::queue(source, e))?;
+            let done = shmq::fan_out(&from, group, &to).at(source)?;
             outln!(
                 "copied {} messages of group {group:?} from {} ({} partitions) to {} ({} partitions)",
                 count(done.copied),

@@ -7,7 +7,7 @@ use clap::Args;
 use nix::unistd::{Group, User};
 use shmq::{Queue, Topic, Trust};
 
-use crate::error::CliError;
+use crate::error::{At, CliError};
 
 /// The trust options of every command that opens a queue file or topic.
 #[derive(Args)]
@@ -33,12 +33,12 @@ impl TrustArgs {
 
     /// Opens the queue file at `path`.
     pub fn open_queue(&self, path: &Path) -> Result<Queue, CliError> {
-        Queue::open_trusting(path, &self.trust()).map_err(|e| CliError::queue(path, e))
+        Queue::open_trusting(path, &self.trust()).at(path)
     }
 
     /// Opens the topic at `path`.
     pub fn open_topic(&self, path: &Path) -> Result<Topic, CliError> {
-        Topic::open_trusting(path, &self.trust()).map_err(|e| CliError::queue(path, e))
+        Topic::open_trusting(path, &self.trust()).at(path)
     }
 }
 

@@ -353,17 +353,16 @@ fn group_names_are_printable_and_dash_names_get_a_hint() {
         &["group", "create", &q, "a\tb"],
         1,
         &format!(
-            "{q}: invalid argument: group name \"a\\tb\" contains the control character U+0009: \
-             a group name is printable text (no newlines, tabs or other control characters)"
+            "{q}: invalid group name: \"a\\tb\" contains the control character U+0009: a group \
+             name is printable text (no newlines, tabs or other control characters)"
         ),
     );
     refused(
         &["consume", &q, "-g", "line\nbreak", "--create"],
         1,
         &format!(
-            "{q}: invalid argument: group name \"line\\nbreak\" contains the control character \
-             U+000A: a group name is printable text (no newlines, tabs or other control \
-             characters)"
+            "{q}: invalid group name: \"line\\nbreak\" contains the control character U+000A: a \
+             group name is printable text (no newlines, tabs or other control characters)"
         ),
     );
     refused(

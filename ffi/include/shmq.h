@@ -6,7 +6,8 @@
  *
  * Conventions: every function returns a shmq_status (0 = SHMQ_OK, > 0 expected outcomes,
  * < 0 errors) unless stated otherwise; any non-OK status sets the thread's last-error
- * message (shmq_last_error). Out-parameters are written only on SHMQ_OK. NULL handles or
+ * message (shmq_last_error). Out-parameters are written only on SHMQ_OK (except a publish's
+ * offset and partition on SHMQ_ENOTDURABLE: published, not on disk). NULL handles or
  * required pointers give SHMQ_EINVAL. Timeouts are int64_t nanoseconds: -1 forever, 0 never
  * waits. Panics never cross the ABI (SHMQ_EINTERNAL). Free each handle exactly once
  * (freeing NULL is a no-op). A shmq_queue may be shared between threads; a shmq_producer or
@@ -56,18 +57,20 @@
  | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
  | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
  | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
- | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), NULL or malformed arguments |
- | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed), `Poisoned` (an earlier flush failed) |
+ | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
+ | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
  | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
  | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
- | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `NotHeld`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
- | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
+ | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` (try again once the holder or a slot is free) |
+ | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq), an error variant newer than this table |
  | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
  | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
  | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
+ | `SHMQ_ENOTDURABLE` | `NotDurable` (the record was published at `*offset_out` but is not known to be on disk) |
+ | `SHMQ_ETAKENOVER`| `TakenOver`, `NotHeld` (the group or partition is no longer this consumer's: stop reading it) |
  */
 typedef enum shmq_status {
   /*
@@ -115,7 +118,8 @@ typedef enum shmq_status {
    */
   SHMQ_EEXIST = -7,
   /*
-   The consumer group is held by another live consumer, or all slots are taken.
+   The consumer group is held by another live consumer, or all slots are taken: it may
+   succeed later.
    */
   SHMQ_EBUSY = -8,
   /*
@@ -139,6 +143,18 @@ typedef enum shmq_status {
    and open the queue again once it exists again. Other queues are not affected.
    */
   SHMQ_ESTALE = -12,
+  /*
+   The record was published (consumers see it) at the offset stored in `*offset_out`, but
+   it is not known to be on disk: its flush failed (the file is then poisoned) or the wait
+   for it ended first. Not "nothing was published": do not publish it again blindly.
+   */
+  SHMQ_ENOTDURABLE = -13,
+  /*
+   Someone else took this consumer's group (or topic partition) or moved its committed
+   offset: another member judged it dead, its session went stale, or an operator reset
+   the group. Nothing was committed; stop reading the group (free the consumer).
+   */
+  SHMQ_ETAKENOVER = -14,
 } shmq_status;
 
 /*
@@ -426,7 +442,9 @@ enum shmq_status shmq_poll(struct shmq_consumer *consumer,
  Commits `offset`: it and every record before it are processed, and a consumer that joins
  the group later resumes at `offset + 1`. Committing at or below the committed offset does
  nothing; an offset not yet polled is `SHMQ_EINVAL`. Under SYNC durability it returns once the
- committed offset is on disk (`SHMQ_EIO` if that fails).
+ committed offset is on disk (`SHMQ_EIO` if that fails). `SHMQ_ETAKENOVER` if someone else
+ took the group or moved its committed offset while this consumer held it (another member
+ judged it dead, or an operator reset the group): nothing was committed; free the consumer.
 
  # Safety
  `consumer` is NULL or a live consumer not used concurrently by another thread.
@@ -473,14 +491,15 @@ enum shmq_status shmq_producer_new(const struct shmq_queue *queue, struct shmq_p
 
 /*
  Publishes the `len` bytes at `data` (copied; the buffer is not retained) and, if
- `offset_out` is not NULL, stores the record's offset there.
+ `offset_out` is not NULL, stores the record's offset there (on `SHMQ_OK`, and on
+ `SHMQ_ENOTDURABLE`: published at `*offset_out` but not on disk).
 
  `timeout_ns` bounds the wait for room under `SHMQ_FULL_BLOCK` (`SHMQ_TIMEOUT` when it
  passes). Other outcomes: `SHMQ_FULL` (policy REJECT), `SHMQ_ETOOBIG`, `SHMQ_TIMEOUT` also
  when the call stalled past the claim timeout and readers aborted the record (nothing was
- published), `SHMQ_EIO` under SYNC durability when the record was published but its flush
- failed, and under BATCH and SYNC when an earlier flush of the file failed (the file is
- poisoned; nothing was published). `data` may be NULL only if `len` is 0.
+ published), `SHMQ_ENOTDURABLE` under SYNC durability when the record was published (at
+ `*offset_out`) but its flush failed, and `SHMQ_EIO` under BATCH and SYNC when an earlier
+ flush of the file failed (the file is poisoned; nothing was published). `data` may be NULL only if `len` is 0.
 
  # Safety
  `producer` is NULL or a live producer not used concurrently by another thread; `data` is
@@ -694,8 +713,9 @@ enum shmq_status shmq_topic_producer_new(const struct shmq_topic *topic,
 /*
  Publishes the `len` bytes at `data` with the `key_len`-byte `key` to the key's partition
  (`shmq_topic_partition_for_key`). Stores the partition and offset in `*partition_out` and
- `*offset_out` when they are not NULL. `timeout_ns` and the outcomes are those of
- `shmq_publish`; a key longer than 65,534 bytes is `SHMQ_EINVAL`.
+ `*offset_out` when they are not NULL (on `SHMQ_OK` and on `SHMQ_ENOTDURABLE`: published
+ there but not on disk). `timeout_ns` and the outcomes are those of `shmq_publish`; a key
+ longer than 65,534 bytes is `SHMQ_EINVAL`.
 
  # Safety
  `producer` is NULL or a live producer used by this thread only; `key`/`data` are NULL only
@@ -728,7 +748,7 @@ enum shmq_status shmq_topic_publish(struct shmq_topic_producer *producer,
 /*
  Publishes the `len` bytes at `data` to `partition` (`SHMQ_EINVAL` if it does not exist),
  with the `key_len`-byte `key`, or without a key if `key` is NULL. Stores the offset in
- `*offset_out` when it is not NULL.
+ `*offset_out` when it is not NULL (on `SHMQ_OK` and on `SHMQ_ENOTDURABLE`).
 
  # Safety
  As for `shmq_topic_publish_keyed`; a NULL `key` means no key (`key_len` is then ignored).
@@ -795,9 +815,11 @@ enum shmq_status shmq_topic_poll(struct shmq_topic_consumer *consumer,
 
 /*
  Commits `offset` of `partition`: the member that holds the partition next resumes after it.
- `SHMQ_EINVAL` if this member does not hold `partition` (partitions move only inside
- `shmq_topic_poll`, so the partition of the last polled record is still held) or has not
- read `offset` yet.
+ `SHMQ_ETAKENOVER` if this member does not hold `partition` (any more: partitions move only
+ inside `shmq_topic_poll`, so the partition of the last polled record is still held) or
+ another holder or a reset moved its committed offset (nothing was committed, and the member
+ drops the partition); `SHMQ_EINVAL` if the topic has no such partition or this member has
+ not read `offset` yet.
 
  # Safety
  `consumer` is NULL or a live consumer used by this thread only.

@@ -176,9 +176,10 @@ pub unsafe extern "C" fn shmq_poll(
                 unsafe { out.write(msg) };
                 Ok(())
             }
-            None => Err(Failure::new(
+            // A fixed message: an empty poll is an expected outcome, set without allocating.
+            None => Err(Failure::fixed(
                 shmq_status::SHMQ_TIMEOUT,
-                "shmq_poll: no message within the timeout",
+                c"shmq_poll: no message within the timeout",
             )),
         }
     })
@@ -187,7 +188,9 @@ pub unsafe extern "C" fn shmq_poll(
 /// Commits `offset`: it and every record before it are processed, and a consumer that joins
 /// the group later resumes at `offset + 1`. Committing at or below the committed offset does
 /// nothing; an offset not yet polled is `SHMQ_EINVAL`. Under SYNC durability it returns once the
-/// committed offset is on disk (`SHMQ_EIO` if that fails).
+/// committed offset is on disk (`SHMQ_EIO` if that fails). `SHMQ_ETAKENOVER` if someone else
+/// took the group or moved its committed offset while this consumer held it (another member
+/// judged it dead, or an operator reset the group): nothing was committed; free the consumer.
 ///
 /// # Safety
 /// `consumer` is NULL or a live consumer not used concurrently by another thread.

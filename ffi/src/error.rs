@@ -1,13 +1,33 @@
 //! The thread-local last-error message and the panic boundary every exported function runs in.
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::status::shmq_status;
 
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    // Const-initialised: the first use on a thread allocates nothing either.
+    static LAST_ERROR: RefCell<Message> = const { RefCell::new(Message::Fixed(c"")) };
+}
+
+/// A last-error message: a fixed text (stored without allocating, so an expected outcome such
+/// as an empty poll costs no heap work) or one made for this failure.
+#[derive(Debug)]
+pub enum Message {
+    /// A static text.
+    Fixed(&'static CStr),
+    /// A text made for this failure.
+    Owned(CString),
+}
+
+impl Message {
+    fn as_ptr(&self) -> *const c_char {
+        match self {
+            Message::Fixed(s) => s.as_ptr(),
+            Message::Owned(s) => s.as_ptr(),
+        }
+    }
 }
 
 /// Why a call failed: the status to return and the message for [`shmq_last_error`].
@@ -16,15 +36,24 @@ pub struct Failure {
     /// The status returned to C.
     pub status: shmq_status,
     /// The message stored for `shmq_last_error`.
-    pub message: String,
+    pub message: Message,
 }
 
 impl Failure {
-    /// A failure with the given status and message.
+    /// A failure with the given status and message (a NUL byte in it is written `\0`).
     pub fn new(status: shmq_status, message: impl Into<String>) -> Failure {
+        let text = message.into().replace('\0', "\\0");
         Failure {
             status,
-            message: message.into(),
+            message: Message::Owned(CString::new(text).unwrap_or_default()),
+        }
+    }
+
+    /// A failure with the given status and a fixed message: setting it allocates nothing.
+    pub fn fixed(status: shmq_status, message: &'static CStr) -> Failure {
+        Failure {
+            status,
+            message: Message::Fixed(message),
         }
     }
 
@@ -40,8 +69,7 @@ impl From<shmq_core::Error> for Failure {
     }
 }
 
-fn set_last_error(message: &str) {
-    let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+fn set_last_error(message: Message) {
     // `try_with`: during thread teardown the slot may be gone; the message is then dropped.
     let _ = LAST_ERROR.try_with(|slot| {
         if let Ok(mut slot) = slot.try_borrow_mut() {
@@ -58,22 +86,23 @@ fn set_last_error(message: &str) {
 pub fn guard(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> shmq_status {
     // AssertUnwindSafe: after a panic the handle involved may be inconsistent; the documented
     // contract is that it is then only freed.
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => shmq_status::SHMQ_OK,
-        Ok(Err(failure)) => {
-            set_last_error(&failure.message);
-            failure.status
-        }
+    let failure = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return shmq_status::SHMQ_OK,
+        Ok(Err(failure)) => failure,
         Err(payload) => {
             let what = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic payload".to_string());
-            set_last_error(&format!("{function}: internal error (panic): {what}"));
-            shmq_status::SHMQ_EINTERNAL
+            Failure::new(
+                shmq_status::SHMQ_EINTERNAL,
+                format!("{function}: internal error (panic): {what}"),
+            )
         }
-    }
+    };
+    set_last_error(failure.message);
+    failure.status
 }
 
 /// The message describing the last call on this thread that returned a status other than

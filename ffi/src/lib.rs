@@ -7,7 +7,8 @@
 //!   is 0, the positive statuses (`SHMQ_TIMEOUT`, `SHMQ_FULL`, `SHMQ_LAGGED`) are expected
 //!   outcomes to branch on, the negative ones are errors. Every non-OK status also sets the
 //!   calling thread's last-error message ([`shmq_last_error`]).
-//! * Out-parameters are written only when the function returns `SHMQ_OK`.
+//! * Out-parameters are written only when the function returns `SHMQ_OK`, except the offset
+//!   (and partition) of a publish that returns `SHMQ_ENOTDURABLE`: that record was published.
 //! * A NULL handle or required pointer, or an out-of-range argument, gives `SHMQ_EINVAL`.
 //! * Timeouts are `int64_t` nanoseconds: `-1` waits forever, `0` never waits, other negative
 //!   values are `SHMQ_EINVAL`.
@@ -127,6 +128,27 @@ pub(crate) unsafe fn write_opt<T>(p: *mut T, v: T) {
         // SAFETY: non-NULL and writable per the caller's contract.
         unsafe { p.write(v) };
     }
+}
+
+/// The end of every publish: stores the offset of a published record in `*offset_out` (when it
+/// is not NULL) on success, and also on `NotDurable` (`SHMQ_ENOTDURABLE`), whose record was
+/// published too; returns the failure, if any.
+///
+/// # Safety
+/// `offset_out` is NULL or writable.
+pub(crate) unsafe fn published(
+    result: shmq_core::Result<u64>,
+    offset_out: *mut u64,
+) -> Result<(), Failure> {
+    let offset = match &result {
+        Ok(offset) | Err(shmq_core::Error::NotDurable { offset, .. }) => Some(*offset),
+        Err(_) => None,
+    };
+    if let Some(offset) = offset {
+        // SAFETY: NULL or writable per the caller's contract.
+        unsafe { write_opt(offset_out, offset) };
+    }
+    result.map(drop).map_err(Failure::from)
 }
 
 /// Checks that a required pointer argument is not NULL.

@@ -39,14 +39,15 @@ pub unsafe extern "C" fn shmq_producer_new(
 }
 
 /// Publishes the `len` bytes at `data` (copied; the buffer is not retained) and, if
-/// `offset_out` is not NULL, stores the record's offset there.
+/// `offset_out` is not NULL, stores the record's offset there (on `SHMQ_OK`, and on
+/// `SHMQ_ENOTDURABLE`: published at `*offset_out` but not on disk).
 ///
 /// `timeout_ns` bounds the wait for room under `SHMQ_FULL_BLOCK` (`SHMQ_TIMEOUT` when it
 /// passes). Other outcomes: `SHMQ_FULL` (policy REJECT), `SHMQ_ETOOBIG`, `SHMQ_TIMEOUT` also
 /// when the call stalled past the claim timeout and readers aborted the record (nothing was
-/// published), `SHMQ_EIO` under SYNC durability when the record was published but its flush
-/// failed, and under BATCH and SYNC when an earlier flush of the file failed (the file is
-/// poisoned; nothing was published). `data` may be NULL only if `len` is 0.
+/// published), `SHMQ_ENOTDURABLE` under SYNC durability when the record was published (at
+/// `*offset_out`) but its flush failed, and `SHMQ_EIO` under BATCH and SYNC when an earlier
+/// flush of the file failed (the file is poisoned; nothing was published). `data` may be NULL only if `len` is 0.
 ///
 /// # Safety
 /// `producer` is NULL or a live producer not used concurrently by another thread; `data` is
@@ -65,10 +66,8 @@ pub unsafe extern "C" fn shmq_publish(
         // SAFETY: the caller guarantees `len` readable bytes at `data`, unchanged for the call.
         let payload = unsafe { crate::bytes(data, len, "data") }?;
         p.set_timeout(timeout(timeout_ns)?);
-        let offset = p.publish(payload)?;
         // SAFETY: NULL or writable per the caller's contract.
-        unsafe { crate::write_opt(offset_out, offset) };
-        Ok(())
+        unsafe { crate::published(p.publish(payload), offset_out) }
     })
 }
 

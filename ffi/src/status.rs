@@ -15,18 +15,20 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
 /// | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
 /// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
-/// | `SHMQ_EINVAL`    | `InvalidArgument`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), NULL or malformed arguments |
-/// | `SHMQ_EIO`       | `Io`, `NotDurable` (published but the flush failed), `Poisoned` (an earlier flush failed) |
+/// | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
+/// | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
 /// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
 /// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
-/// | `SHMQ_EBUSY`     | `GroupBusy`, `TakenOver`, `NotHeld`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` |
-/// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq) |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` (try again once the holder or a slot is free) |
+/// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq), an error variant newer than this table |
 /// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
 /// | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
 /// | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
+/// | `SHMQ_ENOTDURABLE` | `NotDurable` (the record was published at `*offset_out` but is not known to be on disk) |
+/// | `SHMQ_ETAKENOVER`| `TakenOver`, `NotHeld` (the group or partition is no longer this consumer's: stop reading it) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum shmq_status {
@@ -52,7 +54,8 @@ pub enum shmq_status {
     SHMQ_ENOENT = -6,
     /// The queue file already exists.
     SHMQ_EEXIST = -7,
-    /// The consumer group is held by another live consumer, or all slots are taken.
+    /// The consumer group is held by another live consumer, or all slots are taken: it may
+    /// succeed later.
     SHMQ_EBUSY = -8,
     /// An internal error (a caught panic: a bug) or an unsupported platform.
     SHMQ_EINTERNAL = -9,
@@ -67,13 +70,22 @@ pub enum shmq_status {
     /// replaced under this process: every later call on it fails with this. Close the handle
     /// and open the queue again once it exists again. Other queues are not affected.
     SHMQ_ESTALE = -12,
+    /// The record was published (consumers see it) at the offset stored in `*offset_out`, but
+    /// it is not known to be on disk: its flush failed (the file is then poisoned) or the wait
+    /// for it ended first. Not "nothing was published": do not publish it again blindly.
+    SHMQ_ENOTDURABLE = -13,
+    /// Someone else took this consumer's group (or topic partition) or moved its committed
+    /// offset: another member judged it dead, its session went stale, or an operator reset
+    /// the group. Nothing was committed; stop reading the group (free the consumer).
+    SHMQ_ETAKENOVER = -14,
 }
 
 /// The status for a Rust library error (see the table on [`shmq_status`]).
 pub(crate) fn status_of(e: &Error) -> shmq_status {
     use shmq_status::*;
     match e {
-        Error::Io { .. } | Error::NotDurable { .. } | Error::Poisoned { .. } => SHMQ_EIO,
+        Error::Io { .. } | Error::Poisoned { .. } => SHMQ_EIO,
+        Error::NotDurable { .. } => SHMQ_ENOTDURABLE,
         Error::Corrupt {
             kind: Corruption::Version { .. },
             ..
@@ -83,9 +95,14 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::NotFound { .. } | Error::TopicNotFound { .. } | Error::UnknownGroup(_) => {
             SHMQ_ENOENT
         }
-        Error::InvalidArgument(_) | Error::OffsetOutOfRange { .. } | Error::WrongKind { .. } => {
-            SHMQ_EINVAL
-        }
+        Error::InvalidArgument { .. }
+        | Error::InvalidOptions(_)
+        | Error::OffsetOutOfRange { .. }
+        | Error::WrongKind { .. }
+        | Error::Symlink { .. }
+        | Error::NoFileName { .. }
+        | Error::NoSuchPartition { .. }
+        | Error::KeyTooBig { .. } => SHMQ_EINVAL,
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } => SHMQ_ETOOBIG,
         Error::Full { .. } => SHMQ_FULL,
@@ -93,13 +110,14 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::TooManyProducers(_)
         | Error::TooManyGroups(_)
         | Error::TooManyMembers { .. }
-        | Error::GroupBusy { .. }
-        | Error::TakenOver { .. }
-        | Error::NotHeld { .. } => SHMQ_EBUSY,
+        | Error::GroupBusy { .. } => SHMQ_EBUSY,
+        Error::TakenOver { .. } | Error::NotHeld { .. } => SHMQ_ETAKENOVER,
         Error::Lagged { .. } => SHMQ_LAGGED,
         Error::Forked { .. } => SHMQ_EFORKED,
         Error::Untrusted { .. } => SHMQ_EUNTRUSTED,
         Error::Truncated { .. } | Error::Detached { .. } => SHMQ_ESTALE,
+        // `Error` is non-exhaustive: a variant added after this table is a bug here.
+        _ => SHMQ_EINTERNAL,
     }
 }
 
@@ -125,6 +143,8 @@ pub extern "C" fn shmq_status_name(status: c_int) -> *const c_char {
         -10 => c"SHMQ_EFORKED",
         -11 => c"SHMQ_EUNTRUSTED",
         -12 => c"SHMQ_ESTALE",
+        -13 => c"SHMQ_ENOTDURABLE",
+        -14 => c"SHMQ_ETAKENOVER",
         _ => c"SHMQ_UNKNOWN",
     };
     name.as_ptr()

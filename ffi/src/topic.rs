@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use shmq_core::{
-    partition_for_key, MemberOptions, Options, Topic, TopicConsumer, TopicOptions, TopicProducer,
-    Trust,
+    partition_for_key, Error, MemberOptions, Options, Published, Topic, TopicConsumer,
+    TopicOptions, TopicProducer, Trust,
 };
 
 use crate::error::{guard, Failure};
@@ -268,8 +268,9 @@ pub unsafe extern "C" fn shmq_topic_producer_new(
 
 /// Publishes the `len` bytes at `data` with the `key_len`-byte `key` to the key's partition
 /// (`shmq_topic_partition_for_key`). Stores the partition and offset in `*partition_out` and
-/// `*offset_out` when they are not NULL. `timeout_ns` and the outcomes are those of
-/// `shmq_publish`; a key longer than 65,534 bytes is `SHMQ_EINVAL`.
+/// `*offset_out` when they are not NULL (on `SHMQ_OK` and on `SHMQ_ENOTDURABLE`: published
+/// there but not on disk). `timeout_ns` and the outcomes are those of `shmq_publish`; a key
+/// longer than 65,534 bytes is `SHMQ_EINVAL`.
 ///
 /// # Safety
 /// `producer` is NULL or a live producer used by this thread only; `key`/`data` are NULL only
@@ -292,13 +293,41 @@ pub unsafe extern "C" fn shmq_topic_publish_keyed(
         // SAFETY: the caller's contract on the buffers.
         let (key, value) = unsafe { (bytes(key, key_len, "key")?, bytes(data, len, "data")?) };
         p.set_timeout(timeout(timeout_ns)?);
-        let sent = p.publish_keyed(key, value)?;
+        let sent = p.publish_keyed(key, value);
         // SAFETY: each is NULL or writable per the caller's contract.
-        unsafe { write_opt(partition_out, sent.partition) };
-        // SAFETY: as above.
-        unsafe { write_opt(offset_out, sent.offset) };
-        Ok(())
+        unsafe { sent_to(p, sent, partition_out, offset_out) }
     })
+}
+
+/// The end of a keyed or round-robin publish: stores where the record went in
+/// `*partition_out` and `*offset_out` (each when not NULL) on success, and also on
+/// `NotDurable` (published, not on disk), whose partition is the one whose file it names.
+///
+/// # Safety
+/// `partition_out` and `offset_out` are each NULL or writable.
+unsafe fn sent_to(
+    p: &TopicProducer,
+    sent: shmq_core::Result<Published>,
+    partition_out: *mut u32,
+    offset_out: *mut u64,
+) -> Result<(), Failure> {
+    let place = match &sent {
+        Ok(s) => Some((s.partition, s.offset)),
+        Err(Error::NotDurable { path, offset, .. }) => p
+            .topic()
+            .partitions()
+            .iter()
+            .position(|q| q.path() == path)
+            .map(|i| (i as u32, *offset)),
+        Err(_) => None,
+    };
+    if let Some((partition, offset)) = place {
+        // SAFETY: each is NULL or writable per the caller's contract.
+        unsafe { write_opt(partition_out, partition) };
+        // SAFETY: as above.
+        unsafe { write_opt(offset_out, offset) };
+    }
+    sent.map(drop).map_err(Failure::from)
 }
 
 /// Publishes the `len` bytes at `data` without a key to the next partition in round-robin
@@ -321,18 +350,15 @@ pub unsafe extern "C" fn shmq_topic_publish(
         // SAFETY: the caller's contract on the buffer.
         let value = unsafe { bytes(data, len, "data") }?;
         p.set_timeout(timeout(timeout_ns)?);
-        let sent = p.publish(value)?;
+        let sent = p.publish(value);
         // SAFETY: each is NULL or writable per the caller's contract.
-        unsafe { write_opt(partition_out, sent.partition) };
-        // SAFETY: as above.
-        unsafe { write_opt(offset_out, sent.offset) };
-        Ok(())
+        unsafe { sent_to(p, sent, partition_out, offset_out) }
     })
 }
 
 /// Publishes the `len` bytes at `data` to `partition` (`SHMQ_EINVAL` if it does not exist),
 /// with the `key_len`-byte `key`, or without a key if `key` is NULL. Stores the offset in
-/// `*offset_out` when it is not NULL.
+/// `*offset_out` when it is not NULL (on `SHMQ_OK` and on `SHMQ_ENOTDURABLE`).
 ///
 /// # Safety
 /// As for `shmq_topic_publish_keyed`; a NULL `key` means no key (`key_len` is then ignored).
@@ -359,10 +385,8 @@ pub unsafe extern "C" fn shmq_topic_publish_to(
         // SAFETY: the caller's contract on the buffer.
         let value = unsafe { bytes(data, len, "data") }?;
         p.set_timeout(timeout(timeout_ns)?);
-        let offset = p.publish_to(partition, key, value)?;
         // SAFETY: NULL or writable per the caller's contract.
-        unsafe { write_opt(offset_out, offset) };
-        Ok(())
+        unsafe { crate::published(p.publish_to(partition, key, value), offset_out) }
     })
 }
 
@@ -470,9 +494,10 @@ pub unsafe extern "C" fn shmq_topic_poll(
         non_null(out, "out")?;
         let t = timeout(timeout_ns)?;
         let Some(m) = c.poll(t)? else {
-            return Err(Failure::new(
+            // A fixed message: an empty poll is an expected outcome, set without allocating.
+            return Err(Failure::fixed(
                 shmq_status::SHMQ_TIMEOUT,
-                "shmq_topic_poll: no message within the timeout",
+                c"shmq_topic_poll: no message within the timeout",
             ));
         };
         let msg = shmq_topic_message {
@@ -493,9 +518,11 @@ pub unsafe extern "C" fn shmq_topic_poll(
 }
 
 /// Commits `offset` of `partition`: the member that holds the partition next resumes after it.
-/// `SHMQ_EINVAL` if this member does not hold `partition` (partitions move only inside
-/// `shmq_topic_poll`, so the partition of the last polled record is still held) or has not
-/// read `offset` yet.
+/// `SHMQ_ETAKENOVER` if this member does not hold `partition` (any more: partitions move only
+/// inside `shmq_topic_poll`, so the partition of the last polled record is still held) or
+/// another holder or a reset moved its committed offset (nothing was committed, and the member
+/// drops the partition); `SHMQ_EINVAL` if the topic has no such partition or this member has
+/// not read `offset` yet.
 ///
 /// # Safety
 /// `consumer` is NULL or a live consumer used by this thread only.

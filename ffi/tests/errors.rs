@@ -326,3 +326,89 @@ fn status_names_and_last_error_are_thread_local() {
     assert_eq!(there, "", "another thread has no error yet");
     let _: *const c_char = shmq_last_error();
 }
+
+#[test]
+fn a_published_record_not_on_disk_is_not_durable_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync.q");
+    let mut opts = small_options(shmq_full_policy::SHMQ_FULL_BLOCK);
+    opts.durability = shmq_durability::SHMQ_DURABILITY_SYNC;
+    // Far longer than the test: nobody aborts the stuck claim below while it runs.
+    opts.claim_timeout_ns = 600_000_000_000;
+    let q = create(&path, &opts);
+    let p = producer(q);
+    assert_eq!(publish(p, b"first", -1), SHMQ_OK, "{}", last_error());
+    // Another producer claims offset 1 and never commits it: no flush can cover offset 2.
+    let rust = shmq_core::Queue::open(&path).unwrap();
+    let mut stuck = rust.producer().unwrap();
+    std::mem::forget(stuck.claim(8).unwrap());
+    let mut offset = u64::MAX;
+    // SAFETY: live producer, readable buffer, writable out.
+    let st = unsafe { shmq_publish(p, b"second".as_ptr(), 6, 500_000_000, &mut offset) };
+    assert_eq!(st, SHMQ_ENOTDURABLE, "{}", last_error());
+    assert_eq!(name(st), "SHMQ_ENOTDURABLE");
+    assert_eq!(offset, 2, "the offset of the published record is written");
+    assert!(last_error().contains("not durable"), "{}", last_error());
+    assert_eq!(rust.tail_offset(), 3, "the record was published");
+    // SAFETY: live handles of this test, freed once.
+    unsafe {
+        shmq_producer_free(p);
+        shmq_close(q);
+    }
+}
+
+#[test]
+fn a_group_taken_over_has_its_own_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = cpath(&dir.path().join("t.topic"));
+    let mut opts = small_options(shmq_full_policy::SHMQ_FULL_BLOCK);
+    opts.capacity_bytes = 1 << 16;
+    let mut t = null_mut();
+    // SAFETY: valid C string, initialised options, writable out.
+    let st = unsafe { shmq_topic_create(path.as_ptr(), 1, &opts, &mut t) };
+    assert_eq!(st, SHMQ_OK, "{}", last_error());
+    let join = || {
+        let mut c = null_mut();
+        // SAFETY: live topic, valid C string, writable out. Heartbeat 100 ms, session 1 s.
+        let st = unsafe {
+            shmq_topic_consumer_join(t, c"g".as_ptr(), 100_000_000, 1_000_000_000, &mut c)
+        };
+        assert_eq!(st, SHMQ_OK, "{}", last_error());
+        c
+    };
+    let mut p = null_mut();
+    let mut msg = std::mem::MaybeUninit::<shmq_topic_message>::uninit();
+    // SAFETY: live handles of this test, readable buffers, writable outs.
+    unsafe {
+        assert_eq!(shmq_topic_producer_new(t, &mut p), SHMQ_OK);
+        let st = shmq_topic_publish(p, b"x".as_ptr(), 1, -1, null_mut(), null_mut());
+        assert_eq!(st, SHMQ_OK, "{}", last_error());
+    }
+    let first = join();
+    // SAFETY: live consumer used by this thread only, writable out.
+    let st = unsafe { shmq_topic_poll(first, 5_000_000_000, msg.as_mut_ptr()) };
+    assert_eq!(st, SHMQ_OK, "{}", last_error());
+    // `first` stops polling (so stops heartbeating); `second` takes the partition once its
+    // session has passed. Until then `first` still holds it and its commit succeeds.
+    let second = join();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let st = loop {
+        // SAFETY: live consumers used by this thread only, writable out.
+        let st = unsafe {
+            shmq_topic_poll(second, 100_000_000, msg.as_mut_ptr());
+            shmq_topic_commit(first, 0, 0)
+        };
+        if st != SHMQ_OK || std::time::Instant::now() > deadline {
+            break st;
+        }
+    };
+    assert_eq!(st, SHMQ_ETAKENOVER, "{}", last_error());
+    assert_eq!(name(st), "SHMQ_ETAKENOVER");
+    // SAFETY: live handles of this test, freed once.
+    unsafe {
+        shmq_topic_consumer_free(first);
+        shmq_topic_consumer_free(second);
+        shmq_topic_producer_free(p);
+        shmq_topic_close(t);
+    }
+}

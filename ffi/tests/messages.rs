@@ -139,7 +139,7 @@ fn a_commit_ahead_of_the_reader_says_what_may_be_committed() {
     assert_eq!(unsafe { shmq_commit(c, 0) }, SHMQ_EINVAL);
     assert_eq!(
         last_error(),
-        "invalid argument: cannot commit offset 0: commit takes the offset of the last record \
+        "invalid offset: cannot commit offset 0: commit takes the offset of the last record \
          processed, and this consumer has not read any record yet"
     );
     let mut m = std::mem::MaybeUninit::<shmq_message>::uninit();
@@ -151,7 +151,7 @@ fn a_commit_ahead_of_the_reader_says_what_may_be_committed() {
     assert_eq!(unsafe { shmq_commit(c, 2) }, SHMQ_EINVAL);
     assert_eq!(
         last_error(),
-        "invalid argument: cannot commit offset 2: commit takes the offset of the last record \
+        "invalid offset: cannot commit offset 2: commit takes the offset of the last record \
          processed, and this consumer's next record is 2, so it may commit up to 1"
     );
     // SAFETY: live consumer.

@@ -46,7 +46,7 @@ create_exception!(
     shmq,
     InvalidArgument,
     Error,
-    "An argument is out of range; the message says which."
+    "An argument is out of range: `.argument` says which (\"group name\", \"offset\", \"options\", \"partition\", \"path\", ...), `.path` the file or topic involved, if any."
 );
 create_exception!(shmq, Unsupported, Error, "This machine cannot run shmq.");
 create_exception!(
@@ -221,7 +221,13 @@ pub fn to_py(err: shmq::Error) -> PyErr {
                 ("mode", Attr::Int(mode.into())),
             ],
         ),
-        E::InvalidArgument(_) => (InvalidArgument::new_err(message), vec![]),
+        E::InvalidArgument { argument, .. } => invalid(message, argument, None),
+        E::InvalidOptions(_) => invalid(message, "options", None),
+        E::Symlink { path: p } | E::NoFileName { path: p } => {
+            invalid(message, "path", Some(path(&p)))
+        }
+        E::KeyTooBig { .. } => invalid(message, "key", None),
+        E::NoSuchPartition { path: p, .. } => invalid(message, "partition", Some(path(&p))),
         E::Unsupported(_) => (Unsupported::new_err(message), vec![]),
         E::TooBig { len, max } => (
             TooBig::new_err(message),
@@ -308,9 +314,10 @@ pub fn to_py(err: shmq::Error) -> PyErr {
         } => (
             WrongKind::new_err(message),
             vec![
+                ("argument", Attr::Str("path".into())),
                 ("path", Attr::Str(path(&p))),
-                ("found", Attr::Str(found.into())),
-                ("expected", Attr::Str(expected.into())),
+                ("found", Attr::Str(found.to_string())),
+                ("expected", Attr::Str(expected.to_string())),
             ],
         ),
         E::Truncated { path: p } => (
@@ -348,6 +355,8 @@ pub fn to_py(err: shmq::Error) -> PyErr {
                 ("latest", Attr::U64(latest)),
             ],
         ),
+        // `shmq::Error` is non-exhaustive: a variant newer than this mapping is still an error.
+        _ => (Error::new_err(message), vec![]),
     };
     Python::attach(|py| {
         let value = exc.value(py);
@@ -356,6 +365,7 @@ pub fn to_py(err: shmq::Error) -> PyErr {
             // exhaustion; the exception is still the right class if it does.
             let _ = match attr {
                 Attr::Str(s) => value.setattr(name, s),
+                Attr::OptStr(s) => value.setattr(name, s),
                 Attr::Int(i) => value.setattr(name, i),
                 Attr::U64(u) => value.setattr(name, u),
                 Attr::OptInt(o) => value.setattr(name, o),
@@ -366,9 +376,25 @@ pub fn to_py(err: shmq::Error) -> PyErr {
     exc
 }
 
+/// An [`InvalidArgument`] naming the argument and the path involved, if any.
+fn invalid(
+    message: String,
+    argument: &'static str,
+    path: Option<String>,
+) -> (PyErr, Vec<(&'static str, Attr)>) {
+    (
+        InvalidArgument::new_err(message),
+        vec![
+            ("argument", Attr::Str(argument.into())),
+            ("path", Attr::OptStr(path)),
+        ],
+    )
+}
+
 /// An attribute value of an exception.
 enum Attr {
     Str(String),
+    OptStr(Option<String>),
     Int(i64),
     U64(u64),
     OptInt(Option<i64>),

@@ -101,13 +101,22 @@ def test_errors_carry_path_and_fields(qpath, tmp_path):
     with pytest.raises(shmq.WrongKind) as err:
         shmq.Queue.open(str(tmp_path))
     assert isinstance(err.value, shmq.InvalidArgument)
+    assert err.value.argument == "path"
     assert err.value.expected == "a queue file"
     (tmp_path / "junk.q").write_bytes(b"\0" * 8192)
     with pytest.raises(shmq.CorruptFile) as err:
         shmq.Queue.open(str(tmp_path / "junk.q"))
     assert err.value.path.endswith("junk.q")
-    with pytest.raises(shmq.InvalidArgument):
+    with pytest.raises(shmq.InvalidArgument) as err:
         shmq.Queue.create(str(tmp_path / "bad.q"), capacity=1000)
+    assert err.value.argument == "options"
+    assert err.value.path is None
+    assert "capacity 1000" in str(err.value)
+    (tmp_path / "link.q").symlink_to(tmp_path / "junk.q")
+    with pytest.raises(shmq.InvalidArgument) as err:
+        shmq.Queue.open(str(tmp_path / "link.q"))
+    assert err.value.argument == "path"
+    assert err.value.path == str(tmp_path / "link.q")
     with pytest.raises(TypeError):
         shmq.Queue.create(str(tmp_path / "bad.q"), capacityy=4096)
     with pytest.raises(ValueError):

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
-use crate::clock;
-use crate::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::mapping::lease::Lease;
+use crate::queue::consumer::{Consumer, Next, Ready, Subscribe};
+use crate::runtime::clock;
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
 
@@ -127,11 +127,14 @@ impl TopicConsumer {
         if options.heartbeat_interval.is_zero()
             || least.map_or(true, |l| options.session_timeout < l)
         {
-            return Err(Error::InvalidArgument(format!(
-                "the session timeout ({:?}) must be at least twice the heartbeat interval ({:?}), \
-                 which must be positive",
-                options.session_timeout, options.heartbeat_interval
-            )));
+            return Err(Error::InvalidArgument {
+                argument: "session timeout",
+                why: format!(
+                    "{:?} must be at least twice the heartbeat interval ({:?}), which must be \
+                     positive",
+                    options.session_timeout, options.heartbeat_interval
+                ),
+            });
         }
         let lease = topic.members_file().new_lease()?;
         let slot = topic
@@ -214,7 +217,7 @@ impl TopicConsumer {
                 std::thread::sleep(wait.min(INFLIGHT_POLL));
             } else {
                 let region = self.topic.members_file().region();
-                crate::ring::sleep_on(
+                crate::protocol::ring::sleep_on(
                     region,
                     members::WAKE_WAITERS,
                     members::WAKE_SEQ,
@@ -288,7 +291,7 @@ impl TopicConsumer {
     /// Commits `offset` of `partition` (see [`Consumer::commit`]): the member that holds the
     /// partition next resumes after it. [`Error::NotHeld`] if this member does not hold
     /// `partition` (partitions move only inside `poll`, so one returned by the last poll is
-    /// still held), [`Error::InvalidArgument`] if the topic has no such partition.
+    /// still held), [`Error::NoSuchPartition`] if the topic has no such partition.
     ///
     /// [`Error::TakenOver`] means another holder of the partition (one that judged this
     /// member dead) or a reset moved its committed offset: nothing was committed, and this
@@ -308,10 +311,11 @@ impl TopicConsumer {
                 group: self.group.clone(),
                 partition,
             }),
-            None => Err(Error::InvalidArgument(format!(
-                "partition {partition} does not exist (the topic has {})",
-                self.held.len()
-            ))),
+            None => Err(Error::NoSuchPartition {
+                path: self.topic.path().to_path_buf(),
+                partition,
+                partitions: self.held.len() as u32,
+            }),
         }
     }
 

@@ -19,9 +19,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Corruption, Error, Result};
-use crate::file::io_err;
-use crate::trust::Trust;
+use crate::error::{Corruption, DescriptorFault, Error, Result};
+use crate::mapping::file::io_err;
+use crate::mapping::trust::Trust;
 
 /// The descriptor's file name inside the topic directory.
 pub(crate) const FILE: &str = "descriptor";
@@ -44,9 +44,10 @@ pub(crate) struct Descriptor {
 /// Checks a partition count requested by a caller.
 pub(crate) fn check_partitions(n: u32) -> Result<()> {
     if n == 0 || n > MAX_PARTITIONS {
-        return Err(Error::InvalidArgument(format!(
-            "a topic has 1 to {MAX_PARTITIONS} partitions, not {n}"
-        )));
+        return Err(Error::InvalidArgument {
+            argument: "partitions",
+            why: format!("a topic has 1 to {MAX_PARTITIONS} partitions, not {n}"),
+        });
     }
     Ok(())
 }
@@ -66,38 +67,40 @@ impl Descriptor {
     }
 
     /// Validates `b`, in this order: size, magic, version, checksum, then each field.
-    fn decode(b: &[u8]) -> Result<Descriptor, String> {
+    fn decode(b: &[u8]) -> Result<Descriptor, DescriptorFault> {
         if b.len() != SIZE {
-            return Err(format!("file is {} bytes, expected {SIZE}", b.len()));
+            return Err(DescriptorFault::Size {
+                len: b.len() as u64,
+                expected: SIZE as u64,
+            });
         }
         if b[0..8] != MAGIC {
-            return Err("bad magic (not a shmq topic descriptor)".into());
+            return Err(DescriptorFault::BadMagic);
         }
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let version = u32_at(8);
         if version != VERSION {
-            return Err(format!(
-                "version {version} is not supported (this build reads version {VERSION})"
-            ));
+            return Err(DescriptorFault::Version {
+                found: version,
+                supported: VERSION,
+            });
         }
         let (stored, computed) = (u32_at(60), crc32c::crc32c(&b[..60]));
         if stored != computed {
-            return Err(format!(
-                "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
-            ));
+            return Err(DescriptorFault::Checksum { stored, computed });
         }
         let partitions = u32_at(12);
-        check_partitions(partitions)
-            .map_err(|_| format!("partition count {partitions} is outside 1..={MAX_PARTITIONS}"))?;
+        check_partitions(partitions).map_err(|_| DescriptorFault::Partitions {
+            found: partitions,
+            max: MAX_PARTITIONS,
+        })?;
         let routing = u32_at(16);
         if routing != ROUTING_CRC32C {
-            return Err(format!(
-                "unknown routing {routing} (this build knows 1, CRC32C)"
-            ));
+            return Err(DescriptorFault::Routing { found: routing });
         }
         if u32_at(20) != 0 || b[40..60].iter().any(|&x| x != 0) {
-            return Err("reserved bytes are not zero".into());
+            return Err(DescriptorFault::Reserved);
         }
         Ok(Descriptor {
             partitions,
@@ -107,7 +110,7 @@ impl Descriptor {
     }
 }
 
-fn corrupt(dir: &Path, why: String) -> Error {
+fn corrupt(dir: &Path, why: DescriptorFault) -> Error {
     Error::Corrupt {
         path: dir.to_path_buf(),
         kind: Corruption::Descriptor(why),
@@ -125,10 +128,7 @@ pub(crate) fn read(dir: &Path, trust: &Trust) -> Result<Descriptor> {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(if dir.is_dir() {
-                corrupt(
-                    dir,
-                    format!("{} is missing: not a shmq topic", path.display()),
-                )
+                corrupt(dir, DescriptorFault::Missing { file: path })
             } else {
                 Error::TopicNotFound {
                     path: dir.to_path_buf(),
@@ -197,24 +197,50 @@ mod tests {
         };
         let b = d.encode();
         assert_eq!(Descriptor::decode(&b), Ok(d));
-        assert!(Descriptor::decode(&b[..63])
-            .unwrap_err()
-            .contains("63 bytes"));
+        assert_eq!(
+            Descriptor::decode(&b[..63]),
+            Err(DescriptorFault::Size {
+                len: 63,
+                expected: 64
+            })
+        );
         let mut bad = b;
         bad[0] = b'X';
-        assert!(Descriptor::decode(&bad).unwrap_err().contains("magic"));
+        assert_eq!(Descriptor::decode(&bad), Err(DescriptorFault::BadMagic));
         let mut bad = b;
         bad[8] = 2;
-        assert!(Descriptor::decode(&bad).unwrap_err().contains("version 2"));
+        assert_eq!(
+            Descriptor::decode(&bad),
+            Err(DescriptorFault::Version {
+                found: 2,
+                supported: VERSION
+            })
+        );
         let mut bad = b;
         bad[12] = 9;
-        assert!(Descriptor::decode(&bad).unwrap_err().contains("checksum"));
-        for (field, value, what) in [(12, 0u32, "partition count 0"), (16, 2, "routing 2")] {
-            let mut bad = b;
-            bad[field..field + 4].copy_from_slice(&value.to_le_bytes());
+        assert!(matches!(
+            Descriptor::decode(&bad),
+            Err(DescriptorFault::Checksum { .. })
+        ));
+        let reseal = |mut bad: [u8; SIZE]| {
             let crc = crc32c::crc32c(&bad[..60]);
             bad[60..].copy_from_slice(&crc.to_le_bytes());
-            assert!(Descriptor::decode(&bad).unwrap_err().contains(what));
-        }
+            Descriptor::decode(&bad)
+        };
+        let mut bad = b;
+        bad[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            reseal(bad),
+            Err(DescriptorFault::Partitions {
+                found: 0,
+                max: MAX_PARTITIONS
+            })
+        );
+        let mut bad = b;
+        bad[16..20].copy_from_slice(&2u32.to_le_bytes());
+        assert_eq!(reseal(bad), Err(DescriptorFault::Routing { found: 2 }));
+        let mut bad = b;
+        bad[50] = 1;
+        assert_eq!(reseal(bad), Err(DescriptorFault::Reserved));
     }
 }

@@ -31,14 +31,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::clock::{monotonic_ns, saturating_ns};
-use crate::error::{Corruption, Error, Result};
-use crate::file::io_err;
-use crate::layout::MAX_GROUP_NAME;
-use crate::lease::{self, Lease, OwnFd};
-use crate::sigbus::Protected;
-use crate::sync::{fence, Ordering, Region};
-use crate::trust::Trust;
+use crate::error::{Corruption, Error, MembersFault, Result};
+use crate::mapping::file::io_err;
+use crate::mapping::lease::{self, Lease, OwnFd};
+use crate::mapping::sigbus::Protected;
+use crate::mapping::trust::Trust;
+use crate::protocol::layout::MAX_GROUP_NAME;
+use crate::protocol::sync::{fence, Ordering, Region};
+use crate::runtime::clock::{monotonic_ns, saturating_ns};
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -109,7 +109,7 @@ pub(crate) struct Members {
     map: Protected,
 }
 
-fn corrupt(path: &Path, why: String) -> Error {
+fn corrupt(path: &Path, why: MembersFault) -> Error {
     Error::Corrupt {
         path: path.to_path_buf(),
         kind: Corruption::Members(why),
@@ -130,7 +130,7 @@ impl Members {
     /// Writes a new, empty membership file at `path` (inside a topic directory not yet
     /// visible to anyone).
     pub(crate) fn create(path: &Path, mode: u32) -> Result<()> {
-        let file = crate::file::create_allocated(path, mode, SIZE)?;
+        let file = crate::mapping::file::create_allocated(path, mode, SIZE)?;
         file.write_all_at(&immutable_header(), 0)
             .map_err(io_err(path, "write membership header"))?;
         file.sync_all().map_err(io_err(path, "fsync"))
@@ -138,8 +138,8 @@ impl Members {
 
     /// Opens and validates the membership file at `path`, which `trust` must accept.
     pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Members> {
-        let file = crate::file::open_shared(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
+        let file = crate::mapping::file::open_shared(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => corrupt(path, MembersFault::Missing),
             _ => io_err(path, "open membership file")(e),
         })?;
         let meta = file.metadata().map_err(io_err(path, "stat"))?;
@@ -148,17 +148,17 @@ impl Members {
         if len != SIZE {
             return Err(corrupt(
                 path,
-                format!("file is {len} bytes, expected {SIZE}"),
+                MembersFault::Size {
+                    len,
+                    expected: SIZE,
+                },
             ));
         }
         let mut head = [0u8; IMMUTABLE];
         file.read_exact_at(&mut head, 0)
             .map_err(io_err(path, "read membership header"))?;
         if head != immutable_header() {
-            return Err(corrupt(
-                path,
-                "bad header (magic, version, slot count or checksum)".into(),
-            ));
+            return Err(corrupt(path, MembersFault::Header));
         }
         let map = Protected::map(&file, SIZE as usize).map_err(io_err(path, "mmap"))?;
         // SAFETY: the mapping is page-aligned, exactly SIZE bytes, readable and writable, and
@@ -214,12 +214,7 @@ impl Members {
     /// Joins `group` as the holder of lease word `word` (see [`Members::new_lease`]): takes a
     /// free slot (or one a dead holder left) and stamps it.
     pub(crate) fn join(&self, group: &str, session: Duration, word: u128) -> Result<Slot> {
-        if group.is_empty() || group.len() > MAX_GROUP_NAME {
-            return Err(Error::InvalidArgument(format!(
-                "group name must be 1 to {MAX_GROUP_NAME} bytes, got {}",
-                group.len()
-            )));
-        }
+        crate::queue::group::check_name(group)?;
         for index in 0..SLOTS {
             let base = Self::slot_off(index);
             let lease = self.region.u128(base + LEASE);

@@ -45,11 +45,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::consumer::Subscribe;
-use crate::error::{Corruption, Error, Result};
-use crate::group::GroupInfo;
+use crate::error::{Corruption, DescriptorFault, Error, PathKind, Result};
+use crate::mapping::trust::Trust;
+use crate::queue::consumer::Subscribe;
+use crate::queue::group::GroupInfo;
 use crate::queue::{Options, Queue};
-use crate::trust::Trust;
 
 pub use consumer::{MemberOptions, TopicConsumer, TopicMessage};
 pub use descriptor::MAX_PARTITIONS;
@@ -58,7 +58,7 @@ pub use members::MemberInfo;
 pub use producer::{Published, TopicProducer};
 pub use routing::{partition_for_key, MAX_KEY};
 
-use crate::file::io_err;
+use crate::mapping::file::io_err;
 use descriptor::Descriptor;
 use members::Members;
 
@@ -127,20 +127,20 @@ impl Topic {
     pub fn create(dir: impl AsRef<Path>, options: &TopicOptions) -> Result<Topic> {
         let dir = dir.as_ref();
         descriptor::check_partitions(options.partitions)?;
-        let name = dir
-            .file_name()
-            .ok_or_else(|| Error::InvalidArgument(format!("{}: not a path", dir.display())))?;
+        let name = dir.file_name().ok_or_else(|| Error::NoFileName {
+            path: dir.to_path_buf(),
+        })?;
         let parent = match dir.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         let mode = options.queue.mode;
-        crate::trust::check_create_mode(mode)?;
+        crate::mapping::trust::check_create_mode(mode)?;
         let tmp = parent.join(format!(
             ".{}.{}.{}.tmp",
             name.to_string_lossy(),
             std::process::id(),
-            crate::clock::now_ns()
+            crate::runtime::clock::now_ns()
         ));
         std::fs::create_dir(&tmp).map_err(io_err(&tmp, "create directory"))?;
         let built = build(&tmp, options, mode).and_then(|gid| {
@@ -207,12 +207,12 @@ impl Topic {
         if !meta.is_dir() {
             return Err(Error::WrongKind {
                 found: if is_queue_file(&dir) {
-                    "a queue file"
+                    PathKind::QueueFile
                 } else {
-                    "a file"
+                    PathKind::File
                 },
                 path: dir,
-                expected: "a topic directory",
+                expected: PathKind::TopicDirectory,
             });
         }
         trust.check(&dir, &meta)?;
@@ -255,10 +255,10 @@ impl Topic {
         if d.partitions < self.descriptor.partitions {
             return Err(Error::Corrupt {
                 path: self.dir.clone(),
-                kind: Corruption::Descriptor(format!(
-                    "partition count went down from {} to {} (topics only grow)",
-                    self.descriptor.partitions, d.partitions
-                )),
+                kind: Corruption::Descriptor(DescriptorFault::Shrank {
+                    before: self.descriptor.partitions,
+                    after: d.partitions,
+                }),
             });
         }
         let grown = d.partitions != self.descriptor.partitions;
@@ -286,9 +286,12 @@ impl Topic {
         self.refresh()?;
         let have = self.descriptor.partitions;
         if partitions < have {
-            return Err(Error::InvalidArgument(format!(
-                "a topic cannot shrink: it has {have} partitions, {partitions} asked for"
-            )));
+            return Err(Error::InvalidArgument {
+                argument: "partitions",
+                why: format!(
+                    "a topic cannot shrink: it has {have} partitions, {partitions} asked for"
+                ),
+            });
         }
         if partitions == have {
             return Ok(());
@@ -301,9 +304,8 @@ impl Topic {
                 .checked_add(1)
                 .ok_or_else(|| Error::Corrupt {
                     path: self.dir.clone(),
-                    kind: Corruption::Descriptor(format!(
-                        "generation {} cannot grow any further",
-                        self.descriptor.generation
+                    kind: Corruption::Descriptor(DescriptorFault::Generation(
+                        self.descriptor.generation,
                     )),
                 })?;
         let first = &self.partitions[0];
@@ -425,7 +427,7 @@ impl Topic {
 
     /// Wakes members sleeping in a poll (after a publish).
     pub(crate) fn notify(&self) {
-        crate::ring::wake_on(
+        crate::protocol::ring::wake_on(
             self.members.region(),
             members::WAKE_WAITERS,
             members::WAKE_SEQ,
@@ -448,7 +450,7 @@ fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<u32> {
     Members::create(&tmp.join(members::FILE), mode)?;
     let d = Descriptor {
         partitions: options.partitions,
-        created_ns: crate::clock::now_ns(),
+        created_ns: crate::runtime::clock::now_ns(),
         generation: 0,
     };
     descriptor::write(tmp, &d, mode)?;
@@ -462,5 +464,5 @@ fn is_queue_file(path: &Path) -> bool {
     let mut magic = [0u8; 8];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| magic == crate::layout::MAGIC)
+        .is_ok_and(|()| magic == crate::protocol::layout::MAGIC)
 }

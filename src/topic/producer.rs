@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::producer::Producer;
+use crate::queue::producer::Producer;
 use crate::topic::routing::{self, partition_for_key};
 use crate::topic::Topic;
 
@@ -72,7 +72,7 @@ impl TopicProducer {
     /// Publishes `value` with `key` to partition [`partition_for_key`]`(key, N)`. All records of
     /// one key go to one partition, in publish order (while N does not change).
     ///
-    /// Errors: those of [`Producer::publish`], and [`Error::InvalidArgument`] for a key longer
+    /// Errors: those of [`Producer::publish`], and [`Error::KeyTooBig`] for a key longer
     /// than [`MAX_KEY`](crate::MAX_KEY) bytes.
     pub fn publish_keyed(&mut self, key: &[u8], value: &[u8]) -> Result<Published> {
         self.pick_up_growth()?;
@@ -114,11 +114,14 @@ impl TopicProducer {
     fn write(&mut self, partition: u32, key: Option<&[u8]>, value: &[u8]) -> Result<u64> {
         let n = self.topic.partition_count();
         let len = routing::framed_len(key, value.len())?;
-        let slot = self.producers.get_mut(partition as usize).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "partition {partition} does not exist (the topic has {n})"
-            ))
-        })?;
+        let slot =
+            self.producers
+                .get_mut(partition as usize)
+                .ok_or_else(|| Error::NoSuchPartition {
+                    path: self.topic.path().to_path_buf(),
+                    partition,
+                    partitions: n,
+                })?;
         let producer = match slot {
             Some(p) => p,
             None => {

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use crate::error::{Corruption, Error, Result};
+use crate::error::{Corruption, Error, Malformed, Result};
 
 /// The key-length value that marks a record without a key.
 const NO_KEY: u16 = 0xFFFF;
@@ -33,9 +33,10 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 pub(crate) fn framed_len(key: Option<&[u8]>, value_len: usize) -> Result<usize> {
     let key_len = key.map_or(0, <[u8]>::len);
     if key_len > MAX_KEY {
-        return Err(Error::InvalidArgument(format!(
-            "key of {key_len} bytes exceeds the maximum of {MAX_KEY}"
-        )));
+        return Err(Error::KeyTooBig {
+            len: key_len,
+            max: MAX_KEY,
+        });
     }
     Ok(FRAME_HEADER + key_len + value_len)
 }
@@ -53,13 +54,14 @@ pub(crate) fn write_frame(out: &mut [u8], key: Option<&[u8]>) -> usize {
     end
 }
 
-/// Splits a framed payload into `(key, value)`, or says why it is not a framed record.
-pub(crate) fn split(payload: &[u8]) -> Result<(Option<&[u8]>, &[u8]), String> {
+/// Splits the framed payload of record `offset` into `(key, value)`, or says why it is not a
+/// framed record.
+pub(crate) fn split(offset: u64, payload: &[u8]) -> Result<(Option<&[u8]>, &[u8]), Malformed> {
     let Some((len, rest)) = payload.split_first_chunk::<FRAME_HEADER>() else {
-        return Err(format!(
-            "a topic record of {} bytes is too short for its key length",
-            payload.len()
-        ));
+        return Err(Malformed::ShortFrame {
+            offset,
+            len: payload.len(),
+        });
     };
     match u16::from_le_bytes(*len) {
         NO_KEY => Ok((None, rest)),
@@ -67,10 +69,11 @@ pub(crate) fn split(payload: &[u8]) -> Result<(Option<&[u8]>, &[u8]), String> {
             let (key, value) = rest.split_at(n as usize);
             Ok((Some(key), value))
         }
-        n => Err(format!(
-            "key length {n} exceeds the {} bytes that follow it",
-            rest.len()
-        )),
+        n => Err(Malformed::KeyLength {
+            offset,
+            key_len: n,
+            rest: rest.len(),
+        }),
     }
 }
 
@@ -81,9 +84,9 @@ pub(crate) fn split_record<'a>(
     offset: u64,
     payload: &'a [u8],
 ) -> Result<(Option<&'a [u8]>, &'a [u8])> {
-    split(payload).map_err(|why| Error::Corrupt {
+    split(offset, payload).map_err(|why| Error::Corrupt {
         path: path.to_path_buf(),
-        kind: Corruption::Shared(format!("record {offset}: {why}")),
+        kind: Corruption::Shared(why),
     })
 }
 
@@ -105,14 +108,31 @@ mod tests {
             let mut buf = vec![0u8; framed_len(key, 5).unwrap()];
             let at = write_frame(&mut buf, key);
             buf[at..].copy_from_slice(b"value");
-            assert_eq!(split(&buf), Ok((key, &b"value"[..])));
+            assert_eq!(split(0, &buf), Ok((key, &b"value"[..])));
         }
-        assert!(split(&[]).is_err());
-        assert!(split(&[1]).is_err());
-        assert!(split(&[3, 0, b'a', b'b'])
-            .unwrap_err()
-            .contains("key length 3"));
-        assert_eq!(split(&[2, 0, b'a', b'b']), Ok((Some(&b"ab"[..]), &b""[..])));
-        assert!(framed_len(Some(&vec![0; MAX_KEY + 1]), 0).is_err());
+        assert_eq!(
+            split(7, &[]),
+            Err(Malformed::ShortFrame { offset: 7, len: 0 })
+        );
+        assert_eq!(
+            split(7, &[1]),
+            Err(Malformed::ShortFrame { offset: 7, len: 1 })
+        );
+        assert_eq!(
+            split(7, &[3, 0, b'a', b'b']),
+            Err(Malformed::KeyLength {
+                offset: 7,
+                key_len: 3,
+                rest: 2
+            })
+        );
+        assert_eq!(
+            split(0, &[2, 0, b'a', b'b']),
+            Ok((Some(&b"ab"[..]), &b""[..]))
+        );
+        assert!(matches!(
+            framed_len(Some(&vec![0; MAX_KEY + 1]), 0),
+            Err(Error::KeyTooBig { len, max: MAX_KEY }) if len == MAX_KEY + 1
+        ));
     }
 }

@@ -1,15 +1,48 @@
 //! The demo's child processes (`shmq demo-worker`): the order service publishing events, and
 //! one consumer per group checking and timing them. Each writes a [`Report`] for the parent.
 
+use clap::{Args, ValueEnum};
 use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use shmq::{Consumer, Message, Queue};
 
 use super::event::{monotonic_ns, OrderPaid, Pacer, FIRST_ORDER};
 use super::report::{histogram, to_pairs, Report, Tally};
-use crate::error::CliError;
-use crate::{Role, WorkerArgs};
+use crate::error::{At, CliError};
+
+/// Which process of the demo a worker is.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The order service: publishes the events.
+    Producer,
+    /// The single member of one consumer group.
+    Consumer,
+}
+
+/// Arguments of the hidden `shmq demo-worker`.
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Producer or consumer.
+    #[arg(long, value_enum)]
+    role: Role,
+    /// The queue file.
+    #[arg(long)]
+    queue: PathBuf,
+    /// The consumer group (consumers only).
+    #[arg(long, required_if_eq("role", "consumer"))]
+    group: Option<String>,
+    /// How many events to publish or to expect.
+    #[arg(long)]
+    messages: u64,
+    /// Events per second at most (0: unthrottled).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Where to write the JSON report for the parent.
+    #[arg(long)]
+    report: PathBuf,
+}
 
 /// Commit at least every this many events.
 pub const COMMIT_EVERY: u64 = 256;
@@ -32,23 +65,21 @@ pub fn run(args: &WorkerArgs) -> Result<(), CliError> {
 
 /// Opens the queue, naming its path in any error.
 fn open(path: &Path) -> Result<Queue, CliError> {
-    Queue::open(path).map_err(|e| CliError::queue(path, e))
+    Queue::open(path).at(path)
 }
 
 /// The order service: publishes `messages` events at up to `rate` per second.
 fn produce(args: &WorkerArgs) -> Result<Report, CliError> {
     let path = &args.queue;
     let queue = open(path)?;
-    let mut producer = queue.producer().map_err(|e| CliError::queue(path, e))?;
+    let mut producer = queue.producer().at(path)?;
     producer.set_timeout(Some(STALL_LIMIT));
     let mut pacer = Pacer::new(args.rate);
     let mut tally = Tally::new();
     let start = Instant::now();
     for i in 0..args.messages {
         let event = OrderPaid::new(FIRST_ORDER + i).encode();
-        let offset = producer
-            .publish(&event)
-            .map_err(|e| CliError::queue(path, e))?;
+        let offset = producer.publish(&event).at(path)?;
         tally.see(offset, &event);
         pacer.pace(i + 1);
     }
@@ -80,9 +111,7 @@ impl Seen {
 fn consume(args: &WorkerArgs, group: &str) -> Result<Report, CliError> {
     let path = &args.queue;
     let queue = open(path)?;
-    let mut consumer = queue
-        .consumer(group)
-        .map_err(|e| CliError::queue(path, e))?;
+    let mut consumer = queue.consumer(group).at(path)?;
     let mut pacer = Pacer::new(args.rate);
     let mut seen = Seen {
         tally: Tally::new(),

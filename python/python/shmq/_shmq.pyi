@@ -33,7 +33,10 @@ class Untrusted(Error):
     path: str
     mode: int
 
-class InvalidArgument(Error): ...
+class InvalidArgument(Error):
+    argument: str
+    path: Optional[str]
+
 class Unsupported(Error): ...
 
 class TooBig(Error):

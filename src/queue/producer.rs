@@ -11,15 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::clock;
-use crate::error::{Blocker, Corruption, Error, Result};
-use crate::flusher::Flusher;
-use crate::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
-use crate::lease::{self, Lease};
+use crate::error::{Blocker, Corruption, Error, Malformed, Result};
+use crate::mapping::lease::{self, Lease};
+use crate::mapping::watch;
+use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
+use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
+use crate::protocol::sync::{pack, Ordering};
+use crate::queue::flusher::Flusher;
 use crate::queue::Shared;
-use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
-use crate::sync::{pack, Ordering};
-use crate::watch;
+use crate::runtime::clock;
 
 /// Longest single sleep while waiting behind an unfinished record (another producer's claim,
 /// or one holding the flushed cursors back); those finish without a wake-up call, so the
@@ -173,9 +173,10 @@ impl Producer {
     fn wait_durable_checked(&mut self, offset: u64, timeout: Option<Duration>) -> Result<()> {
         let tail = self.shared.ring.tail().0;
         if offset >= tail {
-            return Err(Error::InvalidArgument(format!(
-                "offset {offset} is not published yet (next offset is {tail})"
-            )));
+            return Err(Error::InvalidArgument {
+                argument: "offset",
+                why: format!("{offset} is not published yet (next offset is {tail})"),
+            });
         }
         self.shared
             .wait_durable(offset, 1u64 << self.slot, timeout, self.lease.fd())
@@ -310,7 +311,11 @@ impl Producer {
                 Attempt::BadTail { offset, pos } => {
                     return Err(Error::Corrupt {
                         path: self.shared.path.clone(),
-                        kind: Corruption::Shared(format!("tail ({offset}, {pos}) is impossible")),
+                        kind: Corruption::Shared(Malformed::Cursor {
+                            which: "tail",
+                            offset,
+                            pos,
+                        }),
                     })
                 }
             };

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::error::Corruption;
+use crate::error::{Corruption, OutOfRange};
 
 /// File magic, the first 8 bytes of every queue file.
 pub const MAGIC: [u8; 8] = *b"SHMQRING";
@@ -219,48 +219,53 @@ pub(crate) fn footprint(len: u64) -> u64 {
 
 impl Geometry {
     /// Checks the parameters against each other; `Err` names what is wrong.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), OutOfRange> {
         if !self.capacity.is_power_of_two()
             || self.capacity < MIN_CAPACITY
             || self.capacity > MAX_CAPACITY
         {
-            return Err(format!(
-                "capacity {} must be a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}",
-                self.capacity
-            ));
+            return Err(OutOfRange::Capacity {
+                found: self.capacity,
+                min: MIN_CAPACITY,
+                max: MAX_CAPACITY,
+            });
         }
         // A record plus the padding before it must always fit in an empty ring: a footprint of
         // at most half the ring guarantees that (padding < footprint).
         if self.max_message == 0 || footprint(self.max_message as u64) > self.capacity / 2 {
-            return Err(format!(
-                "max message {} must be at least 1 and at most {} for a {}-byte ring",
-                self.max_message,
-                self.capacity / 2 - RECORD_HEADER,
-                self.capacity
-            ));
+            return Err(OutOfRange::MaxMessage {
+                found: self.max_message,
+                max: self.capacity / 2 - RECORD_HEADER,
+                capacity: self.capacity,
+            });
         }
-        for (what, n) in [
+        for (table, n) in [
             ("group", self.group_slots),
             ("producer", self.producer_slots),
         ] {
             if n == 0 || n > MAX_SLOTS {
-                return Err(format!(
-                    "{what} slots {n} must be between 1 and {MAX_SLOTS}"
-                ));
+                return Err(OutOfRange::Slots {
+                    table,
+                    found: n,
+                    max: MAX_SLOTS,
+                });
             }
         }
         if self.claim_timeout.is_zero() {
-            return Err("claim timeout must be positive".into());
+            return Err(OutOfRange::ClaimTimeout);
         }
         match self.durability {
             Durability::Batch {
                 max_delay,
                 max_bytes,
             } if max_delay.is_zero() || max_bytes == 0 => {
-                return Err("batch durability needs a positive max delay and max bytes".into());
+                return Err(OutOfRange::BatchLimits {
+                    max_delay,
+                    max_bytes,
+                });
             }
             Durability::Batch { .. } | Durability::Sync if !self.checksums => {
-                return Err("batch and sync durability need record checksums".into());
+                return Err(OutOfRange::NoChecksums);
             }
             _ => {}
         }
@@ -343,11 +348,16 @@ impl Geometry {
         if stored != computed {
             return Err(Corruption::HeaderChecksum { stored, computed });
         }
-        if get32(b, OFF_HEADER_SIZE) as u64 != HEADER_SIZE {
-            return Err(Corruption::Field("header size".into()));
+        let header_size = get32(b, OFF_HEADER_SIZE);
+        if header_size as u64 != HEADER_SIZE {
+            return Err(Corruption::HeaderSize {
+                found: header_size,
+                expected: HEADER_SIZE,
+            });
         }
-        let full_policy = FullPolicy::from_code(get32(b, OFF_FULL_POLICY))
-            .ok_or_else(|| Corruption::Field("full policy".into()))?;
+        let policy = get32(b, OFF_FULL_POLICY);
+        let full_policy =
+            FullPolicy::from_code(policy).ok_or(Corruption::FullPolicy { found: policy })?;
         let durability = match get32(b, OFF_DURABILITY) {
             0 => Durability::None,
             1 => Durability::Batch {
@@ -355,13 +365,14 @@ impl Geometry {
                 max_bytes: get64(b, OFF_BATCH_BYTES),
             },
             2 => Durability::Sync,
-            _ => return Err(Corruption::Field("durability policy".into())),
+            found => return Err(Corruption::Durability { found }),
         };
         let flags = get32(b, OFF_FLAGS);
         if flags & !FLAG_CHECKSUMS != 0 {
-            return Err(Corruption::Field(format!(
-                "unknown header flags {flags:#x}"
-            )));
+            return Err(Corruption::Flags {
+                found: flags,
+                known: FLAG_CHECKSUMS,
+            });
         }
         let g = Geometry {
             capacity: get64(b, OFF_CAPACITY),
@@ -376,10 +387,12 @@ impl Geometry {
         };
         g.check().map_err(Corruption::Field)?;
         let want = g.offsets().file_size;
-        if get64(b, OFF_FILE_SIZE) != want {
-            return Err(Corruption::Field(
-                "file size field disagrees with the geometry".into(),
-            ));
+        let stored = get64(b, OFF_FILE_SIZE);
+        if stored != want {
+            return Err(Corruption::FileSize {
+                stored,
+                implied: want,
+            });
         }
         if file_len != want {
             return Err(Corruption::Truncated {
@@ -462,6 +475,13 @@ mod tests {
             max_message: 1 << 15,
             ..geometry()
         };
-        assert!(g.check().is_err());
+        assert_eq!(
+            g.check(),
+            Err(OutOfRange::MaxMessage {
+                found: 1 << 15,
+                max: (1 << 15) - RECORD_HEADER,
+                capacity: 1 << 16
+            })
+        );
     }
 }

@@ -15,12 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consumer::{locate, Message, SeekTo};
-use crate::cursor::{Cursor, Next, Pause, Reads, Wait};
 use crate::error::{Error, Result};
-use crate::layout::DATA_SEQ;
+use crate::protocol::layout::DATA_SEQ;
+use crate::protocol::sync::Ordering;
+use crate::queue::consumer::{locate, Message, SeekTo};
+use crate::queue::cursor::{Cursor, Next, Pause, Reads, Wait};
 use crate::queue::Shared;
-use crate::sync::Ordering;
 
 /// Longest single sleep of a waiting tail reader: the latency of a new record when no group
 /// member sleeps too (a member's wake-up bumps the futex it sleeps on).
@@ -51,9 +51,10 @@ impl TailReader {
     /// record here (there is no group) and is [`Error::InvalidArgument`].
     pub(crate) fn new(shared: Arc<Shared>, from: SeekTo) -> Result<TailReader> {
         if from == SeekTo::Committed {
-            return Err(Error::InvalidArgument(
-                "a tail reader has no group, so no committed offset to start at".into(),
-            ));
+            return Err(Error::InvalidArgument {
+                argument: "start",
+                why: "a tail reader has no group, so no committed offset to start at".into(),
+            });
         }
         // The slot is read only for `SeekTo::Committed`, refused above.
         let cursor = Cursor::new(locate(&shared, 0, from)?, shared.geometry.checksums);

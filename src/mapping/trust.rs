@@ -92,15 +92,19 @@ impl Trust {
 /// never writable by every user (no opener would accept the file).
 pub(crate) fn check_create_mode(mode: u32) -> Result<()> {
     if mode & !0o777 != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "mode {mode:#o} has bits outside 0o777"
-        )));
+        return Err(Error::InvalidArgument {
+            argument: "mode",
+            why: format!("{mode:#o} has bits outside 0o777"),
+        });
     }
     if mode & 0o002 != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "mode {mode:04o} lets every user write the file, and no opener accepts such a \
-             file; share it through a group with mode 0660 instead"
-        )));
+        return Err(Error::InvalidArgument {
+            argument: "mode",
+            why: format!(
+                "{mode:04o} lets every user write the file, and no opener accepts such a file; \
+                 share it through a group with mode 0660 instead"
+            ),
+        });
     }
     Ok(())
 }

@@ -22,12 +22,12 @@
 //! deleter takes the lease before it frees the slot, and a joiner checks, after taking the
 //! lease, that the slot still holds the group it looked up ([`Shared::join_group`]).
 
-use crate::clock;
 use crate::error::{Error, Result};
-use crate::layout::{GROUP_SLOT, MAX_GROUP_NAME};
-use crate::lease::{self, Lease, OwnFd};
+use crate::mapping::lease::{self, Lease, OwnFd};
+use crate::protocol::layout::{GROUP_SLOT, MAX_GROUP_NAME};
+use crate::protocol::sync::{fence, pack, unpack, Ordering};
 use crate::queue::Shared;
-use crate::sync::{fence, pack, unpack, Ordering};
+use crate::runtime::clock;
 
 const STATE: u64 = 0;
 const FLAGS: u64 = 8;
@@ -86,19 +86,23 @@ impl AdminLock {
     }
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Checks a group name a caller gives: 1 to [`MAX_GROUP_NAME`] bytes of printable text.
+pub(crate) fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_GROUP_NAME {
-        return Err(Error::InvalidArgument(format!(
-            "group name must be 1 to {MAX_GROUP_NAME} bytes, got {}",
-            name.len()
-        )));
+        return Err(Error::InvalidArgument {
+            argument: "group name",
+            why: format!("must be 1 to {MAX_GROUP_NAME} bytes, got {}", name.len()),
+        });
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(Error::InvalidArgument(format!(
-            "group name {name:?} contains the control character U+{:04X}: a group name is \
-             printable text (no newlines, tabs or other control characters)",
-            u32::from(c)
-        )));
+        return Err(Error::InvalidArgument {
+            argument: "group name",
+            why: format!(
+                "{name:?} contains the control character U+{:04X}: a group name is printable \
+                 text (no newlines, tabs or other control characters)",
+                u32::from(c)
+            ),
+        });
     }
     Ok(())
 }
@@ -330,7 +334,7 @@ impl Shared {
                 // SeqCst like every sleeper-bitmap change.
                 self.ring
                     .region
-                    .u64(crate::layout::DATA_WAITERS)
+                    .u64(crate::protocol::layout::DATA_WAITERS)
                     .fetch_and(!(1u64 << slot), Ordering::SeqCst);
                 return Ok(live);
             }

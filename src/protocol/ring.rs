@@ -54,8 +54,9 @@
 //!   their tail CAS then `fence(Release)` before writing bytes. A reader that saw any byte of a
 //!   lapping writer therefore sees that writer's tail and discards what it read.
 
-use crate::layout::{self, footprint, RECORD_HEADER};
-use crate::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
+use crate::error::Malformed;
+use crate::protocol::layout::{self, footprint, RECORD_HEADER};
+use crate::protocol::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
 
 /// Record states, the low bits of a slot tag (0: never written, as in a new file).
 pub(crate) const COMMITTED: u64 = 1;
@@ -168,7 +169,7 @@ pub(crate) enum Found {
     Overtaken,
     /// The slot says committed but the record header disagrees (`start` as in `Ready`):
     /// overwritten under a lappable reader, or a corrupt file.
-    Inconsistent { start: u64, why: String },
+    Inconsistent { start: u64, why: Malformed },
 }
 
 /// Result of one claim attempt.
@@ -381,7 +382,11 @@ impl Ring {
         if !sane_cursor(offset, pos) {
             return Found::Inconsistent {
                 start: pos,
-                why: format!("cursor ({offset}, {pos}) is impossible"),
+                why: Malformed::Cursor {
+                    which: "cursor",
+                    offset,
+                    pos,
+                },
             };
         }
         // SYNC C (Acquire): pairs with the commit CAS; header and payload are visible after it.
@@ -402,9 +407,9 @@ impl Ring {
         } else {
             pos
         };
-        let bad = |why: String| Found::Inconsistent { start, why };
+        let bad = |why: Malformed| Found::Inconsistent { start, why };
         if t & WRAPPED == 0 && idx + RECORD_HEADER > self.layout.capacity {
-            return bad(format!("record {offset} at position {pos} is misplaced"));
+            return bad(Malformed::Misplaced { offset, pos });
         }
         let head = self.data_at(start);
         // Relaxed: ordered after the Acquire load above.
@@ -416,12 +421,19 @@ impl Ring {
             .u64(head + REC_TIMESTAMP)
             .load(Ordering::Relaxed);
         if stored != offset {
-            return bad(format!("record {offset}'s header carries offset {stored}"));
+            return bad(Malformed::HeaderOffset {
+                offset,
+                found: stored,
+            });
         }
         if len > self.layout.max_message as u64
             || (start & self.mask) + footprint(len) > self.layout.capacity
         {
-            return bad(format!("record {offset} has invalid length {len}"));
+            return bad(Malformed::Length {
+                offset,
+                len,
+                max: self.layout.max_message,
+            });
         }
         Found::Ready {
             start,

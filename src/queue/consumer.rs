@@ -14,21 +14,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock;
-use crate::cursor::{Cursor, Pause, Reads, Wait};
-pub(crate) use crate::cursor::{Next, Ready};
 use crate::error::{Error, Result};
-use crate::layout::{Durability, FullPolicy};
-use crate::lease::Lease;
+use crate::mapping::lease::Lease;
+use crate::protocol::layout::{Durability, FullPolicy};
+use crate::protocol::sync::Ordering;
+use crate::queue::cursor::{Cursor, Pause, Reads, Wait};
+pub(crate) use crate::queue::cursor::{Next, Ready};
 use crate::queue::Shared;
-use crate::sync::Ordering;
+use crate::runtime::clock;
 
 /// The shortest session timeout a member may declare: eight heartbeats apart by more than a
 /// tick of the coarse clock even on a kernel with 100 ticks a second.
 const MIN_SESSION: Duration = Duration::from_millis(100);
 
 /// Longest single sleep of a waiting consumer: a wake-up lost to a takeover race (see
-/// [`Ring::wait_data`](crate::ring::Ring::wait_data)) costs at most this.
+/// [`Ring::wait_data`](crate::protocol::ring::Ring::wait_data)) costs at most this.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// When the next heartbeat of a member with session timeout `session` (ns) is due: eight per
@@ -173,15 +173,16 @@ impl Consumer {
             None => 0,
             Some(t) if t >= MIN_SESSION => clock::saturating_ns(t),
             Some(t) => {
-                return Err(Error::InvalidArgument(format!(
-                    "session timeout {t:?} is shorter than the minimum {MIN_SESSION:?}"
-                )))
+                return Err(Error::InvalidArgument {
+                    argument: "session timeout",
+                    why: format!("{t:?} is shorter than the minimum {MIN_SESSION:?}"),
+                })
             }
         };
         let (slot, from_live) =
             shared.join_group(group, opts.gating, start, lease.word(), session, may_take)?;
         let committed_word = shared.committed_word(slot);
-        let (offset, pos) = crate::sync::unpack(committed_word);
+        let (offset, pos) = crate::protocol::sync::unpack(committed_word);
         let cursor = Cursor::new((offset, pos), shared.geometry.checksums);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
         // A gating group's records below the tail seen at its creation (or at its last
@@ -333,7 +334,7 @@ impl Consumer {
 
     fn commit_checked(&mut self, offset: u64) -> Result<()> {
         if offset >= self.cursor.offset {
-            return Err(Error::InvalidArgument(match self.cursor.offset {
+            let why = match self.cursor.offset {
                 0 => format!(
                     "cannot commit offset {offset}: commit takes the offset of the last record \
                      processed, and this consumer has not read any record yet"
@@ -344,14 +345,18 @@ impl Consumer {
                      to {}",
                     next - 1
                 ),
-            }));
+            };
+            return Err(Error::InvalidArgument {
+                argument: "offset",
+                why,
+            });
         }
         let next = offset + 1;
         let current = self.shared.committed_word(self.slot);
         if current != self.committed_word || !self.holds_lease() {
             return Err(self.taken_over(current));
         }
-        let (committed, _) = crate::sync::unpack(current);
+        let (committed, _) = crate::protocol::sync::unpack(current);
         if next <= committed {
             return Ok(());
         }
@@ -438,7 +443,7 @@ impl Consumer {
         }
         Error::TakenOver {
             group: self.group.clone(),
-            found: crate::sync::unpack(found).0,
+            found: crate::protocol::sync::unpack(found).0,
         }
     }
 }

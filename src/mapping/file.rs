@@ -4,14 +4,14 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
-use crate::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
-use crate::sigbus::Protected;
-use crate::trust::Trust;
-use crate::watch::Identity;
+use crate::error::{Error, PathKind, Result};
+use crate::mapping::sigbus::Protected;
+use crate::mapping::trust::Trust;
+use crate::mapping::watch::Identity;
+use crate::protocol::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
 
 /// An open queue file and its shared mapping.
 pub(crate) struct Mapped {
@@ -51,11 +51,11 @@ fn check_platform() -> Result<()> {
 /// renamed into place without replacing anything that exists.
 pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapped> {
     check_platform()?;
-    geometry.check().map_err(Error::InvalidArgument)?;
-    crate::trust::check_create_mode(mode)?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
+    geometry.check().map_err(Error::InvalidOptions)?;
+    crate::mapping::trust::check_create_mode(mode)?;
+    let name = path.file_name().ok_or_else(|| Error::NoFileName {
+        path: path.to_path_buf(),
+    })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -111,7 +111,7 @@ fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
     file.write_all_at(&geometry.encode(), 0)
         .map_err(io_err(tmp, "write header"))?;
     // The machine the file was made on: recovery runs when an opener's boot id differs.
-    let boot = crate::boot::boot_id().map_err(io_err(tmp, "read boot id"))?;
+    let boot = crate::runtime::boot::boot_id().map_err(io_err(tmp, "read boot id"))?;
     file.write_all_at(&boot, BOOT_ID)
         .map_err(io_err(tmp, "write header"))?;
     file.sync_all().map_err(io_err(tmp, "fsync"))?;
@@ -152,18 +152,27 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Mapped> {
         io::ErrorKind::NotFound => Error::NotFound {
             path: path.to_path_buf(),
         },
-        _ if e.raw_os_error() == Some(libc::ELOOP) => Error::InvalidArgument(format!(
-            "{}: is a symbolic link (refused for safety)",
-            path.display()
-        )),
+        _ if e.raw_os_error() == Some(libc::ELOOP) => Error::Symlink {
+            path: path.to_path_buf(),
+        },
         _ => io_err(path, "open")(e),
     })?;
     let meta = file.metadata().map_err(io_err(path, "stat"))?;
     if !meta.file_type().is_file() {
-        return Err(Error::InvalidArgument(format!(
-            "{}: not a regular file",
-            path.display()
-        )));
+        let t = meta.file_type();
+        return Err(Error::WrongKind {
+            path: path.to_path_buf(),
+            found: if t.is_fifo() {
+                PathKind::Fifo
+            } else if t.is_socket() {
+                PathKind::Socket
+            } else if t.is_dir() {
+                PathKind::Directory
+            } else {
+                PathKind::Device
+            },
+            expected: PathKind::QueueFile,
+        });
     }
     trust.check(path, &meta)?;
     let mut head = [0u8; IMMUTABLE_SIZE];
