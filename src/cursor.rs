@@ -1,6 +1,5 @@
 //! [`Cursor`]: the read position of one reader and the one implementation of reading a record
-//! there, shared by [`Consumer`](crate::Consumer) and [`TailReader`](crate::TailReader); and
-//! [`Wait`], their common spin-then-sleep pacing of a blocking poll.
+//! there, shared by [`Consumer`](crate::Consumer) and [`TailReader`](crate::TailReader).
 //!
 //! A step at the cursor skips aborted records (counting them for `aborted_before`), aborts a
 //! claim stalled past the claim timeout, moves an overrun reader to the oldest retained record
@@ -11,8 +10,6 @@
 //! reader can be overrun at all, and whether the tail check is due.
 
 use std::time::{Duration, Instant};
-
-use crossbeam_utils::Backoff;
 
 use crate::consumer::Message;
 use crate::error::{Corruption, Error, Result};
@@ -265,62 +262,5 @@ impl Cursor {
         Error::Lagged {
             lost: oldest.0.saturating_sub(from),
         }
-    }
-}
-
-/// The pacing of a blocking poll between pending steps: spin briefly, then sleep in bounded
-/// waits until the poll's deadline.
-pub(crate) struct Wait {
-    timeout: Option<Duration>,
-    /// Set when the first sleep is due: `None` for no deadline.
-    deadline: Option<Option<Instant>>,
-    backoff: Backoff,
-}
-
-/// What a poll does after a pending step.
-pub(crate) enum Pause {
-    /// The timeout passed: return nothing.
-    TimedOut,
-    /// It spun or yielded: step again.
-    Spun,
-    /// Sleep, at most this long (`None`: no deadline; the caller caps the sleep).
-    Sleep(Option<Duration>),
-}
-
-impl Wait {
-    /// The pacing of a poll waiting up to `timeout` (`None`: forever).
-    pub(crate) fn new(timeout: Option<Duration>) -> Wait {
-        Wait {
-            timeout,
-            deadline: None,
-            backoff: Backoff::new(),
-        }
-    }
-
-    /// Whether a pending next step is followed by a sleep (so the tail check is due).
-    pub(crate) fn sleeping_next(&self) -> bool {
-        self.timeout != Some(Duration::ZERO) && self.backoff.is_completed()
-    }
-
-    /// What to do after a pending step.
-    pub(crate) fn pause(&mut self) -> Pause {
-        // A zero timeout never waits, not even by spinning: callers that spin themselves get
-        // the answer at once.
-        if self.timeout == Some(Duration::ZERO) {
-            return Pause::TimedOut;
-        }
-        if !self.backoff.is_completed() {
-            self.backoff.snooze();
-            return Pause::Spun;
-        }
-        let timeout = self.timeout;
-        let deadline = *self
-            .deadline
-            .get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) {
-            return Pause::TimedOut;
-        }
-        Pause::Sleep(left)
     }
 }

@@ -76,6 +76,8 @@ mod thread;
 mod topic;
 #[cfg(not(loom))]
 mod trust;
+#[cfg(not(loom))]
+mod wait;
 #[cfg(all(feature = "tokio", not(loom)))]
 mod wake;
 #[cfg(not(loom))]
