@@ -9,8 +9,9 @@
 //! readers is passed in: whether a record at a given start is read in place, whether the
 //! reader can be overrun at all, and whether the tail check is due.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock;
 use crate::consumer::Message;
 use crate::error::{Corruption, Error, Result};
 use crate::layout::footprint;
@@ -71,8 +72,9 @@ pub(crate) struct Cursor {
     /// Next record to read: its offset and cursor position.
     pub(crate) offset: u64,
     pub(crate) pos: u64,
-    /// The stalled record and when this reader first saw it stalled.
-    stall: Option<(u64, Instant)>,
+    /// The stalled record and when this reader first saw it stalled
+    /// ([`clock::monotonic_ns`]).
+    stall: Option<(u64, u64)>,
     /// Aborted offsets skipped since the last message returned.
     aborted_run: u64,
     /// Consecutive steps that found the next record pending.
@@ -168,7 +170,7 @@ impl Cursor {
                     }
                     if t_off > self.offset {
                         // Claimed but not committed: start (or continue) the stall clock.
-                        let now = Instant::now();
+                        let now = clock::monotonic_ns();
                         let since = match self.stall {
                             Some((o, since)) if o == self.offset => since,
                             _ => {
@@ -176,7 +178,8 @@ impl Cursor {
                                 now
                             }
                         };
-                        let left = shared.geometry.claim_timeout.saturating_sub(now - since);
+                        let stalled = Duration::from_nanos(now.saturating_sub(since));
+                        let left = shared.geometry.claim_timeout.saturating_sub(stalled);
                         if left.is_zero() {
                             ring.abort(self.offset, tag);
                             continue;
