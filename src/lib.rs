@@ -98,6 +98,8 @@ pub use queue::{Options, Queue};
 #[cfg(not(loom))]
 pub use recovery::Recovery;
 #[cfg(not(loom))]
+pub use sync::futex;
+#[cfg(not(loom))]
 pub use tail::TailReader;
 #[cfg(not(loom))]
 pub use topic::{
