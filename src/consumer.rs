@@ -287,11 +287,13 @@ impl Consumer {
     /// says whether the record at it is committed or still to wait for. `check_tail`: the
     /// caller is about to sleep, so the tail is read now (otherwise only now and then, see
     /// [`Cursor::step`]) for the stall clock and the overrun check.
+    #[inline]
     pub(crate) fn next(&mut self, check_tail: bool) -> Result<Next> {
         self.cursor.step(&self.shared, self.reads, check_tail)
     }
 
     /// Returns the committed record [`next`](Self::next) found and moves the cursor past it.
+    #[inline]
     pub(crate) fn deliver(&mut self, found: Ready) -> Result<Message<'_>> {
         self.cursor.deliver(&self.shared, self.reads, found)
     }

@@ -111,6 +111,7 @@ impl Cursor {
     /// says whether the record at it is committed or still to wait for. `check_tail`: the
     /// caller is about to sleep, so the tail is read now (otherwise every
     /// `TAIL_CHECK_EVERY`-th pending step) for the stall clock and the overrun check.
+    #[inline]
     pub(crate) fn step(&mut self, shared: &Shared, reads: Reads, check_tail: bool) -> Result<Next> {
         loop {
             let ring = &shared.ring;
@@ -193,6 +194,7 @@ impl Cursor {
     }
 
     /// Returns the committed record [`step`](Self::step) found and moves the cursor past it.
+    #[inline]
     pub(crate) fn deliver(
         &mut self,
         shared: &Shared,
