@@ -71,7 +71,7 @@ pub enum Corruption {
 
 /// The text of [`Corruption::Truncated`]: a file too short for the header is no queue file.
 fn truncated(len: u64, need: u64) -> String {
-    let header = crate::layout::HEADER_SIZE;
+    let header = crate::protocol::layout::HEADER_SIZE;
     match len {
         0 if need == header => {
             format!("file is empty: not a shmq queue file (one starts with a {header}-byte header)")

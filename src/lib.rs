@@ -29,85 +29,51 @@
 // The loom build compiles only the protocol core, so most of the file layer is unused there.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
-// The protocol core, also built under `cfg(loom)` for the model checker.
+// The protocol core (`protocol/`), also built under `cfg(loom)` for the model checker, with
+// the error type and the two test hooks it uses.
 pub mod crash;
 mod error;
-mod layout;
-#[cfg(all(test, loom))]
-mod loom_tests;
-mod ring;
-mod sync;
+pub mod fault;
+mod protocol;
 
-// The file-backed API around it.
+// The layers around it, bottom to top: the process runtime, the mapped file, the queue API,
+// topics, and the async API.
 #[cfg(all(feature = "tokio", not(loom)))]
 mod async_api;
 #[cfg(not(loom))]
-mod boot;
-#[cfg(not(loom))]
-mod clock;
-#[cfg(not(loom))]
-mod consumer;
-#[cfg(not(loom))]
-mod cursor;
-#[cfg(not(loom))]
-mod durable;
-pub mod fault;
-#[cfg(not(loom))]
-mod file;
-#[cfg(not(loom))]
-mod flusher;
-#[cfg(not(loom))]
-mod group;
-#[cfg(not(loom))]
-mod lease;
-#[cfg(not(loom))]
-mod producer;
+mod mapping;
 #[cfg(not(loom))]
 mod queue;
 #[cfg(not(loom))]
-mod recovery;
-#[cfg(not(loom))]
-mod sigbus;
-#[cfg(not(loom))]
-mod tail;
-#[cfg(not(loom))]
-mod thread;
+mod runtime;
 #[cfg(not(loom))]
 mod topic;
-#[cfg(not(loom))]
-mod trust;
-#[cfg(not(loom))]
-mod wait;
-#[cfg(all(feature = "tokio", not(loom)))]
-mod wake;
-#[cfg(not(loom))]
-mod watch;
 
 #[cfg(all(feature = "tokio", not(loom)))]
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
-#[cfg(not(loom))]
-pub use consumer::{Consumer, Message, SeekTo, Start, Subscribe};
 pub use error::{Account, Blocker, Corruption, Detachment, Distrust, Error, Result};
 #[cfg(not(loom))]
-pub use group::GroupInfo;
-pub use layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};
+pub use mapping::trust::Trust;
+pub use protocol::layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};
 #[cfg(not(loom))]
-pub use producer::{Claimed, Producer};
+pub use protocol::sync::futex;
+#[cfg(not(loom))]
+pub use queue::consumer::{Consumer, Message, SeekTo, Start, Subscribe};
+#[cfg(not(loom))]
+pub use queue::group::GroupInfo;
+#[cfg(not(loom))]
+pub use queue::producer::{Claimed, Producer};
+#[cfg(not(loom))]
+pub use queue::recovery::Recovery;
+#[cfg(not(loom))]
+pub use queue::tail::TailReader;
 #[cfg(not(loom))]
 pub use queue::{Options, Queue};
-#[cfg(not(loom))]
-pub use recovery::Recovery;
-#[cfg(not(loom))]
-pub use sync::futex;
-#[cfg(not(loom))]
-pub use tail::TailReader;
 #[cfg(not(loom))]
 pub use topic::{
     fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,
     TopicConsumer, TopicMessage, TopicOptions, TopicProducer, MAX_KEY, MAX_PARTITIONS,
 };
-#[cfg(not(loom))]
-pub use trust::Trust;
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.
 #[cfg(doctest)]

@@ -29,13 +29,13 @@
 
 use std::time::Duration;
 
-use crate::clock;
-use crate::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::mapping::lease::Lease;
+use crate::queue::consumer::{Consumer, Next, Ready, Subscribe};
+use crate::runtime::clock;
+use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
-use crate::wait::{Pause, Wait, INFLIGHT_POLL};
 
 /// How a member takes part in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +203,7 @@ impl TopicConsumer {
             std::thread::sleep(sleep.min(INFLIGHT_POLL));
             return;
         }
-        crate::ring::sleep_on(
+        crate::protocol::ring::sleep_on(
             self.topic.members_file().region(),
             members::WAKE_WAITERS,
             members::WAKE_SEQ,

@@ -20,8 +20,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, Error, Result};
-use crate::file::io_err;
-use crate::trust::Trust;
+use crate::mapping::file::io_err;
+use crate::mapping::trust::Trust;
 
 /// The descriptor's file name inside the topic directory.
 pub(crate) const FILE: &str = "descriptor";

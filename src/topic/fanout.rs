@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::consumer::Subscribe;
 use crate::error::{Error, Result};
+use crate::queue::consumer::Subscribe;
 use crate::topic::{routing, Topic};
 
 /// Records between two commits of the source group while copying.

@@ -31,14 +31,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::clock::{monotonic_ns, saturating_ns};
 use crate::error::{Corruption, Error, Result};
-use crate::file::io_err;
-use crate::layout::MAX_GROUP_NAME;
-use crate::lease::{self, Lease, OwnFd};
-use crate::sigbus::Protected;
-use crate::sync::{fence, Ordering, Region};
-use crate::trust::Trust;
+use crate::mapping::file::io_err;
+use crate::mapping::lease::{self, Lease, OwnFd};
+use crate::mapping::sigbus::Protected;
+use crate::mapping::trust::Trust;
+use crate::protocol::layout::MAX_GROUP_NAME;
+use crate::protocol::sync::{fence, Ordering, Region};
+use crate::runtime::clock::{monotonic_ns, saturating_ns};
 
 /// The membership file's name inside the topic directory.
 pub(crate) const FILE: &str = "members";
@@ -130,7 +130,7 @@ impl Members {
     /// Writes a new, empty membership file at `path` (inside a topic directory not yet
     /// visible to anyone).
     pub(crate) fn create(path: &Path, mode: u32) -> Result<()> {
-        let file = crate::file::create_allocated(path, mode, SIZE)?;
+        let file = crate::mapping::file::create_allocated(path, mode, SIZE)?;
         file.write_all_at(&immutable_header(), 0)
             .map_err(io_err(path, "write membership header"))?;
         file.sync_all().map_err(io_err(path, "fsync"))
@@ -138,7 +138,7 @@ impl Members {
 
     /// Opens and validates the membership file at `path`, which `trust` must accept.
     pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Members> {
-        let file = crate::file::open_shared(path).map_err(|e| match e.kind() {
+        let file = crate::mapping::file::open_shared(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
             _ => io_err(path, "open membership file")(e),
         })?;

@@ -45,11 +45,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::consumer::Subscribe;
 use crate::error::{Corruption, Error, Result};
-use crate::group::GroupInfo;
+use crate::mapping::trust::Trust;
+use crate::queue::consumer::Subscribe;
+use crate::queue::group::GroupInfo;
 use crate::queue::{Options, Queue};
-use crate::trust::Trust;
 
 pub use consumer::{MemberOptions, TopicConsumer, TopicMessage};
 pub use descriptor::MAX_PARTITIONS;
@@ -58,7 +58,7 @@ pub use members::MemberInfo;
 pub use producer::{Published, TopicProducer};
 pub use routing::{partition_for_key, MAX_KEY};
 
-use crate::file::io_err;
+use crate::mapping::file::io_err;
 use descriptor::Descriptor;
 use members::Members;
 
@@ -135,12 +135,12 @@ impl Topic {
             _ => Path::new("."),
         };
         let mode = options.queue.mode;
-        crate::trust::check_create_mode(mode)?;
+        crate::mapping::trust::check_create_mode(mode)?;
         let tmp = parent.join(format!(
             ".{}.{}.{}.tmp",
             name.to_string_lossy(),
             std::process::id(),
-            crate::clock::now_ns()
+            crate::runtime::clock::now_ns()
         ));
         std::fs::create_dir(&tmp).map_err(io_err(&tmp, "create directory"))?;
         let built = build(&tmp, options, mode).and_then(|gid| {
@@ -425,7 +425,7 @@ impl Topic {
 
     /// Wakes members sleeping in a poll (after a publish).
     pub(crate) fn notify(&self) {
-        crate::ring::wake_on(
+        crate::protocol::ring::wake_on(
             self.members.region(),
             members::WAKE_WAITERS,
             members::WAKE_SEQ,
@@ -448,7 +448,7 @@ fn build(tmp: &Path, options: &TopicOptions, mode: u32) -> Result<u32> {
     Members::create(&tmp.join(members::FILE), mode)?;
     let d = Descriptor {
         partitions: options.partitions,
-        created_ns: crate::clock::now_ns(),
+        created_ns: crate::runtime::clock::now_ns(),
         generation: 0,
     };
     descriptor::write(tmp, &d, mode)?;
@@ -462,5 +462,5 @@ fn is_queue_file(path: &Path) -> bool {
     let mut magic = [0u8; 8];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| magic == crate::layout::MAGIC)
+        .is_ok_and(|()| magic == crate::protocol::layout::MAGIC)
 }

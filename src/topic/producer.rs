@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::producer::Producer;
+use crate::queue::producer::Producer;
 use crate::topic::routing::{self, partition_for_key};
 use crate::topic::Topic;
 

@@ -12,9 +12,9 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::lease::{self, OwnFd};
+use crate::mapping::lease::{self, OwnFd};
 use crate::queue::Shared;
-use crate::thread::{self, Thread};
+use crate::runtime::thread::{self, Thread};
 
 /// Handle of a running flusher; dropping the last one stops it.
 pub(crate) struct Flusher {

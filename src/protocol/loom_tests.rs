@@ -40,9 +40,11 @@ use std::sync::Arc;
 
 use loom::thread;
 
-use crate::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
-use crate::ring::{tag, tag_offset, Attempt, Claim, Found, Ring, RingLayout, ABORTED, COMMITTED};
-use crate::sync::{unpack, Ordering, Region};
+use crate::protocol::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
+use crate::protocol::ring::{
+    tag, tag_offset, Attempt, Claim, Found, Ring, RingLayout, ABORTED, COMMITTED,
+};
+use crate::protocol::sync::{unpack, Ordering, Region};
 
 /// Data-ring size of the models: small, but several records fit without wrapping.
 const CAPACITY: u64 = 128;

@@ -170,7 +170,7 @@ impl Drop for Registration {
 
 /// Installs the handler, once per process (a forked child inherits it, `exec` drops it).
 fn install() {
-    crate::lease::fork_safe(|| {
+    crate::mapping::lease::fork_safe(|| {
         // Relaxed: callers are serialised by `fork_safe`'s mutex.
         if INSTALLED.load(Ordering::Relaxed) {
             return;

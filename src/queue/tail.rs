@@ -15,13 +15,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consumer::{locate, Message, SeekTo};
-use crate::cursor::{Cursor, Next, Reads};
 use crate::error::{Error, Result};
-use crate::layout::DATA_SEQ;
+use crate::protocol::layout::DATA_SEQ;
+use crate::protocol::sync::Ordering;
+use crate::queue::consumer::{locate, Message, SeekTo};
+use crate::queue::cursor::{Cursor, Next, Reads};
 use crate::queue::Shared;
-use crate::sync::Ordering;
-use crate::wait::{Pause, Wait};
+use crate::runtime::wait::{Pause, Wait};
 
 /// Longest single sleep of a waiting tail reader: the latency of a new record when no group
 /// member sleeps too (a member's wake-up bumps the futex it sleeps on).

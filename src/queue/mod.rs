@@ -1,25 +1,34 @@
 //! [`Queue`]: an open queue file, the factory for producers and consumers.
 
+pub(crate) mod consumer;
+pub(crate) mod cursor;
+pub(crate) mod durable;
+pub(crate) mod flusher;
+pub(crate) mod group;
+pub(crate) mod producer;
+pub(crate) mod recovery;
+pub(crate) mod tail;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consumer::{Consumer, SeekTo, Subscribe};
 use crate::error::{Error, Result};
-use crate::file;
-use crate::flusher::FlusherSlot;
-use crate::group::GroupInfo;
-use crate::layout::{Durability, FullPolicy, Geometry, Offsets};
-use crate::lease::{Lease, OwnFd};
-use crate::producer::Producer;
-use crate::recovery::Recovery;
-use crate::ring::{Ring, RingLayout};
-use crate::sigbus::{Damage, Protected};
-use crate::sync::{AtomicU128, Region};
-use crate::tail::TailReader;
-use crate::trust::Trust;
-use crate::watch::{self, Identity, Watched};
+use crate::mapping::file;
+use crate::mapping::lease::{Lease, OwnFd};
+use crate::mapping::sigbus::{Damage, Protected};
+use crate::mapping::trust::Trust;
+use crate::mapping::watch::{self, Identity, Watched};
+use crate::protocol::layout::{Durability, FullPolicy, Geometry, Offsets};
+use crate::protocol::ring::{Ring, RingLayout};
+use crate::protocol::sync::{AtomicU128, Region};
+use crate::queue::consumer::{Consumer, SeekTo, Subscribe};
+use crate::queue::flusher::FlusherSlot;
+use crate::queue::group::GroupInfo;
+use crate::queue::producer::Producer;
+use crate::queue::recovery::Recovery;
+use crate::queue::tail::TailReader;
 
 /// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
 #[derive(Debug, Clone)]
@@ -232,7 +241,7 @@ impl Queue {
             group_slots: options.group_slots,
             producer_slots: options.producer_slots,
             claim_timeout: options.claim_timeout,
-            created_ns: crate::clock::now_ns(),
+            created_ns: crate::runtime::clock::now_ns(),
             durability: options.durability,
             checksums: options.checksums,
         };
@@ -338,7 +347,7 @@ impl Queue {
             // not dropped yet).
             .ok_or_else(|| Error::GroupBusy {
                 group: group.into(),
-                pid: crate::lease::pid(word),
+                pid: crate::mapping::lease::pid(word),
             })?;
         // Topic members have their own session (their heartbeat in the membership file).
         let options = Subscribe {
@@ -375,7 +384,9 @@ impl Queue {
     pub fn reset_group(&self, group: &str, to: SeekTo) -> Result<u64> {
         let shared = &self.shared;
         shared.check_damage()?;
-        let reset = shared.reset_group(group, |slot| crate::consumer::locate(shared, slot, to));
+        let reset = shared.reset_group(group, |slot| {
+            crate::queue::consumer::locate(shared, slot, to)
+        });
         shared.check_damage()?;
         reset
     }
@@ -387,14 +398,14 @@ impl Queue {
 
     /// How many producer slots are held by running processes (a snapshot).
     pub fn producers(&self) -> u32 {
-        crate::producer::live_producers(&self.shared).0
+        crate::queue::producer::live_producers(&self.shared).0
     }
 
     /// How many of those producers are asleep waiting for room: held back by a gating group
     /// or by records not yet known to be on disk (a snapshot; a producer still spinning before
     /// it sleeps is not counted).
     pub fn producers_waiting(&self) -> u32 {
-        crate::producer::live_producers(&self.shared).1
+        crate::queue::producer::live_producers(&self.shared).1
     }
 
     /// Ring bytes producers may not overwrite yet: from the oldest position that a gating
@@ -403,7 +414,7 @@ impl Queue {
     /// A publish blocks (or fails with [`Error::Full`](crate::Error::Full)) when its record
     /// does not fit in the capacity minus this. A snapshot.
     pub fn fill(&self) -> u64 {
-        crate::producer::fill(&self.shared)
+        crate::queue::producer::fill(&self.shared)
     }
 
     /// The next offset a producer will be given (records `0..tail` have been claimed).

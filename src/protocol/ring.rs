@@ -54,8 +54,8 @@
 //!   their tail CAS then `fence(Release)` before writing bytes. A reader that saw any byte of a
 //!   lapping writer therefore sees that writer's tail and discards what it read.
 
-use crate::layout::{self, footprint, RECORD_HEADER};
-use crate::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
+use crate::protocol::layout::{self, footprint, RECORD_HEADER};
+use crate::protocol::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
 
 /// Record states, the low bits of a slot tag (0: never written, as in a new file).
 pub(crate) const COMMITTED: u64 = 1;

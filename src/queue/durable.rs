@@ -61,17 +61,17 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use crate::clock;
 use crate::error::{Error, Result};
-use crate::layout::{
+use crate::mapping::lease::OwnFd;
+use crate::protocol::layout::{
     footprint, Durability, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK,
     POISON, SYNCED,
 };
-use crate::lease::OwnFd;
+use crate::protocol::ring::{self, Found};
+use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::Shared;
-use crate::ring::{self, Found};
-use crate::sync::{pack, unpack, Ordering};
-use crate::wait::{Pause, Wait};
+use crate::runtime::clock;
+use crate::runtime::wait::{Pause, Wait};
 
 /// Longest single sleep of a durability waiter before it re-checks whether a leader is alive.
 const LEADER_POLL: Duration = Duration::from_millis(20);

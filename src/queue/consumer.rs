@@ -14,22 +14,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock;
-use crate::cursor::{Cursor, Reads};
-pub(crate) use crate::cursor::{Next, Ready};
 use crate::error::{Error, Result};
-use crate::layout::{Durability, FullPolicy};
-use crate::lease::Lease;
+use crate::mapping::lease::Lease;
+use crate::protocol::layout::{Durability, FullPolicy};
+use crate::protocol::sync::Ordering;
+use crate::queue::cursor::{Cursor, Reads};
+pub(crate) use crate::queue::cursor::{Next, Ready};
 use crate::queue::Shared;
-use crate::sync::Ordering;
-use crate::wait::{Pause, Wait};
+use crate::runtime::clock;
+use crate::runtime::wait::{Pause, Wait};
 
 /// The shortest session timeout a member may declare: eight heartbeats apart by more than a
 /// tick of the coarse clock even on a kernel with 100 ticks a second.
 const MIN_SESSION: Duration = Duration::from_millis(100);
 
 /// Longest single sleep of a waiting consumer: a wake-up lost to a takeover race (see
-/// [`Ring::wait_data`](crate::ring::Ring::wait_data)) costs at most this.
+/// [`Ring::wait_data`](crate::protocol::ring::Ring::wait_data)) costs at most this.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// When the next heartbeat of a member with session timeout `session` (ns) is due: eight per
@@ -182,7 +182,7 @@ impl Consumer {
         let (slot, from_live) =
             shared.join_group(group, opts.gating, start, lease.word(), session, may_take)?;
         let committed_word = shared.committed_word(slot);
-        let (offset, pos) = crate::sync::unpack(committed_word);
+        let (offset, pos) = crate::protocol::sync::unpack(committed_word);
         let cursor = Cursor::new((offset, pos), shared.geometry.checksums);
         let lappable = !shared.gating(slot) || shared.geometry.full_policy == FullPolicy::Overwrite;
         // A gating group's records below the tail seen at its creation (or at its last
@@ -361,7 +361,7 @@ impl Consumer {
         if current != self.committed_word || !self.holds_lease() {
             return Err(self.taken_over(current));
         }
-        let (committed, _) = crate::sync::unpack(current);
+        let (committed, _) = crate::protocol::sync::unpack(current);
         if next <= committed {
             return Ok(());
         }
@@ -448,7 +448,7 @@ impl Consumer {
         }
         Error::TakenOver {
             group: self.group.clone(),
-            found: crate::sync::unpack(found).0,
+            found: crate::protocol::sync::unpack(found).0,
         }
     }
 }

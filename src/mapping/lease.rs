@@ -37,7 +37,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::sync::{pack, unpack};
+use crate::protocol::sync::{pack, unpack};
 
 /// First byte of the liveness lock range: a holder with id `i` locks byte `LIVENESS + i`. Far
 /// beyond any file's size (locks need no bytes behind them) and clear of the flush lock.
@@ -157,7 +157,7 @@ impl OwnFd {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     return Err(e)
                 }
-                _ => match crate::file::open_shared(path) {
+                _ => match crate::mapping::file::open_shared(path) {
                     Ok(f) if same(&f)? => f,
                     Ok(_) => return Err(io::Error::new(
                         io::ErrorKind::NotFound,

@@ -11,16 +11,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock;
 use crate::error::{Blocker, Corruption, Error, Result};
-use crate::flusher::Flusher;
-use crate::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
-use crate::lease::{self, Lease};
+use crate::mapping::lease::{self, Lease};
+use crate::mapping::watch;
+use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
+use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
+use crate::protocol::sync::{pack, Ordering};
+use crate::queue::flusher::Flusher;
 use crate::queue::Shared;
-use crate::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
-use crate::sync::{pack, Ordering};
-use crate::wait::{Pause, Wait, INFLIGHT_POLL};
-use crate::watch;
+use crate::runtime::clock;
+use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 
 /// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
 pub struct Producer {

@@ -32,16 +32,16 @@
 
 use std::os::fd::AsRawFd;
 
-use crate::boot;
 use crate::error::{Corruption, Error, Result};
-use crate::group::AdminLock;
-use crate::layout::{
+use crate::protocol::layout::{
     footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, POISON,
     PRODUCER_SLOT, RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, SYNCED, TAIL,
 };
+use crate::protocol::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
+use crate::protocol::sync::{pack, unpack, Ordering};
+use crate::queue::group::AdminLock;
 use crate::queue::Shared;
-use crate::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
-use crate::sync::{pack, unpack, Ordering};
+use crate::runtime::boot;
 
 /// What recovery after a machine restart did to a queue file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! futex words of every pending async wait at once and wakes the tasks whose word changed.
 //!
 //! An async wait is the blocking wait of SYNC W (`ring.rs`) split in two. The task flags its
-//! sleeper bit and reads the futex word ([`crate::ring::flag`]), re-checks its condition, and
+//! sleeper bit and reads the futex word ([`crate::protocol::ring::flag`]), re-checks its condition, and
 //! only then registers a [`Sleep`] for `(word, value seen, deadline)` here and returns
 //! `Pending`. Notifiers do what they do for a blocking sleeper: they see the bit, bump the word
 //! and `FUTEX_WAKE` it, so producers need nothing new.
@@ -34,9 +34,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::clock;
-use crate::lease;
-use crate::sync::{futex, AtomicU32, Ordering};
+use crate::mapping::lease;
+use crate::protocol::sync::{futex, AtomicU32, Ordering};
+use crate::runtime::clock;
 
 /// The most shared words one `futex_waitv` call waits on: the kernel takes 128, one is the bell.
 const MAX_WORDS: usize = 127;
@@ -136,7 +136,7 @@ fn waiter() -> io::Result<&'static Waiter> {
         table: Mutex::new(Table::default()),
     }));
     // Never joined: it runs for the life of the process (of this fork generation).
-    crate::thread::spawn(c"shmq-waker", move || run(fresh))?.detach();
+    crate::runtime::thread::spawn(c"shmq-waker", move || run(fresh))?.detach();
     let fresh_ptr = fresh as *const Waiter as *mut Waiter;
     // AcqRel: publishes the new waiter (Release) and reads a racing one's (Acquire).
     match WAITER.compare_exchange(current, fresh_ptr, Ordering::AcqRel, Ordering::Acquire) {

@@ -3,7 +3,7 @@
 //! the sleep cap behind a record that finishes without a wake-up call.
 //!
 //! The caller checks its condition, asks [`Wait::pause`] what to do when it failed, and, told
-//! to sleep, sleeps on its futex word with its sleeper bit flagged (SYNC W in `ring.rs`) for at
+//! to sleep, sleeps on its futex word with its sleeper bit flagged (SYNC W in `protocol/ring.rs`) for at
 //! most the time given. The sleep itself stays with the caller because what it sleeps on
 //! differs: the data word with a group slot's bit, the space or durability word with a producer
 //! slot's bit, a topic's wake-up word, or no bit at all for a tail reader.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crossbeam_utils::Backoff;
 
-use crate::clock;
+use crate::runtime::clock;
 
 /// Longest single sleep while waiting behind a claimed record that is not committed yet (for a
 /// consumer, or holding back a producer's limit or the durable cursor): its producer commits
@@ -91,7 +91,7 @@ impl Wait {
     }
 
     /// Whether a failed next check is followed by a sleep, so a reader reads the tail in it
-    /// (see [`Cursor::step`](crate::cursor::Cursor::step)).
+    /// (see [`Cursor::step`](crate::queue::cursor::Cursor::step)).
     pub(crate) fn sleeping_next(&self) -> bool {
         self.timeout != Some(Duration::ZERO) && (!self.spins || self.backoff.is_completed())
     }

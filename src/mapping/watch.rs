@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use crate::sigbus::{Damage, Protected};
-use crate::thread::{self, Thread};
+use crate::mapping::sigbus::{Damage, Protected};
+use crate::runtime::thread::{self, Thread};
 
 /// How often the watcher checks every file.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
@@ -104,7 +104,7 @@ fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
 
 /// Watches `file` from now on (until it is dropped), starting the watcher if needed.
 pub(crate) fn add(file: Weak<dyn Watched>) {
-    crate::lease::fork_safe(|| {
+    crate::mapping::lease::fork_safe(|| {
         lock(&FILES).push(file);
         start_locked();
     });
@@ -114,7 +114,7 @@ pub(crate) fn add(file: Weak<dyn Watched>) {
 pub(crate) fn ensure_running() {
     // Relaxed: a hint; `start_locked` decides under the lock.
     if RUNNING_IN.load(Ordering::Relaxed) != std::process::id() {
-        crate::lease::fork_safe(start_locked);
+        crate::mapping::lease::fork_safe(start_locked);
     }
 }
 
@@ -141,7 +141,7 @@ fn start_locked() {
 /// Called when a watched file is dropped: stops the watcher once no file is left, and waits
 /// for it, so a process that closed every queue has no thread of shmq's left.
 pub(crate) fn released() {
-    let stopping = crate::lease::fork_safe(|| {
+    let stopping = crate::mapping::lease::fork_safe(|| {
         let mut files = lock(&FILES);
         files.retain(|f| f.strong_count() > 0);
         if !files.is_empty() {
@@ -158,7 +158,7 @@ pub(crate) fn released() {
         Some(w)
     });
     if let Some(w) = stopping {
-        crate::sync::futex::wake_all(&GENERATION);
+        crate::protocol::sync::futex::wake_all(&GENERATION);
         if IN_WATCHER.get() {
             // The watcher itself dropped the last handle of a file (the file's owners let go
             // during its check): it returns after this round.
@@ -174,12 +174,12 @@ fn run(generation: u32) {
     // Acquire: pairs with the Release bumps of `start_locked` and `released`.
     let current = || GENERATION.load(Ordering::Acquire) == generation;
     while current() {
-        crate::sync::futex::wait(&GENERATION, generation, Some(INTERVAL));
+        crate::protocol::sync::futex::wait(&GENERATION, generation, Some(INTERVAL));
         if !current() {
             return;
         }
         // Snapshot under the lock; check outside it (the checks make system calls).
-        let files = crate::lease::fork_safe(|| lock(&FILES).clone());
+        let files = crate::mapping::lease::fork_safe(|| lock(&FILES).clone());
         for file in files.iter().filter_map(Weak::upgrade) {
             file.check_now();
         }

@@ -11,12 +11,12 @@
 
 use std::time::Duration;
 
-use crate::clock;
-use crate::consumer::Message;
 use crate::error::{Corruption, Error, Result};
-use crate::layout::footprint;
+use crate::protocol::layout::footprint;
+use crate::protocol::ring::Found;
+use crate::queue::consumer::Message;
 use crate::queue::Shared;
-use crate::ring::Found;
+use crate::runtime::clock;
 
 /// A reader spinning on a pending record reads the tail once in this many steps (unless the
 /// caller says the check is due).

@@ -22,12 +22,12 @@
 //! deleter takes the lease before it frees the slot, and a joiner checks, after taking the
 //! lease, that the slot still holds the group it looked up ([`Shared::join_group`]).
 
-use crate::clock;
 use crate::error::{Error, Result};
-use crate::layout::{GROUP_SLOT, MAX_GROUP_NAME};
-use crate::lease::{self, Lease, OwnFd};
+use crate::mapping::lease::{self, Lease, OwnFd};
+use crate::protocol::layout::{GROUP_SLOT, MAX_GROUP_NAME};
+use crate::protocol::sync::{fence, pack, unpack, Ordering};
 use crate::queue::Shared;
-use crate::sync::{fence, pack, unpack, Ordering};
+use crate::runtime::clock;
 
 const STATE: u64 = 0;
 const FLAGS: u64 = 8;
@@ -330,7 +330,7 @@ impl Shared {
                 // SeqCst like every sleeper-bitmap change.
                 self.ring
                     .region
-                    .u64(crate::layout::DATA_WAITERS)
+                    .u64(crate::protocol::layout::DATA_WAITERS)
                     .fetch_and(!(1u64 << slot), Ordering::SeqCst);
                 return Ok(live);
             }

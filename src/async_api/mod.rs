@@ -14,6 +14,8 @@
 //! commits its record within one poll, so a dropped `publish_async` future has published
 //! nothing unless it completed (exactly once).
 
+mod wake;
+
 use std::future::poll_fn;
 use std::path::Path;
 use std::pin::Pin;
@@ -22,17 +24,17 @@ use std::task::{ready, Context, Poll};
 
 use futures_core::Stream;
 
-use crate::consumer::{Consumer, Next, Ready};
+use crate::async_api::wake::{Sleep, Word};
 use crate::error::{Error, Result};
-use crate::layout;
-use crate::producer::Producer;
+use crate::protocol::layout;
+use crate::protocol::ring::{self, Claim};
+use crate::protocol::sync::Ordering;
+use crate::queue::consumer::{Consumer, Next, Ready};
+use crate::queue::producer::Producer;
 use crate::queue::Shared;
-use crate::ring::{self, Claim};
-use crate::sync::Ordering;
+use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 use crate::topic::members::{Members, WAKE_SEQ, WAKE_WAITERS};
 use crate::topic::TopicConsumer;
-use crate::wait::{Pause, Wait, INFLIGHT_POLL};
-use crate::wake::{Sleep, Word};
 
 /// A sleeper bit a pending future set; dropping it clears the bit.
 enum Flag {
@@ -243,7 +245,7 @@ impl Producer {
         poll_fn(|cx| {
             let claim = ready!(self.poll_claim(cx, len, &mut wait, &mut waiting))?;
             self.shared.ring.write_payload(&claim, payload);
-            let crc = crate::producer::checksum(&self.shared, payload);
+            let crc = crate::queue::producer::checksum(&self.shared, payload);
             Poll::Ready(self.finish(claim, crc))
         })
         .await
@@ -408,9 +410,10 @@ impl Stream for TopicMessages {
 mod tests {
     use std::time::Duration;
 
-    use crate::layout::{DATA_WAITERS, SPACE_WAITERS};
-    use crate::sync::Ordering;
-    use crate::{wake, Error, Options, Queue};
+    use super::wake;
+    use crate::protocol::layout::{DATA_WAITERS, SPACE_WAITERS};
+    use crate::protocol::sync::Ordering;
+    use crate::{Error, Options, Queue};
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()

@@ -8,10 +8,10 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
-use crate::sigbus::Protected;
-use crate::trust::Trust;
-use crate::watch::Identity;
+use crate::mapping::sigbus::Protected;
+use crate::mapping::trust::Trust;
+use crate::mapping::watch::Identity;
+use crate::protocol::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
 
 /// An open queue file and its shared mapping.
 pub(crate) struct Mapped {
@@ -52,7 +52,7 @@ fn check_platform() -> Result<()> {
 pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapped> {
     check_platform()?;
     geometry.check().map_err(Error::InvalidArgument)?;
-    crate::trust::check_create_mode(mode)?;
+    crate::mapping::trust::check_create_mode(mode)?;
     let name = path
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{}: not a file path", path.display())))?;
@@ -60,7 +60,7 @@ pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapp
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let nonce = crate::clock::now_ns() % 1_000_000_000;
+    let nonce = crate::runtime::clock::now_ns() % 1_000_000_000;
     let tmp = dir.join(format!(
         ".{}.{}.{nonce}.tmp",
         name.to_string_lossy(),
@@ -109,7 +109,7 @@ fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
     file.write_all_at(&geometry.encode(), 0)
         .map_err(io_err(tmp, "write header"))?;
     // The machine the file was made on: recovery runs when an opener's boot id differs.
-    let boot = crate::boot::boot_id().map_err(io_err(tmp, "read boot id"))?;
+    let boot = crate::runtime::boot::boot_id().map_err(io_err(tmp, "read boot id"))?;
     file.write_all_at(&boot, BOOT_ID)
         .map_err(io_err(tmp, "write header"))?;
     file.sync_all().map_err(io_err(tmp, "fsync"))?;

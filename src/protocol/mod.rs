@@ -1,0 +1,9 @@
+//! The lock-free protocol over shared bytes: the file layout, the ring of records, and the
+//! atomics and futex calls it is made of. Nothing here knows about files or processes, so the
+//! loom model checker runs the same code over heap memory.
+
+pub(crate) mod layout;
+#[cfg(all(test, loom))]
+mod loom_tests;
+pub(crate) mod ring;
+pub(crate) mod sync;
