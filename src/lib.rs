@@ -59,6 +59,8 @@ pub use error::{
 pub use mapping::trust::Trust;
 pub use protocol::layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};
 #[cfg(not(loom))]
+pub use protocol::sync::futex;
+#[cfg(not(loom))]
 pub use queue::consumer::{Consumer, Message, SeekTo, Start, Subscribe};
 #[cfg(not(loom))]
 pub use queue::group::GroupInfo;

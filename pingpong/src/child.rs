@@ -6,9 +6,9 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use crate::shared::{
-    futex_wait, futex_wake, map_word_file, word32, word64, Idle, IDLE_POLLS, IDLE_SPINS,
-};
+use shmq::futex;
+
+use crate::shared::{map_word_file, word32, word64, Idle, IDLE_POLLS, IDLE_SPINS};
 use crate::{queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG};
 
 /// How long a blocking child sleeps in one `poll` before it looks again.
@@ -115,12 +115,12 @@ fn futex_floor(dir: &Path, ready: impl FnOnce() -> Result<(), Error>) -> Result<
         let v = w.load(Ordering::Acquire);
         if v != expect {
             // No timeout: the child sleeps until the next ping or until it is told to exit.
-            futex_wait(w, v, None);
+            futex::wait(w, v, None);
             continue;
         }
         // Release: the pong publishes what came before it to the parent's Acquire load.
         w.store(expect.wrapping_add(1), Ordering::Release);
-        futex_wake(w);
+        futex::wake_all(w);
         expect = expect.wrapping_add(2);
     }
 }

@@ -44,8 +44,8 @@ pub enum Mode {
     /// Two processes spinning on one `AtomicU64` in a shared mapping: the hardware floor.
     Floor,
     /// Two processes on one `AtomicU32` in a shared mapping, each sleeping in `FUTEX_WAIT`
-    /// until the other stores and calls `FUTEX_WAKE` (shared, not private, futexes): the floor
-    /// of waking a sleeping process.
+    /// until the other stores and calls `FUTEX_WAKE` (shared, not private, futexes: shmq's own
+    /// calls, [`shmq::futex`]): the floor of waking a sleeping process.
     FutexFloor,
     /// shmq, consumers spinning on `poll(Some(Duration::ZERO))`.
     ShmqSpin,

@@ -9,9 +9,11 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use shmq::futex;
+
 #[cfg(feature = "async")]
 use crate::runtime;
-use crate::shared::{futex_wait, futex_wake, map_word_file, word32, word64, Patience};
+use crate::shared::{map_word_file, word32, word64, Patience};
 use crate::{echoed, queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG, REPLY_TIMEOUT};
 
 /// Ring size of the two ping-pong queues.
@@ -213,13 +215,13 @@ impl Pinger {
                 let want = *seq;
                 // Release/Acquire: as for the atomic floor.
                 w.store(want.wrapping_sub(1), Ordering::Release);
-                futex_wake(w);
+                futex::wake_all(w);
                 loop {
                     let v = w.load(Ordering::Acquire);
                     if v == want {
                         break;
                     }
-                    if !futex_wait(w, v, Some(REPLY_TIMEOUT)) {
+                    if !futex::wait(w, v, Some(REPLY_TIMEOUT)) {
                         return Err(Error::Timeout { mode: mode.name() });
                     }
                 }

@@ -1,5 +1,5 @@
-//! What both sides of a pair share: the mapped word of the floors, the futex calls, and the
-//! bounded spin and idle helpers.
+//! What both sides of a pair share: the mapped word of the floors, and the bounded spin and
+//! idle helpers. (The futex floor sleeps and wakes with shmq's own calls, [`shmq::futex`].)
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -56,52 +56,6 @@ pub(crate) fn word32(map: &memmap2::MmapMut) -> &AtomicU32 {
     // SAFETY: as in `word64`: page-aligned, long enough (checked), outlives the borrow, and only
     // ever accessed atomically.
     unsafe { &*(map.as_ptr() as *const AtomicU32) }
-}
-
-/// `FUTEX_WAIT` (shared, not private: the word is in a file mapping seen by two processes)
-/// while `word` still holds `expected`, for at most `timeout`. Returns `false` if the timeout
-/// ran out; spurious returns (the value changed first, a signal) return `true` and the caller
-/// checks the word again.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; `ts_ptr` is null or
-    // points at a timespec that outlives the call; the unused arguments are ignored by
-    // FUTEX_WAIT.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            ts_ptr,
-            std::ptr::null::<u32>(),
-            0u32,
-        )
-    };
-    !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
-}
-
-/// `FUTEX_WAKE` of one waiter on `word` (shared futex, as in [`futex_wait`]).
-pub(crate) fn futex_wake(word: &AtomicU32) {
-    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses it as the key and ignores
-    // the remaining arguments.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            1u32,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
 }
 
 /// Bounds a parent's spin for a reply: looks at the clock once every

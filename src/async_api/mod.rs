@@ -21,7 +21,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use futures_core::Stream;
 
@@ -33,6 +32,7 @@ use crate::protocol::sync::Ordering;
 use crate::queue::consumer::{Consumer, Next, Ready};
 use crate::queue::producer::Producer;
 use crate::queue::Shared;
+use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 use crate::topic::members::{Members, WAKE_SEQ, WAKE_WAITERS};
 use crate::topic::TopicConsumer;
 
@@ -240,12 +240,10 @@ impl Producer {
         self.lease.check_current(&self.shared.path)?;
         let len = self.check_len(payload.len())?;
         self.check_poison()?;
-        let deadline = self
-            .timeout
-            .map(|t| std::time::Instant::now().checked_add(t));
+        let mut wait = Wait::started(self.timeout);
         let mut waiting = Waiting::default();
         poll_fn(|cx| {
-            let claim = ready!(self.poll_claim(cx, len, deadline, &mut waiting))?;
+            let claim = ready!(self.poll_claim(cx, len, &mut wait, &mut waiting))?;
             self.shared.ring.write_payload(&claim, payload);
             let crc = crate::queue::producer::checksum(&self.shared, payload);
             Poll::Ready(self.finish(claim, crc))
@@ -254,13 +252,12 @@ impl Producer {
     }
 
     /// `Ready` with a claim of `len` bytes, or `Pending` with the task registered to be woken
-    /// when a commit may have made room (SYNC W) or `deadline` (`Some(None)`: too far to
-    /// represent) passed.
+    /// when a commit may have made room (SYNC W) or the sleep `wait` allows is over.
     fn poll_claim(
         &mut self,
         cx: &mut Context<'_>,
         len: u32,
-        deadline: Option<Option<std::time::Instant>>,
+        wait: &mut Wait,
         w: &mut Waiting,
     ) -> Poll<Result<Claim>> {
         loop {
@@ -272,18 +269,13 @@ impl Producer {
                 Ok(Err(room)) => room,
                 Err(e) => return w.done(Err(e)),
             };
-            let mut within = match deadline {
-                None | Some(None) => None,
-                Some(Some(d)) => Some(d.saturating_duration_since(std::time::Instant::now())),
+            // Waits still wake once in a while, as blocking sleeps do (to see what the file
+            // watcher found, among others).
+            let within = match wait.pause(|| room.sleep_cap()) {
+                Pause::TimedOut => return w.done(Err(self.timed_out(&room))),
+                Pause::Spun => continue,
+                Pause::Sleep(within) => within,
             };
-            if within == Some(Duration::ZERO) {
-                return w.done(Err(self.timed_out(&room)));
-            }
-            if room.polls {
-                within = Some(within.map_or(crate::queue::producer::INFLIGHT_POLL, |t| {
-                    t.min(crate::queue::producer::INFLIGHT_POLL)
-                }));
-            }
             let region = &self.shared.ring.region;
             let bit = self.sleeper_bit();
             let seen = ring::flag(region, layout::SPACE_WAITERS, layout::SPACE_SEQ, bit);
@@ -297,11 +289,6 @@ impl Producer {
             }
             // SAFETY: the word is in the queue's mapping, which `Shared` keeps mapped.
             let word = unsafe { Word::new(self.shared.clone(), region.u32(layout::SPACE_SEQ)) };
-            // Waits still wake once in a while, as blocking sleeps do (to see what the file
-            // watcher found, among others).
-            let within = within.map_or(crate::mapping::watch::INTERVAL, |t| {
-                t.min(crate::mapping::watch::INTERVAL)
-            });
             w.sleep = Some(Sleep::new(word, seen, within));
         }
     }
@@ -354,7 +341,7 @@ impl TopicConsumer {
                 // A claimed record without a wake-up to come: poll, as `poll` does.
                 // SeqCst like every access to the wake-up word.
                 let seen = region.u32(WAKE_SEQ).load(Ordering::SeqCst);
-                (seen, to_tick.min(crate::topic::consumer::INFLIGHT_POLL))
+                (seen, to_tick.min(INFLIGHT_POLL))
             } else {
                 let bit = 1u64 << self.slot.index;
                 let seen = ring::flag(region, WAKE_WAITERS, WAKE_SEQ, bit);

@@ -35,7 +35,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::mapping::lease;
-use crate::protocol::sync::{futex_wait, futex_wake_all, AtomicU32, Ordering};
+use crate::protocol::sync::{futex, AtomicU32, Ordering};
 use crate::runtime::clock;
 
 /// The most shared words one `futex_waitv` call waits on: the kernel takes 128, one is the bell.
@@ -46,7 +46,7 @@ const FALLBACK_POLL: Duration = Duration::from_millis(1);
 
 /// `FUTEX2_SIZE_U32` (`linux/futex.h`): a `futex_waitv` entry is a 32-bit word. Every entry
 /// is shared (no `FUTEX2_PRIVATE`), the bell too: it is rung with the shared `FUTEX_WAKE` of
-/// [`futex_wake_all`], and a private wait and a shared wake of one word never meet.
+/// [`futex::wake_all`], and a private wait and a shared wake of one word never meet.
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
 /// A futex word in a shared mapping, and what keeps that mapping alive.
@@ -112,7 +112,7 @@ impl Waiter {
     fn ring(&self) {
         // SYNC B (SeqCst): after the insert, before the wake.
         self.bell.fetch_add(1, Ordering::SeqCst);
-        futex_wake_all(&self.bell);
+        futex::wake_all(&self.bell);
     }
 }
 
@@ -197,7 +197,7 @@ fn sleep(w: &Waiter, bell: u32, words: &[(Word, u32)], deadline: u64, waitv: &mu
     let left = (deadline != u64::MAX)
         .then(|| Duration::from_nanos(deadline.saturating_sub(clock::monotonic_ns())));
     let poll = (!words.is_empty()).then_some(FALLBACK_POLL);
-    futex_wait(&w.bell, bell, [left, poll].into_iter().flatten().min());
+    futex::wait(&w.bell, bell, [left, poll].into_iter().flatten().min());
 }
 
 /// One entry of the `futex_waitv` array (`struct futex_waitv` in `linux/futex.h`).

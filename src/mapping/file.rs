@@ -60,9 +60,7 @@ pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapp
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nonce = crate::runtime::clock::now_ns() % 1_000_000_000;
     let tmp = dir.join(format!(
         ".{}.{}.{nonce}.tmp",
         name.to_string_lossy(),

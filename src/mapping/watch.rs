@@ -158,7 +158,7 @@ pub(crate) fn released() {
         Some(w)
     });
     if let Some(w) = stopping {
-        crate::protocol::sync::futex_wake_all(&GENERATION);
+        crate::protocol::sync::futex::wake_all(&GENERATION);
         if IN_WATCHER.get() {
             // The watcher itself dropped the last handle of a file (the file's owners let go
             // during its check): it returns after this round.
@@ -174,7 +174,7 @@ fn run(generation: u32) {
     // Acquire: pairs with the Release bumps of `start_locked` and `released`.
     let current = || GENERATION.load(Ordering::Acquire) == generation;
     while current() {
-        crate::protocol::sync::futex_wait(&GENERATION, generation, Some(INTERVAL));
+        crate::protocol::sync::futex::wait(&GENERATION, generation, Some(INTERVAL));
         if !current() {
             return;
         }

@@ -115,56 +115,70 @@ impl Region {
     /// Sleeps while the futex word at `off` still holds `expected`, at most `timeout`.
     /// Returns on wake-up, timeout, signal or value change; callers re-check their condition.
     pub(crate) fn wait(&self, off: u64, expected: u32, timeout: Option<Duration>) {
-        futex_wait(self.u32(off), expected, timeout);
+        futex::wait(self.u32(off), expected, timeout);
     }
 
     /// Wakes every sleeper on the futex word at `off`.
     pub(crate) fn wake_all(&self, off: u64) {
-        futex_wake_all(self.u32(off));
+        futex::wake_all(self.u32(off));
     }
 }
 
-/// Sleeps while `word` still holds `expected`, at most `timeout`. Returns on wake-up, timeout,
-/// signal or value change; callers re-check their condition.
+/// The two futex calls behind every sleep and wake-up of shmq: `FUTEX_WAIT` and `FUTEX_WAKE`
+/// on a 32-bit word, *shared* (without `FUTEX_PRIVATE_FLAG`), so that a process can wake
+/// another one sleeping on a word of a file both map.
+///
+/// Public so that a program measuring shmq (the ping-pong harness's futex floor) makes the very
+/// calls shmq makes, not a copy of them. Both are safe: the kernel reads the word (and the
+/// timeout) only for the duration of the call.
 #[cfg(not(loom))]
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: d.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: FUTEX_WAIT reads the aligned u32 at `word` (valid for the call) and the optional
-    // timespec on our stack. Shared (non-PRIVATE) futex because other processes wake it.
-    // Errors (EAGAIN: value changed, EINTR, ETIMEDOUT) all mean "re-check", so they are ignored.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            ts_ptr,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
-}
+pub mod futex {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
 
-/// Wakes every sleeper on `word`.
-#[cfg(not(loom))]
-pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: FUTEX_WAKE only uses the address as a key; it is a valid aligned u32.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            i32::MAX,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
+    /// Sleeps while `word` still holds `expected`, at most `timeout` (`None`: no limit).
+    /// Returns `false` if the timeout ran out, `true` otherwise: on a wake-up, on a signal, or
+    /// at once when the word no longer held `expected`; the caller re-checks its condition.
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: FUTEX_WAIT reads the aligned u32 at `word` (valid for the call) and the
+        // optional timespec on our stack. Shared (non-PRIVATE) futex because other processes
+        // wake it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                ts_ptr,
+                std::ptr::null::<u32>(),
+                0u32,
+            )
+        };
+        // Every other error (EAGAIN: the value changed, EINTR) means "re-check".
+        !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
+    }
+
+    /// Wakes every sleeper on `word`, in any process.
+    pub fn wake_all(word: &AtomicU32) {
+        // SAFETY: FUTEX_WAKE only uses the address as a key; it is a valid aligned u32.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
     }
 }
 

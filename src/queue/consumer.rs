@@ -18,10 +18,11 @@ use crate::error::{Error, Result};
 use crate::mapping::lease::Lease;
 use crate::protocol::layout::{Durability, FullPolicy};
 use crate::protocol::sync::Ordering;
-use crate::queue::cursor::{Cursor, Pause, Reads, Wait};
+use crate::queue::cursor::{Cursor, Reads};
 pub(crate) use crate::queue::cursor::{Next, Ready};
 use crate::queue::Shared;
 use crate::runtime::clock;
+use crate::runtime::wait::{Pause, Wait};
 
 /// The shortest session timeout a member may declare: eight heartbeats apart by more than a
 /// tick of the coarse clock even on a kernel with 100 ticks a second.
@@ -254,37 +255,46 @@ impl Consumer {
         self.lease.check_current(&self.shared.path)?;
         // No damage check before reading: every way out of this call checks after it.
         self.beat()?;
-        let mut wait = Wait::new(timeout);
+        let mut wait = Wait::spinning(timeout);
         loop {
             let (tag, stall_left) = match self.next(wait.sleeping_next())? {
                 Next::Ready(found) => return self.deliver(found).map(Some),
                 Next::Pending { tag, stall_left } => (tag, stall_left),
             };
-            let left = match wait.pause() {
+            match wait.pause(|| self.wake_within(stall_left)) {
                 Pause::TimedOut => return Ok(None),
-                Pause::Spun => continue,
-                Pause::Sleep(left) => left,
-            };
-            let within = self.wake_within(stall_left);
-            let wait = Some(left.map_or(within, |l| l.min(within)));
-            let ring = &self.shared.ring;
-            let word = ring.tag_of(self.cursor.offset);
-            // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
-            let changed = || word.load(Ordering::SeqCst) != tag;
-            ring.wait_data(self.sleeper_bit(), changed, wait, || self.owns_slot());
-            self.beat()?;
+                Pause::Spun => {}
+                Pause::Sleep(sleep) => {
+                    self.sleep(tag, sleep);
+                    self.beat()?;
+                }
+            }
         }
+    }
+
+    /// Sleeps until the slot tag at the cursor may have moved from `tag`, at most `sleep`,
+    /// flagged in the data sleeper bitmap (SYNC W).
+    fn sleep(&self, tag: u64, sleep: Duration) {
+        let ring = &self.shared.ring;
+        let word = ring.tag_of(self.cursor.offset);
+        // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
+        let changed = || word.load(Ordering::SeqCst) != tag;
+        ring.wait_data(self.sleeper_bit(), changed, Some(sleep), || {
+            self.owns_slot()
+        });
     }
 
     /// Moves the cursor past aborted records (aborting one stalled past the claim timeout) and
     /// says whether the record at it is committed or still to wait for. `check_tail`: the
     /// caller is about to sleep, so the tail is read now (otherwise only now and then, see
     /// [`Cursor::step`]) for the stall clock and the overrun check.
+    #[inline]
     pub(crate) fn next(&mut self, check_tail: bool) -> Result<Next> {
         self.cursor.step(&self.shared, self.reads, check_tail)
     }
 
     /// Returns the committed record [`next`](Self::next) found and moves the cursor past it.
+    #[inline]
     pub(crate) fn deliver(&mut self, found: Ready) -> Result<Message<'_>> {
         self.cursor.deliver(&self.shared, self.reads, found)
     }

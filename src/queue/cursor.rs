@@ -1,6 +1,5 @@
 //! [`Cursor`]: the read position of one reader and the one implementation of reading a record
-//! there, shared by [`Consumer`](crate::Consumer) and [`TailReader`](crate::TailReader); and
-//! [`Wait`], their common spin-then-sleep pacing of a blocking poll.
+//! there, shared by [`Consumer`](crate::Consumer) and [`TailReader`](crate::TailReader).
 //!
 //! A step at the cursor skips aborted records (counting them for `aborted_before`), aborts a
 //! claim stalled past the claim timeout, moves an overrun reader to the oldest retained record
@@ -10,15 +9,14 @@
 //! readers is passed in: whether a record at a given start is read in place, whether the
 //! reader can be overrun at all, and whether the tail check is due.
 
-use std::time::{Duration, Instant};
-
-use crossbeam_utils::Backoff;
+use std::time::Duration;
 
 use crate::error::{Corruption, Error, Result};
 use crate::protocol::layout::footprint;
 use crate::protocol::ring::Found;
 use crate::queue::consumer::Message;
 use crate::queue::Shared;
+use crate::runtime::clock;
 
 /// A reader spinning on a pending record reads the tail once in this many steps (unless the
 /// caller says the check is due).
@@ -74,8 +72,9 @@ pub(crate) struct Cursor {
     /// Next record to read: its offset and cursor position.
     pub(crate) offset: u64,
     pub(crate) pos: u64,
-    /// The stalled record and when this reader first saw it stalled.
-    stall: Option<(u64, Instant)>,
+    /// The stalled record and when this reader first saw it stalled
+    /// ([`clock::monotonic_ns`]).
+    stall: Option<(u64, u64)>,
     /// Aborted offsets skipped since the last message returned.
     aborted_run: u64,
     /// Consecutive steps that found the next record pending.
@@ -112,6 +111,7 @@ impl Cursor {
     /// says whether the record at it is committed or still to wait for. `check_tail`: the
     /// caller is about to sleep, so the tail is read now (otherwise every
     /// `TAIL_CHECK_EVERY`-th pending step) for the stall clock and the overrun check.
+    #[inline]
     pub(crate) fn step(&mut self, shared: &Shared, reads: Reads, check_tail: bool) -> Result<Next> {
         loop {
             let ring = &shared.ring;
@@ -171,7 +171,7 @@ impl Cursor {
                     }
                     if t_off > self.offset {
                         // Claimed but not committed: start (or continue) the stall clock.
-                        let now = Instant::now();
+                        let now = clock::monotonic_ns();
                         let since = match self.stall {
                             Some((o, since)) if o == self.offset => since,
                             _ => {
@@ -179,7 +179,8 @@ impl Cursor {
                                 now
                             }
                         };
-                        let left = shared.geometry.claim_timeout.saturating_sub(now - since);
+                        let stalled = Duration::from_nanos(now.saturating_sub(since));
+                        let left = shared.geometry.claim_timeout.saturating_sub(stalled);
                         if left.is_zero() {
                             ring.abort(self.offset, tag);
                             continue;
@@ -193,6 +194,7 @@ impl Cursor {
     }
 
     /// Returns the committed record [`step`](Self::step) found and moves the cursor past it.
+    #[inline]
     pub(crate) fn deliver(
         &mut self,
         shared: &Shared,
@@ -265,62 +267,5 @@ impl Cursor {
         Error::Lagged {
             lost: oldest.0.saturating_sub(from),
         }
-    }
-}
-
-/// The pacing of a blocking poll between pending steps: spin briefly, then sleep in bounded
-/// waits until the poll's deadline.
-pub(crate) struct Wait {
-    timeout: Option<Duration>,
-    /// Set when the first sleep is due: `None` for no deadline.
-    deadline: Option<Option<Instant>>,
-    backoff: Backoff,
-}
-
-/// What a poll does after a pending step.
-pub(crate) enum Pause {
-    /// The timeout passed: return nothing.
-    TimedOut,
-    /// It spun or yielded: step again.
-    Spun,
-    /// Sleep, at most this long (`None`: no deadline; the caller caps the sleep).
-    Sleep(Option<Duration>),
-}
-
-impl Wait {
-    /// The pacing of a poll waiting up to `timeout` (`None`: forever).
-    pub(crate) fn new(timeout: Option<Duration>) -> Wait {
-        Wait {
-            timeout,
-            deadline: None,
-            backoff: Backoff::new(),
-        }
-    }
-
-    /// Whether a pending next step is followed by a sleep (so the tail check is due).
-    pub(crate) fn sleeping_next(&self) -> bool {
-        self.timeout != Some(Duration::ZERO) && self.backoff.is_completed()
-    }
-
-    /// What to do after a pending step.
-    pub(crate) fn pause(&mut self) -> Pause {
-        // A zero timeout never waits, not even by spinning: callers that spin themselves get
-        // the answer at once.
-        if self.timeout == Some(Duration::ZERO) {
-            return Pause::TimedOut;
-        }
-        if !self.backoff.is_completed() {
-            self.backoff.snooze();
-            return Pause::Spun;
-        }
-        let timeout = self.timeout;
-        let deadline = *self
-            .deadline
-            .get_or_insert_with(|| timeout.map(|t| Instant::now() + t));
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left == Some(Duration::ZERO) {
-            return Pause::TimedOut;
-        }
-        Pause::Sleep(left)
     }
 }

@@ -59,7 +59,7 @@
 //!   mid-flush costs a waiter one cap before it leads itself.
 
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::OwnFd;
@@ -71,6 +71,7 @@ use crate::protocol::ring::{self, Found};
 use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::Shared;
 use crate::runtime::clock;
+use crate::runtime::wait::{Pause, Wait};
 
 /// Longest single sleep of a durability waiter before it re-checks whether a leader is alive.
 const LEADER_POLL: Duration = Duration::from_millis(20);
@@ -148,7 +149,7 @@ impl Shared {
         timeout: Option<Duration>,
         via: &OwnFd,
     ) -> Result<()> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut wait = Wait::started(timeout);
         loop {
             if self.durable().0 > offset {
                 return Ok(());
@@ -165,23 +166,25 @@ impl Shared {
             if self.try_flush(via)? && self.durable().0 > offset {
                 return Ok(());
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return Err(Error::Timeout {
-                    path: self.path.clone(),
-                    waiting_for: "the flush",
-                    waited: timeout.unwrap_or_default(),
-                    blocked_by: None,
-                });
-            }
-            let wait = Some(left.map_or(LEADER_POLL, |l| l.min(LEADER_POLL)));
+            let sleep = match wait.pause(|| LEADER_POLL) {
+                Pause::TimedOut => {
+                    return Err(Error::Timeout {
+                        path: self.path.clone(),
+                        waiting_for: "the flush",
+                        waited: timeout.unwrap_or_default(),
+                        blocked_by: None,
+                    })
+                }
+                Pause::Spun => continue,
+                Pause::Sleep(sleep) => sleep,
+            };
             ring::sleep_on(
                 &self.ring.region,
                 DURABLE_WAITERS,
                 DURABLE_SEQ,
                 bit,
                 || self.durable().0 > offset || self.poison_word().1 != 0,
-                wait,
+                Some(sleep),
             );
         }
     }

@@ -9,7 +9,7 @@
 //! recomputed when a claim would pass it, so the common publish reads no group or slot.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Blocker, Corruption, Error, Malformed, Result};
 use crate::mapping::lease::{self, Lease};
@@ -20,11 +20,7 @@ use crate::protocol::sync::{pack, Ordering};
 use crate::queue::flusher::Flusher;
 use crate::queue::Shared;
 use crate::runtime::clock;
-
-/// Longest single sleep while waiting behind an unfinished record (another producer's claim,
-/// or one holding the flushed cursors back); those finish without a wake-up call, so the
-/// waiter polls.
-pub(crate) const INFLIGHT_POLL: Duration = Duration::from_millis(1);
+use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 
 /// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
 pub struct Producer {
@@ -58,6 +54,18 @@ pub(crate) struct Room {
     pub(crate) polls: bool,
     /// What holds the limit down (for the error of a wait that runs out).
     bottleneck: Bottleneck,
+}
+
+impl Room {
+    /// The longest single sleep of a producer waiting for this room: [`INFLIGHT_POLL`] when
+    /// it polls, and never longer than a round of the file watcher, to see what it found.
+    pub(crate) fn sleep_cap(&self) -> Duration {
+        if self.polls {
+            INFLIGHT_POLL.min(watch::INTERVAL)
+        } else {
+            watch::INTERVAL
+        }
+    }
 }
 
 /// What holds the claim limit down.
@@ -256,31 +264,24 @@ impl Producer {
 
     fn claim_raw(&mut self, len: u32) -> Result<Claim> {
         self.check_poison()?;
-        let mut deadline = None;
+        let mut wait = Wait::sleeping(self.timeout);
         loop {
             let room = match self.try_claim(len)? {
                 Ok(claim) => return Ok(claim),
                 Err(room) => room,
             };
-            let deadline =
-                *deadline.get_or_insert_with(|| self.timeout.map(|t| Instant::now() + t));
-            let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if wait == Some(Duration::ZERO) {
-                return Err(self.timed_out(&room));
-            }
-            if room.polls {
-                wait = Some(wait.map_or(INFLIGHT_POLL, |w| w.min(INFLIGHT_POLL)));
-            }
-            // Wake at least once per watcher round to see what it found.
-            wait = Some(wait.map_or(watch::INTERVAL, |w| w.min(watch::INTERVAL)));
-            let shared = &self.shared;
+            let sleep = match wait.pause(|| room.sleep_cap()) {
+                Pause::TimedOut => return Err(self.timed_out(&room)),
+                Pause::Spun => continue,
+                Pause::Sleep(sleep) => sleep,
+            };
             ring::sleep_on(
-                &shared.ring.region,
+                &self.shared.ring.region,
                 layout::SPACE_WAITERS,
                 layout::SPACE_SEQ,
                 self.sleeper_bit(),
                 || self.has_room(room.end),
-                wait,
+                Some(sleep),
             );
         }
     }

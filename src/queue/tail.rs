@@ -19,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::protocol::layout::DATA_SEQ;
 use crate::protocol::sync::Ordering;
 use crate::queue::consumer::{locate, Message, SeekTo};
-use crate::queue::cursor::{Cursor, Next, Pause, Reads, Wait};
+use crate::queue::cursor::{Cursor, Next, Reads};
 use crate::queue::Shared;
+use crate::runtime::wait::{Pause, Wait};
 
 /// Longest single sleep of a waiting tail reader: the latency of a new record when no group
 /// member sleeps too (a member's wake-up bumps the futex it sleeps on).
@@ -79,7 +80,7 @@ impl TailReader {
     /// moved past it. [`Error::Truncated`] or [`Error::Detached`]: the queue file was
     /// truncated, removed or replaced under this process.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
-        let mut wait = Wait::new(timeout);
+        let mut wait = Wait::spinning(timeout);
         loop {
             // The tail is checked on every pending step: no producer waits for this reader,
             // so nothing but the tail tells it that it was overrun.
@@ -92,28 +93,24 @@ impl TailReader {
                 }
                 Next::Pending { tag, stall_left } => (tag, stall_left),
             };
-            let left = match wait.pause() {
+            match wait.pause(|| stall_left.map_or(MAX_SLEEP, |s| s.min(MAX_SLEEP))) {
                 Pause::TimedOut => return Ok(None),
-                Pause::Spun => continue,
-                Pause::Sleep(left) => left,
-            };
-            let wait = [left, stall_left, Some(MAX_SLEEP)]
-                .into_iter()
-                .flatten()
-                .min();
-            let region = &self.shared.ring.region;
-            // SeqCst like every access to the futex word (SYNC W); the reader is not in the
-            // sleeper bitmap, so a missed bump costs at most `wait`.
-            let seen = region.u32(DATA_SEQ).load(Ordering::SeqCst);
-            if self
-                .shared
-                .ring
-                .tag_of(self.cursor.offset)
-                .load(Ordering::SeqCst)
-                == tag
-            {
-                region.wait(DATA_SEQ, seen, wait);
+                Pause::Spun => {}
+                Pause::Sleep(sleep) => self.sleep(tag, sleep),
             }
+        }
+    }
+
+    /// Sleeps until the slot tag at the cursor may have moved from `tag`, at most `sleep`,
+    /// without a sleeper bit (see the module docs).
+    fn sleep(&self, tag: u64, sleep: Duration) {
+        let region = &self.shared.ring.region;
+        // SeqCst like every access to the futex word (SYNC W); the reader is not in the
+        // sleeper bitmap, so a missed bump costs at most `sleep`.
+        let seen = region.u32(DATA_SEQ).load(Ordering::SeqCst);
+        let tag_now = self.shared.ring.tag_of(self.cursor.offset);
+        if tag_now.load(Ordering::SeqCst) == tag {
+            region.wait(DATA_SEQ, seen, Some(sleep));
         }
     }
 

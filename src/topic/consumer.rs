@@ -27,20 +27,15 @@
 //! word (SYNC W in `members.rs`) until a topic producer publishes, at most until the next
 //! tick.
 
-use std::time::{Duration, Instant};
-
-use crossbeam_utils::Backoff;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::Lease;
 use crate::queue::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::runtime::clock;
+use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 use crate::topic::members::{self, assigned, Slot};
 use crate::topic::{routing, Topic};
-
-/// Longest sleep while a held partition has a claimed but not yet committed record (its
-/// producer writes it without a wake-up call, so the waiter polls).
-pub(crate) const INFLIGHT_POLL: Duration = Duration::from_millis(1);
 
 /// How a member takes part in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,46 +183,38 @@ impl TopicConsumer {
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<TopicMessage<'_>>> {
         self.lease.check_current(self.topic.path())?;
         self.topic.members_file().check_damage()?;
-        // Read the precise clock only once nothing was ready: it costs more than a record.
-        let mut deadline: Option<Option<Instant>> = None;
-        let backoff = Backoff::new();
+        let mut wait = Wait::spinning(timeout);
         loop {
             if let Some((p, found)) = self.next()? {
                 return self.deliver(p, found).map(Some);
             }
-            if timeout == Some(Duration::ZERO) {
-                return Ok(None);
-            }
-            let now = Instant::now();
-            let deadline =
-                *deadline.get_or_insert_with(|| timeout.and_then(|t| now.checked_add(t)));
-            let left = deadline.map(|d| d.saturating_duration_since(now));
-            if left == Some(Duration::ZERO) {
-                return Ok(None);
-            }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
-            }
-            let to_tick = self.to_tick();
-            let wait = left.map_or(to_tick, |l| l.min(to_tick));
-            if self.backlog() {
-                // A record is claimed but not committed yet (or its producer died: the
-                // partition's consumer aborts it after the claim timeout).
-                std::thread::sleep(wait.min(INFLIGHT_POLL));
-            } else {
-                let region = self.topic.members_file().region();
-                crate::protocol::ring::sleep_on(
-                    region,
-                    members::WAKE_WAITERS,
-                    members::WAKE_SEQ,
-                    1u64 << self.slot.index,
-                    // SYNC W (SeqCst tail loads in `lag`): re-checked after flagging ourselves.
-                    || self.backlog(),
-                    Some(wait),
-                );
+            match wait.pause(|| self.to_tick()) {
+                Pause::TimedOut => return Ok(None),
+                Pause::Spun => {}
+                Pause::Sleep(sleep) => self.sleep(sleep),
             }
         }
+    }
+
+    /// Sleeps until a topic producer may have published, at most `sleep`: on the topic's
+    /// wake-up word, flagged in its bitmap (SYNC W in `members.rs`), or for at most
+    /// [`INFLIGHT_POLL`] while a held partition has a claimed record not yet committed (its
+    /// producer commits it without a wake-up call; or it died, and the partition's consumer
+    /// aborts the record after the claim timeout).
+    fn sleep(&self, sleep: Duration) {
+        if self.backlog() {
+            std::thread::sleep(sleep.min(INFLIGHT_POLL));
+            return;
+        }
+        crate::protocol::ring::sleep_on(
+            self.topic.members_file().region(),
+            members::WAKE_WAITERS,
+            members::WAKE_SEQ,
+            1u64 << self.slot.index,
+            // SYNC W (SeqCst tail loads in `lag`): re-checked after flagging ourselves.
+            || self.backlog(),
+            Some(sleep),
+        );
     }
 
     /// Ticks if one is due, then finds a committed record in a held partition, trying each
