@@ -12,14 +12,13 @@ mod failing_disk;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::format::{BOOT_ID_AT, FLUSHED_AT};
 use failing_disk::FailingDisk;
 use shmq::{Durability, Error, Options, Queue, Start, Subscribe};
 
 const MAX: usize = 400;
+/// Size of the pages a power loss writes back or not.
 const PAGE: usize = 4096;
-/// Where the boot id and the flushed cursor live in the header (FORMAT.md).
-const BOOT_ID_AT: usize = 768;
-const FLUSHED_AT: usize = 256;
 /// Makes every flush `fdatasync` leave a copy of the file as it wrote it (`src/fault.rs`).
 const SYNC_IMAGES: &str = "SHMQ_SYNC_IMAGES";
 

@@ -14,26 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
+use common::format::*;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use shmq::{Corruption, Error, FullPolicy, Options, Queue, SeekTo, Start, Subscribe};
 
 // ---------------------------------------------------------------------------------------------
-// The file layout (duplicated from src/layout.rs and FORMAT.md on purpose: the tests pin it).
+// The file layout (`common::format`, from FORMAT.md) and what these tests edit in it.
 
-const HEADER_SIZE: u64 = 4096;
-const GROUP_SLOT: u64 = 256;
-const PRODUCER_SLOT: u64 = 128;
-const INDEX_SLOT: u64 = 16;
-const CHECKSUMMED: usize = 124;
-const OFF_VERSION: usize = 8;
-const OFF_CAPACITY: usize = 16;
-const OFF_MAX_MESSAGE: usize = 24;
-const OFF_FULL_POLICY: usize = 28;
-const OFF_GROUP_SLOTS: usize = 32;
-const OFF_PRODUCER_SLOTS: usize = 36;
-const OFF_CLAIM_TIMEOUT: usize = 40;
-const OFF_FILE_SIZE: usize = 56;
 /// Mutable header words: the tail (offset, position), the data and space futex words and
 /// their sleeper bitmaps, the durability cursors (flushed, durable, flush count, recovery
 /// floor), the poison word (offset, errno), the durability futex word and bitmap, and the
@@ -42,69 +30,29 @@ const HEADER_WORDS: [u64; 21] = [
     128, 136, 256, 264, 272, 280, 288, 304, 312, 320, 328, 384, 388, 392, 512, 516, 520, 640, 648,
     768, 776,
 ];
-/// Durability policy code of `Sync` in the header field at byte 64.
+/// Durability policy code of `Sync` in the header field `durability`.
 const DURABILITY_SYNC: u32 = 2;
-const OFF_DURABILITY: usize = 64;
 /// Immutable header fields: (byte offset, width).
 const HEADER_FIELDS: [(usize, usize); 11] = [
-    (8, 4),  // version
-    (12, 4), // header size
-    (16, 8), // capacity
-    (24, 4), // max message
-    (28, 4), // full policy
-    (32, 4), // group slots
-    (36, 4), // producer slots
-    (40, 8), // claim timeout (ns)
-    (48, 8), // created
-    (56, 8), // file size
-    (64, 4), // durability
+    (OFF_VERSION, 4),
+    (OFF_HEADER_SIZE, 4),
+    (OFF_CAPACITY, 8),
+    (OFF_MAX_MESSAGE, 4),
+    (OFF_FULL_POLICY, 4),
+    (OFF_GROUP_SLOTS, 4),
+    (OFF_PRODUCER_SLOTS, 4),
+    (OFF_CLAIM_TIMEOUT, 8),
+    (OFF_CREATED, 8),
+    (OFF_FILE_SIZE, 8),
+    (OFF_DURABILITY, 4),
 ];
 
-fn align_up(v: u64, a: u64) -> u64 {
-    v.div_ceil(a) * a
-}
-
-/// Region offsets of a file with these parameters.
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    capacity: u64,
-    group_slots: u64,
-    producer_slots: u64,
-    groups: u64,
-    producers: u64,
-    index: u64,
-    entries: u64,
-    ring: u64,
-    file_size: u64,
-}
-
-impl Layout {
-    fn new(capacity: u64, group_slots: u64, producer_slots: u64) -> Layout {
-        let groups = HEADER_SIZE;
-        let producers = groups + group_slots * GROUP_SLOT;
-        let index = align_up(producers + producer_slots * PRODUCER_SLOT, 4096);
-        let entries = capacity / 32;
-        let ring = align_up(index + entries * INDEX_SLOT, 4096);
-        Layout {
-            capacity,
-            group_slots,
-            producer_slots,
-            groups,
-            producers,
-            index,
-            entries,
-            ring,
-            file_size: ring + capacity,
-        }
-    }
-
-    /// The layout a (possibly edited) header implies, if its sizes are sane enough to compute.
-    fn of_header(b: &[u8]) -> Option<Layout> {
-        let cap = get64(b, OFF_CAPACITY);
-        let (g, p) = (get32(b, OFF_GROUP_SLOTS), get32(b, OFF_PRODUCER_SLOTS));
-        (cap.is_power_of_two() && (32..=1 << 24).contains(&cap) && g <= 4096 && p <= 4096)
-            .then(|| Layout::new(cap, g as u64, p as u64))
-    }
+/// The layout a (possibly edited) header implies, if its sizes are sane enough to compute.
+fn layout_of_header(b: &[u8]) -> Option<Layout> {
+    let cap = get64(b, OFF_CAPACITY);
+    let (g, p) = (get32(b, OFF_GROUP_SLOTS), get32(b, OFF_PRODUCER_SLOTS));
+    (cap.is_power_of_two() && (32..=1 << 24).contains(&cap) && g <= 4096 && p <= 4096)
+        .then(|| Layout::new(cap, g as u64, p as u64))
 }
 
 fn get32(b: &[u8], at: usize) -> u32 {
@@ -137,14 +85,14 @@ fn header(
     let mut b = [0u8; 128];
     b[..8].copy_from_slice(b"SHMQRING");
     put32(&mut b, OFF_VERSION, shmq::FORMAT_VERSION);
-    put32(&mut b, 12, HEADER_SIZE as u32);
+    put32(&mut b, OFF_HEADER_SIZE, HEADER_SIZE as u32);
     put64(&mut b, OFF_CAPACITY, l.capacity);
     put32(&mut b, OFF_MAX_MESSAGE, max_message);
     put32(&mut b, OFF_FULL_POLICY, policy);
     put32(&mut b, OFF_GROUP_SLOTS, l.group_slots as u32);
     put32(&mut b, OFF_PRODUCER_SLOTS, l.producer_slots as u32);
     put64(&mut b, OFF_CLAIM_TIMEOUT, claim_timeout_ns);
-    put64(&mut b, 48, created);
+    put64(&mut b, OFF_CREATED, created);
     put64(&mut b, OFF_FILE_SIZE, l.file_size);
     reseal(&mut b);
     b
@@ -234,7 +182,7 @@ fn build_template() -> Template {
         "layout drifted from FORMAT.md"
     );
     // The tail must have wrapped the ring several times.
-    assert!(get64(&bytes, 136) > 3 * T_CAPACITY);
+    assert!(get64(&bytes, TAIL_POSITION_AT) > 3 * T_CAPACITY);
     let mut record_heads = Vec::new();
     for e in 0..layout.entries {
         let slot = (layout.index + e * INDEX_SLOT) as usize;
@@ -632,7 +580,7 @@ fn header_edits(
     for e in edits {
         apply_field(&mut b, e);
     }
-    if let (Some(l), false) = (Layout::of_header(&b), matches!(resize, Resize::Keep)) {
+    if let (Some(l), false) = (layout_of_header(&b), matches!(resize, Resize::Keep)) {
         if l.file_size <= MAX_FILE {
             b.resize(l.file_size as usize, 0);
             if matches!(resize, Resize::Follow) {
@@ -935,7 +883,7 @@ fn truncated_and_extended_files_are_reported() {
     let full = good.len() as u64;
     for (len, need) in [
         (full - 1, full),
-        (full - 4096, full),
+        (full - REGION_ALIGN, full),
         (HEADER_SIZE, full),
         (full + 1, full),
         (full * 2, full),
@@ -1298,21 +1246,21 @@ fn publish_on_damaged_tail(edit: impl FnOnce(&mut Vec<u8>)) {
 #[test]
 fn unaligned_tail_position_fails_publish_cleanly() {
     publish_on_damaged_tail(|b| {
-        let pos = get64(b, 136);
-        put64(b, 136, pos + 1);
+        let pos = get64(b, TAIL_POSITION_AT);
+        put64(b, TAIL_POSITION_AT, pos + 1);
     });
 }
 
 /// A tail position near `u64::MAX` once overflowed `at + rest` in `Ring::try_claim`.
 #[test]
 fn tail_position_near_u64_max_fails_publish_cleanly() {
-    publish_on_damaged_tail(|b| put64(b, 136, u64::MAX - 7));
+    publish_on_damaged_tail(|b| put64(b, TAIL_POSITION_AT, u64::MAX - 7));
 }
 
 /// A tail offset of `u64::MAX` once overflowed `offset + 1` in `Ring::try_claim`.
 #[test]
 fn tail_offset_u64_max_fails_publish_cleanly() {
-    publish_on_damaged_tail(|b| put64(b, 128, u64::MAX));
+    publish_on_damaged_tail(|b| put64(b, TAIL_OFFSET_AT, u64::MAX));
 }
 
 /// Polling a group whose committed position is near `u64::MAX` while its committed offset is a
