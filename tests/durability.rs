@@ -27,7 +27,7 @@ fn main() {
         Some("sync-producer") => sync_producer(),
         Some("flush-poisoned") => flush_poisoned(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             (
                 "sync_publish_returns_after_its_flush",
                 sync_publish_returns_after_its_flush,
@@ -724,7 +724,9 @@ fn on_device(image: &[u8], offset: u64, payload: &[u8]) -> bool {
 /// The durable offset must never move over those records: the file is poisoned, in every
 /// process, until recovery after a restart rebuilds it from what the device holds.
 fn failed_writeback_is_never_reported_durable() {
-    let mut disk = FailingDisk::new();
+    let Some(mut disk) = FailingDisk::new() else {
+        return;
+    };
     let path = disk.dir().join("q");
     let q = Queue::create(&path, &options(Durability::None)).unwrap();
     let mut p = q.producer().unwrap();
@@ -840,7 +842,9 @@ fn restart(path: &Path) {
 /// here one of the ring's pages. That consumes the report for the file description the
 /// mapping was made from, so a flush through that description would succeed.
 fn an_error_a_commit_saw_still_stops_the_flush() {
-    let mut disk = FailingDisk::new();
+    let Some(mut disk) = FailingDisk::new() else {
+        return;
+    };
     let path = disk.dir().join("q");
     let big = common::payload(0, 2, 8000);
     // A claim timeout well above the publish timeout below: no flush leader may abort the

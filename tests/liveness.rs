@@ -71,7 +71,7 @@ fn main() {
         Some("successor") => successor_role(),
         Some("committer") => committer_role(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             (
                 "fork_after_open_hundreds_of_kills",
                 fork_after_open_hundreds_of_kills,
