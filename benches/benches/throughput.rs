@@ -63,7 +63,7 @@ impl Setup {
                                 black_box(m.payload[0]);
                                 let off = m.offset;
                                 n += 1;
-                                if n % COMMIT_EVERY == 0 {
+                                if n.is_multiple_of(COMMIT_EVERY) {
                                     c.commit(off).expect("commit");
                                     pending = None;
                                 } else {
