@@ -11,7 +11,7 @@ fn benches_link_shmq_without_fault_injection() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     let out = Command::new(&cargo)
-        .args(["tree", "--offline", "--manifest-path", manifest])
+        .args(["tree", "--manifest-path", manifest])
         .args(["-p", "shmq-benches", "-e", "features", "-i", "shmq"])
         .args(["--prefix", "none", "--format", "{p} {f}"])
         .output()
