@@ -1,8 +1,11 @@
 //! Operators' view and controls: group lag and fill, live producers, resetting a group's
 //! committed offset (to an offset, a time, the earliest or the latest record), seeking by time.
 
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::format;
 use shmq::{Consumer, Error, FullPolicy, Options, Queue, SeekTo, Subscribe};
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(50));
@@ -317,8 +320,8 @@ fn a_group_created_then_left_then_joined_never_reads_a_torn_record() {
 fn forget_holder(path: &std::path::Path) {
     use std::os::unix::fs::FileExt;
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    // FORMAT.md: the group table starts at 4096; a slot's lease is 16 bytes at 144.
-    file.write_all_at(&[0u8; 16], 4096 + 144).unwrap();
+    let lease = format::HEADER_SIZE + format::GROUP_LEASE; // group slot 0
+    file.write_all_at(&[0u8; 16], lease).unwrap();
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn main() {
     match common::role().as_deref() {
         Some("producer") => producer(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             (
                 "sixty_four_consumers_on_one_runtime",
                 sixty_four_consumers_on_one_runtime,

@@ -35,7 +35,7 @@ fn main() {
         Some("joiner") => joiner(),
         Some("join_reporter") => join_reporter(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             ("random_producer_kills", random_producer_kills),
             ("crash_points_in_publish", crash_points_in_publish),
             ("crash_points_in_commit", crash_points_in_commit),

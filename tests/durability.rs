@@ -12,14 +12,13 @@ mod failing_disk;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::format::{BOOT_ID_AT, FLUSHED_AT};
 use failing_disk::FailingDisk;
 use shmq::{Durability, Error, Options, Queue, Start, Subscribe};
 
 const MAX: usize = 400;
+/// Size of the pages a power loss writes back or not.
 const PAGE: usize = 4096;
-/// Where the boot id and the flushed cursor live in the header (FORMAT.md).
-const BOOT_ID_AT: usize = 768;
-const FLUSHED_AT: usize = 256;
 /// Makes every flush `fdatasync` leave a copy of the file as it wrote it (`src/fault.rs`).
 const SYNC_IMAGES: &str = "SHMQ_SYNC_IMAGES";
 
@@ -28,7 +27,7 @@ fn main() {
         Some("sync-producer") => sync_producer(),
         Some("flush-poisoned") => flush_poisoned(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             (
                 "sync_publish_returns_after_its_flush",
                 sync_publish_returns_after_its_flush,
@@ -728,7 +727,9 @@ fn on_device(image: &[u8], offset: u64, payload: &[u8]) -> bool {
 /// The durable offset must never move over those records: the file is poisoned, in every
 /// process, until recovery after a restart rebuilds it from what the device holds.
 fn failed_writeback_is_never_reported_durable() {
-    let mut disk = FailingDisk::new();
+    let Some(mut disk) = FailingDisk::new() else {
+        return;
+    };
     let path = disk.dir().join("q");
     let q = Queue::create(&path, &options(Durability::None)).unwrap();
     let mut p = q.producer().unwrap();
@@ -844,7 +845,9 @@ fn restart(path: &Path) {
 /// here one of the ring's pages. That consumes the report for the file description the
 /// mapping was made from, so a flush through that description would succeed.
 fn an_error_a_commit_saw_still_stops_the_flush() {
-    let mut disk = FailingDisk::new();
+    let Some(mut disk) = FailingDisk::new() else {
+        return;
+    };
     let path = disk.dir().join("q");
     let big = common::payload(0, 2, 8000);
     // A claim timeout well above the publish timeout below: no flush leader may abort the

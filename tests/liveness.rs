@@ -71,7 +71,7 @@ fn main() {
         Some("successor") => successor_role(),
         Some("committer") => committer_role(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             (
                 "fork_after_open_hundreds_of_kills",
                 fork_after_open_hundreds_of_kills,
@@ -1256,12 +1256,13 @@ const WOKEN_WITHIN: Duration = Duration::from_secs(5);
 const FLUSHER_FORKS: u32 = 200;
 const FORKED_CHILD_LIMIT: Duration = Duration::from_secs(20);
 
-/// The data-waiters bitmap (FORMAT.md: 8 bytes at 392 of the header): bit `g` is set while a
-/// member of group slot `g` sleeps in a poll (or is about to).
+/// The data-waiters bitmap (FORMAT.md, "Mutable words"): bit `g` is set while a member of
+/// group slot `g` sleeps in a poll (or is about to).
 fn data_waiters(file: &File) -> u64 {
     use std::os::unix::fs::FileExt;
     let mut word = [0u8; 8];
-    file.read_exact_at(&mut word, 392).unwrap();
+    file.read_exact_at(&mut word, common::format::DATA_WAITERS_AT)
+        .unwrap();
     u64::from_le_bytes(word)
 }
 

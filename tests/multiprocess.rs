@@ -19,7 +19,7 @@ fn main() {
         Some("producer") => producer(),
         Some("consumer") => consumer(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[("four_producers_two_groups", four_producers_two_groups)]),
+        None => common::harness::run(&[("four_producers_two_groups", four_producers_two_groups)]),
     }
 }
 

@@ -2,48 +2,17 @@
 //! moments, each 4 KiB page taken from any one of them (a power loss writes back any subset of
 //! the dirty pages, in any order), then the boot id changed so that opening recovers.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
+use common::format::{Layout, BOOT_ID_AT};
 use shmq::{Error, Options, Queue, Start, Subscribe};
 
+/// Size of the pages a power loss writes back or not.
 const PAGE: usize = 4096;
-/// Where the boot id lives in the header (FORMAT.md).
-const BOOT_ID_AT: usize = 768;
-
-/// Region offsets of a queue file (FORMAT.md, duplicated on purpose: the test pins them).
-struct Layout {
-    index: u64,
-    entries: u64,
-    ring: u64,
-    capacity: u64,
-}
-
-impl Layout {
-    fn of(q: &Queue) -> Layout {
-        let g = q.geometry();
-        let producers = 4096 + u64::from(g.group_slots) * 256;
-        let index = (producers + u64::from(g.producer_slots) * 128).next_multiple_of(4096);
-        let entries = g.capacity / 32;
-        Layout {
-            index,
-            entries,
-            ring: (index + entries * 16).next_multiple_of(4096),
-            capacity: g.capacity,
-        }
-    }
-
-    /// File offset of record `offset`'s index slot (`pos` at 0, `tag` at 8).
-    fn slot(&self, offset: u64) -> u64 {
-        self.index + 16 * (offset % self.entries)
-    }
-
-    /// File offset of the ring byte at position `pos`.
-    fn data(&self, pos: u64) -> u64 {
-        self.ring + pos % self.capacity
-    }
-}
 
 fn u64_at(image: &[u8], at: u64) -> u64 {
     let at = at as usize;

@@ -23,7 +23,7 @@ fn main() {
         Some("host_handler") => host_handler(),
         Some("host_default") => host_default(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             ("truncated_in_a_loop", truncated_in_a_loop),
             ("removed_is_detached", removed_is_detached),
             ("replaced_is_detached", replaced_is_detached),

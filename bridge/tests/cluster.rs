@@ -7,6 +7,11 @@
 //! `SHMQ_BRIDGE_RECORDS` sets the record count of the topic run (default 200,000). The test
 //! binary runs itself as the bridge processes (`SHMQ_BRIDGE_ROLE=out|in`).
 
+#[path = "../../tests/common/harness.rs"]
+mod harness;
+#[path = "../../tests/common/tools.rs"]
+mod tools;
+
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -30,20 +35,28 @@ const QUEUE_RECORDS: u64 = 20_000;
 fn main() {
     match std::env::var("SHMQ_BRIDGE_ROLE").as_deref() {
         Ok(role) => bridge_role(role),
-        Err(_) => {
-            let server = nats_server();
-            unreachable_server_is_a_clear_error();
-            println!("test unreachable_server_is_a_clear_error ... ok");
-            pipeline_through_a_cluster_with_kills(&server);
-            println!("test pipeline_through_a_cluster_with_kills ... ok");
-            queue_files_through_a_server_with_kills(&server);
-            println!("test queue_files_through_a_server_with_kills ... ok");
-        }
+        Err(_) => harness::run(&[
+            (
+                "unreachable_server_is_a_clear_error",
+                unreachable_server_is_a_clear_error,
+            ),
+            ("pipeline_through_a_cluster_with_kills", || {
+                if let Some(server) = nats_server() {
+                    pipeline_through_a_cluster_with_kills(&server);
+                }
+            }),
+            ("queue_files_through_a_server_with_kills", || {
+                if let Some(server) = nats_server() {
+                    queue_files_through_a_server_with_kills(&server);
+                }
+            }),
+        ]),
     }
 }
 
-/// The nats-server binary; the tests fail (never skip) without it.
-fn nats_server() -> PathBuf {
+/// The nats-server binary. Without it the JetStream tests fail, or are skipped (`None`) if
+/// `SHMQ_ALLOW_SKIP` names `nats-server`.
+fn nats_server() -> Option<PathBuf> {
     let candidates = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
@@ -52,10 +65,16 @@ fn nats_server() -> PathBuf {
     for dir in candidates {
         let path = dir.join("nats-server");
         if path.is_file() {
-            return path;
+            return Some(path);
         }
     }
-    panic!("nats-server not found: install it (Debian: apt-get install nats-server)");
+    tools::require(
+        "nats-server",
+        false,
+        "the JetStream tests",
+        "Debian: apt-get install nats-server",
+    );
+    None
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).

@@ -1,6 +1,6 @@
 /* Per-call cost of shmq_publish and shmq_poll from C: N publishes of 64 bytes into a fresh
- * queue, then N polls, timed with CLOCK_MONOTONIC. The Rust twin is examples/call_cost.rs;
- * run both on the same machine and compare (see ffi/README.md).
+ * queue, then N polls, timed with CLOCK_MONOTONIC. The Rust twin is
+ * benches/examples/call_cost.rs; run both on the same machine and compare (see ffi/README.md).
  * Usage: call_cost PATH [N] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>

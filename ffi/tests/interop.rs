@@ -13,6 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod build;
+#[path = "../../tests/common/tools.rs"]
+mod tools;
 
 use build::{c_program, crate_dir, lib_dir};
 use shmq_core::{partition_for_key, FullPolicy, Options, Queue, Topic, TopicOptions};
@@ -167,11 +169,14 @@ const VALGRIND: &[&str] = &[
 #[test]
 fn c_examples_under_valgrind() {
     let _serial = serial();
-    assert!(
-        Command::new("valgrind").arg("--version").output().is_ok(),
-        "valgrind is not installed, so the C examples cannot be checked under it \
-         (Debian: apt-get install valgrind; .ci/run installs it)"
-    );
+    if !tools::require(
+        "valgrind",
+        tools::runs("valgrind", &["--version"]),
+        "checking the C examples under valgrind",
+        "Debian: apt-get install valgrind (.ci/run installs it)",
+    ) {
+        return;
+    }
     // Fewer messages: valgrind runs the library some 50x slower.
     c_publisher_to_rust(2_000, VALGRIND);
     rust_to_c_subscriber(2_000, VALGRIND);
@@ -279,27 +284,24 @@ fn rust_topic_publisher_c_member() {
     rust_topic_publisher_to_c(500, 40, &[]);
 }
 
-/// The interpreter of the Python tests. They fail, never skip, when it cannot be run: a test
-/// that passes because its tool is missing checks nothing.
-fn python3() -> &'static str {
-    match Command::new("python3").arg("--version").output() {
-        Ok(out) if out.status.success() => "python3",
-        Ok(out) => panic!(
-            "`python3 --version` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!(
-            "python3 is required by the Python tests of shmq-ffi and could not be run ({e}): \
-             install it (Debian: apt-get install python3) or put it on PATH"
-        ),
-    }
+/// The interpreter of the Python tests, or `None` (the test skipped) if it cannot be run and
+/// `SHMQ_ALLOW_SKIP` names `python3`; without that, a missing python3 fails the test.
+fn python3() -> Option<&'static str> {
+    tools::require(
+        "python3",
+        tools::runs("python3", &["--version"]),
+        "the Python tests of shmq-ffi",
+        "Debian: apt-get install python3, or put it on PATH",
+    )
+    .then_some("python3")
 }
 
 #[test]
 fn python_publisher_rust_consumer() {
     let _serial = serial();
-    let python = python3();
+    let Some(python) = python3() else {
+        return;
+    };
     let count = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let (path, queue) = new_queue(dir.path());
@@ -616,7 +618,9 @@ fn c_fork_after_open_with_hundreds_of_killed_children() {
 /// `multiprocessing` workers (fork start method) started from one open queue, most killed
 /// with SIGKILL within `kill_max` of their start (of their joining "g" for "g" workers).
 fn python_fork_workers(workers: u64, kill_max: Duration) {
-    let python = python3();
+    let Some(python) = python3() else {
+        return;
+    };
     fork_run("fork_workers:", "workers", workers, |path, acks, seed| {
         let mut cmd = Command::new(python);
         cmd.arg(crate_dir().join("tests/python/fork_workers.py"))

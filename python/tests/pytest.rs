@@ -5,10 +5,13 @@
 //! against it for the cross-language tests, then runs `python3 -m pytest`. The nested builds
 //! use a target directory of their own under `target/tmp`: the outer `cargo test` may hold
 //! the lock of the workspace's one. A missing maturin, pytest or cc fails the test with what
-//! to install; nothing is skipped.
+//! to install; a missing maturin or pytest is skipped only when `SHMQ_ALLOW_SKIP` names it.
+
+#[path = "../../tests/common/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Longest a nested build or the pytest run may take before the test fails (a loaded
@@ -49,26 +52,22 @@ fn wait(mut child: Child, what: &str) -> std::process::ExitStatus {
     }
 }
 
-/// Fails with an installation hint unless `python3 -m <module> --version` works.
-fn require_module(module: &str) {
-    let ok = Command::new(python())
-        .args(["-m", module, "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "`{} -m {module}` does not work: install it with `pip install maturin pytest` \
-         (add --break-system-packages on a Debian system Python)",
-        python()
-    );
+/// Whether `python3 -m <module> --version` works; if not, fails with an installation hint, or
+/// (when `SHMQ_ALLOW_SKIP` names the module) returns false and the test is skipped.
+fn require_module(module: &str) -> bool {
+    tools::require(
+        module,
+        tools::runs(&python(), &["-m", module, "--version"]),
+        "the Python package's tests",
+        "pip install maturin pytest (add --break-system-packages on a Debian system Python)",
+    )
 }
 
 #[test]
 fn pytest() {
-    require_module("maturin");
-    require_module("pytest");
+    if !require_module("maturin") || !require_module("pytest") {
+        return;
+    }
     let root = workspace();
     let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shmq-python");
     let target = work.join("target");

@@ -1,7 +1,11 @@
-//! Shared helpers for the multi-process tests: re-running this test binary as a child in a
-//! given role, self-checking payloads, and a tiny test runner (these binaries use
-//! `harness = false` so `main` can dispatch to a child role).
+//! Shared helpers for the integration tests: re-running this test binary as a child in a
+//! given role, self-checking payloads; the file layout (`format`), the test runner of the
+//! `harness = false` binaries (`harness`) and the check for a missing tool (`tools`).
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod format;
+pub mod harness;
+pub mod tools;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -186,36 +190,6 @@ pub fn parse_log(text: &str) -> Vec<Vec<u64>> {
         .filter_map(|l| l.strip_suffix('\n'))
         .map(|l| l.split_whitespace().map(|w| w.parse().unwrap()).collect())
         .collect()
-}
-
-/// Runs named tests, catching panics; prints a cargo-like report and the plain closing line
-/// `N passed, N failed`; exits non-zero on any failure.
-pub fn run(tests: &[(&str, fn())]) {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let start = Instant::now();
-        match std::panic::catch_unwind(test) {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok ({:.1?})", start.elapsed());
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
 }
 
 /// CPU time consumed so far by the calling thread.

@@ -20,7 +20,8 @@
 //! has no metadata of its own to commit.
 //!
 //! Needs root (a loop device, mounts) and `mkfs.ext4` (Debian package e2fsprogs). Without them
-//! the test fails with a message saying what is missing; it never skips.
+//! the test fails with a message saying what is missing; it skips only a missing `mkfs.ext4`,
+//! and only when `SHMQ_ALLOW_SKIP` names it (`common::tools`).
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -47,18 +48,26 @@ pub struct FailingDisk {
 }
 
 impl FailingDisk {
-    /// Builds and mounts the file system; panics (never skips) if this machine cannot.
-    pub fn new() -> FailingDisk {
+    /// Builds and mounts the file system; panics if this machine cannot, or returns `None`
+    /// (the test skipped) if `mkfs.ext4` is missing and `SHMQ_ALLOW_SKIP` names it.
+    pub fn new() -> Option<FailingDisk> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         assert_eq!(
             euid, 0,
             "the failing-disk tests need root (a loop device and a mount)"
         );
+        let mkfs = find("mkfs.ext4");
+        let found = crate::common::tools::require(
+            "mkfs.ext4",
+            mkfs.is_some(),
+            "the failing-disk tests",
+            "apt-get install e2fsprogs",
+        );
+        let mkfs = mkfs.filter(|_| found)?;
         let medium = memfd();
         medium.set_len(DEVICE_BYTES).unwrap();
         let device = LoopDevice::attach(&medium);
-        let mkfs = find("mkfs.ext4");
         let out = Command::new(&mkfs)
             .args(["-q", "-F", "-b", "4096"])
             .args(["-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0"])
@@ -78,7 +87,7 @@ impl FailingDisk {
             mounted: false,
         };
         disk.mount();
-        disk
+        Some(disk)
     }
 
     /// The mounted file system's root directory.
@@ -254,14 +263,11 @@ fn cstring(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
 }
 
-/// The path of `program` in `$PATH` or the sbin directories; panics if it is not installed.
-fn find(program: &str) -> PathBuf {
+/// The path of `program` in `$PATH` or the sbin directories, if it is there.
+fn find(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(program))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed; the failing-disk tests need it (apt-get install e2fsprogs)")
-        })
 }

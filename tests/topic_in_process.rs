@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::format::{MEMBERS_GENERATION_AT, MEMBERS_SLOTS_AT};
 use shmq::{
     fan_out, partition_for_key, Corruption, DescriptorFault, Error, MemberOptions, MembersFault,
     Options, Topic, TopicConsumer, TopicOptions,
@@ -459,13 +460,15 @@ fn a_growth_that_died_before_announcing_itself_is_announced_by_the_next_opener()
     let (path, topic) = new_topic(&dir, "t.topic", 2);
     let mut p = topic.producer().unwrap();
     Topic::open(&path).unwrap().grow(4).unwrap();
-    // Undo the announcement (the generation word, at byte 128 of the membership file), as if
+    // Undo the announcement (the generation word of the membership file), as if
     // the growing process had died right after replacing the descriptor.
     let members = std::fs::OpenOptions::new()
         .write(true)
         .open(path.join("members"))
         .unwrap();
-    members.write_all_at(&0u64.to_le_bytes(), 128).unwrap();
+    members
+        .write_all_at(&0u64.to_le_bytes(), MEMBERS_GENERATION_AT)
+        .unwrap();
     p.publish(b"x").unwrap();
     assert_eq!(p.topic().partition_count(), 2, "nothing announced yet");
     drop(Topic::open(&path).unwrap());
@@ -712,14 +715,17 @@ proptest::proptest! {
     #[test]
     fn a_hostile_membership_file_never_panics(
         slots in proptest::collection::vec(proptest::prelude::any::<u8>(), 8192),
-        words in proptest::collection::vec(proptest::prelude::any::<u8>(), 4096 - 128),
+        words in proptest::collection::vec(
+            proptest::prelude::any::<u8>(),
+            (MEMBERS_SLOTS_AT - MEMBERS_GENERATION_AT) as usize,
+        ),
     ) {
         use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let (path, topic) = new_topic(&dir, "t.topic", 2);
         let file = std::fs::OpenOptions::new().write(true).open(path.join("members")).unwrap();
-        file.write_all_at(&words, 128).unwrap();
-        file.write_all_at(&slots, 4096).unwrap();
+        file.write_all_at(&words, MEMBERS_GENERATION_AT).unwrap();
+        file.write_all_at(&slots, MEMBERS_SLOTS_AT).unwrap();
         let _ = topic.members();
         let mut p = topic.producer().unwrap();
         p.publish_keyed(b"k", b"v").unwrap();

@@ -33,7 +33,7 @@ fn main() {
         Some("member") => member(),
         Some("join_and_leave") => join_and_leave(),
         Some(r) => panic!("unknown role {r}"),
-        None => common::run(&[
+        None => common::harness::run(&[
             (
                 "per_key_order_8_partitions_4_producers_3_members",
                 per_key_order,

@@ -16,15 +16,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use shmq_benches::{bench_dir, full_bench_run};
 use shmq_pingpong::median;
 
 const SIZES: [usize; 4] = [16, 64, 1024, 64 * 1024];
 const COMMIT_EVERY: u64 = 256;
 const RING: u64 = 64 << 20;
-
-#[path = "common/support.rs"]
-mod support;
-use support::bench_dir;
 
 struct Reader {
     seen: Arc<AtomicU64>,
@@ -66,7 +63,7 @@ impl Setup {
                                 black_box(m.payload[0]);
                                 let off = m.offset;
                                 n += 1;
-                                if n % COMMIT_EVERY == 0 {
+                                if n.is_multiple_of(COMMIT_EVERY) {
                                     c.commit(off).expect("commit");
                                     pending = None;
                                 } else {
@@ -327,7 +324,7 @@ criterion_group!(benches, one_to_one, fan);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if support::full_bench_run() {
+    if full_bench_run() {
         interleaved();
     }
 }

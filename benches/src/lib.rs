@@ -1,7 +1,9 @@
-//! What every benchmark binary shares: where its files go, and whether criterion was asked
-//! for a real run.
-
-#![allow(dead_code)] // each benchmark binary uses a part of it
+//! The benchmarks of shmq: the criterion suites in `benches/` (latency, throughput,
+//! durability) and the `call_cost` example, in a crate of their own so that they link shmq
+//! without its `fault-injection` feature, as users get it (see `BENCHMARKS.md`).
+//!
+//! This library is what every benchmark binary shares: where its files go, and whether
+//! criterion was asked for a real run.
 
 use std::path::PathBuf;
 

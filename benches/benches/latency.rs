@@ -11,12 +11,10 @@
 //! moves the 2 vCPUs between physical cores, so absolute numbers shift from run to run; ratios
 //! within a run are what to compare).
 
-#[path = "common/support.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
+use shmq_benches::{bench_dir, full_bench_run};
 use shmq_pingpong::{median, Mode, Pinger};
 
 fn quick() -> bool {
@@ -26,7 +24,7 @@ fn quick() -> bool {
 /// The pair for `mode`, or `None` (with a note) if it cannot run here, e.g. its server is not
 /// installed.
 fn start(mode: Mode) -> Option<Pinger> {
-    match Pinger::start(mode, &support::bench_dir()) {
+    match Pinger::start(mode, &bench_dir()) {
         Ok(p) => Some(p),
         Err(e @ shmq_pingpong::Error::Unavailable { .. }) => {
             println!("note: {e}");
@@ -141,7 +139,7 @@ fn main() {
     shmq_pingpong::maybe_run_child();
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if support::full_bench_run() {
+    if full_bench_run() {
         interleaved();
     }
 }

@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use shmq::Durability;
+use shmq_benches::{bench_dir, full_bench_run};
 
 const MSG: usize = 64;
 const FLOOR_FILE: u64 = 1 << 20;
-
-#[path = "common/support.rs"]
-mod support;
-use support::bench_dir;
 
 fn durability(c: &mut Criterion) {
     let dir = tempfile::tempdir_in(bench_dir()).expect("tempdir");
@@ -157,7 +154,7 @@ criterion_group!(benches, durability);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if support::full_bench_run() {
+    if full_bench_run() {
         interleaved();
     }
 }

@@ -2,8 +2,8 @@
 //! fresh queue, then N polls. The C twin is `ffi/examples/call_cost.c`; run both on the same
 //! machine and compare (see `ffi/README.md`).
 //!
-//! Usage: `cargo run --release --example call_cost -- PATH [N] [--no-verify]` (`--no-verify`:
-//! polls skip the CRC32C check, to measure what it costs)
+//! Usage: `cargo run --release -p shmq-benches --example call_cost -- PATH [N] [--no-verify]`
+//! (`--no-verify`: polls skip the CRC32C check, to measure what it costs)
 
 use std::time::{Duration, Instant};
 

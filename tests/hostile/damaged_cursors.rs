@@ -1,0 +1,207 @@
+//! Regressions: damaged cursors that once made the library panic or spin (found by the
+//! property tests; fixed in src/ring.rs `sane_cursor` and src/durable.rs).
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use shmq::{Corruption, Error, Malformed, Options, Queue};
+
+use crate::common::format::*;
+use crate::file::*;
+
+/// Runs `f`, failing the test with `what` if it panics.
+fn must_not_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("{what} panicked on a damaged file: {msg}");
+        }
+    }
+}
+
+/// A 4 KiB queue holding `records` records of `len` bytes, no groups.
+fn small_queue(dir: &tempfile::TempDir, records: u64, len: usize) -> PathBuf {
+    let path = dir.path().join("q");
+    let opts = Options {
+        capacity: 4096,
+        max_message: 256,
+        claim_timeout: Duration::from_millis(100),
+        ..Options::default()
+    };
+    let q = Queue::create(&path, &opts).unwrap();
+    let mut p = q.producer().unwrap();
+    for _ in 0..records {
+        p.publish(&vec![1; len]).unwrap();
+    }
+    path
+}
+
+/// `publish` on a file whose tail word was damaged: a `Corrupt` error naming the file.
+fn publish_on_damaged_tail(edit: impl FnOnce(&mut Vec<u8>)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_queue(&dir, 3, 10);
+    edit_file(&path, edit);
+    let q = Queue::open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    p.set_timeout(Some(Duration::from_millis(10)));
+    match must_not_panic("Producer::publish", || p.publish(b"x")) {
+        Err(Error::Corrupt {
+            path: p,
+            kind: Corruption::Shared(Malformed::Cursor { which: "tail", .. }),
+        }) => assert_eq!(p, path),
+        other => panic!("expected Corrupt(Shared), got {other:?}"),
+    }
+}
+
+/// A tail position that is not 8-aligned once reached `Ring::seal`'s alignment assert.
+#[test]
+fn unaligned_tail_position_fails_publish_cleanly() {
+    publish_on_damaged_tail(|b| {
+        let pos = get64(b, TAIL_POSITION_AT);
+        put64(b, TAIL_POSITION_AT, pos + 1);
+    });
+}
+
+/// A tail position near `u64::MAX` once overflowed `at + rest` in `Ring::try_claim`.
+#[test]
+fn tail_position_near_u64_max_fails_publish_cleanly() {
+    publish_on_damaged_tail(|b| put64(b, TAIL_POSITION_AT, u64::MAX - 7));
+}
+
+/// A tail offset of `u64::MAX` once overflowed `offset + 1` in `Ring::try_claim`.
+#[test]
+fn tail_offset_u64_max_fails_publish_cleanly() {
+    publish_on_damaged_tail(|b| put64(b, TAIL_OFFSET_AT, u64::MAX));
+}
+
+/// Polling a group whose committed position is near `u64::MAX` while its committed offset is a
+/// record that wrapped to the next lap (once overflowed `pos + (capacity - idx)` in
+/// `Ring::read`).
+#[test]
+fn huge_committed_position_fails_poll_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let opts = Options {
+        capacity: 4096,
+        max_message: 256,
+        ..Options::default()
+    };
+    {
+        let q = Queue::create(&path, &opts).unwrap();
+        let mut c = q.consumer("g").unwrap();
+        let mut p = q.producer().unwrap();
+        p.set_timeout(Some(Duration::from_secs(5)));
+        // Footprint 232: record 17 would start at 3944 and wraps to the next lap.
+        for i in 0..18 {
+            p.publish(&[5; 200]).unwrap();
+            let o = c.poll(Some(Duration::ZERO)).unwrap().unwrap().offset;
+            if i < 17 {
+                c.commit(o).unwrap();
+            }
+        }
+        assert_eq!(c.committed(), 17);
+    }
+    // Slot 0's committed cursor is (offset, position) at +128 in its 256-byte slot.
+    let at = (HEADER_SIZE + 128) as usize;
+    edit_file(&path, |b| {
+        assert_eq!(get64(b, at), 17, "group layout drifted");
+        put64(b, at + 8, u64::MAX - 2);
+    });
+    let q = Queue::open(&path).unwrap();
+    let mut c = q.consumer("g").unwrap();
+    let r = must_not_panic("Consumer::poll", || {
+        c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
+    });
+    assert!(
+        matches!(r, Err(Error::Corrupt { .. })),
+        "expected Corrupt, got {r:?}"
+    );
+}
+
+/// A `Sync` publisher waiting behind another producer's unfinished record sleeps (it once spun
+/// in `Shared::wait_durable`, and forever on some damaged files).
+#[test]
+fn sync_publish_behind_pending_record_does_not_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let opts = Options {
+        capacity: 4096,
+        max_message: 256,
+        // Nobody gives the pending record up during the test.
+        claim_timeout: Duration::from_secs(30),
+        ..Options::default()
+    };
+    drop(Queue::create(&path, &opts).unwrap());
+    edit_file(&path, |b| {
+        assert_eq!(get32(b, OFF_DURABILITY), 0, "header layout drifted");
+        put32(b, OFF_DURABILITY, DURABILITY_SYNC);
+        reseal(b);
+    });
+    let q = Queue::open(&path).unwrap();
+    let mut a = q.producer().unwrap();
+    let mut claim = a.claim(8).unwrap(); // record 0, not committed yet
+    claim.as_mut_slice().fill(1);
+    let q2 = q.clone();
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let mut b = q2.producer().unwrap();
+        b.set_timeout(Some(Duration::from_millis(100)));
+        let cpu = crate::common::thread_cpu();
+        let r = b.publish(b"second").map_err(|e| e.to_string());
+        let _ = tx.send(());
+        (r, crate::common::thread_cpu() - cpu)
+    });
+    // Let the waiter wait a second, then finish record 0 so it can complete.
+    let returned_early = rx.recv_timeout(Duration::from_secs(1)).is_ok();
+    assert_eq!(claim.commit().unwrap(), 0);
+    let (r, cpu) = waiter.join().unwrap();
+    assert!(r.is_ok() || returned_early, "publish failed: {r:?}");
+    assert!(
+        cpu < Duration::from_millis(100),
+        "a waiting Sync publish burned {cpu:?} of CPU (returned early: {returned_early})"
+    );
+}
+
+/// A producer held back by a durable cursor that cannot advance (a damaged record in the
+/// durable prefix of a `Sync` file) must still honour its publish timeout.
+#[test]
+fn producer_behind_stuck_durable_prefix_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_queue(&dir, 3, 10); // footprint 48: record 1's header at ring + 48
+    let ring = Layout::new(4096, 64, 64).ring as usize;
+    edit_file(&path, |b| {
+        assert_eq!(get32(b, OFF_DURABILITY), 0, "header layout drifted");
+        put32(b, OFF_DURABILITY, DURABILITY_SYNC);
+        reseal(b);
+        assert_eq!(get64(b, ring + 48), 1, "record layout drifted");
+        put64(b, ring + 48, 52); // record 1's header names another offset
+    });
+    let q = Queue::open(&path).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut p = q.producer().unwrap();
+        p.set_timeout(Some(Duration::from_millis(20)));
+        // Sync publishes time out waiting for durability; once the ring is full up to the
+        // stuck durable cursor, they must time out waiting for room.
+        let outcomes: Vec<String> = (0..100)
+            .map(|_| match p.publish(&[9; 100]) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        let _ = tx.send(outcomes);
+    });
+    let outcomes = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("publish hung behind a stuck durable prefix");
+    assert!(
+        outcomes.iter().all(|o| o != "ok"),
+        "a record was acknowledged durable past a damaged one: {outcomes:?}"
+    );
+}
