@@ -56,7 +56,9 @@ pub use error::{Account, Blocker, Corruption, Detachment, Distrust, Error, Resul
 pub use mapping::trust::Trust;
 pub use protocol::layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_VERSION};
 #[cfg(not(loom))]
-pub use queue::consumer::{Consumer, Message, SeekTo, Start, Subscribe};
+pub use queue::consumer::{Consumer, SeekTo, Start, Subscribe};
+#[cfg(not(loom))]
+pub use queue::cursor::Message;
 #[cfg(not(loom))]
 pub use queue::group::GroupInfo;
 #[cfg(not(loom))]

@@ -32,7 +32,7 @@ use crate::protocol::ring::{self, Claim};
 use crate::protocol::sync::Ordering;
 use crate::queue::consumer::{Consumer, Next, Ready};
 use crate::queue::producer::Producer;
-use crate::queue::Shared;
+use crate::queue::shared::Shared;
 use crate::topic::members::{Members, WAKE_SEQ, WAKE_WAITERS};
 use crate::topic::TopicConsumer;
 

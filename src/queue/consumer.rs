@@ -18,9 +18,9 @@ use crate::error::{Error, Result};
 use crate::mapping::lease::Lease;
 use crate::protocol::layout::{Durability, FullPolicy};
 use crate::protocol::sync::Ordering;
-use crate::queue::cursor::{Cursor, Pause, Reads, Wait};
+use crate::queue::cursor::{Cursor, Message, Pause, Reads, Wait};
 pub(crate) use crate::queue::cursor::{Next, Ready};
-use crate::queue::Shared;
+use crate::queue::shared::Shared;
 use crate::runtime::clock;
 
 /// The shortest session timeout a member may declare: eight heartbeats apart by more than a
@@ -91,25 +91,6 @@ pub enum SeekTo {
     /// (well under a millisecond unless a producer is descheduled), and a time inside such a
     /// window may land on either side of it. A wall clock set backwards breaks the order too.
     Time(u64),
-}
-
-/// One record, borrowed until the next call on the consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Message<'a> {
-    /// The record's offset. Offsets are dense per queue (0, 1, 2, …) except for aborted ones
-    /// (see `aborted_before`).
-    pub offset: u64,
-    /// When it was published, nanoseconds since the Unix epoch.
-    pub timestamp_ns: u64,
-    /// The payload.
-    pub payload: &'a [u8],
-    /// How many offsets right before this one were aborted and skipped since this consumer's
-    /// previous message: records whose producer gave them up (a dropped claim) or stalled or
-    /// died past the claim timeout. They hold no record and no one receives them. A consumer
-    /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
-    /// comes with [`Error::Lagged`], a seek, or an error for a record that failed its checksum
-    /// (skipped and not counted here).
-    pub aborted_before: u64,
 }
 
 /// A member of a consumer group. Dropping it releases the group's lease.

@@ -17,8 +17,26 @@ use crossbeam_utils::Backoff;
 use crate::error::{Corruption, Error, Result};
 use crate::protocol::layout::footprint;
 use crate::protocol::ring::Found;
-use crate::queue::consumer::Message;
-use crate::queue::Shared;
+use crate::queue::shared::Shared;
+
+/// One record, borrowed until the next call on the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The record's offset. Offsets are dense per queue (0, 1, 2, …) except for aborted ones
+    /// (see `aborted_before`).
+    pub offset: u64,
+    /// When it was published, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// How many offsets right before this one were aborted and skipped since this consumer's
+    /// previous message: records whose producer gave them up (a dropped claim) or stalled or
+    /// died past the claim timeout. They hold no record and no one receives them. A consumer
+    /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
+    /// comes with [`Error::Lagged`], a seek, or an error for a record that failed its checksum
+    /// (skipped and not counted here).
+    pub aborted_before: u64,
+}
 
 /// A reader spinning on a pending record reads the tail once in this many steps (unless the
 /// caller says the check is due).

@@ -69,7 +69,7 @@ use crate::protocol::layout::{
 };
 use crate::protocol::ring::{self, Found};
 use crate::protocol::sync::{pack, unpack, Ordering};
-use crate::queue::Shared;
+use crate::queue::shared::Shared;
 use crate::runtime::clock;
 
 /// Longest single sleep of a durability waiter before it re-checks whether a leader is alive.

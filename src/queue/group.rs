@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::mapping::lease::{self, Lease, OwnFd};
 use crate::protocol::layout::{GROUP_SLOT, MAX_GROUP_NAME};
 use crate::protocol::sync::{fence, pack, unpack, Ordering};
-use crate::queue::Shared;
+use crate::queue::shared::Shared;
 use crate::runtime::clock;
 
 const STATE: u64 = 0;

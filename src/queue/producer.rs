@@ -17,8 +17,8 @@ use crate::mapping::watch;
 use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
 use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::protocol::sync::{pack, Ordering};
-use crate::queue::flusher::Flusher;
-use crate::queue::Shared;
+use crate::queue::flusher::{Flusher, FlusherSlot};
+use crate::queue::shared::Shared;
 use crate::runtime::clock;
 
 /// Longest single sleep while waiting behind an unfinished record (another producer's claim,
@@ -72,7 +72,7 @@ enum Bottleneck {
 }
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer> {
+    pub(crate) fn new(shared: Arc<Shared>, flusher: &FlusherSlot) -> Result<Producer> {
         let lease = Lease::new(&shared.file, &shared.path).map_err(|source| Error::Io {
             path: shared.path.clone(),
             op: "take a producer lease",
@@ -104,7 +104,7 @@ impl Producer {
             .u128(layout::TAIL)
             .load(Ordering::Acquire);
         let flusher = match shared.geometry.durability {
-            Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, max_delay)?),
+            Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, flusher, max_delay)?),
             _ => None,
         };
         Ok(Producer {

@@ -40,7 +40,7 @@ use crate::protocol::layout::{
 use crate::protocol::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
 use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::group::AdminLock;
-use crate::queue::Shared;
+use crate::queue::shared::Shared;
 use crate::runtime::boot;
 
 /// What recovery after a machine restart did to a queue file.

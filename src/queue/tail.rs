@@ -11,16 +11,15 @@
 //! flagging itself. It is woken early when a producer wakes a sleeping group member, and
 //! otherwise sees a new record within [`MAX_SLEEP`].
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::protocol::layout::DATA_SEQ;
 use crate::protocol::sync::Ordering;
-use crate::queue::consumer::{locate, Message, SeekTo};
-use crate::queue::cursor::{Cursor, Next, Pause, Reads, Wait};
-use crate::queue::Shared;
+use crate::queue::consumer::{locate, SeekTo};
+use crate::queue::cursor::{Cursor, Message, Next, Pause, Reads, Wait};
+use crate::queue::shared::Shared;
 
 /// Longest single sleep of a waiting tail reader: the latency of a new record when no group
 /// member sleeps too (a member's wake-up bumps the futex it sleeps on).
@@ -114,16 +113,5 @@ impl TailReader {
                 region.wait(DATA_SEQ, seen, wait);
             }
         }
-    }
-
-    /// Splits a message read from the topic partition file `partition` into its key (if it
-    /// has one) and its value: a partition's records carry their key in front of the value
-    /// (FORMAT.md). [`Error::Corrupt`], naming `partition`, for a record without valid
-    /// framing (a queue file that is no partition, or a damaged record).
-    pub fn split_key<'m>(
-        partition: &Path,
-        message: &Message<'m>,
-    ) -> Result<(Option<&'m [u8]>, &'m [u8])> {
-        crate::topic::routing::split_record(partition, message.offset, message.payload)
     }
 }

@@ -138,7 +138,7 @@ impl Members {
 
     /// Opens and validates the membership file at `path`, which `trust` must accept.
     pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Members> {
-        let file = crate::mapping::file::open_shared(path).map_err(|e| match e.kind() {
+        let file = crate::mapping::trust::open_shared(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => corrupt(path, "the file is missing".into()),
             _ => io_err(path, "open membership file")(e),
         })?;

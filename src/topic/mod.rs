@@ -181,8 +181,7 @@ impl Topic {
     /// opposed to a queue file: what a tool given either checks first. Nothing is validated;
     /// [`Topic::open`] does that.
     pub fn is_topic(path: impl AsRef<Path>) -> bool {
-        let path = path.as_ref();
-        path.is_dir() && path.join(descriptor::FILE).is_file()
+        crate::mapping::file::is_topic_dir(path.as_ref())
     }
 
     /// Opens the topic at `dir`: validates its descriptor and membership file and opens every
