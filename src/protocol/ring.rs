@@ -41,18 +41,9 @@
 //!
 //! ## Sync points
 //!
-//! * **T**: tail CAS (SeqCst) ↔ tail loads (Acquire or SeqCst) — publishes the slot position
-//!   and intent written before the CAS. SeqCst (free on x86, where every locked RMW is a full
-//!   fence) also orders the CAS against group-table loads in the limit scan (SYNC G).
-//! * **C**: slot-tag CAS to `COMMITTED` (SeqCst, whose Release half publishes header and
-//!   payload) ↔ reader's slot-tag load (Acquire).
-//! * **W**: commit tag CAS (SeqCst) then `DATA_WAITERS` load (SeqCst) ↔ sleeper's
-//!   `DATA_WAITERS` fetch_or (SeqCst) then tag load (SeqCst): in the single total order of SeqCst
-//!   operations either the producer sees the sleeper or the sleeper sees the record, so no
-//!   wake-up is lost.
-//! * **L**: lappable readers read the record, then `fence(Acquire)` and the tail; writers do
-//!   their tail CAS then `fence(Release)` before writing bytes. A reader that saw any byte of a
-//!   lapping writer therefore sees that writer's tail and discards what it read.
+//! The orderings this protocol relies on are labelled SYNC T (tail), C (commit), W (wake-up),
+//! L (lapping) and I (intent); the one table of every label, with both sides of each, is
+//! "Sync points" in `ARCHITECTURE.md`.
 
 use crate::protocol::layout::{self, footprint, RECORD_HEADER};
 use crate::protocol::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};

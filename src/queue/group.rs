@@ -8,13 +8,8 @@
 //!
 //! # Sync points
 //!
-//! * **G**: a slot's `state` store and load (SeqCst) order its activation against producers'
-//!   limit scans (see `ring.rs`, SYNC T).
-//! * **S** (session), a seqlock keyed by the lease like SYNC J in `members.rs`: the lease CAS
-//!   (AcqRel), a Release fence, `session` and `heartbeat` (Relaxed), then `session tag` set to
-//!   the lease's tag (Release) ↔ a reader's `session tag` load (Acquire), the fields (Relaxed),
-//!   an Acquire fence, the lease again (Relaxed). A reader uses the fields only if the tag is
-//!   the one of the lease word it judges and that word is still the lease afterwards.
+//! SYNC G (a slot's activation against producers' limit scans) and S (the session fields, a
+//! seqlock keyed by the lease): see the table "Sync points" in `ARCHITECTURE.md`.
 //!
 //! Creating and deleting groups are rare administrative changes and run under an exclusive
 //! `flock` on the queue file (the kernel drops it if the holder dies). Lookups, leases and
