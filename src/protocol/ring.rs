@@ -93,9 +93,9 @@ pub(crate) fn sane_cursor(offset: u64, pos: u64) -> bool {
         && offset * RECORD_HEADER <= pos
 }
 
-/// Bytes per offset slot: `pos` at 0, `tag` at 8.
-pub(crate) const SLOT_SIZE: u64 = 16;
+/// Where an offset slot (`layout::INDEX_SLOT` bytes) keeps `pos`.
 const SLOT_POS: u64 = 0;
+/// Where an offset slot keeps `tag`.
 const SLOT_TAG: u64 = 8;
 
 /// Record header words (each a u64, little-endian).
@@ -199,7 +199,7 @@ impl Ring {
     }
 
     fn slot(&self, offset: u64) -> u64 {
-        self.layout.index + SLOT_SIZE * (offset & (self.layout.index_entries - 1))
+        self.layout.index + layout::INDEX_SLOT * (offset & (self.layout.index_entries - 1))
     }
 
     /// The tag word of `offset`'s slot.
