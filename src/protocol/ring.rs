@@ -202,7 +202,7 @@ impl Ring {
         self.layout.index + layout::INDEX_SLOT * (offset & (self.layout.index_entries - 1))
     }
 
-    /// The tag word of `offset`'s slot.
+    /// The tag word of `offset`'s slot (also for sleepers re-checking it, SYNC W).
     pub(crate) fn slot_tag(&self, offset: u64) -> &AtomicU64 {
         self.region.u64(self.slot(offset) + SLOT_TAG)
     }
@@ -448,11 +448,6 @@ impl Ring {
             self.notify_data();
         }
         done
-    }
-
-    /// The slot tag of `offset` (for sleepers re-checking it, SYNC W).
-    pub(crate) fn tag_of(&self, offset: u64) -> &AtomicU64 {
-        self.slot_tag(offset)
     }
 
     /// The position of record `offset`, if it is known: `None` if it is not claimed yet or its

@@ -248,7 +248,7 @@ impl Consumer {
             let within = self.wake_within(stall_left);
             let wait = Some(left.map_or(within, |l| l.min(within)));
             let ring = &self.shared.ring;
-            let word = ring.tag_of(self.cursor.offset);
+            let word = ring.slot_tag(self.cursor.offset);
             // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
             let changed = || word.load(Ordering::SeqCst) != tag;
             ring.wait_data(self.sleeper_bit(), changed, wait, || self.owns_slot());

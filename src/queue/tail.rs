@@ -106,7 +106,7 @@ impl TailReader {
             if self
                 .shared
                 .ring
-                .tag_of(self.cursor.offset)
+                .slot_tag(self.cursor.offset)
                 .load(Ordering::SeqCst)
                 == tag
             {
