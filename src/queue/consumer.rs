@@ -20,7 +20,7 @@ use crate::protocol::layout::{Durability, FullPolicy};
 use crate::protocol::sync::Ordering;
 use crate::queue::cursor::{Cursor, Message, Pause, Reads, Wait};
 pub(crate) use crate::queue::cursor::{Next, Ready};
-use crate::queue::shared::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
 
 /// The shortest session timeout a member may declare: eight heartbeats apart by more than a
@@ -95,7 +95,7 @@ pub enum SeekTo {
 
 /// A member of a consumer group. Dropping it releases the group's lease.
 pub struct Consumer {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<MappedQueue>,
     group: String,
     pub(crate) slot: u32,
     pub(crate) lease: Lease,
@@ -131,15 +131,15 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<Shared>, group: &str, opts: &Subscribe) -> Result<Consumer> {
+    pub(crate) fn new(shared: Arc<MappedQueue>, group: &str, opts: &Subscribe) -> Result<Consumer> {
         let lease = shared.new_lease()?;
         Consumer::with_lease(shared, group, opts, lease, |_| false)
     }
 
     /// Joins `group` holding the lease as `lease`, taking it from a live holder if `may_take`
-    /// says so (see [`Shared::acquire_lease`]).
+    /// says so (see [`MappedQueue::acquire_lease`]).
     pub(crate) fn with_lease(
-        shared: Arc<Shared>,
+        shared: Arc<MappedQueue>,
         group: &str,
         opts: &Subscribe,
         lease: Lease,
@@ -425,7 +425,7 @@ impl Consumer {
 }
 
 /// The cursor `(offset, position)` that `to` names for the group in `slot`.
-pub(crate) fn locate(shared: &Shared, slot: u32, to: SeekTo) -> Result<(u64, u64)> {
+pub(crate) fn locate(shared: &MappedQueue, slot: u32, to: SeekTo) -> Result<(u64, u64)> {
     let ring = &shared.ring;
     Ok(match to {
         SeekTo::Earliest => ring.oldest(),
@@ -442,7 +442,7 @@ pub(crate) fn locate(shared: &Shared, slot: u32, to: SeekTo) -> Result<(u64, u64
     })
 }
 
-fn out_of_range(shared: &Shared, requested: u64) -> Error {
+fn out_of_range(shared: &MappedQueue, requested: u64) -> Error {
     let ring = &shared.ring;
     Error::OffsetOutOfRange {
         requested,

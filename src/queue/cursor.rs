@@ -17,7 +17,7 @@ use crossbeam_utils::Backoff;
 use crate::error::{Corruption, Error, Result};
 use crate::protocol::layout::footprint;
 use crate::protocol::ring::Found;
-use crate::queue::shared::Shared;
+use crate::queue::mapped::MappedQueue;
 
 /// One record, borrowed until the next call on the consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,12 @@ impl Cursor {
     /// says whether the record at it is committed or still to wait for. `check_tail`: the
     /// caller is about to sleep, so the tail is read now (otherwise every
     /// `TAIL_CHECK_EVERY`-th pending step) for the stall clock and the overrun check.
-    pub(crate) fn step(&mut self, shared: &Shared, reads: Reads, check_tail: bool) -> Result<Next> {
+    pub(crate) fn step(
+        &mut self,
+        shared: &MappedQueue,
+        reads: Reads,
+        check_tail: bool,
+    ) -> Result<Next> {
         loop {
             let ring = &shared.ring;
             match ring.read(self.offset, self.pos) {
@@ -213,7 +218,7 @@ impl Cursor {
     /// Returns the committed record [`step`](Self::step) found and moves the cursor past it.
     pub(crate) fn deliver(
         &mut self,
-        shared: &Shared,
+        shared: &MappedQueue,
         reads: Reads,
         found: Ready,
     ) -> Result<Message<'_>> {
@@ -273,7 +278,7 @@ impl Cursor {
 
     /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
     #[cold]
-    fn resync(&mut self, shared: &Shared, from: u64) -> Error {
+    fn resync(&mut self, shared: &MappedQueue, from: u64) -> Error {
         if let Err(e) = shared.recheck() {
             return e;
         }

@@ -50,7 +50,7 @@
 //!   writing them. So a failed `fdatasync` stores `(DURABLE offset, errno)` in `POISON`, and no
 //!   leader moves the cursors again: each checks `POISON` under the lock before it flushes,
 //!   and only a leader (under the lock) sets it. The `fdatasync` goes through a file
-//!   description of its own (`Shared::flush_file`), so that an `msync` of the mapping (a Sync
+//!   description of its own (`MappedQueue::flush_file`), so that an `msync` of the mapping (a Sync
 //!   commit) cannot consume the report of an error the flush must see. Recovery after a
 //!   machine restart clears `POISON`.
 //! * **Waiting.** A waiter for offset `o` returns once `DURABLE.offset > o`. Otherwise it tries to
@@ -69,7 +69,7 @@ use crate::protocol::layout::{
 };
 use crate::protocol::ring::{self, Found};
 use crate::protocol::sync::{pack, unpack, Ordering};
-use crate::queue::shared::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
 
 /// Longest single sleep of a durability waiter before it re-checks whether a leader is alive.
@@ -91,7 +91,7 @@ impl Drop for LeaderLock<'_> {
     }
 }
 
-impl Shared {
+impl MappedQueue {
     /// The durable cursor: every record before it is on disk.
     pub(crate) fn durable(&self) -> (u64, u64) {
         // SYNC D (Acquire): pairs with the leader's Release store after its fdatasync.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::{self, OwnFd};
-use crate::queue::shared::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::thread::{self, Thread};
 
 /// Handle of a running flusher; dropping the last one stops it.
@@ -28,7 +28,7 @@ impl Flusher {
     /// The flusher of `shared`, kept in `slot` (the open file's), started if it does not run
     /// in this process yet.
     pub(crate) fn get(
-        shared: &Arc<Shared>,
+        shared: &Arc<MappedQueue>,
         slot: &FlusherSlot,
         every: Duration,
     ) -> Result<Arc<Flusher>> {
@@ -75,7 +75,7 @@ impl Flusher {
     }
 }
 
-fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration, via: &OwnFd) {
+fn run(shared: &MappedQueue, stop: &(Mutex<bool>, Condvar), every: Duration, via: &OwnFd) {
     let (lock, cond) = stop;
     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -112,5 +112,5 @@ impl Drop for Flusher {
     }
 }
 
-/// Keeps the weak reference type in one place for `Shared`.
+/// Keeps the weak reference type in one place for `MappedQueue`.
 pub(crate) type FlusherSlot = Mutex<Weak<Flusher>>;

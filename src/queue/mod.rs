@@ -5,9 +5,9 @@ pub(crate) mod cursor;
 pub(crate) mod durable;
 pub(crate) mod flusher;
 pub(crate) mod group;
+pub(crate) mod mapped;
 pub(crate) mod producer;
 pub(crate) mod recovery;
-pub(crate) mod shared;
 pub(crate) mod tail;
 
 use std::path::Path;
@@ -23,9 +23,9 @@ use crate::protocol::layout::{Durability, FullPolicy, Geometry};
 use crate::queue::consumer::{Consumer, SeekTo, Subscribe};
 use crate::queue::flusher::FlusherSlot;
 use crate::queue::group::GroupInfo;
+use crate::queue::mapped::MappedQueue;
 use crate::queue::producer::Producer;
 use crate::queue::recovery::Recovery;
-use crate::queue::shared::Shared;
 use crate::queue::tail::TailReader;
 
 /// Creation parameters of a queue file. Start from [`Options::default`] and adjust.
@@ -90,7 +90,7 @@ impl Default for Options {
 /// ```
 #[derive(Clone)]
 pub struct Queue {
-    shared: Arc<Shared>,
+    shared: Arc<MappedQueue>,
     /// The Batch flusher of this process for this file, while a producer holds it.
     flusher: Arc<FlusherSlot>,
     /// What recovery after a machine restart did when this process opened the file.
@@ -124,7 +124,7 @@ impl Queue {
         };
         let mapped = file::create(path.as_ref(), &geometry, options.mode)?;
         Ok(Queue {
-            shared: Shared::new(mapped).share(),
+            shared: MappedQueue::new(mapped).share(),
             flusher: Arc::default(),
             recovery: None,
         })
@@ -157,7 +157,7 @@ impl Queue {
             }
             e => e,
         })?;
-        let shared = Shared::new(mapped);
+        let shared = MappedQueue::new(mapped);
         let recovery = shared.recover_if_restarted()?.map(Arc::new);
         Ok(Queue {
             shared: shared.share(),

@@ -19,7 +19,7 @@ use crate::protocol::layout::DATA_SEQ;
 use crate::protocol::sync::Ordering;
 use crate::queue::consumer::{locate, SeekTo};
 use crate::queue::cursor::{Cursor, Message, Next, Pause, Reads, Wait};
-use crate::queue::shared::Shared;
+use crate::queue::mapped::MappedQueue;
 
 /// Longest single sleep of a waiting tail reader: the latency of a new record when no group
 /// member sleeps too (a member's wake-up bumps the futex it sleeps on).
@@ -29,7 +29,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// It changes nothing in the file, except that, like every reader, it gives up a record whose
 /// producer stalled or died for longer than the claim timeout (so readers never wait forever).
 pub struct TailReader {
-    shared: Arc<Shared>,
+    shared: Arc<MappedQueue>,
     /// Next record to read, and the state of reading there. Every record is copied and
     /// checked against the tail ([`Reads::COPY_ALL`]).
     cursor: Cursor,
@@ -48,7 +48,7 @@ impl std::fmt::Debug for TailReader {
 impl TailReader {
     /// A reader whose first record is the one `from` names. [`SeekTo::Committed`] names no
     /// record here (there is no group) and is [`Error::InvalidArgument`].
-    pub(crate) fn new(shared: Arc<Shared>, from: SeekTo) -> Result<TailReader> {
+    pub(crate) fn new(shared: Arc<MappedQueue>, from: SeekTo) -> Result<TailReader> {
         if from == SeekTo::Committed {
             return Err(Error::InvalidArgument(
                 "a tail reader has no group, so no committed offset to start at".into(),

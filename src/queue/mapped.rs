@@ -1,4 +1,4 @@
-//! [`Shared`]: one open queue file, mapped, as every handle of this process sees it: the
+//! [`MappedQueue`]: one open queue file, mapped, as every handle of this process sees it: the
 //! ring over the mapping, the file's geometry and offsets, its descriptors, and the guards
 //! that turn a truncated, removed or replaced file into an error.
 
@@ -15,7 +15,7 @@ use crate::protocol::ring::{Ring, RingLayout};
 use crate::protocol::sync::{AtomicU128, Region};
 
 /// Everything a handle shares with the other handles of the same open file.
-pub(crate) struct Shared {
+pub(crate) struct MappedQueue {
     // Field order matters: the ring's region points into `map`, which is dropped after it.
     pub ring: Ring,
     pub geometry: Geometry,
@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     map: Protected,
 }
 
-impl Shared {
+impl MappedQueue {
     pub(crate) fn new(m: file::Mapped) -> Self {
         let layout = RingLayout {
             capacity: m.geometry.capacity,
@@ -47,7 +47,7 @@ impl Shared {
         // SAFETY: the mapping is page-aligned, exactly `file_size` bytes long, readable and
         // writable, and lives in `map` for as long as the `Ring` (same struct, dropped later).
         let region = unsafe { Region::new(m.map.as_mut_ptr(), m.offsets.file_size as usize) };
-        Shared {
+        MappedQueue {
             ring: Ring::new(region, layout),
             geometry: m.geometry,
             offsets: m.offsets,
@@ -61,7 +61,7 @@ impl Shared {
     }
 
     /// Shares `self` with its handles and the watcher.
-    pub(crate) fn share(self) -> Arc<Shared> {
+    pub(crate) fn share(self) -> Arc<MappedQueue> {
         let shared = Arc::new(self);
         let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&shared) as _;
         watch::add(weak);
@@ -121,13 +121,13 @@ impl Shared {
     }
 }
 
-impl Drop for Shared {
+impl Drop for MappedQueue {
     fn drop(&mut self) {
         watch::released();
     }
 }
 
-impl Watched for Shared {
+impl Watched for MappedQueue {
     fn check_now(&self) {
         watch::check(&self.file, &self.identity, &self.map);
     }
