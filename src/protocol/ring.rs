@@ -1,7 +1,7 @@
 //! The record protocol over the data ring: claim, commit, read, abort, and locating offsets.
 //!
 //! It works over a [`Region`] and a few offsets, not over a file, so the model checker runs the
-//! same code over heap memory (`src/loom_tests.rs`).
+//! same code over heap memory (`src/protocol/loom_tests.rs`).
 //!
 //! # Protocol
 //!
