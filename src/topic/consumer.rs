@@ -37,8 +37,9 @@ use crate::error::{Error, Result};
 use crate::mapping::lease::Lease;
 use crate::queue::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::runtime::clock;
+use crate::topic::directory::Topic;
 use crate::topic::members::{self, assigned, Slot};
-use crate::topic::{routing, Topic};
+use crate::topic::routing;
 
 /// Longest sleep while a held partition has a claimed but not yet committed record (its
 /// producer writes it without a wake-up call, so the waiter polls).
