@@ -112,5 +112,6 @@ impl Drop for Flusher {
     }
 }
 
-/// Keeps the weak reference type in one place for `MappedQueue`.
+/// Where an open queue file keeps the Batch flusher of this process while a producer holds it
+/// (in its `Queue`, shared by the clones).
 pub(crate) type FlusherSlot = Mutex<Weak<Flusher>>;
