@@ -61,7 +61,9 @@ pub use protocol::layout::{Durability, FullPolicy, Geometry, VERSION as FORMAT_V
 #[cfg(not(loom))]
 pub use protocol::sync::futex;
 #[cfg(not(loom))]
-pub use queue::consumer::{Consumer, Message, SeekTo, Start, Subscribe};
+pub use queue::consumer::{Consumer, SeekTo, Start, Subscribe};
+#[cfg(not(loom))]
+pub use queue::cursor::Message;
 #[cfg(not(loom))]
 pub use queue::group::GroupInfo;
 #[cfg(not(loom))]

@@ -30,8 +30,8 @@ use crate::protocol::layout;
 use crate::protocol::ring::{self, Claim};
 use crate::protocol::sync::Ordering;
 use crate::queue::consumer::{Consumer, Next, Ready};
+use crate::queue::mapped::MappedQueue;
 use crate::queue::producer::Producer;
-use crate::queue::Shared;
 use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 use crate::topic::members::{Members, WAKE_SEQ, WAKE_WAITERS};
 use crate::topic::TopicConsumer;
@@ -41,12 +41,12 @@ enum Flag {
     /// A consumer's bit in the data sleeper bitmap, cleared only while its group slot is still
     /// the consumer's (see [`Consumer::owns_slot`]).
     Data {
-        shared: Arc<Shared>,
+        shared: Arc<MappedQueue>,
         slot: u32,
         lease: u128,
     },
     /// A producer's bit among the producers waiting for room.
-    Space { shared: Arc<Shared>, bit: u64 },
+    Space { shared: Arc<MappedQueue>, bit: u64 },
     /// A topic member's bit in the membership file's wake-up bitmap.
     Topic { members: Arc<Members>, bit: u64 },
 }
@@ -177,11 +177,11 @@ impl Consumer {
                 lease: self.lease.word(),
             });
             // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
-            if ring.tag_of(self.cursor.offset).load(Ordering::SeqCst) != tag {
+            if ring.slot_tag(self.cursor.offset).load(Ordering::SeqCst) != tag {
                 continue;
             }
             let within = self.wake_within(stall_left);
-            // SAFETY: the word is in the queue's mapping, which `Shared` keeps mapped.
+            // SAFETY: the word is in the queue's mapping, which `MappedQueue` keeps mapped.
             let word = unsafe { Word::new(self.shared.clone(), ring.region.u32(layout::DATA_SEQ)) };
             w.sleep = Some(Sleep::new(word, seen, within));
         }
@@ -287,7 +287,7 @@ impl Producer {
             if self.has_room(room.end) {
                 continue;
             }
-            // SAFETY: the word is in the queue's mapping, which `Shared` keeps mapped.
+            // SAFETY: the word is in the queue's mapping, which `MappedQueue` keeps mapped.
             let word = unsafe { Word::new(self.shared.clone(), region.u32(layout::SPACE_SEQ)) };
             w.sleep = Some(Sleep::new(word, seen, within));
         }

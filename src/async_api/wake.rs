@@ -17,11 +17,9 @@
 //! re-reads every word each [`FALLBACK_POLL`] instead: correct, at up to that much more latency
 //! and a wake-up per poll interval while anything waits.
 //!
-//! * **B** (bell): a registration inserts its entry under the table lock, then bumps the bell
-//!   (SeqCst) and wakes it. The thread loads the bell (SeqCst) before it locks the table. If
-//!   that load missed the bump, the bump makes the bell differ from the value the thread sleeps
-//!   on, so it returns at once and reads the table again; otherwise the lock orders the insert
-//!   before the thread's read.
+//! The bell's ordering is SYNC B in the table "Sync points" of `ARCHITECTURE.md`: a
+//! registration the thread's read of the table missed has rung the bell, so the thread's sleep
+//! returns at once and it reads the table again.
 //!
 //! Fork: the thread does not exist in a forked child, and its table lock may be held there. A
 //! child's first registration starts a thread of its own with a new table (keyed by the

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, PathKind, Result};
 use crate::mapping::sigbus::Protected;
-use crate::mapping::trust::Trust;
+use crate::mapping::trust::{open_shared, Trust};
 use crate::mapping::watch::Identity;
 use crate::protocol::layout::{Geometry, Offsets, BOOT_ID, IMMUTABLE_SIZE};
 
@@ -132,15 +132,13 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     })
 }
 
-/// Opens an existing shared file (a queue file, a topic's membership file) for reading and
-/// writing; a symbolic link is refused (`ELOOP`), and the descriptor is not inherited by
-/// children.
-pub(crate) fn open_shared(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+/// The file name of a topic's descriptor inside the topic directory (FORMAT.md).
+pub(crate) const TOPIC_DESCRIPTOR: &str = "descriptor";
+
+/// Whether `path` is a topic directory (a directory holding a topic descriptor); nothing is
+/// validated.
+pub(crate) fn is_topic_dir(path: &Path) -> bool {
+    path.is_dir() && path.join(TOPIC_DESCRIPTOR).is_file()
 }
 
 /// Opens and validates an existing queue file that `trust` accepts.

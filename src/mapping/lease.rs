@@ -157,7 +157,7 @@ impl OwnFd {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     return Err(e)
                 }
-                _ => match crate::mapping::file::open_shared(path) {
+                _ => match crate::mapping::trust::open_shared(path) {
                     Ok(f) if same(&f)? => f,
                     Ok(_) => return Err(io::Error::new(
                         io::ErrorKind::NotFound,

@@ -18,8 +18,9 @@
 //! as `/dev/shm` is the usual place, and whatever another user puts at the path is refused by
 //! the checks above.
 
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::unistd::{Gid, Group, Uid, User};
@@ -107,4 +108,15 @@ pub(crate) fn check_create_mode(mode: u32) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Opens an existing shared file (a queue file, a topic's membership file) for reading and
+/// writing; a symbolic link is refused (`ELOOP`), and the descriptor is not inherited by
+/// children.
+pub(crate) fn open_shared(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
 }

@@ -328,14 +328,14 @@ fn abort_races_commit() {
         if aborted {
             ABORT_WON.fetch_add(1, StdOrdering::Relaxed);
             assert_eq!(found, Found::Aborted);
-            assert_eq!(ring.tag_of(0).load(Ordering::SeqCst), tag(0, ABORTED));
+            assert_eq!(ring.slot_tag(0).load(Ordering::SeqCst), tag(0, ABORTED));
             // Readers skip the aborted claim to pos(1), the end of its claim.
             assert_eq!(ring.resolve(1), Some(footprint(c.len as u64)));
         } else {
             if tried {
                 COMMIT_WON.fetch_add(1, StdOrdering::Relaxed);
             }
-            assert_eq!(ring.tag_of(0).load(Ordering::SeqCst), tag(0, COMMITTED));
+            assert_eq!(ring.slot_tag(0).load(Ordering::SeqCst), tag(0, COMMITTED));
             check_ready(&ring, found, 0, 0, 0);
         }
     });
@@ -356,7 +356,7 @@ fn wait_for_record_0(ring: &Ring) -> Found {
             Found::Pending { tag } => {
                 assert!(sleeps < 1, "woken without record 0 changing");
                 sleeps += 1;
-                let word = ring.tag_of(0);
+                let word = ring.slot_tag(0);
                 // SYNC W (SeqCst): as in `Consumer::poll`.
                 let changed = || word.load(Ordering::SeqCst) != tag;
                 ring.wait_data(SLEEPER_BIT, changed, None, || true);
@@ -508,12 +508,12 @@ fn stalled_commit_on_reused_slot() {
             thread::spawn(move || {
                 // SeqCst as a sleeper's re-check; the loop only waits for the abort, so the
                 // commit below runs anywhere from the abort to after record 4's commit.
-                while ring.tag_of(0).load(Ordering::SeqCst) == 0 {
+                while ring.slot_tag(0).load(Ordering::SeqCst) == 0 {
                     thread::yield_now();
                 }
                 // Relaxed: by coherence the commit's own load of the tag sees this value or a
                 // later one, so `reused` means the commit found the slot reused.
-                let reused = tag_offset(ring.tag_of(0).load(Ordering::Relaxed)) > 0;
+                let reused = tag_offset(ring.slot_tag(0).load(Ordering::Relaxed)) > 0;
                 (reused, ring.commit(&stalled, timestamp(0), 0, intent(0)))
             })
         };
@@ -543,7 +543,10 @@ fn stalled_commit_on_reused_slot() {
         );
         let explored = if reused { &AFTER_REUSE } else { &BEFORE_REUSE };
         explored.fetch_add(1, StdOrdering::Relaxed);
-        assert_eq!(ring.tag_of(0).load(Ordering::SeqCst), tag(SLOTS, COMMITTED));
+        assert_eq!(
+            ring.slot_tag(0).load(Ordering::SeqCst),
+            tag(SLOTS, COMMITTED)
+        );
         assert_eq!(ring.read(0, 0), Found::Overtaken);
         let found = ring.read(SLOTS, CAPACITY);
         check_ready(&ring, found, SLOTS, CAPACITY, 1);

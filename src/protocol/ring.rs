@@ -1,7 +1,7 @@
 //! The record protocol over the data ring: claim, commit, read, abort, and locating offsets.
 //!
 //! It works over a [`Region`] and a few offsets, not over a file, so the model checker runs the
-//! same code over heap memory (`src/loom_tests.rs`).
+//! same code over heap memory (`src/protocol/loom_tests.rs`).
 //!
 //! # Protocol
 //!
@@ -41,18 +41,9 @@
 //!
 //! ## Sync points
 //!
-//! * **T**: tail CAS (SeqCst) ↔ tail loads (Acquire or SeqCst) — publishes the slot position
-//!   and intent written before the CAS. SeqCst (free on x86, where every locked RMW is a full
-//!   fence) also orders the CAS against group-table loads in the limit scan (SYNC G).
-//! * **C**: slot-tag CAS to `COMMITTED` (SeqCst, whose Release half publishes header and
-//!   payload) ↔ reader's slot-tag load (Acquire).
-//! * **W**: commit tag CAS (SeqCst) then `DATA_WAITERS` load (SeqCst) ↔ sleeper's
-//!   `DATA_WAITERS` fetch_or (SeqCst) then tag load (SeqCst): in the single total order of SeqCst
-//!   operations either the producer sees the sleeper or the sleeper sees the record, so no
-//!   wake-up is lost.
-//! * **L**: lappable readers read the record, then `fence(Acquire)` and the tail; writers do
-//!   their tail CAS then `fence(Release)` before writing bytes. A reader that saw any byte of a
-//!   lapping writer therefore sees that writer's tail and discards what it read.
+//! The orderings this protocol relies on are labelled SYNC T (tail), C (commit), W (wake-up),
+//! L (lapping) and I (intent); the one table of every label, with both sides of each, is
+//! "Sync points" in `ARCHITECTURE.md`.
 
 use crate::error::Malformed;
 use crate::protocol::layout::{self, footprint, RECORD_HEADER};
@@ -103,9 +94,9 @@ pub(crate) fn sane_cursor(offset: u64, pos: u64) -> bool {
         && offset * RECORD_HEADER <= pos
 }
 
-/// Bytes per offset slot: `pos` at 0, `tag` at 8.
-pub(crate) const SLOT_SIZE: u64 = 16;
+/// Where an offset slot (`layout::INDEX_SLOT` bytes) keeps `pos`.
 const SLOT_POS: u64 = 0;
+/// Where an offset slot keeps `tag`.
 const SLOT_TAG: u64 = 8;
 
 /// Record header words (each a u64, little-endian).
@@ -209,10 +200,10 @@ impl Ring {
     }
 
     fn slot(&self, offset: u64) -> u64 {
-        self.layout.index + SLOT_SIZE * (offset & (self.layout.index_entries - 1))
+        self.layout.index + layout::INDEX_SLOT * (offset & (self.layout.index_entries - 1))
     }
 
-    /// The tag word of `offset`'s slot.
+    /// The tag word of `offset`'s slot (also for sleepers re-checking it, SYNC W).
     pub(crate) fn slot_tag(&self, offset: u64) -> &AtomicU64 {
         self.region.u64(self.slot(offset) + SLOT_TAG)
     }
@@ -469,11 +460,6 @@ impl Ring {
             self.notify_data();
         }
         done
-    }
-
-    /// The slot tag of `offset` (for sleepers re-checking it, SYNC W).
-    pub(crate) fn tag_of(&self, offset: u64) -> &AtomicU64 {
-        self.slot_tag(offset)
     }
 
     /// The position of record `offset`, if it is known: `None` if it is not claimed yet or its

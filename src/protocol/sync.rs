@@ -1,8 +1,15 @@
 //! Shared-memory primitives: the atomics shim (std or loom) and the [`Region`] they live in.
 //!
-//! Production code maps a file and views its words as atomics through raw pointers
-//! (`AtomicU64::from_ptr`); no `&T` is ever built over bytes another process can change except
-//! atomics. Under `cfg(loom)` the same [`Region`] API is backed by loom atomics on the heap, so the
+//! Production code maps a file and views its protocol words as atomics through raw pointers
+//! (`AtomicU64::from_ptr`); no reference to a plain value is built over them. Record bytes are
+//! different: zero-copy reads and claims hand out `&[u8]` and `&mut [u8]` over the mapping
+//! (made from [`Region::bytes_ptr`] by their callers). That is sound only against peers that
+//! follow the protocol, which keeps every other writer off those bytes while the reference
+//! lives. A hostile peer writing the file directly can change them under the reference, but
+//! cannot make a process access memory outside the mapping; readers that do not trust every
+//! writer read validated copies instead ("Trust boundary" in `ARCHITECTURE.md`).
+//!
+//! Under `cfg(loom)` the same [`Region`] API is backed by loom atomics on the heap, so the
 //! ring protocol in `ring.rs` runs unchanged inside the model checker.
 //!
 //! Waiting uses a cross-process futex (`FUTEX_WAIT`/`FUTEX_WAKE` without `FUTEX_PRIVATE_FLAG`,

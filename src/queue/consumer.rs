@@ -18,9 +18,9 @@ use crate::error::{Error, Result};
 use crate::mapping::lease::Lease;
 use crate::protocol::layout::{Durability, FullPolicy};
 use crate::protocol::sync::Ordering;
-use crate::queue::cursor::{Cursor, Reads};
+use crate::queue::cursor::{Cursor, Message, Reads};
 pub(crate) use crate::queue::cursor::{Next, Ready};
-use crate::queue::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
 use crate::runtime::wait::{Pause, Wait};
 
@@ -94,28 +94,9 @@ pub enum SeekTo {
     Time(u64),
 }
 
-/// One record, borrowed until the next call on the consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Message<'a> {
-    /// The record's offset. Offsets are dense per queue (0, 1, 2, …) except for aborted ones
-    /// (see `aborted_before`).
-    pub offset: u64,
-    /// When it was published, nanoseconds since the Unix epoch.
-    pub timestamp_ns: u64,
-    /// The payload.
-    pub payload: &'a [u8],
-    /// How many offsets right before this one were aborted and skipped since this consumer's
-    /// previous message: records whose producer gave them up (a dropped claim) or stalled or
-    /// died past the claim timeout. They hold no record and no one receives them. A consumer
-    /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
-    /// comes with [`Error::Lagged`], a seek, or an error for a record that failed its checksum
-    /// (skipped and not counted here).
-    pub aborted_before: u64,
-}
-
 /// A member of a consumer group. Dropping it releases the group's lease.
 pub struct Consumer {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<MappedQueue>,
     group: String,
     pub(crate) slot: u32,
     pub(crate) lease: Lease,
@@ -151,15 +132,15 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<Shared>, group: &str, opts: &Subscribe) -> Result<Consumer> {
+    pub(crate) fn new(shared: Arc<MappedQueue>, group: &str, opts: &Subscribe) -> Result<Consumer> {
         let lease = shared.new_lease()?;
         Consumer::with_lease(shared, group, opts, lease, |_| false)
     }
 
     /// Joins `group` holding the lease as `lease`, taking it from a live holder if `may_take`
-    /// says so (see [`Shared::acquire_lease`]).
+    /// says so (see [`MappedQueue::acquire_lease`]).
     pub(crate) fn with_lease(
-        shared: Arc<Shared>,
+        shared: Arc<MappedQueue>,
         group: &str,
         opts: &Subscribe,
         lease: Lease,
@@ -276,7 +257,7 @@ impl Consumer {
     /// flagged in the data sleeper bitmap (SYNC W).
     fn sleep(&self, tag: u64, sleep: Duration) {
         let ring = &self.shared.ring;
-        let word = ring.tag_of(self.cursor.offset);
+        let word = ring.slot_tag(self.cursor.offset);
         // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
         let changed = || word.load(Ordering::SeqCst) != tag;
         ring.wait_data(self.sleeper_bit(), changed, Some(sleep), || {
@@ -459,7 +440,7 @@ impl Consumer {
 }
 
 /// The cursor `(offset, position)` that `to` names for the group in `slot`.
-pub(crate) fn locate(shared: &Shared, slot: u32, to: SeekTo) -> Result<(u64, u64)> {
+pub(crate) fn locate(shared: &MappedQueue, slot: u32, to: SeekTo) -> Result<(u64, u64)> {
     let ring = &shared.ring;
     Ok(match to {
         SeekTo::Earliest => ring.oldest(),
@@ -476,7 +457,7 @@ pub(crate) fn locate(shared: &Shared, slot: u32, to: SeekTo) -> Result<(u64, u64
     })
 }
 
-fn out_of_range(shared: &Shared, requested: u64) -> Error {
+fn out_of_range(shared: &MappedQueue, requested: u64) -> Error {
     let ring = &shared.ring;
     Error::OffsetOutOfRange {
         requested,

@@ -14,8 +14,26 @@ use std::time::Duration;
 use crate::error::{Corruption, Error, Result};
 use crate::protocol::layout::footprint;
 use crate::protocol::ring::Found;
-use crate::queue::consumer::Message;
-use crate::queue::Shared;
+use crate::queue::mapped::MappedQueue;
+
+/// One record, borrowed until the next call on the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// The record's offset. Offsets are dense per queue (0, 1, 2, …) except for aborted ones
+    /// (see `aborted_before`).
+    pub offset: u64,
+    /// When it was published, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The payload.
+    pub payload: &'a [u8],
+    /// How many offsets right before this one were aborted and skipped since this consumer's
+    /// previous message: records whose producer gave them up (a dropped claim) or stalled or
+    /// died past the claim timeout. They hold no record and no one receives them. A consumer
+    /// that checks for gaps expects `offset == previous + 1 + aborted_before`; any other hole
+    /// comes with [`Error::Lagged`], a seek, or an error for a record that failed its checksum
+    /// (skipped and not counted here).
+    pub aborted_before: u64,
+}
 use crate::runtime::clock;
 
 /// A reader spinning on a pending record reads the tail once in this many steps (unless the
@@ -112,7 +130,12 @@ impl Cursor {
     /// caller is about to sleep, so the tail is read now (otherwise every
     /// `TAIL_CHECK_EVERY`-th pending step) for the stall clock and the overrun check.
     #[inline]
-    pub(crate) fn step(&mut self, shared: &Shared, reads: Reads, check_tail: bool) -> Result<Next> {
+    pub(crate) fn step(
+        &mut self,
+        shared: &MappedQueue,
+        reads: Reads,
+        check_tail: bool,
+    ) -> Result<Next> {
         loop {
             let ring = &shared.ring;
             match ring.read(self.offset, self.pos) {
@@ -197,7 +220,7 @@ impl Cursor {
     #[inline]
     pub(crate) fn deliver(
         &mut self,
-        shared: &Shared,
+        shared: &MappedQueue,
         reads: Reads,
         found: Ready,
     ) -> Result<Message<'_>> {
@@ -257,7 +280,7 @@ impl Cursor {
 
     /// Moves past an overrun: to the oldest retained record; returns the `Lagged` error.
     #[cold]
-    fn resync(&mut self, shared: &Shared, from: u64) -> Error {
+    fn resync(&mut self, shared: &MappedQueue, from: u64) -> Error {
         if let Err(e) = shared.recheck() {
             return e;
         }

@@ -23,7 +23,7 @@
 //! * **Synced cursor.** So the records from the `FLUSHED` on disk to `DURABLE` must stay
 //!   intact on disk until a newer `FLUSHED` is there. The leader loads `FLUSHED` before its
 //!   `fdatasync`, which therefore writes that value, and stores it in `SYNCED` after the call
-//!   returned (SYNC S). Under Batch and Sync producers never claim past `SYNCED` plus one
+//!   returned (SYNC Y). Under Batch and Sync producers never claim past `SYNCED` plus one
 //!   capacity (`scan_limit` in `producer.rs`), so no byte and no offset slot of a record from
 //!   `SYNCED` on is written again. Room frees one flush later than with `DURABLE` as the
 //!   bound: a record can be overwritten once the flush after the one that made it durable has
@@ -50,7 +50,7 @@
 //!   writing them. So a failed `fdatasync` stores `(DURABLE offset, errno)` in `POISON`, and no
 //!   leader moves the cursors again: each checks `POISON` under the lock before it flushes,
 //!   and only a leader (under the lock) sets it. The `fdatasync` goes through a file
-//!   description of its own (`Shared::flush_file`), so that an `msync` of the mapping (a Sync
+//!   description of its own (`MappedQueue::flush_file`), so that an `msync` of the mapping (a Sync
 //!   commit) cannot consume the report of an error the flush must see. Recovery after a
 //!   machine restart clears `POISON`.
 //! * **Waiting.** A waiter for offset `o` returns once `DURABLE.offset > o`. Otherwise it tries to
@@ -69,7 +69,7 @@ use crate::protocol::layout::{
 };
 use crate::protocol::ring::{self, Found};
 use crate::protocol::sync::{pack, unpack, Ordering};
-use crate::queue::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
 use crate::runtime::wait::{Pause, Wait};
 
@@ -92,7 +92,7 @@ impl Drop for LeaderLock<'_> {
     }
 }
 
-impl Shared {
+impl MappedQueue {
     /// The durable cursor: every record before it is on disk.
     pub(crate) fn durable(&self) -> (u64, u64) {
         // SYNC D (Acquire): pairs with the leader's Release store after its fdatasync.
@@ -102,7 +102,7 @@ impl Shared {
     /// The synced cursor: the flushed cursor on disk is at least this. Under Batch and Sync
     /// producers never overwrite a record from it on.
     pub(crate) fn synced(&self) -> (u64, u64) {
-        // SYNC S (Acquire): pairs with the leader's Release store, made after the fdatasync
+        // SYNC Y (Acquire): pairs with the leader's Release store, made after the fdatasync
         // that put this value on disk returned; a producer that overwrites records before it
         // does so after that call.
         unpack(self.ring.region.u128(SYNCED).load(Ordering::Acquire))
@@ -230,7 +230,7 @@ impl Shared {
     /// `from` is the durable offset the prefix starts at; with `end` at the durable cursor,
     /// the flush only carries `FLUSHED` to the disk.
     fn flush_prefix(&self, from: u64, end: (u64, u64)) -> Result<()> {
-        // The value this flush's fdatasync puts on disk (SYNC S).
+        // The value this flush's fdatasync puts on disk (SYNC Y).
         let carried = self.flushed();
         crate::crash::point("flush.before_sync");
         self.sync_file(from)?;
@@ -247,7 +247,7 @@ impl Shared {
         } else {
             carried
         };
-        // SYNC S (Release): stored after the fdatasync that wrote `synced` returned.
+        // SYNC Y (Release): stored after the fdatasync that wrote `synced` returned.
         r.u128(SYNCED)
             .store(pack(synced.0, synced.1), Ordering::Release);
         // SYNC D (Release), and SeqCst for the waiter check in `wake_on` (SYNC W).

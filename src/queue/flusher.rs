@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::{self, OwnFd};
-use crate::queue::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::thread::{self, Thread};
 
 /// Handle of a running flusher; dropping the last one stops it.
@@ -25,15 +25,20 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    /// The flusher of `shared`, started if it does not run in this process yet.
-    pub(crate) fn get(shared: &Arc<Shared>, every: Duration) -> Result<Arc<Flusher>> {
+    /// The flusher of `shared`, kept in `slot` (the open file's), started if it does not run
+    /// in this process yet.
+    pub(crate) fn get(
+        shared: &Arc<MappedQueue>,
+        slot: &FlusherSlot,
+        every: Duration,
+    ) -> Result<Arc<Flusher>> {
         // The slot's mutex is only ever taken inside `lease::fork_safe`, so no fork happens
         // while it is held and a child never inherits it locked. Nothing slow runs under it.
         let running = |slot: &FlusherSlot| {
             let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
             slot.upgrade().filter(|f| f.via.current())
         };
-        if let Some(f) = lease::fork_safe(|| running(&shared.flusher)) {
+        if let Some(f) = lease::fork_safe(|| running(slot)) {
             return Ok(f);
         }
         let io = |op, source| Error::Io {
@@ -58,10 +63,10 @@ impl Flusher {
         });
         // Another thread may have started one meanwhile: keep the first, and stop ours
         // outside the lock (dropping it closes a descriptor, which takes the registry).
-        let kept = lease::fork_safe(|| match running(&shared.flusher) {
+        let kept = lease::fork_safe(|| match running(slot) {
             Some(theirs) => theirs,
             None => {
-                *shared.flusher.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ours);
+                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ours);
                 ours.clone()
             }
         });
@@ -70,7 +75,7 @@ impl Flusher {
     }
 }
 
-fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), every: Duration, via: &OwnFd) {
+fn run(shared: &MappedQueue, stop: &(Mutex<bool>, Condvar), every: Duration, via: &OwnFd) {
     let (lock, cond) = stop;
     let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
@@ -107,5 +112,6 @@ impl Drop for Flusher {
     }
 }
 
-/// Keeps the weak reference type in one place for `Shared`.
+/// Where an open queue file keeps the Batch flusher of this process while a producer holds it
+/// (in its `Queue`, shared by the clones).
 pub(crate) type FlusherSlot = Mutex<Weak<Flusher>>;

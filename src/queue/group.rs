@@ -8,25 +8,20 @@
 //!
 //! # Sync points
 //!
-//! * **G**: a slot's `state` store and load (SeqCst) order its activation against producers'
-//!   limit scans (see `ring.rs`, SYNC T).
-//! * **S** (session), a seqlock keyed by the lease like SYNC J in `members.rs`: the lease CAS
-//!   (AcqRel), a Release fence, `session` and `heartbeat` (Relaxed), then `session tag` set to
-//!   the lease's tag (Release) ↔ a reader's `session tag` load (Acquire), the fields (Relaxed),
-//!   an Acquire fence, the lease again (Relaxed). A reader uses the fields only if the tag is
-//!   the one of the lease word it judges and that word is still the lease afterwards.
+//! SYNC G (a slot's activation against producers' limit scans) and S (the session fields, a
+//! seqlock keyed by the lease): see the table "Sync points" in `ARCHITECTURE.md`.
 //!
 //! Creating and deleting groups are rare administrative changes and run under an exclusive
 //! `flock` on the queue file (the kernel drops it if the holder dies). Lookups, leases and
 //! commits are lock-free. Joining and deleting exclude each other through the lease: a
 //! deleter takes the lease before it frees the slot, and a joiner checks, after taking the
-//! lease, that the slot still holds the group it looked up ([`Shared::join_group`]).
+//! lease, that the slot still holds the group it looked up ([`MappedQueue::join_group`]).
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::{self, Lease, OwnFd};
 use crate::protocol::layout::{GROUP_SLOT, MAX_GROUP_NAME};
 use crate::protocol::sync::{fence, pack, unpack, Ordering};
-use crate::queue::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
 
 const STATE: u64 = 0;
@@ -45,7 +40,7 @@ const GATING: u64 = 1;
 
 /// The reset mark of a group whose creator has activated the slot but not yet stored the tail
 /// it saw afterwards (or died in between): a member that finds it validates every read below
-/// the tail it loads itself (see [`Shared::protected_from`]).
+/// the tail it loads itself (see [`MappedQueue::protected_from`]).
 const MARK_UNSET: u64 = u64::MAX;
 
 /// Facts about one consumer group, as read at one moment.
@@ -75,7 +70,7 @@ pub(crate) struct AdminLock {
 }
 
 impl AdminLock {
-    pub(crate) fn take(shared: &Shared) -> Result<Self> {
+    pub(crate) fn take(shared: &MappedQueue) -> Result<Self> {
         OwnFd::flock_exclusive(&shared.file, &shared.path)
             .map(|fd| AdminLock { _fd: fd })
             .map_err(|source| Error::Io {
@@ -107,7 +102,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-impl Shared {
+impl MappedQueue {
     pub(crate) fn group_off(&self, slot: u32) -> u64 {
         self.offsets.groups + slot as u64 * GROUP_SLOT
     }
@@ -245,7 +240,7 @@ impl Shared {
         )
     }
 
-    /// The committed cursor as its raw word, for [`Shared::swap_committed`].
+    /// The committed cursor as its raw word, for [`MappedQueue::swap_committed`].
     pub(crate) fn committed_word(&self, slot: u32) -> u128 {
         // SeqCst as in `committed`.
         self.ring
@@ -350,13 +345,13 @@ impl Shared {
         })
     }
 
-    /// Joins group `name`: finds it or creates it (see [`Shared::find_or_create_group`]),
-    /// then takes its lease for `word` (see [`Shared::acquire_lease`]). A deletion (and the
+    /// Joins group `name`: finds it or creates it (see [`MappedQueue::find_or_create_group`]),
+    /// then takes its lease for `word` (see [`MappedQueue::acquire_lease`]). A deletion (and the
     /// slot's reuse) racing with the lookup is caught after the lease is ours: the slot must
     /// still be active under `name`, with our word as its lease, or we let go and look again.
     /// `session` is the member's session timeout in nanoseconds (0: none), stored with a
-    /// first heartbeat once the lease is ours ([`Shared::session_expired`]). Returns the slot
-    /// and whether the lease was taken from a live holder (see [`Shared::acquire_lease`]).
+    /// first heartbeat once the lease is ours ([`MappedQueue::session_expired`]). Returns the slot
+    /// and whether the lease was taken from a live holder (see [`MappedQueue::acquire_lease`]).
     pub(crate) fn join_group(
         &self,
         name: &str,
@@ -392,7 +387,7 @@ impl Shared {
 
     /// Stores the session of the member holding `slot` as `word`: its timeout `session` (ns, 0
     /// for none), a first heartbeat, then the word's tag (SYNC S: Release fence, the fields,
-    /// Release store of the tag ↔ [`Shared::session_expired`]).
+    /// Release store of the tag ↔ [`MappedQueue::session_expired`]).
     fn start_session(&self, slot: u32, word: u128, session: u64) {
         let base = self.group_off(slot);
         let r = &self.ring.region;
@@ -466,7 +461,7 @@ impl Shared {
     }
 
     /// The group's reset mark: the tail its creator saw after activating it, raised to the
-    /// tail seen by each [`Shared::reset_group`] that moved its cursor backwards; [`MARK_UNSET`]
+    /// tail seen by each [`MappedQueue::reset_group`] that moved its cursor backwards; [`MARK_UNSET`]
     /// while the creator has not stored it.
     fn reset_mark(&self, slot: u32) -> u64 {
         // Acquire: pairs with the Release stores in `find_or_create_group` and `reset_group`;

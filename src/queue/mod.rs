@@ -5,27 +5,25 @@ pub(crate) mod cursor;
 pub(crate) mod durable;
 pub(crate) mod flusher;
 pub(crate) mod group;
+pub(crate) mod mapped;
 pub(crate) mod producer;
 pub(crate) mod recovery;
 pub(crate) mod tail;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, PathKind, Result};
 use crate::mapping::file;
 use crate::mapping::lease::{Lease, OwnFd};
-use crate::mapping::sigbus::{Damage, Protected};
 use crate::mapping::trust::Trust;
-use crate::mapping::watch::{self, Identity, Watched};
-use crate::protocol::layout::{Durability, FullPolicy, Geometry, Offsets};
-use crate::protocol::ring::{Ring, RingLayout};
-use crate::protocol::sync::{AtomicU128, Region};
+use crate::mapping::watch;
+use crate::protocol::layout::{Durability, FullPolicy, Geometry};
 use crate::queue::consumer::{Consumer, SeekTo, Subscribe};
 use crate::queue::flusher::FlusherSlot;
 use crate::queue::group::GroupInfo;
+use crate::queue::mapped::MappedQueue;
 use crate::queue::producer::Producer;
 use crate::queue::recovery::Recovery;
 use crate::queue::tail::TailReader;
@@ -73,131 +71,6 @@ impl Default for Options {
     }
 }
 
-/// Everything a handle shares with the other handles of the same open file.
-pub(crate) struct Shared {
-    // Field order matters: the ring's region points into `map`, which is dropped after it.
-    pub ring: Ring,
-    pub geometry: Geometry,
-    pub offsets: Offsets,
-    pub path: PathBuf,
-    pub file: File,
-    /// The file description flushes `fdatasync` through, and no other call uses (see
-    /// `file::map`).
-    pub flush_file: File,
-    /// What recovery after a machine restart did when this process opened the file.
-    pub recovery: Option<Recovery>,
-    /// The Batch flusher of this process, while a producer holds it.
-    pub flusher: FlusherSlot,
-    /// The claim a flush leader of this process found stuck at the prefix's end (its offset
-    /// plus one; 0: none) and since when, in `CLOCK_MONOTONIC` nanoseconds (see
-    /// `committed_prefix`). An atomic, not a mutex: a child forked while a leader thread held a
-    /// mutex would find it locked for ever.
-    pub flush_stall: AtomicU128,
-    /// What the file was at open, for the watcher (`watch.rs`).
-    identity: Identity,
-    map: Protected,
-}
-
-impl Shared {
-    fn new(m: file::Mapped) -> Self {
-        let layout = RingLayout {
-            capacity: m.geometry.capacity,
-            max_message: m.geometry.max_message,
-            index: m.offsets.index,
-            index_entries: m.offsets.index_entries,
-            data: m.offsets.ring,
-        };
-        // SAFETY: the mapping is page-aligned, exactly `file_size` bytes long, readable and
-        // writable, and lives in `map` for as long as the `Ring` (same struct, dropped later).
-        let region = unsafe { Region::new(m.map.as_mut_ptr(), m.offsets.file_size as usize) };
-        Shared {
-            ring: Ring::new(region, layout),
-            geometry: m.geometry,
-            offsets: m.offsets,
-            path: m.path,
-            file: m.file,
-            flush_file: m.flush_file,
-            recovery: None,
-            flusher: FlusherSlot::default(),
-            flush_stall: AtomicU128::new(0),
-            identity: m.identity,
-            map: m.map,
-        }
-    }
-
-    /// Shares `self` with its handles and the watcher.
-    fn share(self) -> Arc<Shared> {
-        let shared = Arc::new(self);
-        let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&shared) as _;
-        watch::add(weak);
-        shared
-    }
-
-    /// `Err` if the file was truncated, removed or replaced under this process (what the
-    /// `SIGBUS` handler or the watcher found): calls that may write check this first, and
-    /// calls that read the mapping check it before they return what they read. One atomic
-    /// load.
-    #[inline]
-    pub(crate) fn check_damage(&self) -> Result<()> {
-        match self.map.damage() {
-            None => Ok(()),
-            Some(damage) => Err(self.damage_error(damage)),
-        }
-    }
-
-    /// [`check_damage`](Self::check_damage) after checking the file now (`fstat`, `lstat`):
-    /// for error paths, where what looks like corruption may be a file truncated within a
-    /// page (which reads zeros past its new end without a fault) a moment ago.
-    #[cold]
-    pub(crate) fn recheck(&self) -> Result<()> {
-        self.check_now();
-        self.check_damage()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn damage_error(&self, damage: Damage) -> Error {
-        let path = self.path.clone();
-        match damage {
-            Damage::Truncated => Error::Truncated { path },
-            Damage::Removed => Error::Detached {
-                path,
-                why: crate::Detachment::Removed,
-            },
-            Damage::Replaced => Error::Detached {
-                path,
-                why: crate::Detachment::Replaced,
-            },
-        }
-    }
-
-    /// Writes the pages holding `len` bytes at `off` to disk and waits (`msync(MS_SYNC)`).
-    pub(crate) fn sync_range(&self, off: u64, len: u64) -> Result<()> {
-        let io = |source| Error::Io {
-            path: self.path.clone(),
-            op: "msync",
-            source,
-        };
-        crate::fault::check("msync").map_err(io)?;
-        self.map
-            .raw()
-            .flush_range(off as usize, len as usize)
-            .map_err(io)
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        watch::released();
-    }
-}
-
-impl Watched for Shared {
-    fn check_now(&self) {
-        watch::check(&self.file, &self.identity, &self.map);
-    }
-}
-
 /// An open queue file. Cheap to clone; every clone maps the same memory.
 ///
 /// ```
@@ -217,7 +90,11 @@ impl Watched for Shared {
 /// ```
 #[derive(Clone)]
 pub struct Queue {
-    shared: Arc<Shared>,
+    shared: Arc<MappedQueue>,
+    /// The Batch flusher of this process for this file, while a producer holds it.
+    flusher: Arc<FlusherSlot>,
+    /// What recovery after a machine restart did when this process opened the file.
+    recovery: Option<Arc<Recovery>>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -247,7 +124,9 @@ impl Queue {
         };
         let mapped = file::create(path.as_ref(), &geometry, options.mode)?;
         Ok(Queue {
-            shared: Shared::new(mapped).share(),
+            shared: MappedQueue::new(mapped).share(),
+            flusher: Arc::default(),
+            recovery: None,
         })
     }
 
@@ -268,7 +147,7 @@ impl Queue {
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::EISDIR) => {
                 Error::WrongKind {
                     path: path.to_path_buf(),
-                    found: if crate::Topic::is_topic(path) {
+                    found: if file::is_topic_dir(path) {
                         PathKind::TopicDirectory
                     } else {
                         PathKind::Directory
@@ -278,17 +157,19 @@ impl Queue {
             }
             e => e,
         })?;
-        let mut shared = Shared::new(mapped);
-        shared.recovery = shared.recover_if_restarted()?;
+        let shared = MappedQueue::new(mapped);
+        let recovery = shared.recover_if_restarted()?.map(Arc::new);
         Ok(Queue {
             shared: shared.share(),
+            flusher: Arc::default(),
+            recovery,
         })
     }
 
     /// A new producer (takes one producer slot until dropped).
     pub fn producer(&self) -> Result<Producer> {
         self.ready()?;
-        Producer::new(self.shared.clone())
+        Producer::new(self.shared.clone(), &self.flusher)
     }
 
     /// Checks now, rather than at the watcher's next round (about once a second), that the
@@ -461,7 +342,7 @@ impl Queue {
 
     /// What recovery did if this open found the file last used before a machine restart.
     pub fn recovery(&self) -> Option<&Recovery> {
-        self.shared.recovery.as_ref()
+        self.recovery.as_deref()
     }
 
     /// The queue's immutable parameters.

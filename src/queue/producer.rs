@@ -17,14 +17,14 @@ use crate::mapping::watch;
 use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
 use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::protocol::sync::{pack, Ordering};
-use crate::queue::flusher::Flusher;
-use crate::queue::Shared;
+use crate::queue::flusher::{Flusher, FlusherSlot};
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
 use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 
 /// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
 pub struct Producer {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<MappedQueue>,
     slot: u32,
     slot_off: u64,
     pub(crate) lease: Lease,
@@ -80,7 +80,7 @@ enum Bottleneck {
 }
 
 impl Producer {
-    pub(crate) fn new(shared: Arc<Shared>) -> Result<Producer> {
+    pub(crate) fn new(shared: Arc<MappedQueue>, flusher: &FlusherSlot) -> Result<Producer> {
         let lease = Lease::new(&shared.file, &shared.path).map_err(|source| Error::Io {
             path: shared.path.clone(),
             op: "take a producer lease",
@@ -112,7 +112,7 @@ impl Producer {
             .u128(layout::TAIL)
             .load(Ordering::Acquire);
         let flusher = match shared.geometry.durability {
-            Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, max_delay)?),
+            Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, flusher, max_delay)?),
             _ => None,
         };
         Ok(Producer {
@@ -400,7 +400,7 @@ impl Producer {
 
 /// How many producer slots running processes hold, and how many of those producers sleep
 /// waiting for room.
-pub(crate) fn live_producers(shared: &Shared) -> (u32, u32) {
+pub(crate) fn live_producers(shared: &MappedQueue) -> (u32, u32) {
     let r = &shared.ring.region;
     let held = |s: u32| {
         let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
@@ -420,7 +420,7 @@ pub(crate) fn live_producers(shared: &Shared) -> (u32, u32) {
 /// Bytes from the oldest position producers must preserve to the tail (see [`Queue::fill`]).
 ///
 /// [`Queue::fill`]: crate::Queue::fill
-pub(crate) fn fill(shared: &Shared) -> u64 {
+pub(crate) fn fill(shared: &MappedQueue) -> u64 {
     let (limit, _) = scan_limit(shared, u32::MAX);
     let (_, tail) = shared.ring.tail();
     tail.saturating_sub(limit.saturating_sub(shared.geometry.capacity))
@@ -428,7 +428,7 @@ pub(crate) fn fill(shared: &Shared) -> u64 {
 
 /// Computes the claim limit for a producer in slot `me` (see the module docs); `u32::MAX`
 /// counts every slot.
-fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
+fn scan_limit(shared: &MappedQueue, me: u32) -> (u64, Bottleneck) {
     let r = &shared.ring.region;
     // SYNC T (Acquire): any claim not covered by an intent we read below started at or after
     // this tail, so it lies past the limit we compute.
@@ -466,7 +466,7 @@ fn scan_limit(shared: &Shared, me: u32) -> (u64, Bottleneck) {
 
 /// What `bottleneck` is, for an error: the slowest gating group by name (`None` if there is
 /// none any more, e.g. it committed or was deleted meanwhile).
-fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Box<Blocker>> {
+fn blocker(shared: &MappedQueue, bottleneck: &Bottleneck) -> Option<Box<Blocker>> {
     let found = match bottleneck {
         Bottleneck::Flush => Some(Blocker::Flush),
         Bottleneck::Intent { .. } => Some(Blocker::Unfinished),
@@ -485,7 +485,7 @@ fn blocker(shared: &Shared, bottleneck: &Bottleneck) -> Option<Box<Blocker>> {
 }
 
 /// The payload's CRC32C if the queue keeps checksums, else 0.
-pub(crate) fn checksum(shared: &Shared, payload: &[u8]) -> u32 {
+pub(crate) fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
         crc32c::crc32c(payload)
     } else {
@@ -493,7 +493,7 @@ pub(crate) fn checksum(shared: &Shared, payload: &[u8]) -> u32 {
     }
 }
 
-fn take_slot(shared: &Shared, slot: u32, owner: u128, free: impl Fn(u128) -> bool) -> bool {
+fn take_slot(shared: &MappedQueue, slot: u32, owner: u128, free: impl Fn(u128) -> bool) -> bool {
     let cell = shared
         .ring
         .region

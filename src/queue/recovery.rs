@@ -40,7 +40,7 @@ use crate::protocol::layout::{
 use crate::protocol::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
 use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::group::AdminLock;
-use crate::queue::Shared;
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::boot;
 
 /// What recovery after a machine restart did to a queue file.
@@ -63,7 +63,7 @@ pub struct Recovery {
     pub skipped: Vec<(String, u64)>,
 }
 
-impl Shared {
+impl MappedQueue {
     /// Recovers the file if it was last used before a machine restart; `None` if not.
     pub(crate) fn recover_if_restarted(&self) -> Result<Option<Recovery>> {
         let boot = boot::boot_id().map_err(|e| self.io("read boot id", e))?;

@@ -11,16 +11,15 @@
 //! flagging itself. It is woken early when a producer wakes a sleeping group member, and
 //! otherwise sees a new record within [`MAX_SLEEP`].
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::protocol::layout::DATA_SEQ;
 use crate::protocol::sync::Ordering;
-use crate::queue::consumer::{locate, Message, SeekTo};
-use crate::queue::cursor::{Cursor, Next, Reads};
-use crate::queue::Shared;
+use crate::queue::consumer::{locate, SeekTo};
+use crate::queue::cursor::{Cursor, Message, Next, Reads};
+use crate::queue::mapped::MappedQueue;
 use crate::runtime::wait::{Pause, Wait};
 
 /// Longest single sleep of a waiting tail reader: the latency of a new record when no group
@@ -31,7 +30,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(10);
 /// It changes nothing in the file, except that, like every reader, it gives up a record whose
 /// producer stalled or died for longer than the claim timeout (so readers never wait forever).
 pub struct TailReader {
-    shared: Arc<Shared>,
+    shared: Arc<MappedQueue>,
     /// Next record to read, and the state of reading there. Every record is copied and
     /// checked against the tail ([`Reads::COPY_ALL`]).
     cursor: Cursor,
@@ -50,7 +49,7 @@ impl std::fmt::Debug for TailReader {
 impl TailReader {
     /// A reader whose first record is the one `from` names. [`SeekTo::Committed`] names no
     /// record here (there is no group) and is [`Error::InvalidArgument`].
-    pub(crate) fn new(shared: Arc<Shared>, from: SeekTo) -> Result<TailReader> {
+    pub(crate) fn new(shared: Arc<MappedQueue>, from: SeekTo) -> Result<TailReader> {
         if from == SeekTo::Committed {
             return Err(Error::InvalidArgument {
                 argument: "start",
@@ -108,20 +107,9 @@ impl TailReader {
         // SeqCst like every access to the futex word (SYNC W); the reader is not in the
         // sleeper bitmap, so a missed bump costs at most `sleep`.
         let seen = region.u32(DATA_SEQ).load(Ordering::SeqCst);
-        let tag_now = self.shared.ring.tag_of(self.cursor.offset);
+        let tag_now = self.shared.ring.slot_tag(self.cursor.offset);
         if tag_now.load(Ordering::SeqCst) == tag {
             region.wait(DATA_SEQ, seen, Some(sleep));
         }
-    }
-
-    /// Splits a message read from the topic partition file `partition` into its key (if it
-    /// has one) and its value: a partition's records carry their key in front of the value
-    /// (FORMAT.md). [`Error::Corrupt`], naming `partition`, for a record without valid
-    /// framing (a queue file that is no partition, or a damaged record).
-    pub fn split_key<'m>(
-        partition: &Path,
-        message: &Message<'m>,
-    ) -> Result<(Option<&'m [u8]>, &'m [u8])> {
-        crate::topic::routing::split_record(partition, message.offset, message.payload)
     }
 }

@@ -9,10 +9,12 @@
 //! tries to take those newly assigned.
 //!
 //! **Exclusive hold.** A member reads partition `p` only through a [`Consumer`] of its group in
-//! `p`'s queue file, which holds that group's lease there: taken from nobody or from a dead
-//! process, released when the consumer is dropped. So at most one member reads a partition at
-//! a time, and a taker resumes at the partition's committed offset (records read but not
-//! committed by the previous holder are delivered again: at-least-once).
+//! `p`'s queue file, which holds that group's lease there: taken from nobody, from a dead
+//! process, or from a live member counted out of the assignment after its session timeout
+//! (whose later commits are then fenced); released when the consumer is dropped. So at most
+//! one member reads a partition at a time as far as commits go, and a taker resumes at the
+//! partition's committed offset (records read but not committed by the previous holder are
+//! delivered again: at-least-once).
 //!
 //! **Reassignment bound.** With every member polling, a partition moves within one heartbeat
 //! interval of its holder leaving or dying (the next tick of the new assignee sees the holder
@@ -34,8 +36,9 @@ use crate::mapping::lease::Lease;
 use crate::queue::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::runtime::clock;
 use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
+use crate::topic::directory::Topic;
 use crate::topic::members::{self, assigned, Slot};
-use crate::topic::{routing, Topic};
+use crate::topic::routing;
 
 /// How a member takes part in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,11 +20,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, DescriptorFault, Error, Result};
-use crate::mapping::file::io_err;
+use crate::mapping::file::{io_err, TOPIC_DESCRIPTOR as FILE};
 use crate::mapping::trust::Trust;
 
-/// The descriptor's file name inside the topic directory.
-pub(crate) const FILE: &str = "descriptor";
 const MAGIC: [u8; 8] = *b"SHMQTOPC";
 const VERSION: u32 = 1;
 const SIZE: usize = 64;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::queue::consumer::Subscribe;
-use crate::topic::{routing, Topic};
+use crate::topic::directory::Topic;
+use crate::topic::routing;
 
 /// Records between two commits of the source group while copying.
 const COMMIT_EVERY: u64 = 1024;

@@ -10,21 +10,9 @@
 //!
 //! # Sync points
 //!
-//! * **J** (join), a seqlock keyed by the lease: the lease CAS (AcqRel), a Release fence, the
-//!   slot's fields (Relaxed, the name word by word), then `ready` set to the lease's tag
-//!   ([`lease::tag`], Release) ↔ a reader's lease load (Acquire), `ready` load (Acquire), the fields (Relaxed),
-//!   an Acquire fence, the lease again (Relaxed). `ready` must match the tag of the lease seen
-//!   first, so a dead owner's old fields are not taken for the new owner's, even one whose
-//!   word shares a half with it; and a slot whose lease changed
-//!   while its fields were read is discarded: if a field read saw a later owner's store, that
-//!   owner's Release fence synchronises with the reader's Acquire fence, so its lease CAS
-//!   (before the fence) is visible to the second lease load. Every access is atomic: no torn
-//!   word, and no plain read racing a write.
-//! * **W** (wake-up): the header's `wake waiters` bitmap and `wake seq` futex word follow SYNC W
-//!   of `ring.rs`: a sleeping member sets its bit (SeqCst) and re-checks the tails of its
-//!   partitions (SeqCst loads); a topic producer CASes a tail (SeqCst) and then loads the
-//!   bitmap (SeqCst). In the one total order of SeqCst operations, either the sleeper sees the
-//!   new tail or the producer sees the bit.
+//! SYNC J (a slot's fields, a seqlock keyed by the lease) and W (the header's `wake waiters`
+//! bitmap and `wake seq` futex word, the wake-up protocol of the ring): see the table "Sync
+//! points" in `ARCHITECTURE.md`.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -138,7 +126,7 @@ impl Members {
 
     /// Opens and validates the membership file at `path`, which `trust` must accept.
     pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Members> {
-        let file = crate::mapping::file::open_shared(path).map_err(|e| match e.kind() {
+        let file = crate::mapping::trust::open_shared(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => corrupt(path, MembersFault::Missing),
             _ => io_err(path, "open membership file")(e),
         })?;

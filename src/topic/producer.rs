@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::queue::producer::Producer;
+use crate::topic::directory::Topic;
 use crate::topic::routing::{self, partition_for_key};
-use crate::topic::Topic;
 
 /// Where a record went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

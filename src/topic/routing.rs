@@ -14,6 +14,8 @@
 use std::path::Path;
 
 use crate::error::{Corruption, Error, Malformed, Result};
+use crate::queue::cursor::Message;
+use crate::queue::tail::TailReader;
 
 /// The key-length value that marks a record without a key.
 const NO_KEY: u16 = 0xFFFF;
@@ -88,6 +90,20 @@ pub(crate) fn split_record<'a>(
         path: path.to_path_buf(),
         kind: Corruption::Shared(why),
     })
+}
+
+/// Reading a topic partition with a group-less reader.
+impl TailReader {
+    /// Splits a message read from the topic partition file `partition` into its key (if it
+    /// has one) and its value: a partition's records carry their key in front of the value
+    /// (FORMAT.md). [`Error::Corrupt`], naming `partition`, for a record without valid
+    /// framing (a queue file that is no partition, or a damaged record).
+    pub fn split_key<'m>(
+        partition: &Path,
+        message: &Message<'m>,
+    ) -> Result<(Option<&'m [u8]>, &'m [u8])> {
+        split_record(partition, message.offset, message.payload)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,134 @@
+//! [`MappedQueue`]: one open queue file, mapped, as every handle of this process sees it: the
+//! ring over the mapping, the file's geometry and offsets, its descriptors, and the guards
+//! that turn a truncated, removed or replaced file into an error.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::mapping::file;
+use crate::mapping::sigbus::{Damage, Protected};
+use crate::mapping::watch::{self, Identity, Watched};
+use crate::protocol::layout::{Geometry, Offsets};
+use crate::protocol::ring::{Ring, RingLayout};
+use crate::protocol::sync::{AtomicU128, Region};
+
+/// Everything a handle shares with the other handles of the same open file.
+pub(crate) struct MappedQueue {
+    // Field order matters: the ring's region points into `map`, which is dropped after it.
+    pub ring: Ring,
+    pub geometry: Geometry,
+    pub offsets: Offsets,
+    pub path: PathBuf,
+    pub file: File,
+    /// The file description flushes `fdatasync` through, and no other call uses (see
+    /// `file::map`).
+    pub flush_file: File,
+    /// The claim a flush leader of this process found stuck at the prefix's end (its offset
+    /// plus one; 0: none) and since when, in `CLOCK_MONOTONIC` nanoseconds (see
+    /// `committed_prefix`). An atomic, not a mutex: a child forked while a leader thread held a
+    /// mutex would find it locked for ever.
+    pub flush_stall: AtomicU128,
+    /// What the file was at open, for the watcher (`watch.rs`).
+    identity: Identity,
+    map: Protected,
+}
+
+impl MappedQueue {
+    pub(crate) fn new(m: file::Mapped) -> Self {
+        let layout = RingLayout {
+            capacity: m.geometry.capacity,
+            max_message: m.geometry.max_message,
+            index: m.offsets.index,
+            index_entries: m.offsets.index_entries,
+            data: m.offsets.ring,
+        };
+        // SAFETY: the mapping is page-aligned, exactly `file_size` bytes long, readable and
+        // writable, and lives in `map` for as long as the `Ring` (same struct, dropped later).
+        let region = unsafe { Region::new(m.map.as_mut_ptr(), m.offsets.file_size as usize) };
+        MappedQueue {
+            ring: Ring::new(region, layout),
+            geometry: m.geometry,
+            offsets: m.offsets,
+            path: m.path,
+            file: m.file,
+            flush_file: m.flush_file,
+            flush_stall: AtomicU128::new(0),
+            identity: m.identity,
+            map: m.map,
+        }
+    }
+
+    /// Shares `self` with its handles and the watcher.
+    pub(crate) fn share(self) -> Arc<MappedQueue> {
+        let shared = Arc::new(self);
+        let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&shared) as _;
+        watch::add(weak);
+        shared
+    }
+
+    /// `Err` if the file was truncated, removed or replaced under this process (what the
+    /// `SIGBUS` handler or the watcher found): calls that may write check this first, and
+    /// calls that read the mapping check it before they return what they read. One atomic
+    /// load.
+    #[inline]
+    pub(crate) fn check_damage(&self) -> Result<()> {
+        match self.map.damage() {
+            None => Ok(()),
+            Some(damage) => Err(self.damage_error(damage)),
+        }
+    }
+
+    /// [`check_damage`](Self::check_damage) after checking the file now (`fstat`, `lstat`):
+    /// for error paths, where what looks like corruption may be a file truncated within a
+    /// page (which reads zeros past its new end without a fault) a moment ago.
+    #[cold]
+    pub(crate) fn recheck(&self) -> Result<()> {
+        self.check_now();
+        self.check_damage()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn damage_error(&self, damage: Damage) -> Error {
+        let path = self.path.clone();
+        match damage {
+            Damage::Truncated => Error::Truncated { path },
+            Damage::Removed => Error::Detached {
+                path,
+                why: crate::Detachment::Removed,
+            },
+            Damage::Replaced => Error::Detached {
+                path,
+                why: crate::Detachment::Replaced,
+            },
+        }
+    }
+
+    /// Writes the pages holding `len` bytes at `off` to disk and waits (`msync(MS_SYNC)`).
+    pub(crate) fn sync_range(&self, off: u64, len: u64) -> Result<()> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            op: "msync",
+            source,
+        };
+        crate::fault::check("msync").map_err(io)?;
+        self.map
+            .raw()
+            .flush_range(off as usize, len as usize)
+            .map_err(io)
+    }
+}
+
+impl Drop for MappedQueue {
+    fn drop(&mut self) {
+        watch::released();
+    }
+}
+
+impl Watched for MappedQueue {
+    fn check_now(&self) {
+        watch::check(&self.file, &self.identity, &self.map);
+    }
+}
