@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use shmq::futex;
 
-use crate::shared::{map_word_file, word32, word64, Idle, IDLE_POLLS, IDLE_SPINS};
+use crate::shared::{map_word_file, word32, word64, Bell, Idle, IDLE_POLLS, IDLE_SPINS};
 use crate::{queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG};
 
 /// How long a blocking child sleeps in one `poll` before it looks again.
@@ -89,15 +89,17 @@ fn run(role: &str) -> Result<(), Error> {
 fn floor(dir: &Path, ready: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
     let map = map_word_file(&dir.join("floor"))?;
     let w = word64(&map);
+    let bell = Bell::open(dir)?;
     ready()?;
     let mut expect = 1u64;
+    let mut idle = Idle::new(IDLE_SPINS, &bell);
     loop {
-        let mut idle = Idle::new(IDLE_SPINS);
         // Acquire pairs with the parent's Release store of the ping (a real payload would be
         // published by it).
         while w.load(Ordering::Acquire) != expect {
             idle.empty();
         }
+        idle.busy();
         // Release: publishes everything before the pong to the parent's Acquire load.
         w.store(expect + 1, Ordering::Release);
         expect += 2;
@@ -173,13 +175,14 @@ fn shmq_echo(
     ready: impl FnOnce() -> Result<(), Error>,
 ) -> Result<(), Error> {
     let (mut rx, mut tx, [req_path, resp_path]) = shmq_ends(dir)?;
+    let bell = Bell::open(dir)?;
     let timeout = match mode {
         Mode::ShmqSpin => std::time::Duration::ZERO,
         _ => CHILD_POLL,
     };
     ready()?;
     let mut buf = [0u8; MSG];
-    let mut idle = Idle::new(IDLE_POLLS);
+    let mut idle = Idle::new(IDLE_POLLS, &bell);
     loop {
         let off = match rx.poll(Some(timeout)).map_err(queue_err(&req_path))? {
             Some(m) => take_request(mode, &m, &mut buf)?,

@@ -8,7 +8,7 @@ use iceoryx2::port::subscriber::Subscriber;
 use iceoryx2::prelude::*;
 use iceoryx2::service::port_factory::publish_subscribe::PortFactory;
 
-use crate::shared::{Idle, Patience, IDLE_POLLS};
+use crate::shared::{Bell, Idle, Patience, IDLE_POLLS};
 use crate::{Error, Mode, MSG};
 
 /// The payload type of both services.
@@ -97,8 +97,9 @@ impl Parent {
 /// The child's side: echoes every ping as a pong.
 pub(crate) fn child(dir: &Path, ready: impl FnOnce() -> Result<(), Error>) -> Result<(), Error> {
     let ports = Ports::open(dir, "pong", "ping")?;
+    let bell = Bell::open(dir)?;
     ready()?;
-    let mut idle = Idle::new(IDLE_POLLS);
+    let mut idle = Idle::new(IDLE_POLLS, &bell);
     loop {
         match ports.rx.receive().map_err(err)? {
             Some(sample) => {

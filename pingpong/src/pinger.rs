@@ -7,13 +7,14 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use shmq::futex;
 
 #[cfg(feature = "async")]
 use crate::runtime;
-use crate::shared::{map_word_file, word32, word64, Patience};
+use crate::shared::{map_word_file, word32, word64, Bell, Patience};
 use crate::{echoed, queue_err, queue_paths, Error, Mode, CHILD_ENV, DIR_ENV, MSG, REPLY_TIMEOUT};
 
 /// Ring size of the two ping-pong queues.
@@ -67,6 +68,8 @@ pub struct Pinger {
     child: Child,
     /// The child's stdin, held so that the child exits when this pinger goes away.
     _stdin: Option<ChildStdin>,
+    /// Tells the child whether its pair is being measured.
+    bell: Arc<Bell>,
     /// The pair's files; removed on drop.
     _dir: tempfile::TempDir,
     /// The ping's payload; its first byte changes every round trip.
@@ -89,6 +92,8 @@ impl Pinger {
             mode: mode.name(),
             source,
         })?;
+        // Before the child starts: it maps the same file.
+        let bell = Bell::register(dir.path())?;
         let mut cmd = Command::new(exe);
         cmd.env(CHILD_ENV, mode.name())
             .env(DIR_ENV, dir.path())
@@ -172,6 +177,7 @@ impl Pinger {
             link,
             child,
             _stdin: stdin,
+            bell,
             _dir: dir,
             msg: [7u8; MSG],
         };
@@ -184,8 +190,11 @@ impl Pinger {
         self.mode
     }
 
-    /// `n` untimed round trips (they also wake an idle child back into its spin loop).
+    /// Starts a timed block of this pair: its child spins (it never sleeps while its pair is
+    /// measured), every other pair of this process rests (an idle child sleeps), then `n`
+    /// untimed round trips.
     pub fn warm(&mut self, n: u32) -> Result<(), Error> {
+        self.bell.activate();
         for _ in 0..n {
             self.round_trip()?;
         }
