@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::error::{Blocker, Corruption, Error, Malformed, Result};
 use crate::mapping::lease::{self, Lease};
 use crate::mapping::watch;
+use crate::protocol::crc;
 use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
 use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::protocol::sync::{pack, Ordering};
@@ -487,7 +488,7 @@ fn blocker(shared: &MappedQueue, bottleneck: &Bottleneck) -> Option<Box<Blocker>
 /// The payload's CRC32C if the queue keeps checksums, else 0.
 pub(crate) fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
-        crc32c::crc32c(payload)
+        crc::crc32c(payload)
     } else {
         0
     }
