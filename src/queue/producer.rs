@@ -230,7 +230,7 @@ impl Producer {
         u32::try_from(len)
             .ok()
             .filter(|&l| l <= max)
-            .ok_or(Error::TooBig { len, max })
+            .ok_or_else(|| Error::TooBig { len, max })
     }
 
     pub(crate) fn finish(&mut self, claim: Claim, crc: u32) -> Result<u64> {
