@@ -67,12 +67,11 @@ impl Region {
         Region { base, len }
     }
 
+    #[inline]
     fn ptr(&self, off: u64, size: u64, align: u64) -> *mut u8 {
-        assert!(
-            off % align == 0 && off.checked_add(size).is_some_and(|e| e <= self.len as u64),
-            "shmq internal error: region access {off}+{size} outside {} bytes",
-            self.len
-        );
+        if off % align != 0 || !off.checked_add(size).is_some_and(|e| e <= self.len as u64) {
+            outside(off, size, self.len);
+        }
         // SAFETY: off + size <= len was just checked, so the result stays inside the region.
         unsafe { self.base.add(off as usize) }
     }
@@ -129,6 +128,16 @@ impl Region {
     pub(crate) fn wake_all(&self, off: u64) {
         futex::wake_all(self.u32(off));
     }
+}
+
+/// The failure of a region access out of bounds or misaligned: a bug in shmq, since offsets
+/// come from a validated layout. Kept out of line so that the accessors inline to a compare
+/// and a branch.
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn outside(off: u64, size: u64, len: usize) -> ! {
+    panic!("shmq internal error: region access {off}+{size} outside {len} bytes")
 }
 
 /// The two futex calls behind every sleep and wake-up of shmq: `FUTEX_WAIT` and `FUTEX_WAKE`
