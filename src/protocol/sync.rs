@@ -83,6 +83,15 @@ impl Region {
         unsafe { AtomicU64::from_ptr(self.ptr(off, 8, 8).cast()) }
     }
 
+    /// The `N` consecutive 64-bit atomic words at byte offset `off` (8-aligned), with one
+    /// bounds check for all of them.
+    pub(crate) fn u64s<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
+        // SAFETY: `ptr` checked the alignment and that all `8 * N` bytes lie in the region; an
+        // `AtomicU64` has the size and alignment of a `u64`, so `[AtomicU64; N]` is laid out as
+        // `N` consecutive words; the rest as for `u64`.
+        unsafe { &*self.ptr(off, 8 * N as u64, 8).cast::<[AtomicU64; N]>() }
+    }
+
     /// The 32-bit atomic word at byte offset `off` (4-aligned).
     pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
         // SAFETY: as for `u64`.
@@ -256,6 +265,12 @@ impl Region {
     }
     pub(crate) fn u64(&self, off: u64) -> &AtomicU64 {
         &self.words[(off / 8) as usize]
+    }
+    pub(crate) fn u64s<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
+        let first = (off / 8) as usize;
+        self.words[first..first + N]
+            .try_into()
+            .expect("a slice of N words")
     }
     pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
         &self.halves[(off / 4) as usize]
