@@ -585,12 +585,9 @@ impl Ring {
     /// caller's (see [`wait_data`](Self::wait_data)).
     pub(crate) fn unflag_data(&self, bit: u64, owned: impl Fn() -> bool) {
         if owned() {
-            // SeqCst like every sleeper-bitmap change. Between `owned` and this clear a
-            // successor can still set the bit and lose it; sleepers cap their sleeps, so that
-            // costs at most one cap of latency, never a hang.
-            self.region
-                .u64(layout::DATA_WAITERS)
-                .fetch_and(!bit, Ordering::SeqCst);
+            // Between `owned` and this clear a successor can still set the bit and lose it;
+            // sleepers cap their sleeps, so that costs at most one cap of latency, never a hang.
+            unflag(&self.region, layout::DATA_WAITERS, bit);
         }
     }
 }
