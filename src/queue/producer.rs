@@ -227,10 +227,11 @@ impl Producer {
 
     pub(crate) fn check_len(&self, len: usize) -> Result<u32> {
         let max = self.shared.geometry.max_message;
-        u32::try_from(len)
-            .ok()
-            .filter(|&l| l <= max)
-            .ok_or_else(|| Error::TooBig { len, max })
+        // Built only on failure: an `ok_or` would build and drop an `Error` on every publish.
+        match u32::try_from(len) {
+            Ok(l) if l <= max => Ok(l),
+            _ => Err(Error::TooBig { len, max }),
+        }
     }
 
     pub(crate) fn finish(&mut self, claim: Claim, crc: u32) -> Result<u64> {
