@@ -234,6 +234,7 @@ impl Ring {
     /// Tries to claim a record of `len` bytes ending no later than `limit`. `tail` is the
     /// caller's last known tail, refreshed here on CAS failure; `intent` is the caller's
     /// producer slot (region offset).
+    #[inline]
     pub(crate) fn try_claim(&self, tail: &mut u128, len: u32, limit: u64, intent: u64) -> Attempt {
         let size = footprint(len as u64);
         let cell = self.region.u128(layout::TAIL);
@@ -309,6 +310,7 @@ impl Ring {
 
     /// Commits a claim whose payload is written, with the payload's CRC32C (0: none).
     /// `Err(())` means a reader aborted it first.
+    #[inline]
     pub(crate) fn commit(
         &self,
         claim: &Claim,
@@ -369,6 +371,7 @@ impl Ring {
     }
 
     /// Reads what is at cursor `(offset, pos)`; `pos` must be `pos(offset)`.
+    #[inline]
     pub(crate) fn read(&self, offset: u64, pos: u64) -> Found {
         if !sane_cursor(offset, pos) {
             return Found::Inconsistent {

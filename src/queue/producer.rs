@@ -487,6 +487,7 @@ fn blocker(shared: &MappedQueue, bottleneck: &Bottleneck) -> Option<Box<Blocker>
 }
 
 /// The payload's CRC32C if the queue keeps checksums, else 0.
+#[inline]
 pub(crate) fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
         crc::crc32c(payload)
