@@ -99,12 +99,15 @@ const SLOT_POS: u64 = 0;
 /// Where an offset slot keeps `tag`.
 const SLOT_TAG: u64 = 8;
 
-/// Record header words (each a u64, little-endian).
-const REC_OFFSET: u64 = 0;
+/// Record header words (each a u64, little-endian), by index: the offset first.
+const REC_OFFSET: usize = 0;
 /// Low 32 bits: payload length; high 32 bits: CRC32C of the payload (0: not computed).
-const REC_LEN: u64 = 8;
-const REC_TIMESTAMP: u64 = 16;
-const REC_RESERVED: u64 = 24;
+const REC_LEN: usize = 1;
+const REC_TIMESTAMP: usize = 2;
+const REC_RESERVED: usize = 3;
+/// The words of a record header.
+const HEADER_WORDS: usize = 4;
+const _: () = assert!(HEADER_WORDS as u64 * 8 == RECORD_HEADER);
 
 /// Byte offsets inside a producer slot.
 pub(crate) const INTENT: u64 = 16;
@@ -199,6 +202,11 @@ impl Ring {
         self.layout.data + (pos & self.mask)
     }
 
+    /// The header words of the record at position `pos`, bounds-checked once for all of them.
+    fn header(&self, pos: u64) -> &[AtomicU64; HEADER_WORDS] {
+        self.region.u64s(self.data_at(pos))
+    }
+
     fn slot(&self, offset: u64) -> u64 {
         self.layout.index + layout::INDEX_SLOT * (offset & (self.layout.index_entries - 1))
     }
@@ -216,16 +224,17 @@ impl Ring {
     /// The record header at position `pos` as stored, untrusted: `(offset, length, crc)`.
     #[cfg(not(loom))]
     pub(crate) fn header_at(&self, pos: u64) -> (u64, u32, u32) {
-        let head = self.data_at(pos);
+        let head = self.header(pos);
         // Relaxed: only used where no writer runs (recovery) or validated afterwards.
-        let offset = self.region.u64(head + REC_OFFSET).load(Ordering::Relaxed);
-        let word = self.region.u64(head + REC_LEN).load(Ordering::Relaxed);
+        let offset = head[REC_OFFSET].load(Ordering::Relaxed);
+        let word = head[REC_LEN].load(Ordering::Relaxed);
         (offset, word as u32, (word >> 32) as u32)
     }
 
     /// Tries to claim a record of `len` bytes ending no later than `limit`. `tail` is the
     /// caller's last known tail, refreshed here on CAS failure; `intent` is the caller's
     /// producer slot (region offset).
+    #[inline]
     pub(crate) fn try_claim(&self, tail: &mut u128, len: u32, limit: u64, intent: u64) -> Attempt {
         let size = footprint(len as u64);
         let cell = self.region.u128(layout::TAIL);
@@ -301,6 +310,7 @@ impl Ring {
 
     /// Commits a claim whose payload is written, with the payload's CRC32C (0: none).
     /// `Err(())` means a reader aborted it first.
+    #[inline]
     pub(crate) fn commit(
         &self,
         claim: &Claim,
@@ -327,20 +337,12 @@ impl Ring {
             return Err(());
         }
         crate::crash::point("publish.before_header");
-        let head = self.data_at(claim.start);
+        let head = self.header(claim.start);
         // Relaxed: published by the tag CAS below (SYNC C).
-        self.region
-            .u64(head + REC_OFFSET)
-            .store(o, Ordering::Relaxed);
-        self.region
-            .u64(head + REC_LEN)
-            .store(claim.len as u64 | (crc as u64) << 32, Ordering::Relaxed);
-        self.region
-            .u64(head + REC_TIMESTAMP)
-            .store(timestamp, Ordering::Relaxed);
-        self.region
-            .u64(head + REC_RESERVED)
-            .store(0, Ordering::Relaxed);
+        head[REC_OFFSET].store(o, Ordering::Relaxed);
+        head[REC_LEN].store(claim.len as u64 | (crc as u64) << 32, Ordering::Relaxed);
+        head[REC_TIMESTAMP].store(timestamp, Ordering::Relaxed);
+        head[REC_RESERVED].store(0, Ordering::Relaxed);
         crate::crash::point("publish.before_commit");
         let flags = if claim.start == claim.at {
             COMMITTED
@@ -369,6 +371,7 @@ impl Ring {
     }
 
     /// Reads what is at cursor `(offset, pos)`; `pos` must be `pos(offset)`.
+    #[inline]
     pub(crate) fn read(&self, offset: u64, pos: u64) -> Found {
         if !sane_cursor(offset, pos) {
             return Found::Inconsistent {
@@ -402,15 +405,12 @@ impl Ring {
         if t & WRAPPED == 0 && idx + RECORD_HEADER > self.layout.capacity {
             return bad(Malformed::Misplaced { offset, pos });
         }
-        let head = self.data_at(start);
+        let head = self.header(start);
         // Relaxed: ordered after the Acquire load above.
-        let stored = self.region.u64(head + REC_OFFSET).load(Ordering::Relaxed);
-        let len_crc = self.region.u64(head + REC_LEN).load(Ordering::Relaxed);
+        let stored = head[REC_OFFSET].load(Ordering::Relaxed);
+        let len_crc = head[REC_LEN].load(Ordering::Relaxed);
         let (len, crc) = (len_crc & 0xffff_ffff, (len_crc >> 32) as u32);
-        let timestamp = self
-            .region
-            .u64(head + REC_TIMESTAMP)
-            .load(Ordering::Relaxed);
+        let timestamp = head[REC_TIMESTAMP].load(Ordering::Relaxed);
         if stored != offset {
             return bad(Malformed::HeaderOffset {
                 offset,
@@ -430,7 +430,7 @@ impl Ring {
             start,
             len: len as u32,
             timestamp,
-            payload: head + RECORD_HEADER,
+            payload: self.data_at(start) + RECORD_HEADER,
             crc,
         }
     }
@@ -588,12 +588,9 @@ impl Ring {
     /// caller's (see [`wait_data`](Self::wait_data)).
     pub(crate) fn unflag_data(&self, bit: u64, owned: impl Fn() -> bool) {
         if owned() {
-            // SeqCst like every sleeper-bitmap change. Between `owned` and this clear a
-            // successor can still set the bit and lose it; sleepers cap their sleeps, so that
-            // costs at most one cap of latency, never a hang.
-            self.region
-                .u64(layout::DATA_WAITERS)
-                .fetch_and(!bit, Ordering::SeqCst);
+            // Between `owned` and this clear a successor can still set the bit and lose it;
+            // sleepers cap their sleeps, so that costs at most one cap of latency, never a hang.
+            unflag(&self.region, layout::DATA_WAITERS, bit);
         }
     }
 }

@@ -67,12 +67,11 @@ impl Region {
         Region { base, len }
     }
 
+    #[inline]
     fn ptr(&self, off: u64, size: u64, align: u64) -> *mut u8 {
-        assert!(
-            off % align == 0 && off.checked_add(size).is_some_and(|e| e <= self.len as u64),
-            "shmq internal error: region access {off}+{size} outside {} bytes",
-            self.len
-        );
+        if off % align != 0 || !off.checked_add(size).is_some_and(|e| e <= self.len as u64) {
+            outside(off, size, self.len);
+        }
         // SAFETY: off + size <= len was just checked, so the result stays inside the region.
         unsafe { self.base.add(off as usize) }
     }
@@ -82,6 +81,15 @@ impl Region {
         // SAFETY: `ptr` checked alignment and bounds; the mapping outlives `&self`; the word is
         // only accessed atomically by every process that follows the protocol.
         unsafe { AtomicU64::from_ptr(self.ptr(off, 8, 8).cast()) }
+    }
+
+    /// The `N` consecutive 64-bit atomic words at byte offset `off` (8-aligned), with one
+    /// bounds check for all of them.
+    pub(crate) fn u64s<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
+        // SAFETY: `ptr` checked the alignment and that all `8 * N` bytes lie in the region; an
+        // `AtomicU64` has the size and alignment of a `u64`, so `[AtomicU64; N]` is laid out as
+        // `N` consecutive words; the rest as for `u64`.
+        unsafe { &*self.ptr(off, 8 * N as u64, 8).cast::<[AtomicU64; N]>() }
     }
 
     /// The 32-bit atomic word at byte offset `off` (4-aligned).
@@ -129,6 +137,16 @@ impl Region {
     pub(crate) fn wake_all(&self, off: u64) {
         futex::wake_all(self.u32(off));
     }
+}
+
+/// The failure of a region access out of bounds or misaligned: a bug in shmq, since offsets
+/// come from a validated layout. Kept out of line so that the accessors inline to a compare
+/// and a branch.
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn outside(off: u64, size: u64, len: usize) -> ! {
+    panic!("shmq internal error: region access {off}+{size} outside {len} bytes")
 }
 
 /// The two futex calls behind every sleep and wake-up of shmq: `FUTEX_WAIT` and `FUTEX_WAKE`
@@ -247,6 +265,12 @@ impl Region {
     }
     pub(crate) fn u64(&self, off: u64) -> &AtomicU64 {
         &self.words[(off / 8) as usize]
+    }
+    pub(crate) fn u64s<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
+        let first = (off / 8) as usize;
+        self.words[first..first + N]
+            .try_into()
+            .expect("a slice of N words")
     }
     pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
         &self.halves[(off / 4) as usize]

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use crate::error::{Corruption, Error, Result};
+use crate::protocol::crc;
 use crate::protocol::layout::footprint;
 use crate::protocol::ring::Found;
 use crate::queue::mapped::MappedQueue;
@@ -253,7 +254,7 @@ impl Cursor {
         self.pos = start + footprint(len as u64);
         self.stall = None;
         if self.verify {
-            let computed = crc32c::crc32c(bytes);
+            let computed = crc::crc32c(bytes);
             if computed != crc {
                 // Zeros from a truncated file are no checksum failure. (The page holding the
                 // new end reads zeros past it without a fault, so ask the file now.)

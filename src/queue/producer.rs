@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::error::{Blocker, Corruption, Error, Malformed, Result};
 use crate::mapping::lease::{self, Lease};
 use crate::mapping::watch;
+use crate::protocol::crc;
 use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
 use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
 use crate::protocol::sync::{pack, Ordering};
@@ -226,10 +227,11 @@ impl Producer {
 
     pub(crate) fn check_len(&self, len: usize) -> Result<u32> {
         let max = self.shared.geometry.max_message;
-        u32::try_from(len)
-            .ok()
-            .filter(|&l| l <= max)
-            .ok_or(Error::TooBig { len, max })
+        // Built only on failure: an `ok_or` would build and drop an `Error` on every publish.
+        match u32::try_from(len) {
+            Ok(l) if l <= max => Ok(l),
+            _ => Err(Error::TooBig { len, max }),
+        }
     }
 
     pub(crate) fn finish(&mut self, claim: Claim, crc: u32) -> Result<u64> {
@@ -485,9 +487,10 @@ fn blocker(shared: &MappedQueue, bottleneck: &Bottleneck) -> Option<Box<Blocker>
 }
 
 /// The payload's CRC32C if the queue keeps checksums, else 0.
+#[inline]
 pub(crate) fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
-        crc32c::crc32c(payload)
+        crc::crc32c(payload)
     } else {
         0
     }
