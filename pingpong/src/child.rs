@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::Ordering;
 
 use shmq::futex;
@@ -33,6 +34,10 @@ pub fn maybe_run_child() {
 /// Runs the child role `role`; returns when the parent closes the data channel, or never for
 /// the shared-memory modes (those exit when the parent closes stdin).
 fn run(role: &str) -> Result<(), Error> {
+    // The producers of the throughput cases.
+    if let Some(done) = crate::throughput::child(role) {
+        return done;
+    }
     let mode = Mode::from_name(role).ok_or(Error::Transport {
         mode: "child",
         what: format!("unknown role {role:?}"),
@@ -60,10 +65,7 @@ fn run(role: &str) -> Result<(), Error> {
         let _ = rx.read(&mut b);
         std::process::exit(0);
     });
-    let dir = PathBuf::from(std::env::var_os(DIR_ENV).ok_or(Error::Transport {
-        mode: mode.name(),
-        what: format!("{DIR_ENV} is not set"),
-    })?);
+    let dir = pair_dir(mode.name())?;
     let ready = move || {
         tx.write_all(b"R").map_err(|source| Error::Io {
             path: "stdout".into(),
@@ -82,6 +84,51 @@ fn run(role: &str) -> Result<(), Error> {
         #[cfg(feature = "brokers")]
         Mode::RedisStreams | Mode::Nats => crate::brokers::child(mode, &dir, ready),
         Mode::Pipe | Mode::UnixSocket => unreachable!("handled above"),
+    }
+}
+
+/// The directory the parent made for this child's pair (`mode` names it in the error).
+pub(crate) fn pair_dir(mode: &'static str) -> Result<PathBuf, Error> {
+    let dir = std::env::var_os(DIR_ENV).ok_or(Error::Transport {
+        mode,
+        what: format!("{DIR_ENV} is not set"),
+    })?;
+    Ok(PathBuf::from(dir))
+}
+
+/// Starts this binary again as the child `role` (of the pair or flow `mode`) with its files in
+/// `dir` and `env` set too, and waits for its ready byte on its stdout. Returns the child and
+/// its stdin, which the caller holds: the child exits when it is closed.
+pub(crate) fn spawn_ready(
+    role: &str,
+    mode: &'static str,
+    dir: &Path,
+    env: &[(&str, String)],
+) -> Result<(Child, ChildStdin), Error> {
+    let exe = std::env::current_exe().map_err(|source| Error::Spawn { mode, source })?;
+    let mut child = Command::new(exe)
+        .env(CHILD_ENV, role)
+        .env(DIR_ENV, dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|source| Error::Spawn { mode, source })?;
+    // The child writes one byte once its end is set up; EOF means it failed.
+    let mut ready = [0u8; 1];
+    let ok = child
+        .stdout
+        .take()
+        .is_some_and(|mut out| out.read_exact(&mut ready).is_ok());
+    match child.stdin.take() {
+        Some(stdin) if ok => Ok((child, stdin)),
+        _ => {
+            // Our own child, by its pid.
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Error::ChildGone { mode })
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //! child exits when the parent goes away. Every wait on the child is bounded by
 //! [`REPLY_TIMEOUT`].
 //!
+//! [`throughput`] is the cross-process throughput harness (producer processes, a consumer in
+//! this one) of the same binaries, with its own child roles.
+//!
 //! Under `--cfg loom` (shmq's model checks, which build every dev-dependency of shmq) shmq
 //! exports only its ring, so this crate compiles to nothing.
 
@@ -22,6 +25,7 @@ mod iox;
 pub mod percentiles;
 mod pinger;
 mod shared;
+pub mod throughput;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -88,12 +88,18 @@ impl Patience {
     /// One more spin; an error once the wait has lasted [`REPLY_TIMEOUT`].
     #[inline]
     pub(crate) fn spin(&mut self, mode: Mode) -> Result<(), Error> {
+        self.spin_named(mode.name())
+    }
+
+    /// [`spin`](Self::spin) for a case that is not a ping-pong [`Mode`], named `mode`.
+    #[inline]
+    pub(crate) fn spin_named(&mut self, mode: &'static str) -> Result<(), Error> {
         std::hint::spin_loop();
         self.spins = self.spins.wrapping_add(1);
         if self.spins.is_multiple_of(SPINS_PER_CLOCK_CHECK) {
             let since = *self.since.get_or_insert_with(Instant::now);
             if since.elapsed() > REPLY_TIMEOUT {
-                return Err(Error::Timeout { mode: mode.name() });
+                return Err(Error::Timeout { mode });
             }
         }
         Ok(())

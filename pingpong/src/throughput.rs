@@ -1,0 +1,732 @@
+//! Cross-process throughput of 64-byte messages: producer processes publish, this process
+//! consumes, for shmq and for a minimal single-producer ring (the floor). The harness behind
+//! the cross-process cases of `benches/throughput.rs` and `shmq bench --throughput`.
+//!
+//! A [`Flow`] starts its producers as child processes (this binary again, as for a
+//! [`Pinger`](crate::Pinger)) and consumes in the calling process. Each [`Flow::run`] tells
+//! every producer over its stdin how many records to publish, then consumes them all, checking
+//! each record's producer and sequence number. The clock starts when the first record arrives
+//! (the producers' wake-up from their stdin read is not throughput) and stops after the last
+//! one (and, for shmq, its commit). Between runs the producers sleep in that read, so an idle
+//! flow takes no CPU while another case is measured.
+//!
+//! The floor's ring (`floor_ring`) is a file mapping with a tail word at byte 0, a head word at
+//! byte 128 (their own cache-line pair each), and [`SLOTS`] records of [`MSG`] bytes from byte
+//! 4096. The producer writes a record, then publishes it with a Release store of the tail (one
+//! per record); it reloads the head (Acquire) only when the ring looks full, and spins until a
+//! slot is free. The consumer reloads the tail (Acquire) only when it has caught up with the
+//! last value it saw, copies the record out, and gives its slot back with a Release store of
+//! the head (one per record). Both spins are bounded by [`REPLY_TIMEOUT`].
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::child::{pair_dir, spawn_ready};
+use crate::shared::Patience;
+use crate::{median, queue_err, Error, MSG, REPLY_TIMEOUT};
+
+/// Records in the floor's ring.
+pub const SLOTS: u64 = 4096;
+/// Ring bytes of the shmq queue: 512 KiB, 5,461 records of 64 bytes (a 32-byte header each);
+/// the smallest power of two (the ring's rule) with room for [`SLOTS`] of them.
+pub const SHMQ_RING: u64 = 512 << 10;
+/// The shmq consumer commits every this many records (and after the last one of a run).
+pub const COMMIT_EVERY: u64 = 256;
+/// Producers of [`Case::Shmq4p`].
+const FAN_IN: usize = 4;
+/// Environment variable giving a producer child its index (byte 8 of its records).
+const PRODUCER_ENV: &str = "SHMQ_BENCH_PRODUCER";
+/// The floor's ring file in the flow's directory.
+const FLOOR_FILE: &str = "ring";
+/// The shmq queue file in the flow's directory.
+const SHMQ_FILE: &str = "tp.q";
+/// The consumer group of the shmq cases.
+const GROUP: &str = "tp";
+/// Byte offset of the floor's tail word (records published).
+const TAIL: usize = 0;
+/// Byte offset of the floor's head word (records consumed): 128 bytes after the tail, so the
+/// two words never share a cache line or an adjacent-line prefetch pair.
+const HEAD: usize = 128;
+/// Byte offset of the floor's first record slot.
+const SLOTS_AT: usize = 4096;
+/// Length of the floor's ring file.
+const RING_FILE_LEN: usize = SLOTS_AT + SLOTS as usize * MSG;
+/// The bytes of a record after its sequence number and producer index.
+const FILL: u8 = 0xA5;
+
+/// One cross-process throughput case.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Case {
+    /// A minimal single-producer ring in a shared file mapping: the floor.
+    FloorRing,
+    /// shmq: one producer process, one consumer process in one gating group.
+    Shmq1p,
+    /// shmq: four producer processes, one consumer process in one gating group.
+    Shmq4p,
+}
+
+impl Case {
+    /// Every case, the floor first.
+    pub const ALL: [Case; 3] = [Case::FloorRing, Case::Shmq1p, Case::Shmq4p];
+
+    /// Short name, as reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::FloorRing => "floor_ring",
+            Case::Shmq1p => "shmq_1p_1g",
+            Case::Shmq4p => "shmq_4p_1g",
+        }
+    }
+
+    /// The case called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<Case> {
+        Case::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Producer processes.
+    pub fn producers(self) -> usize {
+        match self {
+            Case::FloorRing | Case::Shmq1p => 1,
+            Case::Shmq4p => FAN_IN,
+        }
+    }
+
+    /// What the case moves through, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Case::FloorRing => {
+                "a minimal single-producer ring: 4,096 slots of 64 B in a shared file mapping, \
+                 one Release store of the tail per record, both sides spinning"
+            }
+            Case::Shmq1p => {
+                "shmq, 512 KiB ring, checksums on: 1 producer process, 1 consumer process \
+                 (gating group, blocking poll, commit every 256)"
+            }
+            Case::Shmq4p => {
+                "the same queue with 4 producer processes publishing at once into the one group"
+            }
+        }
+    }
+
+    /// The child role of this case's producers.
+    fn role(self) -> &'static str {
+        match self {
+            Case::FloorRing => "floor_ring_producer",
+            Case::Shmq1p | Case::Shmq4p => "shmq_producer",
+        }
+    }
+}
+
+/// The ratios a report prints under its table: (numerator, denominator), where both ran.
+pub const RATIOS: [(Case, Case); 3] = [
+    (Case::Shmq1p, Case::FloorRing),
+    (Case::Shmq4p, Case::FloorRing),
+    (Case::Shmq4p, Case::Shmq1p),
+];
+
+/// Writes `seq` and `producer` into the head of record `rec`.
+fn stamp(rec: &mut [u8; MSG], seq: u64, producer: u8) {
+    rec[..8].copy_from_slice(&seq.to_le_bytes());
+    rec[8] = producer;
+}
+
+/// The sequence number and producer index of a record.
+fn parse(rec: &[u8]) -> (u64, u8) {
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&rec[..8]);
+    (u64::from_le_bytes(seq), rec[8])
+}
+
+/// The floor's ring file, mapped.
+struct FloorRing {
+    /// The mapping, at least `RING_FILE_LEN` bytes (checked when it is made).
+    map: memmap2::MmapRaw,
+}
+
+impl FloorRing {
+    /// Creates the ring file `path` (zeroed: both words 0) and maps it.
+    fn create(path: &Path) -> Result<FloorRing, Error> {
+        let io = |op| {
+            move |source| Error::Io {
+                path: path.to_path_buf(),
+                op,
+                source,
+            }
+        };
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io("create"))?;
+        f.set_len(RING_FILE_LEN as u64).map_err(io("set_len"))?;
+        FloorRing::map(path, &f)
+    }
+
+    /// Maps the existing ring file `path`.
+    fn open(path: &Path) -> Result<FloorRing, Error> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                op: "open",
+                source,
+            })?;
+        FloorRing::map(path, &f)
+    }
+
+    /// Maps `f` (the file `path`), which must hold the whole ring.
+    fn map(path: &Path, f: &std::fs::File) -> Result<FloorRing, Error> {
+        let io = |op| {
+            move |source| Error::Io {
+                path: path.to_path_buf(),
+                op,
+                source,
+            }
+        };
+        let map = memmap2::MmapRaw::map_raw(f).map_err(io("mmap"))?;
+        if map.len() < RING_FILE_LEN {
+            return Err(io("check the length")(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} bytes, a ring needs {RING_FILE_LEN}", map.len()),
+            )));
+        }
+        Ok(FloorRing { map })
+    }
+
+    /// The word at byte `at` ([`TAIL`] or [`HEAD`]).
+    fn word(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(at == TAIL || at == HEAD);
+        // SAFETY: `at` is TAIL or HEAD, a multiple of 8 inside the first page; the mapping is
+        // page-aligned and at least RING_FILE_LEN long (checked in `map`) and lives as long as
+        // `self`; AtomicU64 has the layout of u64, and both processes touch these two words
+        // only through atomics.
+        unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(at).cast()) }
+    }
+
+    /// The slot of record `seq`: [`MSG`] bytes inside the mapping.
+    fn slot(&self, seq: u64) -> *mut u8 {
+        let at = SLOTS_AT + (seq % SLOTS) as usize * MSG;
+        // SAFETY: `at + MSG <= RING_FILE_LEN <= map.len()` (checked in `map`): the pointer
+        // stays inside the mapping.
+        unsafe { self.map.as_mut_ptr().add(at) }
+    }
+
+    /// Checks that `tail - head` (records in the ring, as the words say) is a possible count;
+    /// a damaged word must fail, not send a side past the records it may touch.
+    fn in_ring(&self, head: u64, tail: u64) -> Result<u64, Error> {
+        match tail.checked_sub(head) {
+            Some(n) if n <= SLOTS => Ok(n),
+            _ => Err(Error::Transport {
+                mode: Case::FloorRing.name(),
+                what: format!("ring words out of range: head {head}, tail {tail}"),
+            }),
+        }
+    }
+}
+
+/// A producer child: publishes the counts its parent sends over stdin until stdin closes.
+pub(crate) fn child(role: &str) -> Option<Result<(), Error>> {
+    let case = Case::ALL.into_iter().find(|c| c.role() == role)?;
+    Some(produce(case))
+}
+
+/// A producer's end of the flow.
+enum Source {
+    /// The floor's ring, and the tail (this side's word) and head as last seen.
+    Floor {
+        ring: FloorRing,
+        tail: u64,
+        head: u64,
+    },
+    /// A shmq producer of the flow's queue.
+    Shmq {
+        tx: shmq::Producer,
+        path: PathBuf,
+        seq: u64,
+    },
+}
+
+/// The producer child of `case`: opens its end, says it is ready, then publishes each count.
+fn produce(case: Case) -> Result<(), Error> {
+    let name = case.role();
+    let dir = pair_dir(name)?;
+    let index: u8 = std::env::var(PRODUCER_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or(Error::Transport {
+            mode: name,
+            what: format!("{PRODUCER_ENV} is not set to a producer index"),
+        })?;
+    let mut source = match case {
+        Case::FloorRing => Source::Floor {
+            ring: FloorRing::open(&dir.join(FLOOR_FILE))?,
+            tail: 0,
+            head: 0,
+        },
+        Case::Shmq1p | Case::Shmq4p => {
+            let path = dir.join(SHMQ_FILE);
+            let queue = shmq::Queue::open(&path).map_err(queue_err(&path))?;
+            let mut tx = queue.producer().map_err(queue_err(&path))?;
+            // Bounded: a consumer gone for good fails the publish instead of hanging it.
+            tx.set_timeout(Some(REPLY_TIMEOUT));
+            Source::Shmq { tx, path, seq: 0 }
+        }
+    };
+    let io = |op| {
+        move |source| Error::Io {
+            path: "stdio".into(),
+            op,
+            source,
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"R")
+        .and_then(|()| out.flush())
+        .map_err(io("signal ready"))?;
+    let mut stdin = std::io::stdin().lock();
+    let mut rec = [FILL; MSG];
+    let mut count = [0u8; 8];
+    loop {
+        match stdin.read_exact(&mut count) {
+            Ok(()) => {}
+            // The parent closed our stdin (or died): done.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(io("read a count")(e)),
+        }
+        let n = u64::from_le_bytes(count);
+        match &mut source {
+            Source::Floor { ring, tail, head } => {
+                for _ in 0..n {
+                    floor_push(ring, tail, head, &mut rec)?;
+                }
+            }
+            Source::Shmq { tx, path, seq } => {
+                for _ in 0..n {
+                    stamp(&mut rec, *seq, index);
+                    tx.publish(&rec).map_err(queue_err(path))?;
+                    *seq += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `rec`, stamped with sequence `*tail`, into the floor's ring and publishes it;
+/// spins while the ring is full.
+#[inline]
+fn floor_push(
+    ring: &FloorRing,
+    tail: &mut u64,
+    head: &mut u64,
+    rec: &mut [u8; MSG],
+) -> Result<(), Error> {
+    if *tail - *head == SLOTS {
+        let mut patience = Patience::new();
+        loop {
+            // Acquire pairs with the consumer's Release store of the head: its reads of the
+            // slots it gave back happened before this side overwrites them.
+            *head = ring.word(HEAD).load(Ordering::Acquire);
+            if ring.in_ring(*head, *tail)? < SLOTS {
+                break;
+            }
+            patience.spin_named(Case::FloorRing.name())?;
+        }
+    }
+    stamp(rec, *tail, 0);
+    // SAFETY: the slot is MSG bytes inside the mapping (`slot`). The consumer is done with it:
+    // `tail - head < SLOTS`, so the record it last held is below the head this side
+    // Acquire-loaded; and it will not read it before the Release store below publishes it.
+    unsafe { std::ptr::copy_nonoverlapping(rec.as_ptr(), ring.slot(*tail), MSG) };
+    *tail += 1;
+    // Release: publishes the record's bytes to the consumer's Acquire load of the tail.
+    ring.word(TAIL).store(*tail, Ordering::Release);
+    Ok(())
+}
+
+/// One producer child and the pipe that feeds it counts (closing it stops the child).
+struct Feeder {
+    /// The child process, killed and reaped on drop.
+    child: Child,
+    /// Its stdin.
+    stdin: ChildStdin,
+}
+
+/// The consumer's end of a flow.
+enum Sink {
+    /// The floor's ring, and the head (this side's word) and tail as last seen.
+    Floor {
+        ring: FloorRing,
+        head: u64,
+        tail: u64,
+    },
+    /// shmq: the consumer of the flow's group, and the next sequence number expected from each
+    /// producer.
+    Shmq {
+        rx: shmq::Consumer,
+        path: PathBuf,
+        next: Vec<u64>,
+        _queue: shmq::Queue,
+    },
+}
+
+/// The result of one [`Flow::run`]: `messages` records consumed in `elapsed`, from the first
+/// record's arrival to the last one's.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    /// Records timed (every record of the run but the first, whose arrival starts the clock).
+    pub messages: u64,
+    /// How long they took.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Messages per second.
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The time `iters` messages take at this run's rate (criterion's `iter_custom`).
+    pub fn time_for(&self, iters: u64) -> Duration {
+        Duration::from_secs_f64(iters as f64 / self.rate())
+    }
+}
+
+/// One case set up: its producer processes started and its consumer ready in this process.
+/// Kills and reaps its children on drop.
+pub struct Flow {
+    /// Which case.
+    case: Case,
+    /// This process's end.
+    sink: Sink,
+    /// The producer processes.
+    feeders: Vec<Feeder>,
+    /// The flow's files; removed on drop (after the children are gone).
+    _dir: tempfile::TempDir,
+}
+
+impl Flow {
+    /// Creates `case`'s ring or queue in a new temporary directory under `base`, starts its
+    /// producer processes and waits until each is ready.
+    pub fn start(case: Case, base: &Path) -> Result<Flow, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix(case.name())
+            .tempdir_in(base)
+            .map_err(|source| Error::Io {
+                path: base.to_path_buf(),
+                op: "create a temporary directory",
+                source,
+            })?;
+        let sink = match case {
+            Case::FloorRing => Sink::Floor {
+                ring: FloorRing::create(&dir.path().join(FLOOR_FILE))?,
+                head: 0,
+                tail: 0,
+            },
+            Case::Shmq1p | Case::Shmq4p => {
+                let path = dir.path().join(SHMQ_FILE);
+                let options = shmq::Options {
+                    capacity: SHMQ_RING,
+                    max_message: MSG as u32,
+                    checksums: true,
+                    ..shmq::Options::default()
+                };
+                let queue = shmq::Queue::create(&path, &options).map_err(queue_err(&path))?;
+                // The gating group exists before any producer starts: it sees every record.
+                let rx = queue.consumer(GROUP).map_err(queue_err(&path))?;
+                Sink::Shmq {
+                    rx,
+                    path,
+                    next: vec![0; case.producers()],
+                    _queue: queue,
+                }
+            }
+        };
+        let mut feeders = Vec::with_capacity(case.producers());
+        for i in 0..case.producers() {
+            let (child, stdin) = spawn_ready(
+                case.role(),
+                case.name(),
+                dir.path(),
+                &[(PRODUCER_ENV, i.to_string())],
+            )?;
+            feeders.push(Feeder { child, stdin });
+        }
+        Ok(Flow {
+            case,
+            sink,
+            feeders,
+            _dir: dir,
+        })
+    }
+
+    /// Which case this flow measures.
+    pub fn case(&self) -> Case {
+        self.case
+    }
+
+    /// Moves at least `messages` records (at least 2; split evenly over the producers) and
+    /// times them.
+    pub fn run(&mut self, messages: u64) -> Result<Run, Error> {
+        let name = self.case.name();
+        let per = messages.max(2).div_ceil(self.feeders.len() as u64);
+        let total = per * self.feeders.len() as u64;
+        for f in &mut self.feeders {
+            f.stdin
+                .write_all(&per.to_le_bytes())
+                .map_err(|_| Error::ChildGone { mode: name })?;
+        }
+        let (first, last) = match &mut self.sink {
+            Sink::Floor { ring, head, tail } => floor_take(ring, head, tail, total)?,
+            Sink::Shmq { rx, path, next, .. } => shmq_take(name, rx, path, next, total)?,
+        };
+        Ok(Run {
+            messages: total - 1,
+            elapsed: last - first,
+        })
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        // Our own children, by their pids.
+        for f in &mut self.feeders {
+            let _ = f.child.kill();
+            let _ = f.child.wait();
+        }
+    }
+}
+
+/// Consumes `total` records from the floor's ring; returns when the first and the last
+/// arrived.
+fn floor_take(
+    ring: &FloorRing,
+    head: &mut u64,
+    tail: &mut u64,
+    total: u64,
+) -> Result<(Instant, Instant), Error> {
+    let mut first = None;
+    for _ in 0..total {
+        if *head == *tail {
+            let mut patience = Patience::new();
+            loop {
+                // Acquire pairs with the producer's Release store of the tail: the record's
+                // bytes are visible before it is read.
+                *tail = ring.word(TAIL).load(Ordering::Acquire);
+                if ring.in_ring(*head, *tail)? > 0 {
+                    break;
+                }
+                patience.spin_named(Case::FloorRing.name())?;
+            }
+        }
+        // SAFETY: the slot is MSG bytes inside the mapping (`slot`); the producer published it
+        // (head < tail, Acquire-loaded above) and will not write it again before the Release
+        // store of the head below gives it back. `[u8; MSG]` has alignment 1.
+        let rec = unsafe { std::ptr::read(ring.slot(*head).cast::<[u8; MSG]>()) };
+        let (seq, _) = parse(&rec);
+        if seq != *head {
+            return Err(Error::Transport {
+                mode: Case::FloorRing.name(),
+                what: format!("record {} carries sequence number {seq}", *head),
+            });
+        }
+        *head += 1;
+        // Release: this side's read of the slot happens before the producer reuses it.
+        ring.word(HEAD).store(*head, Ordering::Release);
+        first.get_or_insert_with(Instant::now);
+    }
+    let last = Instant::now();
+    Ok((first.unwrap_or(last), last))
+}
+
+/// Consumes `total` records of the shmq flow `mode` through `rx` (queue file `path`), checking
+/// each producer's sequence numbers against `next`, and commits every [`COMMIT_EVERY`] and
+/// after the last; returns when the first and the last arrived.
+fn shmq_take(
+    mode: &'static str,
+    rx: &mut shmq::Consumer,
+    path: &Path,
+    next: &mut [u64],
+    total: u64,
+) -> Result<(Instant, Instant), Error> {
+    let mut first = None;
+    for i in 1..=total {
+        let m = rx
+            .poll(Some(REPLY_TIMEOUT))
+            .map_err(queue_err(path))?
+            .ok_or(Error::Timeout { mode })?;
+        first.get_or_insert_with(Instant::now);
+        if m.payload.len() != MSG {
+            return Err(Error::Transport {
+                mode,
+                what: format!("a {}-byte record, expected {MSG}", m.payload.len()),
+            });
+        }
+        let (seq, producer) = parse(m.payload);
+        match next.get_mut(usize::from(producer)) {
+            Some(want) if *want == seq => *want += 1,
+            _ => {
+                return Err(Error::Transport {
+                    mode,
+                    what: format!(
+                        "record at offset {} from producer {producer} carries sequence number \
+                         {seq}, out of order",
+                        m.offset
+                    ),
+                })
+            }
+        }
+        if i.is_multiple_of(COMMIT_EVERY) || i == total {
+            let off = m.offset;
+            rx.commit(off).map_err(queue_err(path))?;
+        }
+    }
+    let last = Instant::now();
+    Ok((first.unwrap_or(last), last))
+}
+
+/// Messages per second of every case, per round, from one interleaved measurement.
+pub struct Report {
+    /// The cases, in the order measured.
+    cases: Vec<Case>,
+    /// Messages per second: one list per case, one entry per round.
+    rates: Vec<Vec<f64>>,
+}
+
+/// Measures `per_case` messages on every flow in `rounds` interleaved rounds: each round runs
+/// every flow in turn, an untimed warm-up of an eighth of its block, then the timed block.
+/// `progress` is called with the message count after each block.
+pub fn measure(
+    flows: &mut [Flow],
+    per_case: u64,
+    rounds: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<Report, Error> {
+    let rounds = rounds.clamp(1, (per_case / 2).max(1));
+    let mut rates = vec![Vec::new(); flows.len()];
+    for round in 0..rounds {
+        // Spread the remainder over the first rounds so the total is `per_case`.
+        let block = per_case / rounds + u64::from(round < per_case % rounds);
+        for (f, r) in flows.iter_mut().zip(rates.iter_mut()) {
+            f.run(block / 8)?;
+            r.push(f.run(block)?.rate());
+            progress(block);
+        }
+    }
+    Ok(Report {
+        cases: flows.iter().map(Flow::case).collect(),
+        rates,
+    })
+}
+
+impl Report {
+    /// The rounds of `case`, if it was measured.
+    fn of(&self, case: Case) -> Option<&[f64]> {
+        let i = self.cases.iter().position(|&c| c == case)?;
+        Some(&self.rates[i])
+    }
+
+    /// Median messages per second of `case` over the rounds, if it was measured.
+    pub fn median(&self, case: Case) -> Option<f64> {
+        self.of(case).map(|r| median(&mut r.to_vec()))
+    }
+
+    /// The median over the rounds of `a`'s rate divided by `b`'s in the same round, if both
+    /// were measured: above 1, `a` moves more messages per second.
+    pub fn ratio(&self, a: Case, b: Case) -> Option<f64> {
+        let (ra, rb) = (self.of(a)?, self.of(b)?);
+        let mut r: Vec<f64> = ra.iter().zip(rb).map(|(x, y)| x / y).collect();
+        Some(median(&mut r))
+    }
+}
+
+/// The table (median, lowest and highest msgs/s per case) and the [`RATIOS`] of the cases that
+/// ran.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rounds = self.rates.first().map_or(0, Vec::len);
+        writeln!(
+            f,
+            "{:<12} {:>12} {:>12} {:>12}   (msgs/s over {rounds} rounds)",
+            "CASE", "MEDIAN", "MIN", "MAX"
+        )?;
+        for (c, r) in self.cases.iter().zip(&self.rates) {
+            let min = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = r.iter().copied().fold(0.0, f64::max);
+            let med = median(&mut r.clone());
+            writeln!(f, "{:<12} {med:>12.0} {min:>12.0} {max:>12.0}", c.name())?;
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<26} {:>8}   (median of per-round ratios of msgs/s; above 1: the first is faster)",
+            "RATIO", "MEDIAN"
+        )?;
+        for (a, b) in RATIOS {
+            if let Some(r) = self.ratio(a, b) {
+                let pair = format!("{} / {}", a.name(), b.name());
+                writeln!(f, "{pair:<26} {r:>7.2}x")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for c in Case::ALL {
+            assert_eq!(Case::from_name(c.name()), Some(c));
+        }
+        assert_eq!(Case::from_name("nope"), None);
+    }
+
+    #[test]
+    fn records_carry_sequence_and_producer() {
+        let mut rec = [FILL; MSG];
+        stamp(&mut rec, 0x0102_0304_0506_0708, 3);
+        assert_eq!(parse(&rec), (0x0102_0304_0506_0708, 3));
+        assert!(rec[9..].iter().all(|&b| b == FILL));
+    }
+
+    #[test]
+    fn damaged_ring_words_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ring = FloorRing::create(&dir.path().join(FLOOR_FILE)).expect("create");
+        assert_eq!(ring.in_ring(5, 5).expect("empty"), 0);
+        assert_eq!(ring.in_ring(0, SLOTS).expect("full"), SLOTS);
+        assert!(ring.in_ring(0, SLOTS + 1).is_err());
+        assert!(ring.in_ring(6, 5).is_err());
+        // A short file is refused when it is mapped.
+        let short = dir.path().join("short");
+        std::fs::write(&short, [0u8; 4096]).expect("write");
+        let err = FloorRing::open(&short)
+            .err()
+            .expect("a short ring file fails");
+        assert!(err.to_string().contains("a ring needs"), "{err}");
+    }
+
+    #[test]
+    fn report_medians_and_ratios() {
+        let r = Report {
+            cases: vec![Case::FloorRing, Case::Shmq1p],
+            rates: vec![vec![10.0, 20.0, 40.0], vec![5.0, 4.0, 10.0]],
+        };
+        assert_eq!(r.median(Case::FloorRing), Some(20.0));
+        // Per-round ratios 0.5, 0.2, 0.25: median 0.25.
+        assert_eq!(r.ratio(Case::Shmq1p, Case::FloorRing), Some(0.25));
+        assert_eq!(r.ratio(Case::Shmq4p, Case::FloorRing), None);
+        let text = r.to_string();
+        assert!(text.contains("shmq_1p_1g / floor_ring"), "{text}");
+        assert!(!text.contains("shmq_4p_1g"), "{text}");
+    }
+}
