@@ -2,6 +2,10 @@
 //! shmq and the floors and transports it is compared with, all measured in one run. Built with
 //! the `alternatives` feature it also measures iceoryx2, Redis Streams and NATS (a broker whose
 //! server is not installed is skipped with a note).
+//!
+//! `shmq bench --throughput`: messages per second from producer processes to a consumer
+//! process, for shmq (1 and 4 producers, one gating group) and a minimal single-producer ring
+//! (the floor), in interleaved rounds, with the ratios against the floor.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,6 +14,7 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use shmq_pingpong::percentiles::{self, QUANTILES};
+use shmq_pingpong::throughput::{self, Case, Flow};
 use shmq_pingpong::{Mode, Pinger};
 
 use crate::error::CliError;
@@ -19,18 +24,29 @@ pub use shmq_pingpong::maybe_run_child;
 
 /// Messages per mode with `--quick`.
 const QUICK_MESSAGES: u64 = 100_000;
+/// Messages per mode without `--messages`.
+const DEFAULT_MESSAGES: u64 = 1_000_000;
+/// Messages per throughput case with `--throughput --quick`.
+const QUICK_THROUGHPUT: u64 = 2_000_000;
+/// Messages per throughput case with `--throughput` and without `--messages`.
+const DEFAULT_THROUGHPUT: u64 = 20_000_000;
 /// Back-to-back clock reads measured for the clock's own cost.
 const CLOCK_READS: u32 = 100_000;
 
 /// Arguments of `shmq bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Messages (timed round trips) per mode.
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    messages: u64,
-    /// A short run: 100,000 messages per mode.
+    /// Messages per mode: timed round trips [default: 1,000,000]; with --throughput, messages
+    /// moved per case [default: 20,000,000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    messages: Option<u64>,
+    /// A short run: 100,000 messages per mode (2,000,000 per case with --throughput).
     #[arg(long, conflicts_with = "messages")]
     quick: bool,
+    /// Measure throughput instead of latency: msgs/s of shmq with 1 and 4 producer processes
+    /// into one consumer process, next to a minimal single-producer ring.
+    #[arg(long)]
+    throughput: bool,
     /// Interleaved rounds: each mode gets messages/rounds per round, in turn.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     rounds: u64,
@@ -55,10 +71,13 @@ const RATIOS: &[(Mode, Mode)] = &[
 
 /// Runs `shmq bench`.
 pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+    if args.throughput {
+        return throughput(args);
+    }
     let messages = if args.quick {
         QUICK_MESSAGES
     } else {
-        args.messages
+        args.messages.unwrap_or(DEFAULT_MESSAGES)
     };
     let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     outln!(
@@ -110,6 +129,41 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             compares(a, b)
         );
     }
+    Ok(())
+}
+
+/// Runs `shmq bench --throughput`.
+fn throughput(args: &BenchArgs) -> Result<(), CliError> {
+    let messages = if args.quick {
+        QUICK_THROUGHPUT
+    } else {
+        args.messages.unwrap_or(DEFAULT_THROUGHPUT)
+    };
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    outln!(
+        "shmq bench --throughput: 64-byte messages from producer processes to one consumer process"
+    );
+    outln!(
+        "  {} messages per case in {} interleaved rounds; {}",
+        count(messages),
+        args.rounds.min(messages / 2).max(1),
+        machine()
+    );
+    outln!();
+    for case in Case::ALL {
+        outln!("    {:<12}{}", case.name(), case.describe());
+    }
+    outln!();
+    let mut flows = Vec::new();
+    for case in Case::ALL {
+        flows.push(Flow::start(case, &dir).map_err(|e| CliError::new("bench", e))?);
+    }
+    let bar = progress_bar(messages * flows.len() as u64, !args.no_progress);
+    let report = throughput::measure(&mut flows, messages, args.rounds, |n| bar.inc(n))
+        .map_err(|e| CliError::new("bench", e))?;
+    bar.finish_and_clear();
+    drop(flows);
+    outln!("{}", report.to_string().trim_end());
     Ok(())
 }
 
