@@ -1,4 +1,5 @@
-//! End-to-end test of `shmq bench`: a short run reports every mode with consistent figures.
+//! End-to-end test of `shmq bench`: a short run reports every mode with consistent figures, in
+//! the latency mode and with `--throughput`.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -108,6 +109,45 @@ fn short_run_reports_every_mode_with_sane_figures() {
                 "{a} / {b} column {i}: printed {got}, table gives {want}"
             );
         }
+    }
+}
+
+#[test]
+fn throughput_reports_every_case_with_positive_rates() {
+    let (ok, stdout, stderr) = bench(&[
+        "--throughput",
+        "--messages",
+        "40000",
+        "--rounds",
+        "2",
+        "--no-progress",
+    ]);
+    assert!(ok, "shmq bench --throughput failed: {stderr}\n{stdout}");
+    assert!(
+        stdout.contains("40,000 messages per case in 2 interleaved rounds"),
+        "{stdout}"
+    );
+    let rows = table(&stdout, "CASE");
+    for case in ["floor_ring", "shmq_1p_1g", "shmq_4p_1g"] {
+        let v = rows
+            .get(case)
+            .unwrap_or_else(|| panic!("no row for {case}:\n{stdout}"));
+        // Median, lowest and highest msgs/s of the rounds: positive and ordered.
+        assert_eq!(v.len(), 3, "{case}: {v:?}");
+        assert!(v[1] >= 1.0, "{case}: lowest rate {} msgs/s", v[1]);
+        assert!(v[1] <= v[0] && v[0] <= v[2], "{case}: {v:?}");
+    }
+    let ratios = table(&stdout, "RATIO");
+    for (a, b) in [
+        ("shmq_1p_1g", "floor_ring"),
+        ("shmq_4p_1g", "floor_ring"),
+        ("shmq_4p_1g", "shmq_1p_1g"),
+    ] {
+        let r = ratios
+            .get(&format!("{a}/{b}"))
+            .unwrap_or_else(|| panic!("no ratio {a} / {b}:\n{stdout}"));
+        assert_eq!(r.len(), 1, "{a} / {b}: {r:?}");
+        assert!(r[0] > 0.0, "{a} / {b}: {r:?}");
     }
 }
 
