@@ -1,4 +1,5 @@
-//! In-process throughput: one producer thread publishing, consumer group(s) on other threads.
+//! Throughput: in one process (one producer thread publishing, consumer group(s) on other
+//! threads), and across processes.
 //!
 //! Each consumer reads the first byte of every payload (zero-copy: `poll` hands out a slice of
 //! the ring) and commits every 256 messages, or when it runs dry. The timed region runs from
@@ -8,6 +9,11 @@
 //! payload the producer builds for free). `memcpy_floor` copies the same payload into a 64 MiB
 //! buffer at a rotating offset on one thread: single-core memcpy bandwidth, same run;
 //! `memcpy_hot` copies it into one cache-resident 64 KiB buffer.
+//!
+//! `xproc_64B` is the cross-process part (`shmq_pingpong::throughput`): producer processes
+//! publish 64 B records that this process consumes, for a minimal single-producer ring (the
+//! floor, `floor_ring`) and for shmq with one and four producer processes into one gating
+//! group. Its interleaved pass runs the three in turn and prints their ratios to the floor.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use shmq_benches::{bench_dir, full_bench_run};
 use shmq_pingpong::median;
+use shmq_pingpong::throughput::{self, Flow};
 
 const SIZES: [usize; 4] = [16, 64, 1024, 64 * 1024];
 const COMMIT_EVERY: u64 = 256;
@@ -206,6 +213,40 @@ fn fan(c: &mut Criterion) {
     g.finish();
 }
 
+/// The cross-process cases: criterion times each run of a flow from its first record to its
+/// last.
+fn cross_process(c: &mut Criterion) {
+    let mut g = c.benchmark_group("xproc_64B");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for case in throughput::Case::ALL {
+        let mut flow = Flow::start(case, &bench_dir()).expect("start the producer processes");
+        g.bench_function(case.name(), |b| {
+            b.iter_custom(|iters| flow.run(iters).expect("run").time_for(iters))
+        });
+    }
+    g.finish();
+}
+
+/// The cross-process cases in interleaved rounds: msgs/s and the ratios to the floor ring.
+fn cross_process_interleaved(quick: bool) {
+    let (rounds, per_case) = if quick {
+        (5, 2_500_000)
+    } else {
+        (9, 18_000_000)
+    };
+    let mut flows: Vec<Flow> = throughput::Case::ALL
+        .into_iter()
+        .map(|case| Flow::start(case, &bench_dir()).expect("start the producer processes"))
+        .collect();
+    let report = throughput::measure(&mut flows, per_case, rounds, |_| {}).expect("measure");
+    println!(
+        "\ncross-process throughput, 64 B, {rounds} interleaved rounds of {} messages per case:",
+        per_case / rounds
+    );
+    print!("{report}");
+}
+
 /// One interleaved case: a name, the payload size, messages per repetition, and a closure that
 /// moves that many messages and returns the time it took.
 type Case<'a> = (
@@ -218,8 +259,7 @@ type Case<'a> = (
 /// The targets' cases measured in turn, several times, so that their ratios come from the same
 /// moments of this shared machine: 64 KiB copy and zero-copy publish against the streaming
 /// memcpy floor, and the 64 B fan-in and fan-out cases.
-fn interleaved() {
-    let quick = std::env::args().any(|a| a == "--quick");
+fn interleaved(quick: bool) {
     let (reps, scale) = if quick { (5, 4) } else { (9, 1) };
     let big = vec![0xA5u8; 64 * 1024];
     let small = vec![0xA5u8; 64];
@@ -319,12 +359,16 @@ fn interleaved() {
     }
 }
 
-criterion_group!(benches, one_to_one, fan);
+criterion_group!(benches, one_to_one, fan, cross_process);
 
 fn main() {
+    // The cross-process cases' producers are this binary again.
+    shmq_pingpong::maybe_run_child();
     benches();
     Criterion::default().configure_from_args().final_summary();
     if full_bench_run() {
-        interleaved();
+        let quick = std::env::args().any(|a| a == "--quick");
+        interleaved(quick);
+        cross_process_interleaved(quick);
     }
 }

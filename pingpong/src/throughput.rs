@@ -16,7 +16,9 @@
 //! per record); it reloads the head (Acquire) only when the ring looks full, and spins until a
 //! slot is free. The consumer reloads the tail (Acquire) only when it has caught up with the
 //! last value it saw, copies the record out, and gives its slot back with a Release store of
-//! the head (one per record). Both spins are bounded by [`REPLY_TIMEOUT`].
+//! the head (one per record). Each side spins for the other, then yields its CPU between
+//! looks (on a loaded machine the two may share one CPU); both waits are bounded by
+//! [`REPLY_TIMEOUT`].
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -55,6 +57,9 @@ const HEAD: usize = 128;
 const SLOTS_AT: usize = 4096;
 /// Length of the floor's ring file.
 const RING_FILE_LEN: usize = SLOTS_AT + SLOTS as usize * MSG;
+/// Looks at the other side's word a floor side spins for before it starts yielding its CPU
+/// (tens of microseconds; a cache line moves between cores in about 0.1 µs).
+const FLOOR_SPINS: u32 = 1024;
 /// The bytes of a record after its sequence number and producer index.
 const FILL: u8 = 0xA5;
 
@@ -231,6 +236,37 @@ impl FloorRing {
     }
 }
 
+/// A floor side's wait for the other side: spins, then yields its CPU on every further look,
+/// so that two spinners sharing one CPU (a loaded machine) hand it over instead of each
+/// burning its time slice; fails after [`REPLY_TIMEOUT`].
+struct FloorWait {
+    /// Looks so far.
+    looks: u32,
+    /// The bound on the whole wait.
+    patience: Patience,
+}
+
+impl FloorWait {
+    /// A fresh wait.
+    #[inline]
+    fn new() -> FloorWait {
+        FloorWait {
+            looks: 0,
+            patience: Patience::new(),
+        }
+    }
+
+    /// One more look at the other side's word failed: spin or yield before the next.
+    #[inline]
+    fn step(&mut self) -> Result<(), Error> {
+        self.looks = self.looks.saturating_add(1);
+        if self.looks > FLOOR_SPINS {
+            std::thread::yield_now();
+        }
+        self.patience.spin_named(Case::FloorRing.name())
+    }
+}
+
 /// A producer child: publishes the counts its parent sends over stdin until stdin closes.
 pub(crate) fn child(role: &str) -> Option<Result<(), Error>> {
     let case = Case::ALL.into_iter().find(|c| c.role() == role)?;
@@ -328,7 +364,7 @@ fn floor_push(
     rec: &mut [u8; MSG],
 ) -> Result<(), Error> {
     if *tail - *head == SLOTS {
-        let mut patience = Patience::new();
+        let mut wait = FloorWait::new();
         loop {
             // Acquire pairs with the consumer's Release store of the head: its reads of the
             // slots it gave back happened before this side overwrites them.
@@ -336,7 +372,7 @@ fn floor_push(
             if ring.in_ring(*head, *tail)? < SLOTS {
                 break;
             }
-            patience.spin_named(Case::FloorRing.name())?;
+            wait.step()?;
         }
     }
     stamp(rec, *tail, 0);
@@ -514,7 +550,7 @@ fn floor_take(
     let mut first = None;
     for _ in 0..total {
         if *head == *tail {
-            let mut patience = Patience::new();
+            let mut wait = FloorWait::new();
             loop {
                 // Acquire pairs with the producer's Release store of the tail: the record's
                 // bytes are visible before it is read.
@@ -522,7 +558,7 @@ fn floor_take(
                 if ring.in_ring(*head, *tail)? > 0 {
                     break;
                 }
-                patience.spin_named(Case::FloorRing.name())?;
+                wait.step()?;
             }
         }
         // SAFETY: the slot is MSG bytes inside the mapping (`slot`); the producer published it
