@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use shmq::futex;
 
+use crate::child::spawn_ready;
 #[cfg(feature = "async")]
 use crate::runtime;
 use crate::shared::{map_word_file, word32, word64, Bell, Patience};
@@ -156,18 +157,8 @@ impl Pinger {
                 (Link::Fd { tx, rx }, child)
             }
             Some(link) => {
-                let mut child = spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()))?;
-                // The child writes one byte once its end is set up; EOF means it failed.
-                let mut ready = [0u8; 1];
-                let ok = child
-                    .stdout
-                    .take()
-                    .is_some_and(|mut out| out.read_exact(&mut ready).is_ok());
-                if !ok {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::ChildGone { mode: mode.name() });
-                }
+                let (mut child, stdin) = spawn_ready(mode.name(), mode.name(), dir.path(), &[])?;
+                child.stdin = Some(stdin);
                 (link, child)
             }
         };
