@@ -331,6 +331,7 @@ impl Geometry {
             return Err(Corruption::Truncated {
                 len: file_len,
                 need: HEADER_SIZE,
+                header: HEADER_SIZE,
             });
         }
         if b[..8] != MAGIC {
@@ -398,6 +399,7 @@ impl Geometry {
             return Err(Corruption::Truncated {
                 len: file_len,
                 need: want,
+                header: HEADER_SIZE,
             });
         }
         Ok(g)
