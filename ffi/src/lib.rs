@@ -49,10 +49,11 @@ pub use queue::{
 pub use status::{shmq_status, shmq_status_name};
 pub use topic::{
     shmq_topic, shmq_topic_close, shmq_topic_commit, shmq_topic_consumer, shmq_topic_consumer_free,
-    shmq_topic_consumer_join, shmq_topic_consumer_new, shmq_topic_create, shmq_topic_grow,
-    shmq_topic_message, shmq_topic_open, shmq_topic_open_trusting, shmq_topic_partition_for_key,
-    shmq_topic_partitions, shmq_topic_poll, shmq_topic_producer, shmq_topic_producer_free,
-    shmq_topic_producer_new, shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
+    shmq_topic_consumer_join, shmq_topic_consumer_new, shmq_topic_consumer_subscribe,
+    shmq_topic_create, shmq_topic_grow, shmq_topic_message, shmq_topic_open,
+    shmq_topic_open_trusting, shmq_topic_partition_for_key, shmq_topic_partitions, shmq_topic_poll,
+    shmq_topic_producer, shmq_topic_producer_free, shmq_topic_producer_new, shmq_topic_publish,
+    shmq_topic_publish_keyed, shmq_topic_publish_to,
 };
 pub use version::{shmq_format_version, shmq_version};
 

@@ -416,7 +416,7 @@ pub unsafe extern "C" fn shmq_topic_consumer_new(
 ) -> shmq_status {
     guard("shmq_topic_consumer_new", || {
         // SAFETY: the caller's contract, passed on unchanged.
-        unsafe { join(topic, group, &MemberOptions::default(), out) }
+        unsafe { subscribe(topic, group, &MemberOptions::default(), out) }
     })
 }
 
@@ -430,14 +430,14 @@ pub unsafe extern "C" fn shmq_topic_consumer_new(
 /// # Safety
 /// As for `shmq_topic_consumer_new`.
 #[no_mangle]
-pub unsafe extern "C" fn shmq_topic_consumer_join(
+pub unsafe extern "C" fn shmq_topic_consumer_subscribe(
     topic: *const shmq_topic,
     group: *const c_char,
     heartbeat_interval_ns: u64,
     session_timeout_ns: u64,
     out: *mut *mut shmq_topic_consumer,
 ) -> shmq_status {
-    guard("shmq_topic_consumer_join", || {
+    guard("shmq_topic_consumer_subscribe", || {
         let d = MemberOptions::default();
         let pick = |ns: u64, default: Duration| match ns {
             0 => default,
@@ -449,15 +449,34 @@ pub unsafe extern "C" fn shmq_topic_consumer_join(
             ..d
         };
         // SAFETY: the caller's contract, as for `shmq_topic_consumer_new`.
-        unsafe { join(topic, group, &options, out) }
+        unsafe { subscribe(topic, group, &options, out) }
     })
 }
 
-/// The body of the two join functions.
+/// The older name of `shmq_topic_consumer_subscribe`, the same function: kept so that programs
+/// written (or linked) against it keep working. New code calls `shmq_topic_consumer_subscribe`.
 ///
 /// # Safety
 /// As for `shmq_topic_consumer_new`.
-unsafe fn join(
+#[no_mangle]
+pub unsafe extern "C" fn shmq_topic_consumer_join(
+    topic: *const shmq_topic,
+    group: *const c_char,
+    heartbeat_interval_ns: u64,
+    session_timeout_ns: u64,
+    out: *mut *mut shmq_topic_consumer,
+) -> shmq_status {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe {
+        shmq_topic_consumer_subscribe(topic, group, heartbeat_interval_ns, session_timeout_ns, out)
+    }
+}
+
+/// The body of the topic consumer constructors.
+///
+/// # Safety
+/// As for `shmq_topic_consumer_new`.
+unsafe fn subscribe(
     topic: *const shmq_topic,
     group: *const c_char,
     options: &MemberOptions,
@@ -470,7 +489,7 @@ unsafe fn join(
         .to_str()
         .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
     non_null(out, "out")?;
-    let consumer = t.join(group, options)?;
+    let consumer = t.subscribe(group, options)?;
     // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
     unsafe { crate::put_handle(out, shmq_topic_consumer { consumer }) };
     Ok(())
