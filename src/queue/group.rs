@@ -178,17 +178,27 @@ impl MappedQueue {
         Ok(slot)
     }
 
-    /// Deletes group `name` unless a live member holds it.
-    pub(crate) fn delete_group(&self, name: &str) -> Result<()> {
-        let _lock = AdminLock::take(self)?;
+    /// Takes the admin lock, finds group `name` and takes its lease from nobody or a dead
+    /// holder ([`Error::GroupBusy`] if a live member holds it): what an operator's change to a
+    /// group (a deletion, a reset) holds while it makes it. The admin lock keeps the group from
+    /// being deleted (and its slot reused) meanwhile; the lease keeps members from joining or
+    /// committing. Returns the lock, the slot and the lease, which the caller drops in reverse.
+    fn hold_group(&self, name: &str) -> Result<(AdminLock, u32, Lease)> {
+        let lock = AdminLock::take(self)?;
         let slot = self
             .find_group(name)
             .ok_or_else(|| Error::UnknownGroup(name.into()))?;
-        // Hold the lease while freeing the slot: a member joining meanwhile either took the
-        // lease first (the group is busy) or finds it ours, and after us an inactive slot.
-        // The lease word stays behind in the free slot, dead once `lease` is dropped.
         let lease = self.new_lease()?;
         self.acquire_lease(slot, name, lease.word(), |_| false)?;
+        Ok((lock, slot, lease))
+    }
+
+    /// Deletes group `name` unless a live member holds it.
+    pub(crate) fn delete_group(&self, name: &str) -> Result<()> {
+        // Hold the lease while freeing the slot: a member joining meanwhile either took the
+        // lease first (the group is busy) or finds it ours, and after us an inactive slot.
+        // The lease word stays behind in the free slot, dead once `_lease` is dropped.
+        let (_lock, slot, _lease) = self.hold_group(name)?;
         // SeqCst (SYNC G): readers that still see the old slot see it whole; producers stop
         // counting it as gating at their next limit scan, which the wake below triggers.
         self.groups().state(slot).store(0, Ordering::SeqCst);
@@ -450,13 +460,7 @@ impl MappedQueue {
         name: &str,
         target: impl FnOnce(u32) -> Result<(u64, u64)>,
     ) -> Result<u64> {
-        // The admin lock keeps the group from being deleted (and its slot reused) meanwhile.
-        let _lock = AdminLock::take(self)?;
-        let slot = self
-            .find_group(name)
-            .ok_or_else(|| Error::UnknownGroup(name.into()))?;
-        let lease = self.new_lease()?;
-        self.acquire_lease(slot, name, lease.word(), |_| false)?;
+        let (_lock, slot, lease) = self.hold_group(name)?;
         let moved = target(slot).and_then(|(offset, pos)| {
             let (_, old_pos) = self.set_committed(slot, offset, pos);
             if pos < old_pos {
