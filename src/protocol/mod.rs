@@ -2,6 +2,7 @@
 //! atomics and futex calls it is made of. Nothing here knows about files or processes, so the
 //! loom model checker runs the same code over heap memory.
 
+pub(crate) mod durable_state;
 pub(crate) mod groups;
 pub(crate) mod layout;
 #[cfg(all(test, loom))]

@@ -1,6 +1,6 @@
 //! The consumer-group table: named slots with a committed cursor and a lease.
 //!
-//! The slots' fields are [`GroupTable`]'s (`protocol/groups.rs`); this file is the policy over
+//! The slots' fields are `GroupTable`'s (`protocol/groups.rs`); this file is the policy over
 //! them. The reset mark is [`MARK_UNSET`] while a group's creator has not stored it yet.
 //!
 //! # Sync points
@@ -16,7 +16,6 @@
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::{self, Lease, OwnFd};
-use crate::protocol::groups::GroupTable;
 use crate::protocol::layout::MAX_GROUP_NAME;
 use crate::protocol::sync::{fence, pack, unpack, Ordering};
 use crate::queue::mapped::MappedQueue;
@@ -90,15 +89,6 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 }
 
 impl MappedQueue {
-    /// The consumer-group table of the file.
-    pub(crate) fn groups(&self) -> GroupTable<'_> {
-        GroupTable::new(
-            &self.ring.region,
-            self.offsets.groups,
-            self.geometry.group_slots,
-        )
-    }
-
     pub(crate) fn group_active(&self, slot: u32) -> bool {
         // SYNC G (SeqCst): Acquire pairs with the store that activates a slot after its name
         // and cursor are written; SeqCst orders it after the tail load in a producer's limit
