@@ -12,12 +12,15 @@ use std::time::Duration;
 pub enum Corruption {
     /// The file is shorter (or longer) than its header says, or too short to hold a header
     /// at all (then it is no queue file: an empty file, say).
-    #[error("{}", truncated(*.len, *.need))]
+    #[error("{}", truncated(*.len, *.need, *.header))]
     Truncated {
         /// Actual length.
         len: u64,
         /// Length the header requires.
         need: u64,
+        /// The size of the header every queue file starts with (FORMAT.md), which the text
+        /// names when the file is too short to hold one.
+        header: u64,
     },
     /// The first 8 bytes are not the shmq magic.
     #[error("not a shmq queue file (bad magic)")]
@@ -342,8 +345,7 @@ pub enum PathKind {
 }
 
 /// The text of [`Corruption::Truncated`]: a file too short for the header is no queue file.
-fn truncated(len: u64, need: u64) -> String {
-    let header = crate::protocol::layout::HEADER_SIZE;
+fn truncated(len: u64, need: u64, header: u64) -> String {
     match len {
         0 if need == header => {
             format!("file is empty: not a shmq queue file (one starts with a {header}-byte header)")

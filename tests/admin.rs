@@ -62,13 +62,13 @@ fn group_info_reports_lag_in_records_and_bytes() {
     assert_eq!(g.holder, Some(std::process::id()));
     assert!(g.holder_alive);
     assert_eq!(
-        q.fill(),
+        q.protected_bytes(),
         6 * 56,
         "the gating group holds back what it has not committed"
     );
-    assert_eq!(q.producers(), 1);
+    assert_eq!(q.live_producers(), 1);
     drop(p);
-    assert_eq!(q.producers(), 0);
+    assert_eq!(q.live_producers(), 0);
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn fill_is_zero_without_gating_groups() {
     let (_d, q) = new_queue(&Options::default());
     let mut p = q.producer().unwrap();
     p.publish(b"x").unwrap();
-    assert_eq!(q.fill(), 0);
+    assert_eq!(q.protected_bytes(), 0);
     assert_eq!(q.oldest_offset(), 0);
 }
 

@@ -287,8 +287,8 @@ fn topic_members_recv_and_stream() {
         heartbeat_interval: Duration::from_millis(50),
         ..MemberOptions::default()
     };
-    let mut a = topic.join("billing", &options).unwrap();
-    let b = topic.join("billing", &options).unwrap();
+    let mut a = topic.subscribe("billing", &options).unwrap();
+    let b = topic.subscribe("billing", &options).unwrap();
     const KEYED: u64 = 400;
     let publisher = {
         let topic = Topic::open(&topic_dir).unwrap();

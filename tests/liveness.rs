@@ -626,7 +626,7 @@ fn fork_after_open_hundreds_of_kills() {
             kids.push(kid);
             // Every live child reported its producer: each holds one slot, the parent one.
             assert_eq!(
-                q.producers(),
+                q.live_producers(),
                 1 + kids.len() as u32,
                 "round {round}: live producers with {} children alive",
                 kids.len()
@@ -640,7 +640,7 @@ fn fork_after_open_hundreds_of_kills() {
             let mut victim = kids.swap_remove(rng.range(0, kids.len() as u64) as usize);
             reap(&mut victim, &mut g_holder, &mut g_dead);
             assert_eq!(
-                q.producers(),
+                q.live_producers(),
                 1 + kids.len() as u32,
                 "round {round}: live producers after a kill"
             );
@@ -651,7 +651,7 @@ fn fork_after_open_hundreds_of_kills() {
         reap(kid, &mut g_holder, &mut g_dead);
     }
     kids.clear();
-    assert_eq!(q.producers(), 1, "only the parent's producer is left");
+    assert_eq!(q.live_producers(), 1, "only the parent's producer is left");
     let last = q.tail_offset();
     let deadline = Instant::now() + Duration::from_secs(30);
     while all.c.position() < last {
@@ -663,7 +663,7 @@ fn fork_after_open_hundreds_of_kills() {
     }
     assert!(all.c.poll(Some(Duration::ZERO)).unwrap().is_none());
     drop(pp);
-    assert_eq!(q.producers(), 0, "no producer is left");
+    assert_eq!(q.live_producers(), 0, "no producer is left");
 
     assert_eq!(all.delivered(PARENT_ID), parent_seq, "the parent's records");
     let mut acked_total = 0;
@@ -770,7 +770,7 @@ fn counter_role() {
     let _held = (common::arg::<u32>("SHMQ_EXHAUST") == 1).then(|| exhaust_descriptors(0));
     check_blind_to(common::arg("SHMQ_OTHER_PID"));
     let g = holder(&q, "g").expect("g has a holder");
-    println!("producers {} g_alive {}", q.producers(), g.1);
+    println!("producers {} g_alive {}", q.live_producers(), g.1);
 }
 
 fn open_log() -> File {
@@ -1059,7 +1059,7 @@ fn stalled_at(variant: Variant, point: &str) {
         "producers 2 g_alive true",
         "{variant:?} {point}: the checker's view"
     );
-    assert_eq!(q.producers(), 2);
+    assert_eq!(q.live_producers(), 2);
 
     // The reader pauses: had B lapped A's claim, its records would now fill the whole ring,
     // unread, and A's late writes would land in them.

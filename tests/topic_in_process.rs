@@ -247,14 +247,14 @@ fn poll_until(a: &mut TopicConsumer, b: &mut TopicConsumer, done: impl Fn(&[u32]
 fn members_in_one_process_share_partitions_and_take_over_on_drop() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 4);
-    let mut a = topic.join("g", &fast_member()).unwrap();
+    let mut a = topic.subscribe("g", &fast_member()).unwrap();
     assert_eq!(a.assignment(), vec![0, 1, 2, 3]);
-    let mut b = topic.join("g", &fast_member()).unwrap();
+    let mut b = topic.subscribe("g", &fast_member()).unwrap();
     poll_until(&mut a, &mut b, |x, y| x.len() == 2 && y.len() == 2);
     let members = topic.members();
     assert_eq!(members.len(), 2);
     assert!(members.iter().all(|m| m.live && m.alive && m.group == "g"));
-    let mut third = topic.join("other", &fast_member()).unwrap();
+    let mut third = topic.subscribe("other", &fast_member()).unwrap();
     assert_eq!(
         third.assignment(),
         vec![0, 1, 2, 3],
@@ -279,7 +279,7 @@ fn huge_member_durations_are_refused_or_saturate_never_panic_or_wrap() {
         ..MemberOptions::default()
     };
     assert!(matches!(
-        topic.join("g", &huge),
+        topic.subscribe("g", &huge),
         Err(Error::InvalidArgument { argument: "session timeout", why }) if why.contains("at least twice")
     ));
     // 2^64 + 1 ns: truncated to u64 it would be a 1 ns session, counted out at once.
@@ -288,7 +288,7 @@ fn huge_member_durations_are_refused_or_saturate_never_panic_or_wrap() {
         session_timeout: Duration::from_nanos(u64::MAX) + Duration::from_nanos(2),
         ..MemberOptions::default()
     };
-    let _member = topic.join("g", &long).unwrap();
+    let _member = topic.subscribe("g", &long).unwrap();
     std::thread::sleep(Duration::from_millis(5));
     let seen = topic.members();
     assert_eq!(seen[0].session_timeout, Duration::from_nanos(u64::MAX));
@@ -301,8 +301,8 @@ fn a_partition_that_cannot_be_opened_does_not_stop_a_member_taking_the_others() 
     let mut opts = options(4);
     opts.queue.group_slots = 1;
     let topic = Topic::create(dir.path().join("t.topic"), &opts).unwrap();
-    let mut a = topic.join("g", &fast_member()).unwrap();
-    let mut b = topic.join("g", &fast_member()).unwrap();
+    let mut a = topic.subscribe("g", &fast_member()).unwrap();
+    let mut b = topic.subscribe("g", &fast_member()).unwrap();
     poll_until(&mut a, &mut b, |x, y| x.len() == 2 && y.len() == 2);
     let (first, last) = (b.assignment()[0], b.assignment()[1]);
     drop(b);
@@ -344,7 +344,7 @@ fn a_member_that_stops_polling_loses_its_partitions_and_its_late_commit_is_fence
                 .unwrap();
         }
     }
-    let mut hung = topic.join("g", &short).unwrap();
+    let mut hung = topic.subscribe("g", &short).unwrap();
     assert_eq!(hung.assignment().len(), 4);
     let m = hung.poll(Some(Duration::from_secs(1))).unwrap().unwrap();
     let (read_partition, read_offset) = (m.partition, m.offset);
@@ -354,7 +354,7 @@ fn a_member_that_stops_polling_loses_its_partitions_and_its_late_commit_is_fence
     assert!(me[0].alive && !me[0].live, "stale heartbeat: {me:?}");
     // A new member is the only live one: every partition is assigned to it, and it takes
     // them from the counted-out member although that process runs.
-    let mut fresh = topic.join("g", &short).unwrap();
+    let mut fresh = topic.subscribe("g", &short).unwrap();
     assert_eq!(fresh.assignment(), vec![0, 1, 2, 3]);
     let got = drain(&mut fresh);
     assert_eq!(
@@ -384,7 +384,7 @@ fn a_member_that_stops_polling_loses_its_partitions_and_its_late_commit_is_fence
 fn growth_reroutes_keys_and_members_and_producers_pick_it_up() {
     let dir = tempfile::tempdir().unwrap();
     let (path, topic) = new_topic(&dir, "t.topic", 2);
-    let mut c = topic.join("g", &fast_member()).unwrap();
+    let mut c = topic.subscribe("g", &fast_member()).unwrap();
     let mut p = topic.producer().unwrap();
     p.publish_keyed(b"a", b"before").unwrap();
     let mut admin = Topic::open(&path).unwrap();
@@ -443,7 +443,7 @@ fn producers_and_members_made_from_a_handle_opened_before_a_growth_see_it() {
         partition_for_key(&k, 8),
         "routed with the topic's count, like every other producer"
     );
-    let mut c = stale.join("g", &fast_member()).unwrap();
+    let mut c = stale.subscribe("g", &fast_member()).unwrap();
     assert_eq!(
         c.assignment(),
         (0..8).collect::<Vec<_>>(),
@@ -667,7 +667,7 @@ fn a_sleeping_member_uses_no_cpu_and_a_publish_wakes_it_at_once() {
         session_timeout: Duration::from_secs(3),
         ..MemberOptions::default()
     };
-    let mut c = topic.join("g", &slow).unwrap();
+    let mut c = topic.subscribe("g", &slow).unwrap();
     let cpu = common::thread_cpu();
     let start = Instant::now();
     assert!(c.poll(Some(Duration::from_millis(1500))).unwrap().is_none());
@@ -729,7 +729,7 @@ proptest::proptest! {
         let _ = topic.members();
         let mut p = topic.producer().unwrap();
         p.publish_keyed(b"k", b"v").unwrap();
-        match topic.join("g", &fast_member()) {
+        match topic.subscribe("g", &fast_member()) {
             Ok(mut c) => {
                 let _ = c.poll(Some(Duration::from_millis(5)));
                 proptest::prop_assert!(c.assignment().len() <= 2);
@@ -745,9 +745,9 @@ proptest::proptest! {
 fn committing_a_partition_that_moved_is_not_held() {
     let dir = tempfile::tempdir().unwrap();
     let (_, topic) = new_topic(&dir, "t.topic", 4);
-    let mut first = topic.join("g", &fast_member()).unwrap();
+    let mut first = topic.subscribe("g", &fast_member()).unwrap();
     assert_eq!(first.assignment(), vec![0, 1, 2, 3]);
-    let mut second = topic.join("g", &fast_member()).unwrap();
+    let mut second = topic.subscribe("g", &fast_member()).unwrap();
     // Within a few heartbeats the first member gives up half of the partitions.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while first.assignment().len() != 2 {

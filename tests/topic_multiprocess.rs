@@ -122,7 +122,7 @@ fn member() {
         session_timeout: SESSION,
         ..MemberOptions::default()
     };
-    let mut c = topic.join(GROUP, &options).unwrap();
+    let mut c = topic.subscribe(GROUP, &options).unwrap();
     loop {
         let Some(m) = c.poll(Some(Duration::from_millis(100))).unwrap() else {
             if stop.exists() {

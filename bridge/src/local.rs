@@ -87,7 +87,7 @@ impl Endpoint {
                     subscribe,
                     ..shmq::MemberOptions::default()
                 };
-                t.join(group, &options).map(Reader::Topic)
+                t.subscribe(group, &options).map(Reader::Topic)
             }
         }
     }

@@ -186,7 +186,7 @@ fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, 
         subscribe: *options,
         ..MemberOptions::default()
     };
-    let mut consumer = topic.join(&args.group, &member).at(path)?;
+    let mut consumer = topic.subscribe(&args.group, &member).at(path)?;
     consumer.set_verify_checksums(!args.no_verify);
     Ok(consumer)
 }

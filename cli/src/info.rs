@@ -159,7 +159,7 @@ pub fn gather(queue: &Queue) -> Info {
     let groups = groups(queue, None);
     let tail = queue.tail_offset();
     let g = queue.geometry();
-    let fill = queue.fill();
+    let fill = queue.protected_bytes();
     let (batch_max_delay_ns, batch_max_bytes) = match g.durability {
         Durability::Batch {
             max_delay,
@@ -189,7 +189,7 @@ pub fn gather(queue: &Queue) -> Info {
         durable_offset: queue.durable_offset(),
         fill_bytes: fill,
         fill_percent: percent(fill, g.capacity),
-        producers_alive: queue.producers(),
+        producers_alive: queue.live_producers(),
         producers_waiting: queue.producers_waiting(),
         groups,
         detached_pids: detached_pids(queue.path()),

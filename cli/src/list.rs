@@ -125,7 +125,7 @@ fn summary(path: &Path, kind: &'static str, partitions: &[Queue]) -> Entry {
     let (mut published, mut producers, mut holders) = (0, 0, 0);
     for q in partitions {
         published += q.tail_offset();
-        producers += q.producers();
+        producers += q.live_producers();
         for g in q.groups() {
             holders += u32::from(g.holder_alive);
             if !groups.contains(&g.name) {

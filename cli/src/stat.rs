@@ -70,8 +70,8 @@ impl Reading {
             at: Instant::now(),
             tail: queue.tail_offset(),
             groups,
-            fill: queue.fill(),
-            producers: queue.producers(),
+            fill: queue.protected_bytes(),
+            producers: queue.live_producers(),
         }
     }
 }

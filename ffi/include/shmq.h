@@ -795,6 +795,19 @@ enum shmq_status shmq_topic_consumer_new(const struct shmq_topic *topic,
  # Safety
  As for `shmq_topic_consumer_new`.
  */
+enum shmq_status shmq_topic_consumer_subscribe(const struct shmq_topic *topic,
+                                               const char *group,
+                                               uint64_t heartbeat_interval_ns,
+                                               uint64_t session_timeout_ns,
+                                               struct shmq_topic_consumer **out);
+
+/*
+ The older name of `shmq_topic_consumer_subscribe`, the same function: kept so that programs
+ written (or linked) against it keep working. New code calls `shmq_topic_consumer_subscribe`.
+
+ # Safety
+ As for `shmq_topic_consumer_new`.
+ */
 enum shmq_status shmq_topic_consumer_join(const struct shmq_topic *topic,
                                           const char *group,
                                           uint64_t heartbeat_interval_ns,

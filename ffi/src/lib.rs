@@ -29,7 +29,9 @@ mod status;
 mod topic;
 mod version;
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::Duration;
 
 pub use consumer::{
@@ -49,10 +51,11 @@ pub use queue::{
 pub use status::{shmq_status, shmq_status_name};
 pub use topic::{
     shmq_topic, shmq_topic_close, shmq_topic_commit, shmq_topic_consumer, shmq_topic_consumer_free,
-    shmq_topic_consumer_join, shmq_topic_consumer_new, shmq_topic_create, shmq_topic_grow,
-    shmq_topic_message, shmq_topic_open, shmq_topic_open_trusting, shmq_topic_partition_for_key,
-    shmq_topic_partitions, shmq_topic_poll, shmq_topic_producer, shmq_topic_producer_free,
-    shmq_topic_producer_new, shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
+    shmq_topic_consumer_join, shmq_topic_consumer_new, shmq_topic_consumer_subscribe,
+    shmq_topic_create, shmq_topic_grow, shmq_topic_message, shmq_topic_open,
+    shmq_topic_open_trusting, shmq_topic_partition_for_key, shmq_topic_partitions, shmq_topic_poll,
+    shmq_topic_producer, shmq_topic_producer_free, shmq_topic_producer_new, shmq_topic_publish,
+    shmq_topic_publish_keyed, shmq_topic_publish_to,
 };
 pub use version::{shmq_format_version, shmq_version};
 
@@ -104,6 +107,29 @@ pub(crate) unsafe fn put_handle<T>(out: *mut *mut T, value: T) {
     let handle = Box::into_raw(Box::new(value));
     // SAFETY: non-NULL and writable per the caller's contract.
     unsafe { out.write(handle) };
+}
+
+/// The body of every function that makes a handle of a file or directory at `path` (`shmq_create`,
+/// `shmq_open`, their topic forms), run under [`error::guard`] as `function`: checks `path` and
+/// `out`, then stores the handle `make` returns for the path in `*out`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+pub(crate) unsafe fn path_handle<T>(
+    function: &str,
+    path: *const c_char,
+    out: *mut *mut T,
+    make: impl FnOnce(&Path) -> Result<T, Failure>,
+) -> status::shmq_status {
+    error::guard(function, || {
+        // SAFETY: the caller guarantees `path` is NULL or a valid C string for this call.
+        let path = unsafe { c_str(path, "path") }?;
+        non_null(out, "out")?;
+        let handle = make(Path::new(OsStr::from_bytes(path.to_bytes())))?;
+        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
+        unsafe { put_handle(out, handle) };
+        Ok(())
+    })
 }
 
 /// Borrows `len` bytes at `p` (NULL allowed when `len` is 0).

@@ -1,16 +1,15 @@
 //! `shmq_queue`: creating, opening and closing queue files, and `shmq_options`.
 
-use std::ffi::{c_char, OsStr};
+use std::ffi::c_char;
 use std::mem::{offset_of, size_of};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
 use shmq_core::{Durability, FullPolicy, Options, Queue, Trust};
 
 use crate::error::{guard, Failure};
+use crate::non_null;
 use crate::status::shmq_status;
-use crate::{c_str, non_null};
 
 /// An open queue file (opaque). Created by `shmq_create` or `shmq_open`, freed by `shmq_close`.
 ///
@@ -128,12 +127,25 @@ fn default_options() -> shmq_options {
     }
 }
 
+/// The caller's options at `p`, or the defaults if `p` is NULL.
+///
+/// # Safety
+/// `p` is NULL or points to an `shmq_options` initialised by `shmq_options_default`.
+pub(crate) unsafe fn options_or_default(p: *const shmq_options) -> Result<Options, Failure> {
+    if p.is_null() {
+        return Ok(Options::default());
+    }
+    // SAFETY: non-NULL, and the caller guarantees an initialised shmq_options, which has at
+    // least `size` readable bytes.
+    unsafe { read_options(p) }
+}
+
 /// Reads a caller's options: fields past the caller's `size` keep their defaults, bytes past
 /// this library's struct are ignored.
 ///
 /// # Safety
 /// `p` is non-NULL and points to at least `(*p).size` readable bytes.
-pub(crate) unsafe fn read_options(p: *const shmq_options) -> Result<Options, Failure> {
+unsafe fn read_options(p: *const shmq_options) -> Result<Options, Failure> {
     // SAFETY: `size` is the first field, and the caller guarantees `p` points to a struct that
     // has at least it; read as a plain integer (no enum is involved).
     let size = unsafe { (p as *const usize).read_unaligned() };
@@ -231,22 +243,14 @@ pub unsafe extern "C" fn shmq_create(
     options: *const shmq_options,
     out: *mut *mut shmq_queue,
 ) -> shmq_status {
-    guard("shmq_create", || {
-        // SAFETY: the caller guarantees `path` is NULL or a valid C string for this call.
-        let path = unsafe { c_str(path, "path") }?;
-        non_null(out, "out")?;
-        let options = if options.is_null() {
-            Options::default()
-        } else {
-            // SAFETY: non-NULL, and the caller guarantees an initialised shmq_options, which
-            // has at least `size` readable bytes.
-            unsafe { read_options(options) }?
-        };
-        let queue = Queue::create(Path::new(OsStr::from_bytes(path.to_bytes())), &options)?;
-        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
-        unsafe { crate::put_handle(out, shmq_queue { queue }) };
-        Ok(())
-    })
+    let make = |path: &Path| {
+        // SAFETY: the caller guarantees `options` is NULL or an initialised shmq_options.
+        let options = unsafe { options_or_default(options) }?;
+        let queue = Queue::create(path, &options)?;
+        Ok(shmq_queue { queue })
+    };
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::path_handle("shmq_create", path, out, make) }
 }
 
 /// Trusts no other user or group: the `trust_owner` / `trust_group` argument of
@@ -275,7 +279,7 @@ pub(crate) fn trust(owner: u32, group: u32) -> Trust {
 #[no_mangle]
 pub unsafe extern "C" fn shmq_open(path: *const c_char, out: *mut *mut shmq_queue) -> shmq_status {
     // SAFETY: the caller's contract, passed on unchanged.
-    unsafe { open("shmq_open", path, Trust::default(), out) }
+    unsafe { crate::path_handle("shmq_open", path, out, |p| open(p, &Trust::default())) }
 }
 
 /// Opens the existing queue file at `path` like `shmq_open`, also accepting a file that
@@ -294,36 +298,16 @@ pub unsafe extern "C" fn shmq_open_trusting(
     trust_group: u32,
     out: *mut *mut shmq_queue,
 ) -> shmq_status {
+    let trust = trust(trust_owner, trust_group);
     // SAFETY: the caller's contract, passed on unchanged.
-    unsafe {
-        open(
-            "shmq_open_trusting",
-            path,
-            trust(trust_owner, trust_group),
-            out,
-        )
-    }
+    unsafe { crate::path_handle("shmq_open_trusting", path, out, |p| open(p, &trust)) }
 }
 
-/// The body of `shmq_open` and `shmq_open_trusting`, run as `function`.
-///
-/// # Safety
-/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
-unsafe fn open(
-    function: &str,
-    path: *const c_char,
-    trust: Trust,
-    out: *mut *mut shmq_queue,
-) -> shmq_status {
-    guard(function, || {
-        // SAFETY: the caller guarantees `path` is NULL or a valid C string for this call.
-        let path = unsafe { c_str(path, "path") }?;
-        non_null(out, "out")?;
-        let queue = Queue::open_trusting(Path::new(OsStr::from_bytes(path.to_bytes())), &trust)?;
-        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
-        unsafe { crate::put_handle(out, shmq_queue { queue }) };
-        Ok(())
-    })
+/// The handle of the queue file at `path`, opened with `trust` (`shmq_open`,
+/// `shmq_open_trusting`).
+fn open(path: &Path, trust: &Trust) -> Result<shmq_queue, Failure> {
+    let queue = Queue::open_trusting(path, trust)?;
+    Ok(shmq_queue { queue })
 }
 
 /// Frees a queue handle (NULL: no-op). Producers and consumers created from it stay valid:

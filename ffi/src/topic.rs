@@ -1,19 +1,18 @@
 //! `shmq_topic`: topics (a directory of partitions), keyed publishing, and group members that
 //! share the partitions.
 
-use std::ffi::{c_char, OsStr};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::c_char;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use shmq_core::{
-    partition_for_key, Error, MemberOptions, Options, Published, Topic, TopicConsumer,
-    TopicOptions, TopicProducer, Trust,
+    partition_for_key, Error, MemberOptions, Published, Topic, TopicConsumer, TopicOptions,
+    TopicProducer, Trust,
 };
 
 use crate::error::{guard, Failure};
-use crate::queue::{read_options, shmq_options, trust};
+use crate::queue::{options_or_default, shmq_options, trust};
 use crate::status::shmq_status;
 use crate::{bytes, c_str, non_null, timeout, write_opt};
 
@@ -83,22 +82,14 @@ pub unsafe extern "C" fn shmq_topic_create(
     options: *const shmq_options,
     out: *mut *mut shmq_topic,
 ) -> shmq_status {
-    guard("shmq_topic_create", || {
-        // SAFETY: the caller guarantees `path` is NULL or a valid C string for this call.
-        let path = unsafe { c_str(path, "path") }?;
-        non_null(out, "out")?;
-        let queue = if options.is_null() {
-            Options::default()
-        } else {
-            // SAFETY: non-NULL, and the caller guarantees an initialised shmq_options.
-            unsafe { read_options(options) }?
-        };
+    let make = |path: &Path| {
+        // SAFETY: the caller guarantees `options` is NULL or an initialised shmq_options.
+        let queue = unsafe { options_or_default(options) }?;
         let options = TopicOptions { partitions, queue };
-        let topic = Topic::create(Path::new(OsStr::from_bytes(path.to_bytes())), &options)?;
-        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
-        unsafe { crate::put_handle(out, topic_handle(topic)) };
-        Ok(())
-    })
+        Ok(topic_handle(Topic::create(path, &options)?))
+    };
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { crate::path_handle("shmq_topic_create", path, out, make) }
 }
 
 /// Opens the topic at `path` and stores a new handle in `*out`: `SHMQ_ENOENT` if it does not
@@ -115,7 +106,7 @@ pub unsafe extern "C" fn shmq_topic_open(
     out: *mut *mut shmq_topic,
 ) -> shmq_status {
     // SAFETY: the caller's contract, passed on unchanged.
-    unsafe { open("shmq_topic_open", path, Trust::default(), out) }
+    unsafe { crate::path_handle("shmq_topic_open", path, out, |p| open(p, &Trust::default())) }
 }
 
 /// Opens the topic at `path` like `shmq_topic_open`, also accepting a directory and files that
@@ -131,36 +122,15 @@ pub unsafe extern "C" fn shmq_topic_open_trusting(
     trust_group: u32,
     out: *mut *mut shmq_topic,
 ) -> shmq_status {
+    let trust = trust(trust_owner, trust_group);
     // SAFETY: the caller's contract, passed on unchanged.
-    unsafe {
-        open(
-            "shmq_topic_open_trusting",
-            path,
-            trust(trust_owner, trust_group),
-            out,
-        )
-    }
+    unsafe { crate::path_handle("shmq_topic_open_trusting", path, out, |p| open(p, &trust)) }
 }
 
-/// The body of `shmq_topic_open` and `shmq_topic_open_trusting`, run as `function`.
-///
-/// # Safety
-/// `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
-unsafe fn open(
-    function: &str,
-    path: *const c_char,
-    trust: Trust,
-    out: *mut *mut shmq_topic,
-) -> shmq_status {
-    guard(function, || {
-        // SAFETY: the caller guarantees `path` is NULL or a valid C string for this call.
-        let path = unsafe { c_str(path, "path") }?;
-        non_null(out, "out")?;
-        let topic = Topic::open_trusting(Path::new(OsStr::from_bytes(path.to_bytes())), &trust)?;
-        // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
-        unsafe { crate::put_handle(out, topic_handle(topic)) };
-        Ok(())
-    })
+/// The handle of the topic at `path`, opened with `trust` (`shmq_topic_open`,
+/// `shmq_topic_open_trusting`).
+fn open(path: &Path, trust: &Trust) -> Result<shmq_topic, Failure> {
+    Ok(topic_handle(Topic::open_trusting(path, trust)?))
 }
 
 /// The handle of an open topic.
@@ -416,7 +386,7 @@ pub unsafe extern "C" fn shmq_topic_consumer_new(
 ) -> shmq_status {
     guard("shmq_topic_consumer_new", || {
         // SAFETY: the caller's contract, passed on unchanged.
-        unsafe { join(topic, group, &MemberOptions::default(), out) }
+        unsafe { subscribe(topic, group, &MemberOptions::default(), out) }
     })
 }
 
@@ -430,14 +400,14 @@ pub unsafe extern "C" fn shmq_topic_consumer_new(
 /// # Safety
 /// As for `shmq_topic_consumer_new`.
 #[no_mangle]
-pub unsafe extern "C" fn shmq_topic_consumer_join(
+pub unsafe extern "C" fn shmq_topic_consumer_subscribe(
     topic: *const shmq_topic,
     group: *const c_char,
     heartbeat_interval_ns: u64,
     session_timeout_ns: u64,
     out: *mut *mut shmq_topic_consumer,
 ) -> shmq_status {
-    guard("shmq_topic_consumer_join", || {
+    guard("shmq_topic_consumer_subscribe", || {
         let d = MemberOptions::default();
         let pick = |ns: u64, default: Duration| match ns {
             0 => default,
@@ -449,15 +419,34 @@ pub unsafe extern "C" fn shmq_topic_consumer_join(
             ..d
         };
         // SAFETY: the caller's contract, as for `shmq_topic_consumer_new`.
-        unsafe { join(topic, group, &options, out) }
+        unsafe { subscribe(topic, group, &options, out) }
     })
 }
 
-/// The body of the two join functions.
+/// The older name of `shmq_topic_consumer_subscribe`, the same function: kept so that programs
+/// written (or linked) against it keep working. New code calls `shmq_topic_consumer_subscribe`.
 ///
 /// # Safety
 /// As for `shmq_topic_consumer_new`.
-unsafe fn join(
+#[no_mangle]
+pub unsafe extern "C" fn shmq_topic_consumer_join(
+    topic: *const shmq_topic,
+    group: *const c_char,
+    heartbeat_interval_ns: u64,
+    session_timeout_ns: u64,
+    out: *mut *mut shmq_topic_consumer,
+) -> shmq_status {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe {
+        shmq_topic_consumer_subscribe(topic, group, heartbeat_interval_ns, session_timeout_ns, out)
+    }
+}
+
+/// The body of the topic consumer constructors.
+///
+/// # Safety
+/// As for `shmq_topic_consumer_new`.
+unsafe fn subscribe(
     topic: *const shmq_topic,
     group: *const c_char,
     options: &MemberOptions,
@@ -470,7 +459,7 @@ unsafe fn join(
         .to_str()
         .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
     non_null(out, "out")?;
-    let consumer = t.join(group, options)?;
+    let consumer = t.subscribe(group, options)?;
     // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.
     unsafe { crate::put_handle(out, shmq_topic_consumer { consumer }) };
     Ok(())

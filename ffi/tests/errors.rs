@@ -371,7 +371,7 @@ fn a_group_taken_over_has_its_own_status() {
         let mut c = null_mut();
         // SAFETY: live topic, valid C string, writable out. Heartbeat 100 ms, session 1 s.
         let st = unsafe {
-            shmq_topic_consumer_join(t, c"g".as_ptr(), 100_000_000, 1_000_000_000, &mut c)
+            shmq_topic_consumer_subscribe(t, c"g".as_ptr(), 100_000_000, 1_000_000_000, &mut c)
         };
         assert_eq!(st, SHMQ_OK, "{}", last_error());
         c

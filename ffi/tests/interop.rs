@@ -532,7 +532,7 @@ fn verify_deliveries(queue: &Queue, acks: &Path) -> Deliveries {
 /// After every process of a fork run ended: no producer slot and no hold on "g" is left.
 fn check_nothing_held(queue: &Queue) {
     assert_eq!(
-        queue.producers(),
+        queue.live_producers(),
         0,
         "a producer slot is held after every process of the run ended"
     );

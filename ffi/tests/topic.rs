@@ -241,13 +241,22 @@ fn errors_leave_out_parameters_untouched() {
 
         let g = CString::new("g").unwrap();
         let mut joined = null_mut();
-        let st = shmq_topic_consumer_join(t, g.as_ptr(), 100, 150, &mut joined);
+        let st = shmq_topic_consumer_subscribe(t, g.as_ptr(), 100, 150, &mut joined);
         assert_eq!(
             (st, joined),
             (SHMQ_EINVAL, null_mut()),
             "session under 2 intervals"
         );
         assert!(last_error().contains("at least twice"), "{}", last_error());
+        let st = shmq_topic_consumer_subscribe(t, g.as_ptr(), 10_000_000, 0, &mut joined);
+        assert_eq!(st, SHMQ_OK, "{}", last_error());
+        shmq_topic_consumer_free(joined);
+        // The older name is the same function.
+        let st = shmq_topic_consumer_join(t, g.as_ptr(), 100, 150, &mut joined);
+        assert_eq!(
+            st, SHMQ_EINVAL,
+            "session under 2 intervals, by the older name"
+        );
         let st = shmq_topic_consumer_join(t, g.as_ptr(), 10_000_000, 0, &mut joined);
         assert_eq!(st, SHMQ_OK, "{}", last_error());
         shmq_topic_consumer_free(joined);

@@ -182,8 +182,9 @@ impl Queue {
         self.get()?.check_file().py_err()
     }
 
-    /// The queue's state and parameters as a dict (a snapshot): offsets, fill, producers and
-    /// the creation options.
+    /// The queue's state and parameters as a dict (a snapshot): offsets, `protected_bytes`,
+    /// `live_producers` and the creation options. `fill` and `producers` are older names of
+    /// `protected_bytes` and `live_producers`, kept so existing callers do not break.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let q = self.get()?;
         let g = q.geometry();
@@ -192,8 +193,12 @@ impl Queue {
         d.set_item("tail_offset", q.tail_offset())?;
         d.set_item("oldest_offset", q.oldest_offset())?;
         d.set_item("durable_offset", q.durable_offset())?;
-        d.set_item("fill", q.fill())?;
-        d.set_item("producers", q.producers())?;
+        let protected = q.protected_bytes();
+        let live = q.live_producers();
+        d.set_item("protected_bytes", protected)?;
+        d.set_item("live_producers", live)?;
+        d.set_item("fill", protected)?;
+        d.set_item("producers", live)?;
         d.set_item("producers_waiting", q.producers_waiting())?;
         d.set_item("capacity", g.capacity)?;
         d.set_item("max_message", g.max_message)?;

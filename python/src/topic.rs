@@ -113,7 +113,7 @@ impl Topic {
                 session_timeout: None,
             },
         };
-        let consumer = py.detach(|| topic.join(group, &member)).py_err()?;
+        let consumer = py.detach(|| topic.subscribe(group, &member)).py_err()?;
         Ok(TopicConsumer {
             handle: Handle::new(consumer, false, "topic consumer"),
             group: group.into(),

@@ -46,24 +46,10 @@ pub(crate) const DATA_WAITERS: u64 = 392;
 pub(crate) const SPACE_SEQ: u64 = 512;
 /// Bitmap of producer slots whose producer sleeps (or is about to) on `SPACE_SEQ`.
 pub(crate) const SPACE_WAITERS: u64 = 520;
-/// `(offset, position)` recorded in the file for recovery: every record before it was on disk
-/// when it was stored. It reaches the disk itself only with a later `fdatasync`.
-pub(crate) const FLUSHED: u64 = 256;
-/// `(offset, position)` acknowledged durable: every record before it is on disk.
-pub(crate) const DURABLE: u64 = 272;
-/// Number of flushes (`fdatasync`) done on this file, for statistics.
-pub(crate) const FLUSHES: u64 = 288;
 /// `(offset, position)` of the oldest record recovery vouched for after a machine restart;
 /// older records are not readable (0 in a file never recovered).
 pub(crate) const FLOOR: u64 = 304;
-/// `(offset, errno)` once a flush of the file failed: records from `offset` on are never
-/// reported durable, and `errno` (never 0) is the failure. 0 while the file is healthy.
-pub(crate) const POISON: u64 = 320;
-/// `(offset, position)` the flushed cursor on disk has reached for certain: the value `FLUSHED`
-/// held when the latest successful flush `fdatasync` began. Under Batch and Sync producers
-/// never overwrite a record from it on.
-pub(crate) const SYNCED: u64 = 336;
-/// Futex word bumped when `DURABLE` advances and someone waits for it.
+/// Futex word bumped when the durable cursor (`DurableState`) advances and someone waits for it.
 pub(crate) const DURABLE_SEQ: u64 = 640;
 /// Bitmap of producer slots waiting on `DURABLE_SEQ`.
 pub(crate) const DURABLE_WAITERS: u64 = 648;
@@ -331,6 +317,7 @@ impl Geometry {
             return Err(Corruption::Truncated {
                 len: file_len,
                 need: HEADER_SIZE,
+                header: HEADER_SIZE,
             });
         }
         if b[..8] != MAGIC {
@@ -398,6 +385,7 @@ impl Geometry {
             return Err(Corruption::Truncated {
                 len: file_len,
                 need: want,
+                header: HEADER_SIZE,
             });
         }
         Ok(g)

@@ -190,6 +190,44 @@ fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 
     start + footprint(len as u64)
 }
 
+/// Starts producers 0 and 1: each claims a record and then does `then` with its claim (writes
+/// and commits it, or dies first). Their handles, in producer order, return the claim and
+/// what `then` returned.
+fn spawn_producers<R: Send + 'static>(
+    ring: &Arc<Ring>,
+    then: fn(&Ring, &Claim, u64) -> R,
+) -> Vec<thread::JoinHandle<(Claim, R)>> {
+    (0..2u64)
+        .map(|p| {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let c = claim(&ring, p);
+                let r = then(&ring, &c, p);
+                (c, r)
+            })
+        })
+        .collect()
+}
+
+/// Spins until record `offset` at `pos` reads `Ready`, checks it with [`check_ready`], and
+/// returns the producer that wrote it and the position of the record after it.
+fn await_ready(ring: &Ring, offset: u64, pos: u64) -> (u64, u64) {
+    loop {
+        match ring.read(offset, pos) {
+            found @ Found::Ready { .. } => {
+                let Found::Ready { len, .. } = found else {
+                    unreachable!()
+                };
+                let p = owner_of_len(len);
+                return (p, check_ready(ring, found, offset, pos, p));
+            }
+            // A fresh slot: not committed yet (a real reader would sleep here).
+            Found::Pending { tag: 0 } => thread::yield_now(),
+            other => panic!("record {offset}: unexpected {other:?}"),
+        }
+    }
+}
+
 /// Model 1: two producers claim and commit one record each; a concurrent reader walks the
 /// cursor from `(0, 0)` as `Consumer::poll` does (`pos(o + 1) = start + footprint(len)`),
 /// spinning while a record is pending. Every record it accepts must be complete (header and
@@ -199,37 +237,15 @@ fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 
 fn claim_commit_read() {
     loom::model(|| {
         let ring = model_ring();
-        let producers: Vec<_> = (0..2u64)
-            .map(|p| {
-                let ring = ring.clone();
-                thread::spawn(move || {
-                    let c = claim(&ring, p);
-                    let r = write_and_commit(&ring, &c, p);
-                    (c, r)
-                })
-            })
-            .collect();
+        let producers = spawn_producers(&ring, write_and_commit);
 
         // Concurrent reader: (offset, producer) of every record accepted, in cursor order.
         let mut seen = Vec::new();
         let mut pos = 0;
         for offset in 0..2 {
-            loop {
-                match ring.read(offset, pos) {
-                    found @ Found::Ready { .. } => {
-                        let Found::Ready { len, .. } = found else {
-                            unreachable!()
-                        };
-                        let p = owner_of_len(len);
-                        pos = check_ready(&ring, found, offset, pos, p);
-                        seen.push((offset, p));
-                        break;
-                    }
-                    // A fresh slot: not committed yet (a real reader would sleep here).
-                    Found::Pending { tag: 0 } => thread::yield_now(),
-                    other => panic!("record {offset}: unexpected {other:?}"),
-                }
-            }
+            let (p, next) = await_ready(&ring, offset, pos);
+            pos = next;
+            seen.push((offset, p));
         }
 
         let claims: Vec<(Claim, Result<(), ()>)> =
@@ -419,17 +435,10 @@ fn abort_wakes_sleeper() {
 fn dead_claim_is_skipped() {
     loom::model(|| {
         let ring = model_ring();
-        let producers: Vec<_> = (0..2u64)
-            .map(|p| {
-                let ring = ring.clone();
-                thread::spawn(move || {
-                    let c = claim(&ring, p);
-                    // The producer that got offset 0 dies here: no write, no commit.
-                    let r = (c.offset != 0).then(|| write_and_commit(&ring, &c, p));
-                    (c, r)
-                })
-            })
-            .collect();
+        // The producer that got offset 0 dies after its claim: no write, no commit.
+        let producers = spawn_producers(&ring, |ring, c, p| {
+            (c.offset != 0).then(|| write_and_commit(ring, c, p))
+        });
 
         while ring.tail().0 == 0 {
             thread::yield_now();
@@ -445,19 +454,7 @@ fn dead_claim_is_skipped() {
         let pos1 = ring
             .resolve(1)
             .expect("pos(1) unknown after record 0 was claimed");
-        let (reader_saw, end) = loop {
-            match ring.read(1, pos1) {
-                found @ Found::Ready { .. } => {
-                    let Found::Ready { len, .. } = found else {
-                        unreachable!()
-                    };
-                    let p = owner_of_len(len);
-                    break (p, check_ready(&ring, found, 1, pos1, p));
-                }
-                Found::Pending { tag: 0 } => thread::yield_now(),
-                other => panic!("record 1: unexpected {other:?}"),
-            }
-        };
+        let (reader_saw, end) = await_ready(&ring, 1, pos1);
 
         let claims: Vec<(Claim, Option<Result<(), ()>>)> =
             producers.into_iter().map(|h| h.join().unwrap()).collect();

@@ -3,6 +3,8 @@
 //! loom model checker runs the same code over heap memory.
 
 pub(crate) mod crc;
+pub(crate) mod durable_state;
+pub(crate) mod groups;
 pub(crate) mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -63,10 +63,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::OwnFd;
-use crate::protocol::layout::{
-    footprint, Durability, DURABLE, DURABLE_SEQ, DURABLE_WAITERS, FLUSHED, FLUSHES, FLUSH_LOCK,
-    POISON, SYNCED,
-};
+use crate::protocol::layout::{footprint, Durability, DURABLE_SEQ, DURABLE_WAITERS, FLUSH_LOCK};
 use crate::protocol::ring::{self, Found};
 use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::mapped::MappedQueue;
@@ -96,7 +93,7 @@ impl MappedQueue {
     /// The durable cursor: every record before it is on disk.
     pub(crate) fn durable(&self) -> (u64, u64) {
         // SYNC D (Acquire): pairs with the leader's Release store after its fdatasync.
-        unpack(self.ring.region.u128(DURABLE).load(Ordering::Acquire))
+        unpack(self.durable_state().durable().load(Ordering::Acquire))
     }
 
     /// The synced cursor: the flushed cursor on disk is at least this. Under Batch and Sync
@@ -105,7 +102,7 @@ impl MappedQueue {
         // SYNC Y (Acquire): pairs with the leader's Release store, made after the fdatasync
         // that put this value on disk returned; a producer that overwrites records before it
         // does so after that call.
-        unpack(self.ring.region.u128(SYNCED).load(Ordering::Acquire))
+        unpack(self.durable_state().synced().load(Ordering::Acquire))
     }
 
     /// The flushed cursor in the page cache (the leader's word; recovery starts from its value
@@ -113,7 +110,7 @@ impl MappedQueue {
     fn flushed(&self) -> (u64, u64) {
         // Relaxed: only leaders write it, one at a time under the lock, each before its Release
         // store of DURABLE, which the next leader loads (Acquire) before this.
-        unpack(self.ring.region.u128(FLUSHED).load(Ordering::Relaxed))
+        unpack(self.durable_state().flushed().load(Ordering::Relaxed))
     }
 
     /// `Some(Error::Poisoned)` once a flush of this file failed (in any process).
@@ -130,13 +127,13 @@ impl MappedQueue {
     fn poison_word(&self) -> (u64, u64) {
         // SeqCst: a durability waiter re-checks it after flagging itself asleep (SYNC W). The
         // word carries its whole meaning, so no other data needs ordering with it.
-        unpack(self.ring.region.u128(POISON).load(Ordering::SeqCst))
+        unpack(self.durable_state().poison().load(Ordering::SeqCst))
     }
 
     /// Flushes `fdatasync` calls made on this file (from every process).
     pub(crate) fn flushes(&self) -> u64 {
         // Relaxed: a statistic.
-        self.ring.region.u64(FLUSHES).load(Ordering::Relaxed)
+        self.durable_state().flushes().load(Ordering::Relaxed)
     }
 
     /// Waits until record `offset` is on disk, leading flushes (through `via`) when nobody
@@ -236,9 +233,10 @@ impl MappedQueue {
         self.sync_file(from)?;
         crate::crash::point("flush.after_sync");
         let r = &self.ring.region;
+        let d = self.durable_state();
         // Relaxed: only leaders write it (see `flushed`); it reaches the disk with a later
         // fdatasync, below under None, with the next flush otherwise.
-        r.u128(FLUSHED).store(pack(end.0, end.1), Ordering::Relaxed);
+        d.flushed().store(pack(end.0, end.1), Ordering::Relaxed);
         // Producers under None are not bounded by the synced cursor, so nothing confirmed may
         // rest on a `FLUSHED` that is not on disk yet.
         let synced = if self.geometry.durability == Durability::None && end != carried {
@@ -248,10 +246,10 @@ impl MappedQueue {
             carried
         };
         // SYNC Y (Release): stored after the fdatasync that wrote `synced` returned.
-        r.u128(SYNCED)
+        d.synced()
             .store(pack(synced.0, synced.1), Ordering::Release);
         // SYNC D (Release), and SeqCst for the waiter check in `wake_on` (SYNC W).
-        r.u128(DURABLE).store(pack(end.0, end.1), Ordering::SeqCst);
+        d.durable().store(pack(end.0, end.1), Ordering::SeqCst);
         ring::wake_on(r, DURABLE_WAITERS, DURABLE_SEQ);
         // Under Batch and Sync the synced cursor bounds producers (`scan_limit`).
         self.ring.notify_space();
@@ -268,9 +266,8 @@ impl MappedQueue {
             return Err(self.poison(from, e));
         }
         // Relaxed: a statistic.
-        self.ring
-            .region
-            .u64(FLUSHES)
+        self.durable_state()
+            .flushes()
             .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -285,7 +282,8 @@ impl MappedQueue {
             .unwrap_or(libc::EIO);
         let r = &self.ring.region;
         // SeqCst: the notifier's side of SYNC W for the waiters woken below.
-        r.u128(POISON)
+        self.durable_state()
+            .poison()
             .store(pack(from, errno as u64), Ordering::SeqCst);
         // Best effort to put the mark on disk, so that it outlives the page cache (an unmount,
         // memory pressure); its result changes nothing here.

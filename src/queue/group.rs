@@ -1,10 +1,7 @@
 //! The consumer-group table: named slots with a committed cursor and a lease.
 //!
-//! Slot layout (256 bytes, see FORMAT.md): `state` u64 at 0 (0 free, 1 active), `flags` u64 at 8
-//! (bit 0: gating), `name_len` u64 at 16, `name` at 24 (64 bytes), `committed` u128 at 128
-//! (`next offset, position`), `lease` u128 at 144 (the holder's [`Lease`] word), `reset
-//! mark` u64 at 160 (the tail position seen when the group was created or its committed cursor
-//! was last moved backwards; [`MARK_UNSET`] while its creator has not stored it yet).
+//! The slots' fields are `GroupTable`'s (`protocol/groups.rs`); this file is the policy over
+//! them. The reset mark is [`MARK_UNSET`] while a group's creator has not stored it yet.
 //!
 //! # Sync points
 //!
@@ -19,21 +16,10 @@
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::{self, Lease, OwnFd};
-use crate::protocol::layout::{GROUP_SLOT, MAX_GROUP_NAME};
+use crate::protocol::layout::MAX_GROUP_NAME;
 use crate::protocol::sync::{fence, pack, unpack, Ordering};
 use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
-
-const STATE: u64 = 0;
-const FLAGS: u64 = 8;
-const NAME_LEN: u64 = 16;
-const NAME: u64 = 24;
-const COMMITTED: u64 = 128;
-const LEASE: u64 = 144;
-const RESET_MARK: u64 = 160;
-const SESSION: u64 = 168;
-const HEARTBEAT: u64 = 176;
-const SESSION_TAG: u64 = 184;
 
 const ACTIVE: u64 = 1;
 const GATING: u64 = 1;
@@ -103,36 +89,24 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 }
 
 impl MappedQueue {
-    pub(crate) fn group_off(&self, slot: u32) -> u64 {
-        self.offsets.groups + slot as u64 * GROUP_SLOT
-    }
-
     pub(crate) fn group_active(&self, slot: u32) -> bool {
         // SYNC G (SeqCst): Acquire pairs with the store that activates a slot after its name
         // and cursor are written; SeqCst orders it after the tail load in a producer's limit
         // scan (see `find_or_create_group`). A plain load on x86.
-        self.ring
-            .region
-            .u64(self.group_off(slot) + STATE)
-            .load(Ordering::SeqCst)
-            == ACTIVE
+        self.groups().state(slot).load(Ordering::SeqCst) == ACTIVE
     }
 
     /// The name in an active slot; `None` if the stored length is out of range (corrupt) or
     /// the bytes are not UTF-8.
     pub(crate) fn group_name(&self, slot: u32) -> Option<String> {
-        let base = self.group_off(slot);
+        let t = self.groups();
         // Relaxed: ordered by the Acquire in `group_active`.
-        let len = self
-            .ring
-            .region
-            .u64(base + NAME_LEN)
-            .load(Ordering::Relaxed);
+        let len = t.name_len(slot).load(Ordering::Relaxed);
         if len == 0 || len > MAX_GROUP_NAME as u64 {
             return None;
         }
         let mut buf = vec![0u8; len as usize];
-        self.ring.region.read_bytes(base + NAME, &mut buf);
+        t.read_name(slot, &mut buf);
         String::from_utf8(buf).ok()
     }
 
@@ -161,28 +135,24 @@ impl MappedQueue {
         let slot = (0..self.geometry.group_slots)
             .find(|&s| !self.group_active(s))
             .ok_or(Error::TooManyGroups(self.geometry.group_slots))?;
-        let base = self.group_off(slot);
-        let r = &self.ring.region;
+        let t = self.groups();
         // Relaxed stores: the slot is invisible until the Release store of ACTIVE below.
-        r.u64(base + FLAGS)
+        t.flags(slot)
             .store(if gating { GATING } else { 0 }, Ordering::Relaxed);
-        r.u64(base + NAME_LEN)
-            .store(name.len() as u64, Ordering::Relaxed);
+        t.name_len(slot).store(name.len() as u64, Ordering::Relaxed);
         let mut padded = [0u8; MAX_GROUP_NAME];
         padded[..name.len()].copy_from_slice(name.as_bytes());
-        r.write_bytes(base + NAME, &padded);
-        r.u128(base + LEASE).store(0, Ordering::Relaxed);
+        t.write_name(slot, &padded);
+        t.lease(slot).store(0, Ordering::Relaxed);
         // The mark can only be known once the slot is active (below); until then a member that
         // finds the group bounds its validated reads by its own tail.
-        r.u64(base + RESET_MARK)
-            .store(MARK_UNSET, Ordering::Relaxed);
+        t.reset_mark(slot).store(MARK_UNSET, Ordering::Relaxed);
         let (offset, pos) = start();
         // SeqCst like every committed-cursor store (producers read it with SeqCst, SYNC G).
-        r.u128(base + COMMITTED)
-            .store(pack(offset, pos), Ordering::SeqCst);
+        t.committed(slot).store(pack(offset, pos), Ordering::SeqCst);
         // SYNC G (SeqCst): Release publishes everything above to `group_active`; SeqCst orders
         // it before our tail load below.
-        r.u64(base + STATE).store(ACTIVE, Ordering::SeqCst);
+        t.state(slot).store(ACTIVE, Ordering::SeqCst);
         // SYNC G: producers cache their claim limit and rescan only when a claim would pass it,
         // so one whose last scan missed this group may overwrite the group's first records.
         // That scan loaded the group's state before the ACTIVE store above in the single order
@@ -194,59 +164,53 @@ impl MappedQueue {
         let (_, tail_pos) = self.ring.tail();
         // Release: pairs with the Acquire in `reset_mark`. A plain store replaces MARK_UNSET;
         // only the admin-lock holder writes the mark, and we hold the lock.
-        r.u64(base + RESET_MARK).store(tail_pos, Ordering::Release);
+        t.reset_mark(slot).store(tail_pos, Ordering::Release);
         Ok(slot)
+    }
+
+    /// Takes the admin lock, finds group `name` and takes its lease from nobody or a dead
+    /// holder ([`Error::GroupBusy`] if a live member holds it): what an operator's change to a
+    /// group (a deletion, a reset) holds while it makes it. The admin lock keeps the group from
+    /// being deleted (and its slot reused) meanwhile; the lease keeps members from joining or
+    /// committing. Returns the lock, the slot and the lease, which the caller drops in reverse.
+    fn hold_group(&self, name: &str) -> Result<(AdminLock, u32, Lease)> {
+        let lock = AdminLock::take(self)?;
+        let slot = self
+            .find_group(name)
+            .ok_or_else(|| Error::UnknownGroup(name.into()))?;
+        let lease = self.new_lease()?;
+        self.acquire_lease(slot, name, lease.word(), |_| false)?;
+        Ok((lock, slot, lease))
     }
 
     /// Deletes group `name` unless a live member holds it.
     pub(crate) fn delete_group(&self, name: &str) -> Result<()> {
-        let _lock = AdminLock::take(self)?;
-        let slot = self
-            .find_group(name)
-            .ok_or_else(|| Error::UnknownGroup(name.into()))?;
         // Hold the lease while freeing the slot: a member joining meanwhile either took the
         // lease first (the group is busy) or finds it ours, and after us an inactive slot.
-        // The lease word stays behind in the free slot, dead once `lease` is dropped.
-        let lease = self.new_lease()?;
-        self.acquire_lease(slot, name, lease.word(), |_| false)?;
+        // The lease word stays behind in the free slot, dead once `_lease` is dropped.
+        let (_lock, slot, _lease) = self.hold_group(name)?;
         // SeqCst (SYNC G): readers that still see the old slot see it whole; producers stop
         // counting it as gating at their next limit scan, which the wake below triggers.
-        self.ring
-            .region
-            .u64(self.group_off(slot) + STATE)
-            .store(0, Ordering::SeqCst);
+        self.groups().state(slot).store(0, Ordering::SeqCst);
         self.ring.notify_space();
         Ok(())
     }
 
     pub(crate) fn gating(&self, slot: u32) -> bool {
         // Relaxed: written once before activation; ordered by `group_active`.
-        self.ring
-            .region
-            .u64(self.group_off(slot) + FLAGS)
-            .load(Ordering::Relaxed)
-            & GATING
-            != 0
+        self.groups().flags(slot).load(Ordering::Relaxed) & GATING != 0
     }
 
     /// The group's committed cursor `(next offset, position)`.
     pub(crate) fn committed(&self, slot: u32) -> (u64, u64) {
         // SeqCst (SYNC G): producers deciding whether to sleep for space must not miss a commit.
-        unpack(
-            self.ring
-                .region
-                .u128(self.group_off(slot) + COMMITTED)
-                .load(Ordering::SeqCst),
-        )
+        unpack(self.groups().committed(slot).load(Ordering::SeqCst))
     }
 
     /// The committed cursor as its raw word, for [`MappedQueue::swap_committed`].
     pub(crate) fn committed_word(&self, slot: u32) -> u128 {
         // SeqCst as in `committed`.
-        self.ring
-            .region
-            .u128(self.group_off(slot) + COMMITTED)
-            .load(Ordering::SeqCst)
+        self.groups().committed(slot).load(Ordering::SeqCst)
     }
 
     /// Moves the committed cursor from `seen` (the raw word the caller last read or stored) to
@@ -263,9 +227,8 @@ impl MappedQueue {
         let next = pack(offset, pos);
         // SeqCst (SYNC G) like the plain store it replaces: ordered before the space-waiter
         // check in the caller. Relaxed on failure: the caller only reports the value.
-        self.ring
-            .region
-            .u128(self.group_off(slot) + COMMITTED)
+        self.groups()
+            .committed(slot)
             .compare_exchange(seen, next, Ordering::SeqCst, Ordering::Relaxed)
             .map(|_| next)
     }
@@ -276,25 +239,22 @@ impl MappedQueue {
         // store: a member taken over while inside a commit can move the cursor until the
         // moment we replace it, and a reset must compare against what it really replaced.
         unpack(
-            self.ring
-                .region
-                .u128(self.group_off(slot) + COMMITTED)
+            self.groups()
+                .committed(slot)
                 .swap(pack(offset, pos), Ordering::SeqCst),
         )
     }
 
     /// Puts the group's committed cursor on disk (`Sync` durability).
     pub(crate) fn sync_committed(&self, slot: u32) -> Result<()> {
-        self.sync_range(self.group_off(slot) + COMMITTED, 16)
+        let (off, len) = self.groups().committed_range(slot);
+        self.sync_range(off, len)
     }
 
     /// The lease word of `slot` (0: nobody).
     pub(crate) fn lease(&self, slot: u32) -> u128 {
         // Acquire: pairs with the lease CAS of the previous holder.
-        self.ring
-            .region
-            .u128(self.group_off(slot) + LEASE)
-            .load(Ordering::Acquire)
+        self.groups().lease(slot).load(Ordering::Acquire)
     }
 
     /// Takes the lease of `slot` for `word`, from nobody, from a dead holder, or from a live
@@ -310,7 +270,7 @@ impl MappedQueue {
         word: u128,
         may_take: impl Fn(u128) -> bool,
     ) -> Result<bool> {
-        let cell = self.ring.region.u128(self.group_off(slot) + LEASE);
+        let cell = self.groups().lease(slot);
         loop {
             let held = self.lease(slot);
             let live = lease::alive(&self.file, held);
@@ -389,17 +349,16 @@ impl MappedQueue {
     /// for none), a first heartbeat, then the word's tag (SYNC S: Release fence, the fields,
     /// Release store of the tag ↔ [`MappedQueue::session_expired`]).
     fn start_session(&self, slot: u32, word: u128, session: u64) {
-        let base = self.group_off(slot);
-        let r = &self.ring.region;
+        let t = self.groups();
         // SYNC S (Release fence): a reader whose field loads see any store below also sees our
         // lease CAS (made before this) on its second lease load, and discards what it read.
         fence(Ordering::Release);
         // Relaxed: published by the Release store of the tag below.
-        r.u64(base + SESSION).store(session, Ordering::Relaxed);
-        r.u64(base + HEARTBEAT)
+        t.session(slot).store(session, Ordering::Relaxed);
+        t.heartbeat(slot)
             .store(clock::monotonic_ns(), Ordering::Relaxed);
         // SYNC S (Release): the fields above are visible to whoever sees the tag match.
-        r.u64(base + SESSION_TAG)
+        t.session_tag(slot)
             .store(lease::tag(word), Ordering::Release);
     }
 
@@ -412,9 +371,8 @@ impl MappedQueue {
         // Relaxed: a timestamp that a reader only compares with the clock. `fetch_max`, not a
         // store: a holder taken over between its lease check and this write (stopped there)
         // must not set its successor's heartbeat back; raising it only delays a takeover.
-        self.ring
-            .region
-            .u64(self.group_off(slot) + HEARTBEAT)
+        self.groups()
+            .heartbeat(slot)
             .fetch_max(clock::monotonic_ns(), Ordering::Relaxed);
         true
     }
@@ -424,19 +382,18 @@ impl MappedQueue {
     /// then be taken; its commits are fenced afterwards. Fields that are not `held`'s own (a
     /// predecessor's, or being written) read as "not expired".
     pub(crate) fn session_expired(&self, slot: u32, held: u128) -> bool {
-        let base = self.group_off(slot);
-        let r = &self.ring.region;
+        let t = self.groups();
         // SYNC S (Acquire): pairs with the Release store of the tag.
-        if held == 0 || r.u64(base + SESSION_TAG).load(Ordering::Acquire) != lease::tag(held) {
+        if held == 0 || t.session_tag(slot).load(Ordering::Acquire) != lease::tag(held) {
             return false;
         }
         // Relaxed: ordered by the Acquire load of the tag.
-        let session = r.u64(base + SESSION).load(Ordering::Relaxed);
-        let heartbeat = r.u64(base + HEARTBEAT).load(Ordering::Relaxed);
+        let session = t.session(slot).load(Ordering::Relaxed);
+        let heartbeat = t.heartbeat(slot).load(Ordering::Relaxed);
         // SYNC S (Acquire fence, then Relaxed): if the lease changed hands while we read, the
         // new holder's CAS is visible here and what we read is discarded.
         fence(Ordering::Acquire);
-        if r.u128(base + LEASE).load(Ordering::Relaxed) != held {
+        if t.lease(slot).load(Ordering::Relaxed) != held {
             return false;
         }
         session != 0 && clock::monotonic_ns().saturating_sub(heartbeat) > session
@@ -445,19 +402,17 @@ impl MappedQueue {
     /// Clears a lease whoever holds it (recovery after a restart, when nobody can).
     pub(crate) fn clear_lease(&self, slot: u32) {
         // Release: pairs with the Acquire of the next `acquire_lease`.
-        self.ring
-            .region
-            .u128(self.group_off(slot) + LEASE)
-            .store(0, Ordering::Release);
+        self.groups().lease(slot).store(0, Ordering::Release);
     }
 
     pub(crate) fn release_lease(&self, slot: u32, word: u128) {
         // Release: our commits happen-before the next holder's Acquire.
-        let _ = self
-            .ring
-            .region
-            .u128(self.group_off(slot) + LEASE)
-            .compare_exchange(word, 0, Ordering::Release, Ordering::Relaxed);
+        let _ = self.groups().lease(slot).compare_exchange(
+            word,
+            0,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
     }
 
     /// The group's reset mark: the tail its creator saw after activating it, raised to the
@@ -467,10 +422,7 @@ impl MappedQueue {
         // Acquire: pairs with the Release stores in `find_or_create_group` and `reset_group`;
         // the lease CAS a member makes before reading this orders it after a resetter's lease
         // release anyway.
-        self.ring
-            .region
-            .u64(self.group_off(slot) + RESET_MARK)
-            .load(Ordering::Acquire)
+        self.groups().reset_mark(slot).load(Ordering::Acquire)
     }
 
     /// The position below which a member joining group `slot` now must validate what it reads
@@ -498,13 +450,7 @@ impl MappedQueue {
         name: &str,
         target: impl FnOnce(u32) -> Result<(u64, u64)>,
     ) -> Result<u64> {
-        // The admin lock keeps the group from being deleted (and its slot reused) meanwhile.
-        let _lock = AdminLock::take(self)?;
-        let slot = self
-            .find_group(name)
-            .ok_or_else(|| Error::UnknownGroup(name.into()))?;
-        let lease = self.new_lease()?;
-        self.acquire_lease(slot, name, lease.word(), |_| false)?;
+        let (_lock, slot, lease) = self.hold_group(name)?;
         let moved = target(slot).and_then(|(offset, pos)| {
             let (_, old_pos) = self.set_committed(slot, offset, pos);
             if pos < old_pos {
@@ -518,9 +464,8 @@ impl MappedQueue {
                 // Release: published to the next member by our lease release below as well.
                 // A maximum, so a mark left unset by a creator that died stays unset (members
                 // then bound their validated reads by their own tail, which is at least ours).
-                self.ring
-                    .region
-                    .u64(self.group_off(slot) + RESET_MARK)
+                self.groups()
+                    .reset_mark(slot)
                     .fetch_max(tail_pos, Ordering::Release);
             }
             if self.geometry.durability == crate::Durability::Sync {

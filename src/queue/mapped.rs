@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use crate::mapping::file;
 use crate::mapping::sigbus::{Damage, Protected};
 use crate::mapping::watch::{self, Identity, Watched};
+use crate::protocol::durable_state::DurableState;
+use crate::protocol::groups::GroupTable;
 use crate::protocol::layout::{Geometry, Offsets};
 use crate::protocol::ring::{Ring, RingLayout};
 use crate::protocol::sync::{AtomicU128, Region};
@@ -104,6 +106,20 @@ impl MappedQueue {
                 why: crate::Detachment::Replaced,
             },
         }
+    }
+
+    /// The consumer-group table of the file.
+    pub(crate) fn groups(&self) -> GroupTable<'_> {
+        GroupTable::new(
+            &self.ring.region,
+            self.offsets.groups,
+            self.geometry.group_slots,
+        )
+    }
+
+    /// The durability words of the file's header page.
+    pub(crate) fn durable_state(&self) -> DurableState<'_> {
+        DurableState::new(&self.ring.region)
     }
 
     /// Writes the pages holding `len` bytes at `off` to disk and waits (`msync(MS_SYNC)`).

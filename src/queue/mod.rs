@@ -278,7 +278,7 @@ impl Queue {
     }
 
     /// How many producer slots are held by running processes (a snapshot).
-    pub fn producers(&self) -> u32 {
+    pub fn live_producers(&self) -> u32 {
         crate::queue::producer::live_producers(&self.shared).0
     }
 
@@ -294,8 +294,8 @@ impl Queue {
     /// holds, to the tail.
     /// A publish blocks (or fails with [`Error::Full`](crate::Error::Full)) when its record
     /// does not fit in the capacity minus this. A snapshot.
-    pub fn fill(&self) -> u64 {
-        crate::queue::producer::fill(&self.shared)
+    pub fn protected_bytes(&self) -> u64 {
+        crate::queue::producer::protected_bytes(&self.shared)
     }
 
     /// The next offset a producer will be given (records `0..tail` have been claimed).

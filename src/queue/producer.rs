@@ -419,10 +419,11 @@ pub(crate) fn live_producers(shared: &MappedQueue) -> (u32, u32) {
         })
 }
 
-/// Bytes from the oldest position producers must preserve to the tail (see [`Queue::fill`]).
+/// Bytes from the oldest position producers must preserve to the tail (see
+/// [`Queue::protected_bytes`]).
 ///
-/// [`Queue::fill`]: crate::Queue::fill
-pub(crate) fn fill(shared: &MappedQueue) -> u64 {
+/// [`Queue::protected_bytes`]: crate::Queue::protected_bytes
+pub(crate) fn protected_bytes(shared: &MappedQueue) -> u64 {
     let (limit, _) = scan_limit(shared, u32::MAX);
     let (_, tail) = shared.ring.tail();
     tail.saturating_sub(limit.saturating_sub(shared.geometry.capacity))

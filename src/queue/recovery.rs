@@ -34,8 +34,8 @@ use std::os::fd::AsRawFd;
 
 use crate::error::{Corruption, Error, Malformed, Result};
 use crate::protocol::layout::{
-    footprint, BOOT_ID, DATA_WAITERS, DURABLE, DURABLE_WAITERS, FLOOR, FLUSHED, POISON,
-    PRODUCER_SLOT, RECORD_ALIGN, RECORD_HEADER, SPACE_WAITERS, SYNCED, TAIL,
+    footprint, BOOT_ID, DATA_WAITERS, DURABLE_WAITERS, FLOOR, PRODUCER_SLOT, RECORD_ALIGN,
+    RECORD_HEADER, SPACE_WAITERS, TAIL,
 };
 use crate::protocol::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
 use crate::protocol::sync::{pack, unpack, Ordering};
@@ -127,9 +127,10 @@ impl MappedQueue {
     fn recover(&self) -> Result<Recovery> {
         let ring = &self.ring;
         let r = &ring.region;
+        let d = self.durable_state();
         // Relaxed loads and stores throughout: nobody else uses the file during recovery (every
         // other opener waits for the admin lock, and no process from before the restart runs).
-        let (flushed, flushed_pos) = unpack(r.u128(FLUSHED).load(Ordering::Relaxed));
+        let (flushed, flushed_pos) = unpack(d.flushed().load(Ordering::Relaxed));
         if !sane_cursor(flushed, flushed_pos) {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
@@ -155,11 +156,11 @@ impl MappedQueue {
             }
         }
         r.u128(TAIL).store(pack(offset, pos), Ordering::Relaxed);
-        r.u128(FLUSHED).store(pack(offset, pos), Ordering::Relaxed);
+        d.flushed().store(pack(offset, pos), Ordering::Relaxed);
         // Relaxed as above. True of the disk once the sync after recovery returned, which is
         // before anyone uses the file.
-        r.u128(SYNCED).store(pack(offset, pos), Ordering::Relaxed);
-        r.u128(DURABLE).store(pack(offset, pos), Ordering::Relaxed);
+        d.synced().store(pack(offset, pos), Ordering::Relaxed);
+        d.durable().store(pack(offset, pos), Ordering::Relaxed);
         // Slots of offsets past the tail are leftovers of records that did not survive.
         for s in 0..ring.layout.index_entries {
             if tag_offset(ring.slot_tag(s).load(Ordering::Relaxed)) >= offset {
@@ -198,7 +199,7 @@ impl MappedQueue {
             r.u64(bitmap).store(0, Ordering::Relaxed);
         }
         // Relaxed like every store of recovery (above).
-        r.u128(POISON).store(0, Ordering::Relaxed);
+        d.poison().store(0, Ordering::Relaxed);
         Ok(Recovery {
             tail: offset,
             flushed,

@@ -61,12 +61,12 @@ impl Topic {
 
     /// Joins consumer group `group` with the default [`MemberOptions`].
     pub fn consumer(&self, group: &str) -> Result<TopicConsumer> {
-        self.join(group, &MemberOptions::default())
+        self.subscribe(group, &MemberOptions::default())
     }
 
     /// Joins consumer group `group`: the member gets its share of the partitions at once (those
     /// no live member holds) and the rest of it as the other members release them.
-    pub fn join(&self, group: &str, options: &MemberOptions) -> Result<TopicConsumer> {
+    pub fn subscribe(&self, group: &str, options: &MemberOptions) -> Result<TopicConsumer> {
         TopicConsumer::new(self.clone(), group, options)
     }
 }

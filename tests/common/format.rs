@@ -1,6 +1,7 @@
 //! The queue file's layout as FORMAT.md states it, in one place for every test that reads or
-//! edits a file by hand. Duplicated from `src/layout.rs` on purpose: the tests pin the format,
-//! so a change to it must change FORMAT.md and these constants too.
+//! edits a file by hand. Duplicated from `src/protocol/layout.rs` (and the group-slot fields
+//! from `src/protocol/groups.rs`) on purpose: the tests pin the format, so a change to it must
+//! change FORMAT.md and these constants too.
 
 // ---- FORMAT.md, "Header page (bytes 0–4095)" ----
 

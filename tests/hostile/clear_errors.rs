@@ -147,7 +147,11 @@ fn truncated_and_extended_files_are_reported() {
         file.set_len(len).unwrap();
         assert_eq!(
             corruption(&path),
-            Corruption::Truncated { len, need },
+            Corruption::Truncated {
+                len,
+                need,
+                header: HEADER_SIZE
+            },
             "length {len}"
         );
     }

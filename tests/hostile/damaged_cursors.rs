@@ -1,5 +1,5 @@
 //! Regressions: damaged cursors that once made the library panic or spin (found by the
-//! property tests; fixed in src/ring.rs `sane_cursor` and src/durable.rs).
+//! property tests; fixed in src/protocol/ring.rs `sane_cursor` and src/queue/durable.rs).
 
 use std::path::PathBuf;
 use std::sync::mpsc;

@@ -83,7 +83,7 @@ proptest! {
         } else {
             let need = if len < HEADER_SIZE as usize { HEADER_SIZE } else { t.layout.file_size };
             match r {
-                Err(Error::Corrupt { kind: Corruption::Truncated { len: l, need: n }, .. }) => {
+                Err(Error::Corrupt { kind: Corruption::Truncated { len: l, need: n, .. }, .. }) => {
                     prop_assert_eq!((l, n), (len as u64, need));
                 }
                 Err(e) => prop_assert!(false, "wrong error {e}"),

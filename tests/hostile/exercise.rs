@@ -73,8 +73,8 @@ pub(crate) fn exercise(path: &Path) -> bool {
     let tail = q.tail_offset();
     let _ = q.geometry().clone();
     let _ = (
-        q.fill(),
-        q.producers(),
+        q.protected_bytes(),
+        q.live_producers(),
         q.producers_waiting(),
         q.oldest_offset(),
     );
