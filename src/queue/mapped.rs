@@ -13,6 +13,7 @@ use crate::mapping::watch::{self, Identity, Watched};
 use crate::protocol::durable_state::DurableState;
 use crate::protocol::groups::GroupTable;
 use crate::protocol::layout::{Geometry, Offsets};
+use crate::protocol::producers::ProducerTable;
 use crate::protocol::ring::{Ring, RingLayout};
 use crate::protocol::sync::{AtomicU128, Region};
 
@@ -114,6 +115,15 @@ impl MappedQueue {
             &self.ring.region,
             self.offsets.groups,
             self.geometry.group_slots,
+        )
+    }
+
+    /// The producer table of the file.
+    pub(crate) fn producers(&self) -> ProducerTable<'_> {
+        ProducerTable::new(
+            &self.ring.region,
+            self.offsets.producers,
+            self.geometry.producer_slots,
         )
     }
 
