@@ -132,6 +132,15 @@ impl MappedQueue {
         DurableState::new(&self.ring.region)
     }
 
+    /// An I/O error on this queue's file.
+    pub(crate) fn io(&self, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
     /// Writes the pages holding `len` bytes at `off` to disk and waits (`msync(MS_SYNC)`).
     pub(crate) fn sync_range(&self, off: u64, len: u64) -> Result<()> {
         let io = |source| Error::Io {
