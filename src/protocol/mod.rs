@@ -8,5 +8,6 @@ pub(crate) mod groups;
 pub(crate) mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;
+pub(crate) mod producers;
 pub(crate) mod ring;
 pub(crate) mod sync;

@@ -47,6 +47,7 @@
 
 use crate::error::Malformed;
 use crate::protocol::layout::{self, footprint, RECORD_HEADER};
+use crate::protocol::producers::{INTENT, INTENT_POS};
 use crate::protocol::sync::{fence, pack, unpack, AtomicU64, Ordering, Region};
 
 /// Record states, the low bits of a slot tag (0: never written, as in a new file).
@@ -108,10 +109,6 @@ const REC_RESERVED: usize = 3;
 /// The words of a record header.
 const HEADER_WORDS: usize = 4;
 const _: () = assert!(HEADER_WORDS as u64 * 8 == RECORD_HEADER);
-
-/// Byte offsets inside a producer slot.
-pub(crate) const INTENT: u64 = 16;
-pub(crate) const INTENT_POS: u64 = 24;
 
 /// Where the ring's pieces are inside its region, and its limits.
 #[derive(Debug, Clone, Copy)]

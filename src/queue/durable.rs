@@ -351,13 +351,4 @@ impl MappedQueue {
         }
         ((offset, pos), None)
     }
-
-    /// An I/O error on this queue's file.
-    pub(crate) fn io(&self, op: &'static str, source: std::io::Error) -> Error {
-        Error::Io {
-            path: self.path.clone(),
-            op,
-            source,
-        }
-    }
 }

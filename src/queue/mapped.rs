@@ -13,6 +13,7 @@ use crate::mapping::watch::{self, Identity, Watched};
 use crate::protocol::durable_state::DurableState;
 use crate::protocol::groups::GroupTable;
 use crate::protocol::layout::{Geometry, Offsets};
+use crate::protocol::producers::ProducerTable;
 use crate::protocol::ring::{Ring, RingLayout};
 use crate::protocol::sync::{AtomicU128, Region};
 
@@ -117,9 +118,27 @@ impl MappedQueue {
         )
     }
 
+    /// The producer table of the file.
+    pub(crate) fn producers(&self) -> ProducerTable<'_> {
+        ProducerTable::new(
+            &self.ring.region,
+            self.offsets.producers,
+            self.geometry.producer_slots,
+        )
+    }
+
     /// The durability words of the file's header page.
     pub(crate) fn durable_state(&self) -> DurableState<'_> {
         DurableState::new(&self.ring.region)
+    }
+
+    /// An I/O error on this queue's file.
+    pub(crate) fn io(&self, op: &'static str, source: std::io::Error) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        }
     }
 
     /// Writes the pages holding `len` bytes at `off` to disk and waits (`msync(MS_SYNC)`).

@@ -1,9 +1,10 @@
 //! [`Producer`]: publishes records, copying ([`Producer::publish`]) or in place
 //! ([`Producer::claim`]), and applies the queue's full policy.
 //!
-//! A producer owns one producer slot (FORMAT.md): `owner` u128 at 0 (the word of its
-//! [`Lease`], so the slot's owner is alive exactly while its kernel lock is held), the
-//! in-flight intent at 16 (`offset + 1`, 0 when idle) and its position at 24. The claim limit is
+//! A producer owns one producer slot (`ProducerTable` in `protocol/producers.rs`, FORMAT.md):
+//! its owner word is the word of its [`Lease`], so the slot's owner is alive exactly while its
+//! kernel lock is held, and its intent words hold the record it claims or writes (`offset + 1`,
+//! 0 when idle) and that record's position. The claim limit is
 //! `min(tail, gating groups' committed positions, live intents) + capacity`, and under Batch and
 //! Sync also at most the synced cursor (`durable.rs`) plus one capacity. It is cached and only
 //! recomputed when a claim would pass it, so the common publish reads no group or slot.
@@ -15,8 +16,8 @@ use crate::error::{Blocker, Corruption, Error, Malformed, Result};
 use crate::mapping::lease::{self, Lease};
 use crate::mapping::watch;
 use crate::protocol::crc;
-use crate::protocol::layout::{self, footprint, Durability, FullPolicy, PRODUCER_SLOT};
-use crate::protocol::ring::{self, Attempt, Claim, INTENT, INTENT_POS};
+use crate::protocol::layout::{self, footprint, Durability, FullPolicy};
+use crate::protocol::ring::{self, Attempt, Claim};
 use crate::protocol::sync::{pack, Ordering};
 use crate::queue::flusher::{Flusher, FlusherSlot};
 use crate::queue::mapped::MappedQueue;
@@ -27,6 +28,8 @@ use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 pub struct Producer {
     pub(crate) shared: Arc<MappedQueue>,
     slot: u32,
+    /// The slot's region offset (`ProducerTable::slot_off`), which the ring protocol's claim,
+    /// commit and abort take: kept so the hot path computes it once per producer.
     slot_off: u64,
     pub(crate) lease: Lease,
     tail: u128,
@@ -94,13 +97,10 @@ impl Producer {
             .find(|&s| take_slot(&shared, s, owner, |held| held == 0))
             .or_else(|| (0..slots).find(|&s| take_slot(&shared, s, owner, dead)))
             .ok_or(Error::TooManyProducers(slots))?;
-        let slot_off = shared.offsets.producers + slot as u64 * PRODUCER_SLOT;
+        let table = shared.producers();
+        let slot_off = table.slot_off(slot);
         // Release: a dead predecessor's intent is gone before we publish our own.
-        shared
-            .ring
-            .region
-            .u64(slot_off + INTENT)
-            .store(0, Ordering::Release);
+        table.intent(slot).store(0, Ordering::Release);
         // SeqCst like every sleeper-bitmap change; the predecessor may have died asleep.
         shared
             .ring
@@ -386,15 +386,15 @@ impl Producer {
     /// If producer slot `slot`'s owner is dead, withdraws its stale intent (by CAS, so a new
     /// owner's intent is never touched). Readers abort the record itself after the timeout.
     fn clear_if_dead(&self, slot: u32, intent: u64) -> bool {
-        let r = &self.shared.ring.region;
-        let base = self.shared.offsets.producers + slot as u64 * PRODUCER_SLOT;
+        let table = self.shared.producers();
         // Acquire: see the owner that published this intent.
-        let owner = r.u128(base).load(Ordering::Acquire);
+        let owner = table.owner(slot).load(Ordering::Acquire);
         if lease::alive(&self.shared.file, owner) {
             return false;
         }
         // AcqRel: the withdrawal is visible to every later limit scan.
-        r.u64(base + INTENT)
+        table
+            .intent(slot)
             .compare_exchange(intent, 0, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
@@ -403,16 +403,19 @@ impl Producer {
 /// How many producer slots running processes hold, and how many of those producers sleep
 /// waiting for room.
 pub(crate) fn live_producers(shared: &MappedQueue) -> (u32, u32) {
-    let r = &shared.ring.region;
+    let table = shared.producers();
     let held = |s: u32| {
-        let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
         // Acquire: pairs with the owner CAS in `take_slot` (only a snapshot is promised).
-        let owner = r.u128(base).load(Ordering::Acquire);
+        let owner = table.owner(s).load(Ordering::Acquire);
         lease::alive(&shared.file, owner)
     };
     // Relaxed: a snapshot for people; nothing is ordered by it.
-    let sleeping = r.u64(layout::SPACE_WAITERS).load(Ordering::Relaxed);
-    (0..shared.geometry.producer_slots)
+    let sleeping = shared
+        .ring
+        .region
+        .u64(layout::SPACE_WAITERS)
+        .load(Ordering::Relaxed);
+    (0..table.slots())
         .filter(|&s| held(s))
         .fold((0, 0), |(alive, waiting), s| {
             (alive + 1, waiting + u32::from(sleeping & (1u64 << s) != 0))
@@ -432,7 +435,7 @@ pub(crate) fn protected_bytes(shared: &MappedQueue) -> u64 {
 /// Computes the claim limit for a producer in slot `me` (see the module docs); `u32::MAX`
 /// counts every slot.
 fn scan_limit(shared: &MappedQueue, me: u32) -> (u64, Bottleneck) {
-    let r = &shared.ring.region;
+    let table = shared.producers();
     // SYNC T (Acquire): any claim not covered by an intent we read below started at or after
     // this tail, so it lies past the limit we compute.
     let (_, mut low) = shared.ring.tail();
@@ -451,13 +454,12 @@ fn scan_limit(shared: &MappedQueue, me: u32) -> (u64, Bottleneck) {
             bottleneck = Bottleneck::Flush;
         }
     }
-    for s in (0..shared.geometry.producer_slots).filter(|&s| s != me) {
-        let base = shared.offsets.producers + s as u64 * PRODUCER_SLOT;
+    for s in (0..table.slots()).filter(|&s| s != me) {
         // Acquire (SYNC I): pairs with the Release that clears an intent after its commit.
-        let intent = r.u64(base + INTENT).load(Ordering::Acquire);
+        let intent = table.intent(s).load(Ordering::Acquire);
         if intent != 0 {
             // Relaxed: written before the intent; a newer value only moves it forward.
-            let at = r.u64(base + INTENT_POS).load(Ordering::Relaxed);
+            let at = table.intent_pos(s).load(Ordering::Relaxed);
             if at < low {
                 low = at;
                 bottleneck = Bottleneck::Intent { slot: s, intent };
@@ -498,10 +500,7 @@ pub(crate) fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
 }
 
 fn take_slot(shared: &MappedQueue, slot: u32, owner: u128, free: impl Fn(u128) -> bool) -> bool {
-    let cell = shared
-        .ring
-        .region
-        .u128(shared.offsets.producers + slot as u64 * PRODUCER_SLOT);
+    let cell = shared.producers().owner(slot);
     // Acquire: see the previous owner's last intent before deciding.
     let held = cell.load(Ordering::Acquire);
     // AcqRel: Acquire as above; Release publishes our ownership before our first intent.
@@ -517,10 +516,9 @@ impl Drop for Producer {
             // A forked child's copy: the slot is the parent's.
             return;
         }
-        let r = &self.shared.ring.region;
         // Release: our last commit is visible before the slot reads as free. The lease (a
         // field, dropped after this) is released only then.
-        let _ = r.u128(self.slot_off).compare_exchange(
+        let _ = self.shared.producers().owner(self.slot).compare_exchange(
             self.lease.word(),
             pack(0, 0),
             Ordering::Release,

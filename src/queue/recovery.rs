@@ -34,10 +34,10 @@ use std::os::fd::AsRawFd;
 
 use crate::error::{Corruption, Error, Malformed, Result};
 use crate::protocol::layout::{
-    footprint, BOOT_ID, DATA_WAITERS, DURABLE_WAITERS, FLOOR, PRODUCER_SLOT, RECORD_ALIGN,
-    RECORD_HEADER, SPACE_WAITERS, TAIL,
+    footprint, BOOT_ID, DATA_WAITERS, DURABLE_WAITERS, FLOOR, RECORD_ALIGN, RECORD_HEADER,
+    SPACE_WAITERS, TAIL,
 };
-use crate::protocol::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, INTENT, WRAPPED};
+use crate::protocol::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, WRAPPED};
 use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::group::AdminLock;
 use crate::queue::mapped::MappedQueue;
@@ -190,10 +190,10 @@ impl MappedQueue {
                 self.set_committed(g, floor.0, floor.1);
             }
         }
-        for p in 0..self.geometry.producer_slots {
-            let base = self.offsets.producers + p as u64 * PRODUCER_SLOT;
-            r.u128(base).store(0, Ordering::Relaxed);
-            r.u64(base + INTENT).store(0, Ordering::Relaxed);
+        let producers = self.producers();
+        for p in 0..producers.slots() {
+            producers.owner(p).store(0, Ordering::Relaxed);
+            producers.intent(p).store(0, Ordering::Relaxed);
         }
         for bitmap in [DATA_WAITERS, SPACE_WAITERS, DURABLE_WAITERS] {
             r.u64(bitmap).store(0, Ordering::Relaxed);
