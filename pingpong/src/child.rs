@@ -96,6 +96,19 @@ pub(crate) fn pair_dir(mode: &'static str) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(dir))
 }
 
+/// Makes a new temporary directory under `base` for a pair's or flow's files, its name
+/// starting with `prefix`; removed when the returned handle drops.
+pub(crate) fn new_dir(prefix: &str, base: &Path) -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(base)
+        .map_err(|source| Error::Io {
+            path: base.to_path_buf(),
+            op: "create a temporary directory",
+            source,
+        })
+}
+
 /// Starts this binary again as the child `role` (of the pair or flow `mode`) with its files in
 /// `dir` and `env` set too, and waits for its ready byte on its stdout. Returns the child and
 /// its stdin, which the caller holds: the child exits when it is closed.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shmq::futex;
 
-use crate::child::spawn_ready;
+use crate::child::{new_dir, spawn_ready};
 #[cfg(feature = "async")]
 use crate::runtime;
 use crate::shared::{map_word_file, word32, word64, Bell, Patience};
@@ -81,14 +81,7 @@ impl Pinger {
     /// Starts the child for `mode`, with the pair's files in a new temporary directory under
     /// `base`, and completes 1,000 warm-up round trips.
     pub fn start(mode: Mode, base: &Path) -> Result<Pinger, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix(mode.name())
-            .tempdir_in(base)
-            .map_err(|source| Error::Io {
-                path: base.to_path_buf(),
-                op: "create a temporary directory",
-                source,
-            })?;
+        let dir = new_dir(mode.name(), base)?;
         let exe = std::env::current_exe().map_err(|source| Error::Spawn {
             mode: mode.name(),
             source,

@@ -27,7 +27,7 @@ use std::process::{Child, ChildStdin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::child::{pair_dir, spawn_ready};
+use crate::child::{new_dir, pair_dir, spawn_ready};
 use crate::shared::Patience;
 use crate::{median, queue_err, Error, MSG, REPLY_TIMEOUT};
 
@@ -453,14 +453,7 @@ impl Flow {
     /// Creates `case`'s ring or queue in a new temporary directory under `base`, starts its
     /// producer processes and waits until each is ready.
     pub fn start(case: Case, base: &Path) -> Result<Flow, Error> {
-        let dir = tempfile::Builder::new()
-            .prefix(case.name())
-            .tempdir_in(base)
-            .map_err(|source| Error::Io {
-                path: base.to_path_buf(),
-                op: "create a temporary directory",
-                source,
-            })?;
+        let dir = new_dir(case.name(), base)?;
         let sink = match case {
             Case::FloorRing => Sink::Floor {
                 ring: FloorRing::create(&dir.path().join(FLOOR_FILE))?,
