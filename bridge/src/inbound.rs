@@ -68,13 +68,7 @@ pub fn run_in(config: &InConfig, stats: &Arc<Stats>) -> Result<()> {
         source,
     };
     let mut local = Local::open(&config.path, &config.durable, stats).map_err(shmq_err)?;
-    let runtime = crate::runtime()?;
-    let js = runtime.block_on(crate::connect(&config.nats, stats))?;
-    let stream = runtime.block_on(crate::ensure_stream(
-        &js,
-        &config.stream,
-        Duration::from_secs(60),
-    ))?;
+    let (runtime, _, stream) = crate::start(&config.nats, &config.stream, stats)?;
     let consumer_config = pull::Config {
         durable_name: Some(config.durable.clone()),
         filter_subject: format!("{}.>", config.stream.subject),

@@ -364,6 +364,24 @@ pub(crate) async fn ensure_stream(
     }
 }
 
+/// The start of either direction: a runtime, a JetStream context connected to `nats`
+/// (counting disconnects and reconnects in `stats`), and the stream `stream` (created if
+/// missing; its creation is retried for up to a minute, while a new cluster elects a leader).
+pub(crate) fn start(
+    nats: &NatsOptions,
+    stream: &StreamOptions,
+    stats: &Arc<Stats>,
+) -> Result<(
+    tokio::runtime::Runtime,
+    jetstream::Context,
+    jetstream::stream::Stream,
+)> {
+    let runtime = runtime()?;
+    let js = runtime.block_on(connect(nats, stats))?;
+    let stream = runtime.block_on(ensure_stream(&js, stream, Duration::from_secs(60)))?;
+    Ok((runtime, js, stream))
+}
+
 /// A multi-threaded runtime with one worker: the NATS side is I/O-bound.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

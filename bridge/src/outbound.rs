@@ -78,13 +78,7 @@ pub fn run_out(config: &OutConfig, stats: &Arc<Stats>) -> Result<()> {
         Some(s) => s.clone(),
         None => default_source(&config.path),
     };
-    let runtime = crate::runtime()?;
-    let js = runtime.block_on(crate::connect(&config.nats, stats))?;
-    let stream = runtime.block_on(crate::ensure_stream(
-        &js,
-        &config.stream,
-        Duration::from_secs(60),
-    ))?;
+    let (runtime, js, stream) = crate::start(&config.nats, &config.stream, stats)?;
     // An existing stream keeps its own window: say so when it is shorter than asked, since
     // a bridge down for longer than it re-sends records as new ones.
     let window = stream.cached_info().config.duplicate_window;
