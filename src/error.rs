@@ -576,6 +576,20 @@ pub enum Error {
         /// The queue's maximum.
         max: u32,
     },
+    /// A batch of records ([`Producer::publish_batch`](crate::Producer::publish_batch)) needs
+    /// more room than the ring has, so no claim could ever take it.
+    #[error("{path}: a batch of {records} records needs up to {bytes} bytes, more than the ring's {capacity}")]
+    BatchTooBig {
+        /// The queue file.
+        path: PathBuf,
+        /// How many records the batch has.
+        records: usize,
+        /// The bytes the batch may need: its records' footprints and the padding of one
+        /// record placed at the next lap.
+        bytes: u64,
+        /// The ring's capacity in bytes.
+        capacity: u64,
+    },
     /// The ring is full and the queue's policy is `Reject`.
     #[error("{path}: queue is full{}", blocked(.blocked_by))]
     Full {

@@ -118,6 +118,7 @@ fn error_path(e: &shmq::Error) -> Option<&Path> {
         | E::NoFileName { path }
         | E::NoSuchPartition { path, .. }
         | E::Full { path, .. }
+        | E::BatchTooBig { path, .. }
         | E::Timeout { path, .. }
         | E::TooManyMembers { path, .. }
         | E::NotDurable { path, .. }

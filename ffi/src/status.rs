@@ -19,7 +19,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
-/// | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
+/// | `SHMQ_ETOOBIG`   | `TooBig`, `BatchTooBig`                                             |
 /// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
 /// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` (try again once the holder or a slot is free) |
@@ -104,7 +104,7 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::NoSuchPartition { .. }
         | Error::KeyTooBig { .. } => SHMQ_EINVAL,
         Error::Unsupported(_) => SHMQ_EINTERNAL,
-        Error::TooBig { .. } => SHMQ_ETOOBIG,
+        Error::TooBig { .. } | Error::BatchTooBig { .. } => SHMQ_ETOOBIG,
         Error::Full { .. } => SHMQ_FULL,
         Error::Timeout { .. } | Error::Aborted { .. } => SHMQ_TIMEOUT,
         Error::TooManyProducers(_)

@@ -36,6 +36,20 @@
 //!   or `(o, no flags)` (the 0 of a new or cleared slot is `(0, no flags)`). A tag `(o, any
 //!   flag)` or one of a later offset makes it refuse before it writes a header byte, and its
 //!   publish fails with `Aborted`. `abandon` aborts its own claim by the same rule.
+//! * **Runs.** A batch claims `n` records `o .. o + n` with one CAS `(o, p) → (o + n, end)`.
+//!   Each record is placed as a single claim would place it after the one before (never
+//!   straddling the ring's end), and the limit check covers `end`. Before the CAS, `pos(o)`
+//!   gets `p` as for one record, and every later member's slot gets the *provisional* value
+//!   `p + 1` (`fetch_max`): odd, so no reader takes it for a position, above any older lap's
+//!   position of that slot and below any true position of that offset. Only the winner knows
+//!   the members' positions, so it stores them right after the CAS (SYNC T), before it writes
+//!   or commits a record; a loser's provisional values lose to them. Until then a member reads
+//!   as *unpublished* ([`Ring::position`]). The intent `(o + n, p)` covers the whole run until
+//!   its last record is committed or given up. A reader that finds member `x` aborted and
+//!   `x + 1` unpublished knows the run's producer stopped between its CAS and its position
+//!   stores (a record it aborted itself would have them): it aborts `x + 1` at once (same
+//!   claim, same timeout) and goes on to the next offset ([`Ring::past_aborted`]). Every other
+//!   stalled member is aborted after the claim timeout, as one record is.
 //! * **Overtaken.** A slot tag with an offset above the reader's means the slot was reused by
 //!   `o + kN`: the reader was lapped.
 //!
@@ -177,6 +191,18 @@ pub(crate) enum Attempt {
     },
 }
 
+/// What a reader knows of where record `offset` begins ([`Ring::position`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Position {
+    /// The record's claim begins at this position.
+    At(u64),
+    /// A later member of a claimed run whose producer has not stored its position yet (see
+    /// "Runs" in the module docs).
+    Unpublished,
+    /// Not claimed yet, or the slot was reused or holds an implausible value.
+    Unknown,
+}
+
 impl Ring {
     /// A ring over `region` laid out as `layout` (offsets already validated).
     pub(crate) fn new(region: Region, layout: RingLayout) -> Self {
@@ -234,59 +260,152 @@ impl Ring {
     #[inline]
     pub(crate) fn try_claim(&self, tail: &mut u128, len: u32, limit: u64, intent: u64) -> Attempt {
         let size = footprint(len as u64);
-        let cell = self.region.u128(layout::TAIL);
         loop {
             let (offset, at) = unpack(*tail);
             if !sane_cursor(offset, at) {
                 return Attempt::BadTail { offset, pos: at };
             }
-            let rest = self.layout.capacity - (at & self.mask);
-            let start = if rest >= size { at } else { at + rest };
+            let start = self.place(at, size);
             let end = start + size;
             if end > limit {
-                // An earlier round of this loop may have published an intent for a claim that
-                // lost its CAS: withdraw it, or it would hold back the limit of every producer
-                // while this one waits for room (SYNC I, Release as in `commit`).
-                self.region.u64(intent + INTENT).store(0, Ordering::Release);
-                return Attempt::NoSpace { end };
+                return self.no_space(intent, end);
             }
-            // Relaxed: these two stores are published by the tail CAS below (SYNC T); a stale
-            // intent is only ever read as "in flight at or after `at`".
-            self.region
-                .u64(intent + INTENT_POS)
-                .store(at, Ordering::Relaxed);
-            self.region
-                .u64(intent + INTENT)
-                .store(offset + 1, Ordering::Relaxed);
-            // Relaxed load: only decides whether the RMW is needed. Release RMW: a reader that
-            // sees this value through `resolve` also sees the tail it checks against.
-            let pos = self.slot_pos(offset);
-            if pos.load(Ordering::Relaxed) < at {
-                pos.fetch_max(at, Ordering::Release);
+            self.announce(offset, 1, at, intent);
+            if self.swap_tail(tail, offset, 1, end) {
+                return Attempt::Claimed(Claim {
+                    offset,
+                    at,
+                    start,
+                    len,
+                });
             }
-            crate::crash::point("publish.before_claim");
-            // SYNC T (SeqCst, see the module docs); Relaxed on failure: the loop only
-            // recomputes from the returned value.
-            match cell.compare_exchange(
-                *tail,
-                pack(offset + 1, end),
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    *tail = pack(offset + 1, end);
-                    // SYNC L: a lapped reader that sees any byte written after this fence also
-                    // sees the tail CAS above and discards what it read.
-                    fence(Ordering::Release);
-                    crate::crash::point("publish.after_claim");
-                    return Attempt::Claimed(Claim {
-                        offset,
-                        at,
-                        start,
-                        len,
-                    });
+        }
+    }
+
+    /// Tries to claim a run of records, one per length in `lens` (at least one), ending no
+    /// later than `limit`, with one tail CAS (see "Runs" in the module docs). On success `run`
+    /// holds the claims in offset order (dense offsets from the first) and their positions are
+    /// stored; the result is the first claim. Arguments as for [`try_claim`](Self::try_claim).
+    pub(crate) fn try_claim_run(
+        &self,
+        tail: &mut u128,
+        lens: &[u32],
+        limit: u64,
+        intent: u64,
+        run: &mut Vec<Claim>,
+    ) -> Attempt {
+        let n = lens.len() as u64;
+        loop {
+            let (offset, at) = unpack(*tail);
+            if !sane_cursor(offset, at) {
+                return Attempt::BadTail { offset, pos: at };
+            }
+            run.clear();
+            let mut end = at;
+            for (i, &len) in lens.iter().enumerate() {
+                let size = footprint(len as u64);
+                let start = self.place(end, size);
+                run.push(Claim {
+                    offset: offset + i as u64,
+                    at: end,
+                    start,
+                    len,
+                });
+                end = start + size;
+            }
+            if end > limit {
+                return self.no_space(intent, end);
+            }
+            self.announce(offset, n, at, intent);
+            for member in 1..n {
+                let pos = self.slot_pos(offset + member);
+                // Provisional (odd): see "Runs". Relaxed load: only decides whether the RMW is
+                // needed. Release RMW as for `pos(o)` in `announce`.
+                if pos.load(Ordering::Relaxed) <= at {
+                    pos.fetch_max(at + 1, Ordering::Release);
                 }
-                Err(current) => *tail = current,
+            }
+            if self.swap_tail(tail, offset, n, end) {
+                for claim in &run[1..] {
+                    // Release: published to readers by each record's commit CAS (SYNC C), and
+                    // by the tail CAS of the next claim. A plain store: nobody else writes a
+                    // true position for these offsets, and no later lap reuses their slots
+                    // while our intent holds the limit back; a loser's late provisional value
+                    // is below it.
+                    self.slot_pos(claim.offset)
+                        .store(claim.at, Ordering::Release);
+                }
+                return Attempt::Claimed(run[0]);
+            }
+        }
+    }
+
+    /// Where a record of `size` bytes whose claim begins at `at` starts: at `at`, or at the
+    /// next lap if it does not fit in the rest of this one.
+    #[inline]
+    fn place(&self, at: u64, size: u64) -> u64 {
+        let rest = self.layout.capacity - (at & self.mask);
+        if rest >= size {
+            at
+        } else {
+            at + rest
+        }
+    }
+
+    /// A claim ending at `end` found no room below the limit.
+    #[inline]
+    fn no_space(&self, intent: u64, end: u64) -> Attempt {
+        // An earlier round of the claim loop may have published an intent for a claim that
+        // lost its CAS: withdraw it, or it would hold back the limit of every producer while
+        // this one waits for room (SYNC I, Release as in `commit`).
+        self.region.u64(intent + INTENT).store(0, Ordering::Release);
+        Attempt::NoSpace { end }
+    }
+
+    /// Before the tail CAS of a claim of `n` records at tail `(offset, at)`: the intent
+    /// `(offset + n, at)` and `pos(offset) = at`.
+    #[inline]
+    fn announce(&self, offset: u64, n: u64, at: u64, intent: u64) {
+        // Relaxed: these two stores are published by the tail CAS (SYNC T); a stale intent is
+        // only ever read as "in flight at or after `at`".
+        self.region
+            .u64(intent + INTENT_POS)
+            .store(at, Ordering::Relaxed);
+        self.region
+            .u64(intent + INTENT)
+            .store(offset + n, Ordering::Relaxed);
+        // Relaxed load: only decides whether the RMW is needed. Release RMW: a reader that
+        // sees this value through `resolve` also sees the tail it checks against.
+        let pos = self.slot_pos(offset);
+        if pos.load(Ordering::Relaxed) < at {
+            pos.fetch_max(at, Ordering::Release);
+        }
+    }
+
+    /// The tail CAS `(offset, ·) → (offset + n, end)` from `*tail`; refreshes `*tail` either
+    /// way and says whether it won.
+    #[inline]
+    fn swap_tail(&self, tail: &mut u128, offset: u64, n: u64, end: u64) -> bool {
+        crate::crash::point("publish.before_claim");
+        // SYNC T (SeqCst, see the module docs); Relaxed on failure: the caller only recomputes
+        // from the returned value.
+        match self.region.u128(layout::TAIL).compare_exchange(
+            *tail,
+            pack(offset + n, end),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                *tail = pack(offset + n, end);
+                // SYNC L: a lapped reader that sees any byte written after this fence also
+                // sees the tail CAS above and discards what it read.
+                fence(Ordering::Release);
+                crate::crash::point("publish.after_claim");
+                true
+            }
+            Err(current) => {
+                *tail = current;
+                false
             }
         }
     }
@@ -316,10 +435,37 @@ impl Ring {
         intent: u64,
     ) -> Result<(), ()> {
         let result = self.seal(claim, timestamp, crc);
-        // SYNC I (Release): the claim is finished (or given up); producers scanning intents may
-        // now reuse bytes up to one capacity past it.
-        self.region.u64(intent + INTENT).store(0, Ordering::Release);
+        self.release_intent(intent);
+        if result.is_ok() {
+            self.notify_data();
+        }
         result
+    }
+
+    /// Commits one record of a claimed run whose payload is written, as [`commit`](Self::commit)
+    /// does, but leaves the intent (it covers the rest of the run) and the wake-up (one per
+    /// run, [`finish_run`](Self::finish_run)) to the caller.
+    pub(crate) fn commit_member(&self, claim: &Claim, timestamp: u64, crc: u32) -> Result<(), ()> {
+        self.seal(claim, timestamp, crc)
+    }
+
+    /// The end of a run: gives up its members that were not committed (`unsealed`, as
+    /// [`abandon`](Self::abandon) does), withdraws the intent, and wakes sleeping consumers if
+    /// `committed` says any record was committed.
+    pub(crate) fn finish_run(&self, unsealed: &[Claim], committed: bool, intent: u64) {
+        for claim in unsealed {
+            self.give_up(claim);
+        }
+        self.release_intent(intent);
+        if committed {
+            self.notify_data();
+        }
+    }
+
+    /// SYNC I (Release): the claim is finished (or given up); producers scanning intents may
+    /// now reuse bytes up to one capacity past it.
+    fn release_intent(&self, intent: u64) {
+        self.region.u64(intent + INTENT).store(0, Ordering::Release);
     }
 
     fn seal(&self, claim: &Claim, timestamp: u64, crc: u32) -> Result<(), ()> {
@@ -351,20 +497,23 @@ impl Ring {
         cell.compare_exchange(stale, tag(o, flags), Ordering::SeqCst, Ordering::Relaxed)
             .map_err(drop)?;
         crate::crash::point("publish.after_commit");
-        self.notify_data();
         Ok(())
     }
 
     /// Gives up an uncommitted claim of our own: readers skip it at once. A claim already
     /// aborted by a reader is left alone: its slot may hold a newer record by now.
     pub(crate) fn abandon(&self, claim: &Claim, intent: u64) {
+        self.give_up(claim);
+        self.release_intent(intent);
+    }
+
+    /// Aborts an uncommitted claim of our own unless it is over already.
+    fn give_up(&self, claim: &Claim) {
         // Relaxed: the value is only the CAS's expected value and checked as in `seal`.
         let seen = self.slot_tag(claim.offset).load(Ordering::Relaxed);
         if unresolved(claim.offset, seen) {
             self.abort(claim.offset, seen);
         }
-        // SYNC I (Release): as in `commit`.
-        self.region.u64(intent + INTENT).store(0, Ordering::Release);
     }
 
     /// Reads what is at cursor `(offset, pos)`; `pos` must be `pos(offset)`.
@@ -459,28 +608,70 @@ impl Ring {
         done
     }
 
-    /// The position of record `offset`, if it is known: `None` if it is not claimed yet or its
-    /// slot has been reused. An implausible (unaligned) entry reads as `None`.
+    /// The position of record `offset`, if it is known: `None` if it is not claimed yet, its
+    /// slot has been reused, or it is an unpublished member of a run ([`position`]).
+    ///
+    /// [`position`]: Self::position
     pub(crate) fn resolve(&self, offset: u64) -> Option<u64> {
+        match self.position(offset) {
+            Position::At(pos) => Some(pos),
+            Position::Unpublished | Position::Unknown => None,
+        }
+    }
+
+    /// Where record `offset` begins, as far as its slot tells (see "Runs" in the module docs).
+    /// An implausible (unaligned or too large) entry reads as unknown.
+    pub(crate) fn position(&self, offset: u64) -> Position {
         let (t_off, t_pos) = self.tail();
         if offset == t_off {
-            return Some(t_pos);
+            return Position::At(t_pos);
         }
         if offset > t_off {
-            return None;
+            return Position::Unknown;
         }
         // SYNC T (Acquire): pairs with the contenders' Release fetch_max.
-        let pos = self
-            .region
-            .u64(self.slot(offset) + SLOT_POS)
-            .load(Ordering::Acquire);
+        let pos = self.slot_pos(offset).load(Ordering::Acquire);
         let (t2_off, _) = self.tail();
         // Checked: a tail that went backwards (zero pages of a truncated file, a hostile
         // write) is no proof of freshness, and must not underflow.
         let fresh = t2_off
             .checked_sub(offset)
             .is_some_and(|d| d < self.layout.index_entries);
-        (fresh && pos % layout::RECORD_ALIGN == 0 && pos <= t_pos).then_some(pos)
+        if !fresh || pos > t_pos {
+            Position::Unknown
+        } else if pos % layout::RECORD_ALIGN == 0 {
+            Position::At(pos)
+        } else if pos % layout::RECORD_ALIGN == 1 {
+            Position::Unpublished
+        } else {
+            Position::Unknown
+        }
+    }
+
+    /// Where a reader goes from aborted record `offset`: the next offset whose position is
+    /// known and that position, or `None` if it cannot be told (the slot was reused: lapped).
+    /// Unpublished members of the aborted record's run are aborted on the way (see "Runs" in
+    /// the module docs); the result's offset says how many offsets were passed.
+    pub(crate) fn past_aborted(&self, offset: u64) -> Option<(u64, u64)> {
+        let mut next = offset + 1;
+        loop {
+            match self.position(next) {
+                Position::At(pos) => return Some((next, pos)),
+                Position::Unknown => return None,
+                Position::Unpublished => {
+                    // SYNC C (Acquire): a commit we see was made after the position store,
+                    // which the next round then reads.
+                    let seen = self.slot_tag(next).load(Ordering::Acquire);
+                    if unresolved(next, seen) && !self.abort(next, seen) {
+                        continue;
+                    }
+                    if seen & COMMITTED != 0 && tag_offset(seen) == next {
+                        continue;
+                    }
+                    next += 1;
+                }
+            }
+        }
     }
 
     /// The oldest record whose claim lies wholly in the last capacity of bytes:

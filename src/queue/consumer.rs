@@ -253,6 +253,41 @@ impl Consumer {
         }
     }
 
+    /// Hands up to `max` records to `f`, in offset order, and returns how many it handed out:
+    /// waits as [`poll`](Self::poll) does for the first one (0 when `timeout` passes first, or
+    /// for a `max` of 0), then takes every further record that is committed already, without
+    /// waiting. A closure rather than a returned slice: each [`Message`] borrows the consumer
+    /// (a zero-copy record stays valid until the consumer moves on), so `f` sees one at a time,
+    /// and the lease, heartbeat and damage checks are paid once per batch. Commit the last
+    /// offset `f` saw as after `poll`.
+    ///
+    /// Errors: as [`poll`](Self::poll). An error after some records were handed to `f` is
+    /// returned as well (the records stay delivered: count them in `f` if it matters), and
+    /// the next call goes on from where the error left the consumer.
+    pub fn poll_batch(
+        &mut self,
+        max: usize,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(Message<'_>),
+    ) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        match self.poll(timeout)? {
+            Some(message) => f(message),
+            None => return Ok(0),
+        }
+        let mut handed = 1;
+        while handed < max {
+            match self.next(false)? {
+                Next::Ready(found) => f(self.deliver(found)?),
+                Next::Pending { .. } => break,
+            }
+            handed += 1;
+        }
+        Ok(handed)
+    }
+
     /// Sleeps until the slot tag at the cursor may have moved from `tag`, at most `sleep`,
     /// flagged in the data sleeper bitmap (SYNC W).
     fn sleep(&self, tag: u64, sleep: Duration) {

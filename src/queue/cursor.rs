@@ -155,12 +155,12 @@ impl Cursor {
                         crc,
                     }))
                 }
-                Found::Aborted => match ring.resolve(self.offset + 1) {
-                    Some(next) => {
-                        self.offset += 1;
-                        self.pos = next;
+                Found::Aborted => match ring.past_aborted(self.offset) {
+                    Some((next, pos)) => {
+                        self.aborted_run += next - self.offset;
+                        self.offset = next;
+                        self.pos = pos;
                         self.stall = None;
-                        self.aborted_run += 1;
                     }
                     None => return Err(self.resync(shared, self.offset)),
                 },

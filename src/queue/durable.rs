@@ -331,8 +331,11 @@ impl MappedQueue {
         while offset < tail {
             match ring.read(offset, pos) {
                 Found::Ready { start, len, .. } => pos = start + footprint(len as u64),
-                Found::Aborted => match ring.resolve(offset + 1) {
-                    Some(next) => pos = next,
+                Found::Aborted => match ring.past_aborted(offset) {
+                    Some((next, at)) => {
+                        (offset, pos) = (next, at);
+                        continue;
+                    }
                     None => break,
                 },
                 Found::Pending { tag } => return ((offset, pos), Some(tag)),

@@ -8,6 +8,10 @@
 //! `min(tail, gating groups' committed positions, live intents) + capacity`, and under Batch and
 //! Sync also at most the synced cursor (`durable.rs`) plus one capacity. It is cached and only
 //! recomputed when a claim would pass it, so the common publish reads no group or slot.
+//!
+//! [`Producer::publish_batch`] claims a run of records with one tail CAS (see "Runs" in
+//! `protocol/ring.rs`), commits each record by its slot tag as `publish` does, and pays the
+//! lease, damage and poison checks, the wake-up and the durability wait once per batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +21,7 @@ use crate::mapping::lease::{self, Lease};
 use crate::mapping::watch;
 use crate::protocol::crc;
 use crate::protocol::layout::{self, footprint, Durability, FullPolicy};
-use crate::protocol::ring::{self, Attempt, Claim};
+use crate::protocol::ring::{self, Attempt, Claim, Ring};
 use crate::protocol::sync::{pack, Ordering};
 use crate::queue::flusher::{Flusher, FlusherSlot};
 use crate::queue::mapped::MappedQueue;
@@ -35,6 +39,10 @@ pub struct Producer {
     tail: u128,
     limit: u64,
     pub(crate) timeout: Option<Duration>,
+    /// The payload lengths of the batch being published (kept to reuse its allocation).
+    lens: Vec<u32>,
+    /// The claims of the batch being published (kept to reuse its allocation).
+    run: Vec<Claim>,
     /// Keeps this process's Batch flusher running while the producer lives.
     _flusher: Option<Arc<Flusher>>,
 }
@@ -125,6 +133,8 @@ impl Producer {
             tail,
             limit: 0,
             timeout: None,
+            lens: Vec::new(),
+            run: Vec::new(),
         })
     }
 
@@ -161,6 +171,103 @@ impl Producer {
         self.shared.ring.write_payload(&claim, payload);
         let crc = checksum(&self.shared, payload);
         self.finish(claim, crc)
+    }
+
+    /// Publishes every payload of `payloads` as one run of records with dense offsets, in order,
+    /// and returns the first record's offset (the others follow it: `first + i` for
+    /// `payloads[i]`). One claim takes room for the whole run, so records of other producers
+    /// never fall between them; readers see each record as soon as it is committed, as for
+    /// [`publish`](Self::publish). Under [`FullPolicy::Block`] it waits until the whole run
+    /// fits, and under [`Durability::Sync`] it returns once the last record is on disk (one
+    /// flush for the batch).
+    ///
+    /// Errors: as [`publish`](Self::publish), and [`Error::InvalidArgument`] for an empty
+    /// batch, [`Error::BatchTooBig`] for a batch that could never fit in the ring.
+    /// [`Error::Aborted`] names the first record readers gave up (this call stalled past the
+    /// claim timeout): the records before it are published, it and the rest are not.
+    /// [`Error::NotDurable`] names the batch's last record.
+    pub fn publish_batch(&mut self, payloads: &[&[u8]]) -> Result<u64> {
+        self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
+        let published = self.publish_batch_checked(payloads);
+        self.shared.check_damage()?;
+        published
+    }
+
+    fn publish_batch_checked(&mut self, payloads: &[&[u8]]) -> Result<u64> {
+        if payloads.is_empty() {
+            return Err(Error::InvalidArgument {
+                argument: "batch",
+                why: "an empty batch has no offset to return".into(),
+            });
+        }
+        let mut lens = std::mem::take(&mut self.lens);
+        lens.clear();
+        for payload in payloads {
+            match self.check_len(payload.len()) {
+                Ok(len) => lens.push(len),
+                Err(e) => {
+                    self.lens = lens;
+                    return Err(e);
+                }
+            }
+        }
+        let mut run = std::mem::take(&mut self.run);
+        let published = self.publish_run(payloads, &lens, &mut run);
+        (self.lens, self.run) = (lens, run);
+        published
+    }
+
+    /// Claims, writes and commits the run of `payloads` (whose lengths are `lens`), then waits
+    /// for durability as its policy says.
+    fn publish_run(
+        &mut self,
+        payloads: &[&[u8]],
+        lens: &[u32],
+        run: &mut Vec<Claim>,
+    ) -> Result<u64> {
+        self.check_run_size(lens)?;
+        let slot_off = self.slot_off;
+        self.claim_with(|ring, tail, limit| ring.try_claim_run(tail, lens, limit, slot_off, run))?;
+        let ring = &self.shared.ring;
+        let timestamp = clock::now_ns();
+        let mut sealed = 0;
+        for (claim, payload) in run.iter().zip(payloads) {
+            ring.write_payload(claim, payload);
+            let crc = checksum(&self.shared, payload);
+            if ring.commit_member(claim, timestamp, crc).is_err() {
+                break;
+            }
+            sealed += 1;
+        }
+        ring.finish_run(&run[sealed..], sealed > 0, slot_off);
+        if let Some(aborted) = run.get(sealed) {
+            return Err(Error::Aborted {
+                offset: aborted.offset,
+            });
+        }
+        let last = run[run.len() - 1];
+        self.after_commit(last.offset, last.start + footprint(last.len as u64))?;
+        Ok(run[0].offset)
+    }
+
+    /// [`Error::BatchTooBig`] for a run of records of lengths `lens` that no claim can ever
+    /// take: its footprints plus the largest padding a record placed at the next lap leaves
+    /// (less than the record's footprint) exceed the capacity.
+    fn check_run_size(&self, lens: &[u32]) -> Result<()> {
+        let footprints = lens.iter().map(|&len| footprint(len as u64));
+        let (bytes, widest) = footprints.fold((0u64, 0u64), |(sum, max), f| (sum + f, max.max(f)));
+        let needed = bytes + widest - layout::RECORD_ALIGN;
+        let capacity = self.shared.geometry.capacity;
+        if needed > capacity {
+            return Err(Error::BatchTooBig {
+                path: self.shared.path.clone(),
+                records: lens.len(),
+                bytes: needed,
+                capacity,
+            });
+        }
+        Ok(())
     }
 
     /// Waits until record `offset` (and every record before it) is on disk, flushing if no
@@ -240,6 +347,13 @@ impl Producer {
             .ring
             .commit(&claim, clock::now_ns(), crc, self.slot_off)
             .map_err(|()| Error::Aborted { offset })?;
+        self.after_commit(offset, claim.start + footprint(claim.len as u64))?;
+        Ok(offset)
+    }
+
+    /// What the durability policy asks after record `offset`, which ends at position `end`,
+    /// was committed (the last record of a batch stands for the batch).
+    fn after_commit(&mut self, offset: u64, end: u64) -> Result<()> {
         match self.shared.geometry.durability {
             Durability::None => {}
             Durability::Sync => {
@@ -255,20 +369,30 @@ impl Producer {
                 // Saturating: a concurrent flush may have moved the durable cursor past this
                 // record already.
                 let (_, durable_pos) = self.shared.durable();
-                let end = claim.start + footprint(claim.len as u64);
                 if end.saturating_sub(durable_pos) >= max_bytes {
                     let _ = self.shared.try_flush(self.lease.fd());
                 }
             }
         }
-        Ok(offset)
+        Ok(())
     }
 
     fn claim_raw(&mut self, len: u32) -> Result<Claim> {
+        let slot_off = self.slot_off;
+        self.claim_with(|ring, tail, limit| ring.try_claim(tail, len, limit, slot_off))
+    }
+
+    /// The claim loop of the full policy: `attempt(ring, tail, limit)` is one claim attempt
+    /// (one record or a run), retried after waiting for room as the policy says.
+    #[inline]
+    fn claim_with(
+        &mut self,
+        mut attempt: impl FnMut(&Ring, &mut u128, u64) -> Attempt,
+    ) -> Result<Claim> {
         self.check_poison()?;
         let mut wait = Wait::sleeping(self.timeout);
         loop {
-            let room = match self.try_claim(len)? {
+            let room = match self.try_claim_with(&mut attempt)? {
                 Ok(claim) => return Ok(claim),
                 Err(room) => room,
             };
@@ -301,10 +425,22 @@ impl Producer {
 
     /// One claim of `len` bytes without waiting: the claim, or the room to wait for.
     /// [`Error::Full`] under [`FullPolicy::Reject`].
+    #[cfg(feature = "tokio")]
     pub(crate) fn try_claim(&mut self, len: u32) -> Result<std::result::Result<Claim, Room>> {
+        let slot_off = self.slot_off;
+        self.try_claim_with(|ring, tail, limit| ring.try_claim(tail, len, limit, slot_off))
+    }
+
+    /// One attempt of `attempt` (see [`claim_with`](Self::claim_with)) without waiting, with
+    /// the limit recomputed as needed: the claim, or the room to wait for.
+    #[inline]
+    fn try_claim_with(
+        &mut self,
+        mut attempt: impl FnMut(&Ring, &mut u128, u64) -> Attempt,
+    ) -> Result<std::result::Result<Claim, Room>> {
         loop {
             let ring = &self.shared.ring;
-            let end = match ring.try_claim(&mut self.tail, len, self.limit, self.slot_off) {
+            let end = match attempt(ring, &mut self.tail, self.limit) {
                 Attempt::Claimed(c) => return Ok(Ok(c)),
                 Attempt::NoSpace { end } => {
                     // A damaged file never frees room: do not wait for it.
