@@ -15,6 +15,10 @@
 //! 5. [`stalled_commit_on_reused_slot`]: a producer stalled before its commit while its record
 //!    was aborted and its slot reused by the next lap: its commit fails and leaves the newer
 //!    record's tag and header alone.
+//! 6. [`run_claim_races_single_claim`]: a run of two records (one tail CAS) races a single
+//!    claim while a reader follows the cursor: offsets and positions are dense whichever wins,
+//!    the run's records are adjacent, and no position a reader can resolve is a losing
+//!    contender's provisional one.
 //!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
@@ -42,7 +46,7 @@ use loom::thread;
 
 use crate::protocol::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
 use crate::protocol::ring::{
-    tag, tag_offset, Attempt, Claim, Found, Ring, RingLayout, ABORTED, COMMITTED,
+    tag, tag_offset, Attempt, Claim, Found, Position, Ring, RingLayout, ABORTED, COMMITTED,
 };
 use crate::protocol::sync::{unpack, Ordering, Region};
 
@@ -551,4 +555,104 @@ fn stalled_commit_on_reused_slot() {
     // The stalled commit ran both into the aborted tag and into the reused slot.
     assert!(BEFORE_REUSE.load(StdOrdering::Relaxed) > 0);
     assert!(AFTER_REUSE.load(StdOrdering::Relaxed) > 0);
+}
+
+/// Model 6: producer 1 publishes a run of two records, its own payload then producer 0's,
+/// with one claim (`try_claim_run`, then `commit_member` and `finish_run` as
+/// `Producer::publish_batch` does), while producer 0 publishes one record; a reader walks the
+/// cursor from `(0, 0)` as in model 1. The run's first record is longer than the single one,
+/// so a run that loses the race for offset 0 had computed a position for offset 1 past its
+/// true one. Before each record it reads, whatever `position` reports for that offset must be
+/// the cursor or "not yet known": a run that lost its CAS leaves only provisional slot values
+/// behind, and a run that won stores its members' positions before it commits. Afterwards
+/// offsets are dense, the run's two records are adjacent in offsets and bytes, and both orders
+/// of the race were explored.
+#[test]
+fn run_claim_races_single_claim() {
+    static RUN_FIRST: AtomicUsize = AtomicUsize::new(0);
+    static SINGLE_FIRST: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let ring = model_ring();
+        let batcher = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let owners = [1, 0];
+                let lens = owners.map(|p| payload(p).len() as u32);
+                let mut tail = 0u128;
+                let mut run = Vec::new();
+                let Attempt::Claimed(first) =
+                    ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(1), &mut run)
+                else {
+                    panic!("the run found no room with an unlimited limit");
+                };
+                assert_eq!(first.offset, run[0].offset);
+                for (c, p) in run.iter().zip(owners) {
+                    assert_eq!(c.start, c.at, "nothing wraps in these models");
+                    ring.write_payload(c, &payload(p));
+                    assert_eq!(ring.commit_member(c, timestamp(p), crc(p)), Ok(()));
+                }
+                ring.finish_run(&[], true, intent(1));
+                run
+            })
+        };
+        let single = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let c = claim(&ring, 0);
+                assert_eq!(write_and_commit(&ring, &c, 0), Ok(()));
+                c
+            })
+        };
+
+        let mut seen = Vec::new();
+        let mut pos = 0;
+        for offset in 0..3 {
+            match ring.position(offset) {
+                Position::At(p) => assert_eq!(p, pos, "record {offset}: wrong position"),
+                Position::Unpublished | Position::Unknown => {}
+            }
+            let (p, next) = await_ready(&ring, offset, pos);
+            pos = next;
+            seen.push(p);
+        }
+
+        let run = batcher.join().unwrap();
+        let one = single.join().unwrap();
+        assert_eq!(run.len(), 2);
+        assert_eq!(
+            run[1].offset,
+            run[0].offset + 1,
+            "the run's offsets are not dense"
+        );
+        assert_eq!(run[1].at, run[0].at + footprint(run[0].len as u64));
+        if run[0].offset == 0 {
+            assert_eq!(
+                (one.offset, one.at),
+                (2, run[1].at + footprint(run[1].len as u64))
+            );
+            assert_eq!(seen, [1, 0, 0]);
+            RUN_FIRST.fetch_add(1, StdOrdering::Relaxed);
+        } else {
+            assert_eq!((one.offset, one.at), (0, 0));
+            assert_eq!(run[0].at, footprint(one.len as u64));
+            assert_eq!(seen, [0, 1, 0]);
+            SINGLE_FIRST.fetch_add(1, StdOrdering::Relaxed);
+        }
+        assert_eq!(
+            unpack(ring.region.u128(TAIL).load(Ordering::SeqCst)),
+            (3, pos)
+        );
+        for offset in 0..3 {
+            assert!(
+                ring.resolve(offset).is_some(),
+                "pos({offset}) unknown at the end"
+            );
+        }
+        // A reader skipping an aborted record 0 or 1 lands on the next record's position.
+        let ends = [0, 1].map(|o| ring.resolve(o + 1).unwrap());
+        let starts: Vec<u64> = [0, 1].map(|o| ring.resolve(o).unwrap()).to_vec();
+        assert!(starts[0] < ends[0] && ends[0] == starts[1] && starts[1] < ends[1]);
+    });
+    assert!(RUN_FIRST.load(StdOrdering::Relaxed) > 0);
+    assert!(SINGLE_FIRST.load(StdOrdering::Relaxed) > 0);
 }
