@@ -61,7 +61,7 @@
  | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
- | `SHMQ_ETOOBIG`   | `TooBig`                                                            |
+ | `SHMQ_ETOOBIG`   | `TooBig`, `BatchTooBig`                                             |
  | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
  | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers` (try again once the holder or a slot is free) |
@@ -282,6 +282,27 @@ typedef struct shmq_message {
 } shmq_message;
 
 /*
+ The function `shmq_poll_batch` calls with each record: `ctx` as given to it, and the record,
+ valid only during the call (copy the bytes to keep them).
+ */
+typedef void (*shmq_batch_fn)(void *ctx, const struct shmq_message *message);
+
+/*
+ One record of a batch for `shmq_publish_batch`: `len` bytes at `data` (NULL only if `len`
+ is 0).
+ */
+typedef struct shmq_record {
+  /*
+   The payload.
+   */
+  const uint8_t *data;
+  /*
+   Payload length in bytes.
+   */
+  size_t len;
+} shmq_record;
+
+/*
  Creation parameters of a queue file. Always initialise with `shmq_options_default`, which
  sets `size` (so the struct can grow in later versions without breaking callers compiled
  against this one), then change fields.
@@ -439,6 +460,31 @@ enum shmq_status shmq_poll(struct shmq_consumer *consumer,
                            struct shmq_message *out);
 
 /*
+ Waits up to `timeout_ns` for the next record, then hands it and every further record that
+ is already committed, up to `max` in all, to `callback` in offset order, and stores how many
+ it handed out in `*count_out` (if not NULL). The lease and heartbeat checks are paid once
+ per call. `SHMQ_TIMEOUT` when nothing arrived in time (`callback` was not called; also for a
+ `max` of 0), `SHMQ_LAGGED` as for `shmq_poll`. A record's `data` is valid only during its
+ callback: the next record may reuse the consumer's buffer. Commit the last offset seen, as
+ after `shmq_poll`.
+
+ An error after some records were handed out is returned as well (`*count_out` is not
+ written then; the records stay delivered: count them in the callback if it matters), and
+ the next call goes on from where the error left the consumer. `callback` must not call
+ functions on the same consumer and must return normally.
+
+ # Safety
+ `consumer` is NULL or a live consumer not used concurrently by another thread; `callback`
+ is NULL or a function safe to call with `ctx` and a record; `count_out` is NULL or writable.
+ */
+enum shmq_status shmq_poll_batch(struct shmq_consumer *consumer,
+                                 size_t max,
+                                 int64_t timeout_ns,
+                                 shmq_batch_fn callback,
+                                 void *ctx,
+                                 size_t *count_out);
+
+/*
  Commits `offset`: it and every record before it are processed, and a consumer that joins
  the group later resumes at `offset + 1`. Committing at or below the committed offset does
  nothing; an offset not yet polled is `SHMQ_EINVAL`. Under SYNC durability it returns once the
@@ -510,6 +556,29 @@ enum shmq_status shmq_publish(struct shmq_producer *producer,
                               size_t len,
                               int64_t timeout_ns,
                               uint64_t *offset_out);
+
+/*
+ Publishes the `count` records of `records` (copied; nothing is retained) as one batch: one
+ claim takes room for all of them, they get the dense offsets `first .. first + count` in
+ array order, and if `first_offset_out` is not NULL the first one's offset is stored there
+ (on `SHMQ_OK`, and on `SHMQ_ENOTDURABLE`: published, not on disk).
+
+ Outcomes as `shmq_publish`, the flush under SYNC durability covering the whole batch, and:
+ `SHMQ_EINVAL` for a `count` of 0, `SHMQ_ETOOBIG` for a record larger than the queue's
+ maximum or a batch that could never fit in the ring. `SHMQ_TIMEOUT` also when the call
+ stalled past the claim timeout and readers aborted a record of it: the records before that
+ one were published, it and the rest were not (the last-error message names its offset).
+
+ # Safety
+ `producer` is NULL or a live producer not used concurrently by another thread; `records` is
+ NULL or points to `count` readable `shmq_record`s, each of whose `data` is NULL (with a
+ `len` of 0) or points to `len` readable bytes; `first_offset_out` is NULL or writable.
+ */
+enum shmq_status shmq_publish_batch(struct shmq_producer *producer,
+                                    const struct shmq_record *records,
+                                    size_t count,
+                                    int64_t timeout_ns,
+                                    uint64_t *first_offset_out);
 
 /*
  Waits until the record at `offset` (and every record before it) is on disk, flushing if no

@@ -165,13 +165,7 @@ pub unsafe extern "C" fn shmq_poll(
         let t = timeout(timeout_ns)?;
         match c.poll(t)? {
             Some(m) => {
-                let msg = shmq_message {
-                    data: m.payload.as_ptr(),
-                    len: m.payload.len(),
-                    offset: m.offset,
-                    timestamp_ns: m.timestamp_ns,
-                    aborted_before: m.aborted_before,
-                };
+                let msg = message(&m);
                 // SAFETY: non-NULL (checked) and writable per the caller's contract.
                 unsafe { out.write(msg) };
                 Ok(())
@@ -183,6 +177,72 @@ pub unsafe extern "C" fn shmq_poll(
             )),
         }
     })
+}
+
+/// The function `shmq_poll_batch` calls with each record: `ctx` as given to it, and the record,
+/// valid only during the call (copy the bytes to keep them).
+pub type shmq_batch_fn =
+    Option<unsafe extern "C" fn(ctx: *mut std::ffi::c_void, message: *const shmq_message)>;
+
+/// Waits up to `timeout_ns` for the next record, then hands it and every further record that
+/// is already committed, up to `max` in all, to `callback` in offset order, and stores how many
+/// it handed out in `*count_out` (if not NULL). The lease and heartbeat checks are paid once
+/// per call. `SHMQ_TIMEOUT` when nothing arrived in time (`callback` was not called; also for a
+/// `max` of 0), `SHMQ_LAGGED` as for `shmq_poll`. A record's `data` is valid only during its
+/// callback: the next record may reuse the consumer's buffer. Commit the last offset seen, as
+/// after `shmq_poll`.
+///
+/// An error after some records were handed out is returned as well (`*count_out` is not
+/// written then; the records stay delivered: count them in the callback if it matters), and
+/// the next call goes on from where the error left the consumer. `callback` must not call
+/// functions on the same consumer and must return normally.
+///
+/// # Safety
+/// `consumer` is NULL or a live consumer not used concurrently by another thread; `callback`
+/// is NULL or a function safe to call with `ctx` and a record; `count_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_poll_batch(
+    consumer: *mut shmq_consumer,
+    max: usize,
+    timeout_ns: i64,
+    callback: shmq_batch_fn,
+    ctx: *mut std::ffi::c_void,
+    count_out: *mut usize,
+) -> shmq_status {
+    guard("shmq_poll_batch", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        let c = unsafe { consumer_mut(consumer) }?;
+        let Some(callback) = callback else {
+            return Err(Failure::einval("callback is NULL"));
+        };
+        let t = timeout(timeout_ns)?;
+        let handed = c.poll_batch(max, t, |m| {
+            let msg = message(&m);
+            // SAFETY: the caller guarantees `callback` may be called with `ctx` and a record;
+            // `msg` and the bytes it points to live until the call returns.
+            unsafe { callback(ctx, &msg) };
+        })?;
+        if handed == 0 {
+            return Err(Failure::fixed(
+                shmq_status::SHMQ_TIMEOUT,
+                c"shmq_poll_batch: no message within the timeout",
+            ));
+        }
+        // SAFETY: NULL or writable per the caller's contract.
+        unsafe { crate::write_opt(count_out, handed) };
+        Ok(())
+    })
+}
+
+/// The C form of a record the Rust API hands out, borrowing its payload.
+fn message(m: &shmq_core::Message<'_>) -> shmq_message {
+    shmq_message {
+        data: m.payload.as_ptr(),
+        len: m.payload.len(),
+        offset: m.offset,
+        timestamp_ns: m.timestamp_ns,
+        aborted_before: m.aborted_before,
+    }
 }
 
 /// Commits `offset`: it and every record before it are processed, and a consumer that joins

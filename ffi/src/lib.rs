@@ -35,14 +35,16 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use consumer::{
-    shmq_commit, shmq_consumer, shmq_consumer_free, shmq_consumer_new, shmq_consumer_subscribe,
-    shmq_message, shmq_poll, shmq_seek, SHMQ_SUBSCRIBE_LATEST, SHMQ_SUBSCRIBE_NON_GATING,
+    shmq_batch_fn, shmq_commit, shmq_consumer, shmq_consumer_free, shmq_consumer_new,
+    shmq_consumer_subscribe, shmq_message, shmq_poll, shmq_poll_batch, shmq_seek,
+    SHMQ_SUBSCRIBE_LATEST, SHMQ_SUBSCRIBE_NON_GATING,
 };
 pub use error::shmq_last_error;
 #[doc(hidden)]
 pub use error::{guard, Failure};
 pub use producer::{
-    shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_wait_durable,
+    shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_publish_batch,
+    shmq_record, shmq_wait_durable,
 };
 pub use queue::{
     shmq_close, shmq_create, shmq_durability, shmq_full_policy, shmq_open, shmq_open_trusting,

@@ -71,6 +71,73 @@ pub unsafe extern "C" fn shmq_publish(
     })
 }
 
+/// One record of a batch for `shmq_publish_batch`: `len` bytes at `data` (NULL only if `len`
+/// is 0).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct shmq_record {
+    /// The payload.
+    pub data: *const u8,
+    /// Payload length in bytes.
+    pub len: usize,
+}
+
+/// Publishes the `count` records of `records` (copied; nothing is retained) as one batch: one
+/// claim takes room for all of them, they get the dense offsets `first .. first + count` in
+/// array order, and if `first_offset_out` is not NULL the first one's offset is stored there
+/// (on `SHMQ_OK`, and on `SHMQ_ENOTDURABLE`: published, not on disk).
+///
+/// Outcomes as `shmq_publish`, the flush under SYNC durability covering the whole batch, and:
+/// `SHMQ_EINVAL` for a `count` of 0, `SHMQ_ETOOBIG` for a record larger than the queue's
+/// maximum or a batch that could never fit in the ring. `SHMQ_TIMEOUT` also when the call
+/// stalled past the claim timeout and readers aborted a record of it: the records before that
+/// one were published, it and the rest were not (the last-error message names its offset).
+///
+/// # Safety
+/// `producer` is NULL or a live producer not used concurrently by another thread; `records` is
+/// NULL or points to `count` readable `shmq_record`s, each of whose `data` is NULL (with a
+/// `len` of 0) or points to `len` readable bytes; `first_offset_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_publish_batch(
+    producer: *mut shmq_producer,
+    records: *const shmq_record,
+    count: usize,
+    timeout_ns: i64,
+    first_offset_out: *mut u64,
+) -> shmq_status {
+    guard("shmq_publish_batch", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        let p = unsafe { producer_mut(producer) }?;
+        non_null(records, "records")?;
+        // SAFETY: non-NULL, and the caller guarantees `count` readable records.
+        let records = unsafe { std::slice::from_raw_parts(records, count) };
+        let payloads = records
+            .iter()
+            // SAFETY: the caller guarantees each record's `len` readable bytes at `data`.
+            .map(|r| unsafe { crate::bytes(r.data, r.len, "record data") })
+            .collect::<Result<Vec<&[u8]>, Failure>>()?;
+        p.set_timeout(timeout(timeout_ns)?);
+        // `NotDurable` names the batch's last record: report the first, as on success.
+        let last = (count as u64).saturating_sub(1);
+        let result = p.publish_batch(&payloads).map_err(|e| match e {
+            shmq_core::Error::NotDurable {
+                path,
+                offset,
+                op,
+                source,
+            } => shmq_core::Error::NotDurable {
+                path,
+                offset: offset - last,
+                op,
+                source,
+            },
+            e => e,
+        });
+        // SAFETY: NULL or writable per the caller's contract.
+        unsafe { crate::published(result, first_offset_out) }
+    })
+}
+
 /// Waits until the record at `offset` (and every record before it) is on disk, flushing if no
 /// other process is: `SHMQ_TIMEOUT` when `timeout_ns` passes, `SHMQ_EIO` if a flush of the file
 /// failed before the record was on disk (the file is poisoned: it never will be), `SHMQ_EINVAL`
