@@ -10,6 +10,11 @@
 //! one (and, for shmq, its commit). Between runs the producers sleep in that read, so an idle
 //! flow takes no CPU while another case is measured.
 //!
+//! The batch cases (`shmq_1p_b16`, `shmq_1p_b64`) are the one-producer case with both sides
+//! moving records in batches: the producer publishes [`Case::batch`] records per
+//! `Producer::publish_batch` call, the consumer takes up to as many per `Consumer::poll_batch`
+//! call and commits at most once per call.
+//!
 //! The floor's ring (`floor_ring`) is a file mapping with a tail word at byte 0, a head word at
 //! byte 128 (their own cache-line pair each), and [`SLOTS`] records of [`MSG`] bytes from byte
 //! 4096. The producer writes a record, then publishes it with a Release store of the tail (one
@@ -38,6 +43,8 @@ pub const SLOTS: u64 = 4096;
 pub const SHMQ_RING: u64 = 512 << 10;
 /// The shmq consumer commits every this many records (and after the last one of a run).
 pub const COMMIT_EVERY: u64 = 256;
+/// The largest [`Case::batch`].
+const MAX_BATCH: usize = 64;
 /// Producers of [`Case::Shmq4p`].
 const FAN_IN: usize = 4;
 /// Environment variable giving a producer child its index (byte 8 of its records).
@@ -72,11 +79,21 @@ pub enum Case {
     Shmq1p,
     /// shmq: four producer processes, one consumer process in one gating group.
     Shmq4p,
+    /// shmq as [`Case::Shmq1p`], in batches of 16 records on both sides.
+    ShmqBatch16,
+    /// shmq as [`Case::Shmq1p`], in batches of 64 records on both sides.
+    ShmqBatch64,
 }
 
 impl Case {
     /// Every case, the floor first.
-    pub const ALL: [Case; 3] = [Case::FloorRing, Case::Shmq1p, Case::Shmq4p];
+    pub const ALL: [Case; 5] = [
+        Case::FloorRing,
+        Case::Shmq1p,
+        Case::Shmq4p,
+        Case::ShmqBatch16,
+        Case::ShmqBatch64,
+    ];
 
     /// Short name, as reports print it.
     pub fn name(self) -> &'static str {
@@ -84,6 +101,17 @@ impl Case {
             Case::FloorRing => "floor_ring",
             Case::Shmq1p => "shmq_1p_1g",
             Case::Shmq4p => "shmq_4p_1g",
+            Case::ShmqBatch16 => "shmq_1p_b16",
+            Case::ShmqBatch64 => "shmq_1p_b64",
+        }
+    }
+
+    /// Records per publish and most records per poll: 1 but for the batch cases.
+    pub fn batch(self) -> usize {
+        match self {
+            Case::FloorRing | Case::Shmq1p | Case::Shmq4p => 1,
+            Case::ShmqBatch16 => 16,
+            Case::ShmqBatch64 => MAX_BATCH,
         }
     }
 
@@ -95,7 +123,7 @@ impl Case {
     /// Producer processes.
     pub fn producers(self) -> usize {
         match self {
-            Case::FloorRing | Case::Shmq1p => 1,
+            Case::FloorRing | Case::Shmq1p | Case::ShmqBatch16 | Case::ShmqBatch64 => 1,
             Case::Shmq4p => FAN_IN,
         }
     }
@@ -114,6 +142,10 @@ impl Case {
             Case::Shmq4p => {
                 "the same queue with 4 producer processes publishing at once into the one group"
             }
+            Case::ShmqBatch16 => {
+                "shmq_1p_1g in batches of 16: publish_batch, poll_batch, a commit per poll at most"
+            }
+            Case::ShmqBatch64 => "the same in batches of 64",
         }
     }
 
@@ -122,15 +154,19 @@ impl Case {
         match self {
             Case::FloorRing => "floor_ring_producer",
             Case::Shmq1p | Case::Shmq4p => "shmq_producer",
+            Case::ShmqBatch16 => "shmq_batch16_producer",
+            Case::ShmqBatch64 => "shmq_batch64_producer",
         }
     }
 }
 
 /// The ratios a report prints under its table: (numerator, denominator), where both ran.
-pub const RATIOS: [(Case, Case); 3] = [
+pub const RATIOS: [(Case, Case); 5] = [
     (Case::Shmq1p, Case::FloorRing),
     (Case::Shmq4p, Case::FloorRing),
     (Case::Shmq4p, Case::Shmq1p),
+    (Case::ShmqBatch16, Case::FloorRing),
+    (Case::ShmqBatch64, Case::FloorRing),
 ];
 
 /// Writes `seq` and `producer` into the head of record `rec`.
@@ -281,11 +317,12 @@ enum Source {
         tail: u64,
         head: u64,
     },
-    /// A shmq producer of the flow's queue.
+    /// A shmq producer of the flow's queue, publishing `batch` records per call.
     Shmq {
         tx: shmq::Producer,
         path: PathBuf,
         seq: u64,
+        batch: usize,
     },
 }
 
@@ -306,13 +343,18 @@ fn produce(case: Case) -> Result<(), Error> {
             tail: 0,
             head: 0,
         },
-        Case::Shmq1p | Case::Shmq4p => {
+        Case::Shmq1p | Case::Shmq4p | Case::ShmqBatch16 | Case::ShmqBatch64 => {
             let path = dir.join(SHMQ_FILE);
             let queue = shmq::Queue::open(&path).map_err(queue_err(&path))?;
             let mut tx = queue.producer().map_err(queue_err(&path))?;
             // Bounded: a consumer gone for good fails the publish instead of hanging it.
             tx.set_timeout(Some(REPLY_TIMEOUT));
-            Source::Shmq { tx, path, seq: 0 }
+            Source::Shmq {
+                tx,
+                path,
+                seq: 0,
+                batch: case.batch(),
+            }
         }
     };
     let io = |op| {
@@ -343,11 +385,36 @@ fn produce(case: Case) -> Result<(), Error> {
                     floor_push(ring, tail, head, &mut rec)?;
                 }
             }
-            Source::Shmq { tx, path, seq } => {
+            Source::Shmq {
+                tx,
+                path,
+                seq,
+                batch: 1,
+            } => {
                 for _ in 0..n {
                     stamp(&mut rec, *seq, index);
                     tx.publish(&rec).map_err(queue_err(path))?;
                     *seq += 1;
+                }
+            }
+            Source::Shmq {
+                tx,
+                path,
+                seq,
+                batch,
+            } => {
+                let mut recs = vec![[FILL; MSG]; *batch];
+                let mut left = n;
+                while left > 0 {
+                    let k = (*batch as u64).min(left) as usize;
+                    for (i, r) in recs[..k].iter_mut().enumerate() {
+                        stamp(r, *seq + i as u64, index);
+                    }
+                    // On the stack: no allocation per batch in the measured loop.
+                    let payloads: [&[u8]; MAX_BATCH] = std::array::from_fn(|i| &recs[i % k][..]);
+                    tx.publish_batch(&payloads[..k]).map_err(queue_err(path))?;
+                    *seq += k as u64;
+                    left -= k as u64;
                 }
             }
         }
@@ -460,7 +527,7 @@ impl Flow {
                 head: 0,
                 tail: 0,
             },
-            Case::Shmq1p | Case::Shmq4p => {
+            Case::Shmq1p | Case::Shmq4p | Case::ShmqBatch16 | Case::ShmqBatch64 => {
                 let path = dir.path().join(SHMQ_FILE);
                 let options = shmq::Options {
                     capacity: SHMQ_RING,
@@ -515,6 +582,9 @@ impl Flow {
         }
         let (first, last) = match &mut self.sink {
             Sink::Floor { ring, head, tail } => floor_take(ring, head, tail, total)?,
+            Sink::Shmq { rx, path, next, .. } if self.case.batch() > 1 => {
+                shmq_take_batches(name, rx, path, next, total, self.case.batch())?
+            }
             Sink::Shmq { rx, path, next, .. } => shmq_take(name, rx, path, next, total)?,
         };
         Ok(Run {
@@ -593,29 +663,76 @@ fn shmq_take(
             .map_err(queue_err(path))?
             .ok_or(Error::Timeout { mode })?;
         first.get_or_insert_with(Instant::now);
-        if m.payload.len() != MSG {
-            return Err(Error::Transport {
-                mode,
-                what: format!("a {}-byte record, expected {MSG}", m.payload.len()),
-            });
-        }
-        let (seq, producer) = parse(m.payload);
-        match next.get_mut(usize::from(producer)) {
-            Some(want) if *want == seq => *want += 1,
-            _ => {
-                return Err(Error::Transport {
-                    mode,
-                    what: format!(
-                        "record at offset {} from producer {producer} carries sequence number \
-                         {seq}, out of order",
-                        m.offset
-                    ),
-                })
-            }
-        }
+        check_record(mode, &m, next)?;
         if i.is_multiple_of(COMMIT_EVERY) || i == total {
             let off = m.offset;
             rx.commit(off).map_err(queue_err(path))?;
+        }
+    }
+    let last = Instant::now();
+    Ok((first.unwrap_or(last), last))
+}
+
+/// Checks a record of the shmq flow `mode`: its length, and its producer's sequence number
+/// against `next` (which it advances).
+#[inline]
+fn check_record(mode: &'static str, m: &shmq::Message<'_>, next: &mut [u64]) -> Result<(), Error> {
+    if m.payload.len() != MSG {
+        return Err(Error::Transport {
+            mode,
+            what: format!("a {}-byte record, expected {MSG}", m.payload.len()),
+        });
+    }
+    let (seq, producer) = parse(m.payload);
+    match next.get_mut(usize::from(producer)) {
+        Some(want) if *want == seq => {
+            *want += 1;
+            Ok(())
+        }
+        _ => Err(Error::Transport {
+            mode,
+            what: format!(
+                "record at offset {} from producer {producer} carries sequence number {seq}, \
+                 out of order",
+                m.offset
+            ),
+        }),
+    }
+}
+
+/// [`shmq_take`] in batches: up to `batch` records per `poll_batch`, and a commit after a call
+/// that passed a multiple of [`COMMIT_EVERY`] or took the last record.
+fn shmq_take_batches(
+    mode: &'static str,
+    rx: &mut shmq::Consumer,
+    path: &Path,
+    next: &mut [u64],
+    total: u64,
+    batch: usize,
+) -> Result<(Instant, Instant), Error> {
+    let mut first = None;
+    let mut taken = 0u64;
+    while taken < total {
+        let mut checked = Ok(());
+        let mut last_offset = 0;
+        let want = (batch as u64).min(total - taken) as usize;
+        let got = rx
+            .poll_batch(want, Some(REPLY_TIMEOUT), |m| {
+                if checked.is_ok() {
+                    checked = check_record(mode, &m, next);
+                }
+                last_offset = m.offset;
+            })
+            .map_err(queue_err(path))?;
+        if got == 0 {
+            return Err(Error::Timeout { mode });
+        }
+        first.get_or_insert_with(Instant::now);
+        checked?;
+        let before = taken;
+        taken += got as u64;
+        if taken / COMMIT_EVERY != before / COMMIT_EVERY || taken == total {
+            rx.commit(last_offset).map_err(queue_err(path))?;
         }
     }
     let last = Instant::now();
