@@ -42,7 +42,7 @@
 //!   gets `p` as for one record, and every later member's slot gets the *provisional* value
 //!   `p + 1` (`fetch_max`): odd, so no reader takes it for a position, above any older lap's
 //!   position of that slot and below any true position of that offset. Only the winner knows
-//!   the members' positions, so it stores them right after the CAS (SYNC T), before it writes
+//!   the members' positions, so it stores them right after the CAS (SYNC R), before it writes
 //!   or commits a record; a loser's provisional values lose to them. Until then a member reads
 //!   as *unpublished* ([`Ring::position`]). The intent `(o + n, p)` covers the whole run until
 //!   its last record is committed or given up. A reader that finds member `x` aborted and
@@ -56,7 +56,7 @@
 //! ## Sync points
 //!
 //! The orderings this protocol relies on are labelled SYNC T (tail), C (commit), W (wake-up),
-//! L (lapping) and I (intent); the one table of every label, with both sides of each, is
+//! L (lapping), I (intent) and R (a run's positions); the one table of every label, with both sides of each, is
 //! "Sync points" in `ARCHITECTURE.md`.
 
 use crate::error::Malformed;
@@ -327,11 +327,11 @@ impl Ring {
             }
             if self.swap_tail(tail, offset, n, end) {
                 for claim in &run[1..] {
-                    // Release: published to readers by each record's commit CAS (SYNC C), and
-                    // by the tail CAS of the next claim. A plain store: nobody else writes a
-                    // true position for these offsets, and no later lap reuses their slots
-                    // while our intent holds the limit back; a loser's late provisional value
-                    // is below it.
+                    // SYNC R (Release): before any commit or give-up of the run's records, so a
+                    // reader that sees one of their tags resolved by us sees every position. A
+                    // plain store: nobody else writes a true position for these offsets, and
+                    // no later lap reuses their slots while our intent holds the limit back; a
+                    // loser's late provisional value is below it.
                     self.slot_pos(claim.offset)
                         .store(claim.at, Ordering::Release);
                 }
@@ -629,7 +629,8 @@ impl Ring {
         if offset > t_off {
             return Position::Unknown;
         }
-        // SYNC T (Acquire): pairs with the contenders' Release fetch_max.
+        // SYNC T (Acquire): pairs with the contenders' Release fetch_max; SYNC R: with a run's
+        // position stores.
         let pos = self.slot_pos(offset).load(Ordering::Acquire);
         let (t2_off, _) = self.tail();
         // Checked: a tail that went backwards (zero pages of a truncated file, a hostile
@@ -659,8 +660,8 @@ impl Ring {
                 Position::At(pos) => return Some((next, pos)),
                 Position::Unknown => return None,
                 Position::Unpublished => {
-                    // SYNC C (Acquire): a commit we see was made after the position store,
-                    // which the next round then reads.
+                    // SYNC R (Acquire): a commit or give-up we see was made after the run's
+                    // position stores, which the next round then reads.
                     let seen = self.slot_tag(next).load(Ordering::Acquire);
                     if unresolved(next, seen) && !self.abort(next, seen) {
                         continue;

@@ -179,7 +179,7 @@ impl Producer {
     /// never fall between them; readers see each record as soon as it is committed, as for
     /// [`publish`](Self::publish). Under [`FullPolicy::Block`] it waits until the whole run
     /// fits, and under [`Durability::Sync`] it returns once the last record is on disk (one
-    /// flush for the batch).
+    /// flush for the batch). Its records share one timestamp.
     ///
     /// Errors: as [`publish`](Self::publish), and [`Error::InvalidArgument`] for an empty
     /// batch, [`Error::BatchTooBig`] for a batch that could never fit in the ring.
