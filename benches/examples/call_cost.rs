@@ -24,7 +24,7 @@ fn main() -> shmq::Result<()> {
         }
     }
     assert!(
-        batch >= 1 && n % batch as u64 == 0,
+        batch >= 1 && n.is_multiple_of(batch as u64),
         "N must be a multiple of B"
     );
     let options = shmq::Options {
