@@ -96,10 +96,12 @@ impl Flusher {
     /// full batch. The publisher goes on writing while the thread flushes.
     pub(crate) fn nudge(&self) {
         let c = &*self.control;
-        // Relaxed load first: while a request is pending (the common case under load) a
-        // publish pays one load. AcqRel swap: one notifier per request; the thread's check
-        // runs under `stop`'s mutex, taken below, so the notification is not lost.
-        if c.asked.load(Ordering::Relaxed) || c.asked.swap(true, Ordering::AcqRel) {
+        // A load first: while a request is pending (the common case under load) a publish
+        // pays one load; the swap makes one notifier per request. Relaxed: the flag carries no
+        // data (the flush reads the records through the ring's own SYNC T and SYNC C), and
+        // the thread checks it under `stop`'s mutex, which this call takes after setting it,
+        // so the wake-up is not lost.
+        if c.asked.load(Ordering::Relaxed) || c.asked.swap(true, Ordering::Relaxed) {
             return;
         }
         let _stop = c.stop.lock().unwrap_or_else(|e| e.into_inner());
@@ -116,13 +118,17 @@ fn run(shared: &MappedQueue, control: &Control, every: Duration, via: &OwnFd) {
             let (stop, _) = control
                 .cond
                 .wait_timeout_while(stop, every, |stop| {
-                    !*stop && !control.asked.load(Ordering::Acquire)
+                    // Relaxed: see `nudge`; the mutex orders the flag with the wait.
+                    !*stop && !control.asked.load(Ordering::Relaxed)
                 })
                 .unwrap_or_else(|e| e.into_inner());
             *stop
         };
-        // Cleared before the flush: a batch that fills up during it asks for the next one.
-        control.asked.store(false, Ordering::Release);
+        // Cleared before the flush: a batch that fills up during it asks for the next one. A
+        // request that raced with the clear is either covered by this flush or made again by
+        // the next publish, which still finds the batch full; `max_delay` bounds it anyway.
+        // Relaxed: see `nudge`.
+        control.asked.store(false, Ordering::Relaxed);
         // Errors are left to the confirms (`wait_durable`) whose promise they break. A failed
         // flush poisons the file, and every later round fails at once.
         if shared.durable().0 < shared.ring.tail().0 {
