@@ -127,8 +127,8 @@ impl FullPolicy {
 pub enum Durability {
     /// Page cache only: records reach the disk when the kernel writes them back.
     None,
-    /// Group commit: records are flushed by whichever process publishes once `max_bytes`
-    /// have accumulated, and by a background flusher at least every `max_delay`.
+    /// Group commit: a background flusher in each publishing process flushes at least every
+    /// `max_delay`, and at once when a publish finds `max_bytes` unflushed.
     Batch {
         /// Longest time a committed record waits for its flush.
         max_delay: Duration,

@@ -1,5 +1,9 @@
 //! The background flusher of `Batch` queues: it flushes the committed prefix at least every
-//! `max_delay`, so a record that no later publish pushes out still reaches the disk in time.
+//! `max_delay`, so a record that no later publish pushes out still reaches the disk in time,
+//! and at once when a publisher of this process finds `max_bytes` unflushed and wakes it
+//! ([`Flusher::nudge`]). The publisher does not flush itself: it goes on writing while the
+//! flush runs on this thread, and pays neither the leader lock's `fcntl` calls nor the wait
+//! for the device (the wait for room at the synced cursor still flushes, `producer.rs`).
 //!
 //! It runs while a producer of this process exists (each [`Producer`](crate::Producer) holds
 //! the handle) and makes one last flush when the last one is dropped. Every process that
@@ -8,6 +12,7 @@
 //! child forked from a process with a flusher, the parent's flusher thread does not exist, so
 //! the child's first producer starts its own (and the stale handle is never joined).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
@@ -18,7 +23,7 @@ use crate::runtime::thread::{self, Thread};
 
 /// Handle of a running flusher; dropping the last one stops it.
 pub(crate) struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    control: Arc<Control>,
     thread: Option<Thread>,
     /// The description the thread flushes through; also tells whether this process made it.
     via: Arc<OwnFd>,
@@ -50,14 +55,14 @@ impl Flusher {
             OwnFd::open(&shared.file, &shared.path)
                 .map_err(|e| io("open a descriptor to flush through", e))?,
         );
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let control = Arc::new(Control::default());
         let thread = {
-            let (shared, stop, via) = (shared.clone(), stop.clone(), via.clone());
-            thread::spawn(c"shmq-flusher", move || run(&shared, &stop, every, &via))
+            let (shared, control, via) = (shared.clone(), control.clone(), via.clone());
+            thread::spawn(c"shmq-flusher", move || run(&shared, &control, every, &via))
                 .map_err(|e| io("start the flusher thread", e))?
         };
         let ours = Arc::new(Flusher {
-            stop,
+            control,
             thread: Some(thread),
             via,
         });
@@ -75,21 +80,61 @@ impl Flusher {
     }
 }
 
-fn run(shared: &MappedQueue, stop: &(Mutex<bool>, Condvar), every: Duration, via: &OwnFd) {
-    let (lock, cond) = stop;
-    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+/// What a flusher's handles tell its thread.
+#[derive(Default)]
+struct Control {
+    /// Set when the last handle is dropped: one last flush, then the thread returns.
+    stop: Mutex<bool>,
+    cond: Condvar,
+    /// Set by a publisher that found `max_bytes` unflushed ([`Flusher::nudge`]), cleared by the
+    /// thread before the flush it asked for: publishers of one batch notify at most once.
+    asked: AtomicBool,
+}
+
+impl Flusher {
+    /// Asks the thread to flush now, not at the end of its `max_delay`: a publisher found a
+    /// full batch. The publisher goes on writing while the thread flushes.
+    pub(crate) fn nudge(&self) {
+        let c = &*self.control;
+        // A load first: while a request is pending (the common case under load) a publish
+        // pays one load; the swap makes one notifier per request. Relaxed: the flag carries no
+        // data (the flush reads the records through the ring's own SYNC T and SYNC C), and
+        // the thread checks it under `stop`'s mutex, which this call takes after setting it,
+        // so the wake-up is not lost.
+        if c.asked.load(Ordering::Relaxed) || c.asked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let _stop = c.stop.lock().unwrap_or_else(|e| e.into_inner());
+        c.cond.notify_one();
+    }
+}
+
+fn run(shared: &MappedQueue, control: &Control, every: Duration, via: &OwnFd) {
     loop {
-        // `_while` checks the flag before sleeping: a stop that came first is not missed.
-        let (guard, _) = cond
-            .wait_timeout_while(stopped, every, |stop| !*stop)
-            .unwrap_or_else(|e| e.into_inner());
-        stopped = guard;
+        let stopped = {
+            let stop = control.stop.lock().unwrap_or_else(|e| e.into_inner());
+            // `_while` checks first: a stop or a request that came before the wait is not
+            // missed. The mutex is not held during the flush, so a nudge never waits for one.
+            let (stop, _) = control
+                .cond
+                .wait_timeout_while(stop, every, |stop| {
+                    // Relaxed: see `nudge`; the mutex orders the flag with the wait.
+                    !*stop && !control.asked.load(Ordering::Relaxed)
+                })
+                .unwrap_or_else(|e| e.into_inner());
+            *stop
+        };
+        // Cleared before the flush: a batch that fills up during it asks for the next one. A
+        // request that raced with the clear is either covered by this flush or made again by
+        // the next publish, which still finds the batch full; `max_delay` bounds it anyway.
+        // Relaxed: see `nudge`.
+        control.asked.store(false, Ordering::Relaxed);
         // Errors are left to the confirms (`wait_durable`) whose promise they break. A failed
         // flush poisons the file, and every later round fails at once.
         if shared.durable().0 < shared.ring.tail().0 {
             let _ = shared.try_flush(via);
         }
-        if *stopped {
+        if stopped {
             return;
         }
     }
@@ -103,9 +148,9 @@ impl Drop for Flusher {
             // calls nothing).
             return;
         }
-        let (lock, cond) = &*self.stop;
-        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        cond.notify_all();
+        let c = &*self.control;
+        *c.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        c.cond.notify_all();
         if let Some(t) = self.thread.take() {
             t.join();
         }

@@ -44,7 +44,7 @@ pub struct Producer {
     /// The claims of the batch being published (kept to reuse its allocation).
     run: Vec<Claim>,
     /// Keeps this process's Batch flusher running while the producer lives.
-    _flusher: Option<Arc<Flusher>>,
+    flusher: Option<Arc<Flusher>>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -125,7 +125,7 @@ impl Producer {
             _ => None,
         };
         Ok(Producer {
-            _flusher: flusher,
+            flusher,
             shared,
             slot,
             slot_off,
@@ -363,14 +363,14 @@ impl Producer {
                     .map_err(|e| self.not_durable(offset, e))?;
             }
             Durability::Batch { max_bytes, .. } => {
-                // Group commit: the publisher that finds a full batch flushes it, unless a
-                // flush is running already. A failure poisons the file, and the confirms
-                // (`wait_durable`) and later publishes report it; this publish promised nothing.
-                // Saturating: a concurrent flush may have moved the durable cursor past this
-                // record already.
+                // Group commit: the publisher that finds a full batch has this process's
+                // flusher flush it (`flusher.rs`). Saturating: a concurrent flush may have
+                // moved the durable cursor past this record already.
                 let (_, durable_pos) = self.shared.durable();
                 if end.saturating_sub(durable_pos) >= max_bytes {
-                    let _ = self.shared.try_flush(self.lease.fd());
+                    if let Some(flusher) = &self.flusher {
+                        flusher.nudge();
+                    }
                 }
             }
         }
