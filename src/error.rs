@@ -113,6 +113,76 @@ pub enum Corruption {
         /// The file it should be in.
         file: PathBuf,
     },
+    /// A work group's file (`<queue>.work-<slot>`) is missing or damaged.
+    #[error("invalid work file: {0}")]
+    Work(WorkFault),
+}
+
+/// What is wrong with a work group's file ([`Corruption::Work`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkFault {
+    /// The group slot says work group but its file does not exist.
+    #[error("the file is missing")]
+    Missing,
+    /// The file is not exactly the size its window implies.
+    #[error("file is {len} bytes, expected {expected}")]
+    Size {
+        /// Its length.
+        len: u64,
+        /// The size its header implies (or the header's size, if it is shorter).
+        expected: u64,
+    },
+    /// The magic is not `SHMQWORK`.
+    #[error("bad magic")]
+    BadMagic,
+    /// Another format version.
+    #[error("version {found}, expected 1")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// The header's checksum does not match.
+    #[error("header checksum mismatch")]
+    Checksum,
+    /// A header field is out of its range.
+    #[error("header field {field} out of range: {value}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// The header names another group or slot than the queue file's group slot (the error's
+    /// group).
+    #[error("the file belongs to {found}")]
+    Group {
+        /// The group name and slot the work file holds.
+        found: String,
+    },
+    /// An entry's state word is not one shmq writes for it.
+    #[error("entry of offset {offset} holds an impossible state word {high:#x}:{low:#x}")]
+    Entry {
+        /// The offset whose entry was read.
+        offset: u64,
+        /// The word's high 8 bytes (deadline, count, holder).
+        high: u64,
+        /// The word's low 8 bytes (offset and state).
+        low: u64,
+    },
+}
+
+/// The kind of a consumer group ([`Error::WrongGroupKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupKind {
+    /// A plain group: one member at a time reads every record in order
+    /// ([`Consumer`](crate::Consumer)).
+    #[error("a plain consumer group")]
+    Plain,
+    /// A work group: competing workers with per-record acks ([`Worker`](crate::Worker)).
+    #[error("a work group")]
+    Work,
 }
 
 /// A queue parameter out of range: in a file's header ([`Corruption::Field`]) or in the
@@ -227,6 +297,15 @@ pub enum Malformed {
         key_len: u16,
         /// The bytes after the framing.
         rest: usize,
+    },
+    /// A payload given to [`DeadLetter::parse`](crate::DeadLetter::parse) is not a
+    /// dead-letter record.
+    #[error("not a dead-letter record ({len} bytes): {why}")]
+    DeadLetter {
+        /// The payload's length.
+        len: usize,
+        /// What is wrong: too short, the magic, the reason, or the source path.
+        why: &'static str,
     },
 }
 
@@ -752,6 +831,29 @@ pub enum Error {
         earliest: u64,
         /// The next offset to be written.
         latest: u64,
+    },
+    /// A worker acked, nacked, rejected or extended a delivery it no longer holds: its
+    /// visibility timeout passed (the record may be redelivered to another worker, which then
+    /// owns it) or the delivery was already settled. Nothing was changed.
+    #[error("{path}: work group {group:?}: the lease on record {offset} expired or was settled")]
+    LeaseExpired {
+        /// The queue file.
+        path: PathBuf,
+        /// The work group.
+        group: String,
+        /// The record's offset.
+        offset: u64,
+    },
+    /// A group is of another kind than the call joins: a plain consumer on a work group, a
+    /// worker on a plain group, or an administrative change that one kind does not allow.
+    #[error("{path}: group {group:?} is not {expected}")]
+    WrongGroupKind {
+        /// The queue file.
+        path: PathBuf,
+        /// The group.
+        group: String,
+        /// The kind the call needs.
+        expected: GroupKind,
     },
     /// The path is another kind of thing than the call expects: a topic directory (or another
     /// directory, a FIFO, a socket or a device) given to [`Queue::open`](crate::Queue::open),

@@ -52,8 +52,8 @@ mod topic;
 #[cfg(all(feature = "tokio", not(loom)))]
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 pub use error::{
-    Account, Blocker, Corruption, DescriptorFault, Detachment, Distrust, Error, Malformed,
-    MembersFault, OutOfRange, PathKind, Result,
+    Account, Blocker, Corruption, DescriptorFault, Detachment, Distrust, Error, GroupKind,
+    Malformed, MembersFault, OutOfRange, PathKind, Result, WorkFault,
 };
 #[cfg(not(loom))]
 pub use mapping::trust::Trust;
@@ -67,11 +67,16 @@ pub use queue::cursor::Message;
 #[cfg(not(loom))]
 pub use queue::group::GroupInfo;
 #[cfg(not(loom))]
-pub use queue::producer::{Claimed, Producer};
+pub use queue::producer::{Claimed, Producer, Schedule};
 #[cfg(not(loom))]
 pub use queue::recovery::Recovery;
 #[cfg(not(loom))]
 pub use queue::tail::TailReader;
+#[cfg(not(loom))]
+pub use queue::work::{
+    Backoff, DeadLetter, DeadReason, Job, PendingInfo, PendingState, Ticket, WorkInfo, WorkOptions,
+    Worker,
+};
 #[cfg(not(loom))]
 pub use queue::{Options, Queue};
 #[cfg(not(loom))]

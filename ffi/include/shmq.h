@@ -57,7 +57,7 @@
  | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
  | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
  | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
- | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
+ | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `WrongGroupKind` (a plain consumer on a work group or the reverse), `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
  | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
@@ -71,6 +71,7 @@
  | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
  | `SHMQ_ENOTDURABLE` | `NotDurable` (the record was published at `*offset_out` but is not known to be on disk) |
  | `SHMQ_ETAKENOVER`| `TakenOver`, `NotHeld` (the group or partition is no longer this consumer's: stop reading it) |
+ | `SHMQ_ELEASE`    | `LeaseExpired` (a work group's delivery is no longer this worker's: nothing changed) |
  */
 typedef enum shmq_status {
   /*
@@ -155,6 +156,12 @@ typedef enum shmq_status {
    the group. Nothing was committed; stop reading the group (free the consumer).
    */
   SHMQ_ETAKENOVER = -14,
+  /*
+   A work group's delivery is no longer this worker's: its visibility timeout passed (the
+   record may be redelivered to another worker) or it was settled already. Nothing
+   changed.
+   */
+  SHMQ_ELEASE = -15,
 } shmq_status;
 
 /*

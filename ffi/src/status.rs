@@ -15,7 +15,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
 /// | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
 /// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
-/// | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
+/// | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `WrongGroupKind` (a plain consumer on a work group or the reverse), `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
 /// | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
@@ -29,6 +29,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
 /// | `SHMQ_ENOTDURABLE` | `NotDurable` (the record was published at `*offset_out` but is not known to be on disk) |
 /// | `SHMQ_ETAKENOVER`| `TakenOver`, `NotHeld` (the group or partition is no longer this consumer's: stop reading it) |
+/// | `SHMQ_ELEASE`    | `LeaseExpired` (a work group's delivery is no longer this worker's: nothing changed) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum shmq_status {
@@ -78,6 +79,10 @@ pub enum shmq_status {
     /// offset: another member judged it dead, its session went stale, or an operator reset
     /// the group. Nothing was committed; stop reading the group (free the consumer).
     SHMQ_ETAKENOVER = -14,
+    /// A work group's delivery is no longer this worker's: its visibility timeout passed (the
+    /// record may be redelivered to another worker) or it was settled already. Nothing
+    /// changed.
+    SHMQ_ELEASE = -15,
 }
 
 /// The status for a Rust library error (see the table on [`shmq_status`]).
@@ -102,7 +107,9 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::Symlink { .. }
         | Error::NoFileName { .. }
         | Error::NoSuchPartition { .. }
-        | Error::KeyTooBig { .. } => SHMQ_EINVAL,
+        | Error::KeyTooBig { .. }
+        | Error::WrongGroupKind { .. } => SHMQ_EINVAL,
+        Error::LeaseExpired { .. } => SHMQ_ELEASE,
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } | Error::BatchTooBig { .. } => SHMQ_ETOOBIG,
         Error::Full { .. } => SHMQ_FULL,
@@ -145,6 +152,7 @@ pub extern "C" fn shmq_status_name(status: c_int) -> *const c_char {
         -12 => c"SHMQ_ESTALE",
         -13 => c"SHMQ_ENOTDURABLE",
         -14 => c"SHMQ_ETAKENOVER",
+        -15 => c"SHMQ_ELEASE",
         _ => c"SHMQ_UNKNOWN",
     };
     name.as_ptr()

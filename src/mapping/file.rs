@@ -116,7 +116,9 @@ fn write_new(tmp: &Path, geometry: &Geometry, mode: u32) -> Result<File> {
     Ok(file)
 }
 
-fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+/// Renames `from` to `to` unless `to` exists ([`Error::Exists`] then): the last step of an
+/// atomic creation.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     nix::fcntl::renameat2(
         None,
         from,

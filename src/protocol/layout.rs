@@ -396,16 +396,20 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos().min(u64::MAX as u128) as u64
 }
 
-fn put32(b: &mut [u8], at: usize, v: u32) {
+/// Writes `v` little-endian at byte `at` of `b` (file headers).
+pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
-fn put64(b: &mut [u8], at: usize, v: u64) {
+/// Writes `v` little-endian at byte `at` of `b` (file headers).
+pub(crate) fn put64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
-fn get32(b: &[u8], at: usize) -> u32 {
+/// Reads a little-endian u32 at byte `at` of `b`; the caller checked the length.
+pub(crate) fn get32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4-byte slice"))
 }
-fn get64(b: &[u8], at: usize) -> u64 {
+/// Reads a little-endian u64 at byte `at` of `b`; the caller checked the length.
+pub(crate) fn get64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8-byte slice"))
 }
 

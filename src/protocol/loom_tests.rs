@@ -20,6 +20,11 @@
 //!    the run's records are adjacent, and no position a reader can resolve is a losing
 //!    contender's provisional one.
 //!
+//! 6. [`work_dispatch_race`], [`work_ack_races_redelivery`], [`work_base_advance_races_ack`]
+//!    and [`work_shared_sleeper_bit`]: the work-group state machine (`protocol/work.rs`): two
+//!    dispatches of one offset, an ack against a redelivery after the lease expired, base
+//!    advances racing acks, and the sleeper bit that a group's workers share.
+//!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
 //! first), so every model terminates. With `LOOM_MAX_PREEMPTIONS=2` the whole set takes well
@@ -156,7 +161,7 @@ fn crc(p: u64) -> u32 {
 /// Writes producer `p`'s payload into its claim and commits it, as `Producer::publish` does.
 fn write_and_commit(ring: &Ring, c: &Claim, p: u64) -> Result<(), ()> {
     ring.write_payload(c, &payload(p));
-    ring.commit(c, timestamp(p), crc(p), intent(p))
+    ring.commit(c, timestamp(p), crc(p), 0, intent(p))
 }
 
 /// Checks that `found`, read at cursor `(offset, pos)`, is a complete record by producer `p`
@@ -515,7 +520,7 @@ fn stalled_commit_on_reused_slot() {
                 // Relaxed: by coherence the commit's own load of the tag sees this value or a
                 // later one, so `reused` means the commit found the slot reused.
                 let reused = tag_offset(ring.slot_tag(0).load(Ordering::Relaxed)) > 0;
-                (reused, ring.commit(&stalled, timestamp(0), 0, intent(0)))
+                (reused, ring.commit(&stalled, timestamp(0), 0, 0, intent(0)))
             })
         };
 
@@ -526,7 +531,7 @@ fn stalled_commit_on_reused_slot() {
         for o in 1..SLOTS {
             let c = claim_len(&ring, 1, 0);
             assert_eq!((c.offset, c.at), (o, o * RECORD_HEADER));
-            assert_eq!(ring.commit(&c, timestamp(1), 0, intent(1)), Ok(()));
+            assert_eq!(ring.commit(&c, timestamp(1), 0, 0, intent(1)), Ok(()));
         }
         let c = claim(&ring, 1);
         assert_eq!(
@@ -655,4 +660,175 @@ fn run_claim_races_single_claim() {
     });
     assert!(RUN_FIRST.load(StdOrdering::Relaxed) > 0);
     assert!(SINGLE_FIRST.load(StdOrdering::Relaxed) > 0);
+// Work groups (`protocol/work.rs`): the entry state machine and the shared sleeper bit, over a
+// model region laid out as a work file of the smallest window. The queue's sleeper words
+// (`DATA_SEQ`, `DATA_WAITERS`) and the group's committed cursor live in bytes of the same
+// region that a work file does not use (its immutable header and the gap before its members).
+
+use crate::protocol::work::{file_size, pack_state, Entry, State, WorkTable, MIN_WINDOW};
+
+/// Where the work models keep the group's committed cursor (`base`).
+const BASE_WORD: u64 = 1920;
+/// Where the sleeper model's notifier publishes its change.
+const CHANGE_WORD: u64 = 2048;
+
+fn model_work() -> Arc<Region> {
+    let len = file_size(MIN_WINDOW) as usize;
+    let region = Region::new_model(len);
+    // See `model_ring`: the zeroes of a new file, as SeqCst stores, for the words the work
+    // models access SeqCst (the sleeper words, the count, the change word).
+    for off in [DATA_WAITERS, CHANGE_WORD, 1536] {
+        region.u64(off).store(0, Ordering::SeqCst);
+    }
+    region
+        .u32(crate::protocol::layout::DATA_SEQ)
+        .store(0, Ordering::SeqCst);
+    Arc::new(region)
+}
+
+fn in_flight(offset: u64, deadline: u64, count: u32, holder: u8) -> Entry {
+    Entry {
+        offset,
+        state: State::InFlight,
+        deadline,
+        count,
+        holder,
+    }
+}
+
+/// Work model 1: two workers race to dispatch offset 5: exactly one wins (the other's CAS
+/// fails, or it finds the entry dispatched), and the entry holds the winner's delivery and
+/// position.
+#[test]
+fn work_dispatch_race() {
+    loom::model(|| {
+        let region = model_work();
+        let workers: Vec<_> = (0..2u8)
+            .map(|me| {
+                let region = region.clone();
+                thread::spawn(move || {
+                    let t = WorkTable::new(&region, MIN_WINDOW);
+                    t.dispatch(in_flight(5, 100, 1, me), 64).unwrap()
+                })
+            })
+            .collect();
+        let won: Vec<bool> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        assert_eq!(won.iter().filter(|&&w| w).count(), 1, "{won:?}");
+        let t = WorkTable::new(&region, MIN_WINDOW);
+        let winner = won.iter().position(|&w| w).unwrap() as u8;
+        assert_eq!(t.load(5), Ok(Some(in_flight(5, 100, 1, winner))));
+        assert_eq!(t.pos(5).load(Ordering::SeqCst), 64);
+    });
+}
+
+/// Work model 2: the holder's ack races a redelivery by a worker that found the lease
+/// expired: exactly one wins. A refused ack changed nothing; an ack that won leaves the
+/// record acked for good.
+#[test]
+fn work_ack_races_redelivery() {
+    loom::model(|| {
+        let region = model_work();
+        let held = in_flight(5, 100, 1, 0);
+        WorkTable::new(&region, MIN_WINDOW)
+            .state(5)
+            .store(pack_state(held), Ordering::SeqCst);
+        let redeliver = {
+            let region = region.clone();
+            thread::spawn(move || {
+                let t = WorkTable::new(&region, MIN_WINDOW);
+                let seen = t.state(5).load(Ordering::SeqCst);
+                match t.load(5) {
+                    Ok(Some(e)) if e.state == State::InFlight => {
+                        t.transition(seen, in_flight(5, 200, e.count + 1, 1))
+                    }
+                    _ => false,
+                }
+            })
+        };
+        let t = WorkTable::new(&region, MIN_WINDOW);
+        let acked = t.transition(pack_state(held), held.to(State::Acked, 100, 0));
+        let redelivered = redeliver.join().unwrap();
+        assert!(acked != redelivered, "exactly one wins");
+        let now = t.load(5).unwrap().unwrap();
+        if acked {
+            assert_eq!(now.state, State::Acked);
+        } else {
+            assert_eq!(now, in_flight(5, 200, 2, 1));
+            // The late ack is refused again and changes nothing.
+            assert!(!t.transition(pack_state(held), held.to(State::Acked, 100, 0)));
+            assert_eq!(t.load(5).unwrap(), Some(now));
+        }
+    });
+}
+
+/// Work model 3: two workers ack offsets 0 and 1 and each advances base; whatever the
+/// interleaving, base ends at 2 (no advance is lost, none passes an unsettled entry).
+#[test]
+fn work_base_advance_races_ack() {
+    loom::model(|| {
+        let region = model_work();
+        let t = WorkTable::new(&region, MIN_WINDOW);
+        for o in 0..2 {
+            t.state(o)
+                .store(pack_state(in_flight(o, 100, 1, o as u8)), Ordering::SeqCst);
+        }
+        let settle = |region: &Region, o: u64| {
+            let t = WorkTable::new(region, MIN_WINDOW);
+            let held = in_flight(o, 100, 1, o as u8);
+            assert!(t.transition(pack_state(held), held.to(State::Acked, 100, o as u8)));
+            let base = region.u128(BASE_WORD);
+            let _ = t.advance_base(
+                || base.load(Ordering::SeqCst),
+                |seen, b, pos| {
+                    base.compare_exchange(
+                        seen,
+                        crate::protocol::sync::pack(b, pos),
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    )
+                    .is_ok()
+                },
+                |b| Some(b * 32),
+            );
+        };
+        let other = {
+            let region = region.clone();
+            thread::spawn(move || settle(&region, 1))
+        };
+        settle(&region, 0);
+        other.join().unwrap();
+        assert_eq!(
+            unpack(region.u128(BASE_WORD).load(Ordering::SeqCst)),
+            (2, 64)
+        );
+    });
+}
+
+/// Work model 4: two workers of one group sleep on the shared bit while a notifier makes
+/// the change they wait for and wakes the bit (SYNC W). Neither may sleep through it (loom
+/// reports a lost wake-up as a deadlock: the model futex has no timeout), and the bit is
+/// clear once both are out.
+#[test]
+fn work_shared_sleeper_bit() {
+    loom::model(|| {
+        let region = model_work();
+        let sleepers: Vec<_> = (0..2)
+            .map(|_| {
+                let region = region.clone();
+                thread::spawn(move || {
+                    let t = WorkTable::new(&region, MIN_WINDOW);
+                    let changed = || region.u64(CHANGE_WORD).load(Ordering::SeqCst) != 0;
+                    while !changed() {
+                        t.sleep(&region, SLEEPER_BIT, changed, None);
+                    }
+                })
+            })
+            .collect();
+        region.u64(CHANGE_WORD).store(1, Ordering::SeqCst);
+        crate::protocol::ring::wake_on(&region, DATA_WAITERS, crate::protocol::layout::DATA_SEQ);
+        for s in sleepers {
+            s.join().unwrap();
+        }
+        assert_eq!(region.u64(DATA_WAITERS).load(Ordering::SeqCst), 0);
+    });
 }

@@ -11,3 +11,4 @@ mod loom_tests;
 pub(crate) mod producers;
 pub(crate) mod ring;
 pub(crate) mod sync;
+pub(crate) mod work;

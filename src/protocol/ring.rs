@@ -119,7 +119,9 @@ const REC_OFFSET: usize = 0;
 /// Low 32 bits: payload length; high 32 bits: CRC32C of the payload (0: not computed).
 const REC_LEN: usize = 1;
 const REC_TIMESTAMP: usize = 2;
-const REC_RESERVED: usize = 3;
+/// The schedule word: low 32 bits the delivery delay, high 32 bits the time to live, both in
+/// milliseconds after the timestamp (0: none); only work groups read it (`protocol/work.rs`).
+const REC_SCHEDULE: usize = 3;
 /// The words of a record header.
 const HEADER_WORDS: usize = 4;
 const _: () = assert!(HEADER_WORDS as u64 * 8 == RECORD_HEADER);
@@ -424,17 +426,18 @@ impl Ring {
             .write_bytes(self.data_at(claim.start) + RECORD_HEADER, data);
     }
 
-    /// Commits a claim whose payload is written, with the payload's CRC32C (0: none).
-    /// `Err(())` means a reader aborted it first.
+    /// Commits a claim whose payload is written, with the payload's CRC32C (0: none) and its
+    /// schedule word (0 for a plain record). `Err(())` means a reader aborted it first.
     #[inline]
     pub(crate) fn commit(
         &self,
         claim: &Claim,
         timestamp: u64,
         crc: u32,
+        schedule: u64,
         intent: u64,
     ) -> Result<(), ()> {
-        let result = self.seal(claim, timestamp, crc);
+        let result = self.seal(claim, timestamp, crc, schedule);
         self.release_intent(intent);
         if result.is_ok() {
             self.notify_data();
@@ -443,10 +446,10 @@ impl Ring {
     }
 
     /// Commits one record of a claimed run whose payload is written, as [`commit`](Self::commit)
-    /// does, but leaves the intent (it covers the rest of the run) and the wake-up (one per
-    /// run, [`finish_run`](Self::finish_run)) to the caller.
+    /// does (a plain record: schedule word 0), but leaves the intent (it covers the rest of the
+    /// run) and the wake-up (one per run, [`finish_run`](Self::finish_run)) to the caller.
     pub(crate) fn commit_member(&self, claim: &Claim, timestamp: u64, crc: u32) -> Result<(), ()> {
-        self.seal(claim, timestamp, crc)
+        self.seal(claim, timestamp, crc, 0)
     }
 
     /// The end of a run: gives up its members that were not committed (`unsealed`, as
@@ -468,7 +471,7 @@ impl Ring {
         self.region.u64(intent + INTENT).store(0, Ordering::Release);
     }
 
-    fn seal(&self, claim: &Claim, timestamp: u64, crc: u32) -> Result<(), ()> {
+    fn seal(&self, claim: &Claim, timestamp: u64, crc: u32, schedule: u64) -> Result<(), ()> {
         let o = claim.offset;
         let cell = self.slot_tag(o);
         // Relaxed: the value only serves as the CAS's expected value and for the check below;
@@ -485,7 +488,7 @@ impl Ring {
         head[REC_OFFSET].store(o, Ordering::Relaxed);
         head[REC_LEN].store(claim.len as u64 | (crc as u64) << 32, Ordering::Relaxed);
         head[REC_TIMESTAMP].store(timestamp, Ordering::Relaxed);
-        head[REC_RESERVED].store(0, Ordering::Relaxed);
+        head[REC_SCHEDULE].store(schedule, Ordering::Relaxed);
         crate::crash::point("publish.before_commit");
         let flags = if claim.start == claim.at {
             COMMITTED
@@ -579,6 +582,17 @@ impl Ring {
             payload: self.data_at(start) + RECORD_HEADER,
             crc,
         }
+    }
+
+    /// The schedule word of the record whose header is at position `start`, as [`read`]
+    /// found it ready: ordered after its slot-tag load (SYNC C), and like the rest of the
+    /// header trustworthy for a lappable reader only once [`overrun`](Self::overrun) says so.
+    ///
+    /// [`read`]: Self::read
+    #[cfg(not(loom))]
+    pub(crate) fn schedule_at(&self, start: u64) -> u64 {
+        // Relaxed: ordered after the caller's Acquire load of the slot tag.
+        self.header(start)[REC_SCHEDULE].load(Ordering::Relaxed)
     }
 
     /// For lappable readers: true if the bytes at `pos` can have been overwritten since the

@@ -51,6 +51,15 @@ pub(crate) struct Ready {
     crc: u32,
 }
 
+impl Ready {
+    /// The position of the record's header (for [`Ring::schedule_at`]).
+    ///
+    /// [`Ring::schedule_at`]: crate::protocol::ring::Ring::schedule_at
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+}
+
 /// What a reader finds at its cursor.
 pub(crate) enum Next {
     /// A committed record, for [`Cursor::deliver`].

@@ -14,7 +14,7 @@
 //! deleter takes the lease before it frees the slot, and a joiner checks, after taking the
 //! lease, that the slot still holds the group it looked up ([`MappedQueue::join_group`]).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, GroupKind, Result};
 use crate::mapping::lease::{self, Lease, OwnFd};
 use crate::protocol::layout::MAX_GROUP_NAME;
 use crate::protocol::sync::{fence, pack, unpack, Ordering};
@@ -23,6 +23,8 @@ use crate::runtime::clock;
 
 const ACTIVE: u64 = 1;
 const GATING: u64 = 1;
+/// Group flag: a work group's slot (`queue/work.rs`); plain consumers refuse it.
+const WORK: u64 = 2;
 
 /// The reset mark of a group whose creator has activated the slot but not yet stored the tail
 /// it saw afterwards (or died in between): a member that finds it validates every read below
@@ -47,6 +49,9 @@ pub struct GroupInfo {
     pub holder: Option<u32>,
     /// Whether that holder is still running.
     pub holder_alive: bool,
+    /// Whether it is a work group ([`Queue::worker`](crate::Queue::worker)): its workers
+    /// share the records, and `holder` is `None`.
+    pub work: bool,
 }
 
 /// Holds the queue file's administration lock (an exclusive `flock` through a description of
@@ -117,28 +122,73 @@ impl MappedQueue {
 
     /// Finds `name`, or creates it with `gating` and a committed cursor from `start` (called
     /// under the admin lock, so two processes never create the same name twice).
-    /// Returns the slot.
+    /// Returns the slot. A work group is [`Error::WrongGroupKind`].
     pub(crate) fn find_or_create_group(
         &self,
         name: &str,
         gating: bool,
         start: impl FnOnce() -> (u64, u64),
     ) -> Result<u32> {
+        self.find_or_create_kind(name, gating, None, start)
+    }
+
+    /// Fails with [`Error::WrongGroupKind`] unless slot `slot` (group `name`) is a work group
+    /// exactly when `work` says so.
+    pub(crate) fn check_kind(&self, slot: u32, name: &str, work: bool) -> Result<()> {
+        if self.is_work(slot) == work {
+            return Ok(());
+        }
+        Err(Error::WrongGroupKind {
+            path: self.path.clone(),
+            group: name.into(),
+            expected: if work {
+                GroupKind::Work
+            } else {
+                GroupKind::Plain
+            },
+        })
+    }
+
+    /// Whether slot `slot` is a work group's.
+    pub(crate) fn is_work(&self, slot: u32) -> bool {
+        // Relaxed: written once before activation; ordered by `group_active`.
+        self.groups().flags(slot).load(Ordering::Relaxed) & WORK != 0
+    }
+
+    /// [`find_or_create_group`](Self::find_or_create_group) for either kind: with `work`, a
+    /// work group (always gating), whose file `work` makes for the slot under the admin lock
+    /// before the slot becomes active.
+    pub(crate) fn find_or_create_kind(
+        &self,
+        name: &str,
+        gating: bool,
+        work: Option<&dyn Fn(u32) -> Result<()>>,
+        start: impl FnOnce() -> (u64, u64),
+    ) -> Result<u32> {
         check_name(name)?;
         if let Some(s) = self.find_group(name) {
+            self.check_kind(s, name, work.is_some())?;
             return Ok(s);
         }
         let _lock = AdminLock::take(self)?;
         if let Some(s) = self.find_group(name) {
+            self.check_kind(s, name, work.is_some())?;
             return Ok(s);
         }
         let slot = (0..self.geometry.group_slots)
             .find(|&s| !self.group_active(s))
             .ok_or(Error::TooManyGroups(self.geometry.group_slots))?;
+        if let Some(make) = work {
+            make(slot)?;
+        }
         let t = self.groups();
+        let flags = match work {
+            Some(_) => GATING | WORK,
+            None if gating => GATING,
+            None => 0,
+        };
         // Relaxed stores: the slot is invisible until the Release store of ACTIVE below.
-        t.flags(slot)
-            .store(if gating { GATING } else { 0 }, Ordering::Relaxed);
+        t.flags(slot).store(flags, Ordering::Relaxed);
         t.name_len(slot).store(name.len() as u64, Ordering::Relaxed);
         let mut padded = [0u8; MAX_GROUP_NAME];
         padded[..name.len()].copy_from_slice(name.as_bytes());
@@ -183,16 +233,32 @@ impl MappedQueue {
         Ok((lock, slot, lease))
     }
 
-    /// Deletes group `name` unless a live member holds it.
-    pub(crate) fn delete_group(&self, name: &str) -> Result<()> {
+    /// Deletes group `name` unless a live member holds it. For a work group, `idle` checks
+    /// (under the admin lock, before the slot is freed) that no live worker is in it, and
+    /// `remove` removes its file once the slot is free.
+    pub(crate) fn delete_group(
+        &self,
+        name: &str,
+        idle: impl FnOnce(u32) -> Result<()>,
+        remove: impl FnOnce(u32) -> Result<()>,
+    ) -> Result<()> {
         // Hold the lease while freeing the slot: a member joining meanwhile either took the
         // lease first (the group is busy) or finds it ours, and after us an inactive slot.
         // The lease word stays behind in the free slot, dead once `_lease` is dropped.
         let (_lock, slot, _lease) = self.hold_group(name)?;
+        let work = self.is_work(slot);
+        if work {
+            idle(slot)?;
+        }
         // SeqCst (SYNC G): readers that still see the old slot see it whole; producers stop
         // counting it as gating at their next limit scan, which the wake below triggers.
         self.groups().state(slot).store(0, Ordering::SeqCst);
         self.ring.notify_space();
+        if work {
+            // Workers notice the freed slot at their next poll.
+            self.ring.notify_data();
+            remove(slot)?;
+        }
         Ok(())
     }
 
@@ -451,28 +517,32 @@ impl MappedQueue {
         target: impl FnOnce(u32) -> Result<(u64, u64)>,
     ) -> Result<u64> {
         let (_lock, slot, lease) = self.hold_group(name)?;
-        let moved = target(slot).and_then(|(offset, pos)| {
-            let (_, old_pos) = self.set_committed(slot, offset, pos);
-            if pos < old_pos {
-                // Producers may still hold claim limits computed from the old, later cursor
-                // (they rescan only when a claim would pass the limit), so the records between
-                // `pos` and the old cursor are no longer protected. Such a limit came from a
-                // scan before the store above, so it is at most the tail we load now (SeqCst,
-                // after the store in the single order, SYNC G) plus the capacity: bytes from
-                // that tail on are safe, older ones must be validated by the next member.
-                let (_, tail_pos) = self.ring.tail();
-                // Release: published to the next member by our lease release below as well.
-                // A maximum, so a mark left unset by a creator that died stays unset (members
-                // then bound their validated reads by their own tail, which is at least ours).
-                self.groups()
-                    .reset_mark(slot)
-                    .fetch_max(tail_pos, Ordering::Release);
-            }
-            if self.geometry.durability == crate::Durability::Sync {
-                self.sync_committed(slot)?;
-            }
-            Ok(offset)
-        });
+        // A work group's file keeps per-record state that a moved cursor would contradict.
+        let moved = self
+            .check_kind(slot, name, false)
+            .and_then(|()| target(slot))
+            .and_then(|(offset, pos)| {
+                let (_, old_pos) = self.set_committed(slot, offset, pos);
+                if pos < old_pos {
+                    // Producers may still hold claim limits computed from the old, later cursor
+                    // (they rescan only when a claim would pass the limit), so the records between
+                    // `pos` and the old cursor are no longer protected. Such a limit came from a
+                    // scan before the store above, so it is at most the tail we load now (SeqCst,
+                    // after the store in the single order, SYNC G) plus the capacity: bytes from
+                    // that tail on are safe, older ones must be validated by the next member.
+                    let (_, tail_pos) = self.ring.tail();
+                    // Release: published to the next member by our lease release below as well.
+                    // A maximum, so a mark left unset by a creator that died stays unset (members
+                    // then bound their validated reads by their own tail, which is at least ours).
+                    self.groups()
+                        .reset_mark(slot)
+                        .fetch_max(tail_pos, Ordering::Release);
+                }
+                if self.geometry.durability == crate::Durability::Sync {
+                    self.sync_committed(slot)?;
+                }
+                Ok(offset)
+            });
         self.release_lease(slot, lease.word());
         // A cursor moved forwards frees room: wake producers waiting for it.
         self.ring.notify_space();
@@ -503,6 +573,7 @@ impl MappedQueue {
                     gating: self.gating(s),
                     holder: (lease != 0).then(|| lease::pid(lease)),
                     holder_alive: lease::alive(&self.file, lease),
+                    work: self.is_work(s),
                 };
                 Some((info, pos))
             })

@@ -9,6 +9,7 @@ pub(crate) mod mapped;
 pub(crate) mod producer;
 pub(crate) mod recovery;
 pub(crate) mod tail;
+pub(crate) mod work;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -95,6 +96,8 @@ pub struct Queue {
     flusher: Arc<FlusherSlot>,
     /// What recovery after a machine restart did when this process opened the file.
     recovery: Option<Arc<Recovery>>,
+    /// Whose files this handle accepts: the queue file's, and its work groups' files.
+    trust: Trust,
 }
 
 impl std::fmt::Debug for Queue {
@@ -127,6 +130,7 @@ impl Queue {
             shared: MappedQueue::new(mapped).share(),
             flusher: Arc::default(),
             recovery: None,
+            trust: Trust::default(),
         })
     }
 
@@ -163,6 +167,7 @@ impl Queue {
             shared: shared.share(),
             flusher: Arc::default(),
             recovery,
+            trust: *trust,
         })
     }
 
@@ -242,7 +247,11 @@ impl Queue {
     /// producers back).
     pub fn delete_group(&self, group: &str) -> Result<()> {
         self.shared.check_damage()?;
-        let deleted = self.shared.delete_group(group);
+        let deleted = self.shared.delete_group(
+            group,
+            |slot| crate::queue::work::check_idle(&self.shared, slot, group, &self.trust),
+            |slot| crate::queue::work::remove_file(&self.shared, slot),
+        );
         self.shared.check_damage()?;
         deleted
     }
@@ -270,6 +279,34 @@ impl Queue {
         });
         shared.check_damage()?;
         reset
+    }
+
+    /// Joins (creating if needed, with `options`) work group `group`: a
+    /// [`Worker`](crate::Worker) that receives records no other worker of the group holds and
+    /// settles each one (ack, nack, reject). Fails with
+    /// [`Error::WrongGroupKind`](crate::Error::WrongGroupKind) if `group` is a plain consumer
+    /// group, [`Error::InvalidArgument`](crate::Error::InvalidArgument) on an `Overwrite`
+    /// queue (a work group holds producers back) or for options out of range,
+    /// [`Error::TooManyMembers`](crate::Error::TooManyMembers) when 64 live workers are in the
+    /// group, and [`Error::Corrupt`](crate::Error::Corrupt) with
+    /// [`Corruption::Work`](crate::Corruption::Work) for a damaged work file.
+    pub fn worker(&self, group: &str, options: &work::WorkOptions) -> Result<work::Worker> {
+        self.ready()?;
+        work::join(&self.shared, &self.trust, group, options, |path, trust| {
+            Queue::open_trusting(path, trust)?.producer()
+        })
+    }
+
+    /// The unsettled records of work group `group` (in flight, waiting, dead-lettering),
+    /// oldest first: Redis's `XPENDING`. A snapshot, each entry read on its own.
+    pub fn pending(&self, group: &str) -> Result<Vec<work::PendingInfo>> {
+        work::pending(&self.shared, &self.trust, group)
+    }
+
+    /// The counters (delivered, redelivered, acked, dead-lettered, expired) and window
+    /// (base, next, in flight, waiting, live workers) of work group `group`.
+    pub fn work_info(&self, group: &str) -> Result<work::WorkInfo> {
+        work::info(&self.shared, &self.trust, group)
     }
 
     /// The oldest record still in the ring (the tail if there is none).

@@ -28,6 +28,39 @@ use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
 use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 
+/// When a work group may deliver a record ([`Producer::publish_scheduled`]): the record's
+/// schedule word (FORMAT.md, "Data ring").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Schedule {
+    /// Deliver no earlier than this long after the record's timestamp (whole milliseconds).
+    pub delay: Duration,
+    /// Never deliver later than this long after the record's timestamp: the record then
+    /// expires (whole milliseconds, at least 1). `None`: it does not expire.
+    pub ttl: Option<Duration>,
+}
+
+impl Schedule {
+    /// The schedule word: the delay in milliseconds in the low 32 bits, the time to live in
+    /// the high 32 bits (0: none).
+    pub(crate) fn word(&self) -> Result<u64> {
+        let ms = |argument: &'static str, d: Duration, min: u128| {
+            let ms = d.as_millis().max(min);
+            u32::try_from(ms)
+                .map(u64::from)
+                .map_err(|_| Error::InvalidArgument {
+                    argument,
+                    why: format!("{d:?} is longer than the maximum of 2^32 - 1 ms (49.7 days)"),
+                })
+        };
+        let delay = ms("schedule delay", self.delay, 0)?;
+        let ttl = match self.ttl {
+            None => 0,
+            Some(t) => ms("schedule ttl", t, 1)?,
+        };
+        Ok(delay | ttl << 32)
+    }
+}
+
 /// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
 pub struct Producer {
     pub(crate) shared: Arc<MappedQueue>,
@@ -160,17 +193,32 @@ impl Producer {
     pub fn publish(&mut self, payload: &[u8]) -> Result<u64> {
         self.lease.check_current(&self.shared.path)?;
         self.shared.check_damage()?;
-        let published = self.publish_checked(payload);
+        let published = self.publish_checked(payload, 0);
         self.shared.check_damage()?;
         published
     }
 
-    fn publish_checked(&mut self, payload: &[u8]) -> Result<u64> {
+    fn publish_checked(&mut self, payload: &[u8], schedule: u64) -> Result<u64> {
         let len = self.check_len(payload.len())?;
         let claim = self.claim_raw(len)?;
         self.shared.ring.write_payload(&claim, payload);
         let crc = checksum(&self.shared, payload);
-        self.finish(claim, crc)
+        self.finish_scheduled(claim, crc, schedule)
+    }
+
+    /// Publishes `payload` with a [`Schedule`]: work groups (see
+    /// [`Queue::worker`](crate::Queue::worker)) deliver it no earlier than `delay` after its
+    /// timestamp, and never after its time to live. Plain consumer groups and tail readers
+    /// ignore the schedule and read the record at once. Fails as [`publish`](Self::publish)
+    /// does, and with [`Error::InvalidArgument`] for a delay or time to live of 2^32 ms (49.7
+    /// days) or more.
+    pub fn publish_scheduled(&mut self, payload: &[u8], schedule: &Schedule) -> Result<u64> {
+        let word = schedule.word()?;
+        self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
+        let published = self.publish_checked(payload, word);
+        self.shared.check_damage()?;
+        published
     }
 
     /// Publishes every payload of `payloads` as one run of records with dense offsets, in order,
@@ -342,10 +390,16 @@ impl Producer {
     }
 
     pub(crate) fn finish(&mut self, claim: Claim, crc: u32) -> Result<u64> {
+        self.finish_scheduled(claim, crc, 0)
+    }
+
+    /// [`finish`](Self::finish) with the record's schedule word ([`Schedule::word`]).
+    #[inline]
+    fn finish_scheduled(&mut self, claim: Claim, crc: u32, schedule: u64) -> Result<u64> {
         let offset = claim.offset;
         self.shared
             .ring
-            .commit(&claim, clock::now_ns(), crc, self.slot_off)
+            .commit(&claim, clock::now_ns(), crc, schedule, self.slot_off)
             .map_err(|()| Error::Aborted { offset })?;
         self.after_commit(offset, claim.start + footprint(claim.len as u64))?;
         Ok(offset)
