@@ -660,6 +660,8 @@ fn run_claim_races_single_claim() {
     });
     assert!(RUN_FIRST.load(StdOrdering::Relaxed) > 0);
     assert!(SINGLE_FIRST.load(StdOrdering::Relaxed) > 0);
+}
+
 // Work groups (`protocol/work.rs`): the entry state machine and the shared sleeper bit, over a
 // model region laid out as a work file of the smallest window. The queue's sleeper words
 // (`DATA_SEQ`, `DATA_WAITERS`) and the group's committed cursor live in bytes of the same
