@@ -47,6 +47,24 @@ impl Ticket {
     pub fn deadline_ms(&self) -> u64 {
         self.deadline_ms
     }
+
+    /// Which delivery of the record this is (1 the first time).
+    pub fn deliveries(&self) -> u32 {
+        self.count
+    }
+
+    /// The ticket of the given parts, as [`Ticket::offset`], [`Ticket::deliveries`] and
+    /// [`Ticket::deadline_ms`] report them: for a caller that keeps tickets outside Rust (an
+    /// FFI peer, a thread pool passing integers). A ticket whose parts are not those of a
+    /// delivery the worker holds settles nothing: [`Worker::ack`] and the others refuse it
+    /// with [`Error::LeaseExpired`], as they refuse a ticket whose lease has run out.
+    pub fn from_parts(offset: u64, deliveries: u32, deadline_ms: u64) -> Ticket {
+        Ticket {
+            offset,
+            count: deliveries,
+            deadline_ms,
+        }
+    }
 }
 
 /// One delivered record, borrowed from the worker until its next call.
@@ -79,6 +97,9 @@ pub struct Worker {
     buf: Vec<u8>,
     /// The dead-letter queue's producer, opened at the first dead letter.
     dlq: Option<Producer>,
+    /// The source path dead letters name: the queue's path made absolute at open, so that a
+    /// replay from another directory finds it.
+    source: String,
     /// How to open it, and whose file it may be (the source queue's trust).
     open_dlq: OpenProducer,
     trust: Trust,
@@ -152,7 +173,12 @@ impl Worker {
         // Relaxed: information for `pending` and people.
         t.joined(member).store(now_ms(), Ordering::Relaxed);
         let verify = shared.geometry.checksums;
+        let source = std::path::absolute(&shared.path)
+            .unwrap_or_else(|_| shared.path.clone())
+            .to_string_lossy()
+            .into_owned();
         Ok(Worker {
+            source,
             shared,
             work,
             group: group.into(),
@@ -660,7 +686,7 @@ impl Worker {
             dead_at_ns: clock::now_ns(),
             deliveries: lettering.count,
             reason,
-            source: self.shared.path.to_str().unwrap_or(""),
+            source: &self.source,
             payload: &self.buf,
         }
         .encode(&mut record);
