@@ -25,6 +25,12 @@ pub const POINTS: &[&str] = &[
     "member.join.after_lease",
     "member.join.after_ready",
     "member.leave.before_lease",
+    "work.dispatch.after_cas",
+    "work.redeliver.after_cas",
+    "work.ack.before_advance",
+    "work.advance.after_base",
+    "work.dead_letter.before_publish",
+    "work.dead_letter.after_publish",
 ];
 
 /// One trigger variable: which point (and which hit of it) it names, and the hits so far.
