@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shmq::{
-    Backoff, Corruption, DeadLetter, DeadReason, Error, Options, PendingState, Queue, Ticket, Topic,
-    TopicOptions, TopicTicket, WorkOptions,
+    Backoff, Corruption, DeadLetter, DeadReason, Error, Options, PendingState, Queue, Ticket,
+    Topic, TopicOptions, TopicTicket, WorkOptions,
 };
 
 /// Generous: the test machine is loaded.
@@ -57,7 +57,9 @@ fn two_workers_share_every_record_of_four_partitions_once() {
     }
     assert!(per_partition.iter().all(|&n| n > 0), "{per_partition:?}");
     // Both workers exist before either polls, so both compete for every partition.
-    let workers: Vec<_> = (0..2).map(|_| topic.worker("jobs", &opts()).unwrap()).collect();
+    let workers: Vec<_> = (0..2)
+        .map(|_| topic.worker("jobs", &opts()).unwrap())
+        .collect();
     let seen = Arc::new(Mutex::new(BTreeMap::<u32, (u32, u64, usize)>::new()));
     let threads: Vec<_> = workers
         .into_iter()
@@ -95,11 +97,7 @@ fn two_workers_share_every_record_of_four_partitions_once() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), N as usize);
     for p in 0..4u32 {
-        let offsets: Vec<u64> = seen
-            .values()
-            .filter(|v| v.0 == p)
-            .map(|v| v.1)
-            .collect();
+        let offsets: Vec<u64> = seen.values().filter(|v| v.0 == p).map(|v| v.1).collect();
         assert_eq!(offsets.len(), per_partition[p as usize] as usize);
         let mut sorted = offsets.clone();
         sorted.sort_unstable();
@@ -139,7 +137,10 @@ fn nacks_redeliver_and_dead_letters_from_every_partition_reach_one_queue() {
     let mut deliveries = BTreeMap::<u32, Vec<u32>>::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while deliveries.get(&0).map_or(0, Vec::len) < 2 || !deliveries.contains_key(&1) {
-        assert!(Instant::now() < deadline, "deliveries so far: {deliveries:?}");
+        assert!(
+            Instant::now() < deadline,
+            "deliveries so far: {deliveries:?}"
+        );
         let Some(job) = w.poll(SHORT).unwrap() else {
             continue;
         };
@@ -165,7 +166,10 @@ fn nacks_redeliver_and_dead_letters_from_every_partition_reach_one_queue() {
     }
     assert_eq!(deliveries[&0], vec![1, 2]);
     assert_eq!(deliveries[&1], vec![1]);
-    assert!(w.poll(SHORT).unwrap().is_none(), "both dead, none redelivered");
+    assert!(
+        w.poll(SHORT).unwrap().is_none(),
+        "both dead, none redelivered"
+    );
 
     let mut dead = BTreeMap::new();
     for _ in 0..2 {
@@ -325,7 +329,11 @@ fn records_keep_their_keys_and_an_unframed_one_is_rejected() {
         assert!(Instant::now() < deadline, "got only {got:?}");
         match w.poll(SHORT) {
             Ok(Some(job)) => {
-                got.push((job.partition, job.key.map(<[u8]>::to_vec), job.value.to_vec()));
+                got.push((
+                    job.partition,
+                    job.key.map(<[u8]>::to_vec),
+                    job.value.to_vec(),
+                ));
                 let ticket = job.ticket;
                 w.ack(ticket).unwrap();
             }
