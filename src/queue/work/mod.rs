@@ -162,6 +162,32 @@ impl WorkOptions {
     }
 }
 
+impl WorkOptions {
+    /// The options that give a new group the settings `config` of an existing group's file,
+    /// starting at the oldest record (a group made like another in a new queue file).
+    fn like(config: &WorkConfig) -> WorkOptions {
+        let ms = Duration::from_millis;
+        WorkOptions {
+            visibility_timeout: ms(config.visibility_ms),
+            max_deliveries: config.max_deliveries,
+            backoff: if config.exponential {
+                Backoff::Exponential {
+                    initial: ms(config.retry_ms),
+                    max: ms(config.max_retry_ms),
+                }
+            } else {
+                Backoff::Fixed(ms(config.retry_ms))
+            },
+            window: config.window,
+            start: Start::Earliest,
+            dead_letter: (!config.dead_letter.is_empty())
+                .then(|| PathBuf::from(&config.dead_letter)),
+            max_age: (config.max_age_ms != 0).then(|| ms(config.max_age_ms)),
+            dead_letter_expired: config.dead_letter_expired,
+        }
+    }
+}
+
 /// What a record in a work group's window is waiting for ([`PendingInfo`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingState {
@@ -340,6 +366,23 @@ pub(crate) fn join(
     options: &WorkOptions,
     open_dlq: OpenProducer,
 ) -> Result<Worker> {
+    loop {
+        let slot = create(shared, group, options)?;
+        let work = WorkFile::open(shared, slot, group, trust)?;
+        let worker = Worker::new(shared.clone(), work, group, slot, *trust, open_dlq)?;
+        // A deletion racing with the lookup: the slot must still be this work group's once
+        // our member slot is taken (the deleter checks members under its lock).
+        if shared.group_active(slot)
+            && shared.is_work(slot)
+            && shared.group_name(slot).as_deref() == Some(group)
+        {
+            return Ok(worker);
+        }
+    }
+}
+
+/// Finds work group `group`, or creates it with `options` (and its file): its slot.
+pub(crate) fn create(shared: &MappedQueue, group: &str, options: &WorkOptions) -> Result<u32> {
     if shared.geometry.full_policy == FullPolicy::Overwrite {
         return Err(invalid(
             "work group",
@@ -354,19 +397,20 @@ pub(crate) fn join(
         Start::Latest => ring.tail(),
     };
     let make = |slot: u32| WorkFile::create(shared, &options.config(group, slot)?);
-    loop {
-        let slot = shared.find_or_create_kind(group, true, Some(&make), start)?;
-        let work = WorkFile::open(shared, slot, group, trust)?;
-        let worker = Worker::new(shared.clone(), work, group, slot, *trust, open_dlq)?;
-        // A deletion racing with the lookup: the slot must still be this work group's once
-        // our member slot is taken (the deleter checks members under its lock).
-        if shared.group_active(slot)
-            && shared.is_work(slot)
-            && shared.group_name(slot).as_deref() == Some(group)
-        {
-            return Ok(worker);
-        }
-    }
+    shared.find_or_create_kind(group, true, Some(&make), start)
+}
+
+/// Creates work group `group` in `shared` with the settings of the group of that name in
+/// `source` (from the oldest record), unless it exists: what a topic's growth gives a new
+/// partition.
+pub(crate) fn create_like(
+    shared: &MappedQueue,
+    source: &MappedQueue,
+    trust: &Trust,
+    group: &str,
+) -> Result<()> {
+    let (work, _) = open_work(source, trust, group)?;
+    create(shared, group, &WorkOptions::like(&work.config)).map(drop)
 }
 
 /// [`Queue::pending`](crate::Queue::pending)(crate::Queue::pending): the unsettled records of work group `group`.

@@ -120,21 +120,60 @@ impl std::fmt::Debug for Worker {
 }
 
 /// What a worker found nothing to do for, and so waits for a change of.
-enum Idle {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Idle {
     /// The next record (this offset) is not committed: its slot tag as seen.
     Pending(u64, u64),
     /// The window is full: the group's committed cursor word as seen.
     Full(u128),
 }
 
-/// What one step found.
-enum Step {
-    /// A delivery, its payload in `buf`.
-    Job(Ticket, u64),
-    /// Nothing to do.
-    Idle(Idle),
-    /// Progress without a delivery (an entry settled by someone): try again.
+/// What one attempt of a [`Poller`] found.
+pub(crate) enum Step<J, I> {
+    /// Something to hand out.
+    Job(J),
+    /// Nothing to do: what to wait for a change of.
+    Idle(I),
+    /// Progress without a delivery (an entry settled by someone): try again at once.
     Again,
+}
+
+/// A worker's step: a delivery (its ticket and the record's timestamp; the payload is in the
+/// worker's buffer), or what it waits for.
+pub(crate) type WorkerStep = Step<(Ticket, u64), Idle>;
+
+/// Something that polls for work in attempts and sleeps between them: a [`Worker`], or a
+/// topic's worker over one `Worker` per partition. [`poll_loop`] is the one wait loop of both.
+pub(crate) trait Poller {
+    /// What an attempt hands out.
+    type Found;
+    /// What an idle attempt waits for a change of.
+    type Idle;
+    /// One attempt at finding work, without waiting.
+    fn attempt(&mut self) -> Result<Step<Self::Found, Self::Idle>>;
+    /// Sleeps until `idle` may have changed, a redelivery may be due, or `cap` passed.
+    fn sleep(&mut self, idle: &Self::Idle, cap: Duration);
+}
+
+/// The wait loop of every work poll: attempt; when idle, spin, then sleep (capped by the
+/// redelivery scan's period), until something is found or `timeout` passed (`Ok(None)`).
+pub(crate) fn poll_loop<P: Poller>(
+    poller: &mut P,
+    timeout: Option<Duration>,
+) -> Result<Option<P::Found>> {
+    let mut wait = Wait::spinning(timeout);
+    loop {
+        let idle = match poller.attempt()? {
+            Step::Job(found) => return Ok(Some(found)),
+            Step::Again => continue,
+            Step::Idle(idle) => idle,
+        };
+        match wait.pause(|| Duration::from_millis(SCAN_EVERY_MS)) {
+            Pause::TimedOut => return Ok(None),
+            Pause::Spun => {}
+            Pause::Sleep(cap) => poller.sleep(&idle, cap),
+        }
+    }
 }
 
 impl Worker {
@@ -205,29 +244,19 @@ impl Worker {
     /// a copy first), [`Error::Truncated`] and [`Error::Detached`] as for a consumer,
     /// [`Error::Forked`] in a child forked after the worker was made.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Job<'_>>> {
-        let mut wait = Wait::spinning(timeout);
-        loop {
-            self.check()?;
-            let idle = match self.step()? {
-                Step::Job(ticket, timestamp_ns) => {
-                    self.batch_sync()?;
-                    return Ok(Some(Job {
-                        ticket,
-                        offset: ticket.offset,
-                        timestamp_ns,
-                        deliveries: ticket.count,
-                        payload: &self.buf,
-                    }));
-                }
-                Step::Again => continue,
-                Step::Idle(idle) => idle,
-            };
-            self.batch_sync()?;
-            match wait.pause(|| Duration::from_millis(SCAN_EVERY_MS)) {
-                Pause::TimedOut => return Ok(None),
-                Pause::Spun => {}
-                Pause::Sleep(cap) => self.sleep(&idle, cap),
-            }
+        let found = poll_loop(self, timeout)?;
+        Ok(found.map(|(ticket, timestamp_ns)| self.job(ticket, timestamp_ns)))
+    }
+
+    /// The job of delivery `ticket` (of a record published at `timestamp_ns`) whose payload
+    /// the last attempt copied into this worker's buffer.
+    pub(crate) fn job(&self, ticket: Ticket, timestamp_ns: u64) -> Job<'_> {
+        Job {
+            ticket,
+            offset: ticket.offset,
+            timestamp_ns,
+            deliveries: ticket.count,
+            payload: &self.buf,
         }
     }
 
@@ -337,7 +366,7 @@ impl Worker {
     }
 
     /// One attempt at finding work: a due record first, then a fresh one.
-    fn step(&mut self) -> Result<Step> {
+    fn step(&mut self) -> Result<WorkerStep> {
         let now = now_ms();
         // Relaxed: a hint; see `SCAN_EVERY_MS`.
         let earliest = self.work.table().earliest().load(Ordering::Relaxed);
@@ -352,7 +381,7 @@ impl Worker {
 
     /// The redelivery scan over `base..next`: takes the due entry with the smallest deadline
     /// (delayed records come out by due time) and recomputes `earliest`.
-    fn scan(&mut self, now: u64) -> Result<Option<Step>> {
+    fn scan(&mut self, now: u64) -> Result<Option<WorkerStep>> {
         let t = self.work.table();
         let window = u64::from(self.work.config.window);
         // Relaxed: compared and replaced by the CAS below only.
@@ -425,11 +454,11 @@ impl Worker {
         } else {
             Counter::Redelivered
         });
-        Ok(Some(Step::Job(ticket_of(to), timestamp)))
+        Ok(Some(Step::Job((ticket_of(to), timestamp))))
     }
 
     /// Dispatches the record at `next`, if there is one and the window has room.
-    fn dispatch(&mut self, now: u64) -> Result<Step> {
+    fn dispatch(&mut self, now: u64) -> Result<WorkerStep> {
         let t = self.work.table();
         let window = u64::from(self.work.config.window);
         // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
@@ -530,7 +559,7 @@ impl Worker {
             State::InFlight => {
                 t.note_deadline(to.deadline);
                 self.count(Counter::Delivered);
-                Ok(Step::Job(ticket_of(to), timestamp))
+                Ok(Step::Job((ticket_of(to), timestamp)))
             }
             State::Waiting => {
                 t.note_deadline(to.deadline);
@@ -553,7 +582,7 @@ impl Worker {
     /// `next` on meanwhile, and the worker tries again. Otherwise the record was lost before
     /// the group protected it (a group created at `Earliest` while producers with an older
     /// claim limit overwrote its first records): the error, see ARCHITECTURE.md "Known limits".
-    fn lagged(&self, seen_next: u128, e: Error) -> Result<Step> {
+    fn lagged(&self, seen_next: u128, e: Error) -> Result<WorkerStep> {
         if self.work.table().next().load(Ordering::Acquire) != seen_next {
             return Ok(Step::Again);
         }
@@ -799,28 +828,51 @@ impl Worker {
         self.shared.sync_committed(self.slot)
     }
 
-    /// Sleeps until `idle` may have changed, a redelivery may be due, or `cap` passed
-    /// (`WorkTable::sleep`: the group's bit shared by its sleeping workers, SYNC W).
-    fn sleep(&self, idle: &Idle, cap: Duration) {
-        let t = self.work.table();
-        let now = now_ms();
+    /// `cap` shortened to when a redelivery may be due: the window's `earliest` deadline, and
+    /// the redelivery scan's period.
+    pub(crate) fn sleep_cap(&self, cap: Duration) -> Duration {
         // Relaxed: a hint of when the next scan is due.
-        let due = t.earliest().load(Ordering::Relaxed).saturating_sub(now);
-        let cap = cap
-            .min(Duration::from_millis(due))
-            .min(Duration::from_millis(SCAN_EVERY_MS));
+        let earliest = self.work.table().earliest().load(Ordering::Relaxed);
+        let due = earliest.saturating_sub(now_ms());
+        cap.min(Duration::from_millis(due))
+            .min(Duration::from_millis(SCAN_EVERY_MS))
+    }
+
+    /// Whether what an idle attempt waited for (`idle`) changed since: the record it waited on
+    /// was committed (or its claim aborted), or the group's committed cursor moved.
+    pub(crate) fn changed(&self, idle: &Idle) -> bool {
+        match *idle {
+            // SYNC W (SeqCst): the sleeper re-checks this after flagging itself.
+            Idle::Pending(o, tag) => self.shared.ring.slot_tag(o).load(Ordering::SeqCst) != tag,
+            Idle::Full(word) => self.shared.committed_word(self.slot) != word,
+        }
+    }
+}
+
+impl Poller for Worker {
+    type Found = (Ticket, u64);
+    type Idle = Idle;
+
+    fn attempt(&mut self) -> Result<WorkerStep> {
+        self.check()?;
+        let step = self.step()?;
+        if !matches!(step, Step::Again) {
+            self.batch_sync()?;
+        }
+        Ok(step)
+    }
+
+    /// Sleeps on the queue's data word with the group's bit, shared by its sleeping workers
+    /// (`WorkTable::sleep`, SYNC W).
+    fn sleep(&mut self, idle: &Idle, cap: Duration) {
+        let cap = self.sleep_cap(cap);
         if cap.is_zero() {
             return;
         }
-        let changed = || match *idle {
-            // SYNC W (SeqCst): re-checked after the flag.
-            Idle::Pending(o, tag) => self.shared.ring.slot_tag(o).load(Ordering::SeqCst) != tag,
-            Idle::Full(word) => self.shared.committed_word(self.slot) != word,
-        };
-        t.sleep(
+        self.work.table().sleep(
             &self.shared.ring.region,
             1u64 << self.slot,
-            changed,
+            || self.changed(idle),
             Some(cap),
         );
     }
