@@ -228,7 +228,8 @@ pub struct WorkInfo {
     pub acked: u64,
     /// Records dead-lettered: rejected, or out of deliveries.
     pub dead_lettered: u64,
-    /// Records expired (time to live or max age) before they were delivered.
+    /// Records expired (time to live or max age): found expired at their first dispatch, or
+    /// by the redelivery scan when they were due again.
     pub expired: u64,
     /// Records delivered and held by a worker now.
     pub in_flight: u64,
@@ -413,7 +414,7 @@ pub(crate) fn create_like(
     create(shared, group, &WorkOptions::like(&work.config)).map(drop)
 }
 
-/// [`Queue::pending`](crate::Queue::pending)(crate::Queue::pending): the unsettled records of work group `group`.
+/// [`Queue::pending`](crate::Queue::pending): the unsettled records of work group `group`.
 pub(crate) fn pending(
     shared: &MappedQueue,
     trust: &Trust,
@@ -421,7 +422,7 @@ pub(crate) fn pending(
 ) -> Result<Vec<PendingInfo>> {
     let (work, slot) = open_work(shared, trust, group)?;
     let t = work.table();
-    let (base, _) = shared.committed(slot);
+    let (base, _) = unpack(shared.checked_committed(slot)?);
     // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
     let (next, _) = unpack(t.next().load(Ordering::Acquire));
     let end = next.min(base + u64::from(work.config.window));
@@ -451,11 +452,11 @@ pub(crate) fn pending(
     Ok(out)
 }
 
-/// [`Queue::work_info`](crate::Queue::work_info)(crate::Queue::work_info): the counters and window of `group`.
+/// [`Queue::work_info`](crate::Queue::work_info): the counters and window of `group`.
 pub(crate) fn info(shared: &MappedQueue, trust: &Trust, group: &str) -> Result<WorkInfo> {
     let (work, slot) = open_work(shared, trust, group)?;
     let t = work.table();
-    let (base, _) = shared.committed(slot);
+    let (base, _) = unpack(shared.checked_committed(slot)?);
     // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
     let (next, _) = unpack(t.next().load(Ordering::Acquire));
     let (mut in_flight, mut waiting) = (0, 0);

@@ -211,12 +211,14 @@ impl Worker {
             })?;
         // Relaxed: information for `pending` and people.
         t.joined(member).store(now_ms(), Ordering::Relaxed);
+        // The slot's previous owner may have been killed asleep: take its sleeper mark out.
+        t.leave(&shared.ring.region, 1u64 << slot, member);
         let verify = shared.geometry.checksums;
         let source = std::path::absolute(&shared.path)
             .unwrap_or_else(|_| shared.path.clone())
             .to_string_lossy()
             .into_owned();
-        Ok(Worker {
+        let worker = Worker {
             source,
             shared,
             work,
@@ -231,7 +233,11 @@ impl Worker {
             trust,
             last_scan: 0,
             last_sync: clock::monotonic_ns(),
-        })
+        };
+        // Final entries at the base that nobody moved it over (a settler killed before its
+        // advance, or a restart that kept the entries but not the cursor).
+        worker.help_base()?;
+        Ok(worker)
     }
 
     /// The next record for this worker: a due redelivery (the one due first) or a fresh
@@ -386,28 +392,30 @@ impl Worker {
         let window = u64::from(self.work.config.window);
         // Relaxed: compared and replaced by the CAS below only.
         let before = t.earliest().load(Ordering::Relaxed);
-        let (base, _) = self.shared.committed(self.slot);
+        let (base, _) = unpack(self.shared.checked_committed(self.slot)?);
         // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
         let (next, _) = unpack(t.next().load(Ordering::Acquire));
-        let mut best: Option<Entry> = None;
+        let mut best: Option<(u64, Entry)> = None;
         let mut low = u64::MAX;
         for x in base..next.min(base + window) {
             let Some(e) = self.work.load(x)? else {
                 continue;
             };
-            let due = match e.state {
-                State::InFlight | State::DeadLettering => e.deadline < now,
-                State::Waiting => e.deadline <= now,
+            // When the entry is due: a lease is over once its deadline has passed, a wait
+            // once its due time has come.
+            let due_at = match e.state {
+                State::InFlight | State::DeadLettering => e.deadline.saturating_add(1),
+                State::Waiting => e.deadline,
                 _ => continue,
             };
             match best {
-                _ if !due => low = low.min(e.deadline),
-                Some(b) if b.deadline <= e.deadline => low = low.min(e.deadline),
+                _ if due_at > now => low = low.min(due_at),
+                Some((b, _)) if b <= due_at => low = low.min(due_at),
                 _ => {
-                    if let Some(b) = best {
-                        low = low.min(b.deadline);
+                    if let Some((b, _)) = best {
+                        low = low.min(b);
                     }
-                    best = Some(e);
+                    best = Some((due_at, e));
                 }
             }
         }
@@ -415,7 +423,7 @@ impl Worker {
         let _ = t
             .earliest()
             .compare_exchange(before, low, Ordering::Relaxed, Ordering::Relaxed);
-        let Some(e) = best else { return Ok(None) };
+        let Some((_, e)) = best else { return Ok(None) };
         let seen = pack_state(e);
         if e.state == State::DeadLettering {
             // Acquire: pairs with the Release store before the CAS to DEAD_LETTERING (SYNC K).
@@ -429,9 +437,10 @@ impl Worker {
             self.dead_letter(seen, e, DeadReason::MaxDeliveries)?;
             return Ok(Some(Step::Again));
         }
-        // Acquire: pairs with the Release `fetch_max` before the dispatch CAS (SYNC K).
-        let pos = t.pos(e.offset).load(Ordering::Acquire);
-        let (timestamp, schedule) = self.read(e.offset, pos)?;
+        let (timestamp, schedule) = match self.read_held(seen, e.offset)? {
+            Some(read) => read,
+            None => return Ok(Some(Step::Again)),
+        };
         let t = self.work.table();
         if self.expired(timestamp, schedule, now) {
             self.expire(seen, e)?;
@@ -464,7 +473,7 @@ impl Worker {
         // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
         let seen_next = t.next().load(Ordering::Acquire);
         let (o, p) = unpack(seen_next);
-        let base_word = self.shared.committed_word(self.slot);
+        let base_word = self.shared.checked_committed(self.slot)?;
         let (base, base_pos) = unpack(base_word);
         if o < base {
             // A new file (0), or everything below base settled: start at base.
@@ -472,7 +481,7 @@ impl Worker {
             return Ok(Step::Again);
         }
         if o >= base + window {
-            return Ok(Step::Idle(Idle::Full(base_word)));
+            return self.full(base_word);
         }
         if !sane_cursor(o, p) {
             return Err(self.bad_entry(o, seen_next));
@@ -488,6 +497,9 @@ impl Worker {
         for x in o..reached.min(base + window) {
             self.settle_aborted(x)?;
         }
+        if reached > o && self.help_base()? {
+            return Ok(Step::Again);
+        }
         let ready = match next {
             Next::Pending { tag, .. } => {
                 if reached > o && reached < base + window {
@@ -498,7 +510,7 @@ impl Worker {
             Next::Ready(ready) => ready,
         };
         if reached >= base + window {
-            return Ok(Step::Idle(Idle::Full(base_word)));
+            return self.full(base_word);
         }
         let at = self.cursor.pos;
         let undispatched = t.undispatched(reached);
@@ -583,10 +595,46 @@ impl Worker {
     /// the group protected it (a group created at `Earliest` while producers with an older
     /// claim limit overwrote its first records): the error, see ARCHITECTURE.md "Known limits".
     fn lagged(&self, seen_next: u128, e: Error) -> Result<WorkerStep> {
-        if self.work.table().next().load(Ordering::Acquire) != seen_next {
+        let t = self.work.table();
+        // Acquire: as in `dispatch`.
+        if t.next().load(Ordering::Acquire) != seen_next {
+            return Ok(Step::Again);
+        }
+        // A dispatcher that CASed the entry but has not moved `next` yet, and the record was
+        // settled and its bytes reused meanwhile: `next` is stale, not the record lost.
+        let (o, _) = unpack(seen_next);
+        if matches!(t.undispatched(o), Ok(None)) || self.shared.committed(self.slot).0 > o {
             return Ok(Step::Again);
         }
         Err(e)
+    }
+
+    /// The window is full: help move the base over entries settled at it (their settler may
+    /// have been killed before it did); idle if it cannot move.
+    fn full(&mut self, base_word: u128) -> Result<WorkerStep> {
+        if self.help_base()? {
+            return Ok(Step::Again);
+        }
+        Ok(Step::Idle(Idle::Full(base_word)))
+    }
+
+    /// Reads the record of the entry whose word is `seen` into `buf`: `(timestamp, schedule
+    /// word)`, or `None` if the entry changed meanwhile. The entry's `pos` is shared with the
+    /// offsets `W` apart, and the record's bytes are protected only while the entry is not
+    /// final: once settled, the entry may serve a later offset and the producers may reuse
+    /// the record's bytes. So the read is checked against the word after it (a seqlock read,
+    /// K1 and K2): unchanged, the read was of this record; changed, what it read (or failed
+    /// to read) means nothing.
+    fn read_held(&mut self, seen: u128, offset: u64) -> Result<Option<(u64, u64)>> {
+        // Acquire: pairs with the Release `fetch_max` before the dispatch CAS (SYNC K).
+        let pos = self.work.table().pos(offset).load(Ordering::Acquire);
+        let read = self.read(offset, pos);
+        // SYNC K (SeqCst): the word after the read; unchanged, the entry was not final
+        // throughout (its words never repeat), so `pos` was this offset's and the bytes ours.
+        if self.work.table().state(offset).load(Ordering::SeqCst) != seen {
+            return Ok(None);
+        }
+        read.map(Some)
     }
 
     /// The state a fresh record is dispatched to: expired (DEAD, or DEAD_LETTERING when
@@ -700,13 +748,10 @@ impl Worker {
     /// dead-letters again: the copy is at least once.
     fn finish_dead_letter(&mut self, lettering: Entry, reason: DeadReason) -> Result<()> {
         crate::crash::point("work.dead_letter.before_publish");
-        // Acquire: pairs with the Release `fetch_max` before the dispatch CAS (SYNC K).
-        let pos = self
-            .work
-            .table()
-            .pos(lettering.offset)
-            .load(Ordering::Acquire);
-        let (timestamp, _) = self.read(lettering.offset, pos)?;
+        let Some((timestamp, _)) = self.read_held(pack_state(lettering), lettering.offset)? else {
+            // Our lease ran out and someone else dead-lettered it: the copy is theirs.
+            return Ok(());
+        };
         let t = self.work.table();
         let mut record = Vec::with_capacity(self.buf.len() + 64);
         DeadLetter {
@@ -765,6 +810,16 @@ impl Worker {
 
     fn bad_entry(&self, offset: u64, word: u128) -> Error {
         corrupt(&self.work.path, entry_fault(offset, word))
+    }
+
+    /// Advances base for entries someone else settled; under `Sync` makes the moved cursor
+    /// durable (their settlers synced the entries).
+    fn help_base(&self) -> Result<bool> {
+        let moved = self.advance_base()?;
+        if moved && self.shared.geometry.durability == Durability::Sync {
+            self.shared.sync_committed(self.slot)?;
+        }
+        Ok(moved)
     }
 
     /// After `offset` became final: advance base, then make it durable as the queue says.
@@ -855,11 +910,9 @@ impl Poller for Worker {
 
     fn attempt(&mut self) -> Result<WorkerStep> {
         self.check()?;
-        let step = self.step()?;
-        if !matches!(step, Step::Again) {
-            self.batch_sync()?;
-        }
-        Ok(step)
+        // Before the step: an error here must not strand a delivery just taken.
+        self.batch_sync()?;
+        self.step()
     }
 
     /// Sleeps on the queue's data word with the group's bit, shared by its sleeping workers
@@ -872,6 +925,7 @@ impl Poller for Worker {
         self.work.table().sleep(
             &self.shared.ring.region,
             1u64 << self.slot,
+            u32::from(self.member),
             || self.changed(idle),
             Some(cap),
         );
@@ -892,6 +946,11 @@ impl Drop for Worker {
         if !self.lease.current() {
             // A forked child's copy: the member slot is the parent's.
             return;
+        }
+        if matches!(self.shared.geometry.durability, Durability::Batch { .. }) {
+            // Our last settlements reach the disk as we go, not at another worker's pace.
+            let _ = self.work.sync_all();
+            let _ = self.shared.sync_committed(self.slot);
         }
         // Release: our settlements happen-before the slot's next owner. Our deliveries stay
         // in flight until their deadlines, then go to anyone.
