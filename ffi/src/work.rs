@@ -365,7 +365,10 @@ pub unsafe extern "C" fn shmq_work_poll(
 /// # Safety
 /// `worker` is NULL or a live worker not used concurrently by another thread.
 #[no_mangle]
-pub unsafe extern "C" fn shmq_work_ack(worker: *mut shmq_worker, ticket: shmq_ticket) -> shmq_status {
+pub unsafe extern "C" fn shmq_work_ack(
+    worker: *mut shmq_worker,
+    ticket: shmq_ticket,
+) -> shmq_status {
     guard("shmq_work_ack", || {
         // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
         unsafe { worker_mut(worker) }?.ack(ticket.ticket())?;
