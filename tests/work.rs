@@ -493,11 +493,11 @@ fn a_damaged_work_file_is_a_typed_error() {
     std::fs::remove_file(&file).unwrap();
     assert_eq!(fault(&q), WorkFault::Missing);
 
-    // A hostile entry: state 7 at offset 0's entry (the group's base is 1, the entry of
-    // offset 64 is read when the scan reaches it; offset 1's entry is read at once).
+    // A hostile entry: offset 2 in offset 1's entry (an offset that does not map to the
+    // entry holding it); the group's base is 1, so offset 1's entry is read at once.
     let mut bad = good.clone();
     let at = (WORK_ENTRIES + 32) as usize;
-    bad[at..at + 16].copy_from_slice(&((1u128 << 3) | 7).to_le_bytes());
+    bad[at..at + 16].copy_from_slice(&((2u128 << 3) | 1).to_le_bytes());
     std::fs::write(&file, &bad).unwrap();
     publish(&q, 1);
     // Joining reads the entry at the base already (to move the base over settled entries).

@@ -19,7 +19,7 @@
 //!   CAS from exactly `(o, IN_FLIGHT, deadline, count, holder)`.
 //!
 //! Every state CAS is SeqCst (SYNC K in ARCHITECTURE.md's table): its Release half publishes
-//! the entry's `pos` and reason written before it, and the base advance that reads a final
+//! the entry's `pos` written before it, and the base advance that reads a final
 //! state (Acquire) happens after it.
 
 use crate::protocol::layout::{get32, get64, put32, put64, DATA_SEQ, DATA_WAITERS};
@@ -85,28 +85,51 @@ const ENTRY_BASE: u64 = 8192;
 const ENTRY: u64 = 32;
 const E_STATE: u64 = 0;
 const E_POS: u64 = 16;
-const E_REASON: u64 = 24;
 
 /// The file size for window `w`: exact.
 pub(crate) fn file_size(window: u32) -> u64 {
     ENTRY_BASE + ENTRY * u64::from(window)
 }
 
+/// Why a record was dead-lettered ([`DeadLetter::reason`](crate::DeadLetter::reason)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// A worker rejected it ([`Worker::reject`](crate::Worker::reject)).
+    Rejected = 1,
+    /// It was delivered the group's max deliveries and then nacked or timed out again.
+    MaxDeliveries = 2,
+    /// Its time to live or the group's max age passed before it was delivered.
+    Expired = 3,
+}
+
+impl DeadReason {
+    /// The reason of code `code` (as a dead-letter record stores it), if any.
+    pub(crate) fn from_code(code: u64) -> Option<DeadReason> {
+        Some(match code {
+            1 => DeadReason::Rejected,
+            2 => DeadReason::MaxDeliveries,
+            3 => DeadReason::Expired,
+            _ => return None,
+        })
+    }
+}
+
 /// An entry's state `S` (the low 3 bits of its state word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Not dispatched (the entry's offset is older, or 0 in a new file).
-    None = 0,
+    None,
     /// Held by `holder` until `deadline`.
-    InFlight = 1,
+    InFlight,
     /// Acked (or an aborted offset): final.
-    Acked = 2,
+    Acked,
     /// Dead-lettered, expired or rejected: final.
-    Dead = 3,
+    Dead,
     /// Deliverable again (or for the first time) at `deadline`.
-    Waiting = 4,
-    /// Being copied to the dead-letter queue by `holder` until `deadline`.
-    DeadLettering = 5,
+    Waiting,
+    /// Being copied to the dead-letter queue by `holder` until `deadline`, for this reason
+    /// (in the state, so that the CAS that wins the entry decides the reason too).
+    DeadLettering(DeadReason),
 }
 
 impl State {
@@ -117,9 +140,22 @@ impl State {
             2 => State::Acked,
             3 => State::Dead,
             4 => State::Waiting,
-            5 => State::DeadLettering,
+            5 => State::DeadLettering(DeadReason::Rejected),
+            6 => State::DeadLettering(DeadReason::MaxDeliveries),
+            7 => State::DeadLettering(DeadReason::Expired),
             _ => return None,
         })
+    }
+
+    fn bits(self) -> u64 {
+        match self {
+            State::None => 0,
+            State::InFlight => 1,
+            State::Acked => 2,
+            State::Dead => 3,
+            State::Waiting => 4,
+            State::DeadLettering(why) => 4 + why as u64,
+        }
     }
 
     /// ACKED and DEAD: the entry's offset is done, and `base` may pass it.
@@ -177,7 +213,7 @@ impl Entry {
 /// Encodes a state word. Out-of-range fields are clamped (an offset never reaches 2^61, and
 /// deadlines are clamped to 2^44 − 1 ms, the year 2527).
 pub(crate) fn pack_state(e: Entry) -> u128 {
-    let low = (e.offset.min(MAX_OFFSET) << 3) | e.state as u64;
+    let low = (e.offset.min(MAX_OFFSET) << 3) | e.state.bits();
     let high = (e.deadline.min(MAX_DEADLINE) << 20)
         | (u64::from(e.count.min(MAX_DELIVERIES)) << 8)
         | u64::from(e.holder);
@@ -444,11 +480,6 @@ impl<'a> WorkTable<'a> {
         self.region.u64(self.entry(offset) + E_POS)
     }
 
-    /// The dead-letter reason of `offset`'s entry while it is DEAD_LETTERING.
-    pub(crate) fn reason(&self, offset: u64) -> &'a AtomicU64 {
-        self.region.u64(self.entry(offset) + E_REASON)
-    }
-
     /// The byte range of `offset`'s entry (for syncing it).
     pub(crate) fn entry_range(&self, offset: u64) -> (u64, u64) {
         (self.entry(offset), ENTRY)
@@ -458,7 +489,7 @@ impl<'a> WorkTable<'a> {
     /// 0); `Err` with the raw word if it is damaged (an impossible state, or an offset that
     /// does not map to this entry), for the caller to report.
     pub(crate) fn load(&self, offset: u64) -> Result<Option<Entry>, u128> {
-        // SYNC K (Acquire, as SeqCst): pairs with the state CASes, so the `pos` and reason
+        // SYNC K (Acquire, as SeqCst): pairs with the state CASes, so the `pos`
         // written before them are visible.
         let word = self.state(offset).load(Ordering::SeqCst);
         match unpack_state(word) {
@@ -474,7 +505,7 @@ impl<'a> WorkTable<'a> {
     /// The CAS of a transition: from exactly `from` to `to` (same offset). False if anyone
     /// changed the word meanwhile.
     pub(crate) fn transition(&self, from: u128, to: Entry) -> bool {
-        // SYNC K (SeqCst): Release publishes the entry's `pos` and reason; SeqCst orders the
+        // SYNC K (SeqCst): Release publishes the entry's `pos`; SeqCst orders the
         // change before a notifier's sleeper check (SYNC W). Relaxed on failure: the caller
         // reloads.
         self.state(to.offset)
@@ -627,7 +658,14 @@ mod tests {
             holder: 63,
         };
         assert_eq!(unpack_state(pack_state(e)), Some(e));
-        assert_eq!(unpack_state(pack(6, 0)), None, "state 6 is no state");
+        for why in [
+            DeadReason::Rejected,
+            DeadReason::MaxDeliveries,
+            DeadReason::Expired,
+        ] {
+            let e = Entry::new(7, State::DeadLettering(why));
+            assert_eq!(unpack_state(pack_state(e)), Some(e));
+        }
         assert_eq!(
             unpack_state(0),
             Some(Entry {

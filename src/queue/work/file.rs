@@ -222,7 +222,7 @@ impl WorkFile {
             };
             let to = if e.offset >= tail && word != 0 {
                 Some(0)
-            } else if matches!(e.state, State::InFlight | State::DeadLettering) {
+            } else if matches!(e.state, State::InFlight | State::DeadLettering(_)) {
                 Some(pack_state(e.to(State::Waiting, now, work::NO_HOLDER)))
             } else {
                 None

@@ -18,6 +18,7 @@ use crate::mapping::lease;
 use crate::mapping::trust::Trust;
 use crate::protocol::layout::{get32, get64, FullPolicy};
 use crate::protocol::sync::{unpack, Ordering};
+pub use crate::protocol::work::DeadReason;
 use crate::protocol::work::{
     Counter, State, WorkConfig, MAX_DELIVERIES, MAX_DLQ_PATH, MAX_WINDOW, MEMBERS, MIN_WINDOW,
 };
@@ -245,28 +246,6 @@ pub struct WorkInfo {
     pub workers: u32,
 }
 
-/// Why a record was dead-lettered ([`DeadLetter::reason`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadReason {
-    /// A worker rejected it ([`Worker::reject`]).
-    Rejected = 1,
-    /// It was delivered the group's max deliveries and then nacked or timed out again.
-    MaxDeliveries = 2,
-    /// Its time to live or the group's max age passed before it was delivered.
-    Expired = 3,
-}
-
-impl DeadReason {
-    fn from_code(code: u64) -> Option<DeadReason> {
-        Some(match code {
-            1 => DeadReason::Rejected,
-            2 => DeadReason::MaxDeliveries,
-            3 => DeadReason::Expired,
-            _ => return None,
-        })
-    }
-}
-
 /// A record of a dead-letter queue, as a work group publishes it (FORMAT.md, "Dead-letter
 /// record"); [`DeadLetter::parse`] reads one from a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,7 +411,7 @@ pub(crate) fn pending(
         let state = match e.state {
             State::InFlight => PendingState::InFlight,
             State::Waiting => PendingState::Waiting,
-            State::DeadLettering => PendingState::DeadLettering,
+            State::DeadLettering(_) => PendingState::DeadLettering,
             _ => continue,
         };
         let owner = (e.holder < MEMBERS as u8 && state != PendingState::Waiting)
@@ -462,7 +441,7 @@ pub(crate) fn info(shared: &MappedQueue, trust: &Trust, group: &str) -> Result<W
     let (mut in_flight, mut waiting) = (0, 0);
     for x in base..next.min(base + u64::from(work.config.window)) {
         match work.load(x)?.map(|e| e.state) {
-            Some(State::InFlight | State::DeadLettering) => in_flight += 1,
+            Some(State::InFlight | State::DeadLettering(_)) => in_flight += 1,
             Some(State::Waiting) => waiting += 1,
             _ => {}
         }

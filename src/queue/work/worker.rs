@@ -404,7 +404,7 @@ impl Worker {
             // When the entry is due: a lease is over once its deadline has passed, a wait
             // once its due time has come.
             let due_at = match e.state {
-                State::InFlight | State::DeadLettering => e.deadline.saturating_add(1),
+                State::InFlight | State::DeadLettering(_) => e.deadline.saturating_add(1),
                 State::Waiting => e.deadline,
                 _ => continue,
             };
@@ -425,10 +425,7 @@ impl Worker {
             .compare_exchange(before, low, Ordering::Relaxed, Ordering::Relaxed);
         let Some((_, e)) = best else { return Ok(None) };
         let seen = pack_state(e);
-        if e.state == State::DeadLettering {
-            // Acquire: pairs with the Release store before the CAS to DEAD_LETTERING (SYNC K).
-            let reason = t.reason(e.offset).load(Ordering::Acquire);
-            let reason = super::DeadReason::from_code(reason).unwrap_or(DeadReason::Rejected);
+        if let State::DeadLettering(reason) = e.state {
             self.dead_letter(seen, e, reason)?;
             return Ok(Some(Step::Again));
         }
@@ -556,11 +553,6 @@ impl Worker {
             Err(e) => return Err(e),
         };
         let to = self.first_state(reached, timestamp, schedule, now);
-        if to.state == State::DeadLettering {
-            // Release: published by the dispatch CAS below (SYNC K).
-            t.reason(reached)
-                .store(DeadReason::Expired as u64, Ordering::Release);
-        }
         if !t.dispatch(to, at).map_err(|w| self.bad_entry(reached, w))? {
             t.advance_next(seen_next, (reached + 1, end));
             return Ok(Step::Again);
@@ -577,8 +569,8 @@ impl Worker {
                 t.note_deadline(to.deadline);
                 Ok(Step::Again)
             }
-            State::DeadLettering => {
-                self.finish_dead_letter(to, DeadReason::Expired)?;
+            State::DeadLettering(reason) => {
+                self.finish_dead_letter(to, reason)?;
                 Ok(Step::Again)
             }
             _ => {
@@ -645,7 +637,7 @@ impl Worker {
             return if self.work.config.dead_letter_expired && self.has_dlq() {
                 Entry {
                     offset,
-                    state: State::DeadLettering,
+                    state: State::DeadLettering(DeadReason::Expired),
                     deadline: now.saturating_add(vis),
                     count: 0,
                     holder: self.member,
@@ -727,11 +719,8 @@ impl Worker {
             self.settled(e.offset)?;
             return Ok(true);
         }
-        // Release: published by the state CAS below (SYNC K); a racing dead-letterer of the
-        // same entry writes a reason too, and only one of the two CASes wins.
-        t.reason(e.offset).store(reason as u64, Ordering::Release);
         let lettering = e.to(
-            State::DeadLettering,
+            State::DeadLettering(reason),
             now_ms().saturating_add(self.work.config.visibility_ms),
             self.member,
         );
