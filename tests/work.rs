@@ -2,12 +2,15 @@
 //! rejects, extensions, visibility timeouts, dead letters, expiry, delays, the window, the
 //! retention of un-acked records, deletion, damaged work files, reopening and recovery.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::format::{work_file, BOOT_ID_AT, WORK_BOOT_ID_AT, WORK_ENTRIES_AT, WORK_ENTRY};
 use shmq::{
     Backoff, Corruption, DeadLetter, DeadReason, Error, FullPolicy, GroupKind, Options,
     PendingState, Queue, Schedule, Start, WorkFault, WorkOptions,
@@ -16,12 +19,6 @@ use shmq::{
 /// Generous: the test machine is loaded.
 const LONG: Option<Duration> = Some(Duration::from_secs(10));
 const SHORT: Option<Duration> = Some(Duration::from_millis(100));
-
-/// Work file offsets (FORMAT.md, "Work file").
-const WORK_BOOT_ID: u64 = 1664;
-const WORK_ENTRIES: u64 = 8192;
-/// The queue file's boot id (FORMAT.md).
-const QUEUE_BOOT_ID: u64 = 768;
 
 fn queue(opts: &Options) -> (tempfile::TempDir, PathBuf, Queue) {
     let dir = tempfile::tempdir().unwrap();
@@ -51,12 +48,6 @@ fn publish(q: &Queue, n: u64) {
     for i in 0..n {
         p.publish(&i.to_le_bytes()).unwrap();
     }
-}
-
-fn work_file(path: &Path, slot: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".work-{slot}"));
-    PathBuf::from(s)
 }
 
 #[test]
@@ -440,8 +431,8 @@ fn recovery_after_a_restart_makes_in_flight_records_due() {
     drop(w);
     drop(q);
     for (file, at) in [
-        (path.clone(), QUEUE_BOOT_ID),
-        (work_file(&path, 0), WORK_BOOT_ID),
+        (path.clone(), BOOT_ID_AT as u64),
+        (work_file(&path, 0), WORK_BOOT_ID_AT),
     ] {
         let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
         f.write_all_at(&[0x5a; 16], at).unwrap();
@@ -496,7 +487,7 @@ fn a_damaged_work_file_is_a_typed_error() {
     // A hostile entry: state 7 at offset 0's entry (the group's base is 1, the entry of
     // offset 64 is read when the scan reaches it; offset 1's entry is read at once).
     let mut bad = good.clone();
-    let at = (WORK_ENTRIES + 32) as usize;
+    let at = (WORK_ENTRIES_AT + WORK_ENTRY) as usize;
     bad[at..at + 16].copy_from_slice(&((1u128 << 3) | 7).to_le_bytes());
     std::fs::write(&file, &bad).unwrap();
     publish(&q, 1);

@@ -274,10 +274,12 @@ impl Setup {
         dir.join("dead.q")
     }
 
+    /// Worker `run`'s log.
     fn log(&self, run: usize) -> PathBuf {
         self.dir.path().join(format!("worker-{run}.log"))
     }
 
+    /// The file that tells the workers to exit once idle.
     fn done(&self) -> PathBuf {
         self.dir.path().join("done")
     }
@@ -297,6 +299,7 @@ impl Setup {
         run
     }
 
+    /// Worker `run`'s process id (it must not be reaped yet).
     fn pid(&self, run: usize) -> u32 {
         self.children.borrow()[&run].id()
     }
@@ -344,6 +347,7 @@ impl Setup {
         ready.unwrap()
     }
 
+    /// The group's counters and window.
     fn info(&self) -> WorkInfo {
         self.queue.work_info(GROUP).unwrap()
     }
@@ -397,6 +401,7 @@ impl Setup {
             .collect()
     }
 
+    /// [`publish`] to this queue.
     fn publish(&self, jobs: impl IntoIterator<Item = (Action, u64)>) {
         publish(&self.queue, jobs);
     }

@@ -1,7 +1,8 @@
-//! The queue file's layout as FORMAT.md states it, in one place for every test that reads or
-//! edits a file by hand. Duplicated from `src/protocol/layout.rs` (and the group-slot fields
-//! from `src/protocol/groups.rs`) on purpose: the tests pin the format, so a change to it must
-//! change FORMAT.md and these constants too.
+//! The layouts of the queue file and of a work group's file as FORMAT.md states them, in one
+//! place for every test that reads or edits a file by hand. Duplicated from
+//! `src/protocol/layout.rs` (and the group-slot fields from `src/protocol/groups.rs`, the work
+//! file from `src/protocol/work.rs`) on purpose: the tests pin the format, so a change to it
+//! must change FORMAT.md and these constants too.
 
 // ---- FORMAT.md, "Header page (bytes 0–4095)" ----
 
@@ -148,6 +149,8 @@ impl Layout {
 
 // ---- FORMAT.md, "Work file, version 1" ----
 
+/// A work file's boot id (16 bytes).
+pub const WORK_BOOT_ID_AT: u64 = 1664;
 /// Where a work file's member slots start.
 pub const WORK_MEMBERS_AT: u64 = 4096;
 /// Size of one member slot (owner lease word at 0, the pid in its low 8 bytes; joined at 16).

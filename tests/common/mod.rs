@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: re-running this test binary as a child in a
-//! given role, self-checking payloads; the file layout (`format`), the test runner of the
-//! `harness = false` binaries (`harness`) and the check for a missing tool (`tools`).
+//! given role, signalling, stopping and reaping children (also forked ones), self-checking
+//! payloads; the file layouts (`format`), the test runner of the `harness = false` binaries
+//! (`harness`) and the check for a missing tool (`tools`).
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod format;
