@@ -407,7 +407,7 @@ impl Setup {
     }
 
     /// Every record of the dead-letter queue, read by a plain consumer group.
-    fn dead_letters(&self) -> Vec<(u64, u32, DeadReason, Vec<u8>)> {
+    fn dead_letters(&self) -> Vec<Dead> {
         let dlq = Queue::open(Self::dlq_path(self.dir.path())).unwrap();
         let mut c = dlq.consumer("audit").unwrap();
         let mut out = Vec::new();
@@ -415,10 +415,26 @@ impl Setup {
             let d = DeadLetter::parse(m.payload).unwrap();
             assert_eq!(Path::new(d.source), self.path, "a dead letter's source");
             assert!(d.dead_at_ns >= d.timestamp_ns);
-            out.push((d.offset, d.deliveries, d.reason, d.payload.to_vec()));
+            out.push(Dead {
+                offset: d.offset,
+                deliveries: d.deliveries,
+                reason: d.reason,
+                dead_at_ns: d.dead_at_ns,
+                payload: d.payload.to_vec(),
+            });
         }
         out
     }
+}
+
+/// A dead letter's fields ([`DeadLetter`], owned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dead {
+    offset: u64,
+    deliveries: u32,
+    reason: DeadReason,
+    dead_at_ns: u64,
+    payload: Vec<u8>,
 }
 
 impl Drop for Setup {
@@ -769,7 +785,7 @@ fn crash_points_of_the_work_protocol() {
             let logged = match action(o) {
                 Action::Reject => {
                     assert_eq!(e.state, WORK_DEAD, "{point}: offset {o}: {e:?}");
-                    let copies: Vec<_> = dead.iter().filter(|d| d.0 == o).collect();
+                    let copies: Vec<_> = dead.iter().filter(|d| d.offset == o).collect();
                     let expected =
                         if point == "work.dead_letter.after_publish" && held.contains_key(&o) {
                             2
@@ -781,10 +797,10 @@ fn crash_points_of_the_work_protocol() {
                         expected,
                         "{point}: dead-letter copies of offset {o}: {copies:?}"
                     );
-                    for (_, count, reason, payload) in copies {
-                        assert_eq!(*count, e.count, "{point}: offset {o}'s copy");
-                        assert_eq!(*reason, DeadReason::Rejected, "{point}: offset {o}");
-                        assert_eq!(payload[..], job(Action::Reject, o), "{point}: offset {o}");
+                    for d in copies {
+                        assert_eq!(d.deliveries, e.count, "{point}: offset {o}'s copy");
+                        assert_eq!(d.reason, DeadReason::Rejected, "{point}: offset {o}");
+                        assert_eq!(d.payload, job(Action::Reject, o), "{point}: offset {o}");
                     }
                     rejects.get(&o)
                 }
@@ -810,7 +826,7 @@ fn crash_points_of_the_work_protocol() {
             }
         }
         assert!(
-            dead.iter().all(|d| action(d.0) == Action::Reject),
+            dead.iter().all(|d| action(d.offset) == Action::Reject),
             "{point}: a dead letter of a job not rejected: {dead:?}"
         );
         // The longest the fresh worker waited for its next job.
@@ -947,21 +963,24 @@ fn a_stopped_worker_loses_its_job() {
     );
 }
 
-/// Two worker processes process 600 jobs published one per millisecond; job 0 is poison,
+/// Two worker processes process 500 jobs published one per millisecond; job 0 is poison,
 /// nacked at every delivery (max deliveries 5, back-off 100 ms). It is delivered exactly 5
 /// times, then dead-lettered once (`DeadLetter`: its offset, 5 deliveries, `MaxDeliveries`),
-/// and every other job is acked once. The other jobs' publish-to-ack p99 while the poison's
-/// retries run stays within 3× + 2 ms of a run without it. Two runs of each, interleaved, and
-/// the better p99 of each kind compared, so that one stall of the loaded machine in one run
-/// does not decide it (the p99s are printed).
+/// and every other job is acked once. The publish-to-ack p99 of the jobs published while the
+/// poison job was retried (before its dead letter's time) stays within 3× + 2 ms of that of
+/// all jobs of a run without it. Four runs of each, interleaved, and the best p99 of each
+/// kind compared, so that a stall of the loaded machine in one run does not decide it (the
+/// p99s are printed).
 fn a_poison_job_reaches_the_dead_letter_queue() {
+    // A stall of this loaded machine spoils the p99 of about one run in four, either kind.
+    const ROUNDS: usize = 4;
     let (mut clean, mut poisoned) = (Duration::MAX, Duration::MAX);
-    for _ in 0..2 {
+    for _ in 0..ROUNDS {
         clean = clean.min(poison_run(false));
         poisoned = poisoned.min(poison_run(true));
     }
     println!(
-        "  publish-to-ack p99 of the healthy jobs (the better of two runs): {clean:?} without \
+        "  publish-to-ack p99 of the healthy jobs (the best of {ROUNDS} runs): {clean:?} without \
          a poison job, {poisoned:?} with one"
     );
     assert!(
@@ -973,7 +992,7 @@ fn a_poison_job_reaches_the_dead_letter_queue() {
 /// One run of [`a_poison_job_reaches_the_dead_letter_queue`], with or without the poison
 /// job; the publish-to-ack p99 of the healthy jobs.
 fn poison_run(poison: bool) -> Duration {
-    const JOBS: u64 = 600;
+    const JOBS: u64 = 500;
     const MAX_DELIVERIES: u32 = 5;
     let s = Setup::new(
         1 << 20,
@@ -1010,6 +1029,11 @@ fn poison_run(poison: bool) -> Duration {
     let runs: Vec<Vec<Event>> = workers.iter().map(|&r| events(&s.log(r))).collect();
     let acks = settlements(&runs, ACKED);
     let nacks = settlements(&runs, NACKED);
+    let entries = s.entries(JOBS);
+    let dead = s.dead_letters();
+    let info = s.info();
+    // The healthy jobs published while the poison job was retried (all of them without it).
+    let until_ns = dead.first().map_or(u64::MAX, |d| d.dead_at_ns);
     let mut latencies_us = Vec::new();
     for o in 0..JOBS {
         if action(o) == Action::Poison {
@@ -1018,14 +1042,18 @@ fn poison_run(poison: bool) -> Duration {
         match acks.get(&o).map(Vec::as_slice) {
             Some([(_, a)]) => {
                 assert_eq!(a.count, 1, "offset {o}");
-                latencies_us.push((a.at_ns - a.born_ns) / 1000);
+                if a.born_ns < until_ns {
+                    latencies_us.push((a.at_ns - a.born_ns) / 1000);
+                }
             }
             other => panic!("offset {o} acked {other:?}"),
         }
     }
-    let entries = s.entries(JOBS);
-    let dead = s.dead_letters();
-    let info = s.info();
+    assert!(
+        latencies_us.len() >= 300,
+        "{} jobs published while the poison job was retried",
+        latencies_us.len()
+    );
     if poison {
         let mut counts: Vec<u32> = nacks[&0].iter().map(|(_, e)| e.count).collect();
         counts.sort_unstable();
@@ -1036,14 +1064,11 @@ fn poison_run(poison: bool) -> Duration {
         );
         assert!(!acks.contains_key(&0), "the poison job was acked");
         assert_eq!(nacks.len(), 1, "only the poison job is nacked: {nacks:?}");
-        assert_eq!(
-            dead,
-            [(
-                0,
-                MAX_DELIVERIES,
-                DeadReason::MaxDeliveries,
-                job(Action::Poison, 0).to_vec()
-            )]
+        let d = &dead[..];
+        assert!(
+            matches!(d, [d] if (d.offset, d.deliveries, d.reason) == (0, MAX_DELIVERIES, DeadReason::MaxDeliveries)
+                && d.payload == job(Action::Poison, 0)),
+            "the dead letters: {dead:?}"
         );
         assert_eq!((entries[0].state, entries[0].count), (WORK_DEAD, 5));
         assert_eq!(
@@ -1060,11 +1085,16 @@ fn poison_run(poison: bool) -> Duration {
     }
     let p99 = Duration::from_micros(percentile(&mut latencies_us, 99.0));
     println!(
-        "  {} jobs in {:.1?}{}: publish-to-ack p50 {:?}, p99 {p99:?}",
-        JOBS,
+        "  {JOBS} jobs in {:.1?}{}: publish-to-ack p50 {:?}, p99 {p99:?} of {} jobs{}",
         start.elapsed(),
         if poison { " with a poison job" } else { "" },
         Duration::from_micros(percentile(&mut latencies_us, 50.0)),
+        latencies_us.len(),
+        if poison {
+            " published while it was retried"
+        } else {
+            ""
+        },
     );
     p99
 }
