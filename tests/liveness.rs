@@ -897,26 +897,6 @@ impl Drop for Children {
     }
 }
 
-/// Waits until child `pid` has stopped (SIGSTOP).
-fn wait_stopped(pid: libc::pid_t, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child writes only `status`; WUNTRACED reports a stop
-        // without reaping.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) };
-        if r == pid {
-            assert!(
-                libc::WIFSTOPPED(status),
-                "{what} ended instead of stopping ({status:#x})"
-            );
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} did not stop within 30 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// A log's complete lines.
 fn log_lines(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -967,7 +947,7 @@ fn stalled_at(variant: Variant, point: &str) {
         ],
     ));
     let a_pid = kids.pid(a);
-    wait_stopped(a_pid, "A");
+    common::wait_stopped(a_pid, "A");
     if variant == Variant::PidNamespace {
         require_pid_namespace(a_pid as u32);
     }
@@ -1179,7 +1159,7 @@ fn stopped_member_keeps_its_group() {
     let mut kids = Children::default();
     let m = kids.add(common::spawn("member", &[("SHMQ_PATH", path_s.clone())]));
     let m_pid = kids.pid(m);
-    wait_stopped(m_pid, "the member");
+    common::wait_stopped(m_pid, "the member");
     assert_eq!(holder(&q, "h"), Some((m_pid as u32, true)));
     require_pid_namespace(m_pid as u32);
 
@@ -1266,26 +1246,17 @@ fn data_waiters(file: &File) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// Waits up to 30 s for `done`.
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within 30 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// Stops child `pid` while it sleeps in a poll: flagged under `bit` in the data-waiters bitmap.
 /// Stopped between a wake-up and its next sleep instead, it continues and is stopped again.
 fn stop_asleep(pid: libc::pid_t, header: &File, bit: u64, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        wait_until(&format!("{what} asleep"), || {
+        common::wait_until(&format!("{what} asleep"), Duration::from_secs(30), || {
             data_waiters(header) & bit != 0
         });
         // SAFETY: kill(2) on our own child.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-        wait_stopped(pid, what);
+        common::wait_stopped(pid, what);
         if data_waiters(header) & bit != 0 {
             return;
         }
@@ -1397,7 +1368,9 @@ fn a_member_taken_over_asleep_leaves_its_successor_woken() {
     let m = kids.add(common::spawn("sleeper", &[("SHMQ_PATH", path_s.clone())]));
     let m_lines = lines(&mut kids.0[m]);
     assert_eq!(next_line(&m_lines, limit, "the member"), "joined");
-    wait_until("the member asleep", || data_waiters(&header) != 0);
+    common::wait_until("the member asleep", Duration::from_secs(30), || {
+        data_waiters(&header) != 0
+    });
     let bit = data_waiters(&header);
     assert_eq!(bit.count_ones(), 1, "one sleeping group: {bit:#x}");
     stop_asleep(kids.pid(m), &header, bit, "the member");
@@ -1489,7 +1462,7 @@ fn a_commit_landing_after_a_takeover_never_changes_a_record_read() {
             ("SHMQ_STOP_AT", "commit.before_store".into()),
         ],
     ));
-    wait_stopped(kids.pid(old), "the old member");
+    common::wait_stopped(kids.pid(old), "the old member");
 
     // Past the old member's session, the successor takes g over, at the committed offset 0.
     let mut j = join_when_free(&q, &Subscribe::default());
@@ -1541,43 +1514,6 @@ fn a_commit_landing_after_a_takeover_never_changes_a_record_read() {
     );
 }
 
-/// Runs `f` in a forked child and ends the child with its result as exit code (101 if it
-/// panicked), never returning into the test harness.
-fn in_child(f: impl FnOnce() -> i32) -> ! {
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
-    // SAFETY: _exit(2) ends this forked copy of the test process without running the
-    // parent's destructors or atexit handlers.
-    unsafe { libc::_exit(code) }
-}
-
-/// Waits up to `limit` for forked child `pid` to end; returns its exit code (128 + the signal
-/// if a signal ended it), or `None` if it was still running, and then SIGKILLs and reaps it.
-fn reap(pid: libc::pid_t, limit: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child writes only `status`.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return Some(if libc::WIFEXITED(status) {
-                libc::WEXITSTATUS(status)
-            } else {
-                128 + libc::WTERMSIG(status)
-            });
-        }
-        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
-        if start.elapsed() > limit {
-            // SAFETY: as above; kill(2) on our own child, then reap it.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 /// A record claimed in place before a fork is the parent's: in the child, dropping the claim
 /// (what returning or unwinding there does) must leave it alone, and committing it fails with
 /// `Forked`. The parent then commits it, and it is delivered.
@@ -1595,25 +1531,25 @@ fn a_claim_open_across_a_fork_stays_the_parents() {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        in_child(move || {
+        common::in_child(move || {
             drop(claimed);
             0
         });
     }
-    let dropped = reap(pid, limit);
+    let dropped = common::reap(pid, limit);
     // Another tries to commit it.
     // SAFETY: the child only commits the claim and ends in `in_child`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        in_child(move || match claimed.commit() {
+        common::in_child(move || match claimed.commit() {
             Err(Error::Forked { pid, .. }) if pid == parent => 0,
             Ok(_) => 2,
             Err(Error::Aborted { .. }) => 3,
             Err(_) => 4,
         });
     }
-    let child_commit = match reap(pid, limit) {
+    let child_commit = match common::reap(pid, limit) {
         Some(0) => "Forked".to_string(),
         Some(2) => "Ok".into(),
         Some(3) => "Aborted".into(),
@@ -1710,7 +1646,7 @@ fn a_fork_while_a_thread_starts_the_flusher_never_hangs_the_child() {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
         if pid == 0 {
-            in_child(|| match q.producer() {
+            common::in_child(|| match q.producer() {
                 Ok(_) => 0,
                 Err(e) => {
                     eprintln!("forked child: {e}");
@@ -1718,7 +1654,7 @@ fn a_fork_while_a_thread_starts_the_flusher_never_hangs_the_child() {
                 }
             });
         }
-        match reap(pid, FORKED_CHILD_LIMIT) {
+        match common::reap(pid, FORKED_CHILD_LIMIT) {
             Some(0) => {}
             Some(code) => panic!("forked child {i}: exit code {code}"),
             None => {

@@ -534,13 +534,6 @@ fn rebalance() {
     );
 }
 
-/// Sends `signal` to process `pid`.
-fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) takes no memory; `pid` is a child of this test, not yet reaped.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill({pid}, {signal})");
-}
-
 /// Waits (bounded) until the kernel shows process `pid` stopped.
 fn wait_stopped(pid: u32) {
     let deadline = Instant::now() + PHASE;
@@ -577,10 +570,10 @@ fn stopped_member() {
     struct Continue(u32);
     impl Drop for Continue {
         fn drop(&mut self) {
-            signal(self.0, libc::SIGCONT);
+            common::signal(self.0, libc::SIGCONT);
         }
     }
-    signal(pids[0], libc::SIGSTOP);
+    common::signal(pids[0], libc::SIGSTOP);
     let stopped = Continue(pids[0]);
     let stopped_at = Instant::now();
     wait_stopped(pids[0]);

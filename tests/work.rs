@@ -2,12 +2,18 @@
 //! rejects, extensions, visibility timeouts, dead letters, expiry, delays, the window, the
 //! retention of un-acked records, deletion, damaged work files, reopening and recovery.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::format::{
+    work_file, BOOT_ID_AT, DATA_WAITERS_AT, WORK_BOOT_ID_AT, WORK_ENTRIES_AT, WORK_ENTRY,
+    WORK_SLEEPERS_AT,
+};
 use shmq::{
     Backoff, Corruption, DeadLetter, DeadReason, Error, FullPolicy, GroupKind, Options,
     PendingState, Queue, Schedule, Start, WorkFault, WorkOptions,
@@ -16,12 +22,6 @@ use shmq::{
 /// Generous: the test machine is loaded.
 const LONG: Option<Duration> = Some(Duration::from_secs(10));
 const SHORT: Option<Duration> = Some(Duration::from_millis(100));
-
-/// Work file offsets (FORMAT.md, "Work file").
-const WORK_BOOT_ID: u64 = 1664;
-const WORK_ENTRIES: u64 = 8192;
-/// The queue file's boot id (FORMAT.md).
-const QUEUE_BOOT_ID: u64 = 768;
 
 fn queue(opts: &Options) -> (tempfile::TempDir, PathBuf, Queue) {
     let dir = tempfile::tempdir().unwrap();
@@ -51,12 +51,6 @@ fn publish(q: &Queue, n: u64) {
     for i in 0..n {
         p.publish(&i.to_le_bytes()).unwrap();
     }
-}
-
-fn work_file(path: &Path, slot: u32) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(format!(".work-{slot}"));
-    PathBuf::from(s)
 }
 
 #[test]
@@ -440,8 +434,8 @@ fn recovery_after_a_restart_makes_in_flight_records_due() {
     drop(w);
     drop(q);
     for (file, at) in [
-        (path.clone(), QUEUE_BOOT_ID),
-        (work_file(&path, 0), WORK_BOOT_ID),
+        (path.clone(), BOOT_ID_AT as u64),
+        (work_file(&path, 0), WORK_BOOT_ID_AT),
     ] {
         let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
         f.write_all_at(&[0x5a; 16], at).unwrap();
@@ -496,7 +490,7 @@ fn a_damaged_work_file_is_a_typed_error() {
     // A hostile entry: offset 2 in offset 1's entry (an offset that does not map to the
     // entry holding it); the group's base is 1, so offset 1's entry is read at once.
     let mut bad = good.clone();
-    let at = (WORK_ENTRIES + 32) as usize;
+    let at = (WORK_ENTRIES_AT + WORK_ENTRY) as usize;
     bad[at..at + 16].copy_from_slice(&((2u128 << 3) | 1).to_le_bytes());
     std::fs::write(&file, &bad).unwrap();
     publish(&q, 1);
@@ -636,8 +630,6 @@ fn a_window_of_aborted_claims_does_not_stall_the_group() {
 /// producers stop paying a wake-up per commit for a sleeper that is gone.
 #[test]
 fn a_dead_sleepers_mark_is_cleared_by_the_next_owner_of_its_slot() {
-    const SLEEPERS: u64 = 1536;
-    const DATA_WAITERS: u64 = 392;
     let (_dir, path, q) = queue(&small());
     drop(q.worker("jobs", &opts()).unwrap());
     let word = |file: &Path, at: u64| {
@@ -654,10 +646,14 @@ fn a_dead_sleepers_mark_is_cleared_by_the_next_owner_of_its_slot() {
     };
     // What a worker in member slot 0 killed in its sleep leaves: its mark, the group's bit.
     let work = work_file(&path, 0);
-    put(&work, SLEEPERS, 1);
-    put(&path, DATA_WAITERS, word(&path, DATA_WAITERS) | 1);
+    put(&work, WORK_SLEEPERS_AT, 1);
+    put(&path, DATA_WAITERS_AT, word(&path, DATA_WAITERS_AT) | 1);
     let w = q.worker("jobs", &opts()).unwrap();
-    assert_eq!(word(&work, SLEEPERS), 0, "the dead sleeper's mark");
-    assert_eq!(word(&path, DATA_WAITERS) & 1, 0, "the group's sleeper bit");
+    assert_eq!(word(&work, WORK_SLEEPERS_AT), 0, "the dead sleeper's mark");
+    assert_eq!(
+        word(&path, DATA_WAITERS_AT) & 1,
+        0,
+        "the group's sleeper bit"
+    );
     drop(w);
 }

@@ -1,7 +1,8 @@
-//! The queue file's layout as FORMAT.md states it, in one place for every test that reads or
-//! edits a file by hand. Duplicated from `src/protocol/layout.rs` (and the group-slot fields
-//! from `src/protocol/groups.rs`) on purpose: the tests pin the format, so a change to it must
-//! change FORMAT.md and these constants too.
+//! The layouts of the queue file and of a work group's file as FORMAT.md states them, in one
+//! place for every test that reads or edits a file by hand. Duplicated from
+//! `src/protocol/layout.rs` (and the group-slot fields from `src/protocol/groups.rs`, the work
+//! file from `src/protocol/work.rs`) on purpose: the tests pin the format, so a change to it
+//! must change FORMAT.md and these constants too.
 
 // ---- FORMAT.md, "Header page (bytes 0–4095)" ----
 
@@ -143,5 +144,76 @@ impl Layout {
     /// File offset of the ring byte at position `pos`.
     pub fn data(&self, pos: u64) -> u64 {
         self.ring + pos % self.capacity
+    }
+}
+
+// ---- FORMAT.md, "Work file, version 1" ----
+
+/// A work file's sleeper bitmap (bit `m` for member slot `m`).
+pub const WORK_SLEEPERS_AT: u64 = 1536;
+/// A work file's boot id (16 bytes).
+pub const WORK_BOOT_ID_AT: u64 = 1664;
+/// Where a work file's member slots start.
+pub const WORK_MEMBERS_AT: u64 = 4096;
+/// Size of one member slot (owner lease word at 0, the pid in its low 8 bytes; joined at 16).
+pub const WORK_MEMBER: u64 = 64;
+/// Number of member slots.
+pub const WORK_MEMBERS: u8 = 64;
+/// Where a work file's entries start.
+pub const WORK_ENTRIES_AT: u64 = 8192;
+/// Size of one work-file entry (state word at 0).
+pub const WORK_ENTRY: u64 = 32;
+/// Entry state `S` IN_FLIGHT (held by member `holder` until `deadline`).
+pub const WORK_IN_FLIGHT: u64 = 1;
+/// Entry states `S` DEAD_LETTERING (member `holder` copies it to the dead-letter queue), one
+/// per reason: rejected, max deliveries, expired.
+pub const WORK_DEAD_LETTERING: std::ops::RangeInclusive<u64> = 5..=7;
+/// Entry state `S` ACKED (final; also an aborted offset, count 0).
+pub const WORK_ACKED: u64 = 2;
+/// Entry state `S` DEAD (final: dead-lettered, rejected or expired).
+pub const WORK_DEAD: u64 = 3;
+
+/// The work file of the work group in slot `slot` of queue `queue`: `<queue>.work-<slot>`.
+pub fn work_file(queue: &std::path::Path, slot: u32) -> std::path::PathBuf {
+    let mut s = queue.as_os_str().to_owned();
+    s.push(format!(".work-{slot}"));
+    s.into()
+}
+
+/// One work-file entry's state word, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkEntry {
+    /// The offset the entry belongs to.
+    pub offset: u64,
+    /// `S` (`WORK_ACKED`, `WORK_DEAD`, ...).
+    pub state: u64,
+    /// Deliveries so far.
+    pub count: u32,
+    /// The lease's end or due time, wall-clock ms.
+    pub deadline_ms: u64,
+    /// The member slot holding it (255: none).
+    pub holder: u8,
+}
+
+/// Member slot `member` of the work file `bytes`: the process id in its owner word (0: a free
+/// slot) and when that owner joined (wall-clock ms).
+pub fn work_member(bytes: &[u8], member: u8) -> (u32, u64) {
+    let at = (WORK_MEMBERS_AT + u64::from(member) * WORK_MEMBER) as usize;
+    let word = |k: usize| u64::from_le_bytes(bytes[at + k..at + k + 8].try_into().unwrap());
+    (word(0) as u32, word(16))
+}
+
+/// Entry `index` of the work file `bytes` (its whole contents); a file too short for it
+/// panics.
+pub fn work_entry(bytes: &[u8], index: u64) -> WorkEntry {
+    let at = (WORK_ENTRIES_AT + index * WORK_ENTRY) as usize;
+    let word = |k: usize| u64::from_le_bytes(bytes[at + k..at + k + 8].try_into().unwrap());
+    let (low, high) = (word(0), word(8));
+    WorkEntry {
+        offset: low >> 3,
+        state: low & 7,
+        count: ((high >> 8) & 0xfff) as u32,
+        deadline_ms: high >> 20,
+        holder: high as u8,
     }
 }

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: re-running this test binary as a child in a
-//! given role, self-checking payloads; the file layout (`format`), the test runner of the
-//! `harness = false` binaries (`harness`) and the check for a missing tool (`tools`).
+//! given role, signalling, stopping and reaping children (also forked ones), self-checking
+//! payloads; the file layouts (`format`), the test runner of the `harness = false` binaries
+//! (`harness`) and the check for a missing tool (`tools`).
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod format;
@@ -202,6 +203,81 @@ pub fn thread_cpu() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime failed");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Waits until `done` is true, checking every millisecond; panics after `limit`. How long it
+/// took.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    start.elapsed()
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) takes no memory; `pid` is a child of this test, not yet reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
+}
+
+/// Waits until child `pid` has stopped (SIGSTOP).
+pub fn wait_stopped(pid: libc::pid_t, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child writes only `status`; WUNTRACED reports a stop
+        // without reaping.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) };
+        if r == pid {
+            assert!(
+                libc::WIFSTOPPED(status),
+                "{what} ended instead of stopping ({status:#x})"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} did not stop within 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `f` in a forked child and ends the child with its result as exit code (101 if it
+/// panicked), never returning into the test harness.
+pub fn in_child(f: impl FnOnce() -> i32) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+    // SAFETY: _exit(2) ends this forked copy of the test process without running the
+    // parent's destructors or atexit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Waits up to `limit` for forked child `pid` to end; returns its exit code (128 + the signal
+/// if a signal ended it), or `None` if it was still running, and then SIGKILLs and reaps it.
+pub fn reap(pid: libc::pid_t, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child writes only `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Some(if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                128 + libc::WTERMSIG(status)
+            });
+        }
+        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
+        if start.elapsed() > limit {
+            // SAFETY: as above; kill(2) on our own child, then reap it.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// A log whose writer was killed mid-line keeps its complete lines only.
