@@ -122,6 +122,12 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         },
         session_timeout: args.session_timeout,
     };
+    if let Some(option) = args.work.worker_only().filter(|_| args.shared.is_none()) {
+        return Err(CliError::new(
+            option,
+            "settles a work group's records: it needs --shared GROUP",
+        ));
+    }
     let source: Box<dyn Source> = match (&args.shared, &args.group) {
         (Some(group), _) => Box::new(join_shared(args, group, options.start)?),
         (None, Some(group)) if Topic::is_topic(path) => {
@@ -172,7 +178,15 @@ fn join_shared(args: &ConsumeArgs, group: &str, start: Start) -> Result<work::Sh
         ));
     }
     let queue = args.trust.open_queue(path)?;
-    work::join(path, &queue, group, args.create, start, &args.work)
+    work::join(
+        path,
+        &queue,
+        group,
+        args.create,
+        start,
+        &args.work,
+        &args.trust,
+    )
 }
 
 /// Joins the group of a queue file and moves to `--from`.

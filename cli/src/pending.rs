@@ -164,9 +164,9 @@ mod tests {
         assert_eq!(
             table("g", &entries),
             "work group \"g\": 2 pending (1 in flight, 1 waiting, 0 dead-lettering)\n\
-             OFFSET  STATE      HOLDER          DEADLINE               DELIVERIES\n\
-             7       in flight  pid 42 (alive)  lease ends in 29.5 s   2\n\
-             8       waiting    -               due 1.20 s ago         1"
+             OFFSET  STATE      HOLDER          DEADLINE              DELIVERIES\n\
+             7       in flight  pid 42 (alive)  lease ends in 29.5 s  2\n\
+             8       waiting    -               due 1.20 s ago        1"
         );
     }
 }

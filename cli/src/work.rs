@@ -15,6 +15,7 @@ use shmq::{Backoff, Start, Ticket, WorkOptions, Worker};
 use crate::consume::{Record, Source};
 use crate::duration::parse_duration;
 use crate::error::{At, CliError};
+use crate::trust::TrustArgs;
 
 /// The worker options of `shmq consume --shared`.
 #[derive(Args)]
@@ -86,6 +87,14 @@ enum Settle {
 }
 
 impl WorkArgs {
+    /// The option given that only a worker takes (`--nack`, `--reject`), if any: clap's
+    /// `requires` is not enforced for flags, so `consume` checks it.
+    pub fn worker_only(&self) -> Option<&'static str> {
+        [(self.nack, "--nack"), (self.reject, "--reject")]
+            .into_iter()
+            .find_map(|(given, name)| given.then_some(name))
+    }
+
     /// Whether any option of a new group was given.
     fn any_setting(&self) -> bool {
         self.visibility_timeout.is_some()
@@ -130,7 +139,8 @@ pub struct Shared {
 }
 
 /// Joins work group `group` of the queue file `path` as a worker. Without `create`, the group
-/// must exist; with it, a new group gets the options of `args` and starts at `start`.
+/// must exist; with it, a new group gets the options of `args` and starts at `start`, and its
+/// dead-letter queue must open now (not only at the first dead letter).
 pub fn join(
     path: &Path,
     queue: &shmq::Queue,
@@ -138,6 +148,7 @@ pub fn join(
     create: bool,
     start: Start,
     args: &WorkArgs,
+    trust: &TrustArgs,
 ) -> Result<Shared, CliError> {
     let exists = queue.groups().iter().any(|g| g.name == group);
     if !create && !exists {
@@ -145,6 +156,11 @@ pub fn join(
             path.display(),
             format_args!("work group {group:?} does not exist (add --create to create it)"),
         ));
+    }
+    if let Some(dead) = args.dead_letter.as_ref().filter(|_| !exists) {
+        trust
+            .open_queue(dead)
+            .map_err(|e| e.with_note("--dead-letter names a queue file that must exist"))?;
     }
     if exists && args.any_setting() {
         errln!(
