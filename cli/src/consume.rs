@@ -48,7 +48,8 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "GROUP", conflicts_with_all = ["commit", "non_gating", "session_timeout", "no_verify"])]
     shared: Option<String>,
     /// Where to start: earliest, latest, committed, an offset, or a time: RFC 3339
-    /// (2026-12-01T07:00:00Z) or now-DURATION (now-15m).
+    /// (2026-12-01T07:00:00Z) or now-DURATION (now-15m). With --shared only latest, where a
+    /// new work group starts.
     #[arg(long, default_value = "committed", value_parser = parse_from, value_name = "WHERE")]
     from: SeekTo,
     /// Stop after this many messages.
@@ -564,6 +565,26 @@ mod tests {
              {\"offset\":7,\"payload_hex\":\"ff\",\"timestamp_ns\":42}\n\
              3:7 6b=6869\n\
              {\"key\":\"k\",\"offset\":7,\"partition\":3,\"payload\":\"hi\",\"timestamp_ns\":42}\n"
+        );
+    }
+
+    #[test]
+    fn a_work_groups_records_carry_their_delivery() {
+        let m = Record {
+            partition: None,
+            offset: 7,
+            timestamp_ns: 42,
+            key: None,
+            value: b"hi",
+            deliveries: Some(2),
+        };
+        let mut out = Vec::new();
+        for f in [Format::Text, Format::Hex, Format::Json] {
+            assert_eq!(write(&mut out, f, &m).unwrap(), (0, 7));
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "hi\n7#2 6869\n{\"deliveries\":2,\"offset\":7,\"payload\":\"hi\",\"timestamp_ns\":42}\n"
         );
     }
 }
