@@ -281,6 +281,11 @@ pub(crate) trait Source {
     fn settle(&mut self) -> shmq::Result<()> {
         Ok(())
     }
+    /// Whether, after reporting `Lagged`, the next read is past the records lost (consumer
+    /// groups); a work group reports it again at the lost record on every poll.
+    fn moves_past_lost_records(&self) -> bool {
+        true
+    }
     /// The consumer group.
     fn group(&self) -> &str;
 }
@@ -423,10 +428,11 @@ impl<W: Write> Reader<W> {
         Ok(())
     }
 
-    /// A lapped consumer warns and carries on; any other error ends the run.
+    /// A lapped consumer warns and carries on; any other error ends the run, and so does a
+    /// lapped source that does not move past the records it lost.
     fn skip_lag(&mut self, e: shmq::Error) -> Result<(), Stop> {
         match e {
-            shmq::Error::Lagged { lost } => {
+            shmq::Error::Lagged { lost } if self.source.moves_past_lost_records() => {
                 errln!(
                     "shmq: {}: group {:?} fell behind: {lost} messages were overwritten before it read them",
                     self.path.display(),

@@ -231,6 +231,10 @@ impl Source for Shared {
         Ok(())
     }
 
+    fn moves_past_lost_records(&self) -> bool {
+        false
+    }
+
     fn group(&self) -> &str {
         &self.group
     }
