@@ -415,7 +415,7 @@ fn delay_and_ttl_are_observed_by_work_groups_only() {
     ok(&["group", "create", &q, "plain"]);
     ok(&["consume", &q, "--shared", "w", "--create", "--count", "0"]);
     let published = Instant::now();
-    assert!(shmq(&["publish", &q, "--delay", "2s"], b"later\n")
+    assert!(shmq(&["publish", &q, "--delay", "4s"], b"later\n")
         .status
         .success());
     assert!(shmq(&["publish", &q, "--ttl", "100ms"], b"short-lived\n")
@@ -462,7 +462,7 @@ fn delay_and_ttl_are_observed_by_work_groups_only() {
     ]));
     assert_eq!(later[0]["payload"], "later");
     assert!(
-        published.elapsed() >= Duration::from_secs(2),
+        published.elapsed() >= Duration::from_secs(4),
         "delivered before its delay"
     );
     assert_eq!(
