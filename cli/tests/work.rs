@@ -666,3 +666,52 @@ fn work_group_errors_are_one_clear_line() {
         &["nothing.q", "no such queue file"],
     );
 }
+
+#[test]
+fn an_interrupted_replay_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = path_in(dir.path(), "jobs.q");
+    let dead = path_in(dir.path(), "dead.q");
+    let copy = path_in(dir.path(), "copy.q");
+    ok(&["create", &q, "--capacity", "1MiB"]);
+    ok(&["create", &dead, "--capacity", "1MiB"]);
+    // A target that holds about three of the records until its group reads them.
+    ok(&["create", &copy, "--capacity", "4KiB", "--full", "reject"]);
+    ok(&["group", "create", &copy, "hold"]);
+    let jobs: Vec<String> = (0..6).map(|i| i.to_string().repeat(1000)).collect();
+    let input = jobs.join("\n") + "\n";
+    assert!(shmq(&["publish", &q], input.as_bytes()).status.success());
+    let rejected = ok(&[
+        "consume",
+        &q,
+        "--shared",
+        "w",
+        "--create",
+        "--dead-letter",
+        &dead,
+        "--reject",
+        "--count",
+        "6",
+        "--timeout",
+        "10s",
+    ]);
+    assert_eq!(rejected.lines().count(), 6);
+    let mut copied: Vec<String> = Vec::new();
+    let mut stops = 0;
+    for _ in 0..10 {
+        let out = shmq(&["dlq", "replay", &dead, "--to", &copy], b"");
+        let drained = ok(&["consume", &copy, "-g", "hold", "--commit"]);
+        copied.extend(drained.lines().map(String::from));
+        if out.status.success() {
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&copy) && stderr.contains("`shmq dlq replay` resumes after them"),
+            "{stderr}"
+        );
+        stops += 1;
+    }
+    assert!(stops >= 1, "the target never filled up");
+    assert_eq!(copied, jobs, "every job once, in order");
+}
