@@ -104,6 +104,14 @@ impl fmt::Display for CliError {
     }
 }
 
+/// The first option of `options` (given or not, name) that was given: for the error that
+/// names an option the command does not take in this case.
+pub fn first_given<const N: usize>(options: [(bool, &'static str); N]) -> Option<&'static str> {
+    options
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+}
+
 /// `.at(path)`: a library result as a [`CliError`] about the queue file or topic `path`
 /// ([`CliError::queue`]).
 pub trait At<T> {

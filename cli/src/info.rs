@@ -425,9 +425,7 @@ pub fn group_table(groups: &[Group]) -> String {
             (_, Some(w), _) if w.workers == 1 => "1 worker".to_string(),
             (_, Some(w), _) => format!("{} workers", w.workers),
             (_, None, Some(e)) => format!("work group: {e}"),
-            (Some(pid), ..) if g.holder_alive => format!("pid {pid} (alive)"),
-            (Some(pid), ..) => format!("pid {pid} (dead)"),
-            (None, ..) => "-".to_string(),
+            (pid, ..) => holder(pid, g.holder_alive),
         };
         let mut row = vec![g.name.clone()];
         if partitioned {
@@ -443,6 +441,15 @@ pub fn group_table(groups: &[Group]) -> String {
         rows.push(row);
     }
     render_rows(&rows)
+}
+
+/// A holder as tables show it: `pid 42 (alive)`, `pid 42 (dead)`, or `-` for none.
+pub fn holder(pid: Option<u32>, alive: bool) -> String {
+    match pid {
+        Some(pid) if alive => format!("pid {pid} (alive)"),
+        Some(pid) => format!("pid {pid} (dead)"),
+        None => "-".to_string(),
+    }
 }
 
 /// Lays out rows in left-aligned columns two spaces apart.

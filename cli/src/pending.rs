@@ -116,11 +116,6 @@ fn table(group: &str, entries: &[Entry]) -> String {
     );
     let mut rows = vec![["OFFSET", "STATE", "HOLDER", "DEADLINE", "DELIVERIES"].map(String::from)];
     for e in entries {
-        let holder = match e.holder_pid {
-            Some(pid) if e.holder_alive => format!("pid {pid} (alive)"),
-            Some(pid) => format!("pid {pid} (dead)"),
-            None => "-".to_string(),
-        };
         let deadline = match e.state {
             "waiting" => format!("due {}", relative(e.deadline_in_ms)),
             _ => format!("lease ends {}", relative(e.deadline_in_ms)),
@@ -128,7 +123,7 @@ fn table(group: &str, entries: &[Entry]) -> String {
         rows.push([
             e.offset.to_string(),
             e.state.replace('_', " "),
-            holder,
+            info::holder(e.holder_pid, e.holder_alive),
             deadline,
             e.deliveries.to_string(),
         ]);

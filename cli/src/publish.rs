@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use shmq::{Producer, Queue, Schedule, Topic, TopicProducer};
 
-use crate::error::{At, CliError};
+use crate::error::{first_given, At, CliError};
 use crate::fmt::{count, rate};
 use crate::size::format_size;
 use crate::{duration, size, trust};
@@ -127,23 +127,19 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
 
 /// The first topic-only option given, for the error on a queue file.
 fn topic_only_option(args: &PublishArgs) -> Option<&'static str> {
-    [
+    first_given([
         (args.key.is_some(), "--key"),
         (args.key_separator.is_some(), "--key-separator"),
         (args.partition.is_some(), "--partition"),
-    ]
-    .into_iter()
-    .find_map(|(given, name)| given.then_some(name))
+    ])
 }
 
 /// The first queue-only option given, for the error on a topic.
 fn queue_only_option(args: &PublishArgs) -> Option<&'static str> {
-    [
+    first_given([
         (args.delay.is_some(), "--delay"),
         (args.ttl.is_some(), "--ttl"),
-    ]
-    .into_iter()
-    .find_map(|(given, name)| given.then_some(name))
+    ])
 }
 
 /// How messages find their partition in a topic of `partitions` partitions.

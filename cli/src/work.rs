@@ -14,7 +14,7 @@ use shmq::{Backoff, Start, Ticket, WorkOptions, Worker};
 
 use crate::consume::{Record, Source};
 use crate::duration::parse_duration;
-use crate::error::{At, CliError};
+use crate::error::{first_given, At, CliError};
 use crate::trust::TrustArgs;
 
 /// The worker options of `shmq consume --shared`.
@@ -90,9 +90,7 @@ impl WorkArgs {
     /// The option given that only a worker takes (`--nack`, `--reject`), if any: clap's
     /// `requires` is not enforced for flags, so `consume` checks it.
     pub fn worker_only(&self) -> Option<&'static str> {
-        [(self.nack, "--nack"), (self.reject, "--reject")]
-            .into_iter()
-            .find_map(|(given, name)| given.then_some(name))
+        first_given([(self.nack, "--nack"), (self.reject, "--reject")])
     }
 
     /// Whether any option of a new group was given.
