@@ -139,10 +139,7 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
     };
     // A signal ends the run like a count or an idle timeout: what was printed is committed
     // and dropping the consumer releases its group, instead of leaving a dead holder.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| CliError::new("signal handler", e))?;
+    let stop = stop_on_signal()?;
     let mut reader = Reader {
         path: path.clone(),
         source,
@@ -164,6 +161,16 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         Err(Stop::Queue(e)) => Err(CliError::queue(path, e)),
         Err(Stop::Output(e)) => Err(CliError::new("stdout", e)),
     }
+}
+
+/// A flag that SIGINT and SIGTERM set, for a run to end cleanly at its next check (SeqCst:
+/// see [`Reader::stop`]).
+pub(crate) fn stop_on_signal() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| CliError::new("signal handler", e))?;
+    Ok(stop)
 }
 
 /// Joins work group `group` of a queue file as a worker. `--from` may only say where a new

@@ -10,6 +10,7 @@
 //! oldest records as it would without the group).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -28,6 +29,9 @@ pub const REPLAY_GROUP: &str = "shmq-dlq-replay";
 
 /// Characters of a payload shown in `dlq list`'s table.
 const PREVIEW_CHARS: usize = 40;
+
+/// Longest wait for room in the target between two looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(200);
 
 /// Records replayed between progress-bar updates.
 const PROGRESS_EVERY: u64 = 256;
@@ -263,7 +267,8 @@ fn table(letters: &[Letter]) -> String {
 }
 
 /// Publishes the original payload of each dead letter the replay group has not committed to
-/// `to`, committing each after its publish: at least once, resumable.
+/// `to`, committing each after its publish: at least once, resumable. SIGINT or SIGTERM stop
+/// it between two records.
 fn replay(trust: &TrustArgs, path: &Path, to: &Path) -> Result<(), CliError> {
     let queue = trust.open_queue(path)?;
     let target = trust.open_queue(to)?;
@@ -283,17 +288,22 @@ fn replay(trust: &TrustArgs, path: &Path, to: &Path) -> Result<(), CliError> {
         .with_prefix("replay");
     let (mut replayed, mut skipped) = (0u64, 0u64);
     let mut first_last: Option<(u64, u64)> = None;
+    // A signal stops the replay between two records: each one replayed is committed.
+    let stop = crate::consume::stop_on_signal()?;
     let result = loop {
+        // SeqCst: see `consume::stop_on_signal`.
+        if stop.load(Ordering::SeqCst) {
+            break Ok(true);
+        }
         match next_letter(&mut consumer, path, end) {
-            Ok(None) => break Ok(()),
+            Ok(None) => break Ok(false),
             Ok(Some((offset, payload))) => {
                 match DeadLetter::parse(&payload) {
-                    Ok(letter) => {
-                        if let Err(e) = producer.publish(letter.payload) {
-                            break Err(CliError::queue(to, e));
-                        }
-                        replayed += 1;
-                    }
+                    Ok(letter) => match publish(&mut producer, letter.payload, &stop, to) {
+                        Ok(true) => replayed += 1,
+                        Ok(false) => break Ok(true),
+                        Err(e) => break Err(CliError::queue(to, e)),
+                    },
                     Err(e) => {
                         errln!(
                             "shmq: {}: offset {offset} is not a dead letter ({e}); skipped",
@@ -332,10 +342,39 @@ fn replay(trust: &TrustArgs, path: &Path, to: &Path) -> Result<(), CliError> {
         None => format!("{}: nothing to replay", path.display()),
     };
     match result {
-        Ok(()) => info::print(&done),
+        Ok(true) => info::print(&format!(
+            "{done}; stopped by a signal: `shmq dlq replay` resumes after them"
+        )),
+        Ok(false) => info::print(&done),
         Err(e) => Err(e.with_note(format_args!(
             "{done} before it; `shmq dlq replay` resumes after them"
         ))),
+    }
+}
+
+/// Publishes `payload`, waiting for room in slices of [`STOP_CHECK`] so that a signal (`stop`)
+/// ends the wait; says once on stderr what it waits for. `false`: stopped, nothing published.
+fn publish(
+    producer: &mut shmq::Producer,
+    payload: &[u8],
+    stop: &AtomicBool,
+    to: &Path,
+) -> shmq::Result<bool> {
+    producer.set_timeout(Some(STOP_CHECK));
+    let mut told = false;
+    loop {
+        match producer.publish(payload) {
+            Ok(_) => return Ok(true),
+            // SeqCst: see `consume::stop_on_signal`.
+            Err(shmq::Error::Timeout { .. }) if stop.load(Ordering::SeqCst) => return Ok(false),
+            Err(shmq::Error::Timeout { blocked_by, .. }) => {
+                if !told {
+                    told = true;
+                    crate::publish::waiting_for_room(to, blocked_by);
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

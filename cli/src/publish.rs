@@ -225,11 +225,7 @@ impl Sender {
                 }) if self.patient => {
                     if !self.told {
                         self.told = true;
-                        let why = blocked_by.map_or(String::new(), |b| format!("; {b}"));
-                        errln!(
-                            "shmq: {}: waiting for room{why} (Ctrl-C to stop)",
-                            path.display()
-                        );
+                        waiting_for_room(&path, blocked_by);
                     }
                 }
                 r => return r,
@@ -299,6 +295,15 @@ impl Sender {
                 .map_or(0, |q| u64::from(q.geometry().max_message)),
         }
     }
+}
+
+/// Says on stderr that a publish to `path` waits for room, and what holds it back.
+pub(crate) fn waiting_for_room(path: &std::path::Path, blocked_by: Option<Box<shmq::Blocker>>) {
+    let why = blocked_by.map_or(String::new(), |b| format!("; {b}"));
+    errln!(
+        "shmq: {}: waiting for room{why} (Ctrl-C to stop)",
+        path.display()
+    );
 }
 
 /// Where `needle` first occurs in `haystack`.

@@ -667,16 +667,16 @@ fn work_group_errors_are_one_clear_line() {
     );
 }
 
-#[test]
-fn an_interrupted_replay_resumes_where_it_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = path_in(dir.path(), "jobs.q");
-    let dead = path_in(dir.path(), "dead.q");
-    let copy = path_in(dir.path(), "copy.q");
+/// A queue `jobs.q` in `dir` whose six 1,000-byte jobs were rejected into `dead.q`, and a
+/// target `copy.q` of 4 KiB (about three of them) with the full policy `full`, whose gating
+/// group `hold` keeps what it holds until read. Returns the jobs and the three paths.
+fn six_dead_letters(dir: &std::path::Path, full: &str) -> (Vec<String>, String, String) {
+    let q = path_in(dir, "jobs.q");
+    let dead = path_in(dir, "dead.q");
+    let copy = path_in(dir, "copy.q");
     ok(&["create", &q, "--capacity", "1MiB"]);
     ok(&["create", &dead, "--capacity", "1MiB"]);
-    // A target that holds about three of the records until its group reads them.
-    ok(&["create", &copy, "--capacity", "4KiB", "--full", "reject"]);
+    ok(&["create", &copy, "--capacity", "4KiB", "--full", full]);
     ok(&["group", "create", &copy, "hold"]);
     let jobs: Vec<String> = (0..6).map(|i| i.to_string().repeat(1000)).collect();
     let input = jobs.join("\n") + "\n";
@@ -696,6 +696,13 @@ fn an_interrupted_replay_resumes_where_it_stopped() {
         "10s",
     ]);
     assert_eq!(rejected.lines().count(), 6);
+    (jobs, dead, copy)
+}
+
+#[test]
+fn an_interrupted_replay_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jobs, dead, copy) = six_dead_letters(dir.path(), "reject");
     let mut copied: Vec<String> = Vec::new();
     let mut stops = 0;
     for _ in 0..10 {
@@ -713,5 +720,43 @@ fn an_interrupted_replay_resumes_where_it_stopped() {
         stops += 1;
     }
     assert!(stops >= 1, "the target never filled up");
+    assert_eq!(copied, jobs, "every job once, in order");
+}
+
+#[test]
+fn a_replay_waiting_for_room_stops_at_sigterm_and_resumes() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dir = tempfile::tempdir().unwrap();
+    let (jobs, dead, copy) = six_dead_letters(dir.path(), "block");
+    let replay = Running::start(&["dlq", "replay", &dead, "--to", &copy]);
+    wait_for_info(&copy, "the replay waiting for room", |v| {
+        v["producers_waiting"] == 1
+    });
+    let pid = i32::try_from(replay.pid()).unwrap();
+    kill(Pid::from_raw(pid), Signal::SIGTERM).expect("signal the replay");
+    let said = replay.output();
+    assert!(
+        said.contains("stopped by a signal: `shmq dlq replay` resumes after them"),
+        "{said}"
+    );
+    let mut copied: Vec<String> = ok(&["consume", &copy, "-g", "hold", "--commit"])
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(copied.len() < jobs.len(), "{copied:?}");
+    // The rest in one replay, which waits for room while the target is read.
+    let rest = Running::start(&["dlq", "replay", &dead, "--to", &copy]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copied.len() < jobs.len() {
+        let drained = ok(&["consume", &copy, "-g", "hold", "--commit"]);
+        copied.extend(drained.lines().map(String::from));
+        assert!(
+            Instant::now() < deadline,
+            "the replay made no progress: {copied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(rest.output().contains("replayed"));
     assert_eq!(copied, jobs, "every job once, in order");
 }
