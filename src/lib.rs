@@ -82,7 +82,8 @@ pub use queue::{Options, Queue};
 #[cfg(not(loom))]
 pub use topic::{
     fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,
-    TopicConsumer, TopicMessage, TopicOptions, TopicProducer, MAX_KEY, MAX_PARTITIONS,
+    TopicConsumer, TopicJob, TopicMessage, TopicOptions, TopicPending, TopicProducer, TopicTicket,
+    TopicWorkInfo, TopicWorker, MAX_KEY, MAX_PARTITIONS,
 };
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.

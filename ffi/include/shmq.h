@@ -10,9 +10,9 @@
  * offset and partition on SHMQ_ENOTDURABLE: published, not on disk). NULL handles or
  * required pointers give SHMQ_EINVAL. Timeouts are int64_t nanoseconds: -1 forever, 0 never
  * waits. Panics never cross the ABI (SHMQ_EINTERNAL). Free each handle exactly once
- * (freeing NULL is a no-op). A shmq_queue may be shared between threads; a shmq_producer or
- * shmq_consumer must be used by one thread at a time and keeps the queue mapping alive, so
- * it may be freed before or after its shmq_queue.
+ * (freeing NULL is a no-op). A shmq_queue may be shared between threads; a shmq_producer,
+ * shmq_consumer or shmq_worker must be used by one thread at a time and keeps the queue
+ * mapping alive, so it may be freed before or after its shmq_queue.
  */
 
 #ifndef SHMQ_H
@@ -44,6 +44,11 @@
  is never a real user or group).
  */
 #define SHMQ_TRUST_NONE 4294967295
+
+/*
+ `shmq_work_nack`'s `delay_ms` for "after the group's back-off".
+ */
+#define SHMQ_NACK_BACKOFF -1
 
 /*
  The result of a call. `SHMQ_OK` (0) is success, positive values are expected outcomes the
@@ -202,6 +207,71 @@ typedef enum shmq_full_policy {
 } shmq_full_policy;
 
 /*
+ How a nacked record waits before it is delivered again (`shmq_work_options.backoff`).
+ */
+typedef enum shmq_backoff {
+  /*
+   `backoff_initial_ms` after every delivery.
+   */
+  SHMQ_BACKOFF_FIXED = 0,
+  /*
+   `backoff_initial_ms` after the first delivery, doubling with each further one, at most
+   `backoff_max_ms`.
+   */
+  SHMQ_BACKOFF_EXPONENTIAL = 1,
+} shmq_backoff;
+
+/*
+ Where a new work group starts (`shmq_work_options.start`).
+ */
+typedef enum shmq_work_start {
+  /*
+   At the oldest record still in the ring.
+   */
+  SHMQ_WORK_START_EARLIEST = 0,
+  /*
+   At the next record to be published.
+   */
+  SHMQ_WORK_START_LATEST = 1,
+} shmq_work_start;
+
+/*
+ What an unsettled record waits for (`shmq_pending.state`).
+ */
+typedef enum shmq_pending_state {
+  /*
+   Delivered to a worker, which holds it until its deadline.
+   */
+  SHMQ_PENDING_IN_FLIGHT = 0,
+  /*
+   To be delivered (again) at its deadline: nacked, or published with a delay.
+   */
+  SHMQ_PENDING_WAITING = 1,
+  /*
+   Being copied to the dead-letter queue by a worker.
+   */
+  SHMQ_PENDING_DEAD_LETTERING = 2,
+} shmq_pending_state;
+
+/*
+ Why a record was dead-lettered (`shmq_dead_letter.reason`).
+ */
+typedef enum shmq_dead_reason {
+  /*
+   A worker rejected it (`shmq_work_reject`).
+   */
+  SHMQ_DEAD_REJECTED = 1,
+  /*
+   It was delivered the group's max deliveries and then nacked or timed out again.
+   */
+  SHMQ_DEAD_MAX_DELIVERIES = 2,
+  /*
+   Its time to live or the group's max age passed before it was delivered.
+   */
+  SHMQ_DEAD_EXPIRED = 3,
+} shmq_dead_reason;
+
+/*
  A member of a consumer group (opaque): holds the group's lease until freed with
  `shmq_consumer_free`.
 
@@ -252,6 +322,17 @@ typedef struct shmq_topic_consumer shmq_topic_consumer;
  `shmq_topic_producer_free`.
  */
 typedef struct shmq_topic_producer shmq_topic_producer;
+
+/*
+ A member of a work group (opaque), made by `shmq_worker_new` and freed by
+ `shmq_worker_free`. Any number of workers, in any processes and threads, share a group:
+ each record goes to one of them at a time.
+
+ Thread safety: use a worker from one thread at a time (it may move between threads).
+ Lifetime: it keeps the queue mapping alive, so it may outlive the `shmq_queue` it was made
+ from.
+ */
+typedef struct shmq_worker shmq_worker;
 
 /*
  One record returned by `shmq_poll`.
@@ -411,6 +492,242 @@ typedef struct shmq_topic_message {
   uint64_t aborted_before;
 } shmq_topic_message;
 
+/*
+ The settings of a work group, used only when `shmq_worker_new` creates the group (an
+ existing group keeps its own). Always initialise with `shmq_work_options_default`, which
+ sets `size` (so the struct can grow in later versions), then change fields.
+ */
+typedef struct shmq_work_options {
+  /*
+   `sizeof(shmq_work_options)` as known to the caller; set by `shmq_work_options_default`.
+   */
+  size_t size;
+  /*
+   How long a worker holds a delivery before it is delivered again to anyone, in ms.
+   Default 30,000.
+   */
+  uint64_t visibility_timeout_ms;
+  /*
+   Deliveries after which a record that is nacked or times out is dead-lettered instead
+   (0: unlimited; at most 4095). Default 5.
+   */
+  uint32_t max_deliveries;
+  /*
+   The back-off of a nack that names no delay. Default `SHMQ_BACKOFF_FIXED`.
+   */
+  enum shmq_backoff backoff;
+  /*
+   The fixed delay, or the first delay of an exponential back-off, in ms. Default 1,000.
+   */
+  uint64_t backoff_initial_ms;
+  /*
+   The longest delay of an exponential back-off, in ms (ignored for a fixed one).
+   Default 60,000.
+   */
+  uint64_t backoff_max_ms;
+  /*
+   Records dispatched but not settled at most: a power of two from 64 to 2^20.
+   Default 4096.
+   */
+  uint32_t window;
+  /*
+   Where a new group starts. Default `SHMQ_WORK_START_EARLIEST`.
+   */
+  enum shmq_work_start start;
+  /*
+   The queue file dead-lettered records are published to (a NUL-terminated path; it must
+   exist), or NULL: they are dropped, counted as dead-lettered. Only read during
+   `shmq_worker_new`. Default NULL.
+   */
+  const char *dead_letter;
+  /*
+   Records older than this (by their timestamp), in ms, are expired instead of delivered
+   (0: no limit). Default 0.
+   */
+  uint64_t max_age_ms;
+  /*
+   Nonzero: expired records go to the dead-letter queue too. Default 0.
+   */
+  uint32_t dead_letter_expired;
+} shmq_work_options;
+
+/*
+ What settles a delivery: three plain integers, as `shmq_work_poll` stored them. Copy it
+ freely (it owns nothing) and settle deliveries in any order.
+ */
+typedef struct shmq_ticket {
+  /*
+   The record's offset.
+   */
+  uint64_t offset;
+  /*
+   Which delivery of the record this is (1 the first time).
+   */
+  uint32_t deliveries;
+  /*
+   When the lease of this delivery ends, wall-clock ms since the Unix epoch.
+   */
+  uint64_t deadline_ms;
+} shmq_ticket;
+
+/*
+ One delivery returned by `shmq_work_poll`.
+
+ `data` points into a buffer the worker owns: valid only until the next call on the same
+ worker (any `shmq_work_*` function taking it, or `shmq_worker_free`); copy the bytes to
+ keep them. Never write through it. When `len` is 0, `data` must not be dereferenced.
+ */
+typedef struct shmq_job {
+  /*
+   The payload.
+   */
+  const uint8_t *data;
+  /*
+   Payload length in bytes.
+   */
+  size_t len;
+  /*
+   The record's offset.
+   */
+  uint64_t offset;
+  /*
+   When it was published, nanoseconds since the Unix epoch.
+   */
+  uint64_t timestamp_ns;
+  /*
+   How many times it has been delivered, this time included (1 the first time).
+   */
+  uint32_t deliveries;
+  /*
+   What settles this delivery (`shmq_work_ack` and the others).
+   */
+  struct shmq_ticket ticket;
+} shmq_job;
+
+/*
+ One unsettled record of a work group (`shmq_work_pending`).
+ */
+typedef struct shmq_pending {
+  /*
+   The record's offset.
+   */
+  uint64_t offset;
+  /*
+   What it waits for.
+   */
+  enum shmq_pending_state state;
+  /*
+   The process id of the worker holding it (in flight or dead-lettering), 0 for none.
+   */
+  uint32_t holder;
+  /*
+   Whether that worker is still running.
+   */
+  bool holder_alive;
+  /*
+   When its lease ends or it is due, wall-clock ms since the Unix epoch.
+   */
+  uint64_t deadline_ms;
+  /*
+   How many times it was delivered.
+   */
+  uint32_t deliveries;
+} shmq_pending;
+
+/*
+ A work group's counters and window (`shmq_work_group_info`). Counters are totals since the
+ group was created (each exact; the set is not one atomic snapshot).
+ */
+typedef struct shmq_work_info {
+  /*
+   First deliveries.
+   */
+  uint64_t delivered;
+  /*
+   Deliveries after the first (nacks and expired leases).
+   */
+  uint64_t redelivered;
+  /*
+   Acks.
+   */
+  uint64_t acked;
+  /*
+   Records dead-lettered: rejected, or out of deliveries.
+   */
+  uint64_t dead_lettered;
+  /*
+   Records expired (time to live or max age) before they were delivered.
+   */
+  uint64_t expired;
+  /*
+   Records delivered and held by a worker now.
+   */
+  uint64_t in_flight;
+  /*
+   Records waiting to be delivered (again) at a due time.
+   */
+  uint64_t waiting;
+  /*
+   The group's committed offset: every record before it is settled.
+   */
+  uint64_t base;
+  /*
+   The next record to dispatch for the first time.
+   */
+  uint64_t next;
+  /*
+   The window (entries).
+   */
+  uint32_t window;
+  /*
+   Live workers.
+   */
+  uint32_t workers;
+} shmq_work_info;
+
+/*
+ A record of a dead-letter queue, read by `shmq_dead_letter_parse`. `source` and `payload`
+ point into the bytes parsed: valid as long as those are.
+ */
+typedef struct shmq_dead_letter {
+  /*
+   The record's offset in its source queue.
+   */
+  uint64_t offset;
+  /*
+   Its timestamp (ns since the Unix epoch).
+   */
+  uint64_t timestamp_ns;
+  /*
+   When it was dead-lettered (ns since the Unix epoch).
+   */
+  uint64_t dead_at_ns;
+  /*
+   How many times it was delivered.
+   */
+  uint32_t deliveries;
+  /*
+   Why it was dead-lettered.
+   */
+  enum shmq_dead_reason reason;
+  /*
+   The source queue file's absolute path, UTF-8, `source_len` bytes (not NUL-terminated).
+   */
+  const char *source;
+  /*
+   The length of `source` in bytes.
+   */
+  size_t source_len;
+  /*
+   The original payload.
+   */
+  const uint8_t *payload;
+  /*
+   The length of `payload` in bytes.
+   */
+  size_t payload_len;
+} shmq_dead_letter;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -563,6 +880,24 @@ enum shmq_status shmq_publish(struct shmq_producer *producer,
                               size_t len,
                               int64_t timeout_ns,
                               uint64_t *offset_out);
+
+/*
+ Publishes the `len` bytes at `data` like `shmq_publish`, for work groups to deliver no
+ earlier than `delay_ms` milliseconds after its timestamp and, if `ttl_ms` is not 0, to
+ expire instead of delivering it later than `ttl_ms` after it (each at most 2^32 - 1 ms,
+ else `SHMQ_EINVAL`). Plain consumer groups read the record at once, as any other. Other
+ outcomes as `shmq_publish`.
+
+ # Safety
+ As for `shmq_publish`.
+ */
+enum shmq_status shmq_publish_scheduled(struct shmq_producer *producer,
+                                        const uint8_t *data,
+                                        size_t len,
+                                        uint64_t delay_ms,
+                                        uint64_t ttl_ms,
+                                        int64_t timeout_ns,
+                                        uint64_t *offset_out);
 
 /*
  Publishes the `count` records of `records` (copied; nothing is retained) as one batch: one
@@ -937,6 +1272,147 @@ const char *shmq_version(void);
  another version fails to open with `SHMQ_EVERSION`. Safe from any thread.
  */
 uint32_t shmq_format_version(void);
+
+/*
+ Fills `*out` with the default work-group settings and sets `out->size`. Safe from any
+ thread.
+
+ # Safety
+ `out` is NULL or points to a writable `shmq_work_options`.
+ */
+enum shmq_status shmq_work_options_default(struct shmq_work_options *out);
+
+/*
+ Joins work group `group` (NUL-terminated UTF-8) on `queue` and stores the worker in `*out`.
+ A group that does not exist is created with `options` (NULL: the defaults); an existing
+ one keeps its settings. `SHMQ_EINVAL` if `group` is a plain consumer group (the last-error
+ message says so) or an option is out of range, `SHMQ_EBUSY` if every worker slot of the
+ group is held by a live worker or every group slot is used.
+
+ The caller owns `*out` and frees it with `shmq_worker_free`.
+
+ # Safety
+ `queue` is NULL or a live queue handle; `group` is NULL or a NUL-terminated string;
+ `options` is NULL or an `shmq_work_options` initialised by `shmq_work_options_default`
+ (its `dead_letter` NULL or a NUL-terminated string); `out` is NULL or writable.
+ */
+enum shmq_status shmq_worker_new(const struct shmq_queue *queue,
+                                 const char *group,
+                                 const struct shmq_work_options *options,
+                                 struct shmq_worker **out);
+
+/*
+ Frees a worker and its slot in the group (NULL: no-op). Its unsettled deliveries stay in
+ flight until their visibility timeout, then go to another worker.
+
+ # Safety
+ `worker` is NULL or a live worker handle, freed exactly once and not in use by another
+ thread.
+ */
+void shmq_worker_free(struct shmq_worker *worker);
+
+/*
+ Waits up to `timeout_ns` for a record (a due redelivery first, else a fresh one) and stores
+ it in `*out`. The worker holds it until `out->ticket.deadline_ms`: settle it before then,
+ or it is delivered again to any worker. `SHMQ_TIMEOUT` when nothing came in time;
+ `SHMQ_ENOENT` once the group was deleted.
+
+ # Safety
+ `worker` is NULL or a live worker not used concurrently by another thread; `out` is NULL
+ or writable.
+ */
+enum shmq_status shmq_work_poll(struct shmq_worker *worker,
+                                int64_t timeout_ns,
+                                struct shmq_job *out);
+
+/*
+ Acks a delivery: the record is done. `SHMQ_ELEASE` (nothing changed) if the ticket's
+ lease ran out, the delivery was settled already, or the ticket names no delivery this
+ worker holds.
+
+ # Safety
+ `worker` is NULL or a live worker not used concurrently by another thread.
+ */
+enum shmq_status shmq_work_ack(struct shmq_worker *worker, struct shmq_ticket ticket);
+
+/*
+ Gives a delivery back: delivered again (to any worker) after `delay_ms` milliseconds (0:
+ at once), or after the group's back-off for `SHMQ_NACK_BACKOFF`; other negative delays are
+ `SHMQ_EINVAL`. A record delivered the group's max deliveries is dead-lettered instead.
+ `SHMQ_ELEASE` as for `shmq_work_ack`.
+
+ # Safety
+ `worker` is NULL or a live worker not used concurrently by another thread.
+ */
+enum shmq_status shmq_work_nack(struct shmq_worker *worker,
+                                struct shmq_ticket ticket,
+                                int64_t delay_ms);
+
+/*
+ Rejects a delivery: the record is dead-lettered (reason `SHMQ_DEAD_REJECTED`), copied to
+ the group's dead-letter queue if it has one. `SHMQ_ELEASE` as for `shmq_work_ack`.
+
+ # Safety
+ `worker` is NULL or a live worker not used concurrently by another thread.
+ */
+enum shmq_status shmq_work_reject(struct shmq_worker *worker, struct shmq_ticket ticket);
+
+/*
+ Extends the lease of the delivery `*ticket` names to `by_ms` milliseconds from now and
+ stores the new deadline in `ticket->deadline_ms` (settle with the updated ticket: the old
+ one no longer matches). `SHMQ_ELEASE` as for `shmq_work_ack` (`*ticket` unchanged).
+
+ # Safety
+ `worker` is NULL or a live worker not used concurrently by another thread; `ticket` is
+ NULL or a readable and writable `shmq_ticket`.
+ */
+enum shmq_status shmq_work_extend(struct shmq_worker *worker,
+                                  struct shmq_ticket *ticket,
+                                  uint64_t by_ms);
+
+/*
+ Lists the unsettled records of work group `group` (in flight, waiting, dead-lettering),
+ oldest first, as Redis's `XPENDING`: stores the first `capacity` of them in `entries`
+ and how many there are in all in `*count_out` (more than `capacity` means the list was
+ cut; call again with a larger array). A snapshot, each entry read on its own.
+ `SHMQ_ENOENT` for no such group, `SHMQ_EINVAL` for a plain consumer group.
+
+ # Safety
+ `queue` is NULL or a live queue handle; `group` is NULL or a NUL-terminated string;
+ `entries` is NULL (only with a `capacity` of 0) or points to `capacity` writable
+ `shmq_pending`; `count_out` is NULL or writable.
+ */
+enum shmq_status shmq_work_pending(const struct shmq_queue *queue,
+                                   const char *group,
+                                   struct shmq_pending *entries,
+                                   size_t capacity,
+                                   size_t *count_out);
+
+/*
+ Stores the counters and window of work group `group` in `*out`. `SHMQ_ENOENT` for no such
+ group, `SHMQ_EINVAL` for a plain consumer group.
+
+ # Safety
+ `queue` is NULL or a live queue handle; `group` is NULL or a NUL-terminated string; `out`
+ is NULL or writable.
+ */
+enum shmq_status shmq_work_group_info(const struct shmq_queue *queue,
+                                      const char *group,
+                                      struct shmq_work_info *out);
+
+/*
+ Reads the payload of a dead-letter queue's record (`len` bytes at `data`, e.g. a
+ `shmq_message` polled from that queue) into `*out`, whose `source` and `payload` point into
+ `data`. `SHMQ_ECORRUPT` for bytes that are not a dead-letter record (the last-error message
+ says why).
+
+ # Safety
+ `data` is NULL (only with a `len` of 0) or points to `len` readable bytes; `out` is NULL or
+ writable.
+ */
+enum shmq_status shmq_dead_letter_parse(const uint8_t *data,
+                                        size_t len,
+                                        struct shmq_dead_letter *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,7 +7,7 @@ use shmq_core::{Consumer, SeekTo, Start, Subscribe};
 use crate::error::{guard, Failure};
 use crate::queue::{queue_ref, shmq_queue};
 use crate::status::shmq_status;
-use crate::{c_str, non_null, timeout};
+use crate::{non_null, timeout};
 
 /// A member of a consumer group (opaque): holds the group's lease until freed with
 /// `shmq_consumer_free`.
@@ -128,10 +128,7 @@ unsafe fn subscribe(
     // SAFETY: the caller guarantees `queue` is NULL or live.
     let queue = unsafe { queue_ref(queue) }?;
     // SAFETY: the caller guarantees `group` is NULL or a valid C string for this call.
-    let group = unsafe { c_str(group, "group") }?;
-    let group = group
-        .to_str()
-        .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
+    let group = unsafe { crate::group_name(group) }?;
     non_null(out, "out")?;
     let consumer = queue.subscribe(group, options)?;
     // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.

@@ -28,6 +28,7 @@ mod queue;
 mod status;
 mod topic;
 mod version;
+mod work;
 
 use std::ffi::{c_char, CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -44,7 +45,7 @@ pub use error::shmq_last_error;
 pub use error::{guard, Failure};
 pub use producer::{
     shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_publish_batch,
-    shmq_record, shmq_wait_durable,
+    shmq_publish_scheduled, shmq_record, shmq_wait_durable,
 };
 pub use queue::{
     shmq_close, shmq_create, shmq_durability, shmq_full_policy, shmq_open, shmq_open_trusting,
@@ -60,6 +61,13 @@ pub use topic::{
     shmq_topic_publish_keyed, shmq_topic_publish_to,
 };
 pub use version::{shmq_format_version, shmq_version};
+pub use work::{
+    shmq_backoff, shmq_dead_letter, shmq_dead_letter_parse, shmq_dead_reason, shmq_job,
+    shmq_pending, shmq_pending_state, shmq_ticket, shmq_work_ack, shmq_work_extend,
+    shmq_work_group_info, shmq_work_info, shmq_work_nack, shmq_work_options,
+    shmq_work_options_default, shmq_work_pending, shmq_work_poll, shmq_work_reject,
+    shmq_work_start, shmq_worker, shmq_worker_free, shmq_worker_new, SHMQ_NACK_BACKOFF,
+};
 
 /// Converts a C timeout (`-1` forever, `>= 0` nanoseconds) to the Rust API's.
 pub(crate) fn timeout(ns: i64) -> Result<Option<Duration>, Failure> {
@@ -82,6 +90,17 @@ pub(crate) unsafe fn c_str<'a>(p: *const c_char, what: &str) -> Result<&'a CStr,
     }
     // SAFETY: non-NULL, and the caller guarantees a valid NUL-terminated string for 'a.
     Ok(unsafe { CStr::from_ptr(p) })
+}
+
+/// Borrows a group-name argument: a NUL-terminated UTF-8 string.
+///
+/// # Safety
+/// As for [`c_str`].
+pub(crate) unsafe fn group_name<'a>(p: *const c_char) -> Result<&'a str, Failure> {
+    // SAFETY: the caller's contract, passed on unchanged.
+    unsafe { c_str(p, "group") }?
+        .to_str()
+        .map_err(|_| Failure::einval("group name is not valid UTF-8"))
 }
 
 /// The body of every `*_free` / `*_close` function: drops the handle `p` made by
@@ -177,6 +196,38 @@ pub(crate) unsafe fn published(
         unsafe { write_opt(offset_out, offset) };
     }
     result.map(drop).map_err(Failure::from)
+}
+
+/// Reads a caller's struct that starts with its `size` (`shmq_options`, `shmq_work_options`)
+/// through `R`, its layout with every enum as a plain integer: fields past the caller's `size`
+/// keep their values in `defaults`, bytes past `R` are ignored, and a `size` below `min` is
+/// `SHMQ_EINVAL` naming `what` and the function `init` that sets it.
+///
+/// # Safety
+/// `p` is non-NULL and points to at least `size` readable bytes, where `size` is the `usize`
+/// at `p`; every field of `R` is an integer or a raw pointer (any bytes are a valid value).
+pub(crate) unsafe fn read_sized<R: Copy>(
+    p: *const u8,
+    defaults: R,
+    min: usize,
+    what: &str,
+    init: &str,
+) -> Result<R, Failure> {
+    // SAFETY: `size` is the first field, and the caller guarantees `p` points to a struct that
+    // has at least it; read as a plain integer, unaligned in case the caller's is not.
+    let size = unsafe { p.cast::<usize>().read_unaligned() };
+    if size < min {
+        return Err(Failure::einval(format!(
+            "{what}->size is {size}, expected at least {min}: initialise the struct with {init}"
+        )));
+    }
+    let mut raw = defaults;
+    let n = size.min(std::mem::size_of::<R>());
+    // SAFETY: the caller guarantees `size` readable bytes at `p` and `n <= size`; `raw` is a
+    // local of at least `n` bytes whose fields take any bytes as valid values (padding may
+    // hold anything). The regions cannot overlap.
+    unsafe { std::ptr::copy_nonoverlapping(p, (&mut raw as *mut R).cast::<u8>(), n) };
+    Ok(raw)
 }
 
 /// Checks that a required pointer argument is not NULL.

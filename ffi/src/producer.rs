@@ -1,6 +1,8 @@
 //! `shmq_producer`: publishing records and waiting for them to be durable.
 
-use shmq_core::Producer;
+use std::time::Duration;
+
+use shmq_core::{Producer, Schedule};
 
 use crate::error::{guard, Failure};
 use crate::queue::{queue_ref, shmq_queue};
@@ -68,6 +70,39 @@ pub unsafe extern "C" fn shmq_publish(
         p.set_timeout(timeout(timeout_ns)?);
         // SAFETY: NULL or writable per the caller's contract.
         unsafe { crate::published(p.publish(payload), offset_out) }
+    })
+}
+
+/// Publishes the `len` bytes at `data` like `shmq_publish`, for work groups to deliver no
+/// earlier than `delay_ms` milliseconds after its timestamp and, if `ttl_ms` is not 0, to
+/// expire instead of delivering it later than `ttl_ms` after it (each at most 2^32 - 1 ms,
+/// else `SHMQ_EINVAL`). Plain consumer groups read the record at once, as any other. Other
+/// outcomes as `shmq_publish`.
+///
+/// # Safety
+/// As for `shmq_publish`.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_publish_scheduled(
+    producer: *mut shmq_producer,
+    data: *const u8,
+    len: usize,
+    delay_ms: u64,
+    ttl_ms: u64,
+    timeout_ns: i64,
+    offset_out: *mut u64,
+) -> shmq_status {
+    guard("shmq_publish_scheduled", || {
+        // SAFETY: the caller's contract: NULL or a live handle used only by this thread.
+        let p = unsafe { producer_mut(producer) }?;
+        // SAFETY: the caller guarantees `len` readable bytes at `data`, unchanged for the call.
+        let payload = unsafe { crate::bytes(data, len, "data") }?;
+        p.set_timeout(timeout(timeout_ns)?);
+        let schedule = Schedule {
+            delay: Duration::from_millis(delay_ms),
+            ttl: (ttl_ms != 0).then(|| Duration::from_millis(ttl_ms)),
+        };
+        // SAFETY: NULL or writable per the caller's contract.
+        unsafe { crate::published(p.publish_scheduled(payload, &schedule), offset_out) }
     })
 }
 

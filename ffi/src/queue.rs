@@ -146,18 +146,9 @@ pub(crate) unsafe fn options_or_default(p: *const shmq_options) -> Result<Option
 /// # Safety
 /// `p` is non-NULL and points to at least `(*p).size` readable bytes.
 unsafe fn read_options(p: *const shmq_options) -> Result<Options, Failure> {
-    // SAFETY: `size` is the first field, and the caller guarantees `p` points to a struct that
-    // has at least it; read as a plain integer (no enum is involved).
-    let size = unsafe { (p as *const usize).read_unaligned() };
-    if size < MIN_OPTIONS_SIZE {
-        return Err(Failure::einval(format!(
-            "options->size is {size}, expected at least {MIN_OPTIONS_SIZE}: initialise the \
-             struct with shmq_options_default"
-        )));
-    }
     let d = default_options();
-    let mut raw = RawOptions {
-        size,
+    let defaults = RawOptions {
+        size: d.size,
         capacity_bytes: d.capacity_bytes,
         max_message_bytes: d.max_message_bytes,
         durability: d.durability as u32,
@@ -170,13 +161,17 @@ unsafe fn read_options(p: *const shmq_options) -> Result<Options, Failure> {
         batch_max_bytes: d.batch_max_bytes,
         checksums: d.checksums,
     };
-    let n = size.min(size_of::<RawOptions>());
-    // SAFETY: the caller guarantees `size` readable bytes at `p` and `n <= size`; `raw` is a
-    // local of at least `n` bytes whose fields are all integers, so any bytes are valid values
-    // (padding, if any, may hold anything). The regions cannot overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(p as *const u8, &mut raw as *mut RawOptions as *mut u8, n)
-    };
+    // SAFETY: the caller guarantees `(*p).size` readable bytes at `p`; every field of
+    // `RawOptions` is an integer, so any bytes are valid values.
+    let raw = unsafe {
+        crate::read_sized(
+            p.cast(),
+            defaults,
+            MIN_OPTIONS_SIZE,
+            "options",
+            "shmq_options_default",
+        )
+    }?;
     let durability = match raw.durability {
         0 => Durability::None,
         1 => Durability::Batch {

@@ -14,7 +14,7 @@ use shmq_core::{
 use crate::error::{guard, Failure};
 use crate::queue::{options_or_default, shmq_options, trust};
 use crate::status::shmq_status;
-use crate::{bytes, c_str, non_null, timeout, write_opt};
+use crate::{bytes, non_null, timeout, write_opt};
 
 /// An open topic (opaque): a directory of partition queue files with a descriptor. Created by
 /// `shmq_topic_create` or `shmq_topic_open`, freed by `shmq_topic_close`.
@@ -455,9 +455,7 @@ unsafe fn subscribe(
     // SAFETY: the caller guarantees `topic` is NULL or live.
     let t = unsafe { topic_lock(topic) }?;
     // SAFETY: the caller guarantees `group` is NULL or a valid C string for this call.
-    let group = unsafe { c_str(group, "group") }?
-        .to_str()
-        .map_err(|_| Failure::einval("group name is not valid UTF-8"))?;
+    let group = unsafe { crate::group_name(group) }?;
     non_null(out, "out")?;
     let consumer = t.subscribe(group, options)?;
     // SAFETY: `out` was checked non-NULL and is writable per the caller's contract.

@@ -146,6 +146,19 @@ create_exception!(
     "The offset is not in the ring (`.requested`, `.earliest`, `.latest`)."
 );
 
+create_exception!(
+    shmq,
+    LeaseExpired,
+    Error,
+    "A work group's delivery is no longer this worker's: its lease ran out or it was settled already; nothing changed (`.path`, `.group`, `.offset`)."
+);
+create_exception!(
+    shmq,
+    WrongGroupKind,
+    InvalidArgument,
+    "The group is of the other kind: a plain consumer on a work group or a worker on a plain group (`.path`, `.group`, `.expected`: \"plain\" or \"work\")."
+);
+
 /// Adds the exception classes to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -174,6 +187,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("Poisoned", py.get_type::<Poisoned>()),
         ("Stale", py.get_type::<Stale>()),
         ("OffsetOutOfRange", py.get_type::<OffsetOutOfRange>()),
+        ("LeaseExpired", py.get_type::<LeaseExpired>()),
+        ("WrongGroupKind", py.get_type::<WrongGroupKind>()),
     ] {
         m.add(name, class)?;
     }
@@ -353,6 +368,39 @@ pub fn to_py(err: shmq::Error) -> PyErr {
                 ("requested", Attr::U64(requested)),
                 ("earliest", Attr::U64(earliest)),
                 ("latest", Attr::U64(latest)),
+            ],
+        ),
+        E::LeaseExpired {
+            path: p,
+            group,
+            offset,
+        } => (
+            LeaseExpired::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                ("group", Attr::Str(group)),
+                ("offset", Attr::U64(offset)),
+            ],
+        ),
+        E::WrongGroupKind {
+            path: p,
+            group,
+            expected,
+        } => (
+            WrongGroupKind::new_err(message),
+            vec![
+                ("argument", Attr::Str("group".into())),
+                ("path", Attr::Str(path(&p))),
+                ("group", Attr::Str(group)),
+                (
+                    "expected",
+                    Attr::Str(match expected {
+                        shmq::GroupKind::Plain => "plain".into(),
+                        shmq::GroupKind::Work => "work".into(),
+                        // Non-exhaustive: a newer kind by its description.
+                        other => other.to_string(),
+                    }),
+                ),
             ],
         ),
         // `shmq::Error` is non-exhaustive: a variant newer than this mapping is still an error.

@@ -45,6 +45,7 @@ mod errors;
 mod options;
 mod queue;
 mod topic;
+mod work;
 
 /// Longest wait with the GIL released before the waiter checks for signals: a Ctrl-C
 /// interrupts a blocked call within this (plus the time to return from the slice).
@@ -117,6 +118,12 @@ fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::TopicConsumer>()?;
     m.add_class::<topic::PartitionInfo>()?;
     m.add_class::<topic::MemberInfo>()?;
+    m.add_class::<work::Worker>()?;
+    m.add_class::<work::Job>()?;
+    m.add_class::<work::Ticket>()?;
+    m.add_class::<work::PendingInfo>()?;
+    m.add_class::<work::WorkInfo>()?;
+    m.add_class::<work::DeadLetter>()?;
     m.add("FORMAT_VERSION", shmq::FORMAT_VERSION)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use crate::consumer::{Consumer, Join};
 use crate::errors::IntoPy;
 use crate::options;
+use crate::work::{PendingInfo, Settings, WorkInfo, Worker};
 use crate::Wait;
 
 /// Locks `m` whatever a panicking holder left (the state is a handle; no invariant spans a
@@ -142,6 +143,60 @@ impl Queue {
                 zero_copy,
             },
         )
+    }
+
+    /// Joins work group `group` as a competing worker (see `Worker`). A group that does not
+    /// exist is created with these settings; an existing one keeps its own.
+    /// `visibility_timeout`: seconds a worker holds a delivery before it goes to anyone again
+    /// (30). `max_deliveries`: deliveries before a nacked or timed-out record is
+    /// dead-lettered (5; 0: unlimited). `backoff`: the delay of a nack without one, seconds
+    /// (fixed, 1.0) or `(initial, max)` (exponential). `window`: records in flight at most (a
+    /// power of two, 4096). `start`: "earliest" or "latest". `dead_letter`: the path of an
+    /// existing queue file that receives dead letters (`None`: they are dropped, counted).
+    /// `max_age`: seconds after which a record expires instead of being delivered.
+    /// `dead_letter_expired`: expired records are dead-lettered too. Raises `WrongGroupKind`
+    /// for a plain consumer group.
+    #[pyo3(signature = (group, *, visibility_timeout=None, max_deliveries=None, backoff=None, window=None, start="earliest", dead_letter=None, max_age=None, dead_letter_expired=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn worker(
+        &self,
+        py: Python<'_>,
+        group: &str,
+        visibility_timeout: Option<f64>,
+        max_deliveries: Option<u32>,
+        backoff: Option<&Bound<'_, PyAny>>,
+        window: Option<u32>,
+        start: &str,
+        dead_letter: Option<std::path::PathBuf>,
+        max_age: Option<f64>,
+        dead_letter_expired: bool,
+    ) -> PyResult<Worker> {
+        let options = Settings {
+            visibility_timeout,
+            max_deliveries,
+            backoff,
+            window,
+            start,
+            dead_letter,
+            max_age,
+            dead_letter_expired,
+        }
+        .options()?;
+        Worker::join(py, &self.get()?, group, &options)
+    }
+
+    /// The unsettled records of work group `group`, oldest first (a snapshot, as Redis's
+    /// `XPENDING`).
+    fn pending(&self, py: Python<'_>, group: &str) -> PyResult<Vec<PendingInfo>> {
+        let queue = self.get()?;
+        let pending = py.detach(|| queue.pending(group)).py_err()?;
+        Ok(pending.into_iter().map(PendingInfo).collect())
+    }
+
+    /// The counters and window of work group `group`.
+    fn work_info(&self, py: Python<'_>, group: &str) -> PyResult<WorkInfo> {
+        let queue = self.get()?;
+        py.detach(|| queue.work_info(group)).py_err().map(WorkInfo)
     }
 
     /// Every consumer group with its committed offset, lag and holder (a snapshot).
@@ -327,16 +382,39 @@ pymethods_closing! {
 #[pymethods]
 impl Producer {
     /// Publishes `data` (bytes or any buffer) and returns its offset. Under durability "sync"
-    /// it returns once the record is on disk. Raises `Full` (policy "reject"), `Timeout`
-    /// (policy "block" with a timeout), `TooBig`, ... (see the exception classes).
-    fn publish(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+    /// it returns once the record is on disk. `delay` (seconds): work groups deliver it no
+    /// earlier than that after its timestamp; `ttl` (seconds): they expire it rather than
+    /// deliver it later than that (plain consumer groups read it at once either way; whole
+    /// milliseconds, each below 2^32 ms). Raises `Full` (policy "reject"), `Timeout` (policy
+    /// "block" with a timeout), `TooBig`, ... (see the exception classes).
+    #[pyo3(signature = (data, *, delay=None, ttl=None))]
+    fn publish(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        delay: Option<f64>,
+        ttl: Option<f64>,
+    ) -> PyResult<u64> {
+        let schedule = match (delay, ttl) {
+            (None, None) => None,
+            _ => Some(shmq::Schedule {
+                delay: delay
+                    .map(|s| options::seconds("delay", s))
+                    .transpose()?
+                    .unwrap_or_default(),
+                ttl: ttl.map(|s| options::seconds("ttl", s)).transpose()?,
+            }),
+        };
         let data = Data::from(data)?;
         let bytes = data.bytes();
         let mut guard = lock_handle(py, &self.inner);
         let producer = guard.as_mut().ok_or_else(|| closed("producer"))?;
         let result = publish_sliced(py, self.timeout, !self.flushes, |slice| {
             producer.set_timeout(Some(slice));
-            producer.publish(bytes)
+            match &schedule {
+                None => producer.publish(bytes),
+                Some(s) => producer.publish_scheduled(bytes, s),
+            }
         });
         match result {
             // Published; only the wait for its flush ran out of slice: confirm it in slices

@@ -33,3 +33,21 @@ def consume(path, group, count, results):
             got.append(msg.payload)
             consumer.commit(msg)
         results.put(got)
+
+
+def work(queue, group, count, ready, go, results):
+    """Joins work group `group` of `queue` (inherited across a fork, or reopened by path when
+    spawned), says it is `ready`, waits for `go`, then acks jobs until the group counts
+    `count` acks, and puts (pid, offsets acked, payloads) on `results`."""
+    with queue.worker(group, visibility_timeout=60) as worker:
+        ready.put(os.getpid())
+        assert go.wait(60), "never told to start"
+        offsets, payloads = [], []
+        while queue.work_info(group).acked < count:
+            job = worker.poll(0.2)
+            if job is None:
+                continue
+            worker.ack(job)
+            offsets.append(job.offset)
+            payloads.append(job.payload)
+        results.put((os.getpid(), offsets, payloads))

@@ -815,13 +815,13 @@ fn work_shared_sleeper_bit() {
     loom::model(|| {
         let region = model_work();
         let sleepers: Vec<_> = (0..2)
-            .map(|_| {
+            .map(|member| {
                 let region = region.clone();
                 thread::spawn(move || {
                     let t = WorkTable::new(&region, MIN_WINDOW);
                     let changed = || region.u64(CHANGE_WORD).load(Ordering::SeqCst) != 0;
                     while !changed() {
-                        t.sleep(&region, SLEEPER_BIT, changed, None);
+                        t.sleep(&region, SLEEPER_BIT, member, changed, None);
                     }
                 })
             })

@@ -681,7 +681,13 @@ impl Ring {
                         continue;
                     }
                     if seen & COMMITTED != 0 && tag_offset(seen) == next {
-                        continue;
+                        // The run's member was committed after its position store (SYNC R),
+                        // so the position is known now; a slot that still says otherwise is
+                        // damaged bytes, and looping on it would never end.
+                        return match self.position(next) {
+                            Position::At(pos) => Some((next, pos)),
+                            Position::Unpublished | Position::Unknown => None,
+                        };
                     }
                     next += 1;
                 }

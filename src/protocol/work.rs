@@ -2,7 +2,7 @@
 //! encoding and validation, the entry state word, and the state transitions of the work-group
 //! protocol as functions over the table (FORMAT.md, "Work file"; ARCHITECTURE.md, "Work
 //! groups"). The policy over them (opening, polling, dead-lettering, recovery) is
-//! `queue/work.rs`; the loom model runs the transitions here over heap memory.
+//! `queue/work/`; the loom model runs the transitions here over heap memory.
 //!
 //! # Protocol
 //!
@@ -405,7 +405,9 @@ impl<'a> WorkTable<'a> {
         self.region.u64(EARLIEST)
     }
 
-    /// The number of the group's workers sleeping on the queue's data futex.
+    /// The bitmap of the group's workers sleeping on the queue's data futex: bit `m` for
+    /// member slot `m` (a bitmap, not a count, so that a worker killed asleep is taken out
+    /// by the next owner of its slot).
     pub(crate) fn sleepers(&self) -> &'a AtomicU64 {
         self.region.u64(SLEEPERS)
     }
@@ -546,41 +548,55 @@ impl<'a> WorkTable<'a> {
                 Ok(_) => return Ok(moved),
                 Err(w) => return Err((b, w)),
             }
-            let Some(pos) = resolve(b + 1) else {
+            // Checked: `b` is read from the shared file, and a hostile u64::MAX must not wrap.
+            let Some(n) = b.checked_add(1) else {
                 return Ok(moved);
             };
-            moved |= swap(word, b + 1, pos);
+            let Some(pos) = resolve(n) else {
+                return Ok(moved);
+            };
+            moved |= swap(word, n, pos);
         }
     }
 
     /// Sleeps on the queue's data futex (`queue`'s `DATA_SEQ`) with the group's `bit` in
     /// `DATA_WAITERS`, which all the group's sleeping workers share through the sleeper
-    /// count (SYNC W): count, flag, re-check `changed`, sleep at most `cap`; on the way out
-    /// the last sleeper clears the bit, and if another worker began a sleep in between it
-    /// sets the bit again and wakes the sleepers, so that one re-checks under its own flag
-    /// (and clears the bit again if that worker is out meanwhile, so none is left behind).
+    /// bitmap (SYNC W): mark member `member` asleep, flag, re-check `changed`, sleep at most
+    /// `cap`, then [`leave`](Self::leave).
     pub(crate) fn sleep(
         &self,
         queue: &Region,
         bit: u64,
+        member: u32,
         changed: impl Fn() -> bool,
         cap: Option<std::time::Duration>,
     ) {
+        debug_assert!(member < MEMBERS);
         // SeqCst: ordered before the bit's `fetch_or` and against the last sleeper's re-check
-        // of the count below.
-        self.sleepers().fetch_add(1, Ordering::SeqCst);
+        // of the bitmap in `leave`.
+        self.sleepers().fetch_or(1 << member, Ordering::SeqCst);
         let seen = ring::flag(queue, DATA_WAITERS, DATA_SEQ, bit);
         if !changed() {
             queue.wait(DATA_SEQ, seen, cap);
         }
-        // SeqCst as above. A hostile 0 wraps to u64::MAX and reads as "others sleep", which
-        // only costs spurious wake-ups.
-        if self.sleepers().fetch_sub(1, Ordering::SeqCst) != 1 {
+        self.leave(queue, bit, member);
+    }
+
+    /// Marks member `member` awake: the last sleeper out clears the group's `bit`, and if
+    /// another worker began a sleep in between it sets the bit again and wakes the sleepers,
+    /// so that one re-checks under its own flag (and clears the bit again if that worker is
+    /// out meanwhile, so none is left behind). A worker taking over a member slot calls this
+    /// too: the slot's previous owner may have been killed asleep.
+    pub(crate) fn leave(&self, queue: &Region, bit: u64, member: u32) {
+        let me = 1u64 << member;
+        // SeqCst as in `sleep`. Hostile bits read as "others sleep", which only costs
+        // spurious wake-ups until their slots are taken over.
+        if self.sleepers().fetch_and(!me, Ordering::SeqCst) & !me != 0 {
             return;
         }
         loop {
             ring::unflag(queue, DATA_WAITERS, bit);
-            // SeqCst: after the clear in the single total order. A worker counted in between
+            // SeqCst: after the clear in the single total order. A worker marked in between
             // may have re-checked and slept after the clear, when no notifier saw its bit:
             // set it again and wake the sleepers to re-check under it.
             if self.sleepers().load(Ordering::SeqCst) == 0 {
@@ -588,7 +604,7 @@ impl<'a> WorkTable<'a> {
             }
             ring::flag(queue, DATA_WAITERS, DATA_SEQ, bit);
             ring::wake_on(queue, DATA_WAITERS, DATA_SEQ);
-            // Still counted: that worker is out later, and the last one out clears the bit.
+            // Still marked: that worker is out later, and the last one out clears the bit.
             // Out already: clear the bit we set, so no notifier pays for it for nothing.
             if self.sleepers().load(Ordering::SeqCst) != 0 {
                 return;

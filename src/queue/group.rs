@@ -14,9 +14,10 @@
 //! deleter takes the lease before it frees the slot, and a joiner checks, after taking the
 //! lease, that the slot still holds the group it looked up ([`MappedQueue::join_group`]).
 
-use crate::error::{Error, GroupKind, Result};
+use crate::error::{Corruption, Error, GroupKind, Malformed, Result};
 use crate::mapping::lease::{self, Lease, OwnFd};
 use crate::protocol::layout::MAX_GROUP_NAME;
+use crate::protocol::ring::sane_cursor;
 use crate::protocol::sync::{fence, pack, unpack, Ordering};
 use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
@@ -277,6 +278,25 @@ impl MappedQueue {
     pub(crate) fn committed_word(&self, slot: u32) -> u128 {
         // SeqCst as in `committed`.
         self.groups().committed(slot).load(Ordering::SeqCst)
+    }
+
+    /// The committed cursor's raw word, checked: a cursor no record stream can reach (or
+    /// past the tail) is [`Error::Corrupt`], so that a work group's arithmetic on its base
+    /// never meets a hostile value.
+    pub(crate) fn checked_committed(&self, slot: u32) -> Result<u128> {
+        let word = self.committed_word(slot);
+        let (offset, pos) = unpack(word);
+        if sane_cursor(offset, pos) && offset <= self.ring.tail().0 {
+            return Ok(word);
+        }
+        Err(Error::Corrupt {
+            path: self.path.clone(),
+            kind: Corruption::Shared(Malformed::Cursor {
+                which: "committed",
+                offset,
+                pos,
+            }),
+        })
     }
 
     /// Moves the committed cursor from `seen` (the raw word the caller last read or stored) to

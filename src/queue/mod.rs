@@ -297,6 +297,14 @@ impl Queue {
         })
     }
 
+    /// Creates work group `group` here with the settings of the work group of that name in
+    /// `source`, from the oldest record, unless it exists (a topic's growth: a new partition
+    /// gets partition 0's work groups).
+    pub(crate) fn create_work_group_like(&self, source: &Queue, group: &str) -> Result<()> {
+        self.ready()?;
+        work::create_like(&self.shared, &source.shared, &source.trust, group)
+    }
+
     /// The unsettled records of work group `group` (in flight, waiting, dead-lettering),
     /// oldest first: Redis's `XPENDING`. A snapshot, each entry read on its own.
     pub fn pending(&self, group: &str) -> Result<Vec<work::PendingInfo>> {

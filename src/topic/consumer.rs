@@ -37,7 +37,7 @@ use crate::queue::consumer::{Consumer, Next, Ready, Subscribe};
 use crate::runtime::clock;
 use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 use crate::topic::directory::Topic;
-use crate::topic::members::{self, assigned, Slot};
+use crate::topic::members::{assigned, Slot};
 use crate::topic::routing;
 
 /// How a member takes part in its group.
@@ -209,15 +209,8 @@ impl TopicConsumer {
             std::thread::sleep(sleep.min(INFLIGHT_POLL));
             return;
         }
-        crate::protocol::ring::sleep_on(
-            self.topic.members_file().region(),
-            members::WAKE_WAITERS,
-            members::WAKE_SEQ,
-            1u64 << self.slot.index,
-            // SYNC W (SeqCst tail loads in `lag`): re-checked after flagging ourselves.
-            || self.backlog(),
-            Some(sleep),
-        );
+        // SYNC W (SeqCst tail loads in `lag`): re-checked after flagging ourselves.
+        self.topic.sleep(self.slot, || self.backlog(), sleep);
     }
 
     /// Ticks if one is due, then finds a committed record in a held partition, trying each

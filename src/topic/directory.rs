@@ -4,6 +4,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::{Corruption, DescriptorFault, Error, PathKind, Result};
 use crate::mapping::file::io_err;
@@ -12,7 +13,7 @@ use crate::queue::consumer::Subscribe;
 use crate::queue::group::GroupInfo;
 use crate::queue::{Options, Queue};
 use crate::topic::descriptor::{self, Descriptor};
-use crate::topic::members::{self, MemberInfo, Members};
+use crate::topic::members::{self, MemberInfo, Members, Slot};
 
 /// Creation parameters of a topic.
 #[derive(Debug, Clone)]
@@ -221,7 +222,8 @@ impl Topic {
     /// Grows the topic to `partitions` partitions (a no-op if it has that many).
     ///
     /// New partitions copy partition 0's parameters and its consumer groups (starting at
-    /// offset 0, so nothing published to them is missed). Then the descriptor is replaced
+    /// offset 0, so nothing published to them is missed); a work group is created as a work
+    /// group with the settings of its file in partition 0. Then the descriptor is replaced
     /// atomically and every producer and member picks the new count up at its next publish or
     /// rebalance. **Keyed routing changes with the count**: a key's new records may go to
     /// another partition than its old ones, so per-key order holds only among records
@@ -285,6 +287,11 @@ impl Topic {
                 r => r?,
             };
             for group in &groups {
+                if group.work {
+                    // A work group gets its own kind, with partition 0's settings.
+                    queue.create_work_group_like(first, &group.name)?;
+                    continue;
+                }
                 let subscribe = Subscribe {
                     gating: group.gating,
                     ..Subscribe::default()
@@ -360,12 +367,26 @@ impl Topic {
         &self.members
     }
 
-    /// Wakes members sleeping in a poll (after a publish).
+    /// Wakes members and workers sleeping in a poll (after a publish, or a nack).
     pub(crate) fn notify(&self) {
         crate::protocol::ring::wake_on(
             self.members.region(),
             members::WAKE_WAITERS,
             members::WAKE_SEQ,
+        );
+    }
+
+    /// Sleeps on the topic's wake-up word with the bit of membership slot `slot` flagged,
+    /// until [`notify`](Self::notify), `ready` turns true (re-checked after the flag, SYNC W in
+    /// `members.rs`), or `timeout` passed.
+    pub(crate) fn sleep(&self, slot: Slot, ready: impl Fn() -> bool, timeout: Duration) {
+        crate::protocol::ring::sleep_on(
+            self.members.region(),
+            members::WAKE_WAITERS,
+            members::WAKE_SEQ,
+            1u64 << slot.index,
+            ready,
+            Some(timeout),
         );
     }
 }

@@ -41,8 +41,10 @@ mod fanout;
 pub(crate) mod members;
 mod producer;
 pub(crate) mod routing;
+mod work;
 
 use crate::error::Result;
+use crate::queue::work::WorkOptions;
 
 pub use consumer::{MemberOptions, TopicConsumer, TopicMessage};
 pub use descriptor::MAX_PARTITIONS;
@@ -51,8 +53,9 @@ pub use fanout::{fan_out, FanOut};
 pub use members::MemberInfo;
 pub use producer::{Published, TopicProducer};
 pub use routing::{partition_for_key, MAX_KEY};
+pub use work::{TopicJob, TopicPending, TopicTicket, TopicWorkInfo, TopicWorker};
 
-/// Making the members of a topic: producers and consumer-group members.
+/// Making the members of a topic: producers, consumer-group members and workers.
 impl Topic {
     /// A new producer (takes a producer slot in each partition it publishes to).
     pub fn producer(&self) -> Result<TopicProducer> {
@@ -68,5 +71,14 @@ impl Topic {
     /// no live member holds) and the rest of it as the other members release them.
     pub fn subscribe(&self, group: &str, options: &MemberOptions) -> Result<TopicConsumer> {
         TopicConsumer::new(self.clone(), group, options)
+    }
+
+    /// Joins work group `group` (competing workers with per-record acks, see
+    /// [`Queue::worker`](crate::Queue::worker)) in every partition, creating it with `options`
+    /// where it does not exist: the worker gets records of any partition, each record going to
+    /// one worker at a time. It takes a slot of the membership file, like a consumer-group
+    /// member ([`Error::TooManyMembers`](crate::Error::TooManyMembers) past 64).
+    pub fn worker(&self, group: &str, options: &WorkOptions) -> Result<TopicWorker> {
+        TopicWorker::new(self.clone(), group, options)
     }
 }

@@ -205,3 +205,51 @@ fn producer_behind_stuck_durable_prefix_times_out() {
         "a record was acknowledged durable past a damaged one: {outcomes:?}"
     );
 }
+
+/// An aborted record followed by an index slot that says "committed" but whose position is
+/// still the odd mark of an unpublished run member: `Ring::past_aborted` once re-read that
+/// slot for ever, hanging `poll`. Now the poll ends (any result but a hang or a panic).
+#[test]
+fn aborted_record_before_a_damaged_run_member_does_not_hang_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let opts = Options {
+        capacity: 4096,
+        max_message: 64,
+        ..Options::default()
+    };
+    let layout = {
+        let q = Queue::create(&path, &opts).unwrap();
+        drop(q.consumer("g").unwrap()); // the group starts at record 0
+        let mut p = q.producer().unwrap();
+        for i in 0..3u64 {
+            p.publish(&i.to_le_bytes()).unwrap();
+        }
+        Layout::of(&q)
+    };
+    let (zero, one) = (layout.slot(0) as usize, layout.slot(1) as usize);
+    edit_file(&path, |b| {
+        let pos = get64(b, one);
+        assert!(pos > 0 && pos % 8 == 0, "index layout drifted: {pos}");
+        put64(b, zero + 8, 2); // record 0's tag: (0, ABORTED)
+        put64(b, one, 1); // record 1's position: odd, "unpublished"
+        put64(b, one + 8, 9); // record 1's tag: (1, COMMITTED)
+    });
+    let q = Queue::open(&path).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut c = q.consumer("g").unwrap();
+        let r = must_not_panic("Consumer::poll", || {
+            c.poll(Some(Duration::from_millis(100)))
+                .map(|m| m.map(|m| m.offset))
+        });
+        let _ = tx.send(format!("{r:?}"));
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("poll hung past an aborted record");
+    assert!(
+        !r.contains("Ok(Some(0))"),
+        "the aborted record was delivered: {r}"
+    );
+}

@@ -17,6 +17,9 @@ const WINDOW: u64 = 64;
 const ENTRIES: usize = 8192;
 /// The mutable words: `next`, `earliest`, sleepers, counters.
 const WORDS: [usize; 4] = [1280, 1408, 1536, 1792];
+/// The queue file's group slot 0 committed cursor, the work group's base: offset, then
+/// position (FORMAT.md, "Group slot").
+const BASE: usize = 4096 + 128;
 
 /// A valid queue file with a work group holding acked, in-flight and waiting records, and
 /// its work file: both files' bytes.
@@ -111,8 +114,13 @@ fn exercise(path: &Path) {
 /// Writes the template queue and `work` as the work file, exercises them in a watchdog
 /// thread: fails on a panic or a hang.
 fn check(work: &[u8]) -> Result<(), TestCaseError> {
+    check_files(&template().queue, work)
+}
+
+/// [`check`] with `queue` as the queue file.
+fn check_files(queue: &[u8], work: &[u8]) -> Result<(), TestCaseError> {
     let path = fresh_path();
-    std::fs::write(&path, &template().queue).unwrap();
+    std::fs::write(&path, queue).unwrap();
     std::fs::write(work_path(&path), work).unwrap();
     let (tx, rx) = mpsc::channel();
     let runner = {
@@ -178,6 +186,16 @@ proptest! {
             b[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
         check(&b)?;
+    }
+
+    /// Extreme values in the group's committed cursor in the queue file (the work group's
+    /// base, which every scan and dispatch computes with).
+    #[test]
+    fn hostile_group_base_never_panics_or_hangs(offset in extreme(), pos in extreme()) {
+        let mut q = template().queue.clone();
+        q[BASE..BASE + 8].copy_from_slice(&offset.to_le_bytes());
+        q[BASE + 8..BASE + 16].copy_from_slice(&pos.to_le_bytes());
+        check_files(&q, &template().work)?;
     }
 
     /// Truncation and extension to random lengths.

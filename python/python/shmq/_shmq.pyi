@@ -101,6 +101,16 @@ class OffsetOutOfRange(Error):
     earliest: int
     latest: int
 
+class LeaseExpired(Error):
+    path: str
+    group: str
+    offset: int
+
+class WrongGroupKind(InvalidArgument):
+    path: str
+    group: str
+    expected: str
+
 class Message:
     """One record. `payload` is bytes, or a read-only memoryview for a zero-copy consumer."""
 
@@ -138,7 +148,9 @@ class GroupInfo:
     holder_alive: bool
 
 class Producer:
-    def publish(self, data: _Buffer) -> int: ...
+    def publish(
+        self, data: _Buffer, *, delay: Optional[float] = None, ttl: Optional[float] = None
+    ) -> int: ...
     def wait_durable(self, offset: int, timeout: Optional[float] = None) -> None: ...
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
@@ -202,6 +214,21 @@ class Queue:
         session_timeout: Optional[float] = None,
         zero_copy: bool = False,
     ) -> Consumer: ...
+    def worker(
+        self,
+        group: str,
+        *,
+        visibility_timeout: Optional[float] = None,
+        max_deliveries: Optional[int] = None,
+        backoff: Union[float, tuple[float, float], None] = None,
+        window: Optional[int] = None,
+        start: _Start = "earliest",
+        dead_letter: Union[str, "os.PathLike[str]", None] = None,
+        max_age: Optional[float] = None,
+        dead_letter_expired: bool = False,
+    ) -> Worker: ...
+    def pending(self, group: str) -> list[PendingInfo]: ...
+    def work_info(self, group: str) -> WorkInfo: ...
     def groups(self) -> list[GroupInfo]: ...
     def reset_group(self, group: str, to: _Target) -> int: ...
     def delete_group(self, group: str) -> None: ...
@@ -295,3 +322,72 @@ class Topic:
     def close(self) -> None: ...
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: Any) -> None: ...
+
+class Ticket:
+    """What settles a delivery; `Ticket(offset, deliveries, deadline_ms)` rebuilds one."""
+
+    def __init__(self, offset: int, deliveries: int, deadline_ms: int) -> None: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def deliveries(self) -> int: ...
+    @property
+    def deadline_ms(self) -> int: ...
+
+class Job:
+    """One delivery of a work group."""
+
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp_ns(self) -> int: ...
+    @property
+    def deliveries(self) -> int: ...
+    @property
+    def ticket(self) -> Ticket: ...
+
+class Worker:
+    def poll(self, timeout: Optional[float] = None) -> Optional[Job]: ...
+    def ack(self, ticket: Union[Ticket, Job]) -> None: ...
+    def nack(self, ticket: Union[Ticket, Job], delay: Optional[float] = None) -> None: ...
+    def reject(self, ticket: Union[Ticket, Job]) -> None: ...
+    def extend(self, ticket: Union[Ticket, Job], seconds: float) -> int: ...
+    @property
+    def group(self) -> str: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: Any) -> None: ...
+
+class PendingInfo:
+    offset: int
+    state: Literal["in_flight", "waiting", "dead_lettering"]
+    holder: Optional[int]
+    holder_alive: bool
+    deadline_ms: int
+    deliveries: int
+
+class WorkInfo:
+    delivered: int
+    redelivered: int
+    acked: int
+    dead_lettered: int
+    expired: int
+    in_flight: int
+    waiting: int
+    base: int
+    next: int
+    window: int
+    workers: int
+
+class DeadLetter:
+    offset: int
+    timestamp_ns: int
+    dead_at_ns: int
+    deliveries: int
+    reason: Literal["rejected", "max_deliveries", "expired"]
+    source: str
+    payload: bytes
+    @staticmethod
+    def parse(data: _Buffer) -> DeadLetter: ...

@@ -187,16 +187,19 @@ impl WorkFile {
     }
 
     fn boot_id(&self) -> [u8; 16] {
-        let mut id = [0u8; 16];
-        self.region.read_bytes(work::BOOT_ID, &mut id);
-        id
+        // Acquire: pairs with the Release store that ends recovery, so an opener that takes
+        // the fast path (no lock) sees the recovered entries.
+        self.region
+            .u128(work::BOOT_ID)
+            .load(Ordering::Acquire)
+            .to_le_bytes()
     }
 
     /// Recovery after a machine restart (the boot id differs), under an exclusive `flock` of
     /// the work file, after the queue itself recovered (its tail is final): deliveries in
     /// flight and dead-letterings in progress become WAITING, due now (their count kept);
     /// entries of offsets recovery dropped from the queue (at or past its tail) are cleared;
-    /// `next` is clamped into `base..=tail`; member slots and the sleeper count are cleared.
+    /// `next` is clamped into `base..=tail`; member slots and the sleeper bitmap are cleared.
     fn recover_if_restarted(&self, shared: &MappedQueue) -> Result<()> {
         let boot = crate::runtime::boot::boot_id().map_err(io_err(&self.path, "read boot id"))?;
         if self.boot_id() == boot {
@@ -211,7 +214,7 @@ impl WorkFile {
         let (tail, _) = shared.ring.tail();
         let now = clock::now_ns() / 1_000_000;
         // Relaxed throughout: nobody else uses the file on this boot before the boot id
-        // below is stored, and the lock orders us before any later opener.
+        // below is stored (Release), and every later opener loads it (Acquire) first.
         for i in 0..u64::from(self.config.window) {
             let word = t.state(i).load(Ordering::Relaxed);
             let Some(e) = work::unpack_state(word) else {
@@ -246,7 +249,10 @@ impl WorkFile {
         for m in 0..MEMBERS {
             t.member(m).store(0, Ordering::Relaxed);
         }
-        self.region.write_bytes(work::BOOT_ID, &boot);
+        // Release: publishes the recovered entries to openers that load the boot id.
+        self.region
+            .u128(work::BOOT_ID)
+            .store(u128::from_le_bytes(boot), Ordering::Release);
         // The recovered state reaches the disk before anyone builds on it.
         self.sync_all()
     }

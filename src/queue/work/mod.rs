@@ -162,6 +162,32 @@ impl WorkOptions {
     }
 }
 
+impl WorkOptions {
+    /// The options that give a new group the settings `config` of an existing group's file,
+    /// starting at the oldest record (a group made like another in a new queue file).
+    fn like(config: &WorkConfig) -> WorkOptions {
+        let ms = Duration::from_millis;
+        WorkOptions {
+            visibility_timeout: ms(config.visibility_ms),
+            max_deliveries: config.max_deliveries,
+            backoff: if config.exponential {
+                Backoff::Exponential {
+                    initial: ms(config.retry_ms),
+                    max: ms(config.max_retry_ms),
+                }
+            } else {
+                Backoff::Fixed(ms(config.retry_ms))
+            },
+            window: config.window,
+            start: Start::Earliest,
+            dead_letter: (!config.dead_letter.is_empty())
+                .then(|| PathBuf::from(&config.dead_letter)),
+            max_age: (config.max_age_ms != 0).then(|| ms(config.max_age_ms)),
+            dead_letter_expired: config.dead_letter_expired,
+        }
+    }
+}
+
 /// What a record in a work group's window is waiting for ([`PendingInfo`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingState {
@@ -202,7 +228,8 @@ pub struct WorkInfo {
     pub acked: u64,
     /// Records dead-lettered: rejected, or out of deliveries.
     pub dead_lettered: u64,
-    /// Records expired (time to live or max age) before they were delivered.
+    /// Records expired (time to live or max age): found expired at their first dispatch, or
+    /// by the redelivery scan when they were due again.
     pub expired: u64,
     /// Records delivered and held by a worker now.
     pub in_flight: u64,
@@ -340,6 +367,23 @@ pub(crate) fn join(
     options: &WorkOptions,
     open_dlq: OpenProducer,
 ) -> Result<Worker> {
+    loop {
+        let slot = create(shared, group, options)?;
+        let work = WorkFile::open(shared, slot, group, trust)?;
+        let worker = Worker::new(shared.clone(), work, group, slot, *trust, open_dlq)?;
+        // A deletion racing with the lookup: the slot must still be this work group's once
+        // our member slot is taken (the deleter checks members under its lock).
+        if shared.group_active(slot)
+            && shared.is_work(slot)
+            && shared.group_name(slot).as_deref() == Some(group)
+        {
+            return Ok(worker);
+        }
+    }
+}
+
+/// Finds work group `group`, or creates it with `options` (and its file): its slot.
+pub(crate) fn create(shared: &MappedQueue, group: &str, options: &WorkOptions) -> Result<u32> {
     if shared.geometry.full_policy == FullPolicy::Overwrite {
         return Err(invalid(
             "work group",
@@ -354,22 +398,23 @@ pub(crate) fn join(
         Start::Latest => ring.tail(),
     };
     let make = |slot: u32| WorkFile::create(shared, &options.config(group, slot)?);
-    loop {
-        let slot = shared.find_or_create_kind(group, true, Some(&make), start)?;
-        let work = WorkFile::open(shared, slot, group, trust)?;
-        let worker = Worker::new(shared.clone(), work, group, slot, *trust, open_dlq)?;
-        // A deletion racing with the lookup: the slot must still be this work group's once
-        // our member slot is taken (the deleter checks members under its lock).
-        if shared.group_active(slot)
-            && shared.is_work(slot)
-            && shared.group_name(slot).as_deref() == Some(group)
-        {
-            return Ok(worker);
-        }
-    }
+    shared.find_or_create_kind(group, true, Some(&make), start)
 }
 
-/// [`Queue::pending`](crate::Queue::pending)(crate::Queue::pending): the unsettled records of work group `group`.
+/// Creates work group `group` in `shared` with the settings of the group of that name in
+/// `source` (from the oldest record), unless it exists: what a topic's growth gives a new
+/// partition.
+pub(crate) fn create_like(
+    shared: &MappedQueue,
+    source: &MappedQueue,
+    trust: &Trust,
+    group: &str,
+) -> Result<()> {
+    let (work, _) = open_work(source, trust, group)?;
+    create(shared, group, &WorkOptions::like(&work.config)).map(drop)
+}
+
+/// [`Queue::pending`](crate::Queue::pending): the unsettled records of work group `group`.
 pub(crate) fn pending(
     shared: &MappedQueue,
     trust: &Trust,
@@ -377,7 +422,7 @@ pub(crate) fn pending(
 ) -> Result<Vec<PendingInfo>> {
     let (work, slot) = open_work(shared, trust, group)?;
     let t = work.table();
-    let (base, _) = shared.committed(slot);
+    let (base, _) = unpack(shared.checked_committed(slot)?);
     // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
     let (next, _) = unpack(t.next().load(Ordering::Acquire));
     let end = next.min(base + u64::from(work.config.window));
@@ -407,11 +452,11 @@ pub(crate) fn pending(
     Ok(out)
 }
 
-/// [`Queue::work_info`](crate::Queue::work_info)(crate::Queue::work_info): the counters and window of `group`.
+/// [`Queue::work_info`](crate::Queue::work_info): the counters and window of `group`.
 pub(crate) fn info(shared: &MappedQueue, trust: &Trust, group: &str) -> Result<WorkInfo> {
     let (work, slot) = open_work(shared, trust, group)?;
     let t = work.table();
-    let (base, _) = shared.committed(slot);
+    let (base, _) = unpack(shared.checked_committed(slot)?);
     // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
     let (next, _) = unpack(t.next().load(Ordering::Acquire));
     let (mut in_flight, mut waiting) = (0, 0);

@@ -120,21 +120,60 @@ impl std::fmt::Debug for Worker {
 }
 
 /// What a worker found nothing to do for, and so waits for a change of.
-enum Idle {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Idle {
     /// The next record (this offset) is not committed: its slot tag as seen.
     Pending(u64, u64),
     /// The window is full: the group's committed cursor word as seen.
     Full(u128),
 }
 
-/// What one step found.
-enum Step {
-    /// A delivery, its payload in `buf`.
-    Job(Ticket, u64),
-    /// Nothing to do.
-    Idle(Idle),
-    /// Progress without a delivery (an entry settled by someone): try again.
+/// What one attempt of a [`Poller`] found.
+pub(crate) enum Step<J, I> {
+    /// Something to hand out.
+    Job(J),
+    /// Nothing to do: what to wait for a change of.
+    Idle(I),
+    /// Progress without a delivery (an entry settled by someone): try again at once.
     Again,
+}
+
+/// A worker's step: a delivery (its ticket and the record's timestamp; the payload is in the
+/// worker's buffer), or what it waits for.
+pub(crate) type WorkerStep = Step<(Ticket, u64), Idle>;
+
+/// Something that polls for work in attempts and sleeps between them: a [`Worker`], or a
+/// topic's worker over one `Worker` per partition. [`poll_loop`] is the one wait loop of both.
+pub(crate) trait Poller {
+    /// What an attempt hands out.
+    type Found;
+    /// What an idle attempt waits for a change of.
+    type Idle;
+    /// One attempt at finding work, without waiting.
+    fn attempt(&mut self) -> Result<Step<Self::Found, Self::Idle>>;
+    /// Sleeps until `idle` may have changed, a redelivery may be due, or `cap` passed.
+    fn sleep(&mut self, idle: &Self::Idle, cap: Duration);
+}
+
+/// The wait loop of every work poll: attempt; when idle, spin, then sleep (capped by the
+/// redelivery scan's period), until something is found or `timeout` passed (`Ok(None)`).
+pub(crate) fn poll_loop<P: Poller>(
+    poller: &mut P,
+    timeout: Option<Duration>,
+) -> Result<Option<P::Found>> {
+    let mut wait = Wait::spinning(timeout);
+    loop {
+        let idle = match poller.attempt()? {
+            Step::Job(found) => return Ok(Some(found)),
+            Step::Again => continue,
+            Step::Idle(idle) => idle,
+        };
+        match wait.pause(|| Duration::from_millis(SCAN_EVERY_MS)) {
+            Pause::TimedOut => return Ok(None),
+            Pause::Spun => {}
+            Pause::Sleep(cap) => poller.sleep(&idle, cap),
+        }
+    }
 }
 
 impl Worker {
@@ -172,12 +211,14 @@ impl Worker {
             })?;
         // Relaxed: information for `pending` and people.
         t.joined(member).store(now_ms(), Ordering::Relaxed);
+        // The slot's previous owner may have been killed asleep: take its sleeper mark out.
+        t.leave(&shared.ring.region, 1u64 << slot, member);
         let verify = shared.geometry.checksums;
         let source = std::path::absolute(&shared.path)
             .unwrap_or_else(|_| shared.path.clone())
             .to_string_lossy()
             .into_owned();
-        Ok(Worker {
+        let worker = Worker {
             source,
             shared,
             work,
@@ -192,7 +233,11 @@ impl Worker {
             trust,
             last_scan: 0,
             last_sync: clock::monotonic_ns(),
-        })
+        };
+        // Final entries at the base that nobody moved it over (a settler killed before its
+        // advance, or a restart that kept the entries but not the cursor).
+        worker.help_base()?;
+        Ok(worker)
     }
 
     /// The next record for this worker: a due redelivery (the one due first) or a fresh
@@ -205,29 +250,19 @@ impl Worker {
     /// a copy first), [`Error::Truncated`] and [`Error::Detached`] as for a consumer,
     /// [`Error::Forked`] in a child forked after the worker was made.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Job<'_>>> {
-        let mut wait = Wait::spinning(timeout);
-        loop {
-            self.check()?;
-            let idle = match self.step()? {
-                Step::Job(ticket, timestamp_ns) => {
-                    self.batch_sync()?;
-                    return Ok(Some(Job {
-                        ticket,
-                        offset: ticket.offset,
-                        timestamp_ns,
-                        deliveries: ticket.count,
-                        payload: &self.buf,
-                    }));
-                }
-                Step::Again => continue,
-                Step::Idle(idle) => idle,
-            };
-            self.batch_sync()?;
-            match wait.pause(|| Duration::from_millis(SCAN_EVERY_MS)) {
-                Pause::TimedOut => return Ok(None),
-                Pause::Spun => {}
-                Pause::Sleep(cap) => self.sleep(&idle, cap),
-            }
+        let found = poll_loop(self, timeout)?;
+        Ok(found.map(|(ticket, timestamp_ns)| self.job(ticket, timestamp_ns)))
+    }
+
+    /// The job of delivery `ticket` (of a record published at `timestamp_ns`) whose payload
+    /// the last attempt copied into this worker's buffer.
+    pub(crate) fn job(&self, ticket: Ticket, timestamp_ns: u64) -> Job<'_> {
+        Job {
+            ticket,
+            offset: ticket.offset,
+            timestamp_ns,
+            deliveries: ticket.count,
+            payload: &self.buf,
         }
     }
 
@@ -337,7 +372,7 @@ impl Worker {
     }
 
     /// One attempt at finding work: a due record first, then a fresh one.
-    fn step(&mut self) -> Result<Step> {
+    fn step(&mut self) -> Result<WorkerStep> {
         let now = now_ms();
         // Relaxed: a hint; see `SCAN_EVERY_MS`.
         let earliest = self.work.table().earliest().load(Ordering::Relaxed);
@@ -352,33 +387,35 @@ impl Worker {
 
     /// The redelivery scan over `base..next`: takes the due entry with the smallest deadline
     /// (delayed records come out by due time) and recomputes `earliest`.
-    fn scan(&mut self, now: u64) -> Result<Option<Step>> {
+    fn scan(&mut self, now: u64) -> Result<Option<WorkerStep>> {
         let t = self.work.table();
         let window = u64::from(self.work.config.window);
         // Relaxed: compared and replaced by the CAS below only.
         let before = t.earliest().load(Ordering::Relaxed);
-        let (base, _) = self.shared.committed(self.slot);
+        let (base, _) = unpack(self.shared.checked_committed(self.slot)?);
         // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
         let (next, _) = unpack(t.next().load(Ordering::Acquire));
-        let mut best: Option<Entry> = None;
+        let mut best: Option<(u64, Entry)> = None;
         let mut low = u64::MAX;
         for x in base..next.min(base + window) {
             let Some(e) = self.work.load(x)? else {
                 continue;
             };
-            let due = match e.state {
-                State::InFlight | State::DeadLettering => e.deadline < now,
-                State::Waiting => e.deadline <= now,
+            // When the entry is due: a lease is over once its deadline has passed, a wait
+            // once its due time has come.
+            let due_at = match e.state {
+                State::InFlight | State::DeadLettering => e.deadline.saturating_add(1),
+                State::Waiting => e.deadline,
                 _ => continue,
             };
             match best {
-                _ if !due => low = low.min(e.deadline),
-                Some(b) if b.deadline <= e.deadline => low = low.min(e.deadline),
+                _ if due_at > now => low = low.min(due_at),
+                Some((b, _)) if b <= due_at => low = low.min(due_at),
                 _ => {
-                    if let Some(b) = best {
-                        low = low.min(b.deadline);
+                    if let Some((b, _)) = best {
+                        low = low.min(b);
                     }
-                    best = Some(e);
+                    best = Some((due_at, e));
                 }
             }
         }
@@ -386,7 +423,7 @@ impl Worker {
         let _ = t
             .earliest()
             .compare_exchange(before, low, Ordering::Relaxed, Ordering::Relaxed);
-        let Some(e) = best else { return Ok(None) };
+        let Some((_, e)) = best else { return Ok(None) };
         let seen = pack_state(e);
         if e.state == State::DeadLettering {
             // Acquire: pairs with the Release store before the CAS to DEAD_LETTERING (SYNC K).
@@ -400,9 +437,10 @@ impl Worker {
             self.dead_letter(seen, e, DeadReason::MaxDeliveries)?;
             return Ok(Some(Step::Again));
         }
-        // Acquire: pairs with the Release `fetch_max` before the dispatch CAS (SYNC K).
-        let pos = t.pos(e.offset).load(Ordering::Acquire);
-        let (timestamp, schedule) = self.read(e.offset, pos)?;
+        let (timestamp, schedule) = match self.read_held(seen, e.offset)? {
+            Some(read) => read,
+            None => return Ok(Some(Step::Again)),
+        };
         let t = self.work.table();
         if self.expired(timestamp, schedule, now) {
             self.expire(seen, e)?;
@@ -425,17 +463,17 @@ impl Worker {
         } else {
             Counter::Redelivered
         });
-        Ok(Some(Step::Job(ticket_of(to), timestamp)))
+        Ok(Some(Step::Job((ticket_of(to), timestamp))))
     }
 
     /// Dispatches the record at `next`, if there is one and the window has room.
-    fn dispatch(&mut self, now: u64) -> Result<Step> {
+    fn dispatch(&mut self, now: u64) -> Result<WorkerStep> {
         let t = self.work.table();
         let window = u64::from(self.work.config.window);
         // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
         let seen_next = t.next().load(Ordering::Acquire);
         let (o, p) = unpack(seen_next);
-        let base_word = self.shared.committed_word(self.slot);
+        let base_word = self.shared.checked_committed(self.slot)?;
         let (base, base_pos) = unpack(base_word);
         if o < base {
             // A new file (0), or everything below base settled: start at base.
@@ -443,7 +481,7 @@ impl Worker {
             return Ok(Step::Again);
         }
         if o >= base + window {
-            return Ok(Step::Idle(Idle::Full(base_word)));
+            return self.full(base_word);
         }
         if !sane_cursor(o, p) {
             return Err(self.bad_entry(o, seen_next));
@@ -459,6 +497,9 @@ impl Worker {
         for x in o..reached.min(base + window) {
             self.settle_aborted(x)?;
         }
+        if reached > o && self.help_base()? {
+            return Ok(Step::Again);
+        }
         let ready = match next {
             Next::Pending { tag, .. } => {
                 if reached > o && reached < base + window {
@@ -469,7 +510,7 @@ impl Worker {
             Next::Ready(ready) => ready,
         };
         if reached >= base + window {
-            return Ok(Step::Idle(Idle::Full(base_word)));
+            return self.full(base_word);
         }
         let at = self.cursor.pos;
         let undispatched = t.undispatched(reached);
@@ -530,7 +571,7 @@ impl Worker {
             State::InFlight => {
                 t.note_deadline(to.deadline);
                 self.count(Counter::Delivered);
-                Ok(Step::Job(ticket_of(to), timestamp))
+                Ok(Step::Job((ticket_of(to), timestamp)))
             }
             State::Waiting => {
                 t.note_deadline(to.deadline);
@@ -553,11 +594,47 @@ impl Worker {
     /// `next` on meanwhile, and the worker tries again. Otherwise the record was lost before
     /// the group protected it (a group created at `Earliest` while producers with an older
     /// claim limit overwrote its first records): the error, see ARCHITECTURE.md "Known limits".
-    fn lagged(&self, seen_next: u128, e: Error) -> Result<Step> {
-        if self.work.table().next().load(Ordering::Acquire) != seen_next {
+    fn lagged(&self, seen_next: u128, e: Error) -> Result<WorkerStep> {
+        let t = self.work.table();
+        // Acquire: as in `dispatch`.
+        if t.next().load(Ordering::Acquire) != seen_next {
+            return Ok(Step::Again);
+        }
+        // A dispatcher that CASed the entry but has not moved `next` yet, and the record was
+        // settled and its bytes reused meanwhile: `next` is stale, not the record lost.
+        let (o, _) = unpack(seen_next);
+        if matches!(t.undispatched(o), Ok(None)) || self.shared.committed(self.slot).0 > o {
             return Ok(Step::Again);
         }
         Err(e)
+    }
+
+    /// The window is full: help move the base over entries settled at it (their settler may
+    /// have been killed before it did); idle if it cannot move.
+    fn full(&mut self, base_word: u128) -> Result<WorkerStep> {
+        if self.help_base()? {
+            return Ok(Step::Again);
+        }
+        Ok(Step::Idle(Idle::Full(base_word)))
+    }
+
+    /// Reads the record of the entry whose word is `seen` into `buf`: `(timestamp, schedule
+    /// word)`, or `None` if the entry changed meanwhile. The entry's `pos` is shared with the
+    /// offsets `W` apart, and the record's bytes are protected only while the entry is not
+    /// final: once settled, the entry may serve a later offset and the producers may reuse
+    /// the record's bytes. So the read is checked against the word after it (a seqlock read,
+    /// K1 and K2): unchanged, the read was of this record; changed, what it read (or failed
+    /// to read) means nothing.
+    fn read_held(&mut self, seen: u128, offset: u64) -> Result<Option<(u64, u64)>> {
+        // Acquire: pairs with the Release `fetch_max` before the dispatch CAS (SYNC K).
+        let pos = self.work.table().pos(offset).load(Ordering::Acquire);
+        let read = self.read(offset, pos);
+        // SYNC K (SeqCst): the word after the read; unchanged, the entry was not final
+        // throughout (its words never repeat), so `pos` was this offset's and the bytes ours.
+        if self.work.table().state(offset).load(Ordering::SeqCst) != seen {
+            return Ok(None);
+        }
+        read.map(Some)
     }
 
     /// The state a fresh record is dispatched to: expired (DEAD, or DEAD_LETTERING when
@@ -671,13 +748,10 @@ impl Worker {
     /// dead-letters again: the copy is at least once.
     fn finish_dead_letter(&mut self, lettering: Entry, reason: DeadReason) -> Result<()> {
         crate::crash::point("work.dead_letter.before_publish");
-        // Acquire: pairs with the Release `fetch_max` before the dispatch CAS (SYNC K).
-        let pos = self
-            .work
-            .table()
-            .pos(lettering.offset)
-            .load(Ordering::Acquire);
-        let (timestamp, _) = self.read(lettering.offset, pos)?;
+        let Some((timestamp, _)) = self.read_held(pack_state(lettering), lettering.offset)? else {
+            // Our lease ran out and someone else dead-lettered it: the copy is theirs.
+            return Ok(());
+        };
         let t = self.work.table();
         let mut record = Vec::with_capacity(self.buf.len() + 64);
         DeadLetter {
@@ -736,6 +810,16 @@ impl Worker {
 
     fn bad_entry(&self, offset: u64, word: u128) -> Error {
         corrupt(&self.work.path, entry_fault(offset, word))
+    }
+
+    /// Advances base for entries someone else settled; under `Sync` makes the moved cursor
+    /// durable (their settlers synced the entries).
+    fn help_base(&self) -> Result<bool> {
+        let moved = self.advance_base()?;
+        if moved && self.shared.geometry.durability == Durability::Sync {
+            self.shared.sync_committed(self.slot)?;
+        }
+        Ok(moved)
     }
 
     /// After `offset` became final: advance base, then make it durable as the queue says.
@@ -799,28 +883,50 @@ impl Worker {
         self.shared.sync_committed(self.slot)
     }
 
-    /// Sleeps until `idle` may have changed, a redelivery may be due, or `cap` passed
-    /// (`WorkTable::sleep`: the group's bit shared by its sleeping workers, SYNC W).
-    fn sleep(&self, idle: &Idle, cap: Duration) {
-        let t = self.work.table();
-        let now = now_ms();
+    /// `cap` shortened to when a redelivery may be due: the window's `earliest` deadline, and
+    /// the redelivery scan's period.
+    pub(crate) fn sleep_cap(&self, cap: Duration) -> Duration {
         // Relaxed: a hint of when the next scan is due.
-        let due = t.earliest().load(Ordering::Relaxed).saturating_sub(now);
-        let cap = cap
-            .min(Duration::from_millis(due))
-            .min(Duration::from_millis(SCAN_EVERY_MS));
+        let earliest = self.work.table().earliest().load(Ordering::Relaxed);
+        let due = earliest.saturating_sub(now_ms());
+        cap.min(Duration::from_millis(due))
+            .min(Duration::from_millis(SCAN_EVERY_MS))
+    }
+
+    /// Whether what an idle attempt waited for (`idle`) changed since: the record it waited on
+    /// was committed (or its claim aborted), or the group's committed cursor moved.
+    pub(crate) fn changed(&self, idle: &Idle) -> bool {
+        match *idle {
+            // SYNC W (SeqCst): the sleeper re-checks this after flagging itself.
+            Idle::Pending(o, tag) => self.shared.ring.slot_tag(o).load(Ordering::SeqCst) != tag,
+            Idle::Full(word) => self.shared.committed_word(self.slot) != word,
+        }
+    }
+}
+
+impl Poller for Worker {
+    type Found = (Ticket, u64);
+    type Idle = Idle;
+
+    fn attempt(&mut self) -> Result<WorkerStep> {
+        self.check()?;
+        // Before the step: an error here must not strand a delivery just taken.
+        self.batch_sync()?;
+        self.step()
+    }
+
+    /// Sleeps on the queue's data word with the group's bit, shared by its sleeping workers
+    /// (`WorkTable::sleep`, SYNC W).
+    fn sleep(&mut self, idle: &Idle, cap: Duration) {
+        let cap = self.sleep_cap(cap);
         if cap.is_zero() {
             return;
         }
-        let changed = || match *idle {
-            // SYNC W (SeqCst): re-checked after the flag.
-            Idle::Pending(o, tag) => self.shared.ring.slot_tag(o).load(Ordering::SeqCst) != tag,
-            Idle::Full(word) => self.shared.committed_word(self.slot) != word,
-        };
-        t.sleep(
+        self.work.table().sleep(
             &self.shared.ring.region,
             1u64 << self.slot,
-            changed,
+            u32::from(self.member),
+            || self.changed(idle),
             Some(cap),
         );
     }
@@ -840,6 +946,11 @@ impl Drop for Worker {
         if !self.lease.current() {
             // A forked child's copy: the member slot is the parent's.
             return;
+        }
+        if matches!(self.shared.geometry.durability, Durability::Batch { .. }) {
+            // Our last settlements reach the disk as we go, not at another worker's pace.
+            let _ = self.work.sync_all();
+            let _ = self.shared.sync_committed(self.slot);
         }
         // Release: our settlements happen-before the slot's next owner. Our deliveries stay
         // in flight until their deadlines, then go to anyone.
