@@ -2,6 +2,8 @@
 //!
 //! With `--commit`, output is flushed before each commit, so a committed message has reached
 //! the reader (at-least-once: a crash between flush and commit prints it again next time).
+//! With `--shared GROUP` it reads as a worker of a work group instead (`work.rs`), and settles
+//! each record after the output holding it is flushed.
 
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
@@ -14,17 +16,17 @@ use std::time::{Duration, Instant};
 use shmq::{Consumer, MemberOptions, SeekTo, Start, Subscribe, Topic, TopicConsumer};
 
 use crate::error::{At, CliError};
-use crate::{duration, trust};
+use crate::{duration, trust, work};
 
 /// How `shmq consume` prints messages.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// The payload bytes as they are, one message per line.
     Text,
-    /// The offset and the payload in hex.
+    /// The offset and the payload in hex (`OFFSET#DELIVERY HEX` with --shared).
     Hex,
     /// One JSON object per line: offset, timestamp and payload (`payload_hex` instead when
-    /// it is not UTF-8).
+    /// it is not UTF-8), and `deliveries` with --shared.
     Json,
 }
 
@@ -34,10 +36,20 @@ pub struct ConsumeArgs {
     /// The queue file or topic directory.
     path: PathBuf,
     /// The consumer group to read as.
-    #[arg(long, short)]
-    group: String,
+    #[arg(
+        long,
+        short,
+        required_unless_present = "shared",
+        conflicts_with = "shared"
+    )]
+    group: Option<String>,
+    /// Read as a worker of this work group instead: its workers share the records (each goes
+    /// to one of them), and each record is acked once printed (queue files only).
+    #[arg(long, value_name = "GROUP", conflicts_with_all = ["commit", "non_gating", "session_timeout", "no_verify"])]
+    shared: Option<String>,
     /// Where to start: earliest, latest, committed, an offset, or a time: RFC 3339
-    /// (2026-12-01T07:00:00Z) or now-DURATION (now-15m).
+    /// (2026-12-01T07:00:00Z) or now-DURATION (now-15m). With --shared only latest, where a
+    /// new work group starts.
     #[arg(long, default_value = "committed", value_parser = parse_from, value_name = "WHERE")]
     from: SeekTo,
     /// Stop after this many messages.
@@ -69,6 +81,9 @@ pub struct ConsumeArgs {
     /// run with an error naming its offset).
     #[arg(long)]
     no_verify: bool,
+    /// The options of a worker (--shared) and of a work group it creates.
+    #[command(flatten)]
+    work: work::WorkArgs,
     /// Whom to trust with a file another user made.
     #[command(flatten)]
     trust: trust::TrustArgs,
@@ -108,17 +123,23 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         },
         session_timeout: args.session_timeout,
     };
-    let source: Box<dyn Source> = if Topic::is_topic(path) {
-        Box::new(join_topic(args, &options)?)
-    } else {
-        Box::new(join_queue(args, &options)?)
+    if let Some(option) = args.work.worker_only().filter(|_| args.shared.is_none()) {
+        return Err(CliError::new(
+            option,
+            "settles a work group's records: it needs --shared GROUP",
+        ));
+    }
+    let source: Box<dyn Source> = match (&args.shared, &args.group) {
+        (Some(group), _) => Box::new(join_shared(args, group, options.start)?),
+        (None, Some(group)) if Topic::is_topic(path) => {
+            Box::new(join_topic(args, group, &options)?)
+        }
+        (None, Some(group)) => Box::new(join_queue(args, group, &options)?),
+        (None, None) => return Err(CliError::new("consume", "--group or --shared is required")),
     };
     // A signal ends the run like a count or an idle timeout: what was printed is committed
     // and dropping the consumer releases its group, instead of leaving a dead holder.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .map_err(|e| CliError::new("signal handler", e))?;
+    let stop = stop_on_signal()?;
     let mut reader = Reader {
         path: path.clone(),
         source,
@@ -142,14 +163,48 @@ pub fn run(args: &ConsumeArgs) -> Result<(), CliError> {
     }
 }
 
+/// A flag that SIGINT and SIGTERM set, for a run to end cleanly at its next check (SeqCst:
+/// see [`Reader::stop`]).
+pub(crate) fn stop_on_signal() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| CliError::new("signal handler", e))?;
+    Ok(stop)
+}
+
+/// Joins work group `group` of a queue file as a worker. `--from` may only say where a new
+/// group starts (`latest`); a work group's workers read from its oldest unsettled record.
+fn join_shared(args: &ConsumeArgs, group: &str, start: Start) -> Result<work::Shared, CliError> {
+    let path = &args.path;
+    if !matches!(args.from, SeekTo::Committed | SeekTo::Latest) {
+        return Err(CliError::new(
+            "--from",
+            format_args!(
+                "a work group's workers read from its oldest unsettled record; with --shared,                  --from latest only says where a new group starts"
+            ),
+        ));
+    }
+    let queue = args.trust.open_queue(path)?;
+    work::join(
+        path,
+        &queue,
+        group,
+        args.create,
+        start,
+        &args.work,
+        &args.trust,
+    )
+}
+
 /// Joins the group of a queue file and moves to `--from`.
-fn join_queue(args: &ConsumeArgs, options: &Subscribe) -> Result<Consumer, CliError> {
+fn join_queue(args: &ConsumeArgs, group: &str, options: &Subscribe) -> Result<Consumer, CliError> {
     let path = &args.path;
     let queue = args.trust.open_queue(path)?;
-    if !args.create && !queue.groups().iter().any(|g| g.name == args.group) {
-        return Err(missing_group(path, &args.group));
+    if !args.create && !queue.groups().iter().any(|g| g.name == group) {
+        return Err(missing_group(path, group));
     }
-    let mut consumer = queue.subscribe(&args.group, options).at(path)?;
+    let mut consumer = queue.subscribe(group, options).at(path)?;
     if args.from != SeekTo::Committed {
         let to = args.from;
         consumer.seek(to).at(path)?;
@@ -159,15 +214,19 @@ fn join_queue(args: &ConsumeArgs, options: &Subscribe) -> Result<Consumer, CliEr
 }
 
 /// Joins the group of a topic as one more member: it reads the partitions it is assigned.
-fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, CliError> {
+fn join_topic(
+    args: &ConsumeArgs,
+    group: &str,
+    options: &Subscribe,
+) -> Result<TopicConsumer, CliError> {
     let path = &args.path;
     let topic = args.trust.open_topic(path)?;
     let known = topic
         .info()
         .iter()
-        .any(|p| p.groups.iter().any(|g| g.name == args.group));
+        .any(|p| p.groups.iter().any(|g| g.name == group));
     if !args.create && !known {
-        return Err(missing_group(path, &args.group));
+        return Err(missing_group(path, group));
     }
     // A member reads from each partition's committed offset; `latest` can only say where a
     // group created now starts.
@@ -186,7 +245,7 @@ fn join_topic(args: &ConsumeArgs, options: &Subscribe) -> Result<TopicConsumer, 
         subscribe: *options,
         ..MemberOptions::default()
     };
-    let mut consumer = topic.subscribe(&args.group, &member).at(path)?;
+    let mut consumer = topic.subscribe(group, &member).at(path)?;
     consumer.set_verify_checksums(!args.no_verify);
     Ok(consumer)
 }
@@ -212,14 +271,28 @@ pub(crate) struct Record<'a> {
     pub(crate) key: Option<&'a [u8]>,
     /// The payload.
     pub(crate) value: &'a [u8],
+    /// How many times it was delivered, this time included (work groups only).
+    pub(crate) deliveries: Option<u32>,
 }
 
-/// What `consume` reads from: a queue's consumer or a topic's group member.
-trait Source {
+/// What `consume` reads from: a queue's consumer, a topic's group member or a work group's
+/// worker.
+pub(crate) trait Source {
     /// The next message, waiting up to `timeout`.
     fn next(&mut self, timeout: Option<Duration>) -> shmq::Result<Option<Record<'_>>>;
     /// Commits `offset` of `partition` (0 for a queue file) and everything before it.
     fn commit(&mut self, partition: u32, offset: u64) -> shmq::Result<()>;
+    /// Settles every message handed out since the last call, once the output holding them
+    /// is flushed (a work group's worker acks them); nothing for consumer groups, which
+    /// commit instead.
+    fn settle(&mut self) -> shmq::Result<()> {
+        Ok(())
+    }
+    /// Whether, after reporting `Lagged`, the next read is past the records lost (consumer
+    /// groups); a work group reports it again at the lost record on every poll.
+    fn moves_past_lost_records(&self) -> bool {
+        true
+    }
     /// The consumer group.
     fn group(&self) -> &str;
 }
@@ -232,6 +305,7 @@ impl Source for Consumer {
             timestamp_ns: m.timestamp_ns,
             key: None,
             value: m.payload,
+            deliveries: None,
         }))
     }
     fn commit(&mut self, _partition: u32, offset: u64) -> shmq::Result<()> {
@@ -250,6 +324,7 @@ impl Source for TopicConsumer {
             timestamp_ns: m.timestamp_ns,
             key: m.key,
             value: m.value,
+            deliveries: None,
         }))
     }
     /// A partition that moved to another member since its records were printed is not an
@@ -360,10 +435,11 @@ impl<W: Write> Reader<W> {
         Ok(())
     }
 
-    /// A lapped consumer warns and carries on; any other error ends the run.
+    /// A lapped consumer warns and carries on; any other error ends the run, and so does a
+    /// lapped source that does not move past the records it lost.
     fn skip_lag(&mut self, e: shmq::Error) -> Result<(), Stop> {
         match e {
-            shmq::Error::Lagged { lost } => {
+            shmq::Error::Lagged { lost } if self.source.moves_past_lost_records() => {
                 errln!(
                     "shmq: {}: group {:?} fell behind: {lost} messages were overwritten before it read them",
                     self.path.display(),
@@ -375,9 +451,11 @@ impl<W: Write> Reader<W> {
         }
     }
 
-    /// Flushes the output, then (with `--commit`) commits everything written so far.
+    /// Flushes the output, then (with `--commit`) commits everything written so far, or
+    /// settles it (`--shared`).
     fn flush_and_commit(&mut self) -> Result<(), Stop> {
         self.out.flush()?;
+        self.source.settle().map_err(Stop::Queue)?;
         for (partition, offset) in std::mem::take(&mut self.unflushed) {
             if self.commit {
                 self.source.commit(partition, offset).map_err(Stop::Queue)?;
@@ -403,7 +481,11 @@ pub(crate) fn write<W: Write>(
             if let Some(p) = m.partition {
                 write!(out, "{p}:")?;
             }
-            write!(out, "{} ", m.offset)?;
+            write!(out, "{}", m.offset)?;
+            if let Some(d) = m.deliveries {
+                write!(out, "#{d}")?;
+            }
+            write!(out, " ")?;
             if let Some(key) = m.key {
                 write!(out, "{}=", hex(key))?;
             }
@@ -417,6 +499,9 @@ pub(crate) fn write<W: Write>(
             if let Some(p) = m.partition {
                 obj["partition"] = p.into();
             }
+            if let Some(d) = m.deliveries {
+                obj["deliveries"] = d.into();
+            }
             if let Some(key) = m.key {
                 put_bytes(&mut obj, "key", key);
             }
@@ -428,7 +513,7 @@ pub(crate) fn write<W: Write>(
 }
 
 /// Sets `obj[name]` to `bytes` as a string if they are UTF-8, else `obj[name_hex]` to hex.
-fn put_bytes(obj: &mut serde_json::Value, name: &str, bytes: &[u8]) {
+pub(crate) fn put_bytes(obj: &mut serde_json::Value, name: &str, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(s) => obj[name] = s.into(),
         Err(_) => obj[format!("{name}_hex")] = hex(bytes).into(),
@@ -469,6 +554,7 @@ mod tests {
             timestamp_ns: 42,
             key: None,
             value: b"hi",
+            deliveries: None,
         };
         let mut out = Vec::new();
         for f in [Format::Text, Format::Hex, Format::Json] {
@@ -492,6 +578,26 @@ mod tests {
              {\"offset\":7,\"payload_hex\":\"ff\",\"timestamp_ns\":42}\n\
              3:7 6b=6869\n\
              {\"key\":\"k\",\"offset\":7,\"partition\":3,\"payload\":\"hi\",\"timestamp_ns\":42}\n"
+        );
+    }
+
+    #[test]
+    fn a_work_groups_records_carry_their_delivery() {
+        let m = Record {
+            partition: None,
+            offset: 7,
+            timestamp_ns: 42,
+            key: None,
+            value: b"hi",
+            deliveries: Some(2),
+        };
+        let mut out = Vec::new();
+        for f in [Format::Text, Format::Hex, Format::Json] {
+            assert_eq!(write(&mut out, f, &m).unwrap(), (0, 7));
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "hi\n7#2 6869\n{\"deliveries\":2,\"offset\":7,\"payload\":\"hi\",\"timestamp_ns\":42}\n"
         );
     }
 }

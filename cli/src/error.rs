@@ -50,6 +50,19 @@ impl CliError {
                 };
                 format!("{e}{hint}")
             }
+            shmq::Error::WrongGroupKind { expected, .. } => {
+                let hint = match expected {
+                    shmq::GroupKind::Plain => {
+                        " (it is a work group: read it with `shmq consume --shared GROUP`, see \
+                         its records with `shmq pending`)"
+                    }
+                    shmq::GroupKind::Work => {
+                        " (it is a plain consumer group: read it with `shmq consume --group GROUP`)"
+                    }
+                    _ => "",
+                };
+                format!("{e}{hint}")
+            }
             e => e.to_string(),
         };
         if named {
@@ -91,6 +104,14 @@ impl fmt::Display for CliError {
     }
 }
 
+/// The first option of `options` (given or not, name) that was given: for the error that
+/// names an option the command does not take in this case.
+pub fn first_given<const N: usize>(options: [(bool, &'static str); N]) -> Option<&'static str> {
+    options
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+}
+
 /// `.at(path)`: a library result as a [`CliError`] about the queue file or topic `path`
 /// ([`CliError::queue`]).
 pub trait At<T> {
@@ -126,6 +147,8 @@ fn error_path(e: &shmq::Error) -> Option<&Path> {
         | E::Poisoned { path, .. }
         | E::Truncated { path }
         | E::Detached { path, .. }
+        | E::LeaseExpired { path, .. }
+        | E::WrongGroupKind { path, .. }
         | E::WrongKind { path, .. } => Some(path),
         _ => None,
     }
@@ -172,6 +195,26 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "/tmp/q: invalid group name: must be 1 to 64 bytes, got 0"
+        );
+    }
+
+    #[test]
+    fn says_which_command_reads_a_group_of_the_other_kind() {
+        let p = PathBuf::from("/tmp/q");
+        let wrong = |expected| shmq::Error::WrongGroupKind {
+            path: p.clone(),
+            group: "g".into(),
+            expected,
+        };
+        assert_eq!(
+            CliError::queue(&p, wrong(shmq::GroupKind::Plain)).to_string(),
+            "/tmp/q: group \"g\" is not a plain consumer group (it is a work group: read it \
+             with `shmq consume --shared GROUP`, see its records with `shmq pending`)"
+        );
+        assert_eq!(
+            CliError::queue(&p, wrong(shmq::GroupKind::Work)).to_string(),
+            "/tmp/q: group \"g\" is not a work group (it is a plain consumer group: read it \
+             with `shmq consume --group GROUP`)"
         );
     }
 

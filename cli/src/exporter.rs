@@ -232,6 +232,46 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "gauge",
         "1 if a running process holds the group, else 0.",
     ),
+    (
+        "shmq_work_workers",
+        "gauge",
+        "Live workers of the work group.",
+    ),
+    (
+        "shmq_work_in_flight",
+        "gauge",
+        "Records of the work group delivered and held by a worker now.",
+    ),
+    (
+        "shmq_work_waiting",
+        "gauge",
+        "Records of the work group waiting to be delivered (again) at a due time.",
+    ),
+    (
+        "shmq_work_delivered_total",
+        "counter",
+        "First deliveries of the work group's records.",
+    ),
+    (
+        "shmq_work_redelivered_total",
+        "counter",
+        "Deliveries after the first (nacks and expired leases).",
+    ),
+    (
+        "shmq_work_acked_total",
+        "counter",
+        "Records of the work group acked.",
+    ),
+    (
+        "shmq_work_dead_lettered_total",
+        "counter",
+        "Records of the work group dead-lettered: rejected, or out of deliveries.",
+    ),
+    (
+        "shmq_work_expired_total",
+        "counter",
+        "Records of the work group expired before they were delivered.",
+    ),
 ];
 
 /// The metrics of one scrape, in the text exposition format 0.0.4.
@@ -349,6 +389,21 @@ fn queue_samples(
             &labels,
             flag(group, "holder_alive"),
         );
+        let Some(work) = group.get("work") else {
+            continue;
+        };
+        for (metric, key) in [
+            ("shmq_work_workers", "workers"),
+            ("shmq_work_in_flight", "in_flight"),
+            ("shmq_work_waiting", "waiting"),
+            ("shmq_work_delivered_total", "delivered"),
+            ("shmq_work_redelivered_total", "redelivered"),
+            ("shmq_work_acked_total", "acked"),
+            ("shmq_work_dead_lettered_total", "dead_lettered"),
+            ("shmq_work_expired_total", "expired"),
+        ] {
+            add(metric, &labels, number(work, key));
+        }
     }
 }
 

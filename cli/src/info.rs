@@ -89,9 +89,9 @@ pub struct Group {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<u32>,
     /// The next offset the group reads after a restart.
-    committed: u64,
+    pub committed: u64,
     /// Messages published but not committed by the group (tail minus committed).
-    lag: u64,
+    pub lag: u64,
     /// Ring bytes from the group's committed position to the tail.
     lag_bytes: u64,
     /// Whether the group holds producers back.
@@ -100,6 +100,55 @@ pub struct Group {
     holder_pid: Option<u32>,
     /// Whether that process is running.
     holder_alive: bool,
+    /// A work group's figures (absent for a plain group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub work: Option<Work>,
+    /// Why a work group's figures could not be read (its work file is missing or damaged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    work_error: Option<String>,
+}
+
+/// The figures of a work group (`Queue::work_info`): its window now and its counters since it
+/// was created.
+#[derive(Serialize, Clone)]
+pub struct Work {
+    /// Live workers.
+    pub workers: u32,
+    /// Records delivered and held by a worker now.
+    pub in_flight: u64,
+    /// Records waiting to be delivered (again) at a due time.
+    pub waiting: u64,
+    /// The next record to dispatch for the first time.
+    next: u64,
+    /// The window (entries of the work file).
+    window: u32,
+    /// First deliveries.
+    pub delivered: u64,
+    /// Deliveries after the first (nacks and expired leases).
+    pub redelivered: u64,
+    /// Acks.
+    pub acked: u64,
+    /// Records dead-lettered: rejected, or out of deliveries.
+    pub dead_lettered: u64,
+    /// Records expired (time to live or max age) before they were delivered.
+    pub expired: u64,
+}
+
+impl From<shmq::WorkInfo> for Work {
+    fn from(w: shmq::WorkInfo) -> Self {
+        Work {
+            workers: w.workers,
+            in_flight: w.in_flight,
+            waiting: w.waiting,
+            next: w.next,
+            window: w.window,
+            delivered: w.delivered,
+            redelivered: w.redelivered,
+            acked: w.acked,
+            dead_lettered: w.dead_lettered,
+            expired: w.expired,
+        }
+    }
 }
 
 /// Opens the queue (or topic) and prints its state.
@@ -141,15 +190,24 @@ pub fn groups(queue: &Queue, partition: Option<u32>) -> Vec<Group> {
     queue
         .groups()
         .into_iter()
-        .map(|gi| Group {
-            partition,
-            lag: gi.lag,
-            lag_bytes: gi.lag_bytes,
-            name: gi.name,
-            committed: gi.committed,
-            gating: gi.gating,
-            holder_pid: gi.holder,
-            holder_alive: gi.holder_alive,
+        .map(|gi| {
+            let (work, work_error) = match gi.work.then(|| queue.work_info(&gi.name)) {
+                None => (None, None),
+                Some(Ok(w)) => (Some(Work::from(w)), None),
+                Some(Err(e)) => (None, Some(e.to_string())),
+            };
+            Group {
+                partition,
+                work,
+                work_error,
+                lag: gi.lag,
+                lag_bytes: gi.lag_bytes,
+                name: gi.name,
+                committed: gi.committed,
+                gating: gi.gating,
+                holder_pid: gi.holder,
+                holder_alive: gi.holder_alive,
+            }
         })
         .collect()
 }
@@ -307,7 +365,50 @@ fn table(info: &Info) -> String {
     }
     out.push('\n');
     out.push_str(&group_table(&info.groups));
+    if info.groups.iter().any(|g| g.work.is_some()) {
+        out.push_str("\n\n");
+        out.push_str(&work_table(&info.groups));
+    }
     out
+}
+
+/// The work groups' figures, one row each.
+pub fn work_table(groups: &[Group]) -> String {
+    let partitioned = groups.iter().any(|g| g.partition.is_some());
+    let mut header = vec!["WORK GROUP"];
+    if partitioned {
+        header.push("PARTITION");
+    }
+    header.extend([
+        "WORKERS",
+        "IN FLIGHT",
+        "WAITING",
+        "DELIVERED",
+        "REDELIVERED",
+        "ACKED",
+        "DEAD-LETTERED",
+        "EXPIRED",
+    ]);
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+    for g in groups {
+        let Some(w) = &g.work else { continue };
+        let mut row = vec![g.name.clone()];
+        if partitioned {
+            row.push(g.partition.map_or("-".into(), |p| p.to_string()));
+        }
+        row.extend([
+            w.workers.to_string(),
+            count(w.in_flight),
+            count(w.waiting),
+            count(w.delivered),
+            count(w.redelivered),
+            count(w.acked),
+            count(w.dead_lettered),
+            count(w.expired),
+        ]);
+        rows.push(row);
+    }
+    render_rows(&rows)
 }
 
 /// The groups as a table, one row each (with a PARTITION column for a topic's groups).
@@ -320,10 +421,11 @@ pub fn group_table(groups: &[Group]) -> String {
     header.extend(["COMMITTED", "LAG", "LAG BYTES", "GATING", "HOLDER"]);
     let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for g in groups {
-        let holder = match g.holder_pid {
-            Some(pid) if g.holder_alive => format!("pid {pid} (alive)"),
-            Some(pid) => format!("pid {pid} (dead)"),
-            None => "-".to_string(),
+        let holder = match (g.holder_pid, &g.work, &g.work_error) {
+            (_, Some(w), _) if w.workers == 1 => "1 worker".to_string(),
+            (_, Some(w), _) => format!("{} workers", w.workers),
+            (_, None, Some(e)) => format!("work group: {e}"),
+            (pid, ..) => holder(pid, g.holder_alive),
         };
         let mut row = vec![g.name.clone()];
         if partitioned {
@@ -339,6 +441,15 @@ pub fn group_table(groups: &[Group]) -> String {
         rows.push(row);
     }
     render_rows(&rows)
+}
+
+/// A holder as tables show it: `pid 42 (alive)`, `pid 42 (dead)`, or `-` for none.
+pub fn holder(pid: Option<u32>, alive: bool) -> String {
+    match pid {
+        Some(pid) if alive => format!("pid {pid} (alive)"),
+        Some(pid) => format!("pid {pid} (dead)"),
+        None => "-".to_string(),
+    }
 }
 
 /// Lays out rows in left-aligned columns two spaces apart.

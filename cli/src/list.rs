@@ -42,7 +42,8 @@ struct Entry {
     groups: Vec<String>,
     /// Producers held by running processes (over all partitions).
     producers_alive: u32,
-    /// Running processes that hold a group (queue files) or are live group members (topics).
+    /// Running processes that hold a group or work as workers of a work group (queue files),
+    /// or live group members (topics).
     consumers_alive: u32,
     /// Why it could not be opened (then the other fields are zero), or nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +129,10 @@ fn summary(path: &Path, kind: &'static str, partitions: &[Queue]) -> Entry {
         producers += q.live_producers();
         for g in q.groups() {
             holders += u32::from(g.holder_alive);
+            // A work group has no holder: its live workers count instead.
+            if g.work {
+                holders += q.work_info(&g.name).map_or(0, |w| w.workers);
+            }
             if !groups.contains(&g.name) {
                 groups.push(g.name);
             }

@@ -1,7 +1,8 @@
 //! `shmq`: the command-line tool for shmq queue files.
 //!
-//! Subcommands: `demo` (a multi-process order-service demo), `create`, `info`, `publish`,
-//! `consume`, `group`, `stat`, `topic`, `bench` and `completions`. This file holds the list of
+//! Subcommands: `demo` (a multi-process order-service demo), `create`, `info`, `list`,
+//! `publish`, `consume`, `tail`, `group`, `pending`, `dlq`, `stat`, `topic`, `exporter`,
+//! `bench`, `bridge` and `completions`. This file holds the list of
 //! subcommands, the dispatch and the error reporting; each subcommand lives in its own module,
 //! its arguments next to its code. Every failure
 //! is reported as one line `shmq: <subject>: <cause>` on stderr with a non-zero exit status.
@@ -30,6 +31,7 @@ mod bridge;
 mod consume;
 mod create;
 mod demo;
+mod dlq;
 mod duration;
 mod error;
 mod exporter;
@@ -37,6 +39,7 @@ mod fmt;
 mod group;
 mod info;
 mod list;
+mod pending;
 mod publish;
 mod size;
 mod stat;
@@ -44,6 +47,7 @@ mod tail;
 mod time;
 mod topic;
 mod trust;
+mod work;
 
 use std::process::ExitCode;
 
@@ -71,12 +75,17 @@ enum Command {
     List(list::ListArgs),
     /// Publish messages to a queue or topic: one per line of stdin, or synthetic load.
     Publish(publish::PublishArgs),
-    /// Read messages as the member of a consumer group of a queue or topic.
+    /// Read messages as the member of a consumer group of a queue or topic, or as one of the
+    /// competing workers of a work group (--shared).
     Consume(consume::ConsumeArgs),
     /// Print a queue's or topic's messages without a group: creates nothing, holds nothing back.
     Tail(tail::TailArgs),
     /// List, create, reset or delete consumer groups.
     Group(group::GroupArgs),
+    /// Show a work group's unsettled records: in flight, waiting, being dead-lettered.
+    Pending(pending::PendingArgs),
+    /// List, replay or purge the records of a work group's dead-letter queue.
+    Dlq(dlq::DlqArgs),
     /// Show live rates every interval: published/s, committed/s and lag per group.
     Stat(stat::StatArgs),
     /// Grow a topic, fan a backlog out into another topic, or show where a key is routed.
@@ -114,6 +123,8 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume::run(&args),
         Command::Tail(args) => tail::run(&args),
         Command::Group(args) => group::run(&args),
+        Command::Pending(args) => pending::run(&args),
+        Command::Dlq(args) => dlq::run(&args),
         Command::Stat(args) => stat::run(&args),
         Command::Topic(args) => topic::run(&args),
         Command::Completions { shell } => completions(shell),

@@ -5,9 +5,9 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use shmq::{Producer, Queue, Topic, TopicProducer};
+use shmq::{Producer, Queue, Schedule, Topic, TopicProducer};
 
-use crate::error::{At, CliError};
+use crate::error::{first_given, At, CliError};
 use crate::fmt::{count, rate};
 use crate::size::format_size;
 use crate::{duration, size, trust};
@@ -39,6 +39,14 @@ pub struct PublishArgs {
     /// is reported on stderr and skipped instead of ending the run.
     #[arg(long, conflicts_with = "count")]
     skip_invalid: bool,
+    /// Queue files: work groups deliver each message no earlier than this long after it is
+    /// published (plain groups and `tail` read it at once).
+    #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
+    delay: Option<Duration>,
+    /// Queue files: work groups expire each message this long after it is published instead
+    /// of delivering it (dead-lettered if the group says so).
+    #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
+    ttl: Option<Duration>,
     /// Give up when the queue stays full this long (policy block) [default: wait forever].
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     timeout: Option<Duration>,
@@ -58,6 +66,16 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
     let path = &args.path;
     let timeout = Some(args.timeout.unwrap_or(NOTICE_AFTER));
     let target = if Topic::is_topic(path) {
+        if let Some(option) = queue_only_option(args) {
+            return Err(CliError::new(
+                option,
+                format_args!(
+                    "{} is a topic: delays and times to live are read by work groups, which \
+                     are on queue files",
+                    path.display()
+                ),
+            ));
+        }
         let topic = args.trust.open_topic(path)?;
         let route = route(args, topic.partition_count())?;
         let mut producer = topic.producer().at(path)?;
@@ -77,7 +95,15 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
         let queue = args.trust.open_queue(path)?;
         let mut producer = queue.producer().at(path)?;
         producer.set_timeout(timeout);
-        Target::Queue { queue, producer }
+        let schedule = (args.delay.is_some() || args.ttl.is_some()).then(|| Schedule {
+            delay: args.delay.unwrap_or(Duration::ZERO),
+            ttl: args.ttl,
+        });
+        Target::Queue {
+            queue,
+            producer,
+            schedule,
+        }
     };
     let mut sender = Sender {
         target,
@@ -101,13 +127,19 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
 
 /// The first topic-only option given, for the error on a queue file.
 fn topic_only_option(args: &PublishArgs) -> Option<&'static str> {
-    [
+    first_given([
         (args.key.is_some(), "--key"),
         (args.key_separator.is_some(), "--key-separator"),
         (args.partition.is_some(), "--partition"),
-    ]
-    .into_iter()
-    .find_map(|(given, name)| given.then_some(name))
+    ])
+}
+
+/// The first queue-only option given, for the error on a topic.
+fn queue_only_option(args: &PublishArgs) -> Option<&'static str> {
+    first_given([
+        (args.delay.is_some(), "--delay"),
+        (args.ttl.is_some(), "--ttl"),
+    ])
 }
 
 /// How messages find their partition in a topic of `partitions` partitions.
@@ -154,6 +186,8 @@ enum Target {
         queue: Queue,
         /// Its producer.
         producer: Producer,
+        /// The delay and time to live of every message (`--delay`, `--ttl`), if given.
+        schedule: Option<Schedule>,
     },
     /// A topic, its producer and the routing of messages.
     Topic {
@@ -191,11 +225,7 @@ impl Sender {
                 }) if self.patient => {
                     if !self.told {
                         self.told = true;
-                        let why = blocked_by.map_or(String::new(), |b| format!("; {b}"));
-                        errln!(
-                            "shmq: {}: waiting for room{why} (Ctrl-C to stop)",
-                            path.display()
-                        );
+                        waiting_for_room(&path, blocked_by);
                     }
                 }
                 r => return r,
@@ -206,7 +236,16 @@ impl Sender {
     /// One publish attempt.
     fn try_publish(&mut self, payload: &[u8]) -> shmq::Result<Placed> {
         let (producer, route) = match &mut self.target {
-            Target::Queue { producer, .. } => return Ok((None, producer.publish(payload)?)),
+            Target::Queue {
+                producer,
+                schedule: None,
+                ..
+            } => return Ok((None, producer.publish(payload)?)),
+            Target::Queue {
+                producer,
+                schedule: Some(schedule),
+                ..
+            } => return Ok((None, producer.publish_scheduled(payload, schedule)?)),
             Target::Topic {
                 producer, route, ..
             } => (producer, &*route),
@@ -256,6 +295,15 @@ impl Sender {
                 .map_or(0, |q| u64::from(q.geometry().max_message)),
         }
     }
+}
+
+/// Says on stderr that a publish to `path` waits for room, and what holds it back.
+pub(crate) fn waiting_for_room(path: &std::path::Path, blocked_by: Option<Box<shmq::Blocker>>) {
+    let why = blocked_by.map_or(String::new(), |b| format!("; {b}"));
+    errln!(
+        "shmq: {}: waiting for room{why} (Ctrl-C to stop)",
+        path.display()
+    );
 }
 
 /// Where `needle` first occurs in `haystack`.

@@ -12,7 +12,7 @@ use shmq::Queue;
 use crate::duration::parse_duration;
 use crate::error::{At, CliError};
 use crate::fmt::{count, rate};
-use crate::info::render_rows;
+use crate::info::{render_rows, Work};
 use crate::time::format_time;
 use crate::trust::TrustArgs;
 
@@ -50,21 +50,37 @@ struct Reading {
     at: Instant,
     /// Tail offset.
     tail: u64,
-    /// Per group: committed offset and lag.
-    groups: Vec<(String, u64, u64)>,
+    /// Every group.
+    groups: Vec<GroupReading>,
     /// Ring bytes held back.
     fill: u64,
     /// Running producers.
     producers: u32,
 }
 
+/// One group in a reading.
+struct GroupReading {
+    /// The group's name.
+    name: String,
+    /// Its committed offset.
+    committed: u64,
+    /// Messages published but not committed.
+    lag: u64,
+    /// A work group's figures.
+    work: Option<Work>,
+}
+
 impl Reading {
     /// Reads the queue's counters now.
     fn take(queue: &Queue) -> Reading {
-        let groups = queue
-            .groups()
+        let groups = crate::info::groups(queue, None)
             .into_iter()
-            .map(|g| (g.name, g.committed, g.lag))
+            .map(|g| GroupReading {
+                name: g.name,
+                committed: g.committed,
+                lag: g.lag,
+                work: g.work,
+            })
             .collect();
         Reading {
             at: Instant::now(),
@@ -108,6 +124,23 @@ struct GroupSample {
     lag: u64,
     /// How the lag changed since the previous reading (`None` for a new group).
     lag_change: Option<i64>,
+    /// A work group's figures now, and its rates since the previous reading.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    work: Option<WorkSample>,
+}
+
+/// A work group in a sample.
+#[derive(Serialize)]
+struct WorkSample {
+    /// The figures now (`shmq info --json`'s `work`).
+    #[serde(flatten)]
+    now: Work,
+    /// Acks per second since the previous reading (`None` for a new group).
+    acked_per_sec: Option<f64>,
+    /// Redeliveries per second since the previous reading (`None` for a new group).
+    redelivered_per_sec: Option<f64>,
+    /// Dead letters per second since the previous reading (`None` for a new group).
+    dead_lettered_per_sec: Option<f64>,
 }
 
 /// Samples the queue every interval and prints what changed.
@@ -138,22 +171,30 @@ pub fn run(args: &StatArgs) -> Result<(), CliError> {
 fn compare(a: &Reading, b: &Reading) -> Sample {
     let secs = (b.at - a.at).as_secs_f64();
     let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-    let before: HashMap<&str, (u64, u64)> = a
-        .groups
-        .iter()
-        .map(|(name, committed, lag)| (name.as_str(), (*committed, *lag)))
-        .collect();
+    let before: HashMap<&str, &GroupReading> =
+        a.groups.iter().map(|g| (g.name.as_str(), g)).collect();
     let groups = b
         .groups
         .iter()
-        .map(|(name, committed, lag)| {
-            let old = before.get(name.as_str());
+        .map(|g| {
+            let old = before.get(g.name.as_str());
+            let work = g.work.as_ref().map(|w| {
+                let was = old.and_then(|o| o.work.as_ref());
+                let rate = |f: fn(&Work) -> u64| was.map(|v| per_sec(f(w).saturating_sub(f(v))));
+                WorkSample {
+                    now: w.clone(),
+                    acked_per_sec: rate(|w| w.acked),
+                    redelivered_per_sec: rate(|w| w.redelivered),
+                    dead_lettered_per_sec: rate(|w| w.dead_lettered),
+                }
+            });
             GroupSample {
-                name: name.clone(),
-                committed: *committed,
-                committed_per_sec: old.map(|&(c, _)| per_sec(committed.saturating_sub(c))),
-                lag: *lag,
-                lag_change: old.map(|&(_, l)| *lag as i64 - l as i64),
+                name: g.name.clone(),
+                committed: g.committed,
+                committed_per_sec: old.map(|o| per_sec(g.committed.saturating_sub(o.committed))),
+                lag: g.lag,
+                lag_change: old.map(|o| g.lag as i64 - o.lag as i64),
+                work,
             }
         })
         .collect();
@@ -181,7 +222,7 @@ fn render(s: &Sample) -> String {
         crate::size::format_size(s.fill_bytes),
         s.producers_alive
     );
-    let rows: Vec<[String; 4]> = s
+    let rows: Vec<Vec<String>> = s
         .groups
         .iter()
         .map(|g| {
@@ -191,7 +232,7 @@ fn render(s: &Sample) -> String {
                 Some(d) => format!("-{}", count(d.unsigned_abs())),
                 None => "new".to_string(),
             };
-            [
+            let mut row = vec![
                 format!("  {}", g.name),
                 format!(
                     "committed {}",
@@ -199,7 +240,25 @@ fn render(s: &Sample) -> String {
                 ),
                 format!("lag {}", count(g.lag)),
                 format!("({trend})"),
-            ]
+            ];
+            if let Some(w) = &g.work {
+                row.extend([
+                    format!("acked {}", w.acked_per_sec.map_or("-".into(), per_sec)),
+                    format!("in flight {}", count(w.now.in_flight)),
+                    format!("waiting {}", count(w.now.waiting)),
+                    format!(
+                        "redelivered {}",
+                        w.redelivered_per_sec.map_or("-".into(), per_sec)
+                    ),
+                    format!(
+                        "dead-lettered {}",
+                        w.dead_lettered_per_sec.map_or("-".into(), per_sec)
+                    ),
+                    format!("expired {}", count(w.now.expired)),
+                    format!("workers {}", w.now.workers),
+                ]);
+            }
+            row
         })
         .collect();
     if !rows.is_empty() {
@@ -213,20 +272,30 @@ fn render(s: &Sample) -> String {
 mod tests {
     use super::*;
 
+    /// A plain group's reading.
+    fn plain(name: &str, committed: u64, lag: u64) -> GroupReading {
+        GroupReading {
+            name: name.into(),
+            committed,
+            lag,
+            work: None,
+        }
+    }
+
     #[test]
     fn rates_and_trends_come_from_two_readings() {
         let t = Instant::now();
         let a = Reading {
             at: t,
             tail: 100,
-            groups: vec![("a".into(), 90, 10), ("gone".into(), 0, 100)],
+            groups: vec![plain("a", 90, 10), plain("gone", 0, 100)],
             fill: 0,
             producers: 1,
         };
         let b = Reading {
             at: t + Duration::from_secs(2),
             tail: 300,
-            groups: vec![("a".into(), 250, 50), ("new".into(), 0, 300)],
+            groups: vec![plain("a", 250, 50), plain("new", 0, 300)],
             fill: 4096,
             producers: 1,
         };

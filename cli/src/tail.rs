@@ -203,6 +203,7 @@ impl<W: Write> Tail<W> {
                     timestamp_ns: m.timestamp_ns,
                     key,
                     value,
+                    deliveries: None,
                 };
                 write(&mut self.out, self.format, &record)?;
                 Ok(true)

@@ -2,9 +2,12 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// Runs `shmq` with `args`, feeding `stdin`, and waits for it.
 pub fn shmq(args: &[&str], stdin: &[u8]) -> Output {
@@ -109,4 +112,95 @@ pub fn wait_for_info(
         assert!(std::time::Instant::now() < deadline, "{what}: {v}");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The exporter process; killed by its pid and reaped when dropped (also when a test fails).
+pub struct Exporter {
+    /// The process.
+    pub child: std::process::Child,
+    /// The address it serves on.
+    pub addr: String,
+}
+
+impl Exporter {
+    /// Starts `shmq exporter --listen 127.0.0.1:0 PATHS…` and reads the address it took from
+    /// its first line of output.
+    pub fn start(paths: &[&str]) -> Exporter {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shmq"))
+            .args(["exporter", "--listen", "127.0.0.1:0"])
+            .args(paths)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start shmq exporter");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the exporter's first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Exporter { child, addr }
+    }
+
+    /// `GET target`: the status line, the headers and the body.
+    pub fn get(&self, target: &str) -> (String, String, String) {
+        let mut stream = TcpStream::connect(&self.addr).expect("connect to the exporter");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            stream,
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nAccept: text/plain\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+        (status.to_string(), headers.to_string(), body.to_string())
+    }
+
+    /// Scrapes `/metrics` and returns every sample by `name{labels}`, checking that each
+    /// metric has its `# HELP` and `# TYPE` lines.
+    pub fn scrape(&self) -> HashMap<String, f64> {
+        let (status, headers, body) = self.get("/metrics");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(
+            headers.contains("Content-Type: text/plain; version=0.0.4"),
+            "{headers}"
+        );
+        let mut samples = HashMap::new();
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            let name = series.split('{').next().unwrap();
+            assert!(name.starts_with("shmq_"), "{line}");
+            assert!(body.contains(&format!("# HELP {name} ")), "HELP of {name}");
+            assert!(body.contains(&format!("# TYPE {name} ")), "TYPE of {name}");
+            samples.insert(series.to_string(), value.parse().expect("a number"));
+        }
+        samples
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        // `kill` signals the child's pid (SIGKILL); the exporter keeps no state to save.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `series`, which must be there.
+pub fn sample(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("{series} missing from {samples:#?}"))
 }
