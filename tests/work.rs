@@ -415,12 +415,23 @@ fn state_survives_reopening() {
     drop(q);
     let q = Queue::open(&path).unwrap();
     let pending = q.pending("jobs").unwrap();
-    assert_eq!(pending.len(), 1, "offset 1 is still in flight");
+    assert_eq!(
+        pending.len(),
+        1,
+        "offset 1, given back by the dropped worker"
+    );
     assert_eq!(pending[0].offset, 1);
-    assert!(!pending[0].holder_alive);
+    assert_eq!(pending[0].state, PendingState::Waiting);
+    assert_eq!(pending[0].deliveries, 1);
     let mut w = q.worker("jobs", &opts()).unwrap();
     let job = w.poll(LONG).unwrap().unwrap();
-    assert_eq!(job.offset, 2, "acked 0 and in-flight 1 are not delivered");
+    assert_eq!(
+        (job.offset, job.deliveries),
+        (1, 2),
+        "acked 0 is not delivered"
+    );
+    let job = w.poll(LONG).unwrap().unwrap();
+    assert_eq!((job.offset, job.deliveries), (2, 1));
 }
 
 #[test]
@@ -656,4 +667,28 @@ fn a_dead_sleepers_mark_is_cleared_by_the_next_owner_of_its_slot() {
         "the group's sleeper bit"
     );
     drop(w);
+}
+
+/// A worker that takes over the member slot of a dropped (or dead) one takes that worker's
+/// deliveries out of its hands: its tickets settle nothing, and the records are delivered
+/// again at once, to anyone, their delivery count kept.
+#[test]
+fn a_new_owner_of_a_member_slot_does_not_inherit_its_deliveries() {
+    let (_dir, _path, q) = queue(&small());
+    let mut w1 = q.worker("jobs", &opts()).unwrap();
+    publish(&q, 1);
+    let t1 = w1.poll(LONG).unwrap().unwrap().ticket;
+    drop(w1);
+    let mut w2 = q.worker("jobs", &opts()).unwrap();
+    assert!(
+        matches!(w2.ack(t1), Err(Error::LeaseExpired { offset: 0, .. })),
+        "a predecessor's ticket settled"
+    );
+    let started = Instant::now();
+    let job = w2.poll(LONG).unwrap().expect("the released record");
+    assert_eq!((job.offset, job.deliveries), (0, 2));
+    assert!(started.elapsed() < Duration::from_secs(5), "not at once");
+    let t = job.ticket;
+    w2.ack(t).unwrap();
+    assert_eq!(q.work_info("jobs").unwrap().acked, 1);
 }

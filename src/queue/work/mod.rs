@@ -23,6 +23,7 @@ use crate::protocol::work::{
     Counter, State, WorkConfig, MAX_DELIVERIES, MAX_DLQ_PATH, MAX_WINDOW, MEMBERS, MIN_WINDOW,
 };
 use crate::queue::consumer::Start;
+use crate::queue::group::AdminLock;
 use crate::queue::mapped::MappedQueue;
 use crate::queue::producer::Producer;
 use crate::runtime::clock;
@@ -217,8 +218,10 @@ pub struct PendingInfo {
     pub deliveries: u32,
 }
 
-/// A work group's counters and window ([`Queue::work_info`](crate::Queue::work_info)). Counters are totals since the
-/// group was created (statistics: each is exact, the set is not one atomic snapshot).
+/// A work group's counters and window ([`Queue::work_info`](crate::Queue::work_info)).
+/// Counters are totals since the group was created, statistics: each is bumped after the
+/// change it counts, so a worker killed in between loses that count, and the set is not one
+/// atomic snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkInfo {
     /// First deliveries.
@@ -348,15 +351,16 @@ pub(crate) fn join(
 ) -> Result<Worker> {
     loop {
         let slot = create(shared, group, options)?;
-        let work = WorkFile::open(shared, slot, group, trust)?;
-        let worker = Worker::new(shared.clone(), work, group, slot, *trust, open_dlq)?;
-        // A deletion racing with the lookup: the slot must still be this work group's once
-        // our member slot is taken (the deleter checks members under its lock).
+        // Under the admin lock, which a deletion holds from its check for live workers to the
+        // removal of the file: the slot is still this work group's (not deleted, nor deleted
+        // and made again) while we open its file and take a member slot in it.
+        let _lock = AdminLock::take(shared)?;
         if shared.group_active(slot)
             && shared.is_work(slot)
             && shared.group_name(slot).as_deref() == Some(group)
         {
-            return Ok(worker);
+            let work = WorkFile::open(shared, slot, group, trust)?;
+            return Worker::new(shared.clone(), work, group, slot, *trust, open_dlq);
         }
     }
 }
@@ -404,9 +408,8 @@ pub(crate) fn pending(
     let (base, _) = unpack(shared.checked_committed(slot)?);
     // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
     let (next, _) = unpack(t.next().load(Ordering::Acquire));
-    let end = next.min(base + u64::from(work.config.window));
     let mut out = Vec::new();
-    for x in base..end {
+    for x in unsettled(base, next, work.config.window) {
         let Some(e) = work.load(x)? else { continue };
         let state = match e.state {
             State::InFlight => PendingState::InFlight,
@@ -439,7 +442,7 @@ pub(crate) fn info(shared: &MappedQueue, trust: &Trust, group: &str) -> Result<W
     // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
     let (next, _) = unpack(t.next().load(Ordering::Acquire));
     let (mut in_flight, mut waiting) = (0, 0);
-    for x in base..next.min(base + u64::from(work.config.window)) {
+    for x in unsettled(base, next, work.config.window) {
         match work.load(x)?.map(|e| e.state) {
             Some(State::InFlight | State::DeadLettering(_)) => in_flight += 1,
             Some(State::Waiting) => waiting += 1,
@@ -476,6 +479,13 @@ fn open_work(shared: &MappedQueue, trust: &Trust, group: &str) -> Result<(WorkFi
         .ok_or_else(|| Error::UnknownGroup(group.into()))?;
     shared.check_kind(slot, group, true)?;
     Ok((WorkFile::open(shared, slot, group, trust)?, slot))
+}
+
+/// The offsets whose entries may be unsettled: `base` up to and with `next` (a record whose
+/// dispatch CAS is done but whose dispatcher has not moved `next` yet is at `next`), within
+/// the window.
+pub(crate) fn unsettled(base: u64, next: u64, window: u32) -> std::ops::Range<u64> {
+    base..next.saturating_add(1).min(base + u64::from(window))
 }
 
 /// Under the admin lock, before work group `name` (slot `slot`) is deleted: fails with

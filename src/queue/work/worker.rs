@@ -237,6 +237,7 @@ impl Worker {
         // Final entries at the base that nobody moved it over (a settler killed before its
         // advance, or a restart that kept the entries but not the cursor).
         worker.help_base()?;
+        worker.release_held()?;
         Ok(worker)
     }
 
@@ -332,6 +333,35 @@ impl Worker {
         self.durable(ticket.offset, false)
     }
 
+    /// Gives back the deliveries our member slot holds: at join, those of the slot's previous
+    /// owner (killed: an entry's holder is the slot, so they would otherwise be ours to
+    /// settle); at drop, our own. Each becomes WAITING, due now, its count kept (delivered
+    /// again at once, to anyone); a dead-lettering left behind is due for the next scan.
+    fn release_held(&self) -> Result<()> {
+        let t = self.work.table();
+        let (base, _) = unpack(self.shared.checked_committed(self.slot)?);
+        // Acquire: pairs with `advance_next` (AcqRel), after the dispatches it follows.
+        let (next, _) = unpack(t.next().load(Ordering::Acquire));
+        let now = now_ms();
+        for x in super::unsettled(base, next, self.work.config.window) {
+            let Some(e) = self.work.load(x)? else {
+                continue;
+            };
+            let to = match e.state {
+                State::InFlight if e.holder == self.member => e.to(State::Waiting, now, NO_HOLDER),
+                State::DeadLettering(_) if e.holder == self.member => {
+                    e.to(e.state, now.saturating_sub(1), NO_HOLDER)
+                }
+                _ => continue,
+            };
+            // A failed CAS: the entry changed meanwhile (a scan took it): nothing to do.
+            if t.transition(pack_state(e), to) {
+                t.note_deadline(to.deadline);
+            }
+        }
+        Ok(())
+    }
+
     /// Fails if this handle cannot be used: forked, a damaged file, a deleted group.
     fn check(&self) -> Result<()> {
         self.lease.check_current(&self.work.path)?;
@@ -389,7 +419,6 @@ impl Worker {
     /// (delayed records come out by due time) and recomputes `earliest`.
     fn scan(&mut self, now: u64) -> Result<Option<WorkerStep>> {
         let t = self.work.table();
-        let window = u64::from(self.work.config.window);
         // Relaxed: compared and replaced by the CAS below only.
         let before = t.earliest().load(Ordering::Relaxed);
         let (base, _) = unpack(self.shared.checked_committed(self.slot)?);
@@ -397,7 +426,7 @@ impl Worker {
         let (next, _) = unpack(t.next().load(Ordering::Acquire));
         let mut best: Option<(u64, Entry)> = None;
         let mut low = u64::MAX;
-        for x in base..next.min(base + window) {
+        for x in super::unsettled(base, next, self.work.config.window) {
             let Some(e) = self.work.load(x)? else {
                 continue;
             };
@@ -941,8 +970,9 @@ impl Drop for Worker {
             let _ = self.work.sync_all();
             let _ = self.shared.sync_committed(self.slot);
         }
-        // Release: our settlements happen-before the slot's next owner. Our deliveries stay
-        // in flight until their deadlines, then go to anyone.
+        // Our deliveries go back to the group now: nobody can settle them after us.
+        let _ = self.release_held();
+        // Release: our settlements happen-before the slot's next owner.
         let _ = self
             .work
             .table()
