@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::format::{BOOT_ID_AT, FLUSHED_AT};
 use failing_disk::FailingDisk;
-use shmq::{Durability, Error, Options, Queue, Start, Subscribe};
+use shmq::{Durability, Error, Options, Queue, Start, Subscribe, WorkOptions};
 
 const MAX: usize = 400;
 /// Size of the pages a power loss writes back or not.
@@ -62,6 +62,10 @@ fn main() {
             (
                 "clean_restart_keeps_everything",
                 clean_restart_keeps_everything,
+            ),
+            (
+                "work_settlements_are_synced_as_the_queue_says",
+                work_settlements_are_synced_as_the_queue_says,
             ),
         ]),
     }
@@ -933,4 +937,65 @@ fn checker(q: &Queue) -> shmq::Consumer {
         session_timeout: None,
     };
     q.subscribe("check", &from_the_start).unwrap()
+}
+
+/// A work group's settlements reach the disk as the queue's durability says: under `Sync` an
+/// ack returns only after its entry's `msync` (an injected failure of it is the ack's error,
+/// naming the work file); under `Batch` a poll syncs the work file once the batch's max delay
+/// has passed, before it takes a delivery (its failure is the poll's error, and strands no
+/// delivery: the record is taken once the disk works again).
+fn work_settlements_are_synced_as_the_queue_says() {
+    let d = dir();
+    let work_file = |q: &Path| {
+        let mut s = q.as_os_str().to_owned();
+        s.push(".work-0");
+        std::path::PathBuf::from(s)
+    };
+    let long = Some(Duration::from_secs(10));
+    let wopts = WorkOptions {
+        window: 64,
+        ..WorkOptions::default()
+    };
+
+    let path = d.path().join("sync.q");
+    let q = Queue::create(&path, &options(Durability::Sync)).unwrap();
+    let mut w = q.worker("jobs", &wopts).unwrap();
+    let mut p = q.producer().unwrap();
+    p.publish(&payload(0)).unwrap();
+    p.publish(&payload(1)).unwrap();
+    let t = w.poll(long).unwrap().unwrap().ticket;
+    std::env::set_var("SHMQ_FAIL", "msync");
+    let err = w.ack(t).unwrap_err();
+    std::env::remove_var("SHMQ_FAIL");
+    match &err {
+        Error::Io {
+            path: p,
+            op: "msync",
+            ..
+        } => assert_eq!(p, &work_file(&path)),
+        e => panic!("expected the work file's msync error, got {e:?}"),
+    }
+    let t = w.poll(long).unwrap().unwrap().ticket;
+    w.ack(t).unwrap();
+    drop((w, p, q));
+
+    let path = d.path().join("batch.q");
+    let batch = Durability::Batch {
+        max_delay: Duration::from_millis(5),
+        max_bytes: 1 << 20,
+    };
+    let q = Queue::create(&path, &options(batch)).unwrap();
+    let mut w = q.worker("jobs", &wopts).unwrap();
+    let mut p = q.producer().unwrap();
+    p.publish(&payload(0)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::env::set_var("SHMQ_FAIL", "msync");
+    let err = w.poll(long).map(|j| j.map(|j| j.offset));
+    std::env::remove_var("SHMQ_FAIL");
+    assert!(
+        matches!(err, Err(Error::Io { op: "msync", .. })),
+        "expected the batch sync's error, got {err:?}"
+    );
+    let job = w.poll(long).unwrap().expect("the record, not stranded");
+    assert_eq!((job.offset, job.deliveries), (0, 1));
 }
