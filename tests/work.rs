@@ -692,3 +692,38 @@ fn a_new_owner_of_a_member_slot_does_not_inherit_its_deliveries() {
     w2.ack(t).unwrap();
     assert_eq!(q.work_info("jobs").unwrap().acked, 1);
 }
+
+/// A record published without a delay is never held back: one worker taking records while a
+/// producer publishes them gets every one at its first delivery, in offset order. (A worker
+/// that read the clock before the record's commit once saw its timestamp in the future and
+/// parked it as delayed, so the redelivery scan delivered it later, out of order. That took
+/// the record's commit to fall between the worker's clock read and its read of the record
+/// across a millisecond boundary: rare, so this checks the property more than it reproduces
+/// the bug.)
+#[test]
+fn records_without_a_delay_come_in_order_to_a_lone_worker() {
+    const N: u64 = 100_000;
+    let (_dir, _path, q) = queue(&Options {
+        capacity: 1 << 20,
+        ..small()
+    });
+    let mut w = q.worker("jobs", &opts()).unwrap();
+    let mut p = q.producer().unwrap();
+    p.set_timeout(Some(Duration::from_secs(30)));
+    let producer = std::thread::spawn(move || {
+        for i in 0..N {
+            p.publish(&i.to_le_bytes()).unwrap();
+        }
+    });
+    for expected in 0..N {
+        let job = w.poll(LONG).unwrap().expect("a record within the timeout");
+        assert_eq!(
+            (job.offset, job.deliveries),
+            (expected, 1),
+            "out of order or delivered again"
+        );
+        let t = job.ticket;
+        w.ack(t).unwrap();
+    }
+    producer.join().unwrap();
+}

@@ -675,8 +675,11 @@ impl Worker {
                 Entry::new(offset, State::Dead)
             };
         }
-        let due = (timestamp / 1_000_000).saturating_add(schedule_delay_ms(schedule));
-        if due > now {
+        // Only a delayed record waits: `now` was read before the record's commit, so a record
+        // without a delay may carry a later timestamp, and must not be parked for it.
+        let delay = schedule_delay_ms(schedule);
+        let due = (timestamp / 1_000_000).saturating_add(delay);
+        if delay > 0 && due > now {
             return Entry {
                 deadline: due,
                 ..Entry::new(offset, State::Waiting)
