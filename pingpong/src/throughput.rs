@@ -85,7 +85,7 @@ const COMMIT_READER: &str = "shmq_commit_reader";
 const ACK_WORKER: &str = "shmq_ack_worker";
 /// The work cases' window: 4,096 records dispatched and not settled at most (the ring holds
 /// 5,461, so the window, not the ring, bounds what is in flight).
-pub const WORK_WINDOW: u32 = 4096;
+const WORK_WINDOW: u32 = 4096;
 /// The work cases' visibility timeout: far longer than any run, so that no record is delivered
 /// twice (each run checks it).
 const VISIBILITY: Duration = Duration::from_secs(600);
@@ -159,10 +159,9 @@ impl Case {
     /// Records per publish and most records per poll: 1 but for the batch cases.
     pub fn batch(self) -> usize {
         match self {
-            Case::FloorRing | Case::Shmq1p | Case::Shmq4p => 1,
-            Case::Commit1c | Case::Ack1w | Case::Ack2w | Case::Ack4w => 1,
             Case::ShmqBatch16 => 16,
             Case::ShmqBatch64 => MAX_BATCH,
+            _ => 1,
         }
     }
 
@@ -235,10 +234,10 @@ impl Case {
     fn role(self) -> &'static str {
         match self {
             Case::FloorRing => "floor_ring_producer",
-            Case::Shmq1p | Case::Shmq4p => "shmq_producer",
-            Case::Commit1c | Case::Ack1w | Case::Ack2w | Case::Ack4w => "shmq_producer",
             Case::ShmqBatch16 => "shmq_batch16_producer",
             Case::ShmqBatch64 => "shmq_batch64_producer",
+            // The work cases have shmq_1p_1g's producer.
+            _ => "shmq_producer",
         }
     }
 
