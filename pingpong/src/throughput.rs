@@ -492,9 +492,11 @@ fn work_acking() -> Result<(), Error> {
             return Err(Error::Transport {
                 mode: ACK_WORKER,
                 what: format!(
-                    "record at offset {} from producer {producer} carries sequence number \
-                     {seq}, after {last:?}",
-                    job.offset
+                    "record at offset {} (delivery {}, lease until {} ms) from producer \
+                     {producer} carries sequence number {seq}, after {last:?}",
+                    job.offset,
+                    job.deliveries,
+                    job.ticket.deadline_ms()
                 ),
             });
         }
