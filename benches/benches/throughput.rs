@@ -13,7 +13,12 @@
 //! `xproc_64B` is the cross-process part (`shmq_pingpong::throughput`): producer processes
 //! publish 64 B records that this process consumes, for a minimal single-producer ring (the
 //! floor, `floor_ring`) and for shmq with one and four producer processes into one gating
-//! group. Its interleaved pass runs the three in turn and prints their ratios to the floor.
+//! group, and in batches; then the work-group cases: one producer process to 1, 2 and 4 worker
+//! processes acking every record (`ack_1w`, `ack_2w`, `ack_4w`) next to one consumer process
+//! committing every record of a gating group (`commit_1c`). Criterion measures all but the work
+//! cases; the interleaved pass runs them all in turn (the work cases with an eighth of the
+//! messages, to keep `--quick` short) and prints their ratios (to the floor; ack against
+//! commit; 2 and 4 workers against one).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -213,8 +218,8 @@ fn fan(c: &mut Criterion) {
     g.finish();
 }
 
-/// The cross-process cases: criterion times each run of a flow from its first record to its
-/// last.
+/// The cross-process cases but the work cases (which the interleaved pass measures): criterion
+/// times each run of a flow from its first record to its last.
 fn cross_process(c: &mut Criterion) {
     let mut g = c.benchmark_group("xproc_64B");
     configure(&mut g);
@@ -228,21 +233,25 @@ fn cross_process(c: &mut Criterion) {
     g.finish();
 }
 
-/// The cross-process cases in interleaved rounds: msgs/s and the ratios to the floor ring.
+/// The cross-process cases in interleaved rounds: msgs/s and the ratios (`throughput::RATIOS`).
 fn cross_process_interleaved(quick: bool) {
     let (rounds, per_case) = if quick {
         (5, 2_500_000)
     } else {
         (9, 18_000_000)
     };
-    let mut flows: Vec<Flow> = throughput::Case::ALL
-        .into_iter()
+    let mut flows: Vec<Flow> = throughput::Case::every()
         .map(|case| Flow::start(case, &bench_dir()).expect("start the producer processes"))
         .collect();
     let report = throughput::measure(&mut flows, per_case, rounds, |_| {}).expect("measure");
     println!(
-        "\ncross-process throughput, 64 B, {rounds} interleaved rounds of {} messages per case:",
-        per_case / rounds
+        "\ncross-process throughput, 64 B, {rounds} interleaved rounds of {} messages per case \
+         ({} for {}):",
+        per_case / rounds,
+        throughput::Case::Ack1w.messages(per_case) / rounds,
+        throughput::Case::WORK
+            .map(throughput::Case::name)
+            .join(", ")
     );
     print!("{report}");
 }

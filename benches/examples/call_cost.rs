@@ -4,22 +4,42 @@
 //! `Producer::publish_batch` and `Consumer::poll_batch`, B per call, and the costs are per
 //! record (N a multiple of B).
 //!
+//! Settling each record: with `--commit` every poll is followed by `Consumer::commit` of its
+//! offset (a gating group committing every record); with `--work` the records are read by a
+//! work group instead, `Worker::poll` then `Worker::ack` for each. Under callgrind the
+//! inclusive costs of `Consumer::poll` + `Consumer::commit` and `Worker::poll` +
+//! `Worker::ack` divided by N compare the two (BENCHMARKS.md, "Work groups").
+//!
 //! Usage: `cargo run --release -p shmq-benches --example call_cost -- PATH [N] [--no-verify]
-//! [--batch B]` (`--no-verify`: polls skip the CRC32C check, to measure what it costs)
+//! [--batch B | --commit | --work]` (`--no-verify`: polls skip the CRC32C check, to measure
+//! what it costs)
 
 use std::time::{Duration, Instant};
+
+/// How each polled record is settled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Settle {
+    /// Not at all: polls only.
+    None,
+    /// `Consumer::commit` of every record.
+    Commit,
+    /// A work group: `Worker::poll` and `Worker::ack` instead of the consumer.
+    Ack,
+}
 
 fn main() -> shmq::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .expect("usage: call_cost PATH [N] [--no-verify] [--batch B]");
+        .expect("usage: call_cost PATH [N] [--no-verify] [--batch B | --commit | --work]");
     let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
-    let (mut verify, mut batch) = (true, 1usize);
+    let (mut verify, mut batch, mut settle) = (true, 1usize, Settle::None);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-verify" => verify = false,
             "--batch" => batch = args.next().and_then(|b| b.parse().ok()).expect("--batch B"),
+            "--commit" => settle = Settle::Commit,
+            "--work" => settle = Settle::Ack,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -27,11 +47,22 @@ fn main() -> shmq::Result<()> {
         batch >= 1 && n.is_multiple_of(batch as u64),
         "N must be a multiple of B"
     );
+    assert!(
+        batch == 1 || settle == Settle::None,
+        "--commit and --work take single records"
+    );
+    assert!(
+        verify || settle != Settle::Ack,
+        "a worker always verifies checksums"
+    );
     let options = shmq::Options {
         capacity: 256 << 20, // room for every record: nothing waits
         ..shmq::Options::default()
     };
     let queue = shmq::Queue::create(&path, &options)?;
+    if settle == Settle::Ack {
+        return work(&queue, &path, n);
+    }
     let mut consumer = queue.consumer("g")?;
     consumer.set_verify_checksums(verify);
     let mut producer = queue.producer()?;
@@ -53,6 +84,10 @@ fn main() -> shmq::Result<()> {
         for _ in 0..n {
             let m = consumer.poll(Some(Duration::ZERO))?.expect("a record");
             sum += m.payload[0] as u64;
+            if settle == Settle::Commit {
+                let done = m.offset;
+                consumer.commit(done)?;
+            }
         }
     } else {
         let mut polled = 0;
@@ -66,12 +101,55 @@ fn main() -> shmq::Result<()> {
     }
     let t2 = Instant::now();
     let per = |d: Duration| d.as_nanos() as f64 / n as f64;
+    let read = if settle == Settle::Commit {
+        "poll+commit"
+    } else {
+        "poll"
+    };
     println!(
-        "rust publish {:.1} ns/record  poll {:.1} ns/record  ({n} messages, batch {batch}, \
+        "rust publish {:.1} ns/record  {read} {:.1} ns/record  ({n} messages, batch {batch}, \
          verify {verify}, check {sum})",
         per(t1 - t0),
         per(t2 - t1)
     );
     std::fs::remove_file(&path).expect("remove the queue file");
+    Ok(())
+}
+
+/// `--work`: a work group (created before the records, window 4,096, a visibility timeout
+/// far beyond the run), N publishes, then N × `Worker::poll` + `Worker::ack`.
+fn work(queue: &shmq::Queue, path: &str, n: u64) -> shmq::Result<()> {
+    let options = shmq::WorkOptions {
+        visibility_timeout: Duration::from_secs(600),
+        window: 4096,
+        ..shmq::WorkOptions::default()
+    };
+    let mut worker = queue.worker("w", &options)?;
+    let mut producer = queue.producer()?;
+    let msg = [7u8; 64];
+    let t0 = Instant::now();
+    for _ in 0..n {
+        producer.publish(&msg)?;
+    }
+    let t1 = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..n {
+        let job = worker.poll(Some(Duration::ZERO))?.expect("a job");
+        sum += job.payload[0] as u64;
+        let ticket = job.ticket;
+        worker.ack(ticket)?;
+    }
+    let t2 = Instant::now();
+    assert_eq!(queue.work_info("w")?.acked, n, "every record acked");
+    let per = |d: Duration| d.as_nanos() as f64 / n as f64;
+    println!(
+        "rust publish {:.1} ns/record  worker poll+ack {:.1} ns/record  ({n} messages, \
+         check {sum})",
+        per(t1 - t0),
+        per(t2 - t1)
+    );
+    drop(worker);
+    queue.delete_group("w")?;
+    std::fs::remove_file(path).expect("remove the queue file");
     Ok(())
 }

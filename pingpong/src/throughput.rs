@@ -15,6 +15,16 @@
 //! `Producer::publish_batch` call, the consumer takes up to as many per `Consumer::poll_batch`
 //! call and commits at most once per call.
 //!
+//! The work cases (`ack_1w`, `ack_2w`, `ack_4w`, [`Case::WORK`]) move records from one
+//! producer process to 1, 2 or 4 worker processes of one work group, each of which takes a
+//! record with `Worker::poll` and acks it (`Worker::ack`) before the next; their gating
+//! counterpart (`commit_1c`) has one consumer process that commits every record
+//! (`Consumer::poll`, then `commit`). The same producer child as `shmq_1p_1g` publishes, and
+//! this process only watches: its clock starts when the run's first record is published and
+//! stops when the group's committed cursor (a work group's base: every record below it acked)
+//! has passed the last, each seen at a look every [`LOOK_EVERY`]. After each run of a work
+//! case it checks the group's counters: every record delivered exactly once and acked.
+//!
 //! The floor's ring (`floor_ring`) is a file mapping with a tail word at byte 0, a head word at
 //! byte 128 (their own cache-line pair each), and [`SLOTS`] records of [`MSG`] bytes from byte
 //! 4096. The producer writes a record, then publishes it with a Release store of the tail (one
@@ -69,6 +79,23 @@ const RING_FILE_LEN: usize = SLOTS_AT + SLOTS as usize * MSG;
 const FLOOR_SPINS: u32 = 1024;
 /// The bytes of a record after its sequence number and producer index.
 const FILL: u8 = 0xA5;
+/// The child role of [`Case::Commit1c`]'s consumer process.
+const COMMIT_READER: &str = "shmq_commit_reader";
+/// The child role of the work cases' worker processes.
+const ACK_WORKER: &str = "shmq_ack_worker";
+/// The work cases' window: 4,096 records dispatched and not settled at most (the ring holds
+/// 5,461, so the window, not the ring, bounds what is in flight).
+const WORK_WINDOW: u32 = 4096;
+/// The work cases' visibility timeout: far longer than any run, so that no record is delivered
+/// twice (each run checks it).
+const VISIBILITY: Duration = Duration::from_secs(600);
+/// The work cases (and their gating case) move this fraction of the messages a measurement
+/// gives each case: they run at a fifth to a tenth of the other shmq cases' rate, and the
+/// quick pass CI runs must stay short.
+const WATCHED_SHARE: u64 = 8;
+/// How long this process sleeps between two looks at the queue in the cases it only watches:
+/// the resolution of their clock (runs last tens of milliseconds or more).
+const LOOK_EVERY: Duration = Duration::from_micros(100);
 
 /// One cross-process throughput case.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -83,10 +110,20 @@ pub enum Case {
     ShmqBatch16,
     /// shmq as [`Case::Shmq1p`], in batches of 64 records on both sides.
     ShmqBatch64,
+    /// shmq: one producer process, one consumer process in a gating group that commits every
+    /// record; this process watches (the work cases' like-for-like gating case).
+    Commit1c,
+    /// shmq: one producer process, one worker process of a work group acking every record.
+    Ack1w,
+    /// The same with two worker processes.
+    Ack2w,
+    /// The same with four worker processes.
+    Ack4w,
 }
 
 impl Case {
-    /// Every case, the floor first.
+    /// The cases that this process consumes, the floor first (what `shmq bench --throughput`
+    /// measures).
     pub const ALL: [Case; 5] = [
         Case::FloorRing,
         Case::Shmq1p,
@@ -94,6 +131,15 @@ impl Case {
         Case::ShmqBatch16,
         Case::ShmqBatch64,
     ];
+
+    /// The work-group cases and their gating case: consumer processes settle every record
+    /// while this process only watches the group's committed cursor.
+    pub const WORK: [Case; 4] = [Case::Commit1c, Case::Ack1w, Case::Ack2w, Case::Ack4w];
+
+    /// [`Case::ALL`], then [`Case::WORK`].
+    pub fn every() -> impl Iterator<Item = Case> {
+        Case::ALL.into_iter().chain(Case::WORK)
+    }
 
     /// Short name, as reports print it.
     pub fn name(self) -> &'static str {
@@ -103,28 +149,43 @@ impl Case {
             Case::Shmq4p => "shmq_4p_1g",
             Case::ShmqBatch16 => "shmq_1p_b16",
             Case::ShmqBatch64 => "shmq_1p_b64",
+            Case::Commit1c => "commit_1c",
+            Case::Ack1w => "ack_1w",
+            Case::Ack2w => "ack_2w",
+            Case::Ack4w => "ack_4w",
         }
     }
 
     /// Records per publish and most records per poll: 1 but for the batch cases.
     pub fn batch(self) -> usize {
         match self {
-            Case::FloorRing | Case::Shmq1p | Case::Shmq4p => 1,
             Case::ShmqBatch16 => 16,
             Case::ShmqBatch64 => MAX_BATCH,
+            _ => 1,
         }
     }
 
     /// The case called `name`, if there is one.
     pub fn from_name(name: &str) -> Option<Case> {
-        Case::ALL.into_iter().find(|c| c.name() == name)
+        Case::every().find(|c| c.name() == name)
     }
 
     /// Producer processes.
     pub fn producers(self) -> usize {
         match self {
-            Case::FloorRing | Case::Shmq1p | Case::ShmqBatch16 | Case::ShmqBatch64 => 1,
             Case::Shmq4p => FAN_IN,
+            _ => 1,
+        }
+    }
+
+    /// Consumer processes: the worker processes of the work cases, the committing consumer
+    /// of [`Case::Commit1c`], none where this process consumes.
+    pub fn readers(self) -> usize {
+        match self {
+            Case::Commit1c | Case::Ack1w => 1,
+            Case::Ack2w => 2,
+            Case::Ack4w => 4,
+            _ => 0,
         }
     }
 
@@ -146,6 +207,26 @@ impl Case {
                 "shmq_1p_1g in batches of 16: publish_batch, poll_batch, a commit per poll at most"
             }
             Case::ShmqBatch64 => "the same in batches of 64",
+            Case::Commit1c => {
+                "shmq_1p_1g's queue and producer, the gating group read by a consumer process \
+                 that commits every record (blocking poll); this process only watches"
+            }
+            Case::Ack1w => {
+                "the same producer, 1 worker process of a work group (window 4,096, \
+                 visibility 10 min): Worker::poll then ack for every record"
+            }
+            Case::Ack2w => "the same with 2 worker processes",
+            Case::Ack4w => "the same with 4 worker processes",
+        }
+    }
+
+    /// The messages this case moves when a measurement gives each case `per_case`: all of
+    /// them, or an eighth for the cases this process only watches ([`Case::WORK`]).
+    pub fn messages(self, per_case: u64) -> u64 {
+        if self.readers() > 0 {
+            per_case / WATCHED_SHARE
+        } else {
+            per_case
         }
     }
 
@@ -153,20 +234,34 @@ impl Case {
     fn role(self) -> &'static str {
         match self {
             Case::FloorRing => "floor_ring_producer",
-            Case::Shmq1p | Case::Shmq4p => "shmq_producer",
             Case::ShmqBatch16 => "shmq_batch16_producer",
             Case::ShmqBatch64 => "shmq_batch64_producer",
+            // The work cases have shmq_1p_1g's producer.
+            _ => "shmq_producer",
+        }
+    }
+
+    /// The child role of this case's consumer processes, if it has any.
+    fn reader_role(self) -> Option<&'static str> {
+        match self {
+            Case::Commit1c => Some(COMMIT_READER),
+            Case::Ack1w | Case::Ack2w | Case::Ack4w => Some(ACK_WORKER),
+            _ => None,
         }
     }
 }
 
 /// The ratios a report prints under its table: (numerator, denominator), where both ran.
-pub const RATIOS: [(Case, Case); 5] = [
+pub const RATIOS: [(Case, Case); 9] = [
     (Case::Shmq1p, Case::FloorRing),
     (Case::Shmq4p, Case::FloorRing),
     (Case::Shmq4p, Case::Shmq1p),
     (Case::ShmqBatch16, Case::FloorRing),
     (Case::ShmqBatch64, Case::FloorRing),
+    (Case::Commit1c, Case::Shmq1p),
+    (Case::Ack1w, Case::Commit1c),
+    (Case::Ack2w, Case::Ack1w),
+    (Case::Ack4w, Case::Ack1w),
 ];
 
 /// Writes `seq` and `producer` into the head of record `rec`.
@@ -303,10 +398,112 @@ impl FloorWait {
     }
 }
 
-/// A producer child: publishes the counts its parent sends over stdin until stdin closes.
+/// A child of a flow: a producer publishing the counts its parent sends over stdin until stdin
+/// closes, or a consumer or worker settling every record until then.
 pub(crate) fn child(role: &str) -> Option<Result<(), Error>> {
-    let case = Case::ALL.into_iter().find(|c| c.role() == role)?;
+    match role {
+        COMMIT_READER => return Some(consume_committing()),
+        ACK_WORKER => return Some(work_acking()),
+        _ => {}
+    }
+    let case = Case::every().find(|c| c.role() == role)?;
     Some(produce(case))
+}
+
+/// The options of every shmq flow's queue.
+fn queue_options() -> shmq::Options {
+    shmq::Options {
+        capacity: SHMQ_RING,
+        max_message: MSG as u32,
+        checksums: true,
+        ..shmq::Options::default()
+    }
+}
+
+/// The work cases' group options: [`WORK_WINDOW`], [`VISIBILITY`].
+fn work_options() -> shmq::WorkOptions {
+    shmq::WorkOptions {
+        visibility_timeout: VISIBILITY,
+        window: WORK_WINDOW,
+        ..shmq::WorkOptions::default()
+    }
+}
+
+/// A consumer or worker child's queue (`role` names it in errors), and its path.
+fn open_reader(role: &'static str) -> Result<(shmq::Queue, PathBuf), Error> {
+    let path = pair_dir(role)?.join(SHMQ_FILE);
+    let queue = shmq::Queue::open(&path).map_err(queue_err(&path))?;
+    Ok((queue, path))
+}
+
+/// Tells the parent this child is ready, then has a thread exit the process when the parent
+/// closes its stdin (or dies): the main thread stays in its poll loop.
+fn ready_until_stdin_closes() -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(b"R")
+        .and_then(|()| out.flush())
+        .map_err(|source| Error::Io {
+            path: "stdout".into(),
+            op: "signal ready",
+            source,
+        })?;
+    std::thread::spawn(|| {
+        let mut b = [0u8; 1];
+        let _ = std::io::stdin().read(&mut b);
+        std::process::exit(0);
+    });
+    Ok(())
+}
+
+/// [`Case::Commit1c`]'s consumer process: polls the gating group, checks each record's
+/// sequence number and commits it, until its stdin closes. Between runs it sleeps in `poll`.
+fn consume_committing() -> Result<(), Error> {
+    let mode = Case::Commit1c.name();
+    let (queue, path) = open_reader(COMMIT_READER)?;
+    let mut rx = queue.consumer(GROUP).map_err(queue_err(&path))?;
+    ready_until_stdin_closes()?;
+    let mut next = [0u64];
+    loop {
+        let Some(m) = rx.poll(Some(REPLY_TIMEOUT)).map_err(queue_err(&path))? else {
+            continue;
+        };
+        check_record(mode, &m, &mut next)?;
+        let off = m.offset;
+        rx.commit(off).map_err(queue_err(&path))?;
+    }
+}
+
+/// A work case's worker process: polls the work group, checks each record (one worker's
+/// first deliveries come in offset order, so its sequence numbers rise) and acks it, until
+/// its stdin closes. Between runs it sleeps in `poll`.
+fn work_acking() -> Result<(), Error> {
+    let (queue, path) = open_reader(ACK_WORKER)?;
+    let mut worker = queue
+        .worker(GROUP, &work_options())
+        .map_err(queue_err(&path))?;
+    ready_until_stdin_closes()?;
+    let mut last: Option<u64> = None;
+    loop {
+        let Some(job) = worker.poll(Some(REPLY_TIMEOUT)).map_err(queue_err(&path))? else {
+            continue;
+        };
+        let (seq, producer) = record_of(ACK_WORKER, job.offset, job.payload)?;
+        if producer != 0 || last.is_some_and(|l| seq <= l) {
+            return Err(Error::Transport {
+                mode: ACK_WORKER,
+                what: format!(
+                    "record at offset {} (delivery {}, lease until {} ms) from producer \
+                     {producer} carries sequence number {seq}, after {last:?}",
+                    job.offset,
+                    job.deliveries,
+                    job.ticket.deadline_ms()
+                ),
+            });
+        }
+        last = Some(seq);
+        let ticket = job.ticket;
+        worker.ack(ticket).map_err(queue_err(&path))?;
+    }
 }
 
 /// A producer's end of the flow.
@@ -343,7 +540,7 @@ fn produce(case: Case) -> Result<(), Error> {
             tail: 0,
             head: 0,
         },
-        Case::Shmq1p | Case::Shmq4p | Case::ShmqBatch16 | Case::ShmqBatch64 => {
+        _ => {
             let path = dir.join(SHMQ_FILE);
             let queue = shmq::Queue::open(&path).map_err(queue_err(&path))?;
             let mut tx = queue.producer().map_err(queue_err(&path))?;
@@ -453,7 +650,8 @@ fn floor_push(
     Ok(())
 }
 
-/// One producer child and the pipe that feeds it counts (closing it stops the child).
+/// A child process of a flow and its stdin: a producer's feeds it counts; closing it stops
+/// the child.
 struct Feeder {
     /// The child process, killed and reaped on drop.
     child: Child,
@@ -478,6 +676,13 @@ enum Sink {
         path: PathBuf,
         next: Vec<u64>,
         _queue: shmq::Queue,
+    },
+    /// The cases whose consumers are child processes ([`Case::WORK`]): the queue this process
+    /// watches, and how many records its producer has published so far.
+    Watch {
+        queue: shmq::Queue,
+        path: PathBuf,
+        published: u64,
     },
 }
 
@@ -512,6 +717,8 @@ pub struct Flow {
     sink: Sink,
     /// The producer processes.
     feeders: Vec<Feeder>,
+    /// The consumer or worker processes of [`Case::WORK`] (their stdin only ever closes).
+    readers: Vec<Feeder>,
     /// The flow's files; removed on drop (after the children are gone).
     _dir: tempfile::TempDir,
 }
@@ -527,15 +734,28 @@ impl Flow {
                 head: 0,
                 tail: 0,
             },
-            Case::Shmq1p | Case::Shmq4p | Case::ShmqBatch16 | Case::ShmqBatch64 => {
+            _ if case.readers() > 0 => {
                 let path = dir.path().join(SHMQ_FILE);
-                let options = shmq::Options {
-                    capacity: SHMQ_RING,
-                    max_message: MSG as u32,
-                    checksums: true,
-                    ..shmq::Options::default()
-                };
-                let queue = shmq::Queue::create(&path, &options).map_err(queue_err(&path))?;
+                let queue =
+                    shmq::Queue::create(&path, &queue_options()).map_err(queue_err(&path))?;
+                if case != Case::Commit1c {
+                    // The work group, before its workers join; its settings are the file's.
+                    drop(
+                        queue
+                            .worker(GROUP, &work_options())
+                            .map_err(queue_err(&path))?,
+                    );
+                }
+                Sink::Watch {
+                    queue,
+                    path,
+                    published: 0,
+                }
+            }
+            _ => {
+                let path = dir.path().join(SHMQ_FILE);
+                let queue =
+                    shmq::Queue::create(&path, &queue_options()).map_err(queue_err(&path))?;
                 // The gating group exists before any producer starts: it sees every record.
                 let rx = queue.consumer(GROUP).map_err(queue_err(&path))?;
                 Sink::Shmq {
@@ -546,6 +766,15 @@ impl Flow {
                 }
             }
         };
+        // The readers first: Commit1c's consumer creates the gating group before it says it is
+        // ready, so the group sees every record.
+        let mut readers = Vec::with_capacity(case.readers());
+        if let Some(role) = case.reader_role() {
+            for _ in 0..case.readers() {
+                let (child, stdin) = spawn_ready(role, case.name(), dir.path(), &[])?;
+                readers.push(Feeder { child, stdin });
+            }
+        }
         let mut feeders = Vec::with_capacity(case.producers());
         for i in 0..case.producers() {
             let (child, stdin) = spawn_ready(
@@ -560,6 +789,7 @@ impl Flow {
             case,
             sink,
             feeders,
+            readers,
             _dir: dir,
         })
     }
@@ -586,6 +816,15 @@ impl Flow {
                 shmq_take_batches(name, rx, path, next, total, self.case.batch())?
             }
             Sink::Shmq { rx, path, next, .. } => shmq_take(name, rx, path, next, total)?,
+            Sink::Watch {
+                queue,
+                path,
+                published,
+            } => {
+                let start = *published;
+                *published += total;
+                watch_settled(self.case, queue, path, &mut self.readers, start, total)?
+            }
         };
         Ok(Run {
             messages: total - 1,
@@ -597,7 +836,7 @@ impl Flow {
 impl Drop for Flow {
     fn drop(&mut self) {
         // Our own children, by their pids.
-        for f in &mut self.feeders {
+        for f in self.feeders.iter_mut().chain(&mut self.readers) {
             let _ = f.child.kill();
             let _ = f.child.wait();
         }
@@ -673,17 +912,104 @@ fn shmq_take(
     Ok((first.unwrap_or(last), last))
 }
 
+/// Times a run of a case this process only watches ([`Case::WORK`]): the clock starts when
+/// the producer has published record `start` (the first of the run) and stops when the
+/// group's committed cursor has passed the run's last record, each seen at a look every
+/// [`LOOK_EVERY`]. A work case then checks the group's counters (untimed): every record
+/// delivered once and acked.
+fn watch_settled(
+    case: Case,
+    queue: &shmq::Queue,
+    path: &Path,
+    readers: &mut [Feeder],
+    start: u64,
+    total: u64,
+) -> Result<(Instant, Instant), Error> {
+    let mode = case.name();
+    let end = start + total;
+    let first = watch(mode, readers, start + 1, || Ok(queue.tail_offset()))?;
+    let last = watch(mode, readers, end, || {
+        queue
+            .groups()
+            .into_iter()
+            .find(|g| g.name == GROUP)
+            .map(|g| g.committed)
+            .ok_or(Error::Transport {
+                mode,
+                what: format!("group {GROUP} is gone"),
+            })
+    })?;
+    if case != Case::Commit1c {
+        // A worker counts its ack just after the ACKED CAS, so another one may move base past
+        // the record first (the counters are not one snapshot with base): wait for the count.
+        let info = || queue.work_info(GROUP).map_err(queue_err(path));
+        watch(mode, readers, end, || info().map(|i| i.acked))?;
+        let info = info()?;
+        if info.acked != end || info.delivered != end || info.redelivered != 0 {
+            return Err(Error::Transport {
+                mode,
+                what: format!(
+                    "after {end} records: {} delivered, {} redelivered, {} acked",
+                    info.delivered, info.redelivered, info.acked
+                ),
+            });
+        }
+    }
+    Ok((first, last))
+}
+
+/// Looks at `value` every [`LOOK_EVERY`] until it reaches `target`; returns when it saw it.
+/// Fails when a reader process exited (it printed why) or the value has not moved for
+/// [`REPLY_TIMEOUT`].
+fn watch(
+    mode: &'static str,
+    readers: &mut [Feeder],
+    target: u64,
+    mut value: impl FnMut() -> Result<u64, Error>,
+) -> Result<Instant, Error> {
+    let mut seen = value()?;
+    let mut since = Instant::now();
+    while seen < target {
+        std::thread::sleep(LOOK_EVERY);
+        let now = value()?;
+        if now != seen {
+            (seen, since) = (now, Instant::now());
+            continue;
+        }
+        if readers
+            .iter_mut()
+            .any(|r| !matches!(r.child.try_wait(), Ok(None)))
+        {
+            return Err(Error::ChildGone { mode });
+        }
+        if since.elapsed() > REPLY_TIMEOUT {
+            return Err(Error::Timeout { mode });
+        }
+    }
+    Ok(Instant::now())
+}
+
+/// The sequence number and producer index of the record at `offset` of the shmq flow `mode`,
+/// after checking its length.
+#[inline]
+fn record_of(mode: &'static str, offset: u64, payload: &[u8]) -> Result<(u64, u8), Error> {
+    if payload.len() != MSG {
+        return Err(Error::Transport {
+            mode,
+            what: format!(
+                "a {}-byte record at offset {offset}, expected {MSG}",
+                payload.len()
+            ),
+        });
+    }
+    Ok(parse(payload))
+}
+
 /// Checks a record of the shmq flow `mode`: its length, and its producer's sequence number
 /// against `next` (which it advances).
 #[inline]
 fn check_record(mode: &'static str, m: &shmq::Message<'_>, next: &mut [u64]) -> Result<(), Error> {
-    if m.payload.len() != MSG {
-        return Err(Error::Transport {
-            mode,
-            what: format!("a {}-byte record, expected {MSG}", m.payload.len()),
-        });
-    }
-    let (seq, producer) = parse(m.payload);
+    let (seq, producer) = record_of(mode, m.offset, m.payload)?;
     match next.get_mut(usize::from(producer)) {
         Some(want) if *want == seq => {
             *want += 1;
@@ -747,9 +1073,10 @@ pub struct Report {
     rates: Vec<Vec<f64>>,
 }
 
-/// Measures `per_case` messages on every flow in `rounds` interleaved rounds: each round runs
-/// every flow in turn, an untimed warm-up of an eighth of its block, then the timed block.
-/// `progress` is called with the message count after each block.
+/// Measures `per_case` messages ([`Case::messages`]: an eighth for the work cases) on every
+/// flow in `rounds` interleaved rounds: each round runs every flow in turn, an untimed warm-up
+/// of an eighth of its block, then the timed block. `progress` is called with the message
+/// count after each block.
 pub fn measure(
     flows: &mut [Flow],
     per_case: u64,
@@ -759,9 +1086,10 @@ pub fn measure(
     let rounds = rounds.clamp(1, (per_case / 2).max(1));
     let mut rates = vec![Vec::new(); flows.len()];
     for round in 0..rounds {
-        // Spread the remainder over the first rounds so the total is `per_case`.
-        let block = per_case / rounds + u64::from(round < per_case % rounds);
         for (f, r) in flows.iter_mut().zip(rates.iter_mut()) {
+            // Spread the remainder over the first rounds so the total is the case's share.
+            let share = f.case().messages(per_case);
+            let block = share / rounds + u64::from(round < share % rounds);
             f.run(block / 8)?;
             r.push(f.run(block)?.rate());
             progress(block);
@@ -832,10 +1160,26 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for c in Case::ALL {
+        for c in Case::every() {
             assert_eq!(Case::from_name(c.name()), Some(c));
         }
         assert_eq!(Case::from_name("nope"), None);
+    }
+
+    #[test]
+    fn watched_cases_move_an_eighth() {
+        assert_eq!(Case::every().count(), Case::ALL.len() + Case::WORK.len());
+        for c in Case::ALL {
+            assert_eq!(c.readers(), 0, "{}", c.name());
+            assert_eq!(c.messages(800), 800, "{}", c.name());
+        }
+        for c in Case::WORK {
+            assert_eq!(c.producers(), 1, "{}", c.name());
+            assert_eq!(c.messages(800), 100, "{}", c.name());
+            assert!(c.reader_role().is_some(), "{}", c.name());
+        }
+        let readers: Vec<usize> = Case::WORK.iter().map(|c| c.readers()).collect();
+        assert_eq!(readers, [1, 1, 2, 4]);
     }
 
     #[test]
