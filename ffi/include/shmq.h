@@ -636,7 +636,8 @@ typedef struct shmq_pending {
 
 /*
  A work group's counters and window (`shmq_work_group_info`). Counters are totals since the
- group was created (each exact; the set is not one atomic snapshot).
+ group was created, statistics: each is bumped after the change it counts (a worker killed
+ in between loses that count), and the set is not one atomic snapshot.
  */
 typedef struct shmq_work_info {
   /*
@@ -656,7 +657,8 @@ typedef struct shmq_work_info {
    */
   uint64_t dead_lettered;
   /*
-   Records expired (time to live or max age) before they were delivered.
+   Records expired (time to live or max age): at their first dispatch, or by the
+   redelivery scan when they were due again.
    */
   uint64_t expired;
   /*

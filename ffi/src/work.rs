@@ -549,7 +549,8 @@ pub unsafe extern "C" fn shmq_work_pending(
 }
 
 /// A work group's counters and window (`shmq_work_group_info`). Counters are totals since the
-/// group was created (each exact; the set is not one atomic snapshot).
+/// group was created, statistics: each is bumped after the change it counts (a worker killed
+/// in between loses that count), and the set is not one atomic snapshot.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct shmq_work_info {
@@ -561,7 +562,8 @@ pub struct shmq_work_info {
     pub acked: u64,
     /// Records dead-lettered: rejected, or out of deliveries.
     pub dead_lettered: u64,
-    /// Records expired (time to live or max age) before they were delivered.
+    /// Records expired (time to live or max age): at their first dispatch, or by the
+    /// redelivery scan when they were due again.
     pub expired: u64,
     /// Records delivered and held by a worker now.
     pub in_flight: u64,

@@ -83,7 +83,7 @@ pub struct TopicWorkInfo {
     pub acked: u64,
     /// Records dead-lettered: rejected, or out of deliveries.
     pub dead_lettered: u64,
-    /// Records expired before they were delivered.
+    /// Records expired (time to live or max age).
     pub expired: u64,
     /// Records held by a worker now.
     pub in_flight: u64,
