@@ -544,10 +544,7 @@ impl Worker {
             .map_err(|w| self.bad_entry(reached, w))?
             .is_none()
         {
-            // Someone dispatched it: help move `next` past it.
-            if let Some(end) = self.shared.ring.resolve(reached + 1) {
-                t.advance_next(seen_next, (reached + 1, end));
-            }
+            self.pass_dispatched(seen_next, reached);
             return Ok(Step::Again);
         }
         let schedule = self.shared.ring.schedule_at(ready.start());
@@ -621,13 +618,26 @@ impl Worker {
         if t.next().load(Ordering::Acquire) != seen_next {
             return Ok(Step::Again);
         }
-        // A dispatcher that CASed the entry but has not moved `next` yet, and the record was
-        // settled and its bytes reused meanwhile: `next` is stale, not the record lost.
+        // Settled and passed by the base meanwhile: the next attempt moves `next` to the base.
         let (o, _) = unpack(seen_next);
-        if matches!(t.undispatched(o), Ok(None)) || self.shared.committed(self.slot).0 > o {
+        if self.shared.committed(self.slot).0 > o {
+            return Ok(Step::Again);
+        }
+        // Dispatched by a worker that has not moved `next` past it (stopped, or killed).
+        if matches!(t.undispatched(o), Ok(None)) && self.pass_dispatched(seen_next, o) {
             return Ok(Step::Again);
         }
         Err(e)
+    }
+
+    /// Someone dispatched `o` (the entry holds it) but `next` (the word `seen_next`) is not
+    /// past it yet: help move it there. False if `o + 1`'s position cannot be told (lapped).
+    fn pass_dispatched(&self, seen_next: u128, o: u64) -> bool {
+        let Some(end) = self.shared.ring.resolve(o + 1) else {
+            return false;
+        };
+        self.work.table().advance_next(seen_next, (o + 1, end));
+        true
     }
 
     /// The window is full: help move the base over entries settled at it (their settler may
