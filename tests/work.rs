@@ -727,3 +727,57 @@ fn records_without_a_delay_come_in_order_to_a_lone_worker() {
     }
     producer.join().unwrap();
 }
+
+/// What an outsider does to a work file in use: truncated (`truncate -s 0`) or removed
+/// (`rm`) under a worker, it is an error naming the work file at the worker's next calls
+/// (found by the `SIGBUS` handler or the process's file watcher within its interval), never a
+/// crash, and never a worker going on alone with an unlinked file.
+#[test]
+fn a_work_file_truncated_or_removed_under_a_worker_is_an_error() {
+    let until_error = |w: &mut shmq::Worker| {
+        let started = Instant::now();
+        loop {
+            match w.poll(Some(Duration::from_millis(50))) {
+                Err(e) => return e,
+                Ok(_) => assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no error 10 s after the damage"
+                ),
+            }
+        }
+    };
+
+    let (_dir, path, q) = queue(&small());
+    let mut w = q.worker("jobs", &opts()).unwrap();
+    publish(&q, 2);
+    let t = w.poll(LONG).unwrap().unwrap().ticket;
+    w.ack(t).unwrap();
+    let file = work_file(&path, 0);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    match until_error(&mut w) {
+        Error::Truncated { path: p } => assert_eq!(p, file),
+        e => panic!("expected Truncated, got {e:?}"),
+    }
+    drop(w);
+    drop(q);
+
+    let (_dir, path, q) = queue(&small());
+    let mut w = q.worker("jobs", &opts()).unwrap();
+    std::fs::remove_file(work_file(&path, 0)).unwrap();
+    match until_error(&mut w) {
+        Error::Detached {
+            path: p,
+            why: shmq::Detachment::Removed,
+        } => assert_eq!(p, work_file(&path, 0)),
+        e => panic!("expected Detached (removed), got {e:?}"),
+    }
+    // The queue itself is intact: a plain consumer still reads it.
+    publish(&q, 1);
+    let mut c = q.consumer("plain").unwrap();
+    assert!(c.poll(LONG).unwrap().is_some());
+}

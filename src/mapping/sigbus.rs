@@ -44,6 +44,25 @@ pub(crate) enum Damage {
 }
 
 impl Damage {
+    /// The error of a call on a file (at `path`) with this damage: [`Error::Truncated`], or
+    /// [`Error::Detached`] for a removed or replaced file.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn error(self, path: std::path::PathBuf) -> crate::error::Error {
+        use crate::error::{Detachment, Error};
+        match self {
+            Damage::Truncated => Error::Truncated { path },
+            Damage::Removed => Error::Detached {
+                path,
+                why: Detachment::Removed,
+            },
+            Damage::Replaced => Error::Detached {
+                path,
+                why: Detachment::Replaced,
+            },
+        }
+    }
+
     #[cold]
     fn from_u8(v: u8) -> Option<Damage> {
         match v {

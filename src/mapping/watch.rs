@@ -1,4 +1,4 @@
-//! Noticing that a mapped queue file was removed, replaced or shrunk.
+//! Noticing that a mapped queue file (or a worker's work file) was removed, replaced or shrunk.
 //!
 //! After `rm` of a queue file in use, its processes would go on with the unlinked inode while
 //! new processes find no file, or a new file at the same path: two queues that do not know of
@@ -25,7 +25,7 @@ use crate::runtime::thread::{self, Thread};
 /// How often the watcher checks every file.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(1);
 
-/// Something with a watched file: a queue's shared state.
+/// Something with a watched file: a queue's shared state, a worker's work file.
 pub(crate) trait Watched: Send + Sync {
     /// Checks the file now and records what is wrong with it.
     fn check_now(&self);

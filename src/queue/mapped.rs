@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::mapping::file;
-use crate::mapping::sigbus::{Damage, Protected};
+use crate::mapping::sigbus::Protected;
 use crate::mapping::watch::{self, Identity, Watched};
 use crate::protocol::durable_state::DurableState;
 use crate::protocol::groups::GroupTable;
@@ -79,7 +79,7 @@ impl MappedQueue {
     pub(crate) fn check_damage(&self) -> Result<()> {
         match self.map.damage() {
             None => Ok(()),
-            Some(damage) => Err(self.damage_error(damage)),
+            Some(damage) => Err(damage.error(self.path.clone())),
         }
     }
 
@@ -90,23 +90,6 @@ impl MappedQueue {
     pub(crate) fn recheck(&self) -> Result<()> {
         self.check_now();
         self.check_damage()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn damage_error(&self, damage: Damage) -> Error {
-        let path = self.path.clone();
-        match damage {
-            Damage::Truncated => Error::Truncated { path },
-            Damage::Removed => Error::Detached {
-                path,
-                why: crate::Detachment::Removed,
-            },
-            Damage::Replaced => Error::Detached {
-                path,
-                why: crate::Detachment::Replaced,
-            },
-        }
     }
 
     /// The consumer-group table of the file.

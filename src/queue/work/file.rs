@@ -5,12 +5,14 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Corruption, Error, Result, WorkFault};
 use crate::mapping::file::{create_allocated, io_err, rename_noreplace};
 use crate::mapping::lease::OwnFd;
 use crate::mapping::sigbus::Protected;
 use crate::mapping::trust::{open_shared, Trust};
+use crate::mapping::watch::{self, Identity, Watched};
 use crate::protocol::sync::{pack, unpack, Ordering, Region};
 use crate::protocol::work::{
     self, file_size, pack_state, Entry, HeaderFault, State, WorkConfig, WorkTable, HEADER_LEN,
@@ -47,6 +49,8 @@ pub(crate) struct WorkFile {
     pub(crate) file: File,
     pub(crate) path: PathBuf,
     pub(crate) config: WorkConfig,
+    /// What the file was at open, for the watcher's checks (removed, replaced, shrunk).
+    identity: Identity,
     map: Protected,
 }
 
@@ -139,11 +143,13 @@ impl WorkFile {
         // SAFETY: the mapping is page-aligned, exactly `expected` bytes, readable and
         // writable, and lives in `map` for as long as the region (same struct, dropped later).
         let region = unsafe { Region::new(map.as_mut_ptr(), expected as usize) };
+        let identity = Identity::new(&file, &path, expected).map_err(io_err(&path, "fstat"))?;
         let work = WorkFile {
             region,
             file,
             path,
             config,
+            identity,
             map,
         };
         work.recover_if_restarted(shared)?;
@@ -155,14 +161,23 @@ impl WorkFile {
         WorkTable::new(&self.region, self.config.window)
     }
 
-    /// `Err(Truncated)` once the file shrank under this process's mapping (`sigbus.rs`).
+    /// `Err` once the file shrank under this process's mapping (`Truncated`, from the `SIGBUS`
+    /// handler or the watcher), or its path was removed or names another file (`Detached`,
+    /// from the watcher: only a worker's file is watched, see [`watch`](Self::watch)).
     pub(crate) fn check_damage(&self) -> Result<()> {
         match self.map.damage() {
             None => Ok(()),
-            Some(_) => Err(Error::Truncated {
-                path: self.path.clone(),
-            }),
+            Some(damage) => Err(damage.error(self.path.clone())),
         }
+    }
+
+    /// Shares the file with the process's watcher, which checks it every
+    /// [`watch::INTERVAL`]: what a worker holds for its life.
+    pub(crate) fn watch(self) -> Arc<WorkFile> {
+        let work = Arc::new(self);
+        let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&work) as _;
+        watch::add(weak);
+        work
     }
 
     /// Puts bytes `off..off + len` of the file on disk (`msync`).
@@ -255,5 +270,19 @@ impl WorkFile {
             .store(u128::from_le_bytes(boot), Ordering::Release);
         // The recovered state reaches the disk before anyone builds on it.
         self.sync_all()
+    }
+}
+
+impl Watched for WorkFile {
+    fn check_now(&self) {
+        watch::check(&self.file, &self.identity, &self.map);
+    }
+}
+
+impl Drop for WorkFile {
+    fn drop(&mut self) {
+        // Stops the watcher if this was the last file it watched (a no-op for a file it did
+        // not watch while others remain).
+        watch::released();
     }
 }

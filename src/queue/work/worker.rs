@@ -85,7 +85,8 @@ pub struct Job<'a> {
 /// A member of a work group ([`Queue::worker`](crate::Queue::worker)). One per thread (`Send`, not `Sync`).
 pub struct Worker {
     shared: Arc<MappedQueue>,
-    work: WorkFile,
+    /// The work file, watched while the worker lives (removed, replaced, shrunk).
+    work: Arc<WorkFile>,
     group: String,
     slot: u32,
     /// Our member slot (the `holder` of our deliveries).
@@ -221,7 +222,7 @@ impl Worker {
         let worker = Worker {
             source,
             shared,
-            work,
+            work: work.watch(),
             group: group.into(),
             slot,
             member: member as u8,
