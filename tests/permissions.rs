@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use shmq::{Distrust, Error, Options, Queue, Topic, TopicOptions, Trust};
+use shmq::{Distrust, Error, Options, Queue, Topic, TopicOptions, Trust, WorkOptions};
 
 /// The second user: a squatter, or a user a queue is shared with.
 const OTHER: u32 = 65534;
@@ -41,6 +41,7 @@ fn main() {
                     group_writable,
                 ),
                 ("every_file_of_a_topic_is_checked", every_topic_file),
+                ("a_work_file_is_checked_like_its_queue", work_file_checked),
                 (
                     "a_second_user_shares_only_through_a_granted_group",
                     shared_through_a_group,
@@ -467,4 +468,58 @@ fn shared_through_a_group() {
         },
     );
     assert_untrusted(&e, &topic, 0, 0o2770, Distrust::GroupMayWrite);
+}
+
+/// A work group's file is opened with its queue's trust: another owner's work file, or one
+/// others may write, is refused (by joining, `pending` and `work_info`) with the file and the
+/// reason, unless that owner is trusted.
+fn work_file_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("jobs.q");
+    let q = Queue::create(&queue, &small()).unwrap();
+    drop(q.worker("jobs", &WorkOptions::default()).unwrap());
+    let mut work = queue.as_os_str().to_owned();
+    work.push(".work-0");
+    let work = PathBuf::from(work);
+    let mode = std::fs::metadata(&work).unwrap().mode() & 0o7777;
+    chown(&work, Some(OTHER), None).unwrap();
+    let refusal = |q: &Queue| match q.worker("jobs", &WorkOptions::default()) {
+        Ok(_) => panic!("joined a work group whose file another user owns"),
+        Err(e) => e,
+    };
+    assert_untrusted(&refusal(&q), &work, OTHER, mode, Distrust::Owner);
+    assert_untrusted(
+        &q.pending("jobs").unwrap_err(),
+        &work,
+        OTHER,
+        mode,
+        Distrust::Owner,
+    );
+    assert_untrusted(
+        &q.work_info("jobs").unwrap_err(),
+        &work,
+        OTHER,
+        mode,
+        Distrust::Owner,
+    );
+    let trusting = Queue::open_trusting(
+        &queue,
+        &Trust {
+            owner: Some(OTHER),
+            group: None,
+        },
+    )
+    .unwrap();
+    drop(trusting.worker("jobs", &WorkOptions::default()).unwrap());
+    chown(&work, Some(0), None).unwrap();
+    std::fs::set_permissions(&work, PermissionsExt::from_mode(mode | 0o002)).unwrap();
+    assert_untrusted(
+        &refusal(&q),
+        &work,
+        0,
+        mode | 0o002,
+        Distrust::OthersMayWrite,
+    );
+    std::fs::set_permissions(&work, PermissionsExt::from_mode(mode)).unwrap();
+    drop(q.worker("jobs", &WorkOptions::default()).unwrap());
 }
