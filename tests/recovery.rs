@@ -186,3 +186,56 @@ fn a_record_aborted_under_its_producer_never_comes_back_after_a_restart() {
         duplicated.len()
     );
 }
+
+/// A batch is atomic across a restart too: a batch whose first record was aborted (readers
+/// gave it up after its producer stalled or died) while its later records were committed
+/// already is not replayed in part, and records published after it still are. The image is the
+/// page cache after a whole batch and one more record were published, with the batch's first
+/// slot tag set to aborted and its later members left committed, as a power loss can leave
+/// them (the reader's aborts of the members on another page, or not yet made). Also the moment
+/// the whole batch was committed: then it is replayed whole.
+#[test]
+fn a_batch_whose_first_record_was_aborted_is_not_replayed_in_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let q = Queue::create(
+        &path,
+        &Options {
+            capacity: 1 << 16,
+            max_message: 256,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let layout = Layout::of(&q);
+    let mut p = q.producer().unwrap();
+    for i in 0..3u8 {
+        p.publish(&[i; 40]).unwrap();
+    }
+    assert_eq!(q.flush().unwrap(), 3, "records 0..3 are on disk");
+    let batch: Vec<Vec<u8>> = (0..4u8).map(|i| vec![0xb0 | i; 24]).collect();
+    let slices: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+    let first = p.publish_batch(&slices).unwrap();
+    let after = p.publish(b"after the batch").unwrap();
+    drop(p);
+    let whole = std::fs::read(&path).unwrap();
+    drop(q);
+
+    let kept: Vec<(u64, Vec<u8>)> = (0..3u8).map(|i| (i as u64, vec![i; 40])).collect();
+    let delivered = recover(dir.path(), "whole", whole.clone());
+    let mut want = kept.clone();
+    want.extend((first..).zip(batch.iter().cloned()));
+    want.push((after, b"after the batch".to_vec()));
+    assert_eq!(delivered, want, "a committed batch is replayed whole");
+
+    let mut image = whole;
+    let tag_at = layout.slot(first) as usize + 8;
+    image[tag_at..tag_at + 8].copy_from_slice(&(first << 3 | 2).to_le_bytes());
+    let delivered = recover(dir.path(), "aborted", image);
+    let mut want = kept;
+    want.push((after, b"after the batch".to_vec()));
+    assert_eq!(
+        delivered, want,
+        "the batch's committed later records came back, or the record after it was lost"
+    );
+}

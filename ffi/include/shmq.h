@@ -905,13 +905,14 @@ enum shmq_status shmq_publish_scheduled(struct shmq_producer *producer,
  Publishes the `count` records of `records` (copied; nothing is retained) as one batch: one
  claim takes room for all of them, they get the dense offsets `first .. first + count` in
  array order, and if `first_offset_out` is not NULL the first one's offset is stored there
- (on `SHMQ_OK`, and on `SHMQ_ENOTDURABLE`: published, not on disk).
+ (on `SHMQ_OK`, and on `SHMQ_ENOTDURABLE`: published, not on disk). The batch is atomic:
+ consumers see all of its records or none of them.
 
  Outcomes as `shmq_publish`, the flush under SYNC durability covering the whole batch, and:
  `SHMQ_EINVAL` for a `count` of 0, `SHMQ_ETOOBIG` for a record larger than the queue's
  maximum or a batch that could never fit in the ring. `SHMQ_TIMEOUT` also when the call
- stalled past the claim timeout and readers aborted a record of it: the records before that
- one were published, it and the rest were not (the last-error message names its offset).
+ stalled past the claim timeout and readers gave the batch up: none of it was published
+ (the last-error message names its first offset).
 
  # Safety
  `producer` is NULL or a live producer not used concurrently by another thread; `records` is

@@ -19,8 +19,11 @@
 //!    claim while a reader follows the cursor: offsets and positions are dense whichever wins,
 //!    the run's records are adjacent, and no position a reader can resolve is a losing
 //!    contender's provisional one.
+//! 7. [`run_is_read_whole_or_not_at_all`]: a reader that aborts a run's first record at any
+//!    moment of its publish reads none of the run, also a member committed already; one that
+//!    does not reads all of it.
 //!
-//! 6. [`work_dispatch_race`], [`work_ack_races_redelivery`], [`work_base_advance_races_ack`]
+//! 8. [`work_dispatch_race`], [`work_ack_races_redelivery`], [`work_base_advance_races_ack`]
 //!    and [`work_shared_sleeper_bit`]: the work-group state machine (`protocol/work.rs`): two
 //!    dispatches of one offset, an ack against a redelivery after the lease expired, base
 //!    advances racing acks, and the sleeper bit that a group's workers share.
@@ -117,6 +120,9 @@ fn timestamp(p: u64) -> u64 {
     1000 + p
 }
 
+/// The timestamp of the records of models 6 and 7 (a run's records share one).
+const RUN_TIME: u64 = 2000;
+
 /// The producer whose payload has length `len`.
 fn owner_of_len(len: u32) -> u64 {
     assert!(
@@ -167,6 +173,11 @@ fn write_and_commit(ring: &Ring, c: &Claim, p: u64) -> Result<(), ()> {
 /// Checks that `found`, read at cursor `(offset, pos)`, is a complete record by producer `p`
 /// (header and payload), and returns the cursor position of `offset + 1`.
 fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 {
+    check_record(ring, found, offset, pos, p, timestamp(p))
+}
+
+/// [`check_ready`] for a record stamped `ts` (a run's records share the run's timestamp).
+fn check_record(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64, ts_want: u64) -> u64 {
     let Found::Ready {
         start,
         len,
@@ -180,7 +191,7 @@ fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 
     let want = payload(p);
     assert_eq!(start, pos, "record {offset} moved");
     assert_eq!(len as usize, want.len(), "record {offset}: header length");
-    assert_eq!(ts, timestamp(p), "record {offset}: header timestamp");
+    assert_eq!(ts, ts_want, "record {offset}: header timestamp");
     let head = DATA + (start & (CAPACITY - 1));
     assert_eq!(at, head + RECORD_HEADER);
     // The length word's high half carries the CRC (FORMAT.md); `read` checks only the length.
@@ -221,6 +232,16 @@ fn spawn_producers<R: Send + 'static>(
 /// Spins until record `offset` at `pos` reads `Ready`, checks it with [`check_ready`], and
 /// returns the producer that wrote it and the position of the record after it.
 fn await_ready(ring: &Ring, offset: u64, pos: u64) -> (u64, u64) {
+    await_stamped(ring, offset, pos, None)
+}
+
+/// [`await_ready`] for a record of a run stamped `ts`.
+fn await_record(ring: &Ring, ts: u64, offset: u64, pos: u64) -> (u64, u64) {
+    await_stamped(ring, offset, pos, Some(ts))
+}
+
+/// [`await_ready`], the timestamp checked against `ts` (or the producer's own if `None`).
+fn await_stamped(ring: &Ring, offset: u64, pos: u64, ts: Option<u64>) -> (u64, u64) {
     loop {
         match ring.read(offset, pos) {
             found @ Found::Ready { .. } => {
@@ -228,7 +249,8 @@ fn await_ready(ring: &Ring, offset: u64, pos: u64) -> (u64, u64) {
                     unreachable!()
                 };
                 let p = owner_of_len(len);
-                return (p, check_ready(ring, found, offset, pos, p));
+                let ts = ts.unwrap_or(timestamp(p));
+                return (p, check_record(ring, found, offset, pos, p, ts));
             }
             // A fresh slot: not committed yet (a real reader would sleep here).
             Found::Pending { tag: 0 } => thread::yield_now(),
@@ -563,8 +585,7 @@ fn stalled_commit_on_reused_slot() {
 }
 
 /// Model 6: producer 1 publishes a run of two records, its own payload then producer 0's,
-/// with one claim (`try_claim_run`, then `commit_member` and `finish_run` as
-/// `Producer::publish_batch` does), while producer 0 publishes one record; a reader walks the
+/// with one claim (`try_claim_run`, then `commit_run` as `Producer::publish_batch` does), while producer 0 publishes one record; a reader walks the
 /// cursor from `(0, 0)` as in model 1. The run's first record is longer than the single one,
 /// so a run that loses the race for offset 0 had computed a position for offset 1 past its
 /// true one. Before each record it reads, whatever `position` reports for that offset must be
@@ -594,9 +615,9 @@ fn run_claim_races_single_claim() {
                 for (c, p) in run.iter().zip(owners) {
                     assert_eq!(c.start, c.at, "nothing wraps in these models");
                     ring.write_payload(c, &payload(p));
-                    assert_eq!(ring.commit_member(c, timestamp(p), crc(p)), Ok(()));
                 }
-                ring.finish_run(&[], true, intent(1));
+                let committed = ring.commit_run(&run, RUN_TIME, |i| crc(owners[i]), intent(1));
+                assert_eq!(committed, Ok(()));
                 run
             })
         };
@@ -604,7 +625,9 @@ fn run_claim_races_single_claim() {
             let ring = ring.clone();
             thread::spawn(move || {
                 let c = claim(&ring, 0);
-                assert_eq!(write_and_commit(&ring, &c, 0), Ok(()));
+                ring.write_payload(&c, &payload(0));
+                // Stamped as the run is, so the reader checks every record alike.
+                assert_eq!(ring.commit(&c, RUN_TIME, crc(0), 0, intent(0)), Ok(()));
                 c
             })
         };
@@ -613,10 +636,12 @@ fn run_claim_races_single_claim() {
         let mut pos = 0;
         for offset in 0..3 {
             match ring.position(offset) {
-                Position::At(p) => assert_eq!(p, pos, "record {offset}: wrong position"),
+                Position::At(p) | Position::Member(p) => {
+                    assert_eq!(p, pos, "record {offset}: wrong position")
+                }
                 Position::Unpublished | Position::Unknown => {}
             }
-            let (p, next) = await_ready(&ring, offset, pos);
+            let (p, next) = await_record(&ring, RUN_TIME, offset, pos);
             pos = next;
             seen.push(p);
         }
@@ -660,6 +685,105 @@ fn run_claim_races_single_claim() {
     });
     assert!(RUN_FIRST.load(StdOrdering::Relaxed) > 0);
     assert!(SINGLE_FIRST.load(StdOrdering::Relaxed) > 0);
+}
+
+/// Model 7: a run is read all at once or not at all. Producer 1 publishes a run of two records
+/// (`try_claim_run`, `commit_run`); a reader waits until the run is claimed and, if it finds
+/// its first record pending, aborts it at once (a claim timeout that ran out at any moment of
+/// the publish), then walks on with `past_aborted` as `poll` does. Either the reader reads
+/// both records and the producer's commit succeeded, or it reads neither, both offsets end
+/// aborted (also a member the producer had committed before the abort), the walk lands past
+/// the run, and the producer's commit failed. Every outcome, including an abort after the
+/// member's commit, is explored.
+#[test]
+fn run_is_read_whole_or_not_at_all() {
+    static READ: AtomicUsize = AtomicUsize::new(0);
+    static ABORTED_CLEAN: AtomicUsize = AtomicUsize::new(0);
+    static ABORTED_AFTER_MEMBER: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let ring = model_ring();
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let owners = [1, 0];
+                let lens = owners.map(|p| payload(p).len() as u32);
+                let mut tail = 0u128;
+                let mut run = Vec::new();
+                let Attempt::Claimed(_) =
+                    ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(1), &mut run)
+                else {
+                    panic!("the run found no room with an unlimited limit");
+                };
+                for (c, p) in run.iter().zip(owners) {
+                    ring.write_payload(c, &payload(p));
+                }
+                let committed = ring.commit_run(&run, RUN_TIME, |i| crc(owners[i]), intent(1));
+                (run, committed)
+            })
+        };
+
+        while ring.tail().0 == 0 {
+            thread::yield_now();
+        }
+        let mut member_was_committed = false;
+        let delivered = match ring.read(0, 0) {
+            Found::Pending { tag } => {
+                member_was_committed = tag_offset(ring.slot_tag(1).load(Ordering::SeqCst)) == 1;
+                !ring.abort(0, tag)
+            }
+            Found::Ready { .. } => true,
+            other => panic!("record 0: unexpected {other:?}"),
+        };
+        let end;
+        if delivered {
+            let (first, pos1) = await_record(&ring, RUN_TIME, 0, 0);
+            assert_eq!(first, 1, "record 0 is the run's first");
+            let (second, pos2) = await_record(&ring, RUN_TIME, 1, pos1);
+            assert_eq!(second, 0, "record 1 is the run's second");
+            end = pos2;
+        } else {
+            assert_eq!(ring.read(0, 0), Found::Aborted);
+            // Skips the whole run: its member is aborted too, committed or not.
+            let (next, pos) = ring
+                .past_aborted(0)
+                .expect("the run's end is the tail, always known");
+            assert_eq!(next, 2, "the walk stopped inside the run");
+            end = pos;
+        }
+
+        let (run, committed) = producer.join().unwrap();
+        assert_eq!(
+            end,
+            run[1].at + footprint(run[1].len as u64),
+            "the reader's cursor after the run"
+        );
+        if delivered {
+            assert_eq!(committed, Ok(()));
+            READ.fetch_add(1, StdOrdering::Relaxed);
+        } else {
+            assert_eq!(
+                committed,
+                Err(()),
+                "the run was aborted, yet its commit succeeded"
+            );
+            for offset in 0..2 {
+                assert_eq!(
+                    ring.slot_tag(offset).load(Ordering::SeqCst),
+                    tag(offset, ABORTED),
+                    "record {offset} of the aborted run"
+                );
+            }
+            let counter = if member_was_committed {
+                &ABORTED_AFTER_MEMBER
+            } else {
+                &ABORTED_CLEAN
+            };
+            counter.fetch_add(1, StdOrdering::Relaxed);
+        }
+    });
+    assert!(READ.load(StdOrdering::Relaxed) > 0);
+    assert!(ABORTED_CLEAN.load(StdOrdering::Relaxed) > 0);
+    assert!(ABORTED_AFTER_MEMBER.load(StdOrdering::Relaxed) > 0);
 }
 
 // Work groups (`protocol/work.rs`): the entry state machine and the shared sleeper bit, over a

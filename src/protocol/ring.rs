@@ -30,26 +30,37 @@
 //! * **Abort.** A reader stuck on a claimed record for longer than the claim timeout CASes the
 //!   tag it saw to `(o, ABORTED)`. Exactly one of commit and abort wins the CAS: a late writer's
 //!   publish fails with `Aborted` and its record is skipped by everyone; a committed record is
-//!   never aborted. Readers skip an aborted record to `pos(o + 1)`. Once `o` is aborted its slot
+//!   never aborted (but for the later members of a run whose first record was, which nobody
+//!   has read: "Runs"). Readers skip an aborted record to `pos(o + 1)`. Once `o` is aborted its slot
 //!   may be reused by `o + kN`, so a late writer must not CAS from whatever tag it loads: it
 //!   seals only while `unresolved(o, tag)` holds: the tag is an older offset's, with any flags,
 //!   or `(o, no flags)` (the 0 of a new or cleared slot is `(0, no flags)`). A tag `(o, any
 //!   flag)` or one of a later offset makes it refuse before it writes a header byte, and its
 //!   publish fails with `Aborted`. `abandon` aborts its own claim by the same rule.
-//! * **Runs.** A batch claims `n` records `o .. o + n` with one CAS `(o, p) → (o + n, end)`.
-//!   Each record is placed as a single claim would place it after the one before (never
-//!   straddling the ring's end), and the limit check covers `end`. Before the CAS, `pos(o)`
-//!   gets `p` as for one record, and every later member's slot gets the *provisional* value
-//!   `p + 1` (`fetch_max`): odd, so no reader takes it for a position, above any older lap's
-//!   position of that slot and below any true position of that offset. Only the winner knows
-//!   the members' positions, so it stores them right after the CAS (SYNC R), before it writes
-//!   or commits a record; a loser's provisional values lose to them. Until then a member reads
-//!   as *unpublished* ([`Ring::position`]). The intent `(o + n, p)` covers the whole run until
-//!   its last record is committed or given up. A reader that finds member `x` aborted and
-//!   `x + 1` unpublished knows the run's producer stopped between its CAS and its position
-//!   stores (a record it aborted itself would have them): it aborts `x + 1` at once (same
-//!   claim, same timeout) and goes on to the next offset ([`Ring::past_aborted`]). Every other
-//!   stalled member is aborted after the claim timeout, as one record is.
+//! * **Runs.** A batch claims `n` records `o .. o + n` with one CAS `(o, p) → (o + n, end)`
+//!   and is published all at once or not at all. Each record is placed as a single claim
+//!   would place it after the one before (never straddling the ring's end), and the limit
+//!   check covers `end`. Before the CAS, `pos(o)` gets `p` as for one record, and every later
+//!   member's slot gets the *provisional* value `p + 1` (`fetch_max`): odd, so no reader takes
+//!   it for a position, above any older lap's position of that slot and below any true
+//!   position of that offset. Only the winner knows the members' positions, so it stores them
+//!   right after the CAS (SYNC R), before it writes or commits a record, as *member* positions
+//!   `at + 2` (a loser's provisional values lose to them): a position that also says "a later
+//!   member of a run" ([`Position::Member`]). Until then a member reads as *unpublished*
+//!   ([`Ring::position`]). The intent `(o + n, p)` covers the whole run until it is committed
+//!   or given up.
+//!
+//!   The run's first record is its commit point. The producer commits the later members
+//!   first, then the first record: readers read offsets in order, so nobody reaches a member
+//!   before the first record is resolved, and a reader that sees it committed finds every
+//!   member committed (SYNC C). If the first record is aborted instead (a reader gave it up
+//!   after the claim timeout, or its producer gave up the run, which it does first record
+//!   first), none of the run may be read, although some members may be committed already: a
+//!   reader that skips aborted record `x` and finds `x + 1` a member or unpublished knows it
+//!   belongs to `x`'s run, and aborts it at once, committed or not, walking on to the first
+//!   offset whose claim began a new one ([`Ring::past_aborted`]). A producer killed anywhere
+//!   before its first record's commit thus leaves nothing of its run readable, and it costs
+//!   readers one claim timeout.
 //! * **Overtaken.** A slot tag with an offset above the reader's means the slot was reused by
 //!   `o + kN`: the reader was lapped.
 //!
@@ -70,6 +81,11 @@ pub(crate) const ABORTED: u64 = 2;
 /// Flag on `COMMITTED`: the record starts at the next lap, not at the slot's position.
 pub(crate) const WRAPPED: u64 = 4;
 const FLAG_BITS: u32 = 3;
+
+/// Added to a later run member's position in its slot: the slot then says both where the
+/// member's claim begins and that it is a member (see "Runs"). Positions are multiples of 8,
+/// and the provisional value of an unpublished member is `+ 1`.
+const MEMBER: u64 = 2;
 
 /// Encodes a slot tag.
 pub(crate) fn tag(offset: u64, flags: u64) -> u64 {
@@ -107,6 +123,16 @@ pub(crate) fn sane_cursor(offset: u64, pos: u64) -> bool {
         && pos <= MAX_POSITION
         && offset <= MAX_POSITION / RECORD_HEADER
         && offset * RECORD_HEADER <= pos
+}
+
+/// The position a slot's `pos` word `raw` says its record's claim begins at: `raw` itself, or
+/// a later run member's value less [`MEMBER`]; `None` for a provisional or implausible value.
+pub(crate) fn claim_start(raw: u64) -> Option<u64> {
+    match raw % layout::RECORD_ALIGN {
+        0 => Some(raw),
+        MEMBER => Some(raw - MEMBER),
+        _ => None,
+    }
 }
 
 /// Where an offset slot (`layout::INDEX_SLOT` bytes) keeps `pos`.
@@ -198,6 +224,9 @@ pub(crate) enum Attempt {
 pub(crate) enum Position {
     /// The record's claim begins at this position.
     At(u64),
+    /// A later member of a claimed run, whose claim begins at this position (see "Runs" in
+    /// the module docs).
+    Member(u64),
     /// A later member of a claimed run whose producer has not stored its position yet (see
     /// "Runs" in the module docs).
     Unpublished,
@@ -335,7 +364,7 @@ impl Ring {
                     // no later lap reuses their slots while our intent holds the limit back; a
                     // loser's late provisional value is below it.
                     self.slot_pos(claim.offset)
-                        .store(claim.at, Ordering::Release);
+                        .store(claim.at + MEMBER, Ordering::Release);
                 }
                 return Attempt::Claimed(run[0]);
             }
@@ -445,23 +474,38 @@ impl Ring {
         result
     }
 
-    /// Commits one record of a claimed run whose payload is written, as [`commit`](Self::commit)
-    /// does (a plain record: schedule word 0), but leaves the intent (it covers the rest of the
-    /// run) and the wake-up (one per run, [`finish_run`](Self::finish_run)) to the caller.
-    pub(crate) fn commit_member(&self, claim: &Claim, timestamp: u64, crc: u32) -> Result<(), ()> {
-        self.seal(claim, timestamp, crc, 0)
-    }
-
-    /// The end of a run: gives up its members that were not committed (`unsealed`, as
-    /// [`abandon`](Self::abandon) does), withdraws the intent, and wakes sleeping consumers if
-    /// `committed` says any record was committed.
-    pub(crate) fn finish_run(&self, unsealed: &[Claim], committed: bool, intent: u64) {
-        for claim in unsealed {
-            self.give_up(claim);
+    /// Commits a claimed run whose payloads are written (`crc(i)`: the CRC32C of member `i`'s
+    /// payload, 0 for none; plain records, schedule word 0): the later members first, then the
+    /// first record, whose commit publishes the run (see "Runs" in the module docs). Then it
+    /// withdraws the intent and wakes sleeping consumers, once for the run. `Err(())`: a
+    /// reader aborted one of its records first, and the whole run is given up (its first
+    /// record first): nothing of it is read.
+    pub(crate) fn commit_run(
+        &self,
+        run: &[Claim],
+        timestamp: u64,
+        crc: impl Fn(usize) -> u32,
+        intent: u64,
+    ) -> Result<(), ()> {
+        let Some((first, members)) = run.split_first() else {
+            return Ok(());
+        };
+        let committed = members
+            .iter()
+            .enumerate()
+            .all(|(i, claim)| self.seal(claim, timestamp, crc(i + 1), 0).is_ok())
+            && self.seal(first, timestamp, crc(0), 0).is_ok();
+        if !committed {
+            for claim in run {
+                self.give_up(claim);
+            }
         }
         self.release_intent(intent);
         if committed {
             self.notify_data();
+            Ok(())
+        } else {
+            Err(())
         }
     }
 
@@ -606,8 +650,10 @@ impl Ring {
         tail_pos.saturating_sub(pos) > self.layout.capacity
     }
 
-    /// Gives up a stuck record: CAS the slot tag from `seen` to `(offset, ABORTED)`.
-    /// Returns false if the record changed meanwhile (committed, or the slot was reused).
+    /// Gives up a record: CAS the slot tag from `seen` to `(offset, ABORTED)`. `seen` is a
+    /// pending state of `offset` (a stuck claim), or a committed one of a run member that
+    /// [`past_aborted`](Self::past_aborted) gives up with its run. Returns false if the word
+    /// changed meanwhile (committed, aborted, or the slot was reused).
     pub(crate) fn abort(&self, offset: u64, seen: u64) -> bool {
         // SeqCst like a commit: the change must be visible to sleepers (SYNC W).
         let done = self
@@ -631,7 +677,7 @@ impl Ring {
     /// [`position`]: Self::position
     pub(crate) fn resolve(&self, offset: u64) -> Option<u64> {
         match self.position(offset) {
-            Position::At(pos) => Some(pos),
+            Position::At(pos) | Position::Member(pos) => Some(pos),
             Position::Unpublished | Position::Unknown => None,
         }
     }
@@ -656,41 +702,41 @@ impl Ring {
             .checked_sub(offset)
             .is_some_and(|d| d < self.layout.index_entries);
         if !fresh || pos > t_pos {
-            Position::Unknown
-        } else if pos % layout::RECORD_ALIGN == 0 {
-            Position::At(pos)
-        } else if pos % layout::RECORD_ALIGN == 1 {
-            Position::Unpublished
-        } else {
-            Position::Unknown
+            return Position::Unknown;
+        }
+        match (claim_start(pos), pos % layout::RECORD_ALIGN) {
+            (Some(at), 0) => Position::At(at),
+            (Some(at), _) => Position::Member(at),
+            (None, 1) => Position::Unpublished,
+            (None, _) => Position::Unknown,
         }
     }
 
-    /// Where a reader goes from aborted record `offset`: the next offset whose position is
-    /// known and that position, or `None` if it cannot be told (the slot was reused: lapped).
-    /// Unpublished members of the aborted record's run are aborted on the way (see "Runs" in
-    /// the module docs); the result's offset says how many offsets were passed.
+    /// Where a reader goes from aborted record `offset`: the next offset whose claim began a
+    /// new one and that offset's position, or `None` if it cannot be told (the slot was reused:
+    /// lapped). The later members of the aborted record's run, committed or not, are aborted on
+    /// the way (see "Runs" in the module docs); the result's offset says how many offsets were
+    /// passed.
     pub(crate) fn past_aborted(&self, offset: u64) -> Option<(u64, u64)> {
         let mut next = offset + 1;
         loop {
             match self.position(next) {
                 Position::At(pos) => return Some((next, pos)),
                 Position::Unknown => return None,
-                Position::Unpublished => {
-                    // SYNC R (Acquire): a commit or give-up we see was made after the run's
-                    // position stores, which the next round then reads.
+                Position::Member(_) | Position::Unpublished => {
+                    // `next` belongs to the run of aborted record `next - 1`, whose first
+                    // record was therefore aborted (its producer gives a run up first record
+                    // first, and no reader reaches a member before the first record is
+                    // resolved): none of it may be read. Acquire: pairs with the commit it may
+                    // undo (SYNC R, C), for symmetry with readers; the CAS decides.
                     let seen = self.slot_tag(next).load(Ordering::Acquire);
-                    if unresolved(next, seen) && !self.abort(next, seen) {
-                        continue;
+                    if tag_offset(seen) > next {
+                        return None;
                     }
-                    if seen & COMMITTED != 0 && tag_offset(seen) == next {
-                        // The run's member was committed after its position store (SYNC R),
-                        // so the position is known now; a slot that still says otherwise is
-                        // damaged bytes, and looping on it would never end.
-                        return match self.position(next) {
-                            Position::At(pos) => Some((next, pos)),
-                            Position::Unpublished | Position::Unknown => None,
-                        };
+                    // Every CAS that fails saw the word change, and every round that does not
+                    // fail moves on, so damaged bytes that never change cannot hold us here.
+                    if seen != tag(next, ABORTED) && !self.abort(next, seen) {
+                        continue;
                     }
                     next += 1;
                 }

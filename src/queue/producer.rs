@@ -227,15 +227,16 @@ impl Producer {
     /// Publishes every payload of `payloads` as one run of records with dense offsets, in order,
     /// and returns the first record's offset (the others follow it: `first + i` for
     /// `payloads[i]`). One claim takes room for the whole run, so records of other producers
-    /// never fall between them; readers see each record as soon as it is committed, as for
-    /// [`publish`](Self::publish). Under [`FullPolicy::Block`] it waits until the whole run
+    /// never fall between them. The batch is atomic: readers see all of its records at once, or
+    /// none of them (a producer killed before its batch is committed leaves nothing of it
+    /// readable, and its offsets are skipped as aborted ones). Under [`FullPolicy::Block`] it waits until the whole run
     /// fits, and under [`Durability::Sync`] it returns once the last record is on disk (one
     /// flush for the batch). Its records share one timestamp.
     ///
     /// Errors: as [`publish`](Self::publish), and [`Error::InvalidArgument`] for an empty
     /// batch, [`Error::BatchTooBig`] for a batch that could never fit in the ring.
-    /// [`Error::Aborted`] names the first record readers gave up (this call stalled past the
-    /// claim timeout): the records before it are published, it and the rest are not.
+    /// [`Error::Aborted`] names the batch's first record: this call stalled past the claim
+    /// timeout and readers gave the batch up; none of it is published.
     /// [`Error::NotDurable`] names the batch's last record.
     pub fn publish_batch(&mut self, payloads: &[&[u8]]) -> Result<u64> {
         self.lease.check_current(&self.shared.path)?;
@@ -282,21 +283,14 @@ impl Producer {
         self.claim_with(|ring, tail, limit| ring.try_claim_run(tail, lens, limit, slot_off, run))?;
         let ring = &self.shared.ring;
         let timestamp = clock::now_ns();
-        let mut sealed = 0;
         for (claim, payload) in run.iter().zip(payloads) {
             ring.write_payload(claim, payload);
-            let crc = checksum(&self.shared, payload);
-            if ring.commit_member(claim, timestamp, crc).is_err() {
-                break;
-            }
-            sealed += 1;
         }
-        ring.finish_run(&run[sealed..], sealed > 0, slot_off);
-        if let Some(aborted) = run.get(sealed) {
-            return Err(Error::Aborted {
-                offset: aborted.offset,
-            });
-        }
+        let crc = |i: usize| checksum(&self.shared, payloads[i]);
+        ring.commit_run(run, timestamp, crc, slot_off)
+            .map_err(|()| Error::Aborted {
+                offset: run[0].offset,
+            })?;
         let last = run[run.len() - 1];
         self.after_commit(last.offset, last.start + footprint(last.len as u64))?;
         Ok(run[0].offset)

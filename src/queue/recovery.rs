@@ -37,7 +37,9 @@ use crate::protocol::layout::{
     footprint, BOOT_ID, DATA_WAITERS, DURABLE_WAITERS, FLOOR, RECORD_ALIGN, RECORD_HEADER,
     SPACE_WAITERS, TAIL,
 };
-use crate::protocol::ring::{sane_cursor, tag, tag_offset, ABORTED, COMMITTED, WRAPPED};
+use crate::protocol::ring::{
+    claim_start, sane_cursor, tag, tag_offset, ABORTED, COMMITTED, WRAPPED,
+};
 use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::group::AdminLock;
 use crate::queue::mapped::MappedQueue;
@@ -145,12 +147,14 @@ impl MappedQueue {
         let mut replayed = 0;
         if self.geometry.checksums {
             let mut buf = Vec::new();
+            let mut dead_member = false;
             // Each step consumes a slot, so a ring's worth of slots bounds the scan.
             for _ in 0..ring.layout.index_entries {
-                let Some(next) = self.valid_record(offset, pos, &mut buf) else {
+                let Some((next, member)) = self.valid_record(offset, pos, dead_member, &mut buf)
+                else {
                     break;
                 };
-                pos = next;
+                (pos, dead_member) = (next, member);
                 offset += 1;
                 replayed += 1;
             }
@@ -220,9 +224,11 @@ impl MappedQueue {
         let (mut offset, mut next) = from;
         while offset > 0 {
             let x = offset - 1;
-            let pos = ring.slot_pos(x).load(Ordering::Relaxed);
+            let Some(pos) = claim_start(ring.slot_pos(x).load(Ordering::Relaxed)) else {
+                break;
+            };
             let t = ring.slot_tag(x).load(Ordering::Relaxed);
-            if pos % RECORD_ALIGN != 0 || pos >= next || pos.saturating_add(capacity) < tail_pos {
+            if pos >= next || pos.saturating_add(capacity) < tail_pos {
                 break;
             }
             let intact = t == tag(x, ABORTED)
@@ -254,7 +260,10 @@ impl MappedQueue {
 
     /// If record `offset`, whose claim begins at `pos`, was committed and is intact, marks its
     /// slot's position and returns where the next record begins; if it was aborted, returns
-    /// where its successor begins.
+    /// where its successor begins, and whether that successor is a later member of the same
+    /// batch (its slot holds a member position). Such a member (`dead_member`) is aborted
+    /// whatever its tag says: its batch's first record was aborted, so none of the batch was
+    /// ever read, and it is not replayed in part.
     ///
     /// A record is replayed only if its slot tag on disk says it was committed. A whole
     /// header with a matching CRC is not enough: a producer can write its header after a
@@ -267,16 +276,25 @@ impl MappedQueue {
     /// that covers a record runs its `fdatasync` after the record's commit CAS, so the tag of
     /// every durable record is on disk. A committed record whose tag page was lost ends the
     /// prefix, as a torn one does.
-    fn valid_record(&self, offset: u64, pos: u64, buf: &mut Vec<u8>) -> Option<u64> {
+    fn valid_record(
+        &self,
+        offset: u64,
+        pos: u64,
+        dead_member: bool,
+        buf: &mut Vec<u8>,
+    ) -> Option<(u64, bool)> {
         let ring = &self.ring;
         let capacity = ring.layout.capacity;
         let t = ring.slot_tag(offset).load(Ordering::Relaxed);
         // An aborted record (its slot on disk says so): skip to its successor's position, which
-        // that successor's contenders wrote before claiming.
-        if t == tag(offset, ABORTED) {
-            let next = ring.slot_pos(offset + 1).load(Ordering::Relaxed);
-            let sane = next % RECORD_ALIGN == 0 && next > pos && next - pos <= capacity;
-            return sane.then_some(next);
+        // that successor's contenders wrote before claiming, or which the batch's producer
+        // stored right after its claim for a later member of its batch.
+        if t == tag(offset, ABORTED) || dead_member {
+            ring.slot_tag(offset)
+                .store(tag(offset, ABORTED), Ordering::Relaxed);
+            let raw = ring.slot_pos(offset + 1).load(Ordering::Relaxed);
+            let next = claim_start(raw).filter(|&n| n > pos && n - pos <= capacity)?;
+            return Some((next, raw % RECORD_ALIGN != 0));
         }
         let wrapped = if t == tag(offset, COMMITTED) {
             false
@@ -290,6 +308,6 @@ impl MappedQueue {
         let end = self.check_record(offset, start, wrapped, rest, buf)?;
         // Readers resolve the record's cursor through its slot.
         ring.slot_pos(offset).store(pos, Ordering::Relaxed);
-        Some(end)
+        Some((end, false))
     }
 }
