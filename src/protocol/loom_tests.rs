@@ -616,7 +616,7 @@ fn run_claim_races_single_claim() {
                     assert_eq!(c.start, c.at, "nothing wraps in these models");
                     ring.write_payload(c, &payload(p));
                 }
-                let committed = ring.commit_run(&run, RUN_TIME, |i| crc(owners[i]), intent(1));
+                let committed = ring.commit_run(&run, RUN_TIME, &owners.map(crc), intent(1));
                 assert_eq!(committed, Ok(()));
                 run
             })
@@ -717,7 +717,7 @@ fn run_is_read_whole_or_not_at_all() {
                 for (c, p) in run.iter().zip(owners) {
                     ring.write_payload(c, &payload(p));
                 }
-                let committed = ring.commit_run(&run, RUN_TIME, |i| crc(owners[i]), intent(1));
+                let committed = ring.commit_run(&run, RUN_TIME, &owners.map(crc), intent(1));
                 (run, committed)
             })
         };

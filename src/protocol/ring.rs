@@ -474,7 +474,7 @@ impl Ring {
         result
     }
 
-    /// Commits a claimed run whose payloads are written (`crc(i)`: the CRC32C of member `i`'s
+    /// Commits a claimed run whose payloads are written (`crcs[i]`: the CRC32C of member `i`'s
     /// payload, 0 for none; plain records, schedule word 0): the later members first, then the
     /// first record, whose commit publishes the run (see "Runs" in the module docs). Then it
     /// withdraws the intent and wakes sleeping consumers, once for the run. `Err(())`: a
@@ -484,17 +484,20 @@ impl Ring {
         &self,
         run: &[Claim],
         timestamp: u64,
-        crc: impl Fn(usize) -> u32,
+        crcs: &[u32],
         intent: u64,
     ) -> Result<(), ()> {
-        let Some((first, members)) = run.split_first() else {
+        debug_assert_eq!(run.len(), crcs.len());
+        let (Some((first, members)), Some((first_crc, member_crcs))) =
+            (run.split_first(), crcs.split_first())
+        else {
             return Ok(());
         };
         let committed = members
             .iter()
-            .enumerate()
-            .all(|(i, claim)| self.seal(claim, timestamp, crc(i + 1), 0).is_ok())
-            && self.seal(first, timestamp, crc(0), 0).is_ok();
+            .zip(member_crcs)
+            .all(|(claim, &crc)| self.seal(claim, timestamp, crc, 0).is_ok())
+            && self.seal(first, timestamp, *first_crc, 0).is_ok();
         if !committed {
             for claim in run {
                 self.give_up(claim);

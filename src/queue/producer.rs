@@ -265,17 +265,18 @@ impl Producer {
             }
         }
         let mut run = std::mem::take(&mut self.run);
-        let published = self.publish_run(payloads, &lens, &mut run);
+        let published = self.publish_run(payloads, &mut lens, &mut run);
         (self.lens, self.run) = (lens, run);
         published
     }
 
     /// Claims, writes and commits the run of `payloads` (whose lengths are `lens`), then waits
-    /// for durability as its policy says.
+    /// for durability as its policy says. Once the run is claimed its claims hold the lengths,
+    /// and `lens` takes the payloads' CRC32Cs for the commit (no second buffer).
     fn publish_run(
         &mut self,
         payloads: &[&[u8]],
-        lens: &[u32],
+        lens: &mut [u32],
         run: &mut Vec<Claim>,
     ) -> Result<u64> {
         self.check_run_size(lens)?;
@@ -283,11 +284,12 @@ impl Producer {
         self.claim_with(|ring, tail, limit| ring.try_claim_run(tail, lens, limit, slot_off, run))?;
         let ring = &self.shared.ring;
         let timestamp = clock::now_ns();
-        for (claim, payload) in run.iter().zip(payloads) {
+        let crcs = lens;
+        for ((claim, payload), crc) in run.iter().zip(payloads).zip(crcs.iter_mut()) {
             ring.write_payload(claim, payload);
+            *crc = checksum(&self.shared, payload);
         }
-        let crc = |i: usize| checksum(&self.shared, payloads[i]);
-        ring.commit_run(run, timestamp, crc, slot_off)
+        ring.commit_run(run, timestamp, crcs, slot_off)
             .map_err(|()| Error::Aborted {
                 offset: run[0].offset,
             })?;
