@@ -31,6 +31,8 @@ pub const POINTS: &[&str] = &[
     "work.advance.after_base",
     "work.dead_letter.before_publish",
     "work.dead_letter.after_publish",
+    "txn.after_prepare",
+    "txn.after_commit_point",
 ];
 
 /// One trigger variable: which point (and which hit of it) it names, and the hits so far.
