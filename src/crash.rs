@@ -33,6 +33,7 @@ pub const POINTS: &[&str] = &[
     "work.dead_letter.after_publish",
     "txn.after_prepare",
     "txn.after_commit_point",
+    "txn.before_input_commit",
 ];
 
 /// One trigger variable: which point (and which hit of it) it names, and the hits so far.

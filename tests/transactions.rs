@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use std::os::unix::fs::FileExt;
 
 use common::format::Layout;
-use shmq::{Error, MemberOptions, Options, Start, Subscribe, Topic, TopicOptions};
+use shmq::{Error, MemberOptions, Options, Queue, Start, Subscribe, Topic, TopicOptions};
 
 const PARTITIONS: u32 = 4;
 const CLAIM_TIMEOUT: Duration = Duration::from_millis(200);
@@ -24,6 +24,7 @@ const PHASE: Duration = Duration::from_secs(60);
 fn main() {
     match common::role().as_deref() {
         Some("committer") => committer(),
+        Some("transformer") => transformer(),
         Some(r) => panic!("unknown role {r}"),
         None => common::harness::run(&[
             ("commit_abort_and_busy_id", commit_abort_and_busy_id),
@@ -32,6 +33,10 @@ fn main() {
             (
                 "a_damaged_transaction_file_is_an_error",
                 damaged_transaction_file,
+            ),
+            (
+                "consume_transform_produce_exactly_once_under_kills",
+                consume_transform_produce,
             ),
         ]),
     }
@@ -444,4 +449,117 @@ fn damaged_transaction_file() {
             }
         );
     }
+}
+
+/// Input records of the consume-transform-produce test.
+const INPUTS: u64 = 20_000;
+
+/// Child: the transformer of the consume-transform-produce test. Opens its transactional id
+/// on the output topic first (settling what a killed predecessor left), then group "xform"
+/// of the input queue, and turns each input record `i` into the output record
+/// `(7, i, 0, 1)` keyed by `i`, committing 1 to 5 records' outputs with their input
+/// offsets in one transaction, until the group has committed every input.
+fn transformer() {
+    let topic = Topic::open(common::arg::<String>("SHMQ_PATH")).unwrap();
+    let mut tx = topic.transactional_producer("xform").unwrap();
+    let input = Queue::open(common::arg::<String>("SHMQ_INPUT")).unwrap();
+    let mut c = input.consumer("xform").unwrap();
+    while c.committed() < INPUTS {
+        let mut last = None;
+        // 1 to 5 inputs per transaction.
+        for _ in 0..1 + c.committed() % 5 {
+            let Some(m) = c.poll(Some(Duration::from_millis(100))).unwrap() else {
+                break;
+            };
+            let i = u64::from_le_bytes(m.payload.try_into().unwrap());
+            last = Some(m.offset);
+            tx.send_keyed(&i.to_le_bytes(), &value(7, i, 0, 1)).unwrap();
+        }
+        if let Some(offset) = last {
+            tx.commit_consumed(&mut c, offset).unwrap();
+        }
+    }
+}
+
+/// Consume-transform-produce from a queue into a topic: a transformer killed at the crash
+/// points around its commit (before the commit point, after it, between it and the input
+/// commit) and then at random, and restarted each time, leaves the output holding each
+/// input's derived record exactly once.
+fn consume_transform_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = create(dir.path());
+    let mut out = checker(&topic);
+    let input_path = dir.path().join("in.q");
+    let input = Queue::create(
+        &input_path,
+        &Options {
+            capacity: 1 << 20,
+            max_message: 64,
+            claim_timeout: CLAIM_TIMEOUT,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    drop(input.consumer("xform").unwrap());
+    let mut p = input.producer().unwrap();
+    for i in 0..INPUTS {
+        p.publish(&i.to_le_bytes()).unwrap();
+    }
+    let env = |crash: Option<&str>| {
+        let mut env = vec![
+            ("SHMQ_PATH", topic.path().display().to_string()),
+            ("SHMQ_INPUT", input_path.display().to_string()),
+        ];
+        if let Some(point) = crash {
+            env.push(("SHMQ_CRASH_AT", point.to_string()));
+        }
+        env
+    };
+    for point in [
+        "publish.before_commit:4",
+        "txn.after_prepare:3",
+        "txn.after_commit_point:5",
+        "txn.before_input_commit:7",
+    ] {
+        let child = common::spawn("transformer", &env(Some(point)));
+        let (_, status) = common::wait(child, PHASE, "transformer");
+        assert!(common::killed(status), "{point}: not killed there");
+    }
+    let mut rng = common::Rng::new();
+    let mut kills = 0;
+    let start = Instant::now();
+    loop {
+        let mut child = common::spawn("transformer", &env(None));
+        std::thread::sleep(Duration::from_millis(rng.range(3, 15)));
+        if kills < 40 && child.try_wait().unwrap().is_none() {
+            common::kill(child);
+            kills += 1;
+            continue;
+        }
+        let (out, status) = common::wait(child, PHASE, "transformer");
+        assert!(status.success(), "the last transformer failed: {out}");
+        break;
+    }
+    assert!(
+        kills >= 5,
+        "the transformer was killed only {kills} times at random"
+    );
+    let seen = read_all(&mut out, CLAIM_TIMEOUT * 3);
+    let inputs: Vec<u64> = seen
+        .keys()
+        .map(|&(id, i)| {
+            assert_eq!(id, 7);
+            i
+        })
+        .collect();
+    // `read_all` fails on a record seen twice; every input is here once.
+    assert_eq!(
+        inputs,
+        (0..INPUTS).collect::<Vec<_>>(),
+        "an input's output is missing"
+    );
+    println!(
+        "  4 crash points and {kills} random kills in {:?}: {INPUTS} inputs, each output once",
+        start.elapsed()
+    );
 }

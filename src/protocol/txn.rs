@@ -59,7 +59,16 @@ const S_NAME: u64 = 40;
 const S_COUNT: u64 = 128;
 const S_PARTICIPANTS: u64 = 136;
 const PARTICIPANT: u64 = 16;
-const _: () = assert!(S_PARTICIPANTS + MAX_PARTICIPANTS as u64 * PARTICIPANT <= SLOT_SIZE);
+const S_INPUT_OLD: u64 = 1168;
+const S_INPUT_NEW: u64 = 1184;
+const S_INPUT_GROUP_LEN: u64 = 1200;
+const S_INPUT_GROUP: u64 = 1208;
+const S_INPUT_PATH_LEN: u64 = 1272;
+const S_INPUT_PATH: u64 = 1280;
+/// Longest input queue path (bytes) of a consume-transform-produce transaction.
+pub(crate) const MAX_INPUT_PATH: usize = 768;
+const _: () = assert!(S_PARTICIPANTS + MAX_PARTICIPANTS as u64 * PARTICIPANT <= S_INPUT_OLD);
+const _: () = assert!(S_INPUT_PATH + MAX_INPUT_PATH as u64 <= SLOT_SIZE);
 const _: () = assert!(S_NAME + MAX_NAME as u64 <= S_COUNT);
 
 /// The file's size.
@@ -291,6 +300,93 @@ impl<'a> TxnTable<'a> {
         debug_assert!(i < MAX_PARTICIPANTS);
         self.region
             .u64s(self.at(slot, S_PARTICIPANTS + u64::from(i) * PARTICIPANT))
+    }
+}
+
+/// A consumer group's commit that a transaction makes with its records (consume-transform-
+/// produce): group `group` of the queue file at `path` moves from committed word `old` to
+/// `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InputCommit {
+    pub path: String,
+    pub group: String,
+    pub old: u128,
+    pub new: u128,
+}
+
+impl TxnTable<'_> {
+    /// Records the current epoch's input commit (or none), before its commit point: the
+    /// words first, the path's length last (Release).
+    pub(crate) fn set_input(&self, slot: u32, input: Option<&InputCommit>) {
+        use crate::protocol::sync::Ordering;
+        let Some(i) = input else {
+            // Relaxed: published by the epoch's PREPARING store, which follows.
+            self.region
+                .u64(self.at(slot, S_INPUT_PATH_LEN))
+                .store(0, Ordering::Relaxed);
+            return;
+        };
+        debug_assert!(i.path.len() <= MAX_INPUT_PATH && i.group.len() <= MAX_NAME);
+        // Relaxed: published by the length's Release store below.
+        self.region
+            .u128(self.at(slot, S_INPUT_OLD))
+            .store(i.old, Ordering::Relaxed);
+        self.region
+            .u128(self.at(slot, S_INPUT_NEW))
+            .store(i.new, Ordering::Relaxed);
+        self.region
+            .write_bytes(self.at(slot, S_INPUT_GROUP), i.group.as_bytes());
+        self.region
+            .u64(self.at(slot, S_INPUT_GROUP_LEN))
+            .store(i.group.len() as u64, Ordering::Relaxed);
+        self.region
+            .write_bytes(self.at(slot, S_INPUT_PATH), i.path.as_bytes());
+        // Release: a next holder that reads the length sees the rest.
+        self.region
+            .u64(self.at(slot, S_INPUT_PATH_LEN))
+            .store(i.path.len() as u64, Ordering::Release);
+    }
+
+    /// The current epoch's input commit, if it has one and its words are in range (`Err`
+    /// with what is wrong otherwise).
+    pub(crate) fn input(&self, slot: u32) -> Result<Option<InputCommit>, String> {
+        use crate::protocol::sync::Ordering;
+        // Acquire: pairs with the Release store in `set_input`.
+        let path_len = self
+            .region
+            .u64(self.at(slot, S_INPUT_PATH_LEN))
+            .load(Ordering::Acquire);
+        if path_len == 0 {
+            return Ok(None);
+        }
+        // Relaxed: ordered after the Acquire load above.
+        let group_len = self
+            .region
+            .u64(self.at(slot, S_INPUT_GROUP_LEN))
+            .load(Ordering::Relaxed);
+        if path_len > MAX_INPUT_PATH as u64 || group_len == 0 || group_len > MAX_NAME as u64 {
+            return Err(format!(
+                "an input of path length {path_len} and group length {group_len}"
+            ));
+        }
+        let text = |at: u64, len: u64| {
+            let mut buf = vec![0u8; len as usize];
+            self.region.read_bytes(self.at(slot, at), &mut buf);
+            String::from_utf8(buf)
+                .map_err(|_| "an input path or group that is not UTF-8".to_string())
+        };
+        Ok(Some(InputCommit {
+            path: text(S_INPUT_PATH, path_len)?,
+            group: text(S_INPUT_GROUP, group_len)?,
+            old: self
+                .region
+                .u128(self.at(slot, S_INPUT_OLD))
+                .load(Ordering::Relaxed),
+            new: self
+                .region
+                .u128(self.at(slot, S_INPUT_NEW))
+                .load(Ordering::Relaxed),
+        }))
     }
 }
 

@@ -359,40 +359,8 @@ impl Consumer {
     }
 
     fn commit_checked(&mut self, offset: u64) -> Result<()> {
-        if offset >= self.cursor.offset {
-            let why = match self.cursor.offset {
-                0 => format!(
-                    "cannot commit offset {offset}: commit takes the offset of the last record \
-                     processed, and this consumer has not read any record yet"
-                ),
-                next => format!(
-                    "cannot commit offset {offset}: commit takes the offset of the last record \
-                     processed, and this consumer's next record is {next}, so it may commit up \
-                     to {}",
-                    next - 1
-                ),
-            };
-            return Err(Error::InvalidArgument {
-                argument: "offset",
-                why,
-            });
-        }
-        let next = offset + 1;
-        let current = self.shared.committed_word(self.slot);
-        if current != self.committed_word || !self.holds_lease() {
-            return Err(self.taken_over(current));
-        }
-        let (committed, _) = crate::protocol::sync::unpack(current);
-        if next <= committed {
+        let Some((current, next, pos)) = self.planned_commit(offset)? else {
             return Ok(());
-        }
-        let pos = if next == self.cursor.offset {
-            self.cursor.pos
-        } else {
-            self.shared
-                .ring
-                .resolve(next)
-                .ok_or_else(|| self.out_of_range(next))?
         };
         crate::crash::point("commit.before_store");
         self.committed_word = self
@@ -447,6 +415,53 @@ impl Consumer {
     /// Checking costs one hardware CRC32C pass over the payload.
     pub fn set_verify_checksums(&mut self, verify: bool) {
         self.cursor.verify = verify && self.shared.geometry.checksums;
+    }
+
+    /// What a commit of `offset` would do, checked as [`commit`](Self::commit) checks it:
+    /// `Some((the committed word it replaces, the next offset, its position))`, or `None` if
+    /// the group is past `offset` already.
+    pub(crate) fn planned_commit(&self, offset: u64) -> Result<Option<(u128, u64, u64)>> {
+        if offset >= self.cursor.offset {
+            let why = match self.cursor.offset {
+                0 => format!(
+                    "cannot commit offset {offset}: commit takes the offset of the last record \
+                     processed, and this consumer has not read any record yet"
+                ),
+                next => format!(
+                    "cannot commit offset {offset}: commit takes the offset of the last record \
+                     processed, and this consumer's next record is {next}, so it may commit up \
+                     to {}",
+                    next - 1
+                ),
+            };
+            return Err(Error::InvalidArgument {
+                argument: "offset",
+                why,
+            });
+        }
+        let next = offset + 1;
+        let current = self.shared.committed_word(self.slot);
+        if current != self.committed_word || !self.holds_lease() {
+            return Err(self.taken_over(current));
+        }
+        let (committed, _) = crate::protocol::sync::unpack(current);
+        if next <= committed {
+            return Ok(None);
+        }
+        let pos = if next == self.cursor.offset {
+            self.cursor.pos
+        } else {
+            self.shared
+                .ring
+                .resolve(next)
+                .ok_or_else(|| self.out_of_range(next))?
+        };
+        Ok(Some((current, next, pos)))
+    }
+
+    /// The queue file and the group this consumer reads.
+    pub(crate) fn source(&self) -> (&std::path::Path, &str) {
+        (&self.shared.path, &self.group)
     }
 
     /// Stamps a heartbeat if one is due (members with a session timeout only); fails with

@@ -18,9 +18,11 @@ use crate::mapping::file::io_err;
 use crate::mapping::lease::{self, Lease, OwnFd};
 use crate::protocol::ring::{self, Claim};
 use crate::protocol::sync::{pack, Ordering};
-use crate::protocol::txn::{self, Participant};
+use crate::protocol::txn::{self, InputCommit, Participant};
+use crate::queue::consumer::Consumer;
 use crate::queue::producer::Producer;
 use crate::queue::txn::TxnFile;
+use crate::queue::Queue;
 use crate::topic::directory::Topic;
 use crate::topic::producer::Published;
 use crate::topic::routing::{self, partition_for_key};
@@ -194,10 +196,72 @@ impl TransactionalProducer {
     /// one transaction; the errors of [`Producer::publish_batch`] for a partition, after which
     /// the transaction was aborted too. The records are dropped either way.
     pub fn commit(&mut self) -> Result<Vec<Published>> {
+        self.commit_with(None, || Ok(()))
+    }
+
+    /// Commits the open transaction together with `consumer`'s commit of `offset` (the last
+    /// input record processed): **consume-transform-produce**. The group's committed offset
+    /// moves to `offset + 1` exactly when the transaction's records become visible, so a
+    /// transformer killed anywhere neither loses an input nor publishes its output twice: if
+    /// it dies after the commit point and before the group's cursor moved, the id's next
+    /// holder moves it when it opens (so open the transactional producer before the
+    /// consumer). One transactional id per input queue or partition: the id's holder must be
+    /// the group's reader.
+    ///
+    /// Errors: those of [`commit`](Self::commit) and of [`Consumer::commit`]; the records are
+    /// dropped either way. [`Error::TakenOver`] before anything is written: the group's
+    /// offset moved since the consumer read it (a consumer opened before this producer
+    /// settled its predecessor's transaction, or another member): make a new consumer, which
+    /// resumes after the last committed transaction.
+    pub fn commit_consumed(
+        &mut self,
+        consumer: &mut Consumer,
+        offset: u64,
+    ) -> Result<Vec<Published>> {
+        let plan = consumer
+            .planned_commit(offset)
+            .inspect_err(|_| self.records.clear())?;
+        let Some((old, next, pos)) = plan else {
+            return self.commit_with(None, || Ok(()));
+        };
+        let (path, group) = consumer.source();
+        let path = path.to_str().filter(|p| p.len() <= txn::MAX_INPUT_PATH);
+        let Some(path) = path else {
+            self.records.clear();
+            return Err(Error::InvalidArgument {
+                argument: "consumer",
+                why: format!(
+                    "its queue's path must be UTF-8 of at most {} bytes",
+                    txn::MAX_INPUT_PATH
+                ),
+            });
+        };
+        let input = InputCommit {
+            path: path.to_string(),
+            group: group.to_string(),
+            old,
+            new: pack(next, pos),
+        };
+        self.commit_with(Some(&input), || {
+            crate::crash::point("txn.before_input_commit");
+            consumer.commit(offset)
+        })
+    }
+
+    /// Commits the open transaction with `input` (a group commit, recorded so that a next
+    /// holder can make it) and runs `then` (which makes it) after the commit point and before
+    /// the epoch counts as settled.
+    fn commit_with(
+        &mut self,
+        input: Option<&InputCommit>,
+        then: impl FnOnce() -> Result<()>,
+    ) -> Result<Vec<Published>> {
         self.lease.check_current(&self.txns.path)?;
         self.txns.check_damage()?;
+        // An earlier commit of ours that could not finish is finished first (X3).
+        self.settle_previous()?;
         let records = std::mem::take(&mut self.records);
-        if records.is_empty() {
+        if records.is_empty() && input.is_none() {
             return Ok(Vec::new());
         }
         let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -227,6 +291,7 @@ impl TransactionalProducer {
             // Relaxed: the participant list of the new epoch is empty before it starts
             // (published by the state store below).
             table.count(slot).store(0, Ordering::Relaxed);
+            table.set_input(slot, input);
             // SYNC X (SeqCst): the epoch starts before any of its records is claimed.
             table
                 .state(slot)
@@ -272,13 +337,19 @@ impl TransactionalProducer {
                 settled = r;
             }
         }
-        // Release: every record of the epoch is settled before this says so (X3).
-        self.txns
-            .table()
-            .settled(slot)
-            .store(epoch, Ordering::Release);
+        // The input commit belongs to the epoch as its records do: until it is made, the epoch
+        // is not settled, and the id's next holder (or this one's next commit) makes it.
+        let input_moved = if commit { then() } else { Ok(()) };
+        if input_moved.is_ok() {
+            // Release: every record of the epoch is settled before this says so (X3).
+            self.txns
+                .table()
+                .settled(slot)
+                .store(epoch, Ordering::Release);
+        }
         committed?;
         settled?;
+        input_moved?;
         self.topic.notify();
         let mut placed = vec![
             Published {
@@ -398,8 +469,31 @@ impl TransactionalProducer {
                 }
             }
         }
+        if commit {
+            if let Some(input) = table.input(self.slot).map_err(|what| self.corrupt(what))? {
+                self.apply_input(&input)?;
+            }
+        }
         // Release as in `commit`.
-        table.settled(self.slot).store(epoch, Ordering::Release);
+        self.txns
+            .table()
+            .settled(self.slot)
+            .store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    /// Moves the input group's committed cursor as a committed transaction recorded, if it
+    /// still holds the value the transaction replaced (its holder died before it moved it;
+    /// any other value means someone moved it since, which is theirs to keep).
+    fn apply_input(&self, input: &InputCommit) -> Result<()> {
+        let queue = Queue::open_trusting(&input.path, &self.topic.trust())?;
+        let shared = queue.shared();
+        if let Some(slot) = shared.find_group(&input.group) {
+            let (offset, pos) = crate::protocol::sync::unpack(input.new);
+            if shared.swap_committed(slot, input.old, offset, pos).is_ok() {
+                shared.ring.notify_space();
+            }
+        }
         Ok(())
     }
 
