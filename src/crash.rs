@@ -31,6 +31,10 @@ pub const POINTS: &[&str] = &[
     "work.advance.after_base",
     "work.dead_letter.before_publish",
     "work.dead_letter.after_publish",
+    "ids.after_claim",
+    "ids.after_inflight",
+    "ids.after_publish",
+    "ids.after_entry",
 ];
 
 /// One trigger variable: which point (and which hit of it) it names, and the hits so far.

@@ -108,7 +108,7 @@ pub(crate) fn tag_offset(tag: u64) -> u64 {
 /// an offset above `offset` means the slot was reused by a later lap after the claim was
 /// given up, so CASing from it would overwrite a newer record's tag and report a skipped record
 /// as published.
-fn unresolved(offset: u64, t: u64) -> bool {
+pub(crate) fn unresolved(offset: u64, t: u64) -> bool {
     tag_offset(t) < offset || t == tag(offset, 0)
 }
 
