@@ -400,8 +400,13 @@ pub(crate) fn settle(
     } else {
         outcome(ring, seq, offset)
     };
+    // A holder killed after storing the entry, before clearing the in-flight words, left
+    // nothing to do but that.
+    let recorded = !committed
+        && settled == Settled::Published { seq, offset }
+        && t.load_entry(slot, t.index(seq))? == Some((seq, offset));
     match settled {
-        Settled::Published { seq, offset } => {
+        Settled::Published { seq, offset } if !recorded => {
             t.store_entry(slot, seq, offset);
             let last = t.last(slot);
             // Relaxed: the holder's own word (SYNC P hands it over).
@@ -412,7 +417,7 @@ pub(crate) fn settle(
             crate::crash::point("ids.after_entry");
         }
         Settled::Unknown { .. } => t.count(slot, Counter::Unknown),
-        Settled::NotPublished { .. } | Settled::Idle => {}
+        Settled::Published { .. } | Settled::NotPublished { .. } | Settled::Idle => {}
     }
     // Release: the entry is stored before the in-flight words read as empty.
     s.store(0, Ordering::Release);
