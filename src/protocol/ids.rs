@@ -66,10 +66,13 @@ const S_STATE: u64 = 0;
 const S_NAME_LEN: u64 = 8;
 const S_NAME: u64 = 16;
 const S_OWNER: u64 = 128;
-const S_LAST: u64 = 256;
-const S_INFLIGHT_SEQ: u64 = 264;
-const S_INFLIGHT_OFFSET: u64 = 272;
-const S_COUNTERS: u64 = 280;
+/// The holder's words, one 64-byte run: `last`, the in-flight pair, the counters.
+const S_HOT: u64 = 256;
+const LAST: usize = 0;
+const INFLIGHT_SEQ: usize = 1;
+const INFLIGHT_OFFSET: usize = 2;
+const COUNTERS: usize = 3;
+const HOT_WORDS: usize = 6;
 /// Entries: `seq + 1` then the record's offset.
 const ENTRY: u64 = 16;
 
@@ -211,30 +214,24 @@ impl<'a> IdsTable<'a> {
         self.region.u128(self.at(slot, S_OWNER))
     }
 
-    /// One above the highest sequence number slot `slot` has published.
-    pub(crate) fn last(&self, slot: u32) -> &'a AtomicU64 {
-        self.region.u64(self.at(slot, S_LAST))
+    /// Slot `slot`'s holder words (`last`, in-flight, counters), with one bounds check.
+    fn hot(&self, slot: u32) -> &'a [AtomicU64; HOT_WORDS] {
+        self.region.u64s(self.at(slot, S_HOT))
     }
 
-    /// The in-flight words `[seq + 1 (0: none), offset]` of slot `slot`.
-    fn in_flight(&self, slot: u32) -> &'a [AtomicU64; 2] {
-        debug_assert_eq!(S_INFLIGHT_OFFSET, S_INFLIGHT_SEQ + 8);
-        self.region.u64s(self.at(slot, S_INFLIGHT_SEQ))
+    /// One above the highest sequence number slot `slot` has published.
+    pub(crate) fn last(&self, slot: u32) -> &'a AtomicU64 {
+        &self.hot(slot)[LAST]
     }
 
     /// Slot `slot`'s counter `c`.
     pub(crate) fn counter(&self, slot: u32, c: Counter) -> &'a AtomicU64 {
-        self.region.u64(self.at(slot, S_COUNTERS + 8 * c as u64))
+        &self.hot(slot)[COUNTERS + c as usize]
     }
 
     /// Adds one to slot `slot`'s counter `c` (the holder only: a load and a store).
     pub(crate) fn count(&self, slot: u32, c: Counter) {
-        let word = self.counter(slot, c);
-        // Relaxed: statistics, written by the holder alone.
-        word.store(
-            word.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        bump(self.counter(slot, c));
     }
 
     /// Entry `index`'s words `[seq + 1 (0: none), offset]` in slot `slot`.
@@ -285,7 +282,8 @@ impl<'a> IdsTable<'a> {
 
     /// The offset of slot `slot`'s in-flight claim, if one is noted.
     pub(crate) fn in_flight_offset(&self, slot: u32) -> Option<u64> {
-        let [s, o] = self.in_flight(slot);
+        let w = self.hot(slot);
+        let (s, o) = (&w[INFLIGHT_SEQ], &w[INFLIGHT_OFFSET]);
         // SYNC P (Acquire): pairs with the Release store in `note_claim`; the offset is
         // Relaxed, ordered after it.
         (s.load(Ordering::Acquire) != 0).then(|| o.load(Ordering::Relaxed))
@@ -311,7 +309,7 @@ impl<'a> IdsTable<'a> {
     /// Empties the in-flight words of slot `slot` (recovery, removal).
     pub(crate) fn clear_in_flight(&self, slot: u32) {
         // Relaxed: as in `clear_entry`.
-        self.in_flight(slot)[0].store(0, Ordering::Relaxed);
+        self.hot(slot)[INFLIGHT_SEQ].store(0, Ordering::Relaxed);
     }
 }
 
@@ -348,7 +346,8 @@ pub(crate) fn lookup(t: &IdsTable<'_>, slot: u32, seq: u64) -> Result<Lookup, Id
 /// Notes claim `offset` of sequence number `seq` in slot `slot`'s in-flight words (the holder,
 /// right after its claim won, before it writes the record): offset first, then `seq + 1`.
 pub(crate) fn note_claim(t: &IdsTable<'_>, slot: u32, seq: u64, offset: u64) {
-    let [s, o] = t.in_flight(slot);
+    let w = t.hot(slot);
+    let (s, o) = (&w[INFLIGHT_SEQ], &w[INFLIGHT_OFFSET]);
     // Relaxed: published by the Release store below.
     o.store(offset, Ordering::Relaxed);
     // SYNC P (Release): whoever sees the sequence number sees the offset.
@@ -382,22 +381,22 @@ pub(crate) fn settle(
     ring: &Ring,
     committed: bool,
 ) -> Result<Settled, IdsFault> {
-    let [s, o] = t.in_flight(slot);
+    let w = t.hot(slot);
     // SYNC P (Acquire): pairs with the Release store in `note_claim`.
-    let stored = s.load(Ordering::Acquire);
+    let stored = w[INFLIGHT_SEQ].load(Ordering::Acquire);
     if stored == 0 {
         return Ok(Settled::Idle);
     }
     let seq = stored - 1;
     // Relaxed: ordered after the Acquire load above.
-    let offset = o.load(Ordering::Relaxed);
-    let (tail, _) = ring.tail();
-    if offset >= tail {
-        return Err(IdsFault::InFlight { slot, offset, tail });
-    }
+    let offset = w[INFLIGHT_OFFSET].load(Ordering::Relaxed);
     let settled = if committed {
         Settled::Published { seq, offset }
     } else {
+        let (tail, _) = ring.tail();
+        if offset >= tail {
+            return Err(IdsFault::InFlight { slot, offset, tail });
+        }
         outcome(ring, seq, offset)
     };
     // A holder killed after storing the entry, before clearing the in-flight words, left
@@ -408,20 +407,29 @@ pub(crate) fn settle(
     match settled {
         Settled::Published { seq, offset } if !recorded => {
             t.store_entry(slot, seq, offset);
-            let last = t.last(slot);
+            let last = &w[LAST];
             // Relaxed: the holder's own word (SYNC P hands it over).
             if last.load(Ordering::Relaxed) < stored {
                 last.store(stored, Ordering::Relaxed);
             }
-            t.count(slot, Counter::Published);
+            bump(&w[COUNTERS + Counter::Published as usize]);
             crate::crash::point("ids.after_entry");
         }
-        Settled::Unknown { .. } => t.count(slot, Counter::Unknown),
+        Settled::Unknown { .. } => bump(&w[COUNTERS + Counter::Unknown as usize]),
         Settled::Published { .. } | Settled::NotPublished { .. } | Settled::Idle => {}
     }
     // Release: the entry is stored before the in-flight words read as empty.
-    s.store(0, Ordering::Release);
+    w[INFLIGHT_SEQ].store(0, Ordering::Release);
     Ok(settled)
+}
+
+/// Adds one to a counter of the holder's (a load and a store: only the holder writes it).
+fn bump(word: &AtomicU64) {
+    // Relaxed: statistics.
+    word.store(
+        word.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// What record `offset`'s slot tag says of it (P3), aborting a pending claim.

@@ -412,7 +412,7 @@ impl Producer {
     }
 
     /// [`finish`](Self::finish) with the record's schedule word ([`Schedule::word`]).
-    #[inline]
+    #[inline(always)]
     fn finish_scheduled(&mut self, claim: Claim, crc: u32, schedule: u64) -> Result<u64> {
         let offset = claim.offset;
         self.shared
