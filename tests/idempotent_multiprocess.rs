@@ -155,15 +155,10 @@ fn records(q: &Queue) -> BTreeMap<(u32, u64), Vec<u64>> {
     let mut r = q.tail_reader(SeekTo::Earliest).unwrap();
     let mut out: BTreeMap<(u32, u64), Vec<u64>> = BTreeMap::new();
     let start = Instant::now();
-    loop {
-        // Waits out claims left by kills (aborted after the claim timeout).
-        match r.poll(Some(CLAIM_TIMEOUT * 5)).unwrap() {
-            Some(m) => {
-                let (p, s) = common::check(m.payload).unwrap();
-                out.entry((p, u64::from(s))).or_default().push(m.offset);
-            }
-            None => break,
-        }
+    // Waits out claims left by kills (aborted after the claim timeout).
+    while let Some(m) = r.poll(Some(CLAIM_TIMEOUT * 5)).unwrap() {
+        let (p, s) = common::check(m.payload).unwrap();
+        out.entry((p, u64::from(s))).or_default().push(m.offset);
         assert!(start.elapsed() < LIMIT, "reading the queue took too long");
     }
     out
