@@ -239,6 +239,12 @@ impl IdempotentProducer {
         published.map(PublishOutcome::New)
     }
 
+    /// Sets how long [`publish`](Self::publish) waits for room under
+    /// [`FullPolicy::Block`](crate::FullPolicy::Block) ([`Producer::set_timeout`]).
+    pub fn set_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.producer.set_timeout(timeout);
+    }
+
     /// The sequence number after the highest one published under this id: where a producer
     /// that restarted resumes (0 for a new id).
     pub fn next_sequence(&self) -> u64 {
