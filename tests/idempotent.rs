@@ -366,3 +366,40 @@ fn the_file_truncated_or_removed_under_its_holder_is_an_error() {
         |e| matches!(e, Error::Detached { .. }) && named(e, &ids),
     );
 }
+
+/// Writes the 8-byte little-endian `v` at byte `at` of the file at `path`.
+fn poke(path: &Path, at: u64, v: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&v.to_le_bytes(), at).unwrap();
+}
+
+#[test]
+fn recovery_after_a_machine_restart_forgets_records_past_the_tail() {
+    // FORMAT.md, "Producer-id file": the boot id at 128, slot 0 at 4096 (in-flight words at
+    // +264 and +272, entries of 16 bytes from +384).
+    const SLOT: u64 = 4096;
+    let (_dir, q) = setup();
+    let mut p = q.idempotent_producer("r", &small_window()).unwrap();
+    for seq in 0..5u64 {
+        p.publish(seq, b"x").unwrap();
+    }
+    drop(p);
+    let ids = ids_path(&q);
+    let tail = q.tail_offset();
+    // As if the machine had crashed: another boot, the record of seq 4 lost with the tail
+    // that recovery cut (its entry names an offset at the tail), and a claim in flight past it.
+    poke(&ids, 128, 0);
+    poke(&ids, 136, 0);
+    poke(&ids, SLOT + 384 + 16 * 4 + 8, tail);
+    poke(&ids, SLOT + 272, tail + 1);
+    poke(&ids, SLOT + 264, 6);
+    let q = Queue::open(q.path()).unwrap();
+    let mut p = q.idempotent_producer("r", &small_window()).unwrap();
+    assert_eq!(p.next_sequence(), 5);
+    assert_eq!(p.publish(3, b"x").unwrap(), PublishOutcome::Duplicate(3));
+    assert_eq!(p.publish(4, b"x").unwrap(), PublishOutcome::New(tail));
+    assert_eq!(p.publish(5, b"x").unwrap(), PublishOutcome::New(tail + 1));
+    let info = &q.producer_ids().unwrap()[0];
+    assert_eq!((info.next_sequence, info.unknown), (6, 0));
+}

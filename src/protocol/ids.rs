@@ -299,8 +299,10 @@ impl<'a> IdsTable<'a> {
         // Relaxed: published by the Release store of the state below.
         self.last(slot).store(0, Ordering::Relaxed);
         for c in [Counter::Published, Counter::Duplicates, Counter::Unknown] {
+            // Relaxed: as `last`.
             self.counter(slot, c).store(0, Ordering::Relaxed);
         }
+        // Relaxed: as `last`.
         self.name_len(slot).store(0, Ordering::Relaxed);
         // Release: a slot that reads as free is empty.
         self.state(slot).store(FREE, Ordering::Release);

@@ -201,6 +201,7 @@ impl IdsFile {
             return Ok(slot);
         }
         let t = self.table();
+        // Acquire: pairs with the Release store that frees a slot after it was emptied.
         let free = (0..self.config.slots)
             .find(|&s| t.state(s).load(Ordering::Acquire) == FREE)
             .ok_or_else(|| Error::TooManyProducerIds {

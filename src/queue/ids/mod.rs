@@ -339,6 +339,7 @@ pub(crate) fn infos(shared: &MappedQueue, trust: &Trust) -> Result<Vec<IdInfo>> 
             id,
             holder: (held != 0).then(|| lease::pid(held)),
             holder_alive: held != 0 && lease::alive(&ids.file, held),
+            // Relaxed: as the counters.
             next_sequence: t.last(slot).load(Ordering::Relaxed),
             window,
             remembered,
