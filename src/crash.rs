@@ -34,6 +34,10 @@ pub const POINTS: &[&str] = &[
     "txn.after_prepare",
     "txn.after_commit_point",
     "txn.before_input_commit",
+    "ids.after_claim",
+    "ids.after_inflight",
+    "ids.after_publish",
+    "ids.after_entry",
 ];
 
 /// One trigger variable: which point (and which hit of it) it names, and the hits so far.

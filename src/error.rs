@@ -119,6 +119,73 @@ pub enum Corruption {
     /// A topic's transaction file (`<topic>/transactions`) is damaged.
     #[error("invalid transaction file: {0}")]
     Txn(TxnFault),
+    /// The producer-id file of idempotent producers (`<queue>.ids`) is damaged.
+    #[error("invalid producer-id file: {0}")]
+    Ids(IdsFault),
+}
+
+/// What is wrong with a producer-id file ([`Corruption::Ids`]; FORMAT.md, "Producer-id file").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdsFault {
+    /// The file is not exactly the size its header implies (or shorter than a header).
+    #[error("file is {len} bytes, expected {expected}")]
+    Size {
+        /// Its length.
+        len: u64,
+        /// The size its header implies (or the smallest file's size, if it is shorter).
+        expected: u64,
+    },
+    /// The magic is not `SHMQPIDS`.
+    #[error("bad magic")]
+    BadMagic,
+    /// Another format version.
+    #[error("version {found}, expected 1")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// The header's checksum does not match.
+    #[error("header checksum mismatch")]
+    Checksum,
+    /// A header field is out of its range.
+    #[error("header field {field} out of range: {value}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// An id slot's word is not one shmq writes (its state, or its name's length or bytes).
+    #[error("id slot {slot}: {field} {value:#x} is impossible")]
+    Slot {
+        /// The slot.
+        slot: u32,
+        /// The field: "state", "name length" or "name" (not UTF-8).
+        field: &'static str,
+        /// Its value (the name's length, for a name).
+        value: u64,
+    },
+    /// An entry holds a sequence number that does not map to it.
+    #[error("id slot {slot}: entry {index} holds sequence word {stored}, which maps elsewhere")]
+    Entry {
+        /// The slot.
+        slot: u32,
+        /// The entry.
+        index: u64,
+        /// The stored word (sequence number + 1).
+        stored: u64,
+    },
+    /// The in-flight words name an offset no producer has claimed yet.
+    #[error("id slot {slot}: in-flight offset {offset} is not claimed (the queue's next offset is {tail})")]
+    InFlight {
+        /// The slot.
+        slot: u32,
+        /// The offset in the in-flight words.
+        offset: u64,
+        /// The queue's tail offset.
+        tail: u64,
+    },
 }
 
 /// What is wrong with a topic's transaction file ([`Corruption::Txn`]).
@@ -761,6 +828,48 @@ pub enum Error {
     /// The named group does not exist.
     #[error("consumer group {0:?} does not exist")]
     UnknownGroup(String),
+    /// Another live process holds this producer id (an
+    /// [`IdempotentProducer`](crate::IdempotentProducer) of it): of two processes opening the
+    /// same id, one wins and the other gets this.
+    #[error("{path}: producer id {id:?} is held by live process {pid}")]
+    ProducerIdBusy {
+        /// The queue file.
+        path: PathBuf,
+        /// The producer id.
+        id: String,
+        /// The holder's process id.
+        pid: u32,
+    },
+    /// A retry of a sequence number older than the producer id's de-duplication window: its
+    /// entry may have been reused by a newer one, so shmq cannot tell whether it was published,
+    /// and publishes nothing.
+    #[error("{path}: producer id {id:?}: sequence number {seq} is older than the de-duplication window (oldest {oldest})")]
+    SequenceOutsideWindow {
+        /// The queue file.
+        path: PathBuf,
+        /// The producer id.
+        id: String,
+        /// The sequence number given.
+        seq: u64,
+        /// The oldest sequence number the window answers for.
+        oldest: u64,
+    },
+    /// Every slot of the producer-id file belongs to another producer id.
+    #[error("{path}: all {slots} producer-id slots are in use")]
+    TooManyProducerIds {
+        /// The producer-id file.
+        path: PathBuf,
+        /// How many slots it has.
+        slots: u32,
+    },
+    /// The producer id does not exist.
+    #[error("{path}: no producer id {id:?}")]
+    UnknownProducerId {
+        /// The queue file.
+        path: PathBuf,
+        /// The producer id.
+        id: String,
+    },
     /// Another live process holds the transactional id ([`Topic::transactional_producer`]).
     ///
     /// [`Topic::transactional_producer`]: crate::Topic::transactional_producer

@@ -53,7 +53,7 @@ mod topic;
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 pub use error::{
     Account, Blocker, Corruption, DescriptorFault, Detachment, Distrust, Error, GroupKind,
-    Malformed, MembersFault, OutOfRange, PathKind, Result, TxnFault, WorkFault,
+    IdsFault, Malformed, MembersFault, OutOfRange, PathKind, Result, TxnFault, WorkFault,
 };
 #[cfg(not(loom))]
 pub use mapping::trust::Trust;
@@ -66,6 +66,8 @@ pub use queue::consumer::{Consumer, SeekTo, Start, Subscribe};
 pub use queue::cursor::Message;
 #[cfg(not(loom))]
 pub use queue::group::GroupInfo;
+#[cfg(not(loom))]
+pub use queue::ids::{IdInfo, IdOptions, IdempotentProducer, PublishOutcome};
 #[cfg(not(loom))]
 pub use queue::producer::{Claimed, Producer, Schedule};
 #[cfg(not(loom))]

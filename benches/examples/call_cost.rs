@@ -10,9 +10,13 @@
 //! inclusive costs of `Consumer::poll` + `Consumer::commit` and `Worker::poll` +
 //! `Worker::ack` divided by N compare the two (BENCHMARKS.md, "Work groups").
 //!
+//! With `--idempotent` the records are published by an `IdempotentProducer` with sequence
+//! numbers 0..N instead: its `publish` against `Producer::publish` of a run without the flag
+//! is what de-duplication costs (BENCHMARKS.md, "Idempotent producers").
+//!
 //! Usage: `cargo run --release -p shmq-benches --example call_cost -- PATH [N] [--no-verify]
-//! [--batch B | --commit | --work]` (`--no-verify`: polls skip the CRC32C check, to measure
-//! what it costs)
+//! [--batch B | --commit | --work | --idempotent]` (`--no-verify`: polls skip the CRC32C
+//! check, to measure what it costs)
 
 use std::time::{Duration, Instant};
 
@@ -29,17 +33,19 @@ enum Settle {
 
 fn main() -> shmq::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .expect("usage: call_cost PATH [N] [--no-verify] [--batch B | --commit | --work]");
+    let path = args.next().expect(
+        "usage: call_cost PATH [N] [--no-verify] [--batch B | --commit | --work | --idempotent]",
+    );
     let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
     let (mut verify, mut batch, mut settle) = (true, 1usize, Settle::None);
+    let mut idempotent = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-verify" => verify = false,
             "--batch" => batch = args.next().and_then(|b| b.parse().ok()).expect("--batch B"),
             "--commit" => settle = Settle::Commit,
             "--work" => settle = Settle::Ack,
+            "--idempotent" => idempotent = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -50,6 +56,10 @@ fn main() -> shmq::Result<()> {
     assert!(
         batch == 1 || settle == Settle::None,
         "--commit and --work take single records"
+    );
+    assert!(
+        !idempotent || (batch == 1 && settle != Settle::Ack),
+        "--idempotent takes single records and a consumer"
     );
     assert!(
         verify || settle != Settle::Ack,
@@ -65,10 +75,33 @@ fn main() -> shmq::Result<()> {
     }
     let mut consumer = queue.consumer("g")?;
     consumer.set_verify_checksums(verify);
-    let mut producer = queue.producer()?;
     let msg = [7u8; 64];
     let run = vec![&msg[..]; batch];
     let mut sum = 0u64;
+    if idempotent {
+        let ids = shmq::IdOptions {
+            slots: 1,
+            window: 1024,
+        };
+        let mut producer = queue.idempotent_producer("call_cost", &ids)?;
+        let t0 = Instant::now();
+        for seq in 0..n {
+            producer.publish(seq, &msg)?;
+        }
+        let per = (Instant::now() - t0).as_nanos() as f64 / n as f64;
+        for _ in 0..n {
+            let m = consumer.poll(Some(Duration::ZERO))?.expect("a record");
+            sum += m.payload[0] as u64;
+        }
+        println!("rust idempotent publish {per:.1} ns/record  ({n} messages, check {sum})");
+        drop(producer);
+        let mut ids_path = std::ffi::OsString::from(&path);
+        ids_path.push(".ids");
+        std::fs::remove_file(ids_path).expect("remove the producer-id file");
+        std::fs::remove_file(&path).expect("remove the queue file");
+        return Ok(());
+    }
+    let mut producer = queue.producer()?;
     let t0 = Instant::now();
     if batch == 1 {
         for _ in 0..n {

@@ -149,7 +149,11 @@ fn error_path(e: &shmq::Error) -> Option<&Path> {
         | E::Detached { path, .. }
         | E::LeaseExpired { path, .. }
         | E::WrongGroupKind { path, .. }
-        | E::WrongKind { path, .. } => Some(path),
+        | E::WrongKind { path, .. }
+        | E::ProducerIdBusy { path, .. }
+        | E::SequenceOutsideWindow { path, .. }
+        | E::TooManyProducerIds { path, .. }
+        | E::UnknownProducerId { path, .. } => Some(path),
         _ => None,
     }
 }

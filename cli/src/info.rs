@@ -74,6 +74,12 @@ pub struct Info {
     producers_waiting: u32,
     /// Every consumer group.
     groups: Vec<Group>,
+    /// The idempotent producers' ids (absent when the queue has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    producer_ids: Vec<ProducerId>,
+    /// Why the producer ids could not be read (their file is damaged; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_ids_error: Option<String>,
     /// Processes that map a removed or replaced file at this path: they use another queue than
     /// the one the path names now (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -106,6 +112,46 @@ pub struct Group {
     /// Why a work group's figures could not be read (its work file is missing or damaged).
     #[serde(skip_serializing_if = "Option::is_none")]
     work_error: Option<String>,
+}
+
+/// One idempotent producer's id (`Queue::producer_ids`).
+#[derive(Serialize)]
+pub struct ProducerId {
+    /// The producer id.
+    id: String,
+    /// The sequence number after the highest one published (where its producer resumes).
+    next_sequence: u64,
+    /// Sequence numbers it remembers at most (the de-duplication window).
+    window: u32,
+    /// Sequence numbers it remembers now.
+    remembered: u64,
+    /// Records published.
+    published: u64,
+    /// Retries answered as duplicates.
+    duplicates: u64,
+    /// Publishes cut short by a kill whose outcome could not be learnt (counted as not
+    /// published).
+    unknown: u64,
+    /// Process id of its holder, if any.
+    holder_pid: Option<u32>,
+    /// Whether that process is running.
+    holder_alive: bool,
+}
+
+impl From<shmq::IdInfo> for ProducerId {
+    fn from(i: shmq::IdInfo) -> Self {
+        ProducerId {
+            id: i.id,
+            next_sequence: i.next_sequence,
+            window: i.window,
+            remembered: i.remembered,
+            published: i.published,
+            duplicates: i.duplicates,
+            unknown: i.unknown,
+            holder_pid: i.holder,
+            holder_alive: i.holder_alive,
+        }
+    }
 }
 
 /// The figures of a work group (`Queue::work_info`): its window now and its counters since it
@@ -215,6 +261,10 @@ pub fn groups(queue: &Queue, partition: Option<u32>) -> Vec<Group> {
 /// Reads the queue's state: the groups first, then the tail, so no lag comes out negative.
 pub fn gather(queue: &Queue) -> Info {
     let groups = groups(queue, None);
+    let (producer_ids, producer_ids_error) = match queue.producer_ids() {
+        Ok(ids) => (ids.into_iter().map(ProducerId::from).collect(), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let tail = queue.tail_offset();
     let g = queue.geometry();
     let fill = queue.protected_bytes();
@@ -250,6 +300,8 @@ pub fn gather(queue: &Queue) -> Info {
         producers_alive: queue.live_producers(),
         producers_waiting: queue.producers_waiting(),
         groups,
+        producer_ids,
+        producer_ids_error,
         detached_pids: detached_pids(queue.path()),
     }
 }
@@ -361,15 +413,47 @@ fn table(info: &Info) -> String {
     }
     if info.groups.is_empty() {
         out.push_str("groups       none");
-        return out;
+    } else {
+        out.push('\n');
+        out.push_str(&group_table(&info.groups));
+        if info.groups.iter().any(|g| g.work.is_some()) {
+            out.push_str("\n\n");
+            out.push_str(&work_table(&info.groups));
+        }
     }
-    out.push('\n');
-    out.push_str(&group_table(&info.groups));
-    if info.groups.iter().any(|g| g.work.is_some()) {
+    if let Some(e) = &info.producer_ids_error {
+        out.push_str(&format!("\nproducer ids {e}"));
+    } else if !info.producer_ids.is_empty() {
         out.push_str("\n\n");
-        out.push_str(&work_table(&info.groups));
+        out.push_str(&id_table(&info.producer_ids));
     }
     out
+}
+
+/// The idempotent producers' ids, one row each.
+fn id_table(ids: &[ProducerId]) -> String {
+    let header = [
+        "PRODUCER ID",
+        "NEXT SEQ",
+        "WINDOW FILL",
+        "PUBLISHED",
+        "DUPLICATES",
+        "UNKNOWN",
+        "HOLDER",
+    ];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for i in ids {
+        rows.push(vec![
+            i.id.clone(),
+            count(i.next_sequence),
+            format!("{} of {}", count(i.remembered), count(u64::from(i.window))),
+            count(i.published),
+            count(i.duplicates),
+            count(i.unknown),
+            holder(i.holder_pid, i.holder_alive),
+        ]);
+    }
+    render_rows(&rows)
 }
 
 /// The work groups' figures, one row each.

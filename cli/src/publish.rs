@@ -5,7 +5,9 @@ use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use shmq::{Producer, Queue, Schedule, Topic, TopicProducer};
+use shmq::{
+    IdOptions, IdempotentProducer, Producer, PublishOutcome, Queue, Schedule, Topic, TopicProducer,
+};
 
 use crate::error::{first_given, At, CliError};
 use crate::fmt::{count, rate};
@@ -47,6 +49,14 @@ pub struct PublishArgs {
     /// of delivering it (dead-lettered if the group says so).
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     ttl: Option<Duration>,
+    /// Queue files: publish through the idempotent producer of this id, each line with the
+    /// next sequence number, and print `OFFSET new` or `OFFSET duplicate` (a line whose
+    /// sequence number the id published before is not published again).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["count", "delay", "ttl"])]
+    id: Option<String>,
+    /// With --id: the first line's sequence number [default: where the id left off].
+    #[arg(long, requires = "id", value_name = "N")]
+    seq: Option<u64>,
     /// Give up when the queue stays full this long (policy block) [default: wait forever].
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     timeout: Option<Duration>,
@@ -93,22 +103,36 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
             ));
         }
         let queue = args.trust.open_queue(path)?;
-        let mut producer = queue.producer().at(path)?;
-        producer.set_timeout(timeout);
-        let schedule = (args.delay.is_some() || args.ttl.is_some()).then(|| Schedule {
-            delay: args.delay.unwrap_or(Duration::ZERO),
-            ttl: args.ttl,
-        });
-        Target::Queue {
-            queue,
-            producer,
-            schedule,
+        if let Some(id) = &args.id {
+            let mut producer = queue
+                .idempotent_producer(id, &IdOptions::default())
+                .at(path)?;
+            producer.set_timeout(timeout);
+            let next = args.seq.unwrap_or_else(|| producer.next_sequence());
+            Target::Idempotent {
+                queue,
+                producer,
+                next,
+            }
+        } else {
+            let mut producer = queue.producer().at(path)?;
+            producer.set_timeout(timeout);
+            let schedule = (args.delay.is_some() || args.ttl.is_some()).then(|| Schedule {
+                delay: args.delay.unwrap_or(Duration::ZERO),
+                ttl: args.ttl,
+            });
+            Target::Queue {
+                queue,
+                producer,
+                schedule,
+            }
         }
     };
     let mut sender = Sender {
         target,
         patient: args.timeout.is_none(),
         told: false,
+        duplicate: None,
     };
     match (args.count, &args.file) {
         (Some(n), _) => synthetic(&mut sender, n, args.size),
@@ -139,6 +163,7 @@ fn queue_only_option(args: &PublishArgs) -> Option<&'static str> {
     first_given([
         (args.delay.is_some(), "--delay"),
         (args.ttl.is_some(), "--ttl"),
+        (args.id.is_some(), "--id"),
     ])
 }
 
@@ -189,6 +214,15 @@ enum Target {
         /// The delay and time to live of every message (`--delay`, `--ttl`), if given.
         schedule: Option<Schedule>,
     },
+    /// A queue file and an idempotent producer (`--id`).
+    Idempotent {
+        /// The open queue.
+        queue: Queue,
+        /// Its idempotent producer.
+        producer: IdempotentProducer,
+        /// The sequence number of the next message.
+        next: u64,
+    },
     /// A topic, its producer and the routing of messages.
     Topic {
         /// The open topic.
@@ -212,6 +246,8 @@ struct Sender {
     patient: bool,
     /// The waiting notice was printed.
     told: bool,
+    /// `--id`: whether the last message published was a duplicate.
+    duplicate: Option<bool>,
 }
 
 impl Sender {
@@ -246,6 +282,18 @@ impl Sender {
                 schedule: Some(schedule),
                 ..
             } => return Ok((None, producer.publish_scheduled(payload, schedule)?)),
+            Target::Idempotent { producer, next, .. } => {
+                let outcome = producer.publish(*next, payload);
+                // A message that timed out is retried with its sequence number; any other
+                // outcome, even a refusal, uses it up, so a run given the same input and
+                // --seq numbers each line the same way.
+                if !matches!(outcome, Err(shmq::Error::Timeout { .. })) {
+                    *next += 1;
+                }
+                let outcome = outcome?;
+                self.duplicate = Some(matches!(outcome, PublishOutcome::Duplicate(_)));
+                return Ok((None, outcome.offset()));
+            }
             Target::Topic {
                 producer, route, ..
             } => (producer, &*route),
@@ -280,7 +328,7 @@ impl Sender {
     /// The queue file or topic directory.
     fn path(&self) -> &std::path::Path {
         match &self.target {
-            Target::Queue { queue, .. } => queue.path(),
+            Target::Queue { queue, .. } | Target::Idempotent { queue, .. } => queue.path(),
             Target::Topic { topic, .. } => topic.path(),
         }
     }
@@ -288,7 +336,9 @@ impl Sender {
     /// The largest message the target takes.
     fn max_message(&self) -> u64 {
         match &self.target {
-            Target::Queue { queue, .. } => u64::from(queue.geometry().max_message),
+            Target::Queue { queue, .. } | Target::Idempotent { queue, .. } => {
+                u64::from(queue.geometry().max_message)
+            }
             Target::Topic { topic, .. } => topic
                 .partitions()
                 .first()
@@ -311,11 +361,18 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Prints where a message went: `OFFSET` for a queue, `PARTITION:OFFSET` for a topic.
-fn placed(out: &mut impl Write, (partition, offset): Placed) -> io::Result<()> {
-    match partition {
-        Some(p) => writeln!(out, "{p}:{offset}"),
-        None => writeln!(out, "{offset}"),
+/// Prints where a message went: `OFFSET` for a queue, `PARTITION:OFFSET` for a topic, and
+/// with `--id` whether it was new or a `duplicate`.
+fn placed(
+    out: &mut impl Write,
+    (partition, offset): Placed,
+    duplicate: Option<bool>,
+) -> io::Result<()> {
+    match (partition, duplicate) {
+        (Some(p), _) => writeln!(out, "{p}:{offset}"),
+        (None, Some(true)) => writeln!(out, "{offset} duplicate"),
+        (None, Some(false)) => writeln!(out, "{offset} new"),
+        (None, None) => writeln!(out, "{offset}"),
     }
 }
 
@@ -365,7 +422,7 @@ fn lines(
             }
         };
         done.add(at);
-        if let Err(e) = placed(&mut out, at) {
+        if let Err(e) = placed(&mut out, at, sender.duplicate) {
             return stdout_closed(e);
         }
     }

@@ -62,14 +62,14 @@
  | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), `TransactionAborted`, a poll that found nothing |
  | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
  | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
- | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `WrongGroupKind` (a plain consumer on a work group or the reverse), `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
+ | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `WrongGroupKind` (a plain consumer on a work group or the reverse), `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, `SequenceOutsideWindow` (an idempotent retry older than its id's window), NULL or malformed arguments |
  | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
  | `SHMQ_ETOOBIG`   | `TooBig`, `BatchTooBig`                                             |
- | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
+ | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`, `UnknownProducerId` |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
- | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds` (try again once the holder or a slot is free) |
+ | `SHMQ_EBUSY`     | `GroupBusy`, `ProducerIdBusy`, `TooManyProducers`, `TooManyProducerIds`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds` (try again once the holder or a slot is free) |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq), an error variant newer than this table |
  | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
  | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
@@ -280,6 +280,16 @@ typedef enum shmq_dead_reason {
  from.
  */
 typedef struct shmq_consumer shmq_consumer;
+
+/*
+ An idempotent producer (opaque): holds its producer id, and one of the queue's producer
+ slots, until freed with `shmq_idempotent_producer_free`. One holder per id at a time, in
+ every process.
+
+ Thread safety: use it from one thread at a time (it may move between threads). Lifetime:
+ it keeps the queue mapping alive, so it may outlive the `shmq_queue` it was made from.
+ */
+typedef struct shmq_idempotent_producer shmq_idempotent_producer;
 
 /*
  A producer (opaque): holds one of the queue's producer slots until freed with
@@ -851,6 +861,66 @@ void shmq_consumer_free(struct shmq_consumer *consumer);
  copy it to keep it. Never NULL. Safe to call from any thread at any time.
  */
 const char *shmq_last_error(void);
+
+/*
+ Takes producer id `id` (1 to 64 bytes of printable UTF-8) on `queue` and stores the handle
+ in `*out`; the caller frees it with `shmq_idempotent_producer_free`. `slots` and `window`
+ (0: the defaults, 64 and 1024) are used only if this call creates the queue's producer-id
+ file. `SHMQ_EBUSY` while another live handle holds the id (or every id slot is taken),
+ `SHMQ_EINVAL` for a bad id or settings, `SHMQ_ECORRUPT` for a damaged producer-id file.
+
+ # Safety
+ `queue` is NULL or a live queue handle; `id` is NULL or a NUL-terminated string; `out` is
+ NULL or writable.
+ */
+enum shmq_status shmq_idempotent_producer_new(const struct shmq_queue *queue,
+                                              const char *id,
+                                              uint32_t slots,
+                                              uint32_t window,
+                                              struct shmq_idempotent_producer **out);
+
+/*
+ Publishes the `len` bytes at `data` as sequence number `seq` of the producer's id, unless
+ `seq` was published before. On `SHMQ_OK` it stores the record's offset in `*offset_out` and
+ in `*duplicate_out` whether `seq` was published before (then nothing was published now and
+ the offset is the one it got); either pointer may be NULL. On `SHMQ_ENOTDURABLE` the record
+ was published at `*offset_out` (not a duplicate) but is not on disk; a retry of it is a
+ duplicate.
+
+ Other outcomes as `shmq_publish`, and `SHMQ_EINVAL` for a `seq` older than the id's window
+ (nobody can tell whether it was published: nothing is) or of 2^64 - 1, `SHMQ_EFORKED` in a
+ child forked after the handle was made.
+
+ # Safety
+ `producer` is NULL or a live handle not used concurrently by another thread; `data` is NULL
+ or points to `len` readable bytes; `offset_out` and `duplicate_out` are NULL or writable.
+ */
+enum shmq_status shmq_idempotent_publish(struct shmq_idempotent_producer *producer,
+                                         uint64_t seq,
+                                         const uint8_t *data,
+                                         size_t len,
+                                         int64_t timeout_ns,
+                                         uint64_t *offset_out,
+                                         bool *duplicate_out);
+
+/*
+ Stores in `*out` the sequence number after the highest one published under the producer's
+ id: where a restarted producer resumes (0 for a new id).
+
+ # Safety
+ `producer` is NULL or a live handle not used concurrently by another thread; `out` is NULL
+ or writable.
+ */
+enum shmq_status shmq_idempotent_next_sequence(struct shmq_idempotent_producer *producer,
+                                               uint64_t *out);
+
+/*
+ Frees an idempotent producer (NULL: no-op): its id is free for the next holder.
+
+ # Safety
+ `producer` is NULL or a live handle, freed exactly once and not in use by another thread.
+ */
+void shmq_idempotent_producer_free(struct shmq_idempotent_producer *producer);
 
 /*
  Creates a producer on `queue` and stores it in `*out` (`SHMQ_EBUSY` if every producer slot

@@ -23,6 +23,7 @@
 
 mod consumer;
 mod error;
+mod idempotent;
 mod producer;
 mod queue;
 mod status;
@@ -43,6 +44,10 @@ pub use consumer::{
 pub use error::shmq_last_error;
 #[doc(hidden)]
 pub use error::{guard, Failure};
+pub use idempotent::{
+    shmq_idempotent_next_sequence, shmq_idempotent_producer, shmq_idempotent_producer_free,
+    shmq_idempotent_producer_new, shmq_idempotent_publish,
+};
 pub use producer::{
     shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_publish_batch,
     shmq_publish_scheduled, shmq_record, shmq_wait_durable,

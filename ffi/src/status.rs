@@ -15,14 +15,14 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), `TransactionAborted`, a poll that found nothing |
 /// | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
 /// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
-/// | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `WrongGroupKind` (a plain consumer on a work group or the reverse), `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
+/// | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `WrongGroupKind` (a plain consumer on a work group or the reverse), `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, `SequenceOutsideWindow` (an idempotent retry older than its id's window), NULL or malformed arguments |
 /// | `SHMQ_EIO`       | `Io`, `Poisoned` (an earlier flush failed: nothing was published) |
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
 /// | `SHMQ_ETOOBIG`   | `TooBig`, `BatchTooBig`                                             |
-/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`        |
+/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`, `UnknownProducerId` |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
-/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds` (try again once the holder or a slot is free) |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `ProducerIdBusy`, `TooManyProducers`, `TooManyProducerIds`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds` (try again once the holder or a slot is free) |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq), an error variant newer than this table |
 /// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
 /// | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
@@ -97,9 +97,10 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         } => SHMQ_EVERSION,
         Error::Corrupt { .. } => SHMQ_ECORRUPT,
         Error::Exists { .. } => SHMQ_EEXIST,
-        Error::NotFound { .. } | Error::TopicNotFound { .. } | Error::UnknownGroup(_) => {
-            SHMQ_ENOENT
-        }
+        Error::NotFound { .. }
+        | Error::TopicNotFound { .. }
+        | Error::UnknownGroup(_)
+        | Error::UnknownProducerId { .. } => SHMQ_ENOENT,
         Error::InvalidArgument { .. }
         | Error::InvalidOptions(_)
         | Error::OffsetOutOfRange { .. }
@@ -108,7 +109,8 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::NoFileName { .. }
         | Error::NoSuchPartition { .. }
         | Error::KeyTooBig { .. }
-        | Error::WrongGroupKind { .. } => SHMQ_EINVAL,
+        | Error::WrongGroupKind { .. }
+        | Error::SequenceOutsideWindow { .. } => SHMQ_EINVAL,
         Error::LeaseExpired { .. } => SHMQ_ELEASE,
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } | Error::BatchTooBig { .. } => SHMQ_ETOOBIG,
@@ -121,7 +123,9 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::TooManyMembers { .. }
         | Error::GroupBusy { .. }
         | Error::TransactionalIdBusy { .. }
-        | Error::TooManyTransactionalIds { .. } => SHMQ_EBUSY,
+        | Error::TooManyTransactionalIds { .. }
+        | Error::ProducerIdBusy { .. }
+        | Error::TooManyProducerIds { .. } => SHMQ_EBUSY,
         Error::TakenOver { .. } | Error::NotHeld { .. } => SHMQ_ETAKENOVER,
         Error::Lagged { .. } => SHMQ_LAGGED,
         Error::Forked { .. } => SHMQ_EFORKED,

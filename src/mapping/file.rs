@@ -136,6 +136,36 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     })
 }
 
+/// Creates a file that lives beside a queue file (a work group's file, the producer-id file)
+/// at `path`, atomically: a temporary file with mode `mode` and `size` bytes allocated, the
+/// checksummed `header` at byte 0 and the machine's boot id at byte `boot_at`, `fsync`ed, then
+/// renamed into place. [`Error::Exists`] if `path` exists.
+pub(crate) fn create_beside(
+    path: &Path,
+    mode: u32,
+    size: u64,
+    header: &[u8],
+    boot_at: u64,
+) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
+        let file = create_allocated(&tmp, mode, size)?;
+        file.write_all_at(header, 0)
+            .map_err(io_err(&tmp, "write header"))?;
+        let boot = crate::runtime::boot::boot_id().map_err(io_err(&tmp, "read boot id"))?;
+        file.write_all_at(&boot, boot_at)
+            .map_err(io_err(&tmp, "write header"))?;
+        file.sync_all().map_err(io_err(&tmp, "fsync"))?;
+        rename_noreplace(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// The file name of a topic's descriptor inside the topic directory (FORMAT.md).
 pub(crate) const TOPIC_DESCRIPTOR: &str = "descriptor";
 

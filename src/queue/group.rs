@@ -75,17 +75,23 @@ impl AdminLock {
 
 /// Checks a group name a caller gives: 1 to [`MAX_GROUP_NAME`] bytes of printable text.
 pub(crate) fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_GROUP_NAME {
+    check_text("group name", name, MAX_GROUP_NAME)
+}
+
+/// Checks a name a caller gives as `argument` (a group name, a producer id): 1 to `max` bytes
+/// of printable text.
+pub(crate) fn check_text(argument: &'static str, name: &str, max: usize) -> Result<()> {
+    if name.is_empty() || name.len() > max {
         return Err(Error::InvalidArgument {
-            argument: "group name",
-            why: format!("must be 1 to {MAX_GROUP_NAME} bytes, got {}", name.len()),
+            argument,
+            why: format!("must be 1 to {max} bytes, got {}", name.len()),
         });
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(Error::InvalidArgument {
-            argument: "group name",
+            argument,
             why: format!(
-                "{name:?} contains the control character U+{:04X}: a group name is printable \
+                "{name:?} contains the control character U+{:04X}: a {argument} is printable \
                  text (no newlines, tabs or other control characters)",
                 u32::from(c)
             ),

@@ -5,6 +5,7 @@ pub(crate) mod cursor;
 pub(crate) mod durable;
 pub(crate) mod flusher;
 pub(crate) mod group;
+pub(crate) mod ids;
 pub(crate) mod mapped;
 pub(crate) mod producer;
 pub(crate) mod recovery;
@@ -25,6 +26,7 @@ use crate::protocol::layout::{Durability, FullPolicy, Geometry};
 use crate::queue::consumer::{Consumer, SeekTo, Subscribe};
 use crate::queue::flusher::FlusherSlot;
 use crate::queue::group::GroupInfo;
+use crate::queue::ids::{IdInfo, IdOptions, IdempotentProducer};
 use crate::queue::mapped::MappedQueue;
 use crate::queue::producer::Producer;
 use crate::queue::recovery::Recovery;
@@ -181,6 +183,38 @@ impl Queue {
     pub fn producer(&self) -> Result<Producer> {
         self.ready()?;
         Producer::new(self.shared.clone(), &self.flusher)
+    }
+
+    /// An idempotent producer with the stable id `id` (1 to 64 bytes of printable text): its
+    /// records carry sequence numbers, and a retry of one already in the queue returns the
+    /// original offset instead of publishing a copy, also after this process was killed and
+    /// the id opened again. `options` are used only if this call creates the queue's
+    /// producer-id file (`<path>.ids`); a new id takes a free slot in it. Takes a producer
+    /// slot too, until dropped.
+    ///
+    /// Errors: [`Error::ProducerIdBusy`](crate::Error::ProducerIdBusy) while another live
+    /// handle (in this process or another) holds the id,
+    /// [`Error::TooManyProducerIds`](crate::Error::TooManyProducerIds),
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad id or options, and
+    /// [`Error::Corrupt`](crate::Error::Corrupt) with
+    /// [`Corruption::Ids`](crate::Corruption::Ids) for a damaged producer-id file.
+    pub fn idempotent_producer(&self, id: &str, options: &IdOptions) -> Result<IdempotentProducer> {
+        self.ready()?;
+        IdempotentProducer::open(&self.shared, &self.trust, &self.flusher, id, options)
+    }
+
+    /// Every producer id of the queue, with its holder, next sequence number, window fill and
+    /// counters (a snapshot; empty if no idempotent producer was ever opened).
+    pub fn producer_ids(&self) -> Result<Vec<IdInfo>> {
+        crate::queue::ids::infos(&self.shared, &self.trust)
+    }
+
+    /// Removes producer id `id` and what it remembers, freeing its slot. Fails with
+    /// [`Error::ProducerIdBusy`](crate::Error::ProducerIdBusy) while a live handle holds it,
+    /// and [`Error::UnknownProducerId`](crate::Error::UnknownProducerId) if there is none.
+    pub fn remove_producer_id(&self, id: &str) -> Result<()> {
+        self.shared.check_damage()?;
+        crate::queue::ids::remove(&self.shared, &self.trust, id)
     }
 
     /// Checks now, rather than at the watcher's next round (about once a second), that the

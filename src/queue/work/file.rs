@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Corruption, Error, Result, WorkFault};
-use crate::mapping::file::{create_allocated, io_err, rename_noreplace};
+use crate::mapping::file::{create_beside, io_err};
 use crate::mapping::lease::OwnFd;
 use crate::mapping::sigbus::Protected;
 use crate::mapping::trust::{open_shared, Trust};
@@ -73,23 +73,13 @@ impl WorkFile {
             .metadata()
             .map_err(io_err(&shared.path, "stat"))?;
         let mode = meta.mode() & 0o777;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let written = (|| {
-            let file = create_allocated(&tmp, mode, file_size(config.window))?;
-            file.write_all_at(&config.encode(), 0)
-                .map_err(io_err(&tmp, "write work header"))?;
-            let boot = crate::runtime::boot::boot_id().map_err(io_err(&tmp, "read boot id"))?;
-            file.write_all_at(&boot, work::BOOT_ID)
-                .map_err(io_err(&tmp, "write work header"))?;
-            file.sync_all().map_err(io_err(&tmp, "fsync"))?;
-            rename_noreplace(&tmp, &path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        create_beside(
+            &path,
+            mode,
+            file_size(config.window),
+            &config.encode(),
+            work::BOOT_ID,
+        )
     }
 
     /// Opens and validates the work file of group `name` in slot `slot`, which `trust` must
