@@ -31,6 +31,10 @@ pub const POINTS: &[&str] = &[
     "work.advance.after_base",
     "work.dead_letter.before_publish",
     "work.dead_letter.after_publish",
+    "inbox.admit.after_pending",
+    "inbox.admit.before_state",
+    "inbox.admit.after_state",
+    "inbox.done.before_cas",
 ];
 
 /// One trigger variable: which point (and which hit of it) it names, and the hits so far.

@@ -53,7 +53,7 @@ mod topic;
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 pub use error::{
     Account, Blocker, Corruption, DescriptorFault, Detachment, Distrust, Error, GroupKind,
-    Malformed, MembersFault, OutOfRange, PathKind, Result, WorkFault,
+    InboxFault, Malformed, MembersFault, OutOfRange, PathKind, Result, WorkFault,
 };
 #[cfg(not(loom))]
 pub use mapping::trust::Trust;
@@ -72,6 +72,8 @@ pub use queue::producer::{Claimed, Producer, Schedule};
 pub use queue::recovery::Recovery;
 #[cfg(not(loom))]
 pub use queue::tail::TailReader;
+#[cfg(not(loom))]
+pub use queue::inbox::{Admit, Inbox, InboxInfo, InboxOptions, Mark, MAX_INBOX_KEY};
 #[cfg(not(loom))]
 pub use queue::work::{
     Backoff, DeadLetter, DeadReason, Job, PendingInfo, PendingState, Ticket, WorkInfo, WorkOptions,
