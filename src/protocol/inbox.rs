@@ -271,6 +271,24 @@ pub(crate) enum Lookup {
     Missing,
 }
 
+/// What [`InboxTable::begin`] found for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Begun {
+    /// The caller holds the key now, as admission `seq` in slot `slot`.
+    Fresh {
+        /// The slot.
+        slot: u64,
+        /// The admission.
+        seq: u64,
+    },
+    /// The key is done.
+    Done,
+    /// A live holder holds the key.
+    Busy,
+    /// The key is new, and the oldest slot is held by a live holder (X3).
+    Full,
+}
+
 /// The mutable part of a mapped inbox file of window `window`: a view over its region (the
 /// mapping is exactly [`file_size`] bytes, checked by the opener).
 pub(crate) struct InboxTable<'a> {
@@ -501,9 +519,87 @@ impl<'a> InboxTable<'a> {
         Ok(true)
     }
 
+    /// Looks `key` up and takes it for `holder` unless it is done or held by a live holder
+    /// (`alive(id)`; the caller's own id counts as live): takes it again (OPEN, or HELD by a
+    /// dead holder) or admits it. Under the admission lock (X1); `hook` runs at the crash
+    /// points of an admission.
+    pub(crate) fn begin(
+        &self,
+        key: &Key,
+        holder: u64,
+        alive: impl Fn(u64) -> bool,
+        hook: impl Fn(&'static str),
+    ) -> Result<Begun, Damage> {
+        let live = |id| id == holder || alive(id);
+        // Relaxed for the counters: statistics.
+        let count = |c| {
+            self.counter(c).fetch_add(1, Ordering::Relaxed);
+        };
+        // A holder judged dead can still end its hold (a hostile write made its lease look
+        // dead, or the check raced its end): the take's CAS then fails, and the key is looked
+        // at again. Its holder changes the word at most once, so two rounds suffice.
+        let mut changed = None;
+        for _ in 0..3 {
+            let (s, word) = match self.lookup(key)? {
+                Lookup::Found(s, word) => (s, word),
+                Lookup::Missing => return self.admit_new(key, holder, live, hook),
+            };
+            let found = unpack_slot(word).ok_or(Damage::Slot(s, word))?;
+            match found.state {
+                State::Done => {
+                    count(Counter::Duplicates);
+                    return Ok(Begun::Done);
+                }
+                State::Held if live(found.holder) => {
+                    count(Counter::Busy);
+                    return Ok(Begun::Busy);
+                }
+                // HELD by a dead holder, or OPEN (`lookup` never finds an EMPTY slot).
+                _ => {}
+            }
+            if self.take(s, word, found.seq, holder) {
+                count(Counter::Retaken);
+                return Ok(Begun::Fresh {
+                    slot: s,
+                    seq: found.seq,
+                });
+            }
+            changed = Some((s, word));
+        }
+        // Still changing under the lock: a hostile writer.
+        let (s, word) = changed.unwrap_or_default();
+        Err(Damage::Slot(s, word))
+    }
+
+    /// Admits `key`, which the window lacks, unless the oldest slot is held by a live holder.
+    fn admit_new(
+        &self,
+        key: &Key,
+        holder: u64,
+        live: impl Fn(u64) -> bool,
+        hook: impl Fn(&'static str),
+    ) -> Result<Begun, Damage> {
+        let (n, _) = self.cursors()?;
+        let s = n % self.window;
+        let (old, oldest) = self.load(s)?;
+        if oldest.state == State::Held && live(oldest.holder) {
+            return Ok(Begun::Full);
+        }
+        // The oldest slot's holder (judged dead) may end its hold meanwhile: the admission's
+        // CAS fails, and the caller sees the damage of a word changing under the lock only if
+        // that happens again.
+        if !self.admit(n, old, key, holder, &hook)? {
+            let (old, _) = self.load(s)?;
+            if !self.admit(n, old, key, holder, &hook)? {
+                return Err(Damage::Slot(s, old));
+            }
+        }
+        Ok(Begun::Fresh { slot: s, seq: n })
+    }
+
     /// Takes slot `s`, whose word was `from` (OPEN, or HELD by a dead holder), for `holder`
     /// (under the lock: X2). False if the word changed meanwhile.
-    pub(crate) fn take(&self, s: u64, from: u128, seq: u64, holder: u64) -> bool {
+    fn take(&self, s: u64, from: u128, seq: u64, holder: u64) -> bool {
         let to = Slot {
             seq,
             state: State::Held,

@@ -28,6 +28,11 @@
 //!    dispatches of one offset, an ack against a redelivery after the lease expired, base
 //!    advances racing acks, and the sleeper bit that a group's workers share.
 //!
+//! 9. [`inbox_two_admitters_of_one_key`], [`inbox_done_races_takeover`] and
+//!    [`inbox_release_races_takeover`]: the inbox's slot state machine (`protocol/inbox.rs`):
+//!    two admissions of one key (the admission lock a loom mutex), and a holder's done or
+//!    release against a takeover by a process that judged it dead.
+//!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
 //! first), so every model terminates. With `LOOM_MAX_PREEMPTIONS=2` the whole set takes well
@@ -957,4 +962,122 @@ fn work_shared_sleeper_bit() {
         }
         assert_eq!(region.u64(DATA_WAITERS).load(Ordering::SeqCst), 0);
     });
+}
+
+// Inboxes (`protocol/inbox.rs`): the slot state machine over a model region laid out as an
+// inbox file of the smallest window. The admission lock (an OFD lock in a file) is a loom
+// mutex; the effect the models apply is a word of the region the file does not use.
+
+use crate::protocol::inbox::{self, Begun, InboxTable, Key};
+
+/// Where the inbox models count the effects applied.
+const EFFECT: u64 = 1024;
+
+fn model_inbox() -> Arc<Region> {
+    let region = Region::new_model(inbox::file_size(inbox::MIN_WINDOW) as usize);
+    // See `model_ring`: the zeroes of a new file, as SeqCst stores, for the words the models
+    // access SeqCst (the slot state words are mutex-backed 128-bit stand-ins).
+    region.u64(EFFECT).store(0, Ordering::SeqCst);
+    Arc::new(region)
+}
+
+/// `begin` of `key` by `holder` under the admission lock, judging every other holder alive
+/// or dead as `alive` says.
+fn inbox_begin(
+    region: &Region,
+    lock: &loom::sync::Mutex<()>,
+    holder: u64,
+    alive: bool,
+) -> Begun {
+    let _held = lock.lock().unwrap();
+    let t = InboxTable::new(region, inbox::MIN_WINDOW);
+    let key = Key::new(b"order-1").unwrap();
+    t.begin(&key, holder, |_| alive, |_| {}).unwrap()
+}
+
+/// Inbox model 1: two processes begin the same key: exactly one gets it fresh and applies
+/// the effect; the other finds it busy or done, and one that finds it done sees the effect
+/// (SYNC X: the done CAS publishes it).
+#[test]
+fn inbox_two_admitters_of_one_key() {
+    loom::model(|| {
+        let region = model_inbox();
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let admitters: Vec<_> = (1..=2u64)
+            .map(|me| {
+                let (region, lock) = (region.clone(), lock.clone());
+                thread::spawn(move || {
+                    let begun = inbox_begin(&region, &lock, me, true);
+                    let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+                    match begun {
+                        Begun::Fresh { slot, seq } => {
+                            region.u64(EFFECT).fetch_add(1, Ordering::Relaxed);
+                            assert!(t.finish(slot, seq, me, true));
+                        }
+                        Begun::Done => assert_eq!(
+                            region.u64(EFFECT).load(Ordering::Relaxed),
+                            1,
+                            "done seen before its effect"
+                        ),
+                        Begun::Busy => {}
+                        Begun::Full => panic!("a window of one key is not full"),
+                    }
+                    begun
+                })
+            })
+            .collect();
+        let got: Vec<Begun> = admitters.into_iter().map(|a| a.join().unwrap()).collect();
+        let fresh = got
+            .iter()
+            .filter(|b| matches!(b, Begun::Fresh { .. }))
+            .count();
+        assert_eq!(fresh, 1, "{got:?}");
+        assert_eq!(region.u64(EFFECT).load(Ordering::Relaxed), 1);
+        assert_eq!(inbox_begin(&region, &lock, 3, true), Begun::Done);
+    });
+}
+
+/// Inbox models 2 and 3: holder 1 holds the key and records it done (`done`) or releases it,
+/// while process 2 judges it dead (its lease lost) and takes the key over. Exactly one of the
+/// done and the takeover wins; a release never undoes a takeover.
+fn inbox_finish_races_takeover(done: bool) {
+    loom::model(move || {
+        let region = model_inbox();
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let Begun::Fresh { slot, seq } = inbox_begin(&region, &lock, 1, true) else {
+            panic!("a new key is fresh");
+        };
+        let holder = {
+            let region = region.clone();
+            thread::spawn(move || {
+                let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+                t.finish(slot, seq, 1, done)
+            })
+        };
+        let taker = inbox_begin(&region, &lock, 2, false);
+        let finished = holder.join().unwrap();
+        let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+        let (_, now) = t.load(slot).unwrap();
+        match taker {
+            Begun::Fresh { .. } => {
+                assert!(!done || !finished, "both the done and the takeover won");
+                assert_eq!((now.state, now.holder), (inbox::State::Held, 2));
+            }
+            Begun::Done => {
+                assert!(done && finished);
+                assert_eq!(now.state, inbox::State::Done);
+            }
+            other => panic!("the taker found {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn inbox_done_races_takeover() {
+    inbox_finish_races_takeover(true);
+}
+
+#[test]
+fn inbox_release_races_takeover() {
+    inbox_finish_races_takeover(false);
 }

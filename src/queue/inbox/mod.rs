@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::mapping::lease::{self, Lease};
 use crate::mapping::trust::Trust;
 use crate::protocol::inbox::{
-    Counter, InboxConfig, Key, Lookup, State, MAX_KEY, MAX_NAME, MAX_WINDOW, MIN_WINDOW,
+    Begun, Counter, InboxConfig, Key, State, MAX_KEY, MAX_NAME, MAX_WINDOW, MIN_WINDOW,
 };
 use crate::protocol::layout::Durability;
 use crate::protocol::sync::{pack, unpack, Ordering};
@@ -164,52 +164,20 @@ impl Inbox {
             max: MAX_KEY,
         })?;
         let me = id(self.lease.word());
-        let t = file.table();
         let _lock = file.admission(self.lease.fd())?;
-        let bad = |d| damaged(&file.path, d);
-        // Relaxed throughout for the counters: statistics.
-        let count = |c| {
-            t.counter(c).fetch_add(1, Ordering::Relaxed);
-        };
-        let (slot, seq) = match t.lookup(&key).map_err(bad)? {
-            Lookup::Found(s, word) => {
-                let (_, found) = t.load(s).map_err(bad)?;
-                match found.state {
-                    State::Done => {
-                        count(Counter::Duplicates);
-                        return Ok(Admit::Done);
-                    }
-                    State::Held if found.holder == me || alive(file, found.holder) => {
-                        count(Counter::Busy);
-                        return Ok(Admit::Busy);
-                    }
-                    // Found never reports an empty slot; Held by a dead holder, or Open.
-                    _ => {}
-                }
-                if !t.take(s, word, found.seq, me) {
-                    // Only the holder changes a HELD word outside the lock, and it is dead.
-                    return Err(bad(crate::protocol::inbox::Damage::Slot(s, word)));
-                }
-                count(Counter::Retaken);
-                (s, found.seq)
-            }
-            Lookup::Missing => {
-                let (n, _) = t.cursors().map_err(bad)?;
-                let s = n % u64::from(file.config.window);
-                let (old, oldest) = t.load(s).map_err(bad)?;
-                if oldest.state == State::Held
-                    && (oldest.holder == me || alive(file, oldest.holder))
-                {
-                    return Err(Error::InboxFull {
-                        path: file.path.clone(),
-                        window: file.config.window,
-                    });
-                }
-                let point = |name| crate::crash::point(name);
-                if !t.admit(n, old, &key, me, point).map_err(bad)? {
-                    return Err(bad(crate::protocol::inbox::Damage::Slot(s, old)));
-                }
-                (s, n)
+        let begun = file
+            .table()
+            .begin(&key, me, |holder| alive(file, holder), crate::crash::point)
+            .map_err(|d| damaged(&file.path, d))?;
+        let (slot, seq) = match begun {
+            Begun::Fresh { slot, seq } => (slot, seq),
+            Begun::Done => return Ok(Admit::Done),
+            Begun::Busy => return Ok(Admit::Busy),
+            Begun::Full => {
+                return Err(Error::InboxFull {
+                    path: file.path.clone(),
+                    window: file.config.window,
+                })
             }
         };
         Ok(Admit::Fresh(Mark {
