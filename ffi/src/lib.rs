@@ -23,6 +23,7 @@
 
 mod consumer;
 mod error;
+mod inbox;
 mod producer;
 mod queue;
 mod status;
@@ -41,6 +42,11 @@ pub use consumer::{
     SHMQ_SUBSCRIBE_LATEST, SHMQ_SUBSCRIBE_NON_GATING,
 };
 pub use error::shmq_last_error;
+pub use inbox::{
+    shmq_admit, shmq_inbox, shmq_inbox_begin, shmq_inbox_delete, shmq_inbox_free,
+    shmq_inbox_info, shmq_inbox_new, shmq_mark, shmq_mark_done, shmq_mark_free,
+    shmq_queue_inbox_info,
+};
 #[doc(hidden)]
 pub use error::{guard, Failure};
 pub use producer::{
