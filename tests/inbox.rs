@@ -26,6 +26,14 @@ fn fresh(a: Admit) -> Mark {
     }
 }
 
+/// Inboxes and marks move between threads.
+#[test]
+fn handles_are_send() {
+    fn send<T: Send>() {}
+    send::<shmq::Inbox>();
+    send::<Mark>();
+}
+
 #[test]
 fn fresh_then_busy_then_done() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,8 +203,7 @@ fn inboxes_are_listed_and_deleted() {
     let q = queue(&dir);
     let mut a = q.inbox("b-second", &small()).unwrap();
     let _b = q.inbox("a-first", &small()).unwrap();
-    let names: Vec<String> = q.inboxes().unwrap().into_iter().map(|i| i.name).collect();
-    assert_eq!(names, ["a-first", "b-second"]);
+    assert_eq!(q.inboxes().unwrap(), ["a-first", "b-second"]);
     let mark = fresh(a.begin(b"k").unwrap());
     assert!(matches!(
         q.delete_inbox("b-second"),

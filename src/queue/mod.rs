@@ -335,12 +335,9 @@ impl Queue {
         inbox::info(&self.shared.path, &self.trust, name)
     }
 
-    /// Every inbox of this queue (the files `<queue path>.inbox-*`), by name.
-    pub fn inboxes(&self) -> Result<Vec<inbox::InboxInfo>> {
-        inbox::names(&self.shared.path)?
-            .iter()
-            .map(|name| self.inbox_info(name))
-            .collect()
+    /// The names of this queue's inboxes (the files `<queue path>.inbox-<name>`), sorted.
+    pub fn inboxes(&self) -> Result<Vec<String>> {
+        inbox::names(&self.shared.path)
     }
 
     /// Removes inbox `name`. Fails with [`Error::KeyBusy`](crate::Error::KeyBusy) while a live
