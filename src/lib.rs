@@ -67,13 +67,13 @@ pub use queue::cursor::Message;
 #[cfg(not(loom))]
 pub use queue::group::GroupInfo;
 #[cfg(not(loom))]
+pub use queue::inbox::{Admit, Inbox, InboxInfo, InboxOptions, Mark, MAX_INBOX_KEY};
+#[cfg(not(loom))]
 pub use queue::producer::{Claimed, Producer, Schedule};
 #[cfg(not(loom))]
 pub use queue::recovery::Recovery;
 #[cfg(not(loom))]
 pub use queue::tail::TailReader;
-#[cfg(not(loom))]
-pub use queue::inbox::{Admit, Inbox, InboxInfo, InboxOptions, Mark, MAX_INBOX_KEY};
 #[cfg(not(loom))]
 pub use queue::work::{
     Backoff, DeadLetter, DeadReason, Job, PendingInfo, PendingState, Ticket, WorkInfo, WorkOptions,

@@ -42,8 +42,14 @@ fn fresh_then_busy_then_done() {
     let mut b = q.inbox("payments", &small()).unwrap();
     let mark = fresh(a.begin(b"order-1").unwrap());
     assert!(matches!(b.begin(b"order-1").unwrap(), Admit::Busy));
-    assert!(matches!(a.begin(b"order-1").unwrap(), Admit::Busy), "own mark");
-    assert!(matches!(b.once(b"order-1", || ()), Err(Error::KeyBusy { .. })));
+    assert!(
+        matches!(a.begin(b"order-1").unwrap(), Admit::Busy),
+        "own mark"
+    );
+    assert!(matches!(
+        b.once(b"order-1", || ()),
+        Err(Error::KeyBusy { .. })
+    ));
     mark.done().unwrap();
     assert!(matches!(b.begin(b"order-1").unwrap(), Admit::Done));
     assert_eq!(b.once(b"order-1", || 7).unwrap(), None);
@@ -54,7 +60,10 @@ fn fresh_then_busy_then_done() {
     assert_eq!(a.once(&[7; MAX_INBOX_KEY], || 1).unwrap(), Some(1));
     assert_eq!(a.once(&[7; MAX_INBOX_KEY], || 1).unwrap(), None);
     let info = q.inbox_info("payments").unwrap();
-    assert_eq!((info.admitted, info.fill, info.done, info.held), (4, 4, 4, 0));
+    assert_eq!(
+        (info.admitted, info.fill, info.done, info.held),
+        (4, 4, 4, 0)
+    );
     assert_eq!((info.duplicates, info.busy), (4, 3));
     assert_eq!(info.window, 64);
 }
@@ -174,7 +183,12 @@ fn errors_name_the_inbox() {
         other => panic!("expected UnknownInbox, got {other:?}"),
     }
     // An existing inbox keeps its window.
-    assert_eq!(q.inbox("payments", &InboxOptions::default()).unwrap().window(), 64);
+    assert_eq!(
+        q.inbox("payments", &InboxOptions::default())
+            .unwrap()
+            .window(),
+        64
+    );
     let path = inbox.path().to_path_buf();
     drop(inbox);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -217,9 +231,11 @@ fn inboxes_are_listed_and_deleted() {
     ));
     assert_eq!(q.inboxes().unwrap().len(), 1);
     // The handle on the removed file is told within the watcher's interval.
-    common::wait_until("the removed inbox reported detached", Duration::from_secs(20), || {
-        matches!(a.begin(b"k2"), Err(Error::Detached { .. }))
-    });
+    common::wait_until(
+        "the removed inbox reported detached",
+        Duration::from_secs(20),
+        || matches!(a.begin(b"k2"), Err(Error::Detached { .. })),
+    );
 }
 
 #[test]

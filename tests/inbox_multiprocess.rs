@@ -38,10 +38,7 @@ fn main() {
                 "three_appliers_sigkilled_at_random",
                 three_appliers_sigkilled_at_random,
             ),
-            (
-                "crash_points_of_the_inbox",
-                crash_points_of_the_inbox,
-            ),
+            ("crash_points_of_the_inbox", crash_points_of_the_inbox),
         ]),
     }
 }

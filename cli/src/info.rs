@@ -197,6 +197,7 @@ pub fn inboxes(queue: &Queue) -> Vec<Inbox> {
 }
 
 impl Inbox {
+    /// The row of inbox `name`, whose figures could not be read because of `e`.
     fn failed(name: String, e: shmq::Error) -> Inbox {
         Inbox {
             name,

@@ -16,7 +16,9 @@ fn info_and_inbox_list_show_each_inbox_with_its_fill() {
     assert!(info(&q).get("inboxes").is_none());
 
     let queue = Queue::open(&q).unwrap();
-    let mut inbox = queue.inbox("payments", &InboxOptions { window: 64 }).unwrap();
+    let mut inbox = queue
+        .inbox("payments", &InboxOptions { window: 64 })
+        .unwrap();
     for k in 0..3u8 {
         inbox.once(&[k], || ()).unwrap();
     }
@@ -40,10 +42,19 @@ fn info_and_inbox_list_show_each_inbox_with_its_fill() {
     let json = info(&q);
     let i = &json["inboxes"][0];
     assert_eq!(i["name"], "payments");
-    assert_eq!((i["fill"].as_u64(), i["window"].as_u64()), (Some(4), Some(64)));
-    assert_eq!((i["held"].as_u64(), i["duplicates"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (i["fill"].as_u64(), i["window"].as_u64()),
+        (Some(4), Some(64))
+    );
+    assert_eq!(
+        (i["held"].as_u64(), i["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
     let listed = ok(&["inbox", "list", &q]);
-    assert!(listed.lines().any(|l| l.starts_with("payments")), "{listed}");
+    assert!(
+        listed.lines().any(|l| l.starts_with("payments")),
+        "{listed}"
+    );
     let listed: serde_json::Value =
         serde_json::from_str(&ok(&["inbox", "list", &q, "--json"])).unwrap();
     assert_eq!(listed[0]["admitted"].as_u64(), Some(4));

@@ -42,13 +42,12 @@ pub use consumer::{
     SHMQ_SUBSCRIBE_LATEST, SHMQ_SUBSCRIBE_NON_GATING,
 };
 pub use error::shmq_last_error;
-pub use inbox::{
-    shmq_admit, shmq_inbox, shmq_inbox_begin, shmq_inbox_delete, shmq_inbox_free,
-    shmq_inbox_info, shmq_inbox_new, shmq_mark, shmq_mark_done, shmq_mark_free,
-    shmq_queue_inbox_info,
-};
 #[doc(hidden)]
 pub use error::{guard, Failure};
+pub use inbox::{
+    shmq_admit, shmq_inbox, shmq_inbox_begin, shmq_inbox_delete, shmq_inbox_free, shmq_inbox_info,
+    shmq_inbox_new, shmq_mark, shmq_mark_done, shmq_mark_free, shmq_queue_inbox_info,
+};
 pub use producer::{
     shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_publish_batch,
     shmq_publish_scheduled, shmq_record, shmq_wait_durable,

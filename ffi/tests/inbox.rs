@@ -66,7 +66,10 @@ fn finish(mut child: std::process::Child, what: &str) -> String {
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = reader.join().expect("the output reader");
-    assert!(status.success(), "{what}: the inbox program failed ({status})");
+    assert!(
+        status.success(),
+        "{what}: the inbox program failed ({status})"
+    );
     out
 }
 
@@ -108,7 +111,11 @@ fn shared(count: u64, wrap: &[&str]) {
         }
     }
     for i in 0..count {
-        assert_eq!(applied.get(&i).map(Vec::len), Some(1), "key {i}: {applied:?}");
+        assert_eq!(
+            applied.get(&i).map(Vec::len),
+            Some(1),
+            "key {i}: {applied:?}"
+        );
     }
     let info = queue.inbox_info("effects").unwrap();
     assert_eq!((info.admitted, info.done, info.held), (count, count, 0));

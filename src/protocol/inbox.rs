@@ -768,7 +768,10 @@ mod tests {
             assert_eq!(t.repair(false), Ok(1));
             assert_eq!(t.cursors(), Ok((w, 0)));
             assert_eq!(t.lookup(&key), Ok(Lookup::Missing));
-            assert_eq!(t.lookup(&Key::new(&0u64.to_le_bytes()).unwrap()), Ok(Lookup::Missing));
+            assert_eq!(
+                t.lookup(&Key::new(&0u64.to_le_bytes()).unwrap()),
+                Ok(Lookup::Missing)
+            );
             let one = Key::new(&1u64.to_le_bytes()).unwrap();
             assert!(matches!(t.lookup(&one), Ok(Lookup::Found(1, _))));
         });

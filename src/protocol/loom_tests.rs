@@ -983,12 +983,7 @@ fn model_inbox() -> Arc<Region> {
 
 /// `begin` of `key` by `holder` under the admission lock, judging every other holder alive
 /// or dead as `alive` says.
-fn inbox_begin(
-    region: &Region,
-    lock: &loom::sync::Mutex<()>,
-    holder: u64,
-    alive: bool,
-) -> Begun {
+fn inbox_begin(region: &Region, lock: &loom::sync::Mutex<()>, holder: u64, alive: bool) -> Begun {
     let _held = lock.lock().unwrap();
     let t = InboxTable::new(region, inbox::MIN_WINDOW);
     let key = Key::new(b"order-1").unwrap();

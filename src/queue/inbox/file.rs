@@ -238,10 +238,7 @@ impl InboxFile {
         self.region
             .u128(inbox::BOOT_ID)
             .store(u128::from_le_bytes(boot), Ordering::Release);
-        self.map
-            .raw()
-            .flush()
-            .map_err(io_err(&self.path, "msync"))
+        self.map.raw().flush().map_err(io_err(&self.path, "msync"))
     }
 }
 
