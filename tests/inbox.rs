@@ -164,7 +164,7 @@ fn errors_name_the_inbox() {
         inbox.begin(&[0; MAX_INBOX_KEY + 1]),
         Err(Error::KeyTooBig { len: 65, max: 64 })
     ));
-    for bad in ["", ".hidden", "a/b", "white space", &"x".repeat(65)] {
+    for bad in ["", ".hidden", "a/b", "white space", "x.tmp", &"x".repeat(65)] {
         assert!(
             matches!(q.inbox(bad, &small()), Err(Error::InvalidArgument { .. })),
             "{bad:?}"
@@ -262,4 +262,30 @@ fn handles_made_before_fork_are_refused_in_the_child() {
     assert_eq!(q.inbox_info("payments").unwrap().held, 1);
     mark.done().unwrap();
     assert!(matches!(inbox.begin(b"held").unwrap(), Admit::Done));
+}
+
+/// The inbox file is trusted as its queue is: one every user may write is refused.
+#[test]
+fn an_inbox_file_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(&dir);
+    let path = q.inbox("payments", &small()).unwrap().path().to_path_buf();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    let queue_mode = std::fs::metadata(dir.path().join("orders.q"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, queue_mode, "made with the queue file's mode");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    for r in [
+        q.inbox("payments", &small()).map(drop),
+        q.inbox_info("payments").map(drop),
+    ] {
+        match r {
+            Err(Error::Untrusted { path: p, .. }) => assert_eq!(p, path),
+            other => panic!("expected Untrusted, got {other:?}"),
+        }
+    }
 }

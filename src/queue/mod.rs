@@ -320,7 +320,8 @@ impl Queue {
 
     /// Opens inbox `name` (a de-duplication filter in the file `<queue path>.inbox-<name>`,
     /// README "Inboxes"), creating it with `options` if it does not exist. `name` is 1 to 64
-    /// bytes of ASCII letters, digits, `.`, `_` and `-`. Fails with
+    /// bytes of ASCII letters, digits, `.`, `_` and `-`, not starting with `.` nor ending in
+    /// `.tmp`. Fails with
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad name or window, and
     /// [`Error::Corrupt`](crate::Error::Corrupt) with
     /// [`Corruption::Inbox`](crate::Corruption::Inbox) for a damaged file.

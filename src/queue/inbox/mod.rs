@@ -258,10 +258,12 @@ impl Drop for Mark {
 }
 
 /// Checks an inbox name: 1 to 64 bytes of ASCII letters, digits, `.`, `_` and `-`, not
-/// starting with `.` (it becomes part of a file name).
+/// starting with `.` nor ending in `.tmp` (it becomes part of a file name, and a creation's
+/// temporary file ends in `.tmp`).
 fn check_name(name: &str) -> Result<()> {
     let ok = (1..=MAX_NAME).contains(&name.len())
         && !name.starts_with('.')
+        && !name.ends_with(".tmp")
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -272,7 +274,7 @@ fn check_name(name: &str) -> Result<()> {
         argument: "inbox name",
         why: format!(
             "{name:?}: must be 1 to {MAX_NAME} bytes of ASCII letters, digits, '.', '_' and \
-             '-', not starting with '.'"
+             '-', not starting with '.' nor ending in \".tmp\""
         ),
     })
 }
@@ -372,8 +374,8 @@ pub(crate) fn names(queue: &Path) -> Result<Vec<String>> {
     let mut out: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
-        // A name that is not an inbox name (a temporary file) is not an inbox.
-        .filter(|n| check_name(n).is_ok() && !n.ends_with(".tmp"))
+        // A name that is not an inbox name (a creation's temporary file) is not an inbox.
+        .filter(|n| check_name(n).is_ok())
         .collect();
     out.sort();
     Ok(out)
