@@ -164,7 +164,14 @@ fn errors_name_the_inbox() {
         inbox.begin(&[0; MAX_INBOX_KEY + 1]),
         Err(Error::KeyTooBig { len: 65, max: 64 })
     ));
-    for bad in ["", ".hidden", "a/b", "white space", "x.tmp", &"x".repeat(65)] {
+    for bad in [
+        "",
+        ".hidden",
+        "a/b",
+        "white space",
+        "x.tmp",
+        &"x".repeat(65),
+    ] {
         assert!(
             matches!(q.inbox(bad, &small()), Err(Error::InvalidArgument { .. })),
             "{bad:?}"

@@ -24,9 +24,16 @@
 //!
 //! Every state CAS is SeqCst (SYNC X in ARCHITECTURE.md's table): the done CAS's Release half
 //! publishes the caller's effect to whoever reads DONE afterwards (Acquire).
+//!
+//! A key already done is answered without the lock: every change of the keys and the index
+//! (an admission, a repair) is a write section of a seqlock on the `version` word (odd while
+//! it runs, SYNC V), and a lookup made outside the lock counts only if `version` was even and
+//! unchanged around it and no admission was pending ([`InboxTable::peek_done`]). Without it, a
+//! reader could match a key's bytes read before an admission overwrote them with the state of
+//! the key that replaced it.
 
 use crate::protocol::layout::{get32, put32};
-use crate::protocol::sync::{pack, unpack, AtomicU128, AtomicU64, Ordering, Region};
+use crate::protocol::sync::{fence, pack, unpack, AtomicU128, AtomicU64, Ordering, Region};
 
 /// The magic at byte 0 of an inbox file.
 pub(crate) const MAGIC: [u8; 8] = *b"SHMQINBX";
@@ -56,6 +63,7 @@ const PENDING: u64 = 256;
 /// The boot id of the machine that last opened the file (16 bytes).
 pub(crate) const BOOT_ID: u64 = 384;
 const COUNTERS: u64 = 512;
+const VERSION_WORD: u64 = 640;
 
 /// The byte of the file whose OFD write lock is the admission lock (clear of the liveness
 /// range at 2^62 and of every byte of the file).
@@ -315,6 +323,54 @@ impl<'a> InboxTable<'a> {
         self.region.u64(PENDING)
     }
 
+    /// The seqlock over the keys and the index: odd while a write section runs (or after its
+    /// writer died in one, until the next holder of the lock repairs the file).
+    fn version(&self) -> &'a AtomicU64 {
+        self.region.u64(VERSION_WORD)
+    }
+
+    /// Runs `f`, which changes keys or the index (under the lock), as a write section of the
+    /// seqlock (SYNC V).
+    fn write_section<T>(&self, f: impl FnOnce() -> T) -> T {
+        // Relaxed: only holders of the admission lock write the word, and the lock orders them.
+        let odd = self.version().load(Ordering::Relaxed) | 1;
+        self.version().store(odd, Ordering::Relaxed);
+        // SYNC V: the odd value is ordered before every write of `f`, so a reader whose
+        // Acquire fence follows a read of any of them sees the version move.
+        fence(Ordering::Release);
+        let out = f();
+        // SYNC V (Release): publishes `f`'s writes with the even value.
+        self.version().store(odd.wrapping_add(1), Ordering::Release);
+        out
+    }
+
+    /// Whether `key` is done, answered without the lock: `true` only if a lookup that found it
+    /// DONE ran within one even `version` with no admission pending (SYNC V); `false` means
+    /// "ask under the lock" (not found, not done, a write section in between, or damage,
+    /// which the locked path reports).
+    pub(crate) fn peek_done(&self, key: &Key) -> bool {
+        // SYNC V (Acquire): pairs with the Release store that ended the last write section.
+        let before = self.version().load(Ordering::Acquire);
+        // Relaxed: read inside the section check below.
+        if before & 1 == 1 || self.pending().load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        let done = matches!(
+            self.lookup(key),
+            Ok(Lookup::Found(_, word)) if unpack_slot(word).is_some_and(|s| s.state == State::Done)
+        );
+        // SYNC V: a write section whose writes the lookup saw has its odd value (or a later
+        // one) visible after this fence.
+        fence(Ordering::Acquire);
+        if !done || self.version().load(Ordering::Relaxed) != before {
+            return false;
+        }
+        // Relaxed: a statistic.
+        self.counter(Counter::Duplicates)
+            .fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
     /// A counter.
     pub(crate) fn counter(&self, c: Counter) -> &'a AtomicU64 {
         self.region.u64(COUNTERS + 8 * c as u64)
@@ -352,11 +408,13 @@ impl<'a> InboxTable<'a> {
         }
     }
 
-    /// Reads slot `s`'s key (under the lock: X1), checked: a length over [`MAX_KEY`] or a hash
-    /// that is not the key's is [`Damage::Key`].
+    /// Reads slot `s`'s key (under the lock: X1, or in a seqlock read that validates it: SYNC
+    /// V), checked: a length over [`MAX_KEY`] or a hash that is not the key's is
+    /// [`Damage::Key`].
     fn key(&self, s: u64) -> Result<Key, Damage> {
         let base = slot_base(self.window as u32) + SLOT * s;
-        // Relaxed: keys change only under the admission lock (X1), which orders them.
+        // Relaxed: keys change only under the admission lock (X1), which orders them; a reader
+        // without it validates what it read with the seqlock (SYNC V).
         let len = self.region.u64(base + S_LEN).load(Ordering::Relaxed);
         let (len, hash) = (len as u32, (len >> 32) as u32);
         let mut bytes = [0u8; MAX_KEY];
@@ -381,7 +439,8 @@ impl<'a> InboxTable<'a> {
 
     /// A bucket's slot and hash: `None` for an empty bucket.
     fn decode_bucket(&self, i: u64) -> Result<Option<(u64, u32)>, Damage> {
-        // Relaxed: the index changes only under the admission lock (X1).
+        // Relaxed: the index changes only under the admission lock (X1); a reader without it
+        // validates what it read with the seqlock (SYNC V).
         let b = self.bucket(i).load(Ordering::Relaxed);
         if b == 0 {
             return Ok(None);
@@ -393,7 +452,9 @@ impl<'a> InboxTable<'a> {
         Ok(Some((slot, (b >> 32) as u32)))
     }
 
-    /// Finds `key` (under the lock: X1). Bounded: at most `2W` buckets are probed.
+    /// Finds `key` (under the lock: X1; or in [`peek_done`](Self::peek_done)'s seqlock read,
+    /// whose answer counts only if no write section ran meanwhile). Bounded: at most `2W`
+    /// buckets are probed.
     pub(crate) fn lookup(&self, key: &Key) -> Result<Lookup, Damage> {
         let mask = self.buckets() - 1;
         let mut i = u64::from(key.hash) & mask;
@@ -478,6 +539,18 @@ impl<'a> InboxTable<'a> {
     /// `hook` runs between the steps (the crash points). False if the slot's state changed
     /// since `old` was read (only a hostile writer changes it under the lock).
     pub(crate) fn admit(
+        &self,
+        n: u64,
+        old: u128,
+        key: &Key,
+        holder: u64,
+        hook: impl Fn(&'static str),
+    ) -> Result<bool, Damage> {
+        self.write_section(|| self.admit_in_section(n, old, key, holder, hook))
+    }
+
+    /// [`admit`](Self::admit) inside its write section.
+    fn admit_in_section(
         &self,
         n: u64,
         old: u128,
@@ -650,9 +723,17 @@ impl<'a> InboxTable<'a> {
     /// slots. Returns how many slots were emptied.
     pub(crate) fn repair(&self, rebuild: bool) -> Result<u64, Damage> {
         let (a, p) = self.cursors()?;
-        if p == 0 && !rebuild {
+        // Relaxed: under the lock; an odd version left by a writer that died in its section
+        // is made even by this repair's section.
+        if p == 0 && !rebuild && self.version().load(Ordering::Relaxed) & 1 == 0 {
             return Ok(0);
         }
+        self.write_section(|| self.rebuild(a, p))
+    }
+
+    /// [`repair`](Self::repair) inside its write section, from `admitted` `a` and `pending`
+    /// `p`.
+    fn rebuild(&self, a: u64, p: u64) -> Result<u64, Damage> {
         let mut emptied = 0;
         let mut admitted = a;
         if p != 0 {

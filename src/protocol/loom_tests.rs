@@ -31,7 +31,9 @@
 //! 9. [`inbox_two_admitters_of_one_key`], [`inbox_done_races_takeover`] and
 //!    [`inbox_release_races_takeover`]: the inbox's slot state machine (`protocol/inbox.rs`):
 //!    two admissions of one key (the admission lock a loom mutex), and a holder's done or
-//!    release against a takeover by a process that judged it dead.
+//!    release against a takeover by a process that judged it dead;
+//!    [`inbox_lock_free_done_sees_no_reused_slot`]: the lock-free answer for a done key
+//!    (SYNC V) against admissions that reuse the key's slot.
 //!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
@@ -1075,4 +1077,53 @@ fn inbox_done_races_takeover() {
 #[test]
 fn inbox_release_races_takeover() {
     inbox_finish_races_takeover(false);
+}
+
+/// Inbox model 4: a key `K` admitted and released (never done) is evicted by a key `X`, which
+/// is done, and is then admitted again into the same slot, while a reader asks without the
+/// lock whether `K` is done. It never is: a reader that read `X`'s DONE state and then `K`'s
+/// bytes written by the second admission would say so, and the seqlock (SYNC V) rules that
+/// read out.
+#[test]
+fn inbox_lock_free_done_sees_no_reused_slot() {
+    loom::model(|| {
+        let region = model_inbox();
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let w = u64::from(inbox::MIN_WINDOW);
+        let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+        let k = Key::new(b"key-K---").unwrap();
+        let x = Key::new(b"key-X---").unwrap();
+        assert_eq!(
+            t.begin(&k, 1, |_| true, |_| {}),
+            Ok(Begun::Fresh { slot: 0, seq: 0 })
+        );
+        assert!(t.finish(0, 0, 1, false));
+        // As if W − 1 other keys were admitted into the other slots: slot 0 is the oldest.
+        t.admitted().store(w, Ordering::Relaxed);
+        let writer = {
+            let (region, lock) = (region.clone(), lock.clone());
+            thread::spawn(move || {
+                let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+                let _held = lock.lock().unwrap();
+                assert_eq!(
+                    t.begin(&x, 2, |_| true, |_| {}),
+                    Ok(Begun::Fresh { slot: 0, seq: w })
+                );
+                assert!(t.finish(0, w, 2, true));
+                t.admitted().store(2 * w, Ordering::Relaxed);
+                assert_eq!(
+                    t.begin(&k, 2, |_| true, |_| {}),
+                    Ok(Begun::Fresh {
+                        slot: 0,
+                        seq: 2 * w
+                    })
+                );
+            })
+        };
+        let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+        assert!(!t.peek_done(&k), "K was never done");
+        writer.join().unwrap();
+        assert!(!t.peek_done(&k));
+        assert!(!t.peek_done(&x), "X was evicted");
+    });
 }

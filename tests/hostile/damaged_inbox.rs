@@ -16,8 +16,8 @@ const WINDOW: usize = 64;
 /// Where the index's `2W` buckets start, and the slots (FORMAT.md, "Inbox file").
 const INDEX: usize = 4096;
 const SLOTS: usize = 8192;
-/// The mutable words: `admitted`, `pending`, the counters.
-const WORDS: [usize; 6] = [128, 256, 512, 520, 528, 536];
+/// The mutable words: `admitted`, `pending`, the counters, `version`.
+const WORDS: [usize; 7] = [128, 256, 512, 520, 528, 536, 640];
 
 /// A valid queue file and an inbox with evicted, done, released and held keys: both files'
 /// bytes.
@@ -176,7 +176,7 @@ proptest! {
     /// Extreme values in slot words, index buckets, `admitted`, `pending` and the counters.
     #[test]
     fn hostile_inbox_words_never_panic_or_hang(
-        edits in prop::collection::vec((0usize..(WINDOW * 6 + 6), extreme()), 1..8),
+        edits in prop::collection::vec((0usize..(WINDOW * 6 + 7), extreme()), 1..8),
     ) {
         check(&with_words(&edits))?;
     }

@@ -147,8 +147,9 @@ fn alive(file: &InboxFile, holder: u64) -> bool {
 impl Inbox {
     /// Looks `key` up and, unless it is done or held by a live process, takes it: admits it
     /// (evicting the oldest key of a full window) or takes it again (released, or its holder
-    /// died). Under the inbox's admission lock, which a killed holder cannot keep (the kernel
-    /// drops it) and whose half-done admission the next holder repairs.
+    /// died). A key done already is answered without a lock; the rest under the inbox's
+    /// admission lock, which a killed holder cannot keep (the kernel drops it) and whose
+    /// half-done admission the next holder repairs.
     ///
     /// Fails with [`Error::KeyTooBig`] for a key over [`MAX_INBOX_KEY`] bytes,
     /// [`Error::InboxFull`] when the oldest key is still held by a live process,
@@ -163,6 +164,10 @@ impl Inbox {
             len: key.len(),
             max: MAX_KEY,
         })?;
+        // A key done already is answered without the lock (SYNC V); anything else under it.
+        if file.table().peek_done(&key) {
+            return Ok(Admit::Done);
+        }
         let me = id(self.lease.word());
         let _lock = file.admission(self.lease.fd())?;
         let begun = file
