@@ -11,23 +11,23 @@
 //! of EMPTY (the word is 0), HELD, OPEN (admitted, held by nobody: released, to be retried)
 //! and DONE. Invariants:
 //!
-//! * (X1) Keys, the index and the words `admitted` and `pending` change only under the inbox's
+//! * (N1) Keys, the index and the words `admitted` and `pending` change only under the inbox's
 //!   admission lock (an OFD lock on [`ADMISSION_LOCK`], which the kernel drops when its holder
 //!   dies). A holder killed mid-admission leaves `pending` set, and the next holder repairs
 //!   the slot and rebuilds the index from the slots before it looks anything up.
-//! * (X2) A slot's state moves into HELD only under the lock; out of HELD by its holder alone
+//! * (N2) A slot's state moves into HELD only under the lock; out of HELD by its holder alone
 //!   (done, or release), lock-free, by a CAS from exactly `(n, HELD, holder)`. A state word
 //!   never repeats for one holder (`n` grows per slot; a holder's Mark is used once), so a CAS
 //!   from a remembered word succeeds only for the hold it remembers.
-//! * (X3) A slot HELD by a live holder is never reused: an admission that would evict it fails
+//! * (N3) A slot HELD by a live holder is never reused: an admission that would evict it fails
 //!   (`InboxFull`), so a key being applied is never forgotten while it is applied.
 //!
-//! Every state CAS is SeqCst (SYNC X in ARCHITECTURE.md's table): the done CAS's Release half
+//! Every state CAS is SeqCst (SYNC N in ARCHITECTURE.md's table): the done CAS's Release half
 //! publishes the caller's effect to whoever reads DONE afterwards (Acquire).
 //!
 //! A key already done is answered without the lock: every change of the keys and the index
 //! (an admission, a repair) is a write section of a seqlock on the `version` word (odd while
-//! it runs, SYNC V), and a lookup made outside the lock counts only if `version` was even and
+//! it runs, SYNC Q), and a lookup made outside the lock counts only if `version` was even and
 //! unchanged around it and no admission was pending ([`InboxTable::peek_done`]). Without it, a
 //! reader could match a key's bytes read before an admission overwrote them with the state of
 //! the key that replaced it.
@@ -293,7 +293,7 @@ pub(crate) enum Begun {
     Done,
     /// A live holder holds the key.
     Busy,
-    /// The key is new, and the oldest slot is held by a live holder (X3).
+    /// The key is new, and the oldest slot is held by a live holder (N3).
     Full,
 }
 
@@ -330,26 +330,26 @@ impl<'a> InboxTable<'a> {
     }
 
     /// Runs `f`, which changes keys or the index (under the lock), as a write section of the
-    /// seqlock (SYNC V).
+    /// seqlock (SYNC Q).
     fn write_section<T>(&self, f: impl FnOnce() -> T) -> T {
         // Relaxed: only holders of the admission lock write the word, and the lock orders them.
         let odd = self.version().load(Ordering::Relaxed) | 1;
         self.version().store(odd, Ordering::Relaxed);
-        // SYNC V: the odd value is ordered before every write of `f`, so a reader whose
+        // SYNC Q: the odd value is ordered before every write of `f`, so a reader whose
         // Acquire fence follows a read of any of them sees the version move.
         fence(Ordering::Release);
         let out = f();
-        // SYNC V (Release): publishes `f`'s writes with the even value.
+        // SYNC Q (Release): publishes `f`'s writes with the even value.
         self.version().store(odd.wrapping_add(1), Ordering::Release);
         out
     }
 
     /// Whether `key` is done, answered without the lock: `true` only if a lookup that found it
-    /// DONE ran within one even `version` with no admission pending (SYNC V); `false` means
+    /// DONE ran within one even `version` with no admission pending (SYNC Q); `false` means
     /// "ask under the lock" (not found, not done, a write section in between, or damage,
     /// which the locked path reports).
     pub(crate) fn peek_done(&self, key: &Key) -> bool {
-        // SYNC V (Acquire): pairs with the Release store that ended the last write section.
+        // SYNC Q (Acquire): pairs with the Release store that ended the last write section.
         let before = self.version().load(Ordering::Acquire);
         // Relaxed: read inside the section check below.
         if before & 1 == 1 || self.pending().load(Ordering::Relaxed) != 0 {
@@ -359,7 +359,7 @@ impl<'a> InboxTable<'a> {
             self.lookup(key),
             Ok(Lookup::Found(_, word)) if unpack_slot(word).is_some_and(|s| s.state == State::Done)
         );
-        // SYNC V: a write section whose writes the lookup saw has its odd value (or a later
+        // SYNC Q: a write section whose writes the lookup saw has its odd value (or a later
         // one) visible after this fence.
         fence(Ordering::Acquire);
         if !done || self.version().load(Ordering::Relaxed) != before {
@@ -398,7 +398,7 @@ impl<'a> InboxTable<'a> {
 
     /// Loads slot `s`'s state, checked: a word no writer stores there is [`Damage::Slot`].
     pub(crate) fn load(&self, s: u64) -> Result<(u128, Slot), Damage> {
-        // SYNC X (Acquire, as SeqCst): a DONE seen here comes after the holder's effect.
+        // SYNC N (Acquire, as SeqCst): a DONE seen here comes after the holder's effect.
         let word = self.state(s).load(Ordering::SeqCst);
         match unpack_slot(word) {
             Some(slot) if slot.state == State::Empty || slot.seq % self.window == s => {
@@ -408,13 +408,13 @@ impl<'a> InboxTable<'a> {
         }
     }
 
-    /// Reads slot `s`'s key (under the lock: X1, or in a seqlock read that validates it: SYNC
+    /// Reads slot `s`'s key (under the lock: N1, or in a seqlock read that validates it: SYNC
     /// V), checked: a length over [`MAX_KEY`] or a hash that is not the key's is
     /// [`Damage::Key`].
     fn key(&self, s: u64) -> Result<Key, Damage> {
         let base = slot_base(self.window as u32) + SLOT * s;
-        // Relaxed: keys change only under the admission lock (X1), which orders them; a reader
-        // without it validates what it read with the seqlock (SYNC V).
+        // Relaxed: keys change only under the admission lock (N1), which orders them; a reader
+        // without it validates what it read with the seqlock (SYNC Q).
         let len = self.region.u64(base + S_LEN).load(Ordering::Relaxed);
         let (len, hash) = (len as u32, (len >> 32) as u32);
         let mut bytes = [0u8; MAX_KEY];
@@ -429,7 +429,7 @@ impl<'a> InboxTable<'a> {
     fn write_key(&self, s: u64, key: &Key) {
         let base = slot_base(self.window as u32) + SLOT * s;
         debug_assert_eq!(S_HASH, S_LEN + 4);
-        // Relaxed: under the admission lock (X1).
+        // Relaxed: under the admission lock (N1).
         self.region.u64(base + S_LEN).store(
             u64::from(key.len) | u64::from(key.hash) << 32,
             Ordering::Relaxed,
@@ -439,8 +439,8 @@ impl<'a> InboxTable<'a> {
 
     /// A bucket's slot and hash: `None` for an empty bucket.
     fn decode_bucket(&self, i: u64) -> Result<Option<(u64, u32)>, Damage> {
-        // Relaxed: the index changes only under the admission lock (X1); a reader without it
-        // validates what it read with the seqlock (SYNC V).
+        // Relaxed: the index changes only under the admission lock (N1); a reader without it
+        // validates what it read with the seqlock (SYNC Q).
         let b = self.bucket(i).load(Ordering::Relaxed);
         if b == 0 {
             return Ok(None);
@@ -452,7 +452,7 @@ impl<'a> InboxTable<'a> {
         Ok(Some((slot, (b >> 32) as u32)))
     }
 
-    /// Finds `key` (under the lock: X1; or in [`peek_done`](Self::peek_done)'s seqlock read,
+    /// Finds `key` (under the lock: N1; or in [`peek_done`](Self::peek_done)'s seqlock read,
     /// whose answer counts only if no write section ran meanwhile). Bounded: at most `2W`
     /// buckets are probed.
     pub(crate) fn lookup(&self, key: &Key) -> Result<Lookup, Damage> {
@@ -479,7 +479,7 @@ impl<'a> InboxTable<'a> {
         let mut i = u64::from(hash) & mask;
         for _ in 0..self.buckets() {
             if self.decode_bucket(i)?.is_none() {
-                // Relaxed: under the admission lock (X1).
+                // Relaxed: under the admission lock (N1).
                 self.bucket(i)
                     .store(u64::from(hash) << 32 | (s + 1), Ordering::Relaxed);
                 return Ok(());
@@ -522,7 +522,7 @@ impl<'a> InboxTable<'a> {
                 hole < home || home <= j
             };
             if !stays {
-                // Relaxed: under the admission lock (X1).
+                // Relaxed: under the admission lock (N1).
                 let b = self.bucket(j).load(Ordering::Relaxed);
                 self.bucket(hole).store(b, Ordering::Relaxed);
                 hole = j;
@@ -534,8 +534,8 @@ impl<'a> InboxTable<'a> {
 
     /// Admits `key` as admission `n` (under the lock, after a lookup missed it), evicting
     /// slot `n mod W`'s previous key, whose state word was `old` (not HELD by a live
-    /// holder: X3): `pending`, the index without the old key, the key, the state
-    /// `(n, HELD, holder)`, the index with the key, then `admitted` and `pending` (X1).
+    /// holder: N3): `pending`, the index without the old key, the key, the state
+    /// `(n, HELD, holder)`, the index with the key, then `admitted` and `pending` (N1).
     /// `hook` runs between the steps (the crash points). False if the slot's state changed
     /// since `old` was read (only a hostile writer changes it under the lock).
     pub(crate) fn admit(
@@ -559,7 +559,7 @@ impl<'a> InboxTable<'a> {
         hook: impl Fn(&'static str),
     ) -> Result<bool, Damage> {
         let s = n % self.window;
-        // Relaxed: under the admission lock (X1); a successor repairs from these.
+        // Relaxed: under the admission lock (N1); a successor repairs from these.
         self.pending().store(n + 1, Ordering::Relaxed);
         hook("inbox.admit.after_pending");
         if old != 0 {
@@ -573,7 +573,7 @@ impl<'a> InboxTable<'a> {
             state: State::Held,
             holder,
         });
-        // SYNC X (SeqCst): see `finish`.
+        // SYNC N (SeqCst): see `finish`.
         if self
             .state(s)
             .compare_exchange(old, to, Ordering::SeqCst, Ordering::Relaxed)
@@ -594,7 +594,7 @@ impl<'a> InboxTable<'a> {
 
     /// Looks `key` up and takes it for `holder` unless it is done or held by a live holder
     /// (`alive(id)`; the caller's own id counts as live): takes it again (OPEN, or HELD by a
-    /// dead holder) or admits it. Under the admission lock (X1); `hook` runs at the crash
+    /// dead holder) or admits it. Under the admission lock (N1); `hook` runs at the crash
     /// points of an admission.
     pub(crate) fn begin(
         &self,
@@ -671,7 +671,7 @@ impl<'a> InboxTable<'a> {
     }
 
     /// Takes slot `s`, whose word was `from` (OPEN, or HELD by a dead holder), for `holder`
-    /// (under the lock: X2). False if the word changed meanwhile.
+    /// (under the lock: N2). False if the word changed meanwhile.
     fn take(&self, s: u64, from: u128, seq: u64, holder: u64) -> bool {
         let to = Slot {
             seq,
@@ -682,7 +682,7 @@ impl<'a> InboxTable<'a> {
     }
 
     /// Ends hold `(seq, HELD, holder)` of slot `s` as DONE (`done`) or OPEN (a release): the
-    /// holder's CAS from exactly its word (X2). False if the word is another.
+    /// holder's CAS from exactly its word (N2). False if the word is another.
     pub(crate) fn finish(&self, s: u64, seq: u64, holder: u64, done: bool) -> bool {
         let from = pack_slot(Slot {
             seq,
@@ -698,7 +698,7 @@ impl<'a> InboxTable<'a> {
     }
 
     fn cas(&self, s: u64, from: u128, to: Slot) -> bool {
-        // SYNC X (SeqCst): the Release half publishes the holder's effect with DONE; a
+        // SYNC N (SeqCst): the Release half publishes the holder's effect with DONE; a
         // failure is reloaded by the caller (Relaxed).
         self.state(s)
             .compare_exchange(from, pack_slot(to), Ordering::SeqCst, Ordering::Relaxed)
@@ -707,7 +707,7 @@ impl<'a> InboxTable<'a> {
 
     /// Checks `admitted` and `pending`: `(admitted, pending)`, or [`Damage::Cursor`].
     pub(crate) fn cursors(&self) -> Result<(u64, u64), Damage> {
-        // Relaxed: under the admission lock (X1), or a statistic.
+        // Relaxed: under the admission lock (N1), or a statistic.
         let a = self.admitted().load(Ordering::Relaxed);
         let p = self.pending().load(Ordering::Relaxed);
         if a >= MAX_SEQ || (p != 0 && p != a + 1) {
@@ -716,7 +716,7 @@ impl<'a> InboxTable<'a> {
         Ok((a, p))
     }
 
-    /// Repairs a file whose last admission died (X1), or rebuilds it after a machine restart
+    /// Repairs a file whose last admission died (N1), or rebuilds it after a machine restart
     /// (`rebuild`), under the lock: the slot of an admission that did not reach its state CAS
     /// is emptied (its old key may be half overwritten); one that did counts as admitted;
     /// slots whose key does not match its hash are emptied; the index is rebuilt from the
@@ -747,7 +747,7 @@ impl<'a> InboxTable<'a> {
             }
         }
         for i in 0..self.buckets() {
-            // Relaxed: under the admission lock (X1).
+            // Relaxed: under the admission lock (N1).
             self.bucket(i).store(0, Ordering::Relaxed);
         }
         for s in 0..self.window {
@@ -758,7 +758,7 @@ impl<'a> InboxTable<'a> {
             match self.key(s) {
                 Ok(k) if slot.seq < admitted => self.insert(s, k.hash)?,
                 _ => {
-                    // SeqCst as every state change (SYNC X).
+                    // SeqCst as every state change (SYNC N).
                     self.state(s).store(0, Ordering::SeqCst);
                     emptied += 1;
                 }

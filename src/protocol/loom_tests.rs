@@ -33,7 +33,7 @@
 //!    two admissions of one key (the admission lock a loom mutex), and a holder's done or
 //!    release against a takeover by a process that judged it dead;
 //!    [`inbox_lock_free_done_sees_no_reused_slot`]: the lock-free answer for a done key
-//!    (SYNC V) against admissions that reuse the key's slot.
+//!    (SYNC Q) against admissions that reuse the key's slot.
 //!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
@@ -994,7 +994,7 @@ fn inbox_begin(region: &Region, lock: &loom::sync::Mutex<()>, holder: u64, alive
 
 /// Inbox model 1: two processes begin the same key: exactly one gets it fresh and applies
 /// the effect; the other finds it busy or done, and one that finds it done sees the effect
-/// (SYNC X: the done CAS publishes it).
+/// (SYNC N: the done CAS publishes it).
 #[test]
 fn inbox_two_admitters_of_one_key() {
     loom::model(|| {
@@ -1082,7 +1082,7 @@ fn inbox_release_races_takeover() {
 /// Inbox model 4: a key `K` admitted and released (never done) is evicted by a key `X`, which
 /// is done, and is then admitted again into the same slot, while a reader asks without the
 /// lock whether `K` is done. It never is: a reader that read `X`'s DONE state and then `K`'s
-/// bytes written by the second admission would say so, and the seqlock (SYNC V) rules that
+/// bytes written by the second admission would say so, and the seqlock (SYNC Q) rules that
 /// read out.
 #[test]
 fn inbox_lock_free_done_sees_no_reused_slot() {

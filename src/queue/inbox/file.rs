@@ -197,7 +197,7 @@ impl InboxFile {
     }
 
     /// Takes the admission lock through `fd` (a description of this file), repairing what a
-    /// holder killed mid-admission left (X1) before handing it out.
+    /// holder killed mid-admission left (N1) before handing it out.
     pub(crate) fn admission<'a>(&'a self, fd: &'a OwnFd) -> Result<Admission<'a>> {
         fd.lock(inbox::ADMISSION_LOCK)
             .map_err(io_err(&self.path, "lock the inbox"))?;

@@ -164,7 +164,7 @@ impl Inbox {
             len: key.len(),
             max: MAX_KEY,
         })?;
-        // A key done already is answered without the lock (SYNC V); anything else under it.
+        // A key done already is answered without the lock (SYNC Q); anything else under it.
         if file.table().peek_done(&key) {
             return Ok(Admit::Done);
         }
