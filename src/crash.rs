@@ -35,6 +35,8 @@ pub const POINTS: &[&str] = &[
     "inbox.admit.before_state",
     "inbox.admit.after_state",
     "inbox.done.before_cas",
+    "txn.after_prepare",
+    "txn.after_commit_point",
 ];
 
 /// One trigger variable: which point (and which hit of it) it names, and the hits so far.

@@ -119,6 +119,55 @@ pub enum Corruption {
     /// An inbox's file (`<queue>.inbox-<name>`) is damaged.
     #[error("invalid inbox file: {0}")]
     Inbox(InboxFault),
+    /// A topic's transaction file (`<topic>/transactions`) is damaged.
+    #[error("invalid transaction file: {0}")]
+    Txn(TxnFault),
+}
+
+/// What is wrong with a topic's transaction file ([`Corruption::Txn`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxnFault {
+    /// A partition holds a prepared record, but the topic has no transaction file.
+    #[error("the file is missing")]
+    Missing,
+    /// The file is not exactly the format's size.
+    #[error("file is {len} bytes, expected {expected}")]
+    Size {
+        /// Its length.
+        len: u64,
+        /// The format's size.
+        expected: u64,
+    },
+    /// The magic is not `SHMQTXNS`.
+    #[error("bad magic")]
+    BadMagic,
+    /// Another format version.
+    #[error("version {found}, expected 1")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// The header's checksum does not match.
+    #[error("header checksum mismatch")]
+    Checksum,
+    /// A header field is not the format's value.
+    #[error("header field {field} is {value}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// A transaction slot lists a participant that is not a partition of the topic, or more
+    /// participants than the format allows.
+    #[error("transaction {id:?} lists participant {what}")]
+    Participant {
+        /// The transactional id.
+        id: String,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 /// What is wrong with an inbox's file ([`Corruption::Inbox`]).
@@ -787,6 +836,38 @@ pub enum Error {
     /// The named group does not exist.
     #[error("consumer group {0:?} does not exist")]
     UnknownGroup(String),
+    /// Another live process holds the transactional id ([`Topic::transactional_producer`]).
+    ///
+    /// [`Topic::transactional_producer`]: crate::Topic::transactional_producer
+    #[error("{path}: transactional id {id:?} is held by live process {pid}")]
+    TransactionalIdBusy {
+        /// The topic's transaction file.
+        path: PathBuf,
+        /// The transactional id.
+        id: String,
+        /// The holder's process id.
+        pid: u32,
+    },
+    /// A transaction was aborted instead of committed: a reader gave one of its records up
+    /// (the commit stalled past the claim timeout), or a partition refused a record. None of
+    /// its records is visible.
+    #[error("{path}: transaction {id:?} was aborted: {why}")]
+    TransactionAborted {
+        /// The topic's transaction file.
+        path: PathBuf,
+        /// The transactional id.
+        id: String,
+        /// Why.
+        why: String,
+    },
+    /// Every transaction slot of the topic's transaction file is taken by another id.
+    #[error("{path}: all {slots} transactional ids are in use")]
+    TooManyTransactionalIds {
+        /// The topic's transaction file.
+        path: PathBuf,
+        /// How many the file holds.
+        slots: u32,
+    },
     /// Another live consumer holds the group's lease.
     #[error("consumer group {group:?} is held by live process {pid}")]
     GroupBusy {

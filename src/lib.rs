@@ -53,7 +53,7 @@ mod topic;
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 pub use error::{
     Account, Blocker, Corruption, DescriptorFault, Detachment, Distrust, Error, GroupKind,
-    InboxFault, Malformed, MembersFault, OutOfRange, PathKind, Result, WorkFault,
+    InboxFault, Malformed, MembersFault, OutOfRange, PathKind, Result, TxnFault, WorkFault,
 };
 #[cfg(not(loom))]
 pub use mapping::trust::Trust;
@@ -85,7 +85,7 @@ pub use queue::{Options, Queue};
 pub use topic::{
     fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,
     TopicConsumer, TopicJob, TopicMessage, TopicOptions, TopicPending, TopicProducer, TopicTicket,
-    TopicWorkInfo, TopicWorker, MAX_KEY, MAX_PARTITIONS,
+    TopicWorkInfo, TopicWorker, TransactionalProducer, MAX_KEY, MAX_PARTITIONS,
 };
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.

@@ -12,7 +12,7 @@ use shmq_core::{Corruption, Error};
 ///
 /// | status           | `shmq::Error` variants                                              |
 /// |------------------|---------------------------------------------------------------------|
-/// | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), a poll that found nothing |
+/// | `SHMQ_TIMEOUT`   | `Timeout`, `Aborted` (the publish stalled past the claim timeout and did not happen: retry), `TransactionAborted`, a poll that found nothing |
 /// | `SHMQ_FULL`      | `Full` (ring full under `SHMQ_FULL_REJECT`)                        |
 /// | `SHMQ_LAGGED`    | `Lagged` (records were overwritten before being read; the consumer continues at the oldest retained record) |
 /// | `SHMQ_EINVAL`    | `InvalidArgument`, `InvalidOptions`, `WrongGroupKind` (a plain consumer on a work group or the reverse), `OffsetOutOfRange`, `WrongKind` (a directory given to `shmq_open`, a file to `shmq_topic_open`), `Symlink`, `NoFileName`, `NoSuchPartition`, `KeyTooBig`, NULL or malformed arguments |
@@ -22,7 +22,7 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_ETOOBIG`   | `TooBig`, `BatchTooBig`                                             |
 /// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`, `UnknownInbox` |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
-/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers`, `InboxFull`, `KeyBusy` (try again once the holder or a slot is free) |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `TooManyProducers`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds`, `InboxFull`, `KeyBusy` (try again once the holder or a slot is free) |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq), an error variant newer than this table |
 /// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
 /// | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
@@ -114,11 +114,15 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } | Error::BatchTooBig { .. } => SHMQ_ETOOBIG,
         Error::Full { .. } => SHMQ_FULL,
-        Error::Timeout { .. } | Error::Aborted { .. } => SHMQ_TIMEOUT,
+        Error::Timeout { .. } | Error::Aborted { .. } | Error::TransactionAborted { .. } => {
+            SHMQ_TIMEOUT
+        }
         Error::TooManyProducers(_)
         | Error::TooManyGroups(_)
         | Error::TooManyMembers { .. }
         | Error::GroupBusy { .. }
+        | Error::TransactionalIdBusy { .. }
+        | Error::TooManyTransactionalIds { .. }
         | Error::InboxFull { .. }
         | Error::KeyBusy { .. } => SHMQ_EBUSY,
         Error::TakenOver { .. } | Error::NotHeld { .. } => SHMQ_ETAKENOVER,

@@ -25,6 +25,8 @@ pub(crate) struct Mapped {
     pub identity: Identity,
     pub geometry: Geometry,
     pub offsets: Offsets,
+    /// Whom the opener trusts (the files found next to this one are checked alike).
+    pub trust: Trust,
 }
 
 pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
@@ -81,7 +83,7 @@ pub(crate) fn create(path: &Path, geometry: &Geometry, mode: u32) -> Result<Mapp
             return Err(e);
         }
     };
-    map(path.to_path_buf(), file, geometry.clone())
+    map(path.to_path_buf(), file, geometry.clone(), Trust::default())
 }
 
 /// Creates the file `path`, which must not exist, with permission bits `mode` and `size` bytes
@@ -179,7 +181,7 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Mapped> {
         path: path.to_path_buf(),
         kind,
     })?;
-    map(path.to_path_buf(), file, geometry)
+    map(path.to_path_buf(), file, geometry, *trust)
 }
 
 fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
@@ -193,7 +195,7 @@ fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-fn map(path: PathBuf, file: File, geometry: Geometry) -> Result<Mapped> {
+fn map(path: PathBuf, file: File, geometry: Geometry, trust: Trust) -> Result<Mapped> {
     let offsets = geometry.offsets();
     let map = Protected::map(&file, offsets.file_size as usize).map_err(io_err(&path, "mmap"))?;
     let identity = Identity::new(&file, &path, offsets.file_size).map_err(io_err(&path, "stat"))?;
@@ -214,5 +216,6 @@ fn map(path: PathBuf, file: File, geometry: Geometry) -> Result<Mapped> {
         identity,
         geometry,
         offsets,
+        trust,
     })
 }

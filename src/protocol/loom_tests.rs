@@ -23,17 +23,20 @@
 //!    moment of its publish reads none of the run, also a member committed already; one that
 //!    does not reads all of it.
 //!
-//! 8. [`work_dispatch_race`], [`work_ack_races_redelivery`], [`work_base_advance_races_ack`]
+//! 8. [`transaction_is_read_whole_or_not_at_all`]: a topic transaction's two records against
+//!    a reader that gives each up at any moment: both end as the commit point said.
+//!
+//! 9. [`work_dispatch_race`], [`work_ack_races_redelivery`], [`work_base_advance_races_ack`]
 //!    and [`work_shared_sleeper_bit`]: the work-group state machine (`protocol/work.rs`): two
 //!    dispatches of one offset, an ack against a redelivery after the lease expired, base
 //!    advances racing acks, and the sleeper bit that a group's workers share.
 //!
-//! 9. [`inbox_two_admitters_of_one_key`], [`inbox_done_races_takeover`] and
-//!    [`inbox_release_races_takeover`]: the inbox's slot state machine (`protocol/inbox.rs`):
-//!    two admissions of one key (the admission lock a loom mutex), and a holder's done or
-//!    release against a takeover by a process that judged it dead;
-//!    [`inbox_lock_free_done_sees_no_reused_slot`]: the lock-free answer for a done key
-//!    (SYNC Q) against admissions that reuse the key's slot.
+//! 10. [`inbox_two_admitters_of_one_key`], [`inbox_done_races_takeover`] and
+//!     [`inbox_release_races_takeover`]: the inbox's slot state machine (`protocol/inbox.rs`):
+//!     two admissions of one key (the admission lock a loom mutex), and a holder's done or
+//!     release against a takeover by a process that judged it dead;
+//!     [`inbox_lock_free_done_sees_no_reused_slot`]: the lock-free answer for a done key
+//!     (SYNC Q) against admissions that reuse the key's slot.
 //!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
@@ -623,7 +626,7 @@ fn run_claim_races_single_claim() {
                     assert_eq!(c.start, c.at, "nothing wraps in these models");
                     ring.write_payload(c, &payload(p));
                 }
-                let committed = ring.commit_run(&run, RUN_TIME, |i| crc(owners[i]), intent(1));
+                let committed = ring.commit_run(&run, RUN_TIME, &owners.map(crc), intent(1));
                 assert_eq!(committed, Ok(()));
                 run
             })
@@ -724,7 +727,7 @@ fn run_is_read_whole_or_not_at_all() {
                 for (c, p) in run.iter().zip(owners) {
                     ring.write_payload(c, &payload(p));
                 }
-                let committed = ring.commit_run(&run, RUN_TIME, |i| crc(owners[i]), intent(1));
+                let committed = ring.commit_run(&run, RUN_TIME, &owners.map(crc), intent(1));
                 (run, committed)
             })
         };
@@ -791,6 +794,122 @@ fn run_is_read_whole_or_not_at_all() {
     assert!(READ.load(StdOrdering::Relaxed) > 0);
     assert!(ABORTED_CLEAN.load(StdOrdering::Relaxed) > 0);
     assert!(ABORTED_AFTER_MEMBER.load(StdOrdering::Relaxed) > 0);
+}
+
+/// Where the transaction model keeps its state word (a byte of the model region no other
+/// model word uses: past producer 2's slot, before `DATA_SEQ`).
+const TXN_STATE: u64 = 360;
+
+/// Model 8: a transaction of two records (two claims of one producer, standing for two
+/// partitions) against a reader that gives each record up as soon as it finds it stalled (a
+/// claim timeout that ran out at any moment of the commit): a record not yet prepared is
+/// aborted, a prepared one is settled as `give_up_stalled` decides (aborting the transaction
+/// if it is still preparing). The producer prepares both, CASes the state word to COMMITTED
+/// (or, if that fails, to ABORTED) and settles both. Both records end the same way, as the
+/// producer's commit point said, and both outcomes are explored.
+#[test]
+fn transaction_is_read_whole_or_not_at_all() {
+    use crate::protocol::ring::is_prepared;
+    use crate::protocol::txn::{self, decide};
+    static COMMITTED_BOTH: AtomicUsize = AtomicUsize::new(0);
+    static ABORTED_BOTH: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let ring = model_ring();
+        let epoch = 1;
+        ring.region
+            .u64(TXN_STATE)
+            .store(txn::state(epoch, txn::PREPARING), Ordering::SeqCst);
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let link = txn::link(0, epoch);
+                let mut claims = Vec::new();
+                let mut prepared = true;
+                for p in 0..2u64 {
+                    let mut tail = ring.region.u128(TAIL).load(Ordering::SeqCst);
+                    let mut run = Vec::new();
+                    let lens = [payload(p).len() as u32];
+                    let Attempt::Claimed(_) =
+                        ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(p), &mut run)
+                    else {
+                        panic!("no room with an unlimited limit");
+                    };
+                    ring.write_payload(&run[0], &payload(p));
+                    prepared &= ring.prepare_run(&run, RUN_TIME, &[crc(p)], link).is_ok();
+                    claims.push((p, run));
+                }
+                let state = ring.region.u64(TXN_STATE);
+                let committed = prepared
+                    && state
+                        .compare_exchange(
+                            txn::state(epoch, txn::PREPARING),
+                            txn::state(epoch, txn::COMMITTED),
+                            Ordering::SeqCst,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok();
+                if !committed {
+                    let _ = state.compare_exchange(
+                        txn::state(epoch, txn::PREPARING),
+                        txn::state(epoch, txn::ABORTED),
+                        Ordering::SeqCst,
+                        Ordering::Relaxed,
+                    );
+                }
+                for (p, run) in &claims {
+                    ring.settle_claims(run, committed, intent(*p));
+                }
+                committed
+            })
+        };
+
+        while ring.tail().0 < 2 {
+            thread::yield_now();
+        }
+        let mut outcome = [None, None];
+        for (o, result) in outcome.iter_mut().enumerate() {
+            let o = o as u64;
+            let pos = ring.resolve(o).expect("both claimed");
+            loop {
+                let t = ring.slot_tag(o).load(Ordering::SeqCst);
+                if t == tag(o, COMMITTED) || t == tag(o, ABORTED) {
+                    *result = Some(t == tag(o, COMMITTED));
+                    break;
+                }
+                if is_prepared(o, t) || tag_offset(t) <= o {
+                    let decided = txn::give_up_stalled(&ring, o, pos, t, |slot, e| {
+                        assert_eq!(slot, 0, "the link names the model's slot");
+                        Ok::<_, ()>(decide(ring.region.u64(TXN_STATE), e))
+                    });
+                    assert_eq!(decided, Ok(()));
+                } else {
+                    panic!("record {o}: unexpected tag {t:#x}");
+                }
+            }
+        }
+        let committed = producer.join().unwrap();
+        assert_eq!(
+            outcome,
+            [Some(committed); 2],
+            "the records ended {outcome:?}, the producer's commit point said {committed}"
+        );
+        if committed {
+            for o in 0..2 {
+                let pos = ring.resolve(o).unwrap();
+                check_record(&ring, ring.read(o, pos), o, pos, o, RUN_TIME);
+                assert_eq!(
+                    ring.region.u64(DATA + pos + 24).load(Ordering::Relaxed),
+                    0,
+                    "record {o}: the link was left in its schedule word"
+                );
+            }
+            COMMITTED_BOTH.fetch_add(1, StdOrdering::Relaxed);
+        } else {
+            ABORTED_BOTH.fetch_add(1, StdOrdering::Relaxed);
+        }
+    });
+    assert!(COMMITTED_BOTH.load(StdOrdering::Relaxed) > 0);
+    assert!(ABORTED_BOTH.load(StdOrdering::Relaxed) > 0);
 }
 
 // Work groups (`protocol/work.rs`): the entry state machine and the shared sleeper bit, over a

@@ -12,4 +12,5 @@ mod loom_tests;
 pub(crate) mod producers;
 pub(crate) mod ring;
 pub(crate) mod sync;
+pub(crate) mod txn;
 pub(crate) mod work;

@@ -61,6 +61,13 @@
 //!   offset whose claim began a new one ([`Ring::past_aborted`]). A producer killed anywhere
 //!   before its first record's commit thus leaves nothing of its run readable, and it costs
 //!   readers one claim timeout.
+//! * **Transactions.** A topic transaction's record is *prepared*: its header and payload are
+//!   written and its tag CASed to `(o, PREPARED)` (`COMMITTED | ABORTED`, with `WRAPPED` as for
+//!   a commit), its header's schedule word holding the transaction's link
+//!   (`protocol/txn.rs`). Readers wait on it as on a pending claim; its producer, or a reader
+//!   after the claim timeout, CASes it to `COMMITTED` (zeroing the link first) or `ABORTED`
+//!   as its transaction's state word says ([`Ring::settle_prepared`]). `unresolved` is false
+//!   for it, so a late producer never seals over it.
 //! * **Overtaken.** A slot tag with an offset above the reader's means the slot was reused by
 //!   `o + kN`: the reader was lapped.
 //!
@@ -80,12 +87,21 @@ pub(crate) const COMMITTED: u64 = 1;
 pub(crate) const ABORTED: u64 = 2;
 /// Flag on `COMMITTED`: the record starts at the next lap, not at the slot's position.
 pub(crate) const WRAPPED: u64 = 4;
+/// A record of a topic transaction, written whole, that its transaction's outcome commits or
+/// aborts (with `WRAPPED` as for `COMMITTED`): see "Transactions" in the module docs.
+pub(crate) const PREPARED: u64 = COMMITTED | ABORTED;
 const FLAG_BITS: u32 = 3;
 
 /// Added to a later run member's position in its slot: the slot then says both where the
 /// member's claim begins and that it is a member (see "Runs"). Positions are multiples of 8,
 /// and the provisional value of an unpublished member is `+ 1`.
 const MEMBER: u64 = 2;
+
+/// Whether slot tag `t` says record `offset` is prepared (a transaction's record waiting for
+/// its transaction's outcome).
+pub(crate) fn is_prepared(offset: u64, t: u64) -> bool {
+    t == tag(offset, PREPARED) || t == tag(offset, PREPARED | WRAPPED)
+}
 
 /// Encodes a slot tag.
 pub(crate) fn tag(offset: u64, flags: u64) -> u64 {
@@ -108,7 +124,7 @@ pub(crate) fn tag_offset(tag: u64) -> u64 {
 /// an offset above `offset` means the slot was reused by a later lap after the claim was
 /// given up, so CASing from it would overwrite a newer record's tag and report a skipped record
 /// as published.
-fn unresolved(offset: u64, t: u64) -> bool {
+pub(crate) fn unresolved(offset: u64, t: u64) -> bool {
     tag_offset(t) < offset || t == tag(offset, 0)
 }
 
@@ -466,7 +482,7 @@ impl Ring {
         schedule: u64,
         intent: u64,
     ) -> Result<(), ()> {
-        let result = self.seal(claim, timestamp, crc, schedule);
+        let result = self.seal::<COMMITTED>(claim, timestamp, crc, schedule);
         self.release_intent(intent);
         if result.is_ok() {
             self.notify_data();
@@ -474,7 +490,7 @@ impl Ring {
         result
     }
 
-    /// Commits a claimed run whose payloads are written (`crc(i)`: the CRC32C of member `i`'s
+    /// Commits a claimed run whose payloads are written (`crcs[i]`: the CRC32C of member `i`'s
     /// payload, 0 for none; plain records, schedule word 0): the later members first, then the
     /// first record, whose commit publishes the run (see "Runs" in the module docs). Then it
     /// withdraws the intent and wakes sleeping consumers, once for the run. `Err(())`: a
@@ -484,17 +500,22 @@ impl Ring {
         &self,
         run: &[Claim],
         timestamp: u64,
-        crc: impl Fn(usize) -> u32,
+        crcs: &[u32],
         intent: u64,
     ) -> Result<(), ()> {
-        let Some((first, members)) = run.split_first() else {
+        debug_assert_eq!(run.len(), crcs.len());
+        let (Some((first, members)), Some((first_crc, member_crcs))) =
+            (run.split_first(), crcs.split_first())
+        else {
             return Ok(());
         };
         let committed = members
             .iter()
-            .enumerate()
-            .all(|(i, claim)| self.seal(claim, timestamp, crc(i + 1), 0).is_ok())
-            && self.seal(first, timestamp, crc(0), 0).is_ok();
+            .zip(member_crcs)
+            .all(|(claim, &crc)| self.seal::<COMMITTED>(claim, timestamp, crc, 0).is_ok())
+            && self
+                .seal::<COMMITTED>(first, timestamp, *first_crc, 0)
+                .is_ok();
         if !committed {
             for claim in run {
                 self.give_up(claim);
@@ -515,7 +536,16 @@ impl Ring {
         self.region.u64(intent + INTENT).store(0, Ordering::Release);
     }
 
-    fn seal(&self, claim: &Claim, timestamp: u64, crc: u32, schedule: u64) -> Result<(), ()> {
+    /// Writes a claim's header and CASes its tag to `STATE` (`COMMITTED`, or `PREPARED` for a
+    /// transaction's record), with `WRAPPED` if the record starts at the next lap. A constant:
+    /// as a parameter it cost `publish` 3 instructions (callgrind, `call_cost`).
+    fn seal<const STATE: u64>(
+        &self,
+        claim: &Claim,
+        timestamp: u64,
+        crc: u32,
+        schedule: u64,
+    ) -> Result<(), ()> {
         let o = claim.offset;
         let cell = self.slot_tag(o);
         // Relaxed: the value only serves as the CAS's expected value and for the check below;
@@ -535,9 +565,9 @@ impl Ring {
         head[REC_SCHEDULE].store(schedule, Ordering::Relaxed);
         crate::crash::point("publish.before_commit");
         let flags = if claim.start == claim.at {
-            COMMITTED
+            STATE
         } else {
-            COMMITTED | WRAPPED
+            STATE | WRAPPED
         };
         // SYNC C and W (SeqCst): Release publishes header and payload; SeqCst orders the tag
         // before the waiter check in `notify_data`. Relaxed on failure: we give up.
@@ -552,6 +582,91 @@ impl Ring {
     pub(crate) fn abandon(&self, claim: &Claim, intent: u64) {
         self.give_up(claim);
         self.release_intent(intent);
+    }
+
+    /// Prepares a claimed run of a transaction whose payloads are written (`crcs` as for
+    /// [`commit_run`](Self::commit_run)): writes each header with the transaction's `link` in
+    /// its schedule word and CASes its tag to `PREPARED` (see "Transactions" in the module
+    /// docs). Leaves the intent. `Err(())`: a reader aborted one of its records first (this
+    /// call stalled past the claim timeout); the caller aborts the transaction and gives the
+    /// run up ([`settle_claims`](Self::settle_claims)).
+    pub(crate) fn prepare_run(
+        &self,
+        run: &[Claim],
+        timestamp: u64,
+        crcs: &[u32],
+        link: u64,
+    ) -> Result<(), ()> {
+        debug_assert_eq!(run.len(), crcs.len());
+        for (claim, &crc) in run.iter().zip(crcs) {
+            self.seal::<PREPARED>(claim, timestamp, crc, link)?;
+        }
+        Ok(())
+    }
+
+    /// Settles a run of our own claims once its transaction's outcome is known: each prepared
+    /// record is committed (`commit`) or aborted, each record still pending is given up; then
+    /// the intent is withdrawn and sleeping consumers woken.
+    pub(crate) fn settle_claims(&self, run: &[Claim], commit: bool, intent: u64) {
+        for claim in run {
+            // Relaxed: the CAS in `settle_prepared` or `give_up` decides.
+            let seen = self.slot_tag(claim.offset).load(Ordering::Relaxed);
+            if is_prepared(claim.offset, seen) {
+                self.settle_prepared(claim.offset, claim.at, seen, commit);
+            } else {
+                self.give_up(claim);
+            }
+        }
+        self.release_intent(intent);
+        self.notify_data();
+    }
+
+    /// The transaction link a prepared record `offset` (claim at `pos`, tag `seen`) carries
+    /// in its schedule word: ordered after the caller's Acquire load of `seen`, and only
+    /// meaningful if the tag still reads `seen` afterwards (a committer zeroes it first).
+    pub(crate) fn link_of(&self, pos: u64, seen: u64) -> u64 {
+        let start = self.record_start(pos, seen);
+        // Relaxed: ordered after the caller's Acquire load of the PREPARED tag (SYNC C), which
+        // the preparing producer's CAS published after its header writes.
+        self.header(start)[REC_SCHEDULE].load(Ordering::Relaxed)
+    }
+
+    /// Where the record whose claim begins at `pos` starts, as its tag `t` says (`WRAPPED`:
+    /// at the next lap).
+    #[inline(always)]
+    fn record_start(&self, pos: u64, t: u64) -> u64 {
+        if t & WRAPPED != 0 {
+            pos + (self.layout.capacity - (pos & self.mask))
+        } else {
+            pos
+        }
+    }
+
+    /// Commits (`commit`) or aborts prepared record `offset` (claim at `pos`), whose tag was
+    /// `seen`, as its transaction's outcome says. A commit first zeroes the schedule word,
+    /// which held the link: a committed record has no schedule. Anyone may do it, any number
+    /// of times: only the first CAS from `seen` changes the record. True if this call did.
+    pub(crate) fn settle_prepared(&self, offset: u64, pos: u64, seen: u64, commit: bool) -> bool {
+        if !is_prepared(offset, seen) {
+            return false;
+        }
+        let to = if commit {
+            // Relaxed: published by the tag CAS below (SYNC C), like the rest of the header;
+            // every committer stores the same 0.
+            self.header(self.record_start(pos, seen))[REC_SCHEDULE].store(0, Ordering::Relaxed);
+            tag(offset, COMMITTED | (seen & WRAPPED))
+        } else {
+            tag(offset, ABORTED)
+        };
+        // SYNC C and W (SeqCst) as a commit or an abort.
+        let done = self
+            .slot_tag(offset)
+            .compare_exchange(seen, to, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok();
+        if done {
+            self.notify_data();
+        }
+        done
     }
 
     /// Aborts an uncommitted claim of our own unless it is over already.
@@ -592,11 +707,7 @@ impl Ring {
             };
         }
         let idx = pos & self.mask;
-        let start = if t & WRAPPED != 0 {
-            pos + (self.layout.capacity - idx)
-        } else {
-            pos
-        };
+        let start = self.record_start(pos, t);
         let bad = |why: Malformed| Found::Inconsistent { start, why };
         if t & WRAPPED == 0 && idx + RECORD_HEADER > self.layout.capacity {
             return bad(Malformed::Misplaced { offset, pos });

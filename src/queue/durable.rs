@@ -315,7 +315,14 @@ impl MappedQueue {
                 return end;
             }
             let timeout = clock::saturating_ns(self.geometry.claim_timeout);
-            if now.saturating_sub(since) < timeout || !self.ring.abort(end.0, tag) {
+            if now.saturating_sub(since) < timeout {
+                return end;
+            }
+            // As a reader gives it up (a prepared record as its transaction went); a
+            // transaction file that cannot be read leaves it for the next flush.
+            if self.give_up_stalled(end.0, end.1, tag).is_err()
+                || self.ring.slot_tag(end.0).load(Ordering::Relaxed) == tag
+            {
                 return end;
             }
             self.flush_stall.store(0, Ordering::Relaxed);

@@ -3,12 +3,13 @@
 //! that turn a truncated, removed or replaced file into an error.
 
 use std::fs::File;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
-use crate::error::{Error, Result};
+use crate::error::{Corruption, Error, Result, TxnFault};
 use crate::mapping::file;
 use crate::mapping::sigbus::Protected;
+use crate::mapping::trust::Trust;
 use crate::mapping::watch::{self, Identity, Watched};
 use crate::protocol::durable_state::DurableState;
 use crate::protocol::groups::GroupTable;
@@ -16,6 +17,8 @@ use crate::protocol::layout::{Geometry, Offsets};
 use crate::protocol::producers::ProducerTable;
 use crate::protocol::ring::{Ring, RingLayout};
 use crate::protocol::sync::{AtomicU128, Region};
+use crate::protocol::txn;
+use crate::queue::txn::{TxnFile, FILE_NAME};
 
 /// Everything a handle shares with the other handles of the same open file.
 pub(crate) struct MappedQueue {
@@ -33,6 +36,11 @@ pub(crate) struct MappedQueue {
     /// `committed_prefix`). An atomic, not a mutex: a child forked while a leader thread held a
     /// mutex would find it locked for ever.
     pub flush_stall: AtomicU128,
+    /// Whom the opener trusts, for the files found next to this one (`txn.rs`).
+    pub trust: Trust,
+    /// The topic's transaction file next to this partition file, opened by the first reader
+    /// that meets a prepared record stalled past the claim timeout (`txn.rs`).
+    pub txns: OnceLock<TxnFile>,
     /// What the file was at open, for the watcher (`watch.rs`).
     identity: Identity,
     map: Protected,
@@ -58,6 +66,8 @@ impl MappedQueue {
             file: m.file,
             flush_file: m.flush_file,
             flush_stall: AtomicU128::new(0),
+            trust: m.trust,
+            txns: OnceLock::new(),
             identity: m.identity,
             map: m.map,
         }
@@ -136,6 +146,42 @@ impl MappedQueue {
             .raw()
             .flush_range(off as usize, len as usize)
             .map_err(io)
+    }
+}
+
+/// Prepared records of topic transactions (`txn.rs`).
+impl MappedQueue {
+    /// Gives up the record at `offset` (claim at `pos`, tag `seen`) that a reader waited on for
+    /// the claim timeout: a plain claim is aborted; a prepared record is committed or aborted
+    /// as its transaction decides (aborting the transaction if it never reached its commit
+    /// point). Nothing happens if the tag changed meanwhile (the caller reads it again).
+    ///
+    /// Errors: the transaction file cannot be opened or is damaged. The record is then left
+    /// as it is (its transaction may have committed): the reader reports the error and tries
+    /// again at its next call.
+    pub(crate) fn give_up_stalled(&self, offset: u64, pos: u64, seen: u64) -> Result<()> {
+        txn::give_up_stalled(&self.ring, offset, pos, seen, |slot, epoch| {
+            Ok(self.transactions()?.outcome(slot, epoch))
+        })
+    }
+
+    /// The transaction file next to this partition file, opened at the first call.
+    fn transactions(&self) -> Result<&TxnFile> {
+        if let Some(t) = self.txns.get() {
+            t.check_damage()?;
+            return Ok(t);
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let path = dir.join(FILE_NAME);
+        let opened = TxnFile::open(&path, &self.trust).map_err(|e| match e {
+            Error::NotFound { .. } => Error::Corrupt {
+                path,
+                kind: Corruption::Txn(TxnFault::Missing),
+            },
+            e => e,
+        })?;
+        // A racing thread's file is as good as ours.
+        Ok(self.txns.get_or_init(|| opened))
     }
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod mapped;
 pub(crate) mod producer;
 pub(crate) mod recovery;
 pub(crate) mod tail;
+pub(crate) mod txn;
 pub(crate) mod work;
 
 use std::path::Path;
@@ -112,6 +113,11 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
+    /// The open file this handle shares with the process's other handles of it.
+    pub(crate) fn shared(&self) -> &Arc<MappedQueue> {
+        &self.shared
+    }
+
     /// Creates a new queue file; fails with [`Error::Exists`](crate::Error::Exists) if `path`
     /// exists.
     pub fn create(path: impl AsRef<Path>, options: &Options) -> Result<Queue> {

@@ -265,17 +265,18 @@ impl Producer {
             }
         }
         let mut run = std::mem::take(&mut self.run);
-        let published = self.publish_run(payloads, &lens, &mut run);
+        let published = self.publish_run(payloads, &mut lens, &mut run);
         (self.lens, self.run) = (lens, run);
         published
     }
 
     /// Claims, writes and commits the run of `payloads` (whose lengths are `lens`), then waits
-    /// for durability as its policy says.
+    /// for durability as its policy says. Once the run is claimed its claims hold the lengths,
+    /// and `lens` takes the payloads' CRC32Cs for the commit (no second buffer).
     fn publish_run(
         &mut self,
         payloads: &[&[u8]],
-        lens: &[u32],
+        lens: &mut [u32],
         run: &mut Vec<Claim>,
     ) -> Result<u64> {
         self.check_run_size(lens)?;
@@ -283,17 +284,72 @@ impl Producer {
         self.claim_with(|ring, tail, limit| ring.try_claim_run(tail, lens, limit, slot_off, run))?;
         let ring = &self.shared.ring;
         let timestamp = clock::now_ns();
-        for (claim, payload) in run.iter().zip(payloads) {
+        let crcs = lens;
+        for ((claim, payload), crc) in run.iter().zip(payloads).zip(crcs.iter_mut()) {
             ring.write_payload(claim, payload);
+            *crc = checksum(&self.shared, payload);
         }
-        let crc = |i: usize| checksum(&self.shared, payloads[i]);
-        ring.commit_run(run, timestamp, crc, slot_off)
+        ring.commit_run(run, timestamp, crcs, slot_off)
             .map_err(|()| Error::Aborted {
                 offset: run[0].offset,
             })?;
         let last = run[run.len() - 1];
         self.after_commit(last.offset, last.start + footprint(last.len as u64))?;
         Ok(run[0].offset)
+    }
+
+    /// Claims, writes and prepares `payloads` as one run for the topic transaction `link`
+    /// (`protocol/txn.rs`): the records wait in the ring, invisible, for their transaction's
+    /// outcome, which [`settle_run`](Self::settle_run) applies. `run` receives the claims
+    /// (empty if nothing was claimed). Waits for room as [`publish_batch`](Self::publish_batch)
+    /// does; [`Error::Aborted`] names the run's first record if a reader gave it up first.
+    pub(crate) fn prepare_run(
+        &mut self,
+        payloads: &[&[u8]],
+        link: u64,
+        run: &mut Vec<Claim>,
+    ) -> Result<()> {
+        run.clear();
+        self.lease.check_current(&self.shared.path)?;
+        self.shared.check_damage()?;
+        let mut lens = std::mem::take(&mut self.lens);
+        lens.clear();
+        let prepared = (|| {
+            for payload in payloads {
+                lens.push(self.check_len(payload.len())?);
+            }
+            self.check_run_size(&lens)?;
+            let slot_off = self.slot_off;
+            self.claim_with(|ring, tail, limit| {
+                ring.try_claim_run(tail, &lens, limit, slot_off, run)
+            })?;
+            let ring = &self.shared.ring;
+            for ((claim, payload), crc) in run.iter().zip(payloads).zip(lens.iter_mut()) {
+                ring.write_payload(claim, payload);
+                *crc = checksum(&self.shared, payload);
+            }
+            ring.prepare_run(run, clock::now_ns(), &lens, link)
+                .map_err(|()| Error::Aborted {
+                    offset: run[0].offset,
+                })
+        })();
+        self.lens = lens;
+        prepared?;
+        self.shared.check_damage()
+    }
+
+    /// Commits (`commit`) or aborts the prepared run `run` of this producer's, as its
+    /// transaction went, withdraws the intent and wakes sleeping readers; after a commit,
+    /// waits for durability as the policy says.
+    pub(crate) fn settle_run(&mut self, run: &[Claim], commit: bool) -> Result<()> {
+        let Some(last) = run.last() else {
+            return Ok(());
+        };
+        self.shared.ring.settle_claims(run, commit, self.slot_off);
+        if commit {
+            self.after_commit(last.offset, last.start + footprint(last.len as u64))?;
+        }
+        Ok(())
     }
 
     /// [`Error::BatchTooBig`] for a run of records of lengths `lens` that no claim can ever

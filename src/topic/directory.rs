@@ -363,6 +363,11 @@ impl Topic {
         self.members.infos()
     }
 
+    /// Whom this handle trusts with the topic's files.
+    pub(crate) fn trust(&self) -> Trust {
+        self.trust
+    }
+
     pub(crate) fn members_file(&self) -> &Arc<Members> {
         &self.members
     }

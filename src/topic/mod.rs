@@ -41,6 +41,7 @@ mod fanout;
 pub(crate) mod members;
 mod producer;
 pub(crate) mod routing;
+mod transaction;
 mod work;
 
 use crate::error::Result;
@@ -53,6 +54,7 @@ pub use fanout::{fan_out, FanOut};
 pub use members::MemberInfo;
 pub use producer::{Published, TopicProducer};
 pub use routing::{partition_for_key, MAX_KEY};
+pub use transaction::TransactionalProducer;
 pub use work::{TopicJob, TopicPending, TopicTicket, TopicWorkInfo, TopicWorker};
 
 /// Making the members of a topic: producers, consumer-group members and workers.

@@ -1,0 +1,462 @@
+//! [`TransactionalProducer`]: records for several partitions of a topic, made visible all at
+//! once or not at all (ARCHITECTURE.md, "Transactions"; the protocol is `protocol/txn.rs`).
+//!
+//! A transaction's records wait in this process until [`commit`](TransactionalProducer::commit),
+//! which claims one run per partition, writes and *prepares* each record (invisible, its
+//! transaction's link in its header), then moves the transaction's state word from PREPARING
+//! to COMMITTED (the commit point, one CAS for every partition) and commits each record's tag.
+//! A reader that waits on a prepared record for the claim timeout learns its fate from the
+//! state word, and aborts the transaction if it never reached its commit point: a producer
+//! killed with a transaction half written costs readers one claim timeout, and nothing of it
+//! is ever read.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+
+use crate::error::{Corruption, Error, Result, TxnFault};
+use crate::mapping::file::io_err;
+use crate::mapping::lease::{self, Lease, OwnFd};
+use crate::protocol::ring::{self, Claim};
+use crate::protocol::sync::{pack, Ordering};
+use crate::protocol::txn::{self, Participant};
+use crate::queue::producer::Producer;
+use crate::queue::txn::TxnFile;
+use crate::topic::directory::Topic;
+use crate::topic::producer::Published;
+use crate::topic::routing::{self, partition_for_key};
+
+/// A producer of transactions on a topic, holding one transactional id. One per id at a time
+/// across all processes: a second one fails with [`Error::TransactionalIdBusy`] while the
+/// first lives, and the next one after its death first settles the transaction it left.
+pub struct TransactionalProducer {
+    topic: Topic,
+    txns: TxnFile,
+    id: String,
+    slot: u32,
+    /// Held while this producer owns the id: its word is the slot's owner.
+    lease: Lease,
+    /// Records of the open transaction: partition and framed record, in send order.
+    records: Vec<(u32, Vec<u8>)>,
+    producers: Vec<Option<Producer>>,
+    /// The next partition of the round-robin.
+    next: u32,
+}
+
+impl std::fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalProducer")
+            .field("topic", &self.topic.path())
+            .field("id", &self.id)
+            .field("pending", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Topic {
+    /// A producer of transactions holding transactional id `id` (1 to 64 bytes): records sent
+    /// through it become visible, in every partition, when [`commit`] returns, or never.
+    /// Creates the topic's transaction file (`<topic>/transactions`) on first use. If the id's
+    /// previous holder died, the transaction it left is settled first: committed if it had
+    /// reached its commit point, aborted otherwise.
+    ///
+    /// Errors: [`Error::TransactionalIdBusy`] while another live process holds the id,
+    /// [`Error::TooManyTransactionalIds`] once 64 other ids have slots, [`Error::InvalidArgument`]
+    /// for an empty or longer id.
+    ///
+    /// [`commit`]: TransactionalProducer::commit
+    pub fn transactional_producer(&self, id: &str) -> Result<TransactionalProducer> {
+        TransactionalProducer::new(self.clone(), id)
+    }
+}
+
+impl TransactionalProducer {
+    fn new(topic: Topic, id: &str) -> Result<TransactionalProducer> {
+        if id.is_empty() || id.len() > txn::MAX_NAME {
+            return Err(Error::InvalidArgument {
+                argument: "transactional id",
+                why: format!("{} bytes; 1 to {} are allowed", id.len(), txn::MAX_NAME),
+            });
+        }
+        let dir = topic.path().to_path_buf();
+        let meta = std::fs::metadata(dir.join(crate::mapping::file::TOPIC_DESCRIPTOR))
+            .map_err(io_err(&dir, "stat the topic descriptor"))?;
+        let txns = TxnFile::open_or_create(&dir, meta.mode() & 0o666, &topic.trust())?;
+        let slot = find_slot(&txns, id)?;
+        let lease = Lease::new(&txns.file, &txns.path).map_err(io_err(&txns.path, "lease"))?;
+        let owner = txns.table().owner(slot);
+        // Acquire: see the previous holder's state and participants before taking over.
+        let held = owner.load(Ordering::Acquire);
+        if held != 0 && lease::alive(&txns.file, held) {
+            return Err(Error::TransactionalIdBusy {
+                path: txns.path.clone(),
+                id: id.to_string(),
+                pid: lease::pid(held),
+            });
+        }
+        // AcqRel: Acquire as above; Release publishes our ownership before our first state
+        // change. Failure: a racing opener won.
+        if owner
+            .compare_exchange(held, lease.word(), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            let now = owner.load(Ordering::Acquire);
+            return Err(Error::TransactionalIdBusy {
+                path: txns.path.clone(),
+                id: id.to_string(),
+                pid: lease::pid(now),
+            });
+        }
+        let n = topic.partition_count() as usize;
+        let mut producer = TransactionalProducer {
+            topic,
+            txns,
+            id: id.to_string(),
+            slot,
+            lease,
+            records: Vec::new(),
+            producers: (0..n).map(|_| None).collect(),
+            next: std::process::id(),
+        };
+        producer.settle_previous()?;
+        Ok(producer)
+    }
+
+    /// The transactional id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Records sent since the last commit or abort.
+    pub fn pending(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Adds `value` with `key` to the open transaction, for partition
+    /// [`partition_for_key`]`(key, N)`, and returns that partition. Nothing is written until
+    /// [`commit`](Self::commit).
+    ///
+    /// Errors: [`Error::KeyTooBig`], [`Error::TooBig`] (the partition's maximum message).
+    pub fn send_keyed(&mut self, key: &[u8], value: &[u8]) -> Result<u32> {
+        let partition = partition_for_key(key, self.topic.partition_count());
+        self.add(partition, Some(key), value)?;
+        Ok(partition)
+    }
+
+    /// Adds `value` without a key to the open transaction, for the next partition in
+    /// round-robin order, and returns that partition.
+    pub fn send(&mut self, value: &[u8]) -> Result<u32> {
+        let partition = self.next % self.topic.partition_count();
+        self.next = partition.wrapping_add(1);
+        self.add(partition, None, value)?;
+        Ok(partition)
+    }
+
+    /// Adds `value` (with `key`, if given) to the open transaction, for `partition`.
+    pub fn send_to(&mut self, partition: u32, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.add(partition, key, value)
+    }
+
+    /// Drops the open transaction's records: nothing of them was written.
+    pub fn abort(&mut self) {
+        self.records.clear();
+    }
+
+    fn add(&mut self, partition: u32, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        let partitions = self.topic.partition_count();
+        if partition >= partitions {
+            return Err(Error::NoSuchPartition {
+                path: self.topic.path().to_path_buf(),
+                partition,
+                partitions,
+            });
+        }
+        let len = routing::framed_len(key, value.len())?;
+        let max = self.topic.partitions()[partition as usize]
+            .geometry()
+            .max_message;
+        if len > max as usize {
+            return Err(Error::TooBig { len, max });
+        }
+        let mut framed = vec![0u8; len];
+        let at = routing::write_frame(&mut framed, key);
+        framed[at..].copy_from_slice(value);
+        self.records.push((partition, framed));
+        Ok(())
+    }
+
+    /// Commits the open transaction: every record sent since the last commit or abort becomes
+    /// visible at once, in every partition (in send order within a partition), and their
+    /// places are returned in send order. An empty transaction commits nothing.
+    ///
+    /// Errors: [`Error::TransactionAborted`] (none of it is visible: a reader gave a record up
+    /// because this call stalled past a partition's claim timeout, or a partition had no room
+    /// under its `Reject` policy); [`Error::InvalidArgument`] for more than 64 partitions in
+    /// one transaction; the errors of [`Producer::publish_batch`] for a partition, after which
+    /// the transaction was aborted too. The records are dropped either way.
+    pub fn commit(&mut self) -> Result<Vec<Published>> {
+        self.lease.check_current(&self.txns.path)?;
+        self.txns.check_damage()?;
+        let records = std::mem::take(&mut self.records);
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, (p, _)) in records.iter().enumerate() {
+            by_partition.entry(*p).or_default().push(i);
+        }
+        if by_partition.len() > txn::MAX_PARTICIPANTS as usize {
+            return Err(Error::InvalidArgument {
+                argument: "transaction",
+                why: format!(
+                    "{} partitions; one transaction may write to {} at most",
+                    by_partition.len(),
+                    txn::MAX_PARTICIPANTS
+                ),
+            });
+        }
+        let slot = self.slot;
+        let epoch = {
+            let table = self.txns.table();
+            // Relaxed: only this holder changes an epoch's PREPARING state into another
+            // epoch's.
+            let (epoch, _) = txn::unpack_state(table.state(slot).load(Ordering::Relaxed));
+            let epoch = epoch + 1;
+            if epoch > txn::MAX_EPOCH {
+                return Err(self.corrupt("the epoch counter is exhausted".into()));
+            }
+            // Relaxed: the participant list of the new epoch is empty before it starts
+            // (published by the state store below).
+            table.count(slot).store(0, Ordering::Relaxed);
+            // SYNC X (SeqCst): the epoch starts before any of its records is claimed.
+            table
+                .state(slot)
+                .store(txn::state(epoch, txn::PREPARING), Ordering::SeqCst);
+            epoch
+        };
+        let link = txn::link(slot, epoch);
+        let mut runs: Vec<(u32, Vec<Claim>)> = Vec::with_capacity(by_partition.len());
+        let prepared = self.prepare_all(&records, &by_partition, link, &mut runs);
+        crate::crash::point("txn.after_prepare");
+        let state = self.txns.table().state(slot);
+        let committed = prepared.and_then(|()| {
+            // SYNC X (SeqCst): the commit point. It fails only if a reader aborted the epoch.
+            state
+                .compare_exchange(
+                    txn::state(epoch, txn::PREPARING),
+                    txn::state(epoch, txn::COMMITTED),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .map(drop)
+                .map_err(|_| self.aborted("a reader gave up a record of it (claim timeout)"))
+        });
+        if committed.is_err() {
+            // SYNC X (SeqCst): abort the epoch if nobody did, before giving up its records
+            // (X2); a failed CAS means a reader aborted it already.
+            let _ = state.compare_exchange(
+                txn::state(epoch, txn::PREPARING),
+                txn::state(epoch, txn::ABORTED),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            );
+        }
+        crate::crash::point("txn.after_commit_point");
+        let commit = committed.is_ok();
+        let mut settled = Ok(());
+        for (p, run) in &runs {
+            let producer = self.producers[*p as usize]
+                .as_mut()
+                .expect("a run was claimed through this producer");
+            let r = producer.settle_run(run, commit);
+            if settled.is_ok() {
+                settled = r;
+            }
+        }
+        // Release: every record of the epoch is settled before this says so (X3).
+        self.txns
+            .table()
+            .settled(slot)
+            .store(epoch, Ordering::Release);
+        committed?;
+        settled?;
+        self.topic.notify();
+        let mut placed = vec![
+            Published {
+                partition: 0,
+                offset: 0
+            };
+            records.len()
+        ];
+        for (p, run) in &runs {
+            for (&i, claim) in by_partition[p].iter().zip(run) {
+                placed[i] = Published {
+                    partition: *p,
+                    offset: claim.offset,
+                };
+            }
+        }
+        Ok(placed)
+    }
+
+    /// Claims and prepares one run per partition, recording each in the participant list
+    /// before its records are prepared. Stops at the first failure (the runs claimed so far
+    /// are in `runs`, for the caller to settle).
+    fn prepare_all(
+        &mut self,
+        records: &[(u32, Vec<u8>)],
+        by_partition: &BTreeMap<u32, Vec<usize>>,
+        link: u64,
+        runs: &mut Vec<(u32, Vec<Claim>)>,
+    ) -> Result<()> {
+        for (i, (&p, indexes)) in by_partition.iter().enumerate() {
+            let payloads: Vec<&[u8]> = indexes.iter().map(|&r| records[r].1.as_slice()).collect();
+            let producer = self.producer(p)?;
+            let mut run = Vec::with_capacity(payloads.len());
+            let prepared = producer.prepare_run(&payloads, link, &mut run);
+            if let Some(first) = run.first() {
+                let table = self.txns.table();
+                let words = table.participant(self.slot, i as u32);
+                let entry = Participant {
+                    partition: p,
+                    count: run.len() as u32,
+                    first: first.offset,
+                };
+                // Relaxed: published by the count's Release store.
+                words[0].store(txn::pack_participant(&entry), Ordering::Relaxed);
+                words[1].store(entry.first, Ordering::Relaxed);
+                // Release: a next holder that reads the count sees the entries.
+                table
+                    .count(self.slot)
+                    .store(i as u64 + 1, Ordering::Release);
+            }
+            runs.push((p, run));
+            prepared.map_err(|e| match e {
+                Error::Aborted { .. } => {
+                    self.aborted("a reader gave up a record of it (claim timeout)")
+                }
+                e => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The producer of partition `p`, opened the first time.
+    fn producer(&mut self, p: u32) -> Result<&mut Producer> {
+        if self.producers.len() <= p as usize {
+            self.producers.resize_with(p as usize + 1, || None);
+        }
+        let slot = &mut self.producers[p as usize];
+        if slot.is_none() {
+            *slot = Some(self.topic.partitions()[p as usize].producer()?);
+        }
+        Ok(slot.as_mut().expect("just opened"))
+    }
+
+    /// Settles the transaction the id's previous holder left (X3): a transaction still
+    /// preparing is aborted, then every record of the participants it listed that is still
+    /// prepared is committed or aborted as the transaction went, and every claim of them
+    /// still pending is given up.
+    fn settle_previous(&mut self) -> Result<()> {
+        let table = self.txns.table();
+        let state = table.state(self.slot);
+        // SeqCst (SYNC X): as every reader of the state word.
+        let (epoch, _) = txn::unpack_state(state.load(Ordering::SeqCst));
+        // Acquire: pairs with the Release store that ends an epoch's settling.
+        if epoch == 0 || table.settled(self.slot).load(Ordering::Acquire) == epoch {
+            return Ok(());
+        }
+        // A transaction left preparing is aborted here (X1).
+        let commit = self.txns.outcome(self.slot, epoch);
+        // Acquire: pairs with the participant list's Release count store.
+        let count = table.count(self.slot).load(Ordering::Acquire);
+        if count > u64::from(txn::MAX_PARTICIPANTS) {
+            return Err(self.corrupt(format!("a count of {count}")));
+        }
+        for i in 0..count as u32 {
+            let words = table.participant(self.slot, i);
+            // Relaxed: ordered after the count's Acquire load.
+            let words = [0, 1].map(|w| words[w].load(Ordering::Relaxed));
+            let Some(entry) = txn::unpack_participant(words) else {
+                continue;
+            };
+            let partitions = self.topic.partition_count();
+            if entry.partition >= partitions {
+                return Err(self.corrupt(format!("partition {} of {partitions}", entry.partition)));
+            }
+            let shared = self.topic.partitions()[entry.partition as usize].shared();
+            let ring = &shared.ring;
+            for x in entry.first..entry.first.saturating_add(u64::from(entry.count)) {
+                // Acquire: see the record a prepared tag publishes.
+                let seen = ring.slot_tag(x).load(Ordering::Acquire);
+                if ring::is_prepared(x, seen) {
+                    if let Some(pos) = ring.resolve(x) {
+                        ring.settle_prepared(x, pos, seen, commit);
+                    }
+                } else if ring::unresolved(x, seen) {
+                    // Claimed, never prepared: its producer (the dead holder) is gone.
+                    ring.abort(x, seen);
+                }
+            }
+        }
+        // Release as in `commit`.
+        table.settled(self.slot).store(epoch, Ordering::Release);
+        Ok(())
+    }
+
+    fn aborted(&self, why: &str) -> Error {
+        Error::TransactionAborted {
+            path: self.txns.path.clone(),
+            id: self.id.clone(),
+            why: why.to_string(),
+        }
+    }
+
+    fn corrupt(&self, what: String) -> Error {
+        Error::Corrupt {
+            path: self.txns.path.clone(),
+            kind: Corruption::Txn(TxnFault::Participant {
+                id: self.id.clone(),
+                what,
+            }),
+        }
+    }
+}
+
+impl Drop for TransactionalProducer {
+    fn drop(&mut self) {
+        if !self.lease.current() {
+            // A forked child's copy: the id is the parent's.
+            return;
+        }
+        // Release: our last settling is visible before the id reads as free.
+        let _ = self.txns.table().owner(self.slot).compare_exchange(
+            self.lease.word(),
+            pack(0, 0),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// The slot of transactional id `id`, taking a free one for a new id (under the file's lock,
+/// the name written before the slot reads as taken).
+fn find_slot(txns: &TxnFile, id: &str) -> Result<u32> {
+    let table = txns.table();
+    let find = || (0..txn::SLOTS).find(|&s| table.name(s).as_deref() == Some(id));
+    if let Some(slot) = find() {
+        return Ok(slot);
+    }
+    let _lock =
+        OwnFd::flock_exclusive(&txns.file, &txns.path).map_err(io_err(&txns.path, "flock"))?;
+    if let Some(slot) = find() {
+        return Ok(slot);
+    }
+    // Relaxed: under the lock every name was written by a holder of it.
+    let free = (0..txn::SLOTS).find(|&s| table.name_len(s).load(Ordering::Relaxed) == 0);
+    let slot = free.ok_or_else(|| Error::TooManyTransactionalIds {
+        path: txns.path.clone(),
+        slots: txn::SLOTS,
+    })?;
+    table.set_name(slot, id);
+    Ok(slot)
+}
