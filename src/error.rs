@@ -116,6 +116,9 @@ pub enum Corruption {
     /// A work group's file (`<queue>.work-<slot>`) is missing or damaged.
     #[error("invalid work file: {0}")]
     Work(WorkFault),
+    /// An inbox's file (`<queue>.inbox-<name>`) is damaged.
+    #[error("invalid inbox file: {0}")]
+    Inbox(InboxFault),
     /// A topic's transaction file (`<topic>/transactions`) is damaged.
     #[error("invalid transaction file: {0}")]
     Txn(TxnFault),
@@ -231,6 +234,78 @@ pub enum TxnFault {
         id: String,
         /// What is wrong.
         what: String,
+    },
+}
+
+/// What is wrong with an inbox's file ([`Corruption::Inbox`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxFault {
+    /// The file is not exactly the size its window implies.
+    #[error("file is {len} bytes, expected {expected}")]
+    Size {
+        /// Its length.
+        len: u64,
+        /// The size its header implies (or the smallest file's, if it is shorter).
+        expected: u64,
+    },
+    /// The magic is not `SHMQINBX`.
+    #[error("bad magic")]
+    BadMagic,
+    /// Another format version.
+    #[error("version {found}, expected 1")]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// The header's checksum does not match.
+    #[error("header checksum mismatch")]
+    Checksum,
+    /// A header field is out of its range.
+    #[error("header field {field} out of range: {value}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// The header names another inbox than the file name does.
+    #[error("the file belongs to inbox {found:?}")]
+    Name {
+        /// The name the header holds.
+        found: String,
+    },
+    /// A slot's state word is not one shmq writes for that slot.
+    #[error("slot {slot} holds an impossible state word {high:#x}:{low:#x}")]
+    Slot {
+        /// The slot.
+        slot: u64,
+        /// The word's high 8 bytes (the holder).
+        high: u64,
+        /// The word's low 8 bytes (admission number and state).
+        low: u64,
+    },
+    /// A slot's key length is over 64 bytes, or its hash is not its key's.
+    #[error("slot {slot} holds a damaged key")]
+    Key {
+        /// The slot.
+        slot: u64,
+    },
+    /// An index bucket names no slot, or the index has no empty bucket.
+    #[error("index bucket {bucket} holds {value:#x}")]
+    Index {
+        /// The bucket (the bucket count if none is empty).
+        bucket: u64,
+        /// Its word.
+        value: u64,
+    },
+    /// The admission counters are out of range.
+    #[error("admitted {admitted}, pending {pending}: out of range")]
+    Cursor {
+        /// The `admitted` word.
+        admitted: u64,
+        /// The `pending` word.
+        pending: u64,
     },
 }
 
@@ -1033,6 +1108,37 @@ pub enum Error {
         group: String,
         /// The record's offset.
         offset: u64,
+    },
+    /// Every key of an inbox's window is held by a live process, so the oldest cannot be
+    /// evicted to admit a new one. Nothing changed; retry once a holder records its key done
+    /// or releases it, or use a larger window.
+    #[error("{path}: all {window} keys of the inbox's window are held by live processes")]
+    InboxFull {
+        /// The inbox file.
+        path: PathBuf,
+        /// Its window (keys).
+        window: u32,
+    },
+    /// Another live process holds the key ([`Inbox::once`](crate::Inbox::once)): it is being
+    /// applied now. Retry later: if that process dies before recording it done, the key is
+    /// taken again.
+    #[error("{path}: the key is held by another live process")]
+    KeyBusy {
+        /// The inbox file.
+        path: PathBuf,
+    },
+    /// A [`Mark`](crate::Mark) was no longer its holder's when it was recorded done: someone
+    /// wrote the inbox file outside the protocol. Nothing was recorded.
+    #[error("{path}: the key's mark was lost (the slot changed under its holder)")]
+    MarkLost {
+        /// The inbox file.
+        path: PathBuf,
+    },
+    /// The queue has no inbox of this name.
+    #[error("{path}: no such inbox")]
+    UnknownInbox {
+        /// The inbox file the name gives.
+        path: PathBuf,
     },
     /// A group is of another kind than the call joins: a plain consumer on a work group, a
     /// worker on a plain group, or an administrative change that one kind does not allow.

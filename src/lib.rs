@@ -53,7 +53,8 @@ mod topic;
 pub use async_api::{Messages, OwnedMessage, OwnedTopicMessage, TopicMessages};
 pub use error::{
     Account, Blocker, Corruption, DescriptorFault, Detachment, Distrust, Error, GroupKind,
-    IdsFault, Malformed, MembersFault, OutOfRange, PathKind, Result, TxnFault, WorkFault,
+    IdsFault, InboxFault, Malformed, MembersFault, OutOfRange, PathKind, Result, TxnFault,
+    WorkFault,
 };
 #[cfg(not(loom))]
 pub use mapping::trust::Trust;
@@ -68,6 +69,7 @@ pub use queue::cursor::Message;
 pub use queue::group::GroupInfo;
 #[cfg(not(loom))]
 pub use queue::ids::{IdInfo, IdOptions, IdempotentProducer, PublishOutcome};
+pub use queue::inbox::{Admit, Inbox, InboxInfo, InboxOptions, Mark, MAX_INBOX_KEY};
 #[cfg(not(loom))]
 pub use queue::producer::{Claimed, Producer, Schedule};
 #[cfg(not(loom))]

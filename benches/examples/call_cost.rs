@@ -14,9 +14,15 @@
 //! numbers 0..N instead: its `publish` against `Producer::publish` of a run without the flag
 //! is what de-duplication costs (BENCHMARKS.md, "Idempotent producers").
 //!
+//! With `--inbox` every poll is followed by `Consumer::commit`, and then each record's offset
+//! goes through an inbox (window 4,096) as its key: N × `Inbox::begin` + `Mark::done` of a
+//! new key (each admission past the first 4,096 evicts the oldest), then 4,096 × `begin` of a
+//! key done already (a duplicate filtered). The costs of a poll + commit, a begin + done and a
+//! duplicate's begin are printed side by side.
+//!
 //! Usage: `cargo run --release -p shmq-benches --example call_cost -- PATH [N] [--no-verify]
-//! [--batch B | --commit | --work | --idempotent]` (`--no-verify`: polls skip the CRC32C
-//! check, to measure what it costs)
+//! [--batch B | --commit | --work | --idempotent | --inbox]` (`--no-verify`: polls skip the
+//! CRC32C check, to measure what it costs)
 
 use std::time::{Duration, Instant};
 
@@ -29,12 +35,15 @@ enum Settle {
     Commit,
     /// A work group: `Worker::poll` and `Worker::ack` instead of the consumer.
     Ack,
+    /// `Consumer::commit` of every record, then an inbox's `begin` + `done` per record.
+    Inbox,
 }
 
 fn main() -> shmq::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args.next().expect(
-        "usage: call_cost PATH [N] [--no-verify] [--batch B | --commit | --work | --idempotent]",
+        "usage: call_cost PATH [N] [--no-verify] [--batch B | --commit | --work | --idempotent \
+         | --inbox]",
     );
     let n: u64 = args.next().map_or(1_000_000, |s| s.parse().expect("N"));
     let (mut verify, mut batch, mut settle) = (true, 1usize, Settle::None);
@@ -46,6 +55,7 @@ fn main() -> shmq::Result<()> {
             "--commit" => settle = Settle::Commit,
             "--work" => settle = Settle::Ack,
             "--idempotent" => idempotent = true,
+            "--inbox" => settle = Settle::Inbox,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -55,7 +65,7 @@ fn main() -> shmq::Result<()> {
     );
     assert!(
         batch == 1 || settle == Settle::None,
-        "--commit and --work take single records"
+        "--commit, --work and --inbox take single records"
     );
     assert!(
         !idempotent || (batch == 1 && settle != Settle::Ack),
@@ -117,7 +127,7 @@ fn main() -> shmq::Result<()> {
         for _ in 0..n {
             let m = consumer.poll(Some(Duration::ZERO))?.expect("a record");
             sum += m.payload[0] as u64;
-            if settle == Settle::Commit {
+            if settle != Settle::None {
                 let done = m.offset;
                 consumer.commit(done)?;
             }
@@ -133,6 +143,11 @@ fn main() -> shmq::Result<()> {
         }
     }
     let t2 = Instant::now();
+    if settle == Settle::Inbox {
+        inbox(&queue, n, t2 - t1)?;
+        std::fs::remove_file(&path).expect("remove the queue file");
+        return Ok(());
+    }
     let per = |d: Duration| d.as_nanos() as f64 / n as f64;
     let read = if settle == Settle::Commit {
         "poll+commit"
@@ -185,4 +200,34 @@ fn work(queue: &shmq::Queue, path: &str, n: u64) -> shmq::Result<()> {
     queue.delete_group("w")?;
     std::fs::remove_file(path).expect("remove the queue file");
     Ok(())
+}
+
+/// `--inbox`: N × `Inbox::begin` + `Mark::done` of the offsets 0..N as keys, then 4,096
+/// duplicates' `begin`, printed next to the `poll` + `commit` the records took (`polled`).
+fn inbox(queue: &shmq::Queue, n: u64, polled: Duration) -> shmq::Result<()> {
+    const WINDOW: u32 = 4096;
+    let mut inbox = queue.inbox("i", &shmq::InboxOptions { window: WINDOW })?;
+    let t0 = Instant::now();
+    for o in 0..n {
+        match inbox.begin(&o.to_le_bytes())? {
+            shmq::Admit::Fresh(mark) => mark.done()?,
+            other => panic!("key {o} is new, found {other:?}"),
+        }
+    }
+    let t1 = Instant::now();
+    let dups = n.min(u64::from(WINDOW));
+    for o in n - dups..n {
+        assert!(matches!(inbox.begin(&o.to_le_bytes())?, shmq::Admit::Done));
+    }
+    let t2 = Instant::now();
+    let per = |d: Duration, k: u64| d.as_nanos() as f64 / k as f64;
+    println!(
+        "rust poll+commit {:.1} ns/record  inbox begin+done {:.1} ns/key  duplicate begin \
+         {:.1} ns/key  ({n} messages, window {WINDOW})",
+        per(polled, n),
+        per(t1 - t0, n),
+        per(t2 - t1, dups)
+    );
+    drop(inbox);
+    queue.delete_inbox("i")
 }

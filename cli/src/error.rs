@@ -148,6 +148,10 @@ fn error_path(e: &shmq::Error) -> Option<&Path> {
         | E::Truncated { path }
         | E::Detached { path, .. }
         | E::LeaseExpired { path, .. }
+        | E::InboxFull { path, .. }
+        | E::KeyBusy { path }
+        | E::MarkLost { path }
+        | E::UnknownInbox { path }
         | E::WrongGroupKind { path, .. }
         | E::WrongKind { path, .. }
         | E::ProducerIdBusy { path, .. }

@@ -80,6 +80,9 @@ pub struct Info {
     /// Why the producer ids could not be read (their file is damaged; absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     producer_ids_error: Option<String>,
+    /// Every inbox of the queue (`<queue>.inbox-<name>`; absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inboxes: Vec<Inbox>,
     /// Processes that map a removed or replaced file at this path: they use another queue than
     /// the one the path names now (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -178,6 +181,121 @@ pub struct Work {
     pub dead_lettered: u64,
     /// Records expired (time to live or max age) before they were delivered.
     pub expired: u64,
+}
+
+/// One inbox as `info` reports it (`Queue::inbox_info`): its window's fill now and its
+/// counters since it was created.
+#[derive(Serialize)]
+pub struct Inbox {
+    /// The inbox's name.
+    pub name: String,
+    /// The window (keys).
+    pub window: u32,
+    /// Keys in the window now.
+    pub fill: u64,
+    /// `fill` as a percentage of the window.
+    fill_percent: f64,
+    /// Keys held by a live process now.
+    pub held: u64,
+    /// Keys recorded done, of those in the window.
+    pub done: u64,
+    /// Keys admitted since creation.
+    pub admitted: u64,
+    /// Begins that found their key done (duplicates filtered out).
+    pub duplicates: u64,
+    /// Begins that found their key held by a live process.
+    pub busy: u64,
+    /// Keys taken again after their holder released them or died.
+    pub retaken: u64,
+    /// Keys evicted from the window by later ones.
+    pub evicted: u64,
+    /// Why its figures could not be read (a damaged file); the figures are then 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The queue's inboxes; one whose file cannot be read is a row with its error.
+pub fn inboxes(queue: &Queue) -> Vec<Inbox> {
+    let names = match queue.inboxes() {
+        Ok(names) => names,
+        Err(e) => return vec![Inbox::failed("?".into(), e)],
+    };
+    names
+        .into_iter()
+        .map(|name| match queue.inbox_info(&name) {
+            Ok(i) => Inbox {
+                fill_percent: percent(i.fill, u64::from(i.window)),
+                name: i.name,
+                window: i.window,
+                fill: i.fill,
+                held: i.held,
+                done: i.done,
+                admitted: i.admitted,
+                duplicates: i.duplicates,
+                busy: i.busy,
+                retaken: i.retaken,
+                evicted: i.evicted,
+                error: None,
+            },
+            Err(e) => Inbox::failed(name, e),
+        })
+        .collect()
+}
+
+impl Inbox {
+    /// The row of inbox `name`, whose figures could not be read because of `e`.
+    fn failed(name: String, e: shmq::Error) -> Inbox {
+        Inbox {
+            name,
+            window: 0,
+            fill: 0,
+            fill_percent: 0.0,
+            held: 0,
+            done: 0,
+            admitted: 0,
+            duplicates: 0,
+            busy: 0,
+            retaken: 0,
+            evicted: 0,
+            error: Some(e.to_string()),
+        }
+    }
+}
+
+/// The inboxes as a table, one row each.
+pub fn inbox_table(inboxes: &[Inbox]) -> String {
+    let header = [
+        "INBOX",
+        "WINDOW",
+        "FILL",
+        "HELD",
+        "DONE",
+        "ADMITTED",
+        "DUPLICATES",
+        "BUSY",
+        "RETAKEN",
+        "EVICTED",
+    ];
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+    for i in inboxes {
+        let row = match &i.error {
+            Some(e) => vec![i.name.clone(), format!("unreadable: {e}")],
+            None => vec![
+                i.name.clone(),
+                count(u64::from(i.window)),
+                format!("{} ({:.1}%)", count(i.fill), i.fill_percent),
+                count(i.held),
+                count(i.done),
+                count(i.admitted),
+                count(i.duplicates),
+                count(i.busy),
+                count(i.retaken),
+                count(i.evicted),
+            ],
+        };
+        rows.push(row);
+    }
+    render_rows(&rows)
 }
 
 impl From<shmq::WorkInfo> for Work {
@@ -302,6 +420,7 @@ pub fn gather(queue: &Queue) -> Info {
         groups,
         producer_ids,
         producer_ids_error,
+        inboxes: inboxes(queue),
         detached_pids: detached_pids(queue.path()),
     }
 }
@@ -426,6 +545,10 @@ fn table(info: &Info) -> String {
     } else if !info.producer_ids.is_empty() {
         out.push_str("\n\n");
         out.push_str(&id_table(&info.producer_ids));
+    }
+    if !info.inboxes.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&inbox_table(&info.inboxes));
     }
     out
 }

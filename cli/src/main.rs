@@ -1,7 +1,7 @@
 //! `shmq`: the command-line tool for shmq queue files.
 //!
 //! Subcommands: `demo` (a multi-process order-service demo), `create`, `info`, `list`,
-//! `publish`, `consume`, `tail`, `group`, `pending`, `dlq`, `stat`, `topic`, `exporter`,
+//! `publish`, `consume`, `tail`, `group`, `pending`, `inbox`, `dlq`, `stat`, `topic`, `exporter`,
 //! `bench`, `bridge` and `completions`. This file holds the list of
 //! subcommands, the dispatch and the error reporting; each subcommand lives in its own module,
 //! its arguments next to its code. Every failure
@@ -37,6 +37,7 @@ mod error;
 mod exporter;
 mod fmt;
 mod group;
+mod inbox;
 mod info;
 mod list;
 mod pending;
@@ -84,6 +85,8 @@ enum Command {
     Group(group::GroupArgs),
     /// Show a work group's unsettled records: in flight, waiting, being dead-lettered.
     Pending(pending::PendingArgs),
+    /// List a queue's inboxes (de-duplication filters) with their fill, or delete one.
+    Inbox(inbox::InboxArgs),
     /// List, replay or purge the records of a work group's dead-letter queue.
     Dlq(dlq::DlqArgs),
     /// Show live rates every interval: published/s, committed/s and lag per group.
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run(&args),
         Command::Group(args) => group::run(&args),
         Command::Pending(args) => pending::run(&args),
+        Command::Inbox(args) => inbox::run(&args),
         Command::Dlq(args) => dlq::run(&args),
         Command::Stat(args) => stat::run(&args),
         Command::Topic(args) => topic::run(&args),

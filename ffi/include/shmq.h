@@ -67,16 +67,16 @@
  | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
  | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
  | `SHMQ_ETOOBIG`   | `TooBig`, `BatchTooBig`                                             |
- | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`, `UnknownProducerId` |
+ | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`, `UnknownProducerId`, `UnknownInbox` |
  | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
- | `SHMQ_EBUSY`     | `GroupBusy`, `ProducerIdBusy`, `TooManyProducers`, `TooManyProducerIds`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds` (try again once the holder or a slot is free) |
+ | `SHMQ_EBUSY`     | `GroupBusy`, `ProducerIdBusy`, `TooManyProducers`, `TooManyProducerIds`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds`, `InboxFull`, `KeyBusy` (try again once the holder or a slot is free) |
  | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq), an error variant newer than this table |
  | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
  | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
  | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
  | `SHMQ_ENOTDURABLE` | `NotDurable` (the record was published at `*offset_out` but is not known to be on disk) |
  | `SHMQ_ETAKENOVER`| `TakenOver`, `NotHeld` (the group or partition is no longer this consumer's: stop reading it) |
- | `SHMQ_ELEASE`    | `LeaseExpired` (a work group's delivery is no longer this worker's: nothing changed) |
+ | `SHMQ_ELEASE`    | `LeaseExpired` (a work group's delivery is no longer this worker's: nothing changed), `MarkLost` (an inbox key is no longer this mark's: nothing recorded) |
  */
 typedef enum shmq_status {
   /*
@@ -164,10 +164,29 @@ typedef enum shmq_status {
   /*
    A work group's delivery is no longer this worker's: its visibility timeout passed (the
    record may be redelivered to another worker) or it was settled already. Nothing
-   changed.
+   changed. Also an inbox mark whose key is no longer its own (nothing recorded).
    */
   SHMQ_ELEASE = -15,
 } shmq_status;
+
+/*
+ What `shmq_inbox_begin` found for a key.
+ */
+typedef enum shmq_admit {
+  /*
+   The key is new (or was released, or its holder died): this process holds it now, as
+   the mark stored in `*mark_out`.
+   */
+  SHMQ_ADMIT_FRESH = 0,
+  /*
+   The key's effect was recorded done: skip it.
+   */
+  SHMQ_ADMIT_DONE = 1,
+  /*
+   Another live process (or another mark of this one) holds the key: retry later.
+   */
+  SHMQ_ADMIT_BUSY = 2,
+} shmq_admit;
 
 /*
  What a publish promises about machine crashes (`shmq_options.durability`).
@@ -292,6 +311,23 @@ typedef struct shmq_consumer shmq_consumer;
 typedef struct shmq_idempotent_producer shmq_idempotent_producer;
 
 /*
+ A handle on an inbox (opaque), made by `shmq_inbox_new` and freed by `shmq_inbox_free`.
+ Any number of handles, in any processes, share an inbox.
+
+ Thread safety: use a handle from one thread at a time (it may move between threads).
+ Lifetime: it keeps the inbox file mapped, so it may outlive the `shmq_queue` it was made
+ from.
+ */
+typedef struct shmq_inbox shmq_inbox;
+
+/*
+ A key this process holds (opaque), made by `shmq_inbox_begin`: apply the key's effect,
+ then `shmq_mark_done`; or `shmq_mark_free` to release the key. Either call frees the mark,
+ exactly once. A mark may outlive its `shmq_inbox` and move between threads.
+ */
+typedef struct shmq_mark shmq_mark;
+
+/*
  A producer (opaque): holds one of the queue's producer slots until freed with
  `shmq_producer_free`.
 
@@ -384,6 +420,48 @@ typedef struct shmq_message {
  valid only during the call (copy the bytes to keep them).
  */
 typedef void (*shmq_batch_fn)(void *ctx, const struct shmq_message *message);
+
+/*
+ An inbox's counters and fill (`shmq_queue_inbox_info`): totals since it was created.
+ */
+typedef struct shmq_inbox_info {
+  /*
+   The window (keys).
+   */
+  uint32_t window;
+  /*
+   Keys in the window now.
+   */
+  uint64_t fill;
+  /*
+   Keys admitted since creation.
+   */
+  uint64_t admitted;
+  /*
+   Keys recorded done, of those in the window.
+   */
+  uint64_t done;
+  /*
+   Keys held by a live process now.
+   */
+  uint64_t held;
+  /*
+   Begins that found their key done.
+   */
+  uint64_t duplicates;
+  /*
+   Begins that found their key held by a live process.
+   */
+  uint64_t busy;
+  /*
+   Keys taken again after their holder released them or died.
+   */
+  uint64_t retaken;
+  /*
+   Keys evicted from the window by later ones.
+   */
+  uint64_t evicted;
+} shmq_inbox_info;
 
 /*
  One record of a batch for `shmq_publish_batch`: `len` bytes at `data` (NULL only if `len`
@@ -921,6 +999,94 @@ enum shmq_status shmq_idempotent_next_sequence(struct shmq_idempotent_producer *
  `producer` is NULL or a live handle, freed exactly once and not in use by another thread.
  */
 void shmq_idempotent_producer_free(struct shmq_idempotent_producer *producer);
+
+/*
+ Opens inbox `name` (NUL-terminated: 1 to 64 ASCII letters, digits, `.`, `_`, `-`) of
+ `queue` and stores the handle in `*out`, creating the inbox with a window of `window`
+ keys (a power of two from 64 to 2^20; 0: 4096) if it does not exist; an existing inbox
+ keeps its window. `SHMQ_EINVAL` for a bad name or window, `SHMQ_ECORRUPT` for a damaged
+ inbox file.
+
+ The caller owns `*out` and frees it with `shmq_inbox_free`.
+
+ # Safety
+ `queue` is NULL or a live queue handle; `name` is NULL or a NUL-terminated string; `out`
+ is NULL or writable.
+ */
+enum shmq_status shmq_inbox_new(const struct shmq_queue *queue,
+                                const char *name,
+                                uint32_t window,
+                                struct shmq_inbox **out);
+
+/*
+ Frees an inbox handle (NULL: no-op). Marks made from it stay valid.
+
+ # Safety
+ `inbox` is NULL or a live inbox handle, freed exactly once and not in use by another
+ thread.
+ */
+void shmq_inbox_free(struct shmq_inbox *inbox);
+
+/*
+ Looks up the `key_len` bytes at `key` (at most 64; NULL allowed when 0) and stores what it
+ found in `*admit_out`: `SHMQ_ADMIT_FRESH` with the key's mark in `*mark_out` (the caller
+ owns it: `shmq_mark_done` or `shmq_mark_free`), `SHMQ_ADMIT_DONE` or `SHMQ_ADMIT_BUSY`
+ (then `*mark_out` is set to NULL). `SHMQ_EINVAL` for a longer key, `SHMQ_EBUSY` when every
+ key of the window is held by a live process, `SHMQ_EFORKED` in a child forked after the
+ handle was made.
+
+ # Safety
+ `inbox` is NULL or a live inbox handle not used concurrently by another thread; `key` is
+ NULL (with `key_len` 0) or points to `key_len` readable bytes; `admit_out` and `mark_out`
+ are NULL or writable.
+ */
+enum shmq_status shmq_inbox_begin(struct shmq_inbox *inbox,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  enum shmq_admit *admit_out,
+                                  struct shmq_mark **mark_out);
+
+/*
+ Records the mark's key done (on a `SHMQ_DURABILITY_SYNC` queue, on disk when this returns)
+ and frees the mark, whatever the status. `SHMQ_EFORKED` in a child forked after the mark
+ was made (the parent's hold is left alone), `SHMQ_ELEASE` if the key was no longer this
+ mark's (the file was written outside the protocol): nothing was recorded.
+
+ # Safety
+ `mark` is NULL or a live mark, freed by this call (or `shmq_mark_free`) exactly once and
+ not in use by another thread.
+ */
+enum shmq_status shmq_mark_done(struct shmq_mark *mark);
+
+/*
+ Releases the mark's key without recording it done (the next begin of it, here or in any
+ process, takes it again) and frees the mark (NULL: no-op).
+
+ # Safety
+ `mark` is NULL or a live mark, freed exactly once and not in use by another thread.
+ */
+void shmq_mark_free(struct shmq_mark *mark);
+
+/*
+ Stores the counters and fill of inbox `name` of `queue` in `*out`. `SHMQ_ENOENT` if the
+ queue has no such inbox.
+
+ # Safety
+ `queue` is NULL or a live queue handle; `name` is NULL or a NUL-terminated string; `out`
+ is NULL or writable.
+ */
+enum shmq_status shmq_queue_inbox_info(const struct shmq_queue *queue,
+                                       const char *name,
+                                       struct shmq_inbox_info *out);
+
+/*
+ Removes inbox `name` of `queue`. `SHMQ_ENOENT` if there is none, `SHMQ_EBUSY` while a live
+ process holds one of its keys.
+
+ # Safety
+ `queue` is NULL or a live queue handle; `name` is NULL or a NUL-terminated string.
+ */
+enum shmq_status shmq_inbox_delete(const struct shmq_queue *queue, const char *name);
 
 /*
  Creates a producer on `queue` and stores it in `*out` (`SHMQ_EBUSY` if every producer slot

@@ -24,6 +24,7 @@
 mod consumer;
 mod error;
 mod idempotent;
+mod inbox;
 mod producer;
 mod queue;
 mod status;
@@ -47,6 +48,10 @@ pub use error::{guard, Failure};
 pub use idempotent::{
     shmq_idempotent_next_sequence, shmq_idempotent_producer, shmq_idempotent_producer_free,
     shmq_idempotent_producer_new, shmq_idempotent_publish,
+};
+pub use inbox::{
+    shmq_admit, shmq_inbox, shmq_inbox_begin, shmq_inbox_delete, shmq_inbox_free, shmq_inbox_info,
+    shmq_inbox_new, shmq_mark, shmq_mark_done, shmq_mark_free, shmq_queue_inbox_info,
 };
 pub use producer::{
     shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_publish_batch,

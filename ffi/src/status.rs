@@ -20,16 +20,16 @@ use shmq_core::{Corruption, Error};
 /// | `SHMQ_ECORRUPT`  | `Corrupt` (every kind but `Version`; for topics also a bad descriptor or membership file, or a missing partition file) |
 /// | `SHMQ_EVERSION`  | `Corrupt` of kind `Version` (file written by another format version) |
 /// | `SHMQ_ETOOBIG`   | `TooBig`, `BatchTooBig`                                             |
-/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`, `UnknownProducerId` |
+/// | `SHMQ_ENOENT`    | `NotFound` (no queue file), `TopicNotFound`, `UnknownGroup`, `UnknownProducerId`, `UnknownInbox` |
 /// | `SHMQ_EEXIST`    | `Exists` (create never replaces a file)                             |
-/// | `SHMQ_EBUSY`     | `GroupBusy`, `ProducerIdBusy`, `TooManyProducers`, `TooManyProducerIds`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds` (try again once the holder or a slot is free) |
+/// | `SHMQ_EBUSY`     | `GroupBusy`, `ProducerIdBusy`, `TooManyProducers`, `TooManyProducerIds`, `TooManyGroups`, `TooManyMembers`, `TransactionalIdBusy`, `TooManyTransactionalIds`, `InboxFull`, `KeyBusy` (try again once the holder or a slot is free) |
 /// | `SHMQ_EINTERNAL` | a caught Rust panic (a bug), `Unsupported` (platform cannot run shmq), an error variant newer than this table |
 /// | `SHMQ_EFORKED`   | `Forked` (a producer, consumer or member handle used in a child forked after it was made) |
 /// | `SHMQ_EUNTRUSTED`| `Untrusted` (the file belongs to another user, or its group or others may write it) |
 /// | `SHMQ_ESTALE`    | `Truncated` (the file shrank under this process), `Detached` (its path was removed or names another file now) |
 /// | `SHMQ_ENOTDURABLE` | `NotDurable` (the record was published at `*offset_out` but is not known to be on disk) |
 /// | `SHMQ_ETAKENOVER`| `TakenOver`, `NotHeld` (the group or partition is no longer this consumer's: stop reading it) |
-/// | `SHMQ_ELEASE`    | `LeaseExpired` (a work group's delivery is no longer this worker's: nothing changed) |
+/// | `SHMQ_ELEASE`    | `LeaseExpired` (a work group's delivery is no longer this worker's: nothing changed), `MarkLost` (an inbox key is no longer this mark's: nothing recorded) |
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum shmq_status {
@@ -81,7 +81,7 @@ pub enum shmq_status {
     SHMQ_ETAKENOVER = -14,
     /// A work group's delivery is no longer this worker's: its visibility timeout passed (the
     /// record may be redelivered to another worker) or it was settled already. Nothing
-    /// changed.
+    /// changed. Also an inbox mark whose key is no longer its own (nothing recorded).
     SHMQ_ELEASE = -15,
 }
 
@@ -100,7 +100,8 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         Error::NotFound { .. }
         | Error::TopicNotFound { .. }
         | Error::UnknownGroup(_)
-        | Error::UnknownProducerId { .. } => SHMQ_ENOENT,
+        | Error::UnknownProducerId { .. }
+        | Error::UnknownInbox { .. } => SHMQ_ENOENT,
         Error::InvalidArgument { .. }
         | Error::InvalidOptions(_)
         | Error::OffsetOutOfRange { .. }
@@ -111,7 +112,7 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::KeyTooBig { .. }
         | Error::WrongGroupKind { .. }
         | Error::SequenceOutsideWindow { .. } => SHMQ_EINVAL,
-        Error::LeaseExpired { .. } => SHMQ_ELEASE,
+        Error::LeaseExpired { .. } | Error::MarkLost { .. } => SHMQ_ELEASE,
         Error::Unsupported(_) => SHMQ_EINTERNAL,
         Error::TooBig { .. } | Error::BatchTooBig { .. } => SHMQ_ETOOBIG,
         Error::Full { .. } => SHMQ_FULL,
@@ -125,7 +126,9 @@ pub(crate) fn status_of(e: &Error) -> shmq_status {
         | Error::TransactionalIdBusy { .. }
         | Error::TooManyTransactionalIds { .. }
         | Error::ProducerIdBusy { .. }
-        | Error::TooManyProducerIds { .. } => SHMQ_EBUSY,
+        | Error::TooManyProducerIds { .. }
+        | Error::InboxFull { .. }
+        | Error::KeyBusy { .. } => SHMQ_EBUSY,
         Error::TakenOver { .. } | Error::NotHeld { .. } => SHMQ_ETAKENOVER,
         Error::Lagged { .. } => SHMQ_LAGGED,
         Error::Forked { .. } => SHMQ_EFORKED,

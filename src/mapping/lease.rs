@@ -189,6 +189,12 @@ impl OwnFd {
         }
     }
 
+    /// Takes an exclusive lock on byte `byte`, waiting as long as another description holds
+    /// it (the kernel drops a dead holder's).
+    pub(crate) fn lock(&self, byte: u64) -> io::Result<()> {
+        ofd_lock(self.fd, libc::F_OFD_SETLKW, libc::F_WRLCK, byte).map(drop)
+    }
+
     /// Opens a new description of `file` (as [`OwnFd::open`]) and takes an exclusive `flock`
     /// on it, waiting as long as another description holds one: the administration lock of
     /// a shared file. Threads, and a forked child and its parent, exclude each other too,

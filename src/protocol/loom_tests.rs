@@ -31,6 +31,13 @@
 //!    dispatches of one offset, an ack against a redelivery after the lease expired, base
 //!    advances racing acks, and the sleeper bit that a group's workers share.
 //!
+//! 10. [`inbox_two_admitters_of_one_key`], [`inbox_done_races_takeover`] and
+//!     [`inbox_release_races_takeover`]: the inbox's slot state machine (`protocol/inbox.rs`):
+//!     two admissions of one key (the admission lock a loom mutex), and a holder's done or
+//!     release against a takeover by a process that judged it dead;
+//!     [`inbox_lock_free_done_sees_no_reused_slot`]: the lock-free answer for a done key
+//!     (SYNC Q) against admissions that reuse the key's slot.
+//!
 //! Payload lengths are multiples of 8 because the model region copies whole words. Readers
 //! that wait for a record spin with `loom::thread::yield_now` (loom then runs other threads
 //! first), so every model terminates. With `LOOM_MAX_PREEMPTIONS=2` the whole set takes well
@@ -1075,5 +1082,167 @@ fn work_shared_sleeper_bit() {
             s.join().unwrap();
         }
         assert_eq!(region.u64(DATA_WAITERS).load(Ordering::SeqCst), 0);
+    });
+}
+
+// Inboxes (`protocol/inbox.rs`): the slot state machine over a model region laid out as an
+// inbox file of the smallest window. The admission lock (an OFD lock in a file) is a loom
+// mutex; the effect the models apply is a word of the region the file does not use.
+
+use crate::protocol::inbox::{self, Begun, InboxTable, Key};
+
+/// Where the inbox models count the effects applied.
+const EFFECT: u64 = 1024;
+
+fn model_inbox() -> Arc<Region> {
+    let region = Region::new_model(inbox::file_size(inbox::MIN_WINDOW) as usize);
+    // See `model_ring`: the zeroes of a new file, as SeqCst stores, for the words the models
+    // access SeqCst (the slot state words are mutex-backed 128-bit stand-ins).
+    region.u64(EFFECT).store(0, Ordering::SeqCst);
+    Arc::new(region)
+}
+
+/// `begin` of `key` by `holder` under the admission lock, judging every other holder alive
+/// or dead as `alive` says.
+fn inbox_begin(region: &Region, lock: &loom::sync::Mutex<()>, holder: u64, alive: bool) -> Begun {
+    let _held = lock.lock().unwrap();
+    let t = InboxTable::new(region, inbox::MIN_WINDOW);
+    let key = Key::new(b"order-1").unwrap();
+    t.begin(&key, holder, |_| alive, |_| {}).unwrap()
+}
+
+/// Inbox model 1: two processes begin the same key: exactly one gets it fresh and applies
+/// the effect; the other finds it busy or done, and one that finds it done sees the effect
+/// (SYNC N: the done CAS publishes it).
+#[test]
+fn inbox_two_admitters_of_one_key() {
+    loom::model(|| {
+        let region = model_inbox();
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let admitters: Vec<_> = (1..=2u64)
+            .map(|me| {
+                let (region, lock) = (region.clone(), lock.clone());
+                thread::spawn(move || {
+                    let begun = inbox_begin(&region, &lock, me, true);
+                    let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+                    match begun {
+                        Begun::Fresh { slot, seq } => {
+                            region.u64(EFFECT).fetch_add(1, Ordering::Relaxed);
+                            assert!(t.finish(slot, seq, me, true));
+                        }
+                        Begun::Done => assert_eq!(
+                            region.u64(EFFECT).load(Ordering::Relaxed),
+                            1,
+                            "done seen before its effect"
+                        ),
+                        Begun::Busy => {}
+                        Begun::Full => panic!("a window of one key is not full"),
+                    }
+                    begun
+                })
+            })
+            .collect();
+        let got: Vec<Begun> = admitters.into_iter().map(|a| a.join().unwrap()).collect();
+        let fresh = got
+            .iter()
+            .filter(|b| matches!(b, Begun::Fresh { .. }))
+            .count();
+        assert_eq!(fresh, 1, "{got:?}");
+        assert_eq!(region.u64(EFFECT).load(Ordering::Relaxed), 1);
+        assert_eq!(inbox_begin(&region, &lock, 3, true), Begun::Done);
+    });
+}
+
+/// Inbox models 2 and 3: holder 1 holds the key and records it done (`done`) or releases it,
+/// while process 2 judges it dead (its lease lost) and takes the key over. Exactly one of the
+/// done and the takeover wins; a release never undoes a takeover.
+fn inbox_finish_races_takeover(done: bool) {
+    loom::model(move || {
+        let region = model_inbox();
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let Begun::Fresh { slot, seq } = inbox_begin(&region, &lock, 1, true) else {
+            panic!("a new key is fresh");
+        };
+        let holder = {
+            let region = region.clone();
+            thread::spawn(move || {
+                let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+                t.finish(slot, seq, 1, done)
+            })
+        };
+        let taker = inbox_begin(&region, &lock, 2, false);
+        let finished = holder.join().unwrap();
+        let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+        let (_, now) = t.load(slot).unwrap();
+        match taker {
+            Begun::Fresh { .. } => {
+                assert!(!done || !finished, "both the done and the takeover won");
+                assert_eq!((now.state, now.holder), (inbox::State::Held, 2));
+            }
+            Begun::Done => {
+                assert!(done && finished);
+                assert_eq!(now.state, inbox::State::Done);
+            }
+            other => panic!("the taker found {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn inbox_done_races_takeover() {
+    inbox_finish_races_takeover(true);
+}
+
+#[test]
+fn inbox_release_races_takeover() {
+    inbox_finish_races_takeover(false);
+}
+
+/// Inbox model 4: a key `K` admitted and released (never done) is evicted by a key `X`, which
+/// is done, and is then admitted again into the same slot, while a reader asks without the
+/// lock whether `K` is done. It never is: a reader that read `X`'s DONE state and then `K`'s
+/// bytes written by the second admission would say so, and the seqlock (SYNC Q) rules that
+/// read out.
+#[test]
+fn inbox_lock_free_done_sees_no_reused_slot() {
+    loom::model(|| {
+        let region = model_inbox();
+        let lock = Arc::new(loom::sync::Mutex::new(()));
+        let w = u64::from(inbox::MIN_WINDOW);
+        let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+        let k = Key::new(b"key-K---").unwrap();
+        let x = Key::new(b"key-X---").unwrap();
+        assert_eq!(
+            t.begin(&k, 1, |_| true, |_| {}),
+            Ok(Begun::Fresh { slot: 0, seq: 0 })
+        );
+        assert!(t.finish(0, 0, 1, false));
+        // As if W − 1 other keys were admitted into the other slots: slot 0 is the oldest.
+        t.admitted().store(w, Ordering::Relaxed);
+        let writer = {
+            let (region, lock) = (region.clone(), lock.clone());
+            thread::spawn(move || {
+                let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+                let _held = lock.lock().unwrap();
+                assert_eq!(
+                    t.begin(&x, 2, |_| true, |_| {}),
+                    Ok(Begun::Fresh { slot: 0, seq: w })
+                );
+                assert!(t.finish(0, w, 2, true));
+                t.admitted().store(2 * w, Ordering::Relaxed);
+                assert_eq!(
+                    t.begin(&k, 2, |_| true, |_| {}),
+                    Ok(Begun::Fresh {
+                        slot: 0,
+                        seq: 2 * w
+                    })
+                );
+            })
+        };
+        let t = InboxTable::new(&region, inbox::MIN_WINDOW);
+        assert!(!t.peek_done(&k), "K was never done");
+        writer.join().unwrap();
+        assert!(!t.peek_done(&k));
+        assert!(!t.peek_done(&x), "X was evicted");
     });
 }

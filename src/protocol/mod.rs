@@ -6,6 +6,7 @@ pub(crate) mod crc;
 pub(crate) mod durable_state;
 pub(crate) mod groups;
 pub(crate) mod ids;
+pub(crate) mod inbox;
 pub(crate) mod layout;
 #[cfg(all(test, loom))]
 mod loom_tests;

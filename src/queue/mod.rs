@@ -6,6 +6,7 @@ pub(crate) mod durable;
 pub(crate) mod flusher;
 pub(crate) mod group;
 pub(crate) mod ids;
+pub(crate) mod inbox;
 pub(crate) mod mapped;
 pub(crate) mod producer;
 pub(crate) mod recovery;
@@ -355,6 +356,36 @@ impl Queue {
     /// (base, next, in flight, waiting, live workers) of work group `group`.
     pub fn work_info(&self, group: &str) -> Result<work::WorkInfo> {
         work::info(&self.shared, &self.trust, group)
+    }
+
+    /// Opens inbox `name` (a de-duplication filter in the file `<queue path>.inbox-<name>`,
+    /// README "Inboxes"), creating it with `options` if it does not exist. `name` is 1 to 64
+    /// bytes of ASCII letters, digits, `.`, `_` and `-`, not starting with `.` nor ending in
+    /// `.tmp`. Fails with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad name or window, and
+    /// [`Error::Corrupt`](crate::Error::Corrupt) with
+    /// [`Corruption::Inbox`](crate::Corruption::Inbox) for a damaged file.
+    pub fn inbox(&self, name: &str, options: &inbox::InboxOptions) -> Result<inbox::Inbox> {
+        self.ready()?;
+        inbox::open(&self.shared, &self.trust, name, options)
+    }
+
+    /// The counters and fill of inbox `name`
+    /// ([`Error::UnknownInbox`](crate::Error::UnknownInbox) if there is none).
+    pub fn inbox_info(&self, name: &str) -> Result<inbox::InboxInfo> {
+        inbox::info(&self.shared.path, &self.trust, name)
+    }
+
+    /// The names of this queue's inboxes (the files `<queue path>.inbox-<name>`), sorted.
+    pub fn inboxes(&self) -> Result<Vec<String>> {
+        inbox::names(&self.shared.path)
+    }
+
+    /// Removes inbox `name`. Fails with [`Error::KeyBusy`](crate::Error::KeyBusy) while a live
+    /// process holds one of its keys; a process that still has it open gets
+    /// [`Error::Detached`](crate::Error::Detached) within about a second.
+    pub fn delete_inbox(&self, name: &str) -> Result<()> {
+        inbox::delete(&self.shared, &self.trust, name)
     }
 
     /// The oldest record still in the ring (the tail if there is none).

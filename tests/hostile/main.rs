@@ -7,7 +7,7 @@
 //! header-field edits with a recomputed checksum, and wholly random files (some behind a valid
 //! header). Each damaged file is then driven through the whole API in a watchdog thread.
 //!
-//! One module a theme: `damaged_files` (the property tests), `damaged_work` (work files), `damaged_ids` (producer-id files), `clear_errors` (deterministic
+//! One module a theme: `damaged_files` (the property tests), `damaged_work` (work files), `damaged_ids` (producer-id files), `damaged_inbox` (inbox files), `clear_errors` (deterministic
 //! errors), `damaged_cursors` (regressions); `file`, `template`, `exercise` and `strategies`
 //! are what they share.
 
@@ -18,6 +18,7 @@ mod clear_errors;
 mod damaged_cursors;
 mod damaged_files;
 mod damaged_ids;
+mod damaged_inbox;
 mod damaged_work;
 mod exercise;
 mod file;

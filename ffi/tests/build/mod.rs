@@ -62,6 +62,10 @@ pub fn c_program(dir: &'static str, name: &'static str) -> PathBuf {
         .arg("-L")
         .arg(lib)
         .arg("-lshmq")
+        // DT_RPATH, not DT_RUNPATH: cargo's LD_LIBRARY_PATH for tests includes
+        // target/<profile>, whose libshmq.so is only as fresh as the last `cargo build`, and
+        // LD_LIBRARY_PATH overrides a RUNPATH but not an RPATH.
+        .arg("-Wl,--disable-new-dtags")
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-o")
         .arg(&out)
