@@ -228,7 +228,10 @@ impl Cursor {
     }
 
     /// Returns the committed record [`step`](Self::step) found and moves the cursor past it.
-    #[inline]
+    // Always inlined: with the inbox's and the idempotent producer's code in the crate the
+    // compiler stopped inlining it into `Consumer::poll`, which cost 39 instructions per record
+    // (callgrind, `call_cost`).
+    #[inline(always)]
     pub(crate) fn deliver(
         &mut self,
         shared: &MappedQueue,
