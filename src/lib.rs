@@ -69,6 +69,7 @@ pub use queue::cursor::Message;
 pub use queue::group::GroupInfo;
 #[cfg(not(loom))]
 pub use queue::ids::{IdInfo, IdOptions, IdempotentProducer, PublishOutcome};
+#[cfg(not(loom))]
 pub use queue::inbox::{Admit, Inbox, InboxInfo, InboxOptions, Mark, MAX_INBOX_KEY};
 #[cfg(not(loom))]
 pub use queue::producer::{Claimed, Producer, Schedule};
