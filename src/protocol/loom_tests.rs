@@ -594,6 +594,27 @@ fn stalled_commit_on_reused_slot() {
     assert!(AFTER_REUSE.load(StdOrdering::Relaxed) > 0);
 }
 
+/// Claims a run for producer `p` of one record per owner in `owners` (each with that owner's
+/// payload, so a reader can tell them apart) with one tail CAS, as `Producer::publish_batch`
+/// does, with unlimited room, and writes their payloads; returns the claims. The starting tail
+/// is stale as in [`claim_len`].
+fn claim_and_write_run(ring: &Ring, p: u64, owners: &[u64]) -> Vec<Claim> {
+    let lens: Vec<u32> = owners.iter().map(|&o| payload(o).len() as u32).collect();
+    let mut tail = 0u128;
+    let mut run = Vec::new();
+    let Attempt::Claimed(first) =
+        ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(p), &mut run)
+    else {
+        panic!("the run found no room with an unlimited limit");
+    };
+    assert_eq!(first.offset, run[0].offset);
+    for (c, &o) in run.iter().zip(owners) {
+        assert_eq!(c.start, c.at, "nothing wraps in these models");
+        ring.write_payload(c, &payload(o));
+    }
+    run
+}
+
 /// Model 6: producer 1 publishes a run of two records, its own payload then producer 0's,
 /// with one claim (`try_claim_run`, then `commit_run` as `Producer::publish_batch` does), while producer 0 publishes one record; a reader walks the
 /// cursor from `(0, 0)` as in model 1. The run's first record is longer than the single one,
@@ -613,19 +634,7 @@ fn run_claim_races_single_claim() {
             let ring = ring.clone();
             thread::spawn(move || {
                 let owners = [1, 0];
-                let lens = owners.map(|p| payload(p).len() as u32);
-                let mut tail = 0u128;
-                let mut run = Vec::new();
-                let Attempt::Claimed(first) =
-                    ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(1), &mut run)
-                else {
-                    panic!("the run found no room with an unlimited limit");
-                };
-                assert_eq!(first.offset, run[0].offset);
-                for (c, p) in run.iter().zip(owners) {
-                    assert_eq!(c.start, c.at, "nothing wraps in these models");
-                    ring.write_payload(c, &payload(p));
-                }
+                let run = claim_and_write_run(&ring, 1, &owners);
                 let committed = ring.commit_run(&run, RUN_TIME, &owners.map(crc), intent(1));
                 assert_eq!(committed, Ok(()));
                 run
@@ -716,17 +725,7 @@ fn run_is_read_whole_or_not_at_all() {
             let ring = ring.clone();
             thread::spawn(move || {
                 let owners = [1, 0];
-                let lens = owners.map(|p| payload(p).len() as u32);
-                let mut tail = 0u128;
-                let mut run = Vec::new();
-                let Attempt::Claimed(_) =
-                    ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(1), &mut run)
-                else {
-                    panic!("the run found no room with an unlimited limit");
-                };
-                for (c, p) in run.iter().zip(owners) {
-                    ring.write_payload(c, &payload(p));
-                }
+                let run = claim_and_write_run(&ring, 1, &owners);
                 let committed = ring.commit_run(&run, RUN_TIME, &owners.map(crc), intent(1));
                 (run, committed)
             })
@@ -826,15 +825,7 @@ fn transaction_is_read_whole_or_not_at_all() {
                 let mut claims = Vec::new();
                 let mut prepared = true;
                 for p in 0..2u64 {
-                    let mut tail = ring.region.u128(TAIL).load(Ordering::SeqCst);
-                    let mut run = Vec::new();
-                    let lens = [payload(p).len() as u32];
-                    let Attempt::Claimed(_) =
-                        ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(p), &mut run)
-                    else {
-                        panic!("no room with an unlimited limit");
-                    };
-                    ring.write_payload(&run[0], &payload(p));
+                    let run = claim_and_write_run(&ring, p, &[p]);
                     prepared &= ring.prepare_run(&run, RUN_TIME, &[crc(p)], link).is_ok();
                     claims.push((p, run));
                 }
