@@ -452,26 +452,35 @@ fn damaged_transaction_file() {
 }
 
 /// Input records of the consume-transform-produce test.
-const INPUTS: u64 = 20_000;
+const INPUTS: u64 = 30_000;
+/// Partitions of its input topic: one transformer (and transactional id) each.
+const INPUT_PARTITIONS: u32 = 2;
 
-/// Child: the transformer of the consume-transform-produce test. Opens its transactional id
-/// on the output topic first (settling what a killed predecessor left), then group "xform"
-/// of the input queue, and turns each input record `i` into the output record
-/// `(7, i, 0, 1)` keyed by `i`, committing 1 to 5 records' outputs with their input
-/// offsets in one transaction, until the group has committed every input.
+/// Child: the transformer of input partition `SHMQ_PART` in the consume-transform-produce
+/// test. Opens its transactional id `xform-<p>` on the output topic first (settling what a
+/// killed predecessor left), then group "xform" of the input topic's partition `p` (its queue
+/// file: one reader per partition, as the id is), and turns each input record `i` into the
+/// output record `(7, i, 0, 1)` keyed by `i`, committing 1 to 5 records' outputs with their
+/// input offsets in one transaction, until the group has committed `SHMQ_COUNT` records.
 fn transformer() {
     let topic = Topic::open(common::arg::<String>("SHMQ_PATH")).unwrap();
-    let mut tx = topic.transactional_producer("xform").unwrap();
-    let input = Queue::open(common::arg::<String>("SHMQ_INPUT")).unwrap();
-    let mut c = input.consumer("xform").unwrap();
-    while c.committed() < INPUTS {
+    let part: u32 = common::arg("SHMQ_PART");
+    let count: u64 = common::arg("SHMQ_COUNT");
+    let mut tx = topic
+        .transactional_producer(&format!("xform-{part}"))
+        .unwrap();
+    let input = Topic::open(common::arg::<String>("SHMQ_INPUT")).unwrap();
+    let mut c = input.partitions()[part as usize].consumer("xform").unwrap();
+    while c.committed() < count {
         let mut last = None;
         // 1 to 5 inputs per transaction.
         for _ in 0..1 + c.committed() % 5 {
             let Some(m) = c.poll(Some(Duration::from_millis(100))).unwrap() else {
                 break;
             };
-            let i = u64::from_le_bytes(m.payload.try_into().unwrap());
+            // The topic's framing (FORMAT.md, "Keyed-record framing") ends with the value.
+            let input = &m.payload[m.payload.len() - 8..];
+            let i = u64::from_le_bytes(input.try_into().unwrap());
             last = Some(m.offset);
             tx.send_keyed(&i.to_le_bytes(), &value(7, i, 0, 1)).unwrap();
         }
@@ -481,34 +490,43 @@ fn transformer() {
     }
 }
 
-/// Consume-transform-produce from a queue into a topic: a transformer killed at the crash
-/// points around its commit (before the commit point, after it, between it and the input
-/// commit) and then at random, and restarted each time, leaves the output holding each
-/// input's derived record exactly once.
+/// Consume-transform-produce between two topics: one transformer per input partition, each
+/// killed at the crash points around its commit (before the commit point, after it, between
+/// it and the input commit) and then both at random, restarted each time, leave the output
+/// topic holding each input's derived record exactly once.
 fn consume_transform_produce() {
     let dir = tempfile::tempdir().unwrap();
     let topic = create(dir.path());
     let mut out = checker(&topic);
-    let input_path = dir.path().join("in.q");
-    let input = Queue::create(
-        &input_path,
-        &Options {
-            capacity: 1 << 20,
-            max_message: 64,
-            claim_timeout: CLAIM_TIMEOUT,
-            ..Options::default()
+    let input_dir = dir.path().join("in.topic");
+    let input = Topic::create(
+        &input_dir,
+        &TopicOptions {
+            partitions: INPUT_PARTITIONS,
+            queue: Options {
+                capacity: 4 << 20,
+                max_message: 64,
+                claim_timeout: CLAIM_TIMEOUT,
+                ..Options::default()
+            },
         },
     )
     .unwrap();
-    drop(input.consumer("xform").unwrap());
+    for q in input.partitions() {
+        drop(q.consumer("xform").unwrap());
+    }
     let mut p = input.producer().unwrap();
     for i in 0..INPUTS {
         p.publish(&i.to_le_bytes()).unwrap();
     }
-    let env = |crash: Option<&str>| {
+    let counts: Vec<u64> = input.partitions().iter().map(Queue::tail_offset).collect();
+    assert_eq!(counts.iter().sum::<u64>(), INPUTS);
+    let env = |part: u32, crash: Option<&str>| {
         let mut env = vec![
             ("SHMQ_PATH", topic.path().display().to_string()),
-            ("SHMQ_INPUT", input_path.display().to_string()),
+            ("SHMQ_INPUT", input_dir.display().to_string()),
+            ("SHMQ_PART", part.to_string()),
+            ("SHMQ_COUNT", counts[part as usize].to_string()),
         ];
         if let Some(point) = crash {
             env.push(("SHMQ_CRASH_AT", point.to_string()));
@@ -521,28 +539,46 @@ fn consume_transform_produce() {
         "txn.after_commit_point:5",
         "txn.before_input_commit:7",
     ] {
-        let child = common::spawn("transformer", &env(Some(point)));
-        let (_, status) = common::wait(child, PHASE, "transformer");
-        assert!(common::killed(status), "{point}: not killed there");
+        for part in 0..INPUT_PARTITIONS {
+            let child = common::spawn("transformer", &env(part, Some(point)));
+            let (_, status) = common::wait(child, PHASE, "transformer");
+            assert!(common::killed(status), "{point}: not killed there");
+        }
     }
     let mut rng = common::Rng::new();
     let mut kills = 0;
     let start = Instant::now();
-    loop {
-        let mut child = common::spawn("transformer", &env(None));
-        std::thread::sleep(Duration::from_millis(rng.range(3, 15)));
-        if kills < 40 && child.try_wait().unwrap().is_none() {
+    let mut running: Vec<(u32, Child)> = (0..INPUT_PARTITIONS)
+        .map(|part| (part, common::spawn("transformer", &env(part, None))))
+        .collect();
+    let mut finished = 0;
+    while finished < INPUT_PARTITIONS {
+        assert!(
+            start.elapsed() < PHASE,
+            "the transformers took longer than {PHASE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(rng.range(2, 10)));
+        let mut still = Vec::new();
+        for (part, mut child) in running.drain(..) {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "transformer {part} failed: {status}");
+                finished += 1;
+            } else {
+                still.push((part, child));
+            }
+        }
+        if kills < 40 && !still.is_empty() {
+            let victim = rng.range(0, still.len() as u64) as usize;
+            let (part, child) = still.swap_remove(victim);
             common::kill(child);
             kills += 1;
-            continue;
+            still.push((part, common::spawn("transformer", &env(part, None))));
         }
-        let (out, status) = common::wait(child, PHASE, "transformer");
-        assert!(status.success(), "the last transformer failed: {out}");
-        break;
+        running = still;
     }
     assert!(
         kills >= 5,
-        "the transformer was killed only {kills} times at random"
+        "the transformers were killed only {kills} times at random"
     );
     let seen = read_all(&mut out, CLAIM_TIMEOUT * 3);
     let inputs: Vec<u64> = seen
@@ -559,7 +595,8 @@ fn consume_transform_produce() {
         "an input's output is missing"
     );
     println!(
-        "  4 crash points and {kills} random kills in {:?}: {INPUTS} inputs, each output once",
+        "  2 input partitions, 4 crash points each and {kills} random kills in {:?}: {INPUTS} \
+         inputs, each output once",
         start.elapsed()
     );
 }
