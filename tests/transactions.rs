@@ -222,6 +222,10 @@ fn commit_abort_and_busy_id() {
     assert_eq!(again.commit().unwrap()[0].partition, 3);
     let seen = read_all(&mut c, Duration::from_millis(200));
     assert_eq!(seen.get(&(0, 3)).map(Vec::len), Some(1));
+    // A growth made through another handle is picked up at the next send.
+    Topic::open(topic.path()).unwrap().grow(6).unwrap();
+    again.send_to(5, None, &value(0, 4, 0, 1)).unwrap();
+    assert_eq!(again.commit().unwrap()[0].partition, 5);
     println!("  8 records over 4 partitions committed whole; abort, busy id, reopen as documented");
 }
 

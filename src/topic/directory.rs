@@ -320,6 +320,20 @@ impl Topic {
         self.descriptor.generation
     }
 
+    /// Refreshes this handle if the topic grew since growth generation `*seen` (what its
+    /// user last saw; one atomic load of the membership file when it did not), and records
+    /// the new generation; true if it grew. A failed refresh leaves `*seen` as it was, so the
+    /// next call tries again.
+    pub(crate) fn refresh_if_grown(&mut self, seen: &mut u64) -> Result<bool> {
+        let generation = self.members_file().generation();
+        if generation == *seen {
+            return Ok(false);
+        }
+        self.refresh()?;
+        *seen = generation;
+        Ok(true)
+    }
+
     /// The topic directory.
     pub fn path(&self) -> &Path {
         &self.dir

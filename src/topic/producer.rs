@@ -98,11 +98,7 @@ impl TopicProducer {
 
     /// Refreshes the topic if a growth happened since this producer last looked.
     fn pick_up_growth(&mut self) -> Result<()> {
-        let generation = self.topic.members_file().generation();
-        if generation != self.generation {
-            self.topic.refresh()?;
-            // Only now: a failed refresh is retried at the next publish.
-            self.generation = generation;
+        if self.topic.refresh_if_grown(&mut self.generation)? {
             let n = self.topic.partition_count() as usize;
             self.producers.resize_with(n, || None);
         }

@@ -42,6 +42,8 @@ pub struct TransactionalProducer {
     producers: Vec<Option<Producer>>,
     /// The next partition of the round-robin.
     next: u32,
+    /// The growth generation this producer last saw (see `TopicProducer`).
+    generation: u64,
 }
 
 impl std::fmt::Debug for TransactionalProducer {
@@ -109,6 +111,8 @@ impl TransactionalProducer {
             });
         }
         let n = topic.partition_count() as usize;
+        // The handle's own generation, as `TopicProducer` takes it.
+        let topic_generation = topic.generation();
         let mut producer = TransactionalProducer {
             topic,
             txns,
@@ -118,6 +122,7 @@ impl TransactionalProducer {
             records: Vec::new(),
             producers: (0..n).map(|_| None).collect(),
             next: std::process::id(),
+            generation: topic_generation,
         };
         producer.settle_previous()?;
         Ok(producer)
@@ -135,10 +140,12 @@ impl TransactionalProducer {
 
     /// Adds `value` with `key` to the open transaction, for partition
     /// [`partition_for_key`]`(key, N)`, and returns that partition. Nothing is written until
-    /// [`commit`](Self::commit).
+    /// [`commit`](Self::commit). A growth of the topic is picked up here, as a
+    /// [`TopicProducer`](crate::TopicProducer) does at each publish.
     ///
     /// Errors: [`Error::KeyTooBig`], [`Error::TooBig`] (the partition's maximum message).
     pub fn send_keyed(&mut self, key: &[u8], value: &[u8]) -> Result<u32> {
+        self.topic.refresh_if_grown(&mut self.generation)?;
         let partition = partition_for_key(key, self.topic.partition_count());
         self.add(partition, Some(key), value)?;
         Ok(partition)
@@ -147,6 +154,7 @@ impl TransactionalProducer {
     /// Adds `value` without a key to the open transaction, for the next partition in
     /// round-robin order, and returns that partition.
     pub fn send(&mut self, value: &[u8]) -> Result<u32> {
+        self.topic.refresh_if_grown(&mut self.generation)?;
         let partition = self.next % self.topic.partition_count();
         self.next = partition.wrapping_add(1);
         self.add(partition, None, value)?;
@@ -155,6 +163,7 @@ impl TransactionalProducer {
 
     /// Adds `value` (with `key`, if given) to the open transaction, for `partition`.
     pub fn send_to(&mut self, partition: u32, key: Option<&[u8]>, value: &[u8]) -> Result<()> {
+        self.topic.refresh_if_grown(&mut self.generation)?;
         self.add(partition, key, value)
     }
 
