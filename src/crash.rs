@@ -35,6 +35,7 @@ pub const POINTS: &[&str] = &[
     "inbox.admit.before_state",
     "inbox.admit.after_state",
     "inbox.done.before_cas",
+    "txn.after_list",
     "txn.after_prepare",
     "txn.after_commit_point",
     "txn.before_input_commit",

@@ -38,6 +38,10 @@ fn main() {
                 "consume_transform_produce_exactly_once_under_kills",
                 consume_transform_produce,
             ),
+            (
+                "a_damaged_participant_list_is_an_error",
+                damaged_participant_list,
+            ),
         ]),
     }
 }
@@ -239,6 +243,7 @@ fn killed_at_each_crash_point() {
         ("publish.after_claim:2", false),
         ("publish.before_header:3", false),
         ("publish.before_commit:7", false),
+        ("txn.after_list:2", false),
         ("txn.after_prepare", false),
         ("txn.after_commit_point", true),
     ] {
@@ -603,4 +608,45 @@ fn consume_transform_produce() {
          inputs, each output once",
         start.elapsed()
     );
+}
+
+/// A participant list that names offsets no producer claimed (past the partition's tail), as
+/// a damaged file can: the id's next holder refuses it with an error naming the file instead of
+/// aborting other producers' records there, and a count no ring can hold is refused too.
+fn damaged_participant_list() {
+    for (first, count) in [(1000u64, 5u32), (0, u32::MAX)] {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = create(dir.path());
+        let mut p = topic.transactional_producer("t").unwrap();
+        p.send_to(0, None, &value(9, 1, 0, 1)).unwrap();
+        p.commit().unwrap();
+        drop(p);
+        let txns = topic.path().join("transactions");
+        let t = std::fs::OpenOptions::new().write(true).open(&txns).unwrap();
+        // Slot 0 (FORMAT.md, "Transaction file"): epoch 2 preparing, one participant.
+        t.write_all_at(&(2u64 << 2 | 1).to_le_bytes(), SLOT0_STATE)
+            .unwrap();
+        t.write_all_at(&1u64.to_le_bytes(), 4096 + 128).unwrap();
+        t.write_all_at(&(u64::from(count) << 32).to_le_bytes(), 4096 + 136)
+            .unwrap();
+        t.write_all_at(&first.to_le_bytes(), 4096 + 144).unwrap();
+        match topic.transactional_producer("t") {
+            Err(Error::Corrupt { path, .. }) => assert_eq!(path, txns),
+            other => panic!("{first}+{count}: expected a damaged transaction file, got {other:?}"),
+        }
+        // After a machine restart (another boot id in the file) the list speaks of the machine
+        // before it: the file's recovery drops it, and the id opens.
+        t.write_all_at(&[0x5a; 16], 256).unwrap();
+        let mut again = topic.transactional_producer("t").unwrap();
+        again.send_to(1, None, &value(9, 3, 0, 1)).unwrap();
+        assert_eq!(again.commit().unwrap()[0].partition, 1);
+        drop(again);
+        // Nothing of partition 0 was touched: its record is still read, and a new publish
+        // there gets the next offset.
+        let mut c = checker(&topic);
+        assert_eq!(read_all(&mut c, Duration::from_millis(100)).len(), 2);
+        let mut producer = topic.producer().unwrap();
+        assert_eq!(producer.publish_to(0, None, b"x").unwrap(), 1);
+    }
+    println!("  participants past the tail or beyond a ring: refused, nothing aborted");
 }

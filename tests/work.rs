@@ -256,6 +256,17 @@ fn expired_records_are_not_delivered() {
         p.publish_scheduled(b"x", &too_long),
         Err(Error::InvalidArgument { .. })
     ));
+    // A time to live stays below 2^31 ms (24.8 days): a schedule word's top bit marks a
+    // transaction's link (FORMAT.md, "Data ring").
+    let ttl = |ms| Schedule {
+        delay: Duration::ZERO,
+        ttl: Some(Duration::from_millis(ms)),
+    };
+    assert!(matches!(
+        p.publish_scheduled(b"x", &ttl(1 << 31)),
+        Err(Error::InvalidArgument { .. })
+    ));
+    p.publish_scheduled(b"x", &ttl((1 << 31) - 1)).unwrap();
 }
 
 #[test]

@@ -385,7 +385,7 @@ impl Producer {
     /// it returns once the record is on disk. `delay` (seconds): work groups deliver it no
     /// earlier than that after its timestamp; `ttl` (seconds): they expire it rather than
     /// deliver it later than that (plain consumer groups read it at once either way; whole
-    /// milliseconds, each below 2^32 ms). Raises `Full` (policy "reject"), `Timeout` (policy
+    /// milliseconds, the delay below 2^32 ms, the ttl below 2^31 ms). Raises `Full` (policy "reject"), `Timeout` (policy
     /// "block" with a timeout), `TooBig`, ... (see the exception classes).
     #[pyo3(signature = (data, *, delay=None, ttl=None))]
     fn publish(

@@ -65,8 +65,9 @@
 //!   written and its tag CASed to `(o, PREPARED)` (`COMMITTED | ABORTED`, with `WRAPPED` as for
 //!   a commit), its header's schedule word holding the transaction's link
 //!   (`protocol/txn.rs`). Readers wait on it as on a pending claim; its producer, or a reader
-//!   after the claim timeout, CASes it to `COMMITTED` (zeroing the link first) or `ABORTED`
-//!   as its transaction's state word says ([`Ring::settle_prepared`]). `unresolved` is false
+//!   after the claim timeout, CASes it to `COMMITTED` or `ABORTED` as its transaction's state
+//!   word says ([`Ring::settle_prepared`]); the link stays (work groups read it as no
+//!   schedule). `unresolved` is false
 //!   for it, so a late producer never seals over it.
 //! * **Overtaken.** A slot tag with an offset above the reader's means the slot was reused by
 //!   `o + kN`: the reader was lapped.
@@ -96,6 +97,11 @@ const FLAG_BITS: u32 = 3;
 /// member's claim begins and that it is a member (see "Runs"). Positions are multiples of 8,
 /// and the provisional value of an unpublished member is `+ 1`.
 const MEMBER: u64 = 2;
+
+/// Marks a schedule word as a transaction's link (`protocol/txn.rs`): a schedule's time to
+/// live is below 2^31 ms, so a schedule word never has this bit, and a record that carries a
+/// link has no schedule.
+pub(crate) const LINK_MARK: u64 = 1 << 63;
 
 /// Whether slot tag `t` says record `offset` is prepared (a transaction's record waiting for
 /// its transaction's outcome).
@@ -612,7 +618,7 @@ impl Ring {
             // Relaxed: the CAS in `settle_prepared` or `give_up` decides.
             let seen = self.slot_tag(claim.offset).load(Ordering::Relaxed);
             if is_prepared(claim.offset, seen) {
-                self.settle_prepared(claim.offset, claim.at, seen, commit);
+                self.settle_prepared(claim.offset, seen, commit);
             } else {
                 self.give_up(claim);
             }
@@ -621,14 +627,22 @@ impl Ring {
         self.notify_data();
     }
 
-    /// The transaction link a prepared record `offset` (claim at `pos`, tag `seen`) carries
-    /// in its schedule word: ordered after the caller's Acquire load of `seen`, and only
-    /// meaningful if the tag still reads `seen` afterwards (a committer zeroes it first).
-    pub(crate) fn link_of(&self, pos: u64, seen: u64) -> u64 {
-        let start = self.record_start(pos, seen);
-        // Relaxed: ordered after the caller's Acquire load of the PREPARED tag (SYNC C), which
-        // the preparing producer's CAS published after its header writes.
-        self.header(start)[REC_SCHEDULE].load(Ordering::Relaxed)
+    /// What the header of prepared record `offset` (claim at `pos`, tag `seen`) says: the
+    /// offset it repeats and the link in its schedule word. Loaded after the caller's Acquire
+    /// load of the PREPARED tag (SYNC C: the preparing producer wrote the header before its
+    /// tag CAS), then `fence(Acquire)` and the tag again: the values count only if the tag
+    /// still reads `seen` ([`None`] otherwise: read it all again), and, for a reader whose
+    /// record may have been overwritten, only if [`overrun`](Self::overrun) says no (SYNC L:
+    /// a read that saw any byte of a lapping writer sees that writer's tail).
+    pub(crate) fn prepared_header(&self, offset: u64, pos: u64, seen: u64) -> Option<(u64, u64)> {
+        let head = self.header(self.record_start(pos, seen));
+        // Relaxed: ordered after the caller's Acquire tag load; validated below.
+        let stored = head[REC_OFFSET].load(Ordering::Relaxed);
+        let link = head[REC_SCHEDULE].load(Ordering::Relaxed);
+        // SYNC X: the fence keeps the two loads above before the tag load below (an Acquire
+        // load alone does not order earlier loads).
+        fence(Ordering::Acquire);
+        (self.slot_tag(offset).load(Ordering::Relaxed) == seen).then_some((stored, link))
     }
 
     /// Where the record whose claim begins at `pos` starts, as its tag `t` says (`WRAPPED`:
@@ -642,31 +656,25 @@ impl Ring {
         }
     }
 
-    /// Commits (`commit`) or aborts prepared record `offset` (claim at `pos`), whose tag was
-    /// `seen`, as its transaction's outcome says. A commit first zeroes the schedule word,
-    /// which held the link: a committed record has no schedule. Anyone may do it, any number
-    /// of times: only the first CAS from `seen` changes the record. True if this call did.
-    pub(crate) fn settle_prepared(&self, offset: u64, pos: u64, seen: u64, commit: bool) -> bool {
+    /// Commits (`commit`) or aborts prepared record `offset`, whose tag was `seen`, as its
+    /// transaction's outcome says; the caller wakes sleeping readers. Anyone may do it, any
+    /// number of times: only the first CAS from `seen` changes the record, and nothing but
+    /// the tag is written (the link stays in the header, which work groups read as no
+    /// schedule), so a settler whose record was overwritten meanwhile writes no byte of the
+    /// newer one. True if this call changed it.
+    pub(crate) fn settle_prepared(&self, offset: u64, seen: u64, commit: bool) -> bool {
         if !is_prepared(offset, seen) {
             return false;
         }
         let to = if commit {
-            // Relaxed: published by the tag CAS below (SYNC C), like the rest of the header;
-            // every committer stores the same 0.
-            self.header(self.record_start(pos, seen))[REC_SCHEDULE].store(0, Ordering::Relaxed);
             tag(offset, COMMITTED | (seen & WRAPPED))
         } else {
             tag(offset, ABORTED)
         };
         // SYNC C and W (SeqCst) as a commit or an abort.
-        let done = self
-            .slot_tag(offset)
+        self.slot_tag(offset)
             .compare_exchange(seen, to, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok();
-        if done {
-            self.notify_data();
-        }
-        done
+            .is_ok()
     }
 
     /// Aborts an uncommitted claim of our own unless it is over already.
@@ -750,7 +758,13 @@ impl Ring {
     #[cfg(not(loom))]
     pub(crate) fn schedule_at(&self, start: u64) -> u64 {
         // Relaxed: ordered after the caller's Acquire load of the slot tag.
-        self.header(start)[REC_SCHEDULE].load(Ordering::Relaxed)
+        let word = self.header(start)[REC_SCHEDULE].load(Ordering::Relaxed);
+        // A transaction's record keeps its link: it has no schedule.
+        if word & LINK_MARK != 0 {
+            0
+        } else {
+            word
+        }
     }
 
     /// For lappable readers: true if the bytes at `pos` can have been overwritten since the

@@ -28,7 +28,7 @@
 //! The state CASes are SeqCst (SYNC X in ARCHITECTURE.md's table).
 
 use crate::protocol::layout::{get32, put32};
-use crate::protocol::ring::{self, Ring};
+use crate::protocol::ring::{self, Ring, LINK_MARK};
 use crate::protocol::sync::{AtomicU128, AtomicU64, Ordering, Region};
 
 /// The magic at byte 0 of a transaction file.
@@ -48,6 +48,9 @@ const H_PARTICIPANTS: usize = 16;
 const H_CRC: usize = 124;
 /// Bytes of the immutable header, checksum included.
 pub(crate) const HEADER_LEN: usize = 128;
+/// The boot id of the machine that last opened the file as a holder (16 bytes): a different
+/// one means the machine restarted, and the file's recovery runs (`queue/txn.rs`).
+pub(crate) const BOOT_ID: u64 = 256;
 
 const SLOT_BASE: u64 = 4096;
 const SLOT_SIZE: u64 = 2048;
@@ -94,11 +97,6 @@ pub(crate) fn unpack_state(word: u64) -> (u64, u64) {
     (word >> 2, word & 3)
 }
 
-/// Marks a schedule word as a link: a sanity check on words read from the file (a link is only
-/// ever read from the header of a record whose tag says prepared, which no plain publish
-/// writes).
-const LINK_MARK: u64 = 1 << 63;
-
 /// The link a prepared record of `slot`'s transaction `epoch` carries in its schedule word.
 pub(crate) fn link(slot: u32, epoch: u64) -> u64 {
     LINK_MARK | u64::from(slot) << 48 | (epoch & MAX_EPOCH)
@@ -142,36 +140,38 @@ pub(crate) fn decide(word: &AtomicU64, epoch: u64) -> bool {
 /// What a reader does with record `offset` of `ring` (claim at `pos`, tag `seen`) after
 /// waiting on it for the claim timeout: a plain claim is aborted; a prepared record is
 /// committed or aborted as its transaction went, which `outcome(slot, epoch)` tells
-/// ([`decide`] over the slot's state word). Nothing happens if the tag changed meanwhile (the
-/// caller reads it again). An error of `outcome` leaves the record as it is.
+/// ([`decide`] over the slot's state word), and sleeping readers are woken. Nothing happens
+/// if the tag changed meanwhile (the caller reads it again). `Ok(false)`: the record's bytes
+/// may have been overwritten (the ring lapped it: only a reader that may be overrun sees
+/// this), so its link cannot be read; nothing was done. A header that does not repeat the
+/// offset, or a schedule word that is no link, is damage: the record is aborted. An error of
+/// `outcome` leaves the record as it is.
 pub(crate) fn give_up_stalled<E>(
     ring: &Ring,
     offset: u64,
     pos: u64,
     seen: u64,
     outcome: impl FnOnce(u32, u64) -> Result<bool, E>,
-) -> Result<(), E> {
+) -> Result<bool, E> {
     if !ring::is_prepared(offset, seen) {
         ring.abort(offset, seen);
-        return Ok(());
+        return Ok(true);
     }
-    let link = ring.link_of(pos, seen);
-    // Acquire: a seqlock check of the link read above. A committer zeroes the link before its
-    // tag CAS, so a changed tag means the link may be torn: the caller reads it all again.
-    if ring.slot_tag(offset).load(Ordering::Acquire) != seen {
-        return Ok(());
-    }
-    let commit = if link == 0 {
-        // Zeroed by a committer, which read the transaction committed (X2).
-        true
-    } else if let Some((slot, epoch)) = unlink(link) {
-        outcome(slot, epoch)?
-    } else {
-        // Not a link: damaged bytes; the record is not one shmq prepared.
-        false
+    let Some((stored, link)) = ring.prepared_header(offset, pos, seen) else {
+        return Ok(true);
     };
-    ring.settle_prepared(offset, pos, seen, commit);
-    Ok(())
+    // SYNC L: after the header's loads (and the fence in `prepared_header`).
+    if ring.overrun(pos) {
+        return Ok(false);
+    }
+    let commit = match unlink(link).filter(|_| stored == offset) {
+        Some((slot, epoch)) => outcome(slot, epoch)?,
+        None => false,
+    };
+    if ring.settle_prepared(offset, seen, commit) {
+        ring.notify_data();
+    }
+    Ok(true)
 }
 
 /// One partition a transaction wrote to: its records are offsets `first .. first + count` of
@@ -288,6 +288,30 @@ impl<'a> TxnTable<'a> {
         // Release: the bytes before the length (readers take the file lock anyway).
         self.name_len(slot)
             .store(name.len() as u64, crate::protocol::sync::Ordering::Release);
+    }
+
+    /// The boot id word (see [`BOOT_ID`]).
+    pub(crate) fn boot_id(&self) -> &'a AtomicU128 {
+        self.region.u128(BOOT_ID)
+    }
+
+    /// After a machine restart (no process from before it runs, and the partitions' recovery
+    /// kept none of their prepared records, since a prepared record ends the prefix it
+    /// replays): ends the slot's epoch as it stood (one still preparing aborted) and settled,
+    /// with no participants and no input commit left to make, and no holder. Under the file's
+    /// lock, before the boot id is stored.
+    pub(crate) fn clear_after_restart(&self, slot: u32) {
+        // Relaxed throughout: published by the boot id's Release store, which every holder
+        // loads (Acquire) first.
+        let (epoch, s) = unpack_state(self.state(slot).load(Ordering::Relaxed));
+        if s == PREPARING {
+            self.state(slot)
+                .store(state(epoch, ABORTED), Ordering::Relaxed);
+        }
+        self.settled(slot).store(epoch, Ordering::Relaxed);
+        self.count(slot).store(0, Ordering::Relaxed);
+        self.set_input(slot, None);
+        self.owner(slot).store(0, Ordering::Relaxed);
     }
 
     /// The number of participants of the slot's current epoch.

@@ -216,7 +216,9 @@ impl Cursor {
                         let left = shared.geometry.claim_timeout.saturating_sub(stalled);
                         if left.is_zero() {
                             // A prepared record goes as its transaction went (`txn.rs`).
-                            give_up_stalled(shared, self.offset, self.pos, tag)?;
+                            if !give_up_stalled(shared, self.offset, self.pos, tag)? {
+                                return Err(self.resync(shared, self.offset));
+                            }
                             continue;
                         }
                         stall_left = Some(left);
@@ -312,6 +314,6 @@ impl Cursor {
 /// 20 instructions per record (callgrind, `call_cost`).
 #[cold]
 #[inline(never)]
-fn give_up_stalled(shared: &MappedQueue, offset: u64, pos: u64, tag: u64) -> Result<()> {
+fn give_up_stalled(shared: &MappedQueue, offset: u64, pos: u64, tag: u64) -> Result<bool> {
     shared.give_up_stalled(offset, pos, tag)
 }

@@ -320,7 +320,7 @@ impl MappedQueue {
             }
             // As a reader gives it up (a prepared record as its transaction went); a
             // transaction file that cannot be read leaves it for the next flush.
-            if self.give_up_stalled(end.0, end.1, tag).is_err()
+            if !self.give_up_stalled(end.0, end.1, tag).unwrap_or(false)
                 || self.ring.slot_tag(end.0).load(Ordering::Relaxed) == tag
             {
                 return end;

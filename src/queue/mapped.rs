@@ -155,11 +155,12 @@ impl MappedQueue {
     /// the claim timeout: a plain claim is aborted; a prepared record is committed or aborted
     /// as its transaction decides (aborting the transaction if it never reached its commit
     /// point). Nothing happens if the tag changed meanwhile (the caller reads it again).
+    /// `Ok(false)`: the ring lapped the record (a reader that may be overrun), nothing done.
     ///
     /// Errors: the transaction file cannot be opened or is damaged. The record is then left
     /// as it is (its transaction may have committed): the reader reports the error and tries
     /// again at its next call.
-    pub(crate) fn give_up_stalled(&self, offset: u64, pos: u64, seen: u64) -> Result<()> {
+    pub(crate) fn give_up_stalled(&self, offset: u64, pos: u64, seen: u64) -> Result<bool> {
         txn::give_up_stalled(&self.ring, offset, pos, seen, |slot, epoch| {
             Ok(self.transactions()?.outcome(slot, epoch))
         })

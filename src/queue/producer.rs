@@ -35,7 +35,8 @@ pub struct Schedule {
     /// Deliver no earlier than this long after the record's timestamp (whole milliseconds).
     pub delay: Duration,
     /// Never deliver later than this long after the record's timestamp: the record then
-    /// expires (whole milliseconds, at least 1). `None`: it does not expire.
+    /// expires (whole milliseconds, at least 1, below 2^31: 24.8 days). `None`: it does not
+    /// expire.
     pub ttl: Option<Duration>,
 }
 
@@ -43,19 +44,28 @@ impl Schedule {
     /// The schedule word: the delay in milliseconds in the low 32 bits, the time to live in
     /// the high 32 bits (0: none).
     pub(crate) fn word(&self) -> Result<u64> {
-        let ms = |argument: &'static str, d: Duration, min: u128| {
+        let ms = |argument: &'static str, d: Duration, min: u128, max: u64, days: &str| {
             let ms = d.as_millis().max(min);
-            u32::try_from(ms)
-                .map(u64::from)
-                .map_err(|_| Error::InvalidArgument {
+            u64::try_from(ms)
+                .ok()
+                .filter(|&ms| ms <= max)
+                .ok_or_else(|| Error::InvalidArgument {
                     argument,
-                    why: format!("{d:?} is longer than the maximum of 2^32 - 1 ms (49.7 days)"),
+                    why: format!("{d:?} is longer than the maximum of {max} ms ({days})"),
                 })
         };
-        let delay = ms("schedule delay", self.delay, 0)?;
+        let delay = ms(
+            "schedule delay",
+            self.delay,
+            0,
+            u32::MAX.into(),
+            "49.7 days",
+        )?;
+        // Below 2^31 ms: a schedule word never has its top bit set, which marks the link of a
+        // transaction's record instead (`protocol/ring.rs`, `LINK_MARK`).
         let ttl = match self.ttl {
             None => 0,
-            Some(t) => ms("schedule ttl", t, 1)?,
+            Some(t) => ms("schedule ttl", t, 1, (1 << 31) - 1, "24.8 days")?,
         };
         Ok(delay | ttl << 32)
     }
@@ -232,8 +242,8 @@ impl Producer {
     /// [`Queue::worker`](crate::Queue::worker)) deliver it no earlier than `delay` after its
     /// timestamp, and never after its time to live. Plain consumer groups and tail readers
     /// ignore the schedule and read the record at once. Fails as [`publish`](Self::publish)
-    /// does, and with [`Error::InvalidArgument`] for a delay or time to live of 2^32 ms (49.7
-    /// days) or more.
+    /// does, and with [`Error::InvalidArgument`] for a delay of 2^32 ms (49.7 days) or more,
+    /// or a time to live of 2^31 ms (24.8 days) or more.
     pub fn publish_scheduled(&mut self, payload: &[u8], schedule: &Schedule) -> Result<u64> {
         let word = schedule.word()?;
         self.lease.check_current(&self.shared.path)?;
@@ -320,13 +330,15 @@ impl Producer {
     /// Claims, writes and prepares `payloads` as one run for the topic transaction `link`
     /// (`protocol/txn.rs`): the records wait in the ring, invisible, for their transaction's
     /// outcome, which [`settle_run`](Self::settle_run) applies. `run` receives the claims
-    /// (empty if nothing was claimed). Waits for room as [`publish_batch`](Self::publish_batch)
+    /// (empty if nothing was claimed), which `claimed` is shown right after the claim, before
+    /// anything is written. Waits for room as [`publish_batch`](Self::publish_batch)
     /// does; [`Error::Aborted`] names the run's first record if a reader gave it up first.
     pub(crate) fn prepare_run(
         &mut self,
         payloads: &[&[u8]],
         link: u64,
         run: &mut Vec<Claim>,
+        claimed: impl FnOnce(&[Claim]),
     ) -> Result<()> {
         run.clear();
         self.lease.check_current(&self.shared.path)?;
@@ -342,6 +354,7 @@ impl Producer {
             self.claim_with(|ring, tail, limit| {
                 ring.try_claim_run(tail, &lens, limit, slot_off, run)
             })?;
+            claimed(run);
             let ring = &self.shared.ring;
             for ((claim, payload), crc) in run.iter().zip(payloads).zip(lens.iter_mut()) {
                 ring.write_payload(claim, payload);

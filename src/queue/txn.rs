@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, Error, Result, TxnFault};
 use crate::mapping::file::{create_allocated, io_err, rename_noreplace};
+use crate::mapping::lease::OwnFd;
 use crate::mapping::sigbus::Protected;
 use crate::mapping::trust::{open_shared, Trust};
-use crate::protocol::sync::Region;
+use crate::protocol::sync::{Ordering, Region};
 use crate::protocol::txn::{
     self, check_header, encode_header, HeaderFault, TxnTable, FILE_SIZE, HEADER_LEN,
 };
@@ -45,7 +46,11 @@ impl TxnFile {
         let path = dir.join(FILE_NAME);
         match Self::open(&path, trust) {
             Err(Error::NotFound { .. }) => {}
-            other => return other,
+            Ok(txns) => {
+                txns.recover_if_restarted()?;
+                return Ok(txns);
+            }
+            Err(e) => return Err(e),
         }
         let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
         let written = (|| {
@@ -61,7 +66,36 @@ impl TxnFile {
             Ok(()) | Err(Error::Exists { .. }) => {}
             Err(e) => return Err(e),
         }
-        Self::open(&path, trust)
+        let txns = Self::open(&path, trust)?;
+        txns.recover_if_restarted()?;
+        Ok(txns)
+    }
+
+    /// Recovery after a machine restart (the boot id differs), under an exclusive `flock` of
+    /// the file, for a holder before it touches its slot: every slot's epoch is ended as it
+    /// stood and settled ([`TxnTable::clear_after_restart`]): its participants' offsets and its
+    /// input commit speak of the machine before the restart, whose recovered partitions hold
+    /// none of its prepared records. A new file gets its first boot id here.
+    fn recover_if_restarted(&self) -> Result<()> {
+        let boot = crate::runtime::boot::boot_id().map_err(io_err(&self.path, "read boot id"))?;
+        let boot = u128::from_le_bytes(boot);
+        let table = self.table();
+        // Acquire: pairs with the Release store that ends recovery, so a holder that takes the
+        // fast path (no lock) sees the recovered slots.
+        if table.boot_id().load(Ordering::Acquire) == boot {
+            return Ok(());
+        }
+        let _lock =
+            OwnFd::flock_exclusive(&self.file, &self.path).map_err(io_err(&self.path, "flock"))?;
+        if table.boot_id().load(Ordering::Acquire) == boot {
+            return Ok(());
+        }
+        for slot in 0..txn::SLOTS {
+            table.clear_after_restart(slot);
+        }
+        // Release: publishes the recovered slots to holders that load the boot id.
+        table.boot_id().store(boot, Ordering::Release);
+        Ok(())
     }
 
     /// Opens and validates the transaction file at `path`, which `trust` must accept: size,

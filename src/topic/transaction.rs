@@ -390,25 +390,29 @@ impl TransactionalProducer {
     ) -> Result<()> {
         for (i, (&p, indexes)) in by_partition.iter().enumerate() {
             let payloads: Vec<&[u8]> = indexes.iter().map(|&r| records[r].1.as_slice()).collect();
-            let producer = self.producer(p)?;
-            let mut run = Vec::with_capacity(payloads.len());
-            let prepared = producer.prepare_run(&payloads, link, &mut run);
-            if let Some(first) = run.first() {
-                let table = self.txns.table();
-                let words = table.participant(self.slot, i as u32);
+            self.producer(p)?;
+            let producer = self.producers[p as usize]
+                .as_mut()
+                .expect("opened just above");
+            let (table, slot) = (self.txns.table(), self.slot);
+            // The run is listed right after its claim, before any of its records is prepared,
+            // so every prepared record of the epoch is in the list a next holder settles (X3).
+            let list = |run: &[Claim]| {
+                let words = table.participant(slot, i as u32);
                 let entry = Participant {
                     partition: p,
                     count: run.len() as u32,
-                    first: first.offset,
+                    first: run[0].offset,
                 };
                 // Relaxed: published by the count's Release store.
                 words[0].store(txn::pack_participant(&entry), Ordering::Relaxed);
                 words[1].store(entry.first, Ordering::Relaxed);
                 // Release: a next holder that reads the count sees the entries.
-                table
-                    .count(self.slot)
-                    .store(i as u64 + 1, Ordering::Release);
-            }
+                table.count(slot).store(i as u64 + 1, Ordering::Release);
+                crate::crash::point("txn.after_list");
+            };
+            let mut run = Vec::with_capacity(payloads.len());
+            let prepared = producer.prepare_run(&payloads, link, &mut run, list);
             runs.push((p, run));
             prepared.map_err(|e| match e {
                 Error::Aborted { .. } => {
@@ -447,7 +451,8 @@ impl TransactionalProducer {
         }
         // A transaction left preparing is aborted here (X1).
         let commit = self.txns.outcome(self.slot, epoch);
-        // Acquire: pairs with the participant list's Release count store.
+        // Acquire: pairs with the participant list's Release count store. (After a machine
+        // restart the list is empty: the file's recovery cleared it, `queue/txn.rs`.)
         let count = table.count(self.slot).load(Ordering::Acquire);
         if count > u64::from(txn::MAX_PARTICIPANTS) {
             return Err(self.corrupt(format!("a count of {count}")));
@@ -465,18 +470,33 @@ impl TransactionalProducer {
             }
             let shared = self.topic.partitions()[entry.partition as usize].shared();
             let ring = &shared.ring;
-            for x in entry.first..entry.first.saturating_add(u64::from(entry.count)) {
+            // The run was claimed: it lies below the tail and within one index of slots. A
+            // list that says otherwise is damaged, and its offsets are not the holder's.
+            let (tail, _) = ring.tail();
+            let end = entry.first.checked_add(u64::from(entry.count));
+            if !end.is_some_and(|e| e <= tail) || u64::from(entry.count) > ring.layout.index_entries
+            {
+                return Err(self.corrupt(format!(
+                    "{} records from offset {} of partition {} (its tail is {tail})",
+                    entry.count, entry.first, entry.partition
+                )));
+            }
+            for x in entry.first..entry.first + u64::from(entry.count) {
                 // Acquire: see the record a prepared tag publishes.
                 let seen = ring.slot_tag(x).load(Ordering::Acquire);
                 if ring::is_prepared(x, seen) {
+                    // As a reader settles it: the record's own link decides, checked against
+                    // its header and a lap (a record overwritten meanwhile is left alone).
                     if let Some(pos) = ring.resolve(x) {
-                        ring.settle_prepared(x, pos, seen, commit);
+                        let outcome = |slot, e| Ok::<_, Error>(self.txns.outcome(slot, e));
+                        txn::give_up_stalled(ring, x, pos, seen, outcome)?;
                     }
                 } else if ring::unresolved(x, seen) {
                     // Claimed, never prepared: its producer (the dead holder) is gone.
                     ring.abort(x, seen);
                 }
             }
+            ring.notify_data();
         }
         if commit {
             if let Some(input) = table.input(self.slot).map_err(|what| self.corrupt(what))? {
@@ -497,8 +517,15 @@ impl TransactionalProducer {
     fn apply_input(&self, input: &InputCommit) -> Result<()> {
         let queue = Queue::open_trusting(&input.path, &self.topic.trust())?;
         let shared = queue.shared();
+        let (offset, pos) = crate::protocol::sync::unpack(input.new);
+        // A cursor past the queue's tail is no commit shmq recorded: a damaged list.
+        if offset > shared.ring.tail().0 {
+            return Err(self.corrupt(format!(
+                "an input commit to offset {offset} of {} past its tail",
+                input.path
+            )));
+        }
         if let Some(slot) = shared.find_group(&input.group) {
-            let (offset, pos) = crate::protocol::sync::unpack(input.new);
             if shared.swap_committed(slot, input.old, offset, pos).is_ok() {
                 shared.ring.notify_space();
             }
