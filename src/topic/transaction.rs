@@ -203,7 +203,10 @@ impl TransactionalProducer {
     /// because this call stalled past a partition's claim timeout, or a partition had no room
     /// under its `Reject` policy); [`Error::InvalidArgument`] for more than 64 partitions in
     /// one transaction; the errors of [`Producer::publish_batch`] for a partition, after which
-    /// the transaction was aborted too. The records are dropped either way.
+    /// the transaction was aborted too. The records are dropped either way. Past the commit
+    /// point only the durability wait of a partition can fail ([`Error::NotDurable`],
+    /// [`Error::Poisoned`] under `Sync`): the records are then visible, so do not send them
+    /// again.
     pub fn commit(&mut self) -> Result<Vec<Published>> {
         self.commit_with(None, || Ok(()))
     }
@@ -218,7 +221,10 @@ impl TransactionalProducer {
     /// the group's reader.
     ///
     /// Errors: those of [`commit`](Self::commit) and of [`Consumer::commit`]; the records are
-    /// dropped either way. [`Error::TakenOver`] before anything is written: the group's
+    /// dropped either way. An error of the consumer's commit after the commit point leaves the
+    /// output visible and the epoch unsettled: the id's next holder (or this one's next
+    /// commit) makes the input commit if the cursor still holds the value the transaction
+    /// replaced. [`Error::TakenOver`] before anything is written: the group's
     /// offset moved since the consumer read it (a consumer opened before this producer
     /// settled its predecessor's transaction, or another member): make a new consumer, which
     /// resumes after the last committed transaction.
