@@ -75,7 +75,7 @@ impl TailReader {
     /// Returns the next record, waiting up to `timeout` (`None`: forever); `Ok(None)` when the
     /// timeout passed. [`Error::Lagged`] means records were overwritten before this reader got
     /// to them; it now continues at the oldest retained record. A record that fails its
-    /// CRC32C gives [`Error::Corrupt`] of kind [`Corruption::Checksum`], and the reader has
+    /// CRC32C gives [`Error::Corrupt`] of kind [`Corruption::Checksum`](crate::Corruption::Checksum), and the reader has
     /// moved past it. [`Error::Truncated`] or [`Error::Detached`]: the queue file was
     /// truncated, removed or replaced under this process.
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<Option<Message<'_>>> {
