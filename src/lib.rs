@@ -88,7 +88,8 @@ pub use queue::{Options, Queue};
 pub use topic::{
     fan_out, partition_for_key, FanOut, MemberInfo, MemberOptions, PartitionInfo, Published, Topic,
     TopicConsumer, TopicJob, TopicMessage, TopicOptions, TopicPending, TopicProducer, TopicTicket,
-    TopicWorkInfo, TopicWorker, TransactionalProducer, MAX_KEY, MAX_PARTITIONS,
+    TopicWorkInfo, TopicWorker, TransactionInfo, TransactionState, TransactionalProducer, MAX_KEY,
+    MAX_PARTITIONS,
 };
 
 /// The README's example, compiled and run as a doctest so it cannot go stale.

@@ -54,7 +54,7 @@ pub use fanout::{fan_out, FanOut};
 pub use members::MemberInfo;
 pub use producer::{Published, TopicProducer};
 pub use routing::{partition_for_key, MAX_KEY};
-pub use transaction::TransactionalProducer;
+pub use transaction::{TransactionInfo, TransactionState, TransactionalProducer};
 pub use work::{TopicJob, TopicPending, TopicTicket, TopicWorkInfo, TopicWorker};
 
 /// Making the members of a topic: producers, consumer-group members and workers.

@@ -73,6 +73,86 @@ impl Topic {
     }
 }
 
+/// Where a transactional id's current transaction stands: the state word's low two bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionState {
+    /// No transaction started yet (epoch 0), or a state word with no state.
+    None,
+    /// Being written: its records are prepared and invisible, its commit point not reached.
+    Preparing,
+    /// Reached its commit point: every record of it is (or becomes) visible.
+    Committed,
+    /// Aborted: none of its records is ever read.
+    Aborted,
+}
+
+/// Facts about one transactional id of a topic ([`Topic::transactions`]), read word by word
+/// from the topic's transaction file (a snapshot; a damaged word is reported as found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionInfo {
+    /// The transactional id; `None` if its name in the file is not readable (a damaged
+    /// length or bytes that are not UTF-8).
+    pub id: Option<String>,
+    /// Its slot in the transaction file.
+    pub slot: u32,
+    /// Process id of its holder, if any.
+    pub holder: Option<u32>,
+    /// Whether that holder is still running.
+    pub holder_alive: bool,
+    /// The epoch of its current (last begun) transaction: one per commit.
+    pub epoch: u64,
+    /// Where that transaction stands.
+    pub state: TransactionState,
+    /// The last epoch whose records (and input commit) are all settled; behind `epoch`, the
+    /// id's next holder, or its holder's next commit, finishes that epoch first.
+    pub settled: u64,
+}
+
+impl Topic {
+    /// Every transactional id of the topic with its holder and the state of its current
+    /// transaction, read from `<topic>/transactions` (empty if no transactional producer was
+    /// ever opened). Read-only: nothing is settled or changed.
+    ///
+    /// Errors: those of opening the transaction file ([`Error::Corrupt`] for a damaged
+    /// header, [`Error::Untrusted`], [`Error::Io`]).
+    pub fn transactions(&self) -> Result<Vec<TransactionInfo>> {
+        let path = self.path().join(crate::queue::txn::FILE_NAME);
+        let txns = match TxnFile::open(&path, &self.trust()) {
+            Ok(t) => t,
+            Err(Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let table = txns.table();
+        let mut out = Vec::new();
+        for slot in 0..txn::SLOTS {
+            // Relaxed: a snapshot for people; a free slot has no name length.
+            if table.name_len(slot).load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            // Acquire: see the holder's word as its CAS stored it (a snapshot).
+            let held = table.owner(slot).load(Ordering::Acquire);
+            // SeqCst (SYNC X): as every reader of the state word.
+            let (epoch, state) = txn::unpack_state(table.state(slot).load(Ordering::SeqCst));
+            out.push(TransactionInfo {
+                id: table.name(slot),
+                slot,
+                holder: (held != 0).then(|| lease::pid(held)),
+                holder_alive: held != 0 && lease::alive(&txns.file, held),
+                epoch,
+                state: match state {
+                    txn::PREPARING => TransactionState::Preparing,
+                    txn::COMMITTED => TransactionState::Committed,
+                    txn::ABORTED => TransactionState::Aborted,
+                    _ => TransactionState::None,
+                },
+                // Acquire: pairs with the Release store that ends an epoch's settling.
+                settled: table.settled(slot).load(Ordering::Acquire),
+            });
+        }
+        Ok(out)
+    }
+}
+
 impl TransactionalProducer {
     fn new(topic: Topic, id: &str) -> Result<TransactionalProducer> {
         if id.is_empty() || id.len() > txn::MAX_NAME {
