@@ -370,6 +370,16 @@ typedef struct shmq_topic_consumer shmq_topic_consumer;
 typedef struct shmq_topic_producer shmq_topic_producer;
 
 /*
+ A transactional producer (opaque): holds one transactional id of a topic until freed with
+ `shmq_transactional_producer_free`. One holder per id at a time, in every process. The
+ records of the open transaction wait in this handle until `shmq_txn_commit`.
+
+ Thread safety: use it from one thread at a time (it may move between threads). Lifetime:
+ it keeps the topic open, so it may outlive the `shmq_topic` it was made from.
+ */
+typedef struct shmq_txn shmq_txn;
+
+/*
  A member of a work group (opaque), made by `shmq_worker_new` and freed by
  `shmq_worker_free`. Any number of workers, in any processes and threads, share a group:
  each record goes to one of them at a time.
@@ -579,6 +589,20 @@ typedef struct shmq_topic_message {
    */
   uint64_t aborted_before;
 } shmq_topic_message;
+
+/*
+ Where one record of a committed transaction went (`shmq_txn_commit`).
+ */
+typedef struct shmq_txn_place {
+  /*
+   The partition.
+   */
+  uint32_t partition;
+  /*
+   The record's offset within it.
+   */
+  uint64_t offset;
+} shmq_txn_place;
 
 /*
  The settings of a work group, used only when `shmq_worker_new` creates the group (an
@@ -1499,6 +1523,144 @@ enum shmq_status shmq_topic_commit(struct shmq_topic_consumer *consumer,
  `consumer` is NULL or a live consumer handle, freed exactly once and not in use.
  */
 void shmq_topic_consumer_free(struct shmq_topic_consumer *consumer);
+
+/*
+ Takes transactional id `id` (1 to 64 bytes of UTF-8) of `topic` and stores the handle in
+ `*out`; free it with `shmq_transactional_producer_free`. Creates the topic's transaction
+ file (`<topic>/transactions`) on first use. If the id's previous holder died, the
+ transaction it left is settled first: committed if it had reached its commit point,
+ aborted otherwise. `SHMQ_EBUSY` while another live handle holds the id, or once 64 other
+ ids have slots; `SHMQ_EINVAL` for an empty or longer id; `SHMQ_ECORRUPT` for a damaged
+ transaction file.
+
+ # Safety
+ `topic` is NULL or a live topic handle; `id` is NULL or a NUL-terminated string; `out` is
+ NULL or writable.
+ */
+enum shmq_status shmq_transactional_producer_new(const struct shmq_topic *topic,
+                                                 const char *id,
+                                                 struct shmq_txn **out);
+
+/*
+ Adds the `len` bytes at `data` with the `key_len`-byte `key` to the open transaction, for
+ the key's partition (`shmq_topic_partition_for_key`), and stores that partition in
+ `*partition_out` (if not NULL). Nothing is written until `shmq_txn_commit`. `SHMQ_ETOOBIG`
+ for a record larger than the partition's maximum message, `SHMQ_EINVAL` for a key longer
+ than 65,534 bytes.
+
+ # Safety
+ `txn` is NULL or a live handle used by this thread only; `key`/`data` are NULL only with a
+ length of 0, else they point to that many readable bytes; `partition_out` is NULL or
+ writable.
+ */
+enum shmq_status shmq_txn_send_keyed(struct shmq_txn *txn,
+                                     const uint8_t *key,
+                                     size_t key_len,
+                                     const uint8_t *data,
+                                     size_t len,
+                                     uint32_t *partition_out);
+
+/*
+ Adds the `len` bytes at `data` without a key to the open transaction, for the next
+ partition in round-robin order, and stores that partition in `*partition_out` (if not
+ NULL). Outcomes as for `shmq_txn_send_keyed`.
+
+ # Safety
+ As for `shmq_txn_send_keyed`.
+ */
+enum shmq_status shmq_txn_send(struct shmq_txn *txn,
+                               const uint8_t *data,
+                               size_t len,
+                               uint32_t *partition_out);
+
+/*
+ Adds the `len` bytes at `data` to the open transaction for `partition` (`SHMQ_EINVAL` if
+ it does not exist), with the `key_len`-byte `key`, or without a key if `key` is NULL.
+ Outcomes as for `shmq_txn_send_keyed`.
+
+ # Safety
+ As for `shmq_txn_send_keyed`; a NULL `key` means no key (`key_len` is then ignored).
+ */
+enum shmq_status shmq_txn_send_to(struct shmq_txn *txn,
+                                  uint32_t partition,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  const uint8_t *data,
+                                  size_t len);
+
+/*
+ Stores in `*out` how many records the open transaction holds (sent since the last commit
+ or abort).
+
+ # Safety
+ `txn` is NULL or a live handle used by this thread only; `out` is NULL or writable.
+ */
+enum shmq_status shmq_txn_pending(struct shmq_txn *txn, size_t *out);
+
+/*
+ Drops the open transaction's records: nothing of them was written.
+
+ # Safety
+ `txn` is NULL or a live handle used by this thread only.
+ */
+enum shmq_status shmq_txn_abort(struct shmq_txn *txn);
+
+/*
+ Commits the open transaction: every record sent since the last commit or abort becomes
+ visible at once, in every partition (in send order within a partition). On `SHMQ_OK` the
+ places of the first `capacity` records, in send order, are stored in `places`, and the
+ number of records committed in `*count_out` (if not NULL; more than `capacity` means the
+ list was cut: the records are committed all the same). An empty transaction commits
+ nothing (count 0).
+
+ `SHMQ_TIMEOUT` when the transaction was aborted (none of it is visible: the call stalled
+ past a partition's claim timeout and a reader gave a record up, or a partition had no room
+ under `SHMQ_FULL_REJECT`); `SHMQ_EINVAL` for more than 64 partitions in one transaction;
+ the errors of `shmq_publish_batch` for a partition, after which the transaction was
+ aborted too. The records are dropped on every outcome.
+
+ # Safety
+ `txn` is NULL or a live handle used by this thread only; `places` is NULL (only with a
+ `capacity` of 0) or points to `capacity` writable `shmq_txn_place`; `count_out` is NULL or
+ writable.
+ */
+enum shmq_status shmq_txn_commit(struct shmq_txn *txn,
+                                 struct shmq_txn_place *places,
+                                 size_t capacity,
+                                 size_t *count_out);
+
+/*
+ Commits the open transaction as `shmq_txn_commit` does, together with `consumer`'s commit
+ of `offset` (the last input record processed): the consumer's group moves to
+ `offset + 1` exactly when the transaction's records become visible, so a process killed
+ anywhere neither loses an input nor publishes its output twice. Open the transactional
+ producer before the consumer (the id's next holder finishes a commit its previous holder
+ left), and use one transactional id per input queue or partition.
+
+ Outcomes as `shmq_txn_commit` and `shmq_commit`; `SHMQ_ETAKENOVER` before anything is
+ written when the group's offset moved since the consumer read it (free the consumer and
+ make a new one, which resumes after the last committed transaction); `SHMQ_EINVAL` for an
+ offset not yet polled, or a queue path that is not UTF-8 of at most 768 bytes. The
+ records are dropped on every outcome.
+
+ # Safety
+ As for `shmq_txn_commit`; `consumer` is NULL or a live consumer used by this thread only.
+ */
+enum shmq_status shmq_txn_commit_consumed(struct shmq_txn *txn,
+                                          struct shmq_consumer *consumer,
+                                          uint64_t offset,
+                                          struct shmq_txn_place *places,
+                                          size_t capacity,
+                                          size_t *count_out);
+
+/*
+ Frees a transactional producer (NULL: no-op): an open transaction's records are dropped
+ (never written) and the id is free for the next holder.
+
+ # Safety
+ `txn` is NULL or a live handle, freed exactly once and not in use by another thread.
+ */
+void shmq_transactional_producer_free(struct shmq_txn *txn);
 
 /*
  The version of the shmq library, as a static NUL-terminated string such as "0.1.0" (never

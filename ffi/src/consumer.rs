@@ -290,7 +290,7 @@ pub unsafe extern "C" fn shmq_consumer_free(consumer: *mut shmq_consumer) {
 ///
 /// # Safety
 /// `c` is NULL or a live consumer handle that only this thread uses for `'a`.
-unsafe fn consumer_mut<'a>(c: *mut shmq_consumer) -> Result<&'a mut Consumer, Failure> {
+pub(crate) unsafe fn consumer_mut<'a>(c: *mut shmq_consumer) -> Result<&'a mut Consumer, Failure> {
     non_null(c, "consumer")?;
     // SAFETY: non-NULL, and the caller guarantees a live handle used by only this thread for
     // 'a, so a unique borrow is sound.

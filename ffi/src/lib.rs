@@ -29,6 +29,7 @@ mod producer;
 mod queue;
 mod status;
 mod topic;
+mod transaction;
 mod version;
 mod work;
 
@@ -69,6 +70,11 @@ pub use topic::{
     shmq_topic_open_trusting, shmq_topic_partition_for_key, shmq_topic_partitions, shmq_topic_poll,
     shmq_topic_producer, shmq_topic_producer_free, shmq_topic_producer_new, shmq_topic_publish,
     shmq_topic_publish_keyed, shmq_topic_publish_to,
+};
+pub use transaction::{
+    shmq_transactional_producer_free, shmq_transactional_producer_new, shmq_txn, shmq_txn_abort,
+    shmq_txn_commit, shmq_txn_commit_consumed, shmq_txn_pending, shmq_txn_place, shmq_txn_send,
+    shmq_txn_send_keyed, shmq_txn_send_to,
 };
 pub use version::{shmq_format_version, shmq_version};
 pub use work::{

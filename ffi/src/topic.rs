@@ -542,7 +542,9 @@ pub unsafe extern "C" fn shmq_topic_consumer_free(consumer: *mut shmq_topic_cons
 ///
 /// # Safety
 /// `t` is NULL or a live `shmq_topic` handle.
-unsafe fn topic_lock<'a>(t: *const shmq_topic) -> Result<MutexGuard<'a, Topic>, Failure> {
+pub(crate) unsafe fn topic_lock<'a>(
+    t: *const shmq_topic,
+) -> Result<MutexGuard<'a, Topic>, Failure> {
     non_null(t, "topic")?;
     // SAFETY: non-NULL, and the caller guarantees a live handle; only shared access is taken.
     let t = unsafe { &(*t).topic };
