@@ -1,4 +1,5 @@
-//! `shmq publish`: one message per line of stdin, or synthetic load with `--count`.
+//! `shmq publish`: one message per line of stdin, or synthetic load with `--count`; to a topic,
+//! optionally as transactions (`--transaction`).
 
 use clap::Args;
 use std::io::{self, BufRead, Write};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use shmq::{
     IdOptions, IdempotentProducer, Producer, PublishOutcome, Queue, Schedule, Topic, TopicProducer,
+    TransactionalProducer,
 };
 
 use crate::error::{first_given, At, CliError};
@@ -57,6 +59,15 @@ pub struct PublishArgs {
     /// With --id: the first line's sequence number [default: where the id left off].
     #[arg(long, requires = "id", value_name = "N")]
     seq: Option<u64>,
+    /// Topics: publish the lines as one transaction of this transactional id, committed at
+    /// the end of the input: all of them become visible at once, in every partition, or none
+    /// does. Prints `PARTITION:OFFSET` per line once its transaction committed.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["count", "timeout"])]
+    transaction: Option<String>,
+    /// With --transaction: commit every N lines (and the rest at the end of the input)
+    /// instead of all of them as one transaction.
+    #[arg(long, requires = "transaction", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    transaction_size: Option<u64>,
     /// Give up when the queue stays full this long (policy block) [default: wait forever].
     #[arg(long, value_parser = duration::parse_duration, value_name = "DURATION")]
     timeout: Option<Duration>,
@@ -88,6 +99,18 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
         }
         let topic = args.trust.open_topic(path)?;
         let route = route(args, topic.partition_count())?;
+        if let Some(id) = &args.transaction {
+            let mut producer = topic.transactional_producer(id).at(path)?;
+            return with_input(args, |input, source| {
+                let mut txn = Transaction {
+                    producer: &mut producer,
+                    route: &route,
+                    path,
+                    every: args.transaction_size,
+                };
+                txn.lines(input, source, args.skip_invalid)
+            });
+        }
         let mut producer = topic.producer().at(path)?;
         producer.set_timeout(timeout);
         Target::Topic {
@@ -134,18 +157,25 @@ pub fn run(args: &PublishArgs) -> Result<(), CliError> {
         told: false,
         duplicate: None,
     };
-    match (args.count, &args.file) {
-        (Some(n), _) => synthetic(&mut sender, n, args.size),
-        (None, Some(file)) => {
+    match args.count {
+        Some(n) => synthetic(&mut sender, n, args.size),
+        None => with_input(args, |input, source| {
+            lines(&mut sender, input, source, args.skip_invalid)
+        }),
+    }
+}
+
+/// Runs `publish` over the lines of `--file` or of stdin, with the input's name for errors.
+fn with_input(
+    args: &PublishArgs,
+    publish: impl FnOnce(&mut dyn BufRead, &str) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    match &args.file {
+        Some(file) => {
             let f = std::fs::File::open(file).map_err(|e| CliError::io(file, "open", e))?;
-            lines(
-                &mut sender,
-                io::BufReader::new(f),
-                &file.display().to_string(),
-                args.skip_invalid,
-            )
+            publish(&mut io::BufReader::new(f), &file.display().to_string())
         }
-        (None, None) => lines(&mut sender, io::stdin().lock(), "stdin", args.skip_invalid),
+        None => publish(&mut io::stdin().lock(), "stdin"),
     }
 }
 
@@ -155,6 +185,7 @@ fn topic_only_option(args: &PublishArgs) -> Option<&'static str> {
         (args.key.is_some(), "--key"),
         (args.key_separator.is_some(), "--key-separator"),
         (args.partition.is_some(), "--partition"),
+        (args.transaction.is_some(), "--transaction"),
     ])
 }
 
@@ -201,6 +232,29 @@ enum Route {
     /// Each message is `KEY SEP VALUE`: keyed by what precedes the first separator (routed by
     /// it, or to the partition given).
     Split(Vec<u8>, Option<u32>),
+}
+
+impl Route {
+    /// A message's key, value and partition (when one is given) under this route.
+    fn apply<'a>(
+        &'a self,
+        payload: &'a [u8],
+    ) -> shmq::Result<(Option<&'a [u8]>, &'a [u8], Option<u32>)> {
+        Ok(match self {
+            Route::RoundRobin => (None, payload, None),
+            Route::Partition(p) => (None, payload, Some(*p)),
+            Route::Key(key, p) => (Some(&key[..]), payload, *p),
+            Route::Split(sep, p) => match find(payload, sep) {
+                Some(at) => (Some(&payload[..at]), &payload[at + sep.len()..], *p),
+                None => {
+                    return Err(shmq::Error::InvalidArgument {
+                        argument: "message",
+                        why: format!("no key separator {:?} in it", String::from_utf8_lossy(sep)),
+                    })
+                }
+            },
+        })
+    }
 }
 
 /// Where messages go.
@@ -298,20 +352,7 @@ impl Sender {
                 producer, route, ..
             } => (producer, &*route),
         };
-        let (key, value, partition) = match route {
-            Route::RoundRobin => (None, payload, None),
-            Route::Partition(p) => (None, payload, Some(*p)),
-            Route::Key(key, p) => (Some(&key[..]), payload, *p),
-            Route::Split(sep, p) => match find(payload, sep) {
-                Some(at) => (Some(&payload[..at]), &payload[at + sep.len()..], *p),
-                None => {
-                    return Err(shmq::Error::InvalidArgument {
-                        argument: "message",
-                        why: format!("no key separator {:?} in it", String::from_utf8_lossy(sep)),
-                    })
-                }
-            },
-        };
+        let (key, value, partition) = route.apply(payload)?;
         match (key, partition) {
             (Some(key), None) => {
                 let p = producer.publish_keyed(key, value)?;
@@ -376,6 +417,22 @@ fn placed(
     }
 }
 
+/// Reads the next line of `input` into `line`, without its line ending (`\n` or `\r\n`);
+/// false at the end of the input.
+fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<bool> {
+    line.clear();
+    if input.read_until(b'\n', line)? == 0 {
+        return Ok(false);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    Ok(true)
+}
+
 /// Publishes each line of `input` (without its line ending) and prints its offset; `source`
 /// names the input in errors. With `skip_invalid`, a line the queue refuses (too big, or
 /// without its key separator) is reported and skipped; otherwise it ends the run.
@@ -390,23 +447,13 @@ fn lines(
     let mut done = Tally::default();
     let mut skipped = 0u64;
     for number in 1u64.. {
-        line.clear();
-        let read = input
-            .read_until(b'\n', &mut line)
-            .map_err(|e| done.note(CliError::new(source, e)))?;
-        if read == 0 {
+        if !read_line(&mut input, &mut line).map_err(|e| done.note(CliError::new(source, e)))? {
             break;
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
         }
         let at = match sender.publish(&line) {
             Ok(at) => at,
             Err(e) if skip_invalid && invalid_message(&e) => {
-                let e = publish_error(sender, e, Some((source, number)));
+                let e = publish_error(sender.path(), e, Some((source, number)));
                 errln!("shmq: {e} (skipped)");
                 skipped += 1;
                 continue;
@@ -417,7 +464,7 @@ fn lines(
                 } else {
                     "nothing after it was published"
                 };
-                let e = publish_error(sender, e, Some((source, number)));
+                let e = publish_error(sender.path(), e, Some((source, number)));
                 return Err(done.note(e).with_note(rest));
             }
         };
@@ -435,6 +482,92 @@ fn lines(
         );
     }
     Ok(())
+}
+
+/// `--transaction`: lines sent to a transactional producer's open transaction, committed
+/// every `every` lines and at the end of the input.
+struct Transaction<'a> {
+    /// The holder of the transactional id.
+    producer: &'a mut TransactionalProducer,
+    /// How lines find their partition.
+    route: &'a Route,
+    /// The topic directory.
+    path: &'a std::path::Path,
+    /// `--transaction-size`: lines per transaction (all of them if not given).
+    every: Option<u64>,
+}
+
+impl Transaction<'_> {
+    /// Sends each line of `input` to the open transaction, commits as configured, and prints
+    /// where each line went once its transaction committed; `source` names the input in
+    /// errors. With `skip_invalid`, a line the topic refuses is reported and left out of its
+    /// transaction; any other failure ends the run, the open transaction unpublished.
+    fn lines(
+        &mut self,
+        mut input: impl BufRead,
+        source: &str,
+        skip_invalid: bool,
+    ) -> Result<(), CliError> {
+        let mut out = io::stdout().lock();
+        let mut line = Vec::new();
+        let mut done = Tally::default();
+        for number in 1u64.. {
+            if !read_line(&mut input, &mut line).map_err(|e| done.note(CliError::new(source, e)))? {
+                break;
+            }
+            match self.send(&line) {
+                Ok(()) => {}
+                Err(e) if skip_invalid && invalid_message(&e) => {
+                    let e = publish_error(self.path, e, Some((source, number)));
+                    errln!("shmq: {e} (skipped)");
+                    continue;
+                }
+                Err(e) => {
+                    let e = publish_error(self.path, e, Some((source, number)));
+                    return Err(done
+                        .note(e)
+                        .with_note("nothing of the open transaction was published"));
+                }
+            }
+            if self
+                .every
+                .is_some_and(|n| self.producer.pending() as u64 >= n)
+            {
+                self.commit(&mut done, &mut out)?;
+            }
+        }
+        self.commit(&mut done, &mut out)
+    }
+
+    /// Adds one line to the open transaction.
+    fn send(&mut self, line: &[u8]) -> shmq::Result<()> {
+        let (key, value, partition) = self.route.apply(line)?;
+        match (key, partition) {
+            (Some(key), None) => self.producer.send_keyed(key, value).map(drop),
+            (key, Some(p)) => self.producer.send_to(p, key, value),
+            (None, None) => self.producer.send(value).map(drop),
+        }
+    }
+
+    /// Commits the open transaction and prints where each of its lines went.
+    fn commit(&mut self, done: &mut Tally, out: &mut impl Write) -> Result<(), CliError> {
+        let lines = self.producer.pending();
+        let committed = self.producer.commit().map_err(|e| {
+            done.note(publish_error(self.path, e, None))
+                .with_note(format_args!(
+                    "the {} lines of this transaction were not published",
+                    count(lines as u64)
+                ))
+        })?;
+        for p in committed {
+            let at = (Some(p.partition), p.offset);
+            done.add(at);
+            if let Err(e) = placed(out, at, None) {
+                return stdout_closed(e);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether `e` refuses one message for what it is (so the next one may go through).
@@ -515,7 +648,7 @@ fn synthetic(sender: &mut Sender, n: u64, size: u64) -> Result<(), CliError> {
         payload[..head].copy_from_slice(&seq.to_le_bytes()[..head]);
         let at = sender
             .publish(&payload)
-            .map_err(|e| done.note(publish_error(sender, e, None)))?;
+            .map_err(|e| done.note(publish_error(sender.path(), e, None)))?;
         done.add(at);
         if seq % PROGRESS_EVERY == 0 {
             bar.set_position(seq);
@@ -539,8 +672,7 @@ fn synthetic(sender: &mut Sender, n: u64, size: u64) -> Result<(), CliError> {
 }
 
 /// Describes a failed publish (a full queue's error names what holds producers back).
-fn publish_error(sender: &Sender, e: shmq::Error, line: Option<(&str, u64)>) -> CliError {
-    let path = sender.path();
+fn publish_error(path: &std::path::Path, e: shmq::Error, line: Option<(&str, u64)>) -> CliError {
     let at = line.map_or(String::new(), |(source, n)| format!("{source} line {n}: "));
     CliError::new(path.display(), format_args!("{at}{}", strip_path(path, e)))
 }

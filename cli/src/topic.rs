@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use shmq::{partition_for_key, Topic};
+use shmq::{partition_for_key, Topic, TransactionState};
 
 use crate::error::{At, CliError};
 use crate::fmt::count;
@@ -115,6 +115,50 @@ struct TopicInfo {
     partition_info: Vec<info::Info>,
     /// Every member of every group.
     members: Vec<Member>,
+    /// Every transactional id (absent when the topic has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    transactions: Vec<Transaction>,
+    /// Why the transactional ids could not be read (their file is damaged; absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transactions_error: Option<String>,
+}
+
+/// One transactional id of a topic (`Topic::transactions`).
+#[derive(Serialize)]
+struct Transaction {
+    /// The transactional id (absent when its name in the file is unreadable).
+    id: Option<String>,
+    /// Its slot in the transaction file.
+    slot: u32,
+    /// Its current transaction's epoch (one per commit).
+    epoch: u64,
+    /// That transaction's state: `none`, `preparing`, `committed` or `aborted`.
+    state: &'static str,
+    /// The last epoch whose records are all settled.
+    settled: u64,
+    /// Process id of its holder, if any.
+    holder_pid: Option<u32>,
+    /// Whether that process is running.
+    holder_alive: bool,
+}
+
+impl From<shmq::TransactionInfo> for Transaction {
+    fn from(t: shmq::TransactionInfo) -> Self {
+        Transaction {
+            id: t.id,
+            slot: t.slot,
+            epoch: t.epoch,
+            state: match t.state {
+                TransactionState::None => "none",
+                TransactionState::Preparing => "preparing",
+                TransactionState::Committed => "committed",
+                TransactionState::Aborted => "aborted",
+            },
+            settled: t.settled,
+            holder_pid: t.holder,
+            holder_alive: t.holder_alive,
+        }
+    }
 }
 
 /// One member of a topic's group.
@@ -137,11 +181,17 @@ pub struct Member {
 /// Prints `shmq info` of `topic`.
 pub fn info(topic: &Topic, json: bool) -> Result<(), CliError> {
     let path = topic.path();
+    let (transactions, transactions_error) = match topic.transactions() {
+        Ok(t) => (t.into_iter().map(Transaction::from).collect(), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
     let report = TopicInfo {
         path: path.display().to_string(),
         partitions: topic.partition_count(),
         partition_info: topic.partitions().iter().map(info::gather).collect(),
         members: members(topic),
+        transactions,
+        transactions_error,
     };
     let text = if json {
         info::to_json(path, &report)?
@@ -230,5 +280,30 @@ fn table(topic: &Topic, report: &TopicInfo) -> String {
         out.push_str("\n\n");
         out.push_str(&member_table(&report.members));
     }
+    if let Some(e) = &report.transactions_error {
+        out.push_str(&format!("\n\ntransactions {e}"));
+    } else if !report.transactions.is_empty() {
+        out.push_str("\n\n");
+        out.push_str(&transaction_table(&report.transactions));
+    }
     out
+}
+
+/// The transactional ids, one row each: the state of the current transaction, its epoch,
+/// the last settled epoch (behind the current one: the id's next commit or holder finishes
+/// that transaction first) and the holder.
+fn transaction_table(transactions: &[Transaction]) -> String {
+    let header = ["TRANSACTIONAL ID", "STATE", "EPOCH", "SETTLED", "HOLDER"];
+    let mut rows = vec![header.map(String::from)];
+    for t in transactions {
+        rows.push([
+            t.id.clone()
+                .unwrap_or_else(|| format!("(unreadable name, slot {})", t.slot)),
+            t.state.to_string(),
+            count(t.epoch),
+            count(t.settled),
+            info::holder(t.holder_pid, t.holder_alive),
+        ]);
+    }
+    render_rows(&rows)
 }
