@@ -2,14 +2,18 @@
 //! transaction, commits one over every partition of a topic and drops a third; a Rust reader
 //! finds every record of the committed one where the C program was told they went, and none
 //! of the others. Then the id busy while a Rust handle holds it, consume-transform-produce
-//! through `shmq_txn_commit_consumed`, and the argument checks.
+//! through `shmq_txn_commit_consumed`, and the argument checks; the C program again under
+//! valgrind.
 
 mod build;
 mod common;
+#[path = "../../tests/common/tools.rs"]
+mod tools;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
 
@@ -33,19 +37,63 @@ fn create(dir: &Path, partitions: u32) -> Topic {
     Topic::create(dir.join("t.topic"), &TopicOptions { partitions, queue }).unwrap()
 }
 
-/// Runs `transaction TOPIC ID COUNT`: its exit code and standard output.
-fn run_c(topic: &Path, id: &str, count: u64) -> (i32, String) {
-    let out = Command::new(c_program("tests/c", "transaction"))
+/// Longest the C program may run (valgrind included) before the test fails.
+const LIMIT: Duration = Duration::from_secs(240);
+
+const VALGRIND: &[&str] = &[
+    "valgrind",
+    "--quiet",
+    "--error-exitcode=1",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite,indirect,possible",
+];
+
+/// Runs `wrap... transaction TOPIC ID COUNT` (killed and reaped past [`LIMIT`]): its exit
+/// code and standard output. Its output is a few lines, well within a pipe's buffer.
+fn run_c(wrap: &[&str], topic: &Path, id: &str, count: u64) -> (i32, String) {
+    let program = c_program("tests/c", "transaction");
+    let mut command = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let mut child = command
         .arg(topic)
         .args([id, &count.to_string()])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run the transaction program");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the transaction program ran longer than {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(stderr.is_empty(), "the C program reported: {stderr}");
-    (
-        out.status.code().expect("exited"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    (status.code().expect("exited"), stdout)
 }
 
 /// Every record of `topic` from the start, `(partition, offset) -> value`, read until `want`
@@ -77,7 +125,35 @@ fn read_all(topic: &Topic, want: usize) -> BTreeMap<(u32, u64), String> {
 fn a_c_transaction_over_every_partition_arrives_whole_and_an_aborted_one_never() {
     let dir = tempfile::tempdir().unwrap();
     let topic = create(dir.path(), 3);
-    let (code, out) = run_c(topic.path(), "c-txn", 9);
+    committed_whole(&topic, &[]);
+    // While a Rust handle holds the id, the C program is refused with SHMQ_EBUSY.
+    let held = topic.transactional_producer("c-txn").unwrap();
+    let (code, out) = run_c(&[], topic.path(), "c-txn", 1);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("held by live process"), "{out}");
+    let t = &topic.transactions().unwrap()[0];
+    assert_eq!((t.holder, t.holder_alive), (Some(std::process::id()), true));
+    drop(held);
+}
+
+#[test]
+fn the_c_transaction_under_valgrind() {
+    if !tools::require(
+        "valgrind",
+        tools::runs("valgrind", &["--version"]),
+        "checking the C transaction program under valgrind",
+        "Debian: apt-get install valgrind (.ci/run installs it)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    committed_whole(&create(dir.path(), 3), VALGRIND);
+}
+
+/// Runs the C program (under `wrap`) with 9 records on a fresh 3-partition `topic` and checks
+/// that exactly its committed transaction arrived, where it was told, and the id's state.
+fn committed_whole(topic: &Topic, wrap: &[&str]) {
+    let (code, out) = run_c(wrap, topic.path(), "c-txn", 9);
     assert_eq!(code, 0, "{out}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("partitions 3 committed 9"));
@@ -88,7 +164,7 @@ fn a_c_transaction_over_every_partition_arrives_whole_and_an_aborted_one_never()
         })
         .collect();
     assert_eq!(told.len(), 9);
-    let seen = read_all(&topic, 9);
+    let seen = read_all(topic, 9);
     assert_eq!(seen.len(), 9, "only the committed transaction: {seen:?}");
     for (i, place) in told.iter().enumerate() {
         assert_eq!(seen.get(place), Some(&format!("txn {i}")), "record {i}");
@@ -105,15 +181,6 @@ fn a_c_transaction_over_every_partition_arrives_whole_and_an_aborted_one_never()
         (1, TransactionState::Committed, 1)
     );
     assert!(!t.holder_alive, "the C program exited: {t:?}");
-
-    // While a Rust handle holds the id, the C program is refused with SHMQ_EBUSY.
-    let held = topic.transactional_producer("c-txn").unwrap();
-    let (code, out) = run_c(topic.path(), "c-txn", 1);
-    assert_eq!(code, 3, "{out}");
-    assert!(out.contains("held by live process"), "{out}");
-    let t = &topic.transactions().unwrap()[0];
-    assert_eq!((t.holder, t.holder_alive), (Some(std::process::id()), true));
-    drop(held);
 }
 
 #[test]
