@@ -234,12 +234,12 @@ enum Route {
     Split(Vec<u8>, Option<u32>),
 }
 
+/// A message routed: its key (if any), value and partition (when one is given).
+type Routed<'a> = (Option<&'a [u8]>, &'a [u8], Option<u32>);
+
 impl Route {
     /// A message's key, value and partition (when one is given) under this route.
-    fn apply<'a>(
-        &'a self,
-        payload: &'a [u8],
-    ) -> shmq::Result<(Option<&'a [u8]>, &'a [u8], Option<u32>)> {
+    fn apply<'a>(&'a self, payload: &'a [u8]) -> shmq::Result<Routed<'a>> {
         Ok(match self {
             Route::RoundRobin => (None, payload, None),
             Route::Partition(p) => (None, payload, Some(*p)),
