@@ -353,6 +353,11 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The consumer's handle (for a transaction's `commit_consumed`).
+    pub fn handle(&self) -> &Handle<shmq::Consumer> {
+        &self.handle
+    }
+
     /// Joins `join.group` on `queue`.
     pub fn join(py: Python<'_>, queue: &shmq::Queue, join: Join<'_>) -> PyResult<Consumer> {
         if join.zero_copy && join.subscribe.session_timeout.is_some() {

@@ -89,7 +89,7 @@ create_exception!(
     shmq,
     Busy,
     Error,
-    "Another live member holds the consumer group (`.group`, `.pid`)."
+    "Another live member holds the consumer group (`.group`, `.pid`), or another live process the transactional id (`.id`, `.pid`, `.path`)."
 );
 create_exception!(
     shmq,
@@ -113,7 +113,7 @@ create_exception!(
     shmq,
     Aborted,
     Error,
-    "The publish stalled past the claim timeout and readers gave it up (`.offset`)."
+    "The publish stalled past the claim timeout and readers gave it up (`.offset`), or a transaction was aborted: none of it is visible (`.id`, `.why`, `.path`)."
 );
 create_exception!(
     shmq,
@@ -279,6 +279,29 @@ pub fn to_py(err: shmq::Error) -> PyErr {
         E::GroupBusy { group, pid } => (
             Busy::new_err(message),
             vec![("group", Attr::Str(group)), ("pid", Attr::Int(pid.into()))],
+        ),
+        E::TransactionalIdBusy { path: p, id, pid } => (
+            Busy::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                ("id", Attr::Str(id)),
+                ("pid", Attr::Int(pid.into())),
+            ],
+        ),
+        E::TooManyTransactionalIds { path: p, slots } => (
+            TooMany::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                ("slots", Attr::Int(slots.into())),
+            ],
+        ),
+        E::TransactionAborted { path: p, id, why } => (
+            Aborted::new_err(message),
+            vec![
+                ("path", Attr::Str(path(&p))),
+                ("id", Attr::Str(id)),
+                ("why", Attr::Str(why)),
+            ],
         ),
         E::TakenOver { group, found } => (
             TakenOver::new_err(message),

@@ -45,6 +45,7 @@ mod errors;
 mod options;
 mod queue;
 mod topic;
+mod transaction;
 mod work;
 
 /// Longest wait with the GIL released before the waiter checks for signals: a Ctrl-C
@@ -118,6 +119,8 @@ fn _shmq(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<topic::TopicConsumer>()?;
     m.add_class::<topic::PartitionInfo>()?;
     m.add_class::<topic::MemberInfo>()?;
+    m.add_class::<transaction::TransactionalProducer>()?;
+    m.add_class::<transaction::TransactionInfo>()?;
     m.add_class::<work::Worker>()?;
     m.add_class::<work::Job>()?;
     m.add_class::<work::Ticket>()?;

@@ -120,6 +120,27 @@ impl Topic {
         })
     }
 
+    /// Takes transactional id `id` (1 to 64 bytes): records sent through the producer become
+    /// visible, in every partition, when its `commit` returns, or never. Raises `Busy` while
+    /// another live process holds the id. A dead holder's transaction is settled first.
+    fn transactional_producer(
+        &self,
+        py: Python<'_>,
+        id: &str,
+    ) -> PyResult<crate::transaction::TransactionalProducer> {
+        let topic = self.get()?;
+        py.detach(|| topic.transactional_producer(id))
+            .py_err()
+            .map(crate::transaction::TransactionalProducer::wrap)
+    }
+
+    /// Every transactional id of the topic with the state of its last transaction and its
+    /// holder (a snapshot; empty if none was ever used).
+    fn transactions(&self) -> PyResult<Vec<crate::transaction::TransactionInfo>> {
+        let t = self.get()?.transactions().py_err()?;
+        Ok(t.into_iter().map(Into::into).collect())
+    }
+
     /// Adds partitions (keys then route differently: see the README).
     fn grow(&self, py: Python<'_>, partitions: u32) -> PyResult<()> {
         let mut topic = self.get()?;
