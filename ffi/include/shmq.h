@@ -1146,8 +1146,8 @@ enum shmq_status shmq_publish(struct shmq_producer *producer,
 /*
  Publishes the `len` bytes at `data` like `shmq_publish`, for work groups to deliver no
  earlier than `delay_ms` milliseconds after its timestamp and, if `ttl_ms` is not 0, to
- expire instead of delivering it later than `ttl_ms` after it (each at most 2^32 - 1 ms,
- else `SHMQ_EINVAL`). Plain consumer groups read the record at once, as any other. Other
+ expire instead of delivering it later than `ttl_ms` after it (the delay at most 2^32 - 1
+ ms, the time to live at most 2^31 - 1 ms, else `SHMQ_EINVAL`). Plain consumer groups read the record at once, as any other. Other
  outcomes as `shmq_publish`.
 
  # Safety
