@@ -1126,12 +1126,12 @@ enum shmq_status shmq_producer_new(const struct shmq_queue *queue, struct shmq_p
  `offset_out` is not NULL, stores the record's offset there (on `SHMQ_OK`, and on
  `SHMQ_ENOTDURABLE`: published at `*offset_out` but not on disk).
 
- `timeout_ns` bounds the wait for room under `SHMQ_FULL_BLOCK` (`SHMQ_TIMEOUT` when it
- passes). Other outcomes: `SHMQ_FULL` (policy REJECT), `SHMQ_ETOOBIG`, `SHMQ_TIMEOUT` also
- when the call stalled past the claim timeout and readers aborted the record (nothing was
- published), `SHMQ_ENOTDURABLE` under SYNC durability when the record was published (at
- `*offset_out`) but its flush failed, and `SHMQ_EIO` under BATCH and SYNC when an earlier
- flush of the file failed (the file is poisoned; nothing was published). `data` may be NULL only if `len` is 0.
+ `timeout_ns` bounds the wait for room under `SHMQ_FULL_BLOCK` (`SHMQ_TIMEOUT` when it passes).
+ Other outcomes: `SHMQ_FULL` (policy REJECT), `SHMQ_ETOOBIG`, `SHMQ_TIMEOUT` also when the call
+ stalled past the claim timeout and readers aborted the record (nothing was published),
+ `SHMQ_ENOTDURABLE` under SYNC durability when the record was published (at `*offset_out`) but
+ its flush failed, and `SHMQ_EIO` under BATCH and SYNC when an earlier flush of the file failed
+ (the file is poisoned; nothing was published). `data` may be NULL only if `len` is 0.
 
  # Safety
  `producer` is NULL or a live producer not used concurrently by another thread; `data` is
@@ -1144,11 +1144,11 @@ enum shmq_status shmq_publish(struct shmq_producer *producer,
                               uint64_t *offset_out);
 
 /*
- Publishes the `len` bytes at `data` like `shmq_publish`, for work groups to deliver no
- earlier than `delay_ms` milliseconds after its timestamp and, if `ttl_ms` is not 0, to
- expire instead of delivering it later than `ttl_ms` after it (the delay at most 2^32 - 1
- ms, the time to live at most 2^31 - 1 ms, else `SHMQ_EINVAL`). Plain consumer groups read the record at once, as any other. Other
- outcomes as `shmq_publish`.
+ Publishes the `len` bytes at `data` like `shmq_publish`, for work groups to deliver no earlier
+ than `delay_ms` milliseconds after its timestamp and, if `ttl_ms` is not 0, to expire instead of
+ delivering it later than `ttl_ms` after it (the delay at most 2^32 - 1 ms, the time to live at
+ most 2^31 - 1 ms, else `SHMQ_EINVAL`). Plain consumer groups read the record at once, as any
+ other. Other outcomes as `shmq_publish`.
 
  # Safety
  As for `shmq_publish`.

@@ -31,9 +31,9 @@
 //!   tag it saw to `(o, ABORTED)`. Exactly one of commit and abort wins the CAS: a late writer's
 //!   publish fails with `Aborted` and its record is skipped by everyone; a committed record is
 //!   never aborted (but for the later members of a run whose first record was, which nobody
-//!   has read: "Runs"). Readers skip an aborted record to `pos(o + 1)`. Once `o` is aborted its slot
-//!   may be reused by `o + kN`, so a late writer must not CAS from whatever tag it loads: it
-//!   seals only while `unresolved(o, tag)` holds: the tag is an older offset's, with any flags,
+//!   has read: "Runs"). Readers skip an aborted record to `pos(o + 1)`. Once `o` is aborted
+//!   its slot may be reused by `o + kN`, so a late writer must not CAS from whatever tag it
+//!   loads: it seals only while `unresolved(o, tag)` holds: the tag is an older offset's, with any flags,
 //!   or `(o, no flags)` (the 0 of a new or cleared slot is `(0, no flags)`). A tag `(o, any
 //!   flag)` or one of a later offset makes it refuse before it writes a header byte, and its
 //!   publish fails with `Aborted`. `abandon` aborts its own claim by the same rule.
@@ -75,8 +75,9 @@
 //! ## Sync points
 //!
 //! The orderings this protocol relies on are labelled SYNC T (tail), C (commit), W (wake-up),
-//! L (lapping), I (intent) and R (a run's positions); the one table of every label, with both sides of each, is
-//! "Sync points" in `ARCHITECTURE.md`.
+//! L (lapping), I (intent), R (a run's positions) and X (a transaction's state,
+//! `protocol/txn.rs`); the one table of every label, with both sides of each, is "Sync points"
+//! in `ARCHITECTURE.md`.
 
 use crate::error::Malformed;
 use crate::protocol::layout::{self, footprint, RECORD_HEADER};

@@ -254,13 +254,13 @@ impl Producer {
     }
 
     /// Publishes every payload of `payloads` as one run of records with dense offsets, in order,
-    /// and returns the first record's offset (the others follow it: `first + i` for
-    /// `payloads[i]`). One claim takes room for the whole run, so records of other producers
-    /// never fall between them. The batch is atomic: readers see all of its records at once, or
-    /// none of them (a producer killed before its batch is committed leaves nothing of it
-    /// readable, and its offsets are skipped as aborted ones). Under [`FullPolicy::Block`] it waits until the whole run
-    /// fits, and under [`Durability::Sync`] it returns once the last record is on disk (one
-    /// flush for the batch). Its records share one timestamp.
+    /// and returns the first record's offset (the others follow it: `first + i` for `payloads[i]`).
+    /// One claim takes room for the whole run, so records of other producers never fall between
+    /// them. The batch is atomic: readers see all of its records at once, or none of them (a
+    /// producer killed before its batch is committed leaves nothing of it readable, and its offsets
+    /// are skipped as aborted ones). Under [`FullPolicy::Block`] it waits until the whole run fits,
+    /// and under [`Durability::Sync`] it returns once the last record is on disk (one flush for the
+    /// batch). Its records share one timestamp.
     ///
     /// Errors: as [`publish`](Self::publish), and [`Error::InvalidArgument`] for an empty
     /// batch, [`Error::BatchTooBig`] for a batch that could never fit in the ring.
