@@ -33,9 +33,10 @@
 //!   never aborted (but for the later members of a run whose first record was, which nobody
 //!   has read: "Runs"). Readers skip an aborted record to `pos(o + 1)`. Once `o` is aborted
 //!   its slot may be reused by `o + kN`, so a late writer must not CAS from whatever tag it
-//!   loads: it seals only while `unresolved(o, tag)` holds: the tag is an older offset's, with any flags,
-//!   or `(o, no flags)` (the 0 of a new or cleared slot is `(0, no flags)`). A tag `(o, any
-//!   flag)` or one of a later offset makes it refuse before it writes a header byte, and its
+//!   loads: it seals only while `unresolved(o, tag)` holds: the tag is an older offset's,
+//!   with any flags, or `(o, no flags)` (the 0 of a new or cleared slot is `(0, no flags)`).
+//!   A tag `(o, any flag)` or one of a later offset makes it refuse before it writes a header
+//!   byte, and its
 //!   publish fails with `Aborted`. `abandon` aborts its own claim by the same rule.
 //! * **Runs.** A batch claims `n` records `o .. o + n` with one CAS `(o, p) → (o + n, end)`
 //!   and is published all at once or not at all. Each record is placed as a single claim
