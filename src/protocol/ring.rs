@@ -36,8 +36,8 @@
 //!   loads: it seals only while `unresolved(o, tag)` holds: the tag is an older offset's,
 //!   with any flags, or `(o, no flags)` (the 0 of a new or cleared slot is `(0, no flags)`).
 //!   A tag `(o, any flag)` or one of a later offset makes it refuse before it writes a header
-//!   byte, and its
-//!   publish fails with `Aborted`. `abandon` aborts its own claim by the same rule.
+//!   byte, and its publish fails with `Aborted`. `abandon` aborts its own claim by the same
+//!   rule.
 //! * **Runs.** A batch claims `n` records `o .. o + n` with one CAS `(o, p) → (o + n, end)`
 //!   and is published all at once or not at all. Each record is placed as a single claim
 //!   would place it after the one before (never straddling the ring's end), and the limit
