@@ -254,7 +254,12 @@ fn four_producers_sigkilled_at_random_publish_each_id_once() {
     assert_eq!(infos.len(), PRODUCERS as usize);
     for i in &infos {
         assert_eq!(i.next_sequence, N, "{i:?}");
-        assert_eq!(i.published, N, "{i:?}: published counter");
+        // The counter is bumped after the entry is stored: a kill between the two loses one
+        // count (ARCHITECTURE.md, "Known limits"), never adds one.
+        assert!(
+            i.published <= N && i.published + kills >= N,
+            "{i:?}: published counter after {kills} kills"
+        );
         assert_eq!(i.unknown, 0, "{i:?}");
         assert!(!i.holder_alive, "{i:?}");
     }
