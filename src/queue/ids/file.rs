@@ -3,7 +3,6 @@
 //! id slots' names, and recovery after a machine restart (FORMAT.md, "Producer-id file").
 
 use std::ops::Deref;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -61,12 +60,7 @@ impl IdsFile {
         {
             let _lock = AdminLock::take(shared)?;
             let path = path_for(&shared.path);
-            let mode = shared
-                .file
-                .metadata()
-                .map_err(io_err(&shared.path, "stat"))?
-                .mode()
-                & 0o777;
+            let mode = shared.mode()?;
             let size = file_size(config.slots, config.window);
             match create_beside(&path, mode, size, &config.encode(), ids::BOOT_ID) {
                 Ok(()) | Err(Error::Exists { .. }) => {}

@@ -4,7 +4,6 @@
 //! "Inbox file").
 
 use std::ops::Deref;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,12 +74,7 @@ impl InboxFile {
     /// and `fsync`ed, then renamed into place without replacing anything.
     pub(crate) fn create(shared: &MappedQueue, config: &InboxConfig) -> Result<()> {
         let path = path_for(&shared.path, &config.name);
-        let mode = shared
-            .file
-            .metadata()
-            .map_err(io_err(&shared.path, "stat"))?
-            .mode()
-            & 0o777;
+        let mode = shared.mode()?;
         let size = file_size(config.window);
         match create_beside(&path, mode, size, &config.encode(), inbox::BOOT_ID) {
             Err(Error::Exists { .. }) => Ok(()),

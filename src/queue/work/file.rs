@@ -3,7 +3,6 @@
 //! recovery after a machine restart (FORMAT.md, "Work file").
 
 use std::ops::Deref;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,11 +66,7 @@ impl WorkFile {
             }
             _ => {}
         }
-        let meta = shared
-            .file
-            .metadata()
-            .map_err(io_err(&shared.path, "stat"))?;
-        let mode = meta.mode() & 0o777;
+        let mode = shared.mode()?;
         create_beside(
             &path,
             mode,
