@@ -4,6 +4,7 @@
 
 pub(crate) mod file;
 pub(crate) mod lease;
+pub(crate) mod side_file;
 pub(crate) mod sigbus;
 pub(crate) mod trust;
 pub(crate) mod watch;

@@ -32,6 +32,7 @@
 //! reader could match a key's bytes read before an admission overwrote them with the state of
 //! the key that replaced it.
 
+use crate::error::InboxFault;
 use crate::protocol::layout::{get32, put32};
 use crate::protocol::sync::{fence, pack, unpack, AtomicU128, AtomicU64, Ordering, Region};
 
@@ -183,19 +184,6 @@ pub(crate) struct InboxConfig {
     pub name: String,
 }
 
-/// What is wrong with an inbox file's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeaderFault {
-    /// Not `SHMQINBX`.
-    Magic,
-    /// Another version.
-    Version(u32),
-    /// The checksum does not match.
-    Checksum,
-    /// A field is out of its range.
-    Field(&'static str, u64),
-}
-
 impl InboxConfig {
     /// The header bytes of a new file with these settings.
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
@@ -213,27 +201,33 @@ impl InboxConfig {
 
     /// Decodes and validates a header read from a file: magic, version, checksum, then every
     /// field's range. Never panics, whatever the bytes.
-    pub(crate) fn decode(b: &[u8; HEADER_LEN]) -> Result<InboxConfig, HeaderFault> {
+    pub(crate) fn decode(b: &[u8; HEADER_LEN]) -> Result<InboxConfig, InboxFault> {
         if b[..8] != MAGIC {
-            return Err(HeaderFault::Magic);
+            return Err(InboxFault::BadMagic);
         }
         let version = get32(b, H_VERSION);
         if version != VERSION {
-            return Err(HeaderFault::Version(version));
+            return Err(InboxFault::Version { found: version });
         }
         if get32(b, H_CRC) != crc32c::crc32c(&b[..H_CRC]) {
-            return Err(HeaderFault::Checksum);
+            return Err(InboxFault::Checksum);
         }
         let window = get32(b, H_WINDOW);
         if !window.is_power_of_two() || !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
-            return Err(HeaderFault::Field("window", window.into()));
+            return Err(InboxFault::Field {
+                field: "window",
+                value: window.into(),
+            });
         }
         let name_len = get32(b, H_NAME_LEN) as usize;
         let name = (1..=MAX_NAME)
             .contains(&name_len)
             .then(|| std::str::from_utf8(&b[H_NAME..H_NAME + name_len]).ok())
             .flatten()
-            .ok_or(HeaderFault::Field("name length", name_len as u64))?;
+            .ok_or(InboxFault::Field {
+                field: "name length",
+                value: name_len as u64,
+            })?;
         Ok(InboxConfig {
             window,
             name: name.to_string(),
@@ -868,9 +862,9 @@ mod tests {
         assert_eq!(InboxConfig::decode(&b), Ok(c));
         let mut bad = b;
         bad[H_WINDOW] ^= 1;
-        assert_eq!(InboxConfig::decode(&bad), Err(HeaderFault::Checksum));
+        assert_eq!(InboxConfig::decode(&bad), Err(InboxFault::Checksum));
         let mut bad = b;
         bad[0] = b'X';
-        assert_eq!(InboxConfig::decode(&bad), Err(HeaderFault::Magic));
+        assert_eq!(InboxConfig::decode(&bad), Err(InboxFault::BadMagic));
     }
 }

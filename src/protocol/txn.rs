@@ -27,6 +27,7 @@
 //!
 //! The state CASes are SeqCst (SYNC X in ARCHITECTURE.md's table).
 
+use crate::error::TxnFault;
 use crate::protocol::layout::{get32, put32};
 use crate::protocol::ring::{self, Ring, LINK_MARK};
 use crate::protocol::sync::{AtomicU128, AtomicU64, Ordering, Region};
@@ -183,15 +184,6 @@ pub(crate) struct Participant {
     pub first: u64,
 }
 
-/// What is wrong with a header.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum HeaderFault {
-    Magic,
-    Version(u32),
-    Checksum,
-    Field(&'static str, u64),
-}
-
 /// The immutable header.
 pub(crate) fn encode_header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -205,16 +197,16 @@ pub(crate) fn encode_header() -> [u8; HEADER_LEN] {
 }
 
 /// Checks a header read from a file, in FORMAT.md's order.
-pub(crate) fn check_header(h: &[u8; HEADER_LEN]) -> Result<(), HeaderFault> {
+pub(crate) fn check_header(h: &[u8; HEADER_LEN]) -> Result<(), TxnFault> {
     if h[..8] != MAGIC {
-        return Err(HeaderFault::Magic);
+        return Err(TxnFault::BadMagic);
     }
     let version = get32(h, H_VERSION);
     if version != VERSION {
-        return Err(HeaderFault::Version(version));
+        return Err(TxnFault::Version { found: version });
     }
     if crc32c::crc32c(&h[..H_CRC]) != get32(h, H_CRC) {
-        return Err(HeaderFault::Checksum);
+        return Err(TxnFault::Checksum);
     }
     for (field, at, want) in [
         ("slots", H_SLOTS, SLOTS),
@@ -222,7 +214,10 @@ pub(crate) fn check_header(h: &[u8; HEADER_LEN]) -> Result<(), HeaderFault> {
     ] {
         let found = get32(h, at);
         if found != want {
-            return Err(HeaderFault::Field(field, u64::from(found)));
+            return Err(TxnFault::Field {
+                field,
+                value: u64::from(found),
+            });
         }
     }
     Ok(())
@@ -288,11 +283,6 @@ impl<'a> TxnTable<'a> {
         // Release: the bytes before the length (readers take the file lock anyway).
         self.name_len(slot)
             .store(name.len() as u64, crate::protocol::sync::Ordering::Release);
-    }
-
-    /// The boot id word (see [`BOOT_ID`]).
-    pub(crate) fn boot_id(&self) -> &'a AtomicU128 {
-        self.region.u128(BOOT_ID)
     }
 
     /// After a machine restart (no process from before it runs, and the partitions' recovery
@@ -450,9 +440,9 @@ mod tests {
         assert_eq!(check_header(&h), Ok(()));
         let mut bad = h;
         bad[0] ^= 1;
-        assert_eq!(check_header(&bad), Err(HeaderFault::Magic));
+        assert_eq!(check_header(&bad), Err(TxnFault::BadMagic));
         let mut bad = h;
         bad[H_SLOTS] ^= 1;
-        assert_eq!(check_header(&bad), Err(HeaderFault::Checksum));
+        assert_eq!(check_header(&bad), Err(TxnFault::Checksum));
     }
 }

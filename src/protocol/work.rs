@@ -22,6 +22,7 @@
 //! the entry's `pos` written before it, and the base advance that reads a final
 //! state (Acquire) happens after it.
 
+use crate::error::WorkFault;
 use crate::protocol::layout::{get32, get64, put32, put64, DATA_SEQ, DATA_WAITERS};
 use crate::protocol::ring;
 use crate::protocol::sync::{pack, unpack, AtomicU128, AtomicU64, Ordering, Region};
@@ -269,19 +270,6 @@ pub(crate) struct WorkConfig {
     pub dead_letter: String,
 }
 
-/// What is wrong with a work file's header (the detail of a damaged work file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HeaderFault {
-    /// Not `SHMQWORK`.
-    Magic,
-    /// Another version.
-    Version(u32),
-    /// The checksum does not match.
-    Checksum,
-    /// A field is out of its range.
-    Field(&'static str, u64),
-}
-
 impl WorkConfig {
     /// The header bytes of a new file with these settings.
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
@@ -318,18 +306,21 @@ impl WorkConfig {
 
     /// Decodes and validates a header read from a file: magic, version, checksum, then every
     /// field's range. Never panics, whatever the bytes.
-    pub(crate) fn decode(b: &[u8; HEADER_LEN]) -> Result<WorkConfig, HeaderFault> {
+    pub(crate) fn decode(b: &[u8; HEADER_LEN]) -> Result<WorkConfig, WorkFault> {
         if b[..8] != MAGIC {
-            return Err(HeaderFault::Magic);
+            return Err(WorkFault::BadMagic);
         }
         let version = get32(b, H_VERSION);
         if version != VERSION {
-            return Err(HeaderFault::Version(version));
+            return Err(WorkFault::Version { found: version });
         }
         if get32(b, H_CRC) != crc32c::crc32c(&b[..H_CRC]) {
-            return Err(HeaderFault::Checksum);
+            return Err(WorkFault::Checksum);
         }
-        let field = |name, v: u64| HeaderFault::Field(name, v);
+        let field = |name, v: u64| WorkFault::Field {
+            field: name,
+            value: v,
+        };
         let window = get32(b, H_WINDOW);
         if !window.is_power_of_two() || !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
             return Err(field("window", window.into()));
@@ -732,9 +723,9 @@ mod tests {
         assert_eq!(c.backoff_ms(60), 1000);
         let mut bad = b;
         bad[H_WINDOW] ^= 1;
-        assert_eq!(WorkConfig::decode(&bad), Err(HeaderFault::Checksum));
+        assert_eq!(WorkConfig::decode(&bad), Err(WorkFault::Checksum));
         let mut bad = b;
         bad[0] = b'X';
-        assert_eq!(WorkConfig::decode(&bad), Err(HeaderFault::Magic));
+        assert_eq!(WorkConfig::decode(&bad), Err(WorkFault::BadMagic));
     }
 }

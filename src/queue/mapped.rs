@@ -47,6 +47,16 @@ pub(crate) struct MappedQueue {
 }
 
 impl MappedQueue {
+    /// The queue file's permission bits, which the files created beside it take.
+    pub(crate) fn mode(&self) -> Result<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self
+            .file
+            .metadata()
+            .map_err(file::io_err(&self.path, "stat"))?;
+        Ok(meta.mode() & 0o777)
+    }
+
     pub(crate) fn new(m: file::Mapped) -> Self {
         let layout = RingLayout {
             capacity: m.geometry.capacity,

@@ -2,21 +2,19 @@
 //! first use, validating open with the queue's [`Trust`], the `SIGBUS`-protected mapping, the
 //! id slots' names, and recovery after a machine restart (FORMAT.md, "Producer-id file").
 
-use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Corruption, Error, IdsFault, Result};
 use crate::mapping::file::{create_beside, io_err};
 use crate::mapping::lease::OwnFd;
-use crate::mapping::sigbus::Protected;
-use crate::mapping::trust::{open_shared, Trust};
-use crate::mapping::watch::{self, Identity, Watched};
+use crate::mapping::side_file::{self, Ops, SideFile};
+use crate::mapping::trust::Trust;
 use crate::protocol::ids::{
     self, file_size, IdsConfig, IdsTable, ACTIVE, FREE, HEADER_LEN, MAX_NAME,
 };
-use crate::protocol::sync::{Ordering, Region};
+use crate::protocol::sync::Ordering;
 use crate::queue::group::AdminLock;
 use crate::queue::mapped::MappedQueue;
 
@@ -35,16 +33,17 @@ pub(crate) fn corrupt(path: &Path, why: IdsFault) -> Error {
     }
 }
 
-/// An open, mapped producer-id file.
+/// An open, mapped producer-id file (its [`SideFile`] through `Deref`).
 pub(crate) struct IdsFile {
-    // Field order: the region points into `map`, dropped after it.
-    region: Region,
-    pub(crate) file: File,
-    pub(crate) path: PathBuf,
+    side: SideFile,
     config: IdsConfig,
-    /// What the file was at open, for the watcher's checks (removed, replaced, shrunk).
-    identity: Identity,
-    map: Protected,
+}
+
+impl Deref for IdsFile {
+    type Target = SideFile;
+    fn deref(&self) -> &SideFile {
+        &self.side
+    }
 }
 
 impl IdsFile {
@@ -61,12 +60,7 @@ impl IdsFile {
         {
             let _lock = AdminLock::take(shared)?;
             let path = path_for(&shared.path);
-            let mode = shared
-                .file
-                .metadata()
-                .map_err(io_err(&shared.path, "stat"))?
-                .mode()
-                & 0o777;
+            let mode = shared.mode()?;
             let size = file_size(config.slots, config.window);
             match create_beside(&path, mode, size, &config.encode(), ids::BOOT_ID) {
                 Ok(()) | Err(Error::Exists { .. }) => {}
@@ -86,71 +80,39 @@ impl IdsFile {
     /// last opened.
     pub(crate) fn open(shared: &MappedQueue, trust: &Trust) -> Result<Option<IdsFile>> {
         let path = path_for(&shared.path);
-        let file = match open_shared(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&path, "open producer-id file")(e)),
+        let ops = Ops {
+            open: "open producer-id file",
+            read_header: "read producer-id header",
         };
-        let meta = file.metadata().map_err(io_err(&path, "stat"))?;
-        trust.check(&path, &meta)?;
-        let len = meta.len();
-        let smallest = file_size(ids::MIN_SLOTS, ids::MIN_WINDOW);
-        if len < smallest {
-            return Err(corrupt(
-                &path,
-                IdsFault::Size {
-                    len,
-                    expected: smallest,
-                },
-            ));
-        }
-        let mut head = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut head, 0)
-            .map_err(io_err(&path, "read producer-id header"))?;
-        let config = IdsConfig::decode(&head).map_err(|f| corrupt(&path, f))?;
-        let expected = file_size(config.slots, config.window);
-        if len != expected {
-            return Err(corrupt(&path, IdsFault::Size { len, expected }));
-        }
-        let map = Protected::map(&file, expected as usize).map_err(io_err(&path, "mmap"))?;
-        // SAFETY: the mapping is page-aligned, exactly `expected` bytes, readable and
-        // writable, and lives in `map` for as long as the region (same struct, dropped later).
-        let region = unsafe { Region::new(map.as_mut_ptr(), expected as usize) };
-        let identity = Identity::new(&file, &path, expected).map_err(io_err(&path, "fstat"))?;
-        let ids = IdsFile {
-            region,
-            file,
-            path,
-            config,
-            identity,
-            map,
+        let opened = SideFile::open(
+            &path,
+            trust,
+            &ops,
+            file_size(ids::MIN_SLOTS, ids::MIN_WINDOW)..=u64::MAX,
+            |len, expected| corrupt(&path, IdsFault::Size { len, expected }),
+            |head: &[u8; HEADER_LEN]| {
+                let config = IdsConfig::decode(head).map_err(|f| corrupt(&path, f))?;
+                Ok((config, file_size(config.slots, config.window)))
+            },
+        )?;
+        let Some((side, config)) = opened else {
+            return Ok(None);
         };
+        let ids = IdsFile { side, config };
         ids.recover_if_restarted(shared)?;
         Ok(Some(ids))
     }
 
     /// The file's shared words.
     pub(crate) fn table(&self) -> IdsTable<'_> {
-        IdsTable::new(&self.region, self.config)
-    }
-
-    /// `Err` once the file shrank under this process's mapping (`Truncated`), or its path was
-    /// removed or names another file (`Detached`, from the watcher: only a holder's file is
-    /// watched, see [`watch`](Self::watch)).
-    pub(crate) fn check_damage(&self) -> Result<()> {
-        match self.map.damage() {
-            None => Ok(()),
-            Some(damage) => Err(damage.error(self.path.clone())),
-        }
+        IdsTable::new(self.region(), self.config)
     }
 
     /// Shares the file with the process's watcher, which checks it every
-    /// [`watch::INTERVAL`]: what an idempotent producer holds for its life.
+    /// [`watch::INTERVAL`](crate::mapping::watch::INTERVAL): what an idempotent producer holds
+    /// for its life.
     pub(crate) fn watch(self) -> Arc<IdsFile> {
-        let ids = Arc::new(self);
-        let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&ids) as _;
-        watch::add(weak);
-        ids
+        side_file::watch(self)
     }
 
     /// A damaged word of slot `slot`.
@@ -216,30 +178,26 @@ impl IdsFile {
         Ok(free)
     }
 
-    fn boot_id(&self) -> [u8; 16] {
-        // Acquire: pairs with the Release store that ends recovery, so an opener that takes
-        // the fast path (no lock) sees the recovered slots.
-        self.region
-            .u128(ids::BOOT_ID)
-            .load(Ordering::Acquire)
-            .to_le_bytes()
-    }
-
     /// Recovery after a machine restart (the boot id differs), under an exclusive `flock` of
     /// the file, after the queue itself recovered (its tail is final): in every active slot,
     /// entries of offsets recovery dropped from the queue (at or past its tail) are cleared,
     /// and so is an in-flight claim at or past it (one below it is settled by the next
     /// holder, as after a kill); owners are cleared.
     fn recover_if_restarted(&self, shared: &MappedQueue) -> Result<()> {
-        let boot = crate::runtime::boot::boot_id().map_err(io_err(&self.path, "read boot id"))?;
-        if self.boot_id() == boot {
+        let Some(boot) = self.restarted(ids::BOOT_ID)? else {
             return Ok(());
-        }
+        };
         let _lock =
             OwnFd::flock_exclusive(&self.file, &self.path).map_err(io_err(&self.path, "flock"))?;
-        if self.boot_id() == boot {
-            return Ok(());
+        if self.recover(ids::BOOT_ID, boot, || self.repair(shared))? {
+            // The recovered state reaches the disk before anyone builds on it.
+            self.sync_all()?;
         }
+        Ok(())
+    }
+
+    /// The repair of [`recover_if_restarted`](Self::recover_if_restarted), under its lock.
+    fn repair(&self, shared: &MappedQueue) -> Result<()> {
         let t = self.table();
         let (tail, _) = shared.ring.tail();
         for slot in 0..self.config.slots {
@@ -257,34 +215,10 @@ impl IdsFile {
             {
                 t.clear_in_flight(slot);
             }
-            // Relaxed: nobody else uses the file on this boot before the boot id below is
-            // stored (Release), and every later opener loads it (Acquire) first.
+            // Relaxed: nobody else uses the file on this boot before `recover` stores the boot
+            // id (Release), and every later opener loads it (Acquire) first.
             t.owner(slot).store(0, Ordering::Relaxed);
         }
-        // Release: publishes the recovered slots to openers that load the boot id.
-        self.region
-            .u128(ids::BOOT_ID)
-            .store(u128::from_le_bytes(boot), Ordering::Release);
-        // The recovered state reaches the disk before anyone builds on it.
-        crate::fault::check("msync").map_err(io_err(&self.path, "msync"))?;
-        let len = file_size(self.config.slots, self.config.window);
-        self.map
-            .raw()
-            .flush_range(0, len as usize)
-            .map_err(io_err(&self.path, "msync"))
-    }
-}
-
-impl Watched for IdsFile {
-    fn check_now(&self) {
-        watch::check(&self.file, &self.identity, &self.map);
-    }
-}
-
-impl Drop for IdsFile {
-    fn drop(&mut self) {
-        // Stops the watcher if this was the last file it watched (a no-op for a file it did
-        // not watch while others remain).
-        watch::released();
+        Ok(())
     }
 }

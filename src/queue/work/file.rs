@@ -2,21 +2,18 @@
 //! lock, validating open with the queue's [`Trust`], the `SIGBUS`-protected mapping, and
 //! recovery after a machine restart (FORMAT.md, "Work file").
 
-use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Corruption, Error, Result, WorkFault};
 use crate::mapping::file::{create_beside, io_err};
 use crate::mapping::lease::OwnFd;
-use crate::mapping::sigbus::Protected;
-use crate::mapping::trust::{open_shared, Trust};
-use crate::mapping::watch::{self, Identity, Watched};
-use crate::protocol::sync::{pack, unpack, Ordering, Region};
+use crate::mapping::side_file::{self, Ops, SideFile};
+use crate::mapping::trust::Trust;
+use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::protocol::work::{
-    self, file_size, pack_state, Entry, HeaderFault, State, WorkConfig, WorkTable, HEADER_LEN,
-    MEMBERS,
+    self, file_size, pack_state, Entry, State, WorkConfig, WorkTable, HEADER_LEN, MEMBERS,
 };
 use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
@@ -42,16 +39,17 @@ pub(crate) fn entry_fault(offset: u64, word: u128) -> WorkFault {
     WorkFault::Entry { offset, high, low }
 }
 
-/// An open, mapped work file.
+/// An open, mapped work file (its [`SideFile`] through `Deref`).
 pub(crate) struct WorkFile {
-    // Field order: the region points into `map`, dropped after it.
-    region: Region,
-    pub(crate) file: File,
-    pub(crate) path: PathBuf,
+    side: SideFile,
     pub(crate) config: WorkConfig,
-    /// What the file was at open, for the watcher's checks (removed, replaced, shrunk).
-    identity: Identity,
-    map: Protected,
+}
+
+impl Deref for WorkFile {
+    type Target = SideFile;
+    fn deref(&self) -> &SideFile {
+        &self.side
+    }
 }
 
 impl WorkFile {
@@ -68,11 +66,7 @@ impl WorkFile {
             }
             _ => {}
         }
-        let meta = shared
-            .file
-            .metadata()
-            .map_err(io_err(&shared.path, "stat"))?;
-        let mode = meta.mode() & 0o777;
+        let mode = shared.mode()?;
         create_beside(
             &path,
             mode,
@@ -87,40 +81,23 @@ impl WorkFile {
     /// Recovers it first if the machine restarted since it was last opened.
     pub(crate) fn open(shared: &MappedQueue, slot: u32, name: &str, trust: &Trust) -> Result<Self> {
         let path = path_for(&shared.path, slot);
-        let file = open_shared(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => corrupt(&path, WorkFault::Missing),
-            _ => io_err(&path, "open work file")(e),
-        })?;
-        let meta = file.metadata().map_err(io_err(&path, "stat"))?;
-        trust.check(&path, &meta)?;
-        let len = meta.len();
-        if len < file_size(work::MIN_WINDOW) {
-            return Err(corrupt(
-                &path,
-                WorkFault::Size {
-                    len,
-                    expected: file_size(work::MIN_WINDOW),
-                },
-            ));
-        }
-        let mut head = [0u8; HEADER_LEN];
-        file.read_exact_at(&mut head, 0)
-            .map_err(io_err(&path, "read work header"))?;
-        let config = WorkConfig::decode(&head).map_err(|f| {
-            corrupt(
-                &path,
-                match f {
-                    HeaderFault::Magic => WorkFault::BadMagic,
-                    HeaderFault::Version(found) => WorkFault::Version { found },
-                    HeaderFault::Checksum => WorkFault::Checksum,
-                    HeaderFault::Field(field, value) => WorkFault::Field { field, value },
-                },
-            )
-        })?;
-        let expected = file_size(config.window);
-        if len != expected {
-            return Err(corrupt(&path, WorkFault::Size { len, expected }));
-        }
+        let ops = Ops {
+            open: "open work file",
+            read_header: "read work header",
+        };
+        let (side, config) = SideFile::open(
+            &path,
+            trust,
+            &ops,
+            file_size(work::MIN_WINDOW)..=u64::MAX,
+            |len, expected| corrupt(&path, WorkFault::Size { len, expected }),
+            |head: &[u8; HEADER_LEN]| {
+                let config = WorkConfig::decode(head).map_err(|f| corrupt(&path, f))?;
+                let len = file_size(config.window);
+                Ok((config, len))
+            },
+        )?
+        .ok_or_else(|| corrupt(&path, WorkFault::Missing))?;
         if config.slot != slot || config.name != name {
             return Err(corrupt(
                 &path,
@@ -129,59 +106,20 @@ impl WorkFile {
                 },
             ));
         }
-        let map = Protected::map(&file, expected as usize).map_err(io_err(&path, "mmap"))?;
-        // SAFETY: the mapping is page-aligned, exactly `expected` bytes, readable and
-        // writable, and lives in `map` for as long as the region (same struct, dropped later).
-        let region = unsafe { Region::new(map.as_mut_ptr(), expected as usize) };
-        let identity = Identity::new(&file, &path, expected).map_err(io_err(&path, "fstat"))?;
-        let work = WorkFile {
-            region,
-            file,
-            path,
-            config,
-            identity,
-            map,
-        };
+        let work = WorkFile { side, config };
         work.recover_if_restarted(shared)?;
         Ok(work)
     }
 
     /// The file's shared words.
     pub(crate) fn table(&self) -> WorkTable<'_> {
-        WorkTable::new(&self.region, self.config.window)
-    }
-
-    /// `Err` once the file shrank under this process's mapping (`Truncated`, from the `SIGBUS`
-    /// handler or the watcher), or its path was removed or names another file (`Detached`,
-    /// from the watcher: only a worker's file is watched, see [`watch`](Self::watch)).
-    pub(crate) fn check_damage(&self) -> Result<()> {
-        match self.map.damage() {
-            None => Ok(()),
-            Some(damage) => Err(damage.error(self.path.clone())),
-        }
+        WorkTable::new(self.region(), self.config.window)
     }
 
     /// Shares the file with the process's watcher, which checks it every
-    /// [`watch::INTERVAL`]: what a worker holds for its life.
+    /// [`watch::INTERVAL`](crate::mapping::watch::INTERVAL): what a worker holds for its life.
     pub(crate) fn watch(self) -> Arc<WorkFile> {
-        let work = Arc::new(self);
-        let weak: std::sync::Weak<dyn Watched> = Arc::downgrade(&work) as _;
-        watch::add(weak);
-        work
-    }
-
-    /// Puts bytes `off..off + len` of the file on disk (`msync`).
-    pub(crate) fn sync_range(&self, off: u64, len: u64) -> Result<()> {
-        crate::fault::check("msync").map_err(io_err(&self.path, "msync"))?;
-        self.map
-            .raw()
-            .flush_range(off as usize, len as usize)
-            .map_err(io_err(&self.path, "msync"))
-    }
-
-    /// Puts the whole file on disk (`msync`).
-    pub(crate) fn sync_all(&self) -> Result<()> {
-        self.sync_range(0, file_size(self.config.window))
+        side_file::watch(self)
     }
 
     /// Loads `offset`'s entry; a damaged word is [`WorkFault::Entry`].
@@ -191,35 +129,31 @@ impl WorkFile {
             .map_err(|word| corrupt(&self.path, entry_fault(offset, word)))
     }
 
-    fn boot_id(&self) -> [u8; 16] {
-        // Acquire: pairs with the Release store that ends recovery, so an opener that takes
-        // the fast path (no lock) sees the recovered entries.
-        self.region
-            .u128(work::BOOT_ID)
-            .load(Ordering::Acquire)
-            .to_le_bytes()
-    }
-
     /// Recovery after a machine restart (the boot id differs), under an exclusive `flock` of
     /// the work file, after the queue itself recovered (its tail is final): deliveries in
     /// flight and dead-letterings in progress become WAITING, due now (their count kept);
     /// entries of offsets recovery dropped from the queue (at or past its tail) are cleared;
     /// `next` is clamped into `base..=tail`; member slots and the sleeper bitmap are cleared.
     fn recover_if_restarted(&self, shared: &MappedQueue) -> Result<()> {
-        let boot = crate::runtime::boot::boot_id().map_err(io_err(&self.path, "read boot id"))?;
-        if self.boot_id() == boot {
+        let Some(boot) = self.restarted(work::BOOT_ID)? else {
             return Ok(());
-        }
+        };
         let _lock =
             OwnFd::flock_exclusive(&self.file, &self.path).map_err(io_err(&self.path, "flock"))?;
-        if self.boot_id() == boot {
-            return Ok(());
+        if self.recover(work::BOOT_ID, boot, || self.repair(shared))? {
+            // The recovered state reaches the disk before anyone builds on it.
+            self.sync_all()?;
         }
+        Ok(())
+    }
+
+    /// The repair of [`recover_if_restarted`](Self::recover_if_restarted), under its lock.
+    fn repair(&self, shared: &MappedQueue) -> Result<()> {
         let t = self.table();
         let (tail, _) = shared.ring.tail();
         let now = clock::now_ns() / 1_000_000;
-        // Relaxed throughout: nobody else uses the file on this boot before the boot id
-        // below is stored (Release), and every later opener loads it (Acquire) first.
+        // Relaxed throughout: nobody else uses the file on this boot before `recover` stores
+        // the boot id (Release), and every later opener loads it (Acquire) first.
         for i in 0..u64::from(self.config.window) {
             let word = t.state(i).load(Ordering::Relaxed);
             let Some(e) = work::unpack_state(word) else {
@@ -254,25 +188,6 @@ impl WorkFile {
         for m in 0..MEMBERS {
             t.member(m).store(0, Ordering::Relaxed);
         }
-        // Release: publishes the recovered entries to openers that load the boot id.
-        self.region
-            .u128(work::BOOT_ID)
-            .store(u128::from_le_bytes(boot), Ordering::Release);
-        // The recovered state reaches the disk before anyone builds on it.
-        self.sync_all()
-    }
-}
-
-impl Watched for WorkFile {
-    fn check_now(&self) {
-        watch::check(&self.file, &self.identity, &self.map);
-    }
-}
-
-impl Drop for WorkFile {
-    fn drop(&mut self) {
-        // Stops the watcher if this was the last file it watched (a no-op for a file it did
-        // not watch while others remain).
-        watch::released();
+        Ok(())
     }
 }
