@@ -136,12 +136,7 @@ fn c_checks() {
 
 #[test]
 fn c_inbox_under_valgrind() {
-    if !tools::require(
-        "valgrind",
-        tools::runs("valgrind", &["--version"]),
-        "checking the C inbox program under valgrind",
-        "Debian: apt-get install valgrind (.ci/run installs it)",
-    ) {
+    if !tools::require_valgrind("the C inbox program") {
         return;
     }
     shared(40, VALGRIND);

@@ -169,12 +169,7 @@ const VALGRIND: &[&str] = &[
 #[test]
 fn c_examples_under_valgrind() {
     let _serial = serial();
-    if !tools::require(
-        "valgrind",
-        tools::runs("valgrind", &["--version"]),
-        "checking the C examples under valgrind",
-        "Debian: apt-get install valgrind (.ci/run installs it)",
-    ) {
+    if !tools::require_valgrind("the C examples") {
         return;
     }
     // Fewer messages: valgrind runs the library some 50x slower.

@@ -138,12 +138,7 @@ fn a_c_transaction_over_every_partition_arrives_whole_and_an_aborted_one_never()
 
 #[test]
 fn the_c_transaction_under_valgrind() {
-    if !tools::require(
-        "valgrind",
-        tools::runs("valgrind", &["--version"]),
-        "checking the C transaction program under valgrind",
-        "Debian: apt-get install valgrind (.ci/run installs it)",
-    ) {
+    if !tools::require_valgrind("the C transaction program") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

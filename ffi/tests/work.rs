@@ -192,12 +192,7 @@ fn c_worker_lease_expired() {
 
 #[test]
 fn c_workers_under_valgrind() {
-    if !tools::require(
-        "valgrind",
-        tools::runs("valgrind", &["--version"]),
-        "checking the C work group program under valgrind",
-        "Debian: apt-get install valgrind (.ci/run installs it)",
-    ) {
+    if !tools::require_valgrind("the C work group program") {
         return;
     }
     c_workers(40, 1, VALGRIND);

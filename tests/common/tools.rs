@@ -45,3 +45,13 @@ pub fn require(tool: &str, found: bool, what: &str, install: &str) -> bool {
          {ALLOW_SKIP}={tool} to skip these checks"
     );
 }
+
+/// [`require`] for valgrind, to check `what` (e.g. "the C inbox program") under it.
+pub fn require_valgrind(what: &str) -> bool {
+    require(
+        "valgrind",
+        runs("valgrind", &["--version"]),
+        &format!("checking {what} under valgrind"),
+        "Debian: apt-get install valgrind (.ci/run installs it)",
+    )
+}
