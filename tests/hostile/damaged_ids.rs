@@ -3,12 +3,12 @@
 //! truncation give typed errors, never a panic or a hang.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use shmq::{Corruption, Error, IdOptions, Options, Queue};
 
-use crate::exercise::{fresh_path, WATCHDOG};
+use crate::exercise::{fresh_path, watchdog};
 use crate::strategies::config;
 
 /// The template's settings: 4 slots of 16 entries (FORMAT.md, "Producer-id file").
@@ -116,25 +116,10 @@ fn check(ids: &[u8]) -> Result<(), TestCaseError> {
     let path = fresh_path();
     std::fs::write(&path, &template().queue).unwrap();
     std::fs::write(ids_path(&path), ids).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let runner = {
-        let path = path.clone();
-        std::thread::spawn(move || {
-            exercise(&path);
-            let _ = tx.send(());
-        })
-    };
-    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-        return Err(TestCaseError::fail(format!(
-            "hang: the idempotent-producer API did not return within {WATCHDOG:?} on {}",
-            path.display()
-        )));
-    }
-    let outcome = runner.join();
+    let outcome = watchdog(&path, "the idempotent-producer API", exercise);
     let _ = std::fs::remove_file(ids_path(&path));
     let _ = std::fs::remove_file(&path);
-    prop_assert!(outcome.is_ok(), "panicked on a damaged producer-id file");
-    Ok(())
+    outcome
 }
 
 /// An extreme or near-miss 64-bit value.

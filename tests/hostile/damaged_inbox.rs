@@ -3,12 +3,12 @@
 //! a hang.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use shmq::{Admit, Corruption, Error, InboxFault, InboxOptions, Options, Queue};
 
-use crate::exercise::{fresh_path, WATCHDOG};
+use crate::exercise::{fresh_path, watchdog};
 use crate::strategies::config;
 
 /// The window of the template inbox (keys).
@@ -105,25 +105,10 @@ fn check(inbox: &[u8]) -> Result<(), TestCaseError> {
     let path = fresh_path();
     std::fs::write(&path, &template().queue).unwrap();
     std::fs::write(inbox_path(&path), inbox).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let runner = {
-        let path = path.clone();
-        std::thread::spawn(move || {
-            exercise(&path);
-            let _ = tx.send(());
-        })
-    };
-    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-        return Err(TestCaseError::fail(format!(
-            "hang: the inbox API did not return within {WATCHDOG:?} on {}",
-            path.display()
-        )));
-    }
-    let outcome = runner.join();
+    let outcome = watchdog(&path, "the inbox API", exercise);
     let _ = std::fs::remove_file(inbox_path(&path));
     let _ = std::fs::remove_file(&path);
-    prop_assert!(outcome.is_ok(), "panicked on a damaged inbox file");
-    Ok(())
+    outcome
 }
 
 /// An extreme or near-miss 64-bit value.

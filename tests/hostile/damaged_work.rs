@@ -2,13 +2,13 @@
 //! edits, extreme entry and hint words, and truncation give errors, never a panic or a hang.
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use shmq::{Options, Queue, WorkOptions};
 
-use crate::exercise::{fresh_path, WATCHDOG};
+use crate::exercise::{fresh_path, watchdog};
 use crate::strategies::config;
 
 /// The window of the template group (entries).
@@ -122,25 +122,10 @@ fn check_files(queue: &[u8], work: &[u8]) -> Result<(), TestCaseError> {
     let path = fresh_path();
     std::fs::write(&path, queue).unwrap();
     std::fs::write(work_path(&path), work).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let runner = {
-        let path = path.clone();
-        std::thread::spawn(move || {
-            exercise(&path);
-            let _ = tx.send(());
-        })
-    };
-    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
-        return Err(TestCaseError::fail(format!(
-            "hang: the work API did not return within {WATCHDOG:?} on {}",
-            path.display()
-        )));
-    }
-    let outcome = runner.join();
+    let outcome = watchdog(&path, "the work API", exercise);
     let _ = std::fs::remove_file(work_path(&path));
     let _ = std::fs::remove_file(&path);
-    prop_assert!(outcome.is_ok(), "panicked on a damaged work file");
-    Ok(())
+    outcome
 }
 
 /// An extreme or near-miss 64-bit value.

@@ -27,33 +27,41 @@ pub(crate) fn fresh_path() -> PathBuf {
 pub(crate) fn check_file(bytes: &[u8]) -> Result<(), TestCaseError> {
     let path = fresh_path();
     std::fs::write(&path, bytes).unwrap();
+    let outcome = watchdog(&path, "the API", |p| {
+        exercise(p);
+    });
+    let _ = std::fs::remove_file(&path);
+    outcome
+}
+
+/// Runs `run(path)` in a watchdog thread: fails the case if it panics, or if it does not
+/// return within [`WATCHDOG`] (`what` names the API in the message). The caller removes its
+/// files afterwards.
+pub(crate) fn watchdog(path: &Path, what: &str, run: fn(&Path)) -> Result<(), TestCaseError> {
     let (tx, rx) = mpsc::channel();
     let worker = {
-        let path = path.clone();
+        let path = path.to_path_buf();
         std::thread::spawn(move || {
-            exercise(&path);
+            run(&path);
             let _ = tx.send(());
         })
     };
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(()) => {}
-        Err(mpsc::RecvTimeoutError::Disconnected) => {}
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            return Err(TestCaseError::fail(format!(
-                "hang: the API did not return within {WATCHDOG:?} on {}",
-                path.display()
-            )));
-        }
+    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(WATCHDOG) {
+        return Err(TestCaseError::fail(format!(
+            "hang: {what} did not return within {WATCHDOG:?} on {}",
+            path.display()
+        )));
     }
-    let outcome = worker.join();
-    let _ = std::fs::remove_file(&path);
-    if let Err(panic) = outcome {
+    if let Err(panic) = worker.join() {
         let msg = panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        return Err(TestCaseError::fail(format!("panicked: {msg}")));
+        return Err(TestCaseError::fail(format!(
+            "{what} panicked on {}: {msg}",
+            path.display()
+        )));
     }
     Ok(())
 }
