@@ -4,19 +4,13 @@
 
 mod common;
 
-use common::{fails, info, ok, path_in, shmq};
+use common::{fails, info, ok, ok_with, path_in, shmq};
 
 /// `shmq publish QUEUE --id ID [extra]` with `lines` on stdin: its stdout (it must succeed).
 fn publish(queue: &str, id: &str, extra: &[&str], lines: &str) -> String {
     let mut args = vec!["publish", queue, "--id", id];
     args.extend_from_slice(extra);
-    let out = shmq(&args, lines.as_bytes());
-    assert!(
-        out.status.success(),
-        "shmq {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
+    ok_with(&args, lines.as_bytes())
 }
 
 #[test]

@@ -10,20 +10,14 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{fails, info, ok, path_in, shmq, wait_for_info, Background};
+use common::{fails, info, ok, ok_with, path_in, shmq, wait_for_info, Background};
 
 /// `shmq publish TOPIC --transaction ID [extra]` with `lines` on stdin: its stdout (it must
 /// succeed).
 fn publish(topic: &str, id: &str, extra: &[&str], lines: &str) -> String {
     let mut args = vec!["publish", topic, "--transaction", id];
     args.extend_from_slice(extra);
-    let out = shmq(&args, lines.as_bytes());
-    assert!(
-        out.status.success(),
-        "shmq {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
+    ok_with(&args, lines.as_bytes())
 }
 
 /// Every value of `topic` from the start (stops once none arrives for 200 ms).

@@ -26,7 +26,12 @@ pub fn shmq(args: &[&str], stdin: &[u8]) -> Output {
 
 /// `shmq` with `args` and no input; panics with its output unless it succeeds.
 pub fn ok(args: &[&str]) -> String {
-    let out = shmq(args, b"");
+    ok_with(args, b"")
+}
+
+/// [`ok`] with `stdin` as the input.
+pub fn ok_with(args: &[&str], stdin: &[u8]) -> String {
+    let out = shmq(args, stdin);
     assert!(
         out.status.success(),
         "shmq {args:?} failed: {}\nstdout: {}",
