@@ -42,6 +42,10 @@ fn main() {
                 "a_damaged_participant_list_is_an_error",
                 damaged_participant_list,
             ),
+            (
+                "a_transactional_producer_inherited_across_fork_is_refused",
+                forked_holder,
+            ),
         ]),
     }
 }
@@ -649,4 +653,50 @@ fn damaged_participant_list() {
         assert_eq!(producer.publish_to(0, None, b"x").unwrap(), 1);
     }
     println!("  participants past the tail or beyond a ring: refused, nothing aborted");
+}
+
+/// A transactional producer made before `fork` is the parent's: in the child its commit fails
+/// with `Forked` naming the parent, nothing of the child's records is written, dropping it
+/// there leaves the id to the parent, and the child cannot take the id while the parent
+/// holds it. The parent then commits as before.
+fn forked_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = create(dir.path());
+    let mut c = checker(&topic);
+    let mut tx = topic.transactional_producer("t").unwrap();
+    let parent = std::process::id();
+    // SAFETY: the child uses only shmq and its own memory, and ends in `common::in_child`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        common::in_child(|| {
+            if tx.send_to(0, None, &value(5, 1, 0, 1)).is_err() {
+                return 1;
+            }
+            match tx.commit() {
+                Err(Error::Forked { pid, .. }) if pid == parent => {}
+                _ => return 2,
+            }
+            drop(tx);
+            match topic.transactional_producer("t") {
+                Err(Error::TransactionalIdBusy { pid, .. }) if pid == parent => 0,
+                _ => 3,
+            }
+        });
+    }
+    let code = common::reap(pid, PHASE);
+    assert_eq!(
+        code,
+        Some(0),
+        "the forked child (1: send, 2: its commit through the parent's producer, 3: the id)"
+    );
+    assert!(
+        read_all(&mut c, Duration::from_millis(100)).is_empty(),
+        "the child's record"
+    );
+    tx.send_to(1, None, &value(5, 2, 0, 1)).unwrap();
+    assert_eq!(tx.commit().unwrap()[0].partition, 1);
+    let seen = read_all(&mut c, Duration::from_millis(200));
+    assert_eq!(seen.keys().collect::<Vec<_>>(), [&(5, 2)]);
+    println!("  the child's inherited producer was refused (Forked); the parent kept the id");
 }
