@@ -101,11 +101,16 @@ impl SideFile {
     /// `Err` once the file shrank under this process's mapping (`Truncated`, from the `SIGBUS`
     /// handler or the watcher), or its path was removed or names another file (`Detached`,
     /// from the watcher: only a watched file, see [`watch`]).
+    #[inline]
     pub(crate) fn check_damage(&self) -> Result<()> {
-        match self.map.damage() {
-            None => Ok(()),
-            Some(damage) => Err(damage.error(self.path.clone())),
-        }
+        self.map.check(&self.path)
+    }
+
+    /// `outcome` of a call that used the file, checked after it as
+    /// [`check_damage`](Self::check_damage) says ([`Protected::checked_after`]).
+    #[inline(always)]
+    pub(crate) fn checked_after<T>(&self, outcome: Result<T>) -> Result<T> {
+        self.map.checked_after(&self.path, outcome)
     }
 
     /// Puts bytes `off..off + len` of the file on disk (`msync`).

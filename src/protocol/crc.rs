@@ -10,8 +10,9 @@
 #[cfg(target_arch = "x86_64")]
 const DIRECT_MAX: usize = 256;
 
-/// The CRC32C of `data`, equal to `crc32c::crc32c(data)`.
-#[inline]
+/// The CRC32C of `data`, equal to `crc32c::crc32c(data)`. Always inlined: it is a length test
+/// and a call on every publish and poll.
+#[inline(always)]
 pub(crate) fn crc32c(data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     if data.len() <= DIRECT_MAX && std::arch::is_x86_feature_detected!("sse4.2") {

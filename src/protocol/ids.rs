@@ -180,6 +180,7 @@ impl<'a> IdsTable<'a> {
         self.config
     }
 
+    #[inline]
     fn at(&self, slot: u32, field: u64) -> u64 {
         debug_assert!(slot < self.config.slots);
         SLOT_BASE + u64::from(slot) * slot_len(self.config.window) + field
@@ -215,38 +216,45 @@ impl<'a> IdsTable<'a> {
     }
 
     /// Slot `slot`'s holder words (`last`, in-flight, counters), with one bounds check.
+    #[inline]
     fn hot(&self, slot: u32) -> &'a [AtomicU64; HOT_WORDS] {
         self.region.u64s(self.at(slot, S_HOT))
     }
 
     /// One above the highest sequence number slot `slot` has published.
+    #[inline]
     pub(crate) fn last(&self, slot: u32) -> &'a AtomicU64 {
         &self.hot(slot)[LAST]
     }
 
     /// Slot `slot`'s counter `c`.
+    #[inline]
     pub(crate) fn counter(&self, slot: u32, c: Counter) -> &'a AtomicU64 {
         &self.hot(slot)[COUNTERS + c as usize]
     }
 
     /// Adds one to slot `slot`'s counter `c` (the holder only: a load and a store).
+    #[inline]
     pub(crate) fn count(&self, slot: u32, c: Counter) {
         bump(self.counter(slot, c));
     }
 
     /// Entry `index`'s words `[seq + 1 (0: none), offset]` in slot `slot`.
+    #[inline]
     fn entry(&self, slot: u32, index: u64) -> &'a [AtomicU64; 2] {
         debug_assert!(index < u64::from(self.config.window));
         self.region.u64s(self.at(slot, SLOT_HEADER + ENTRY * index))
     }
 
     /// The entry of sequence number `seq`.
+    #[inline]
     fn index(&self, seq: u64) -> u64 {
         seq & (u64::from(self.config.window) - 1)
     }
 
     /// Loads entry `index` of slot `slot`: `Some((seq, offset))`, `None` if empty;
     /// [`IdsFault::Entry`] for a sequence number that does not map to the entry.
+    #[inline]
     pub(crate) fn load_entry(&self, slot: u32, index: u64) -> Result<Option<(u64, u64)>, IdsFault> {
         let [seq, offset] = self.entry(slot, index);
         // SYNC P (Acquire): pairs with the Release store of `seq + 1` after the offset.
@@ -266,6 +274,7 @@ impl<'a> IdsTable<'a> {
     }
 
     /// Stores entry `(seq, offset)` (the holder only): offset first, then `seq + 1`.
+    #[inline]
     fn store_entry(&self, slot: u32, seq: u64, offset: u64) {
         let [s, o] = self.entry(slot, self.index(seq));
         // Relaxed: published by the Release store below.
@@ -347,6 +356,7 @@ pub(crate) fn lookup(t: &IdsTable<'_>, slot: u32, seq: u64) -> Result<Lookup, Id
 
 /// Notes claim `offset` of sequence number `seq` in slot `slot`'s in-flight words (the holder,
 /// right after its claim won, before it writes the record): offset first, then `seq + 1`.
+#[inline]
 pub(crate) fn note_claim(t: &IdsTable<'_>, slot: u32, seq: u64, offset: u64) {
     let w = t.hot(slot);
     let (s, o) = (&w[INFLIGHT_SEQ], &w[INFLIGHT_OFFSET]);
@@ -377,12 +387,23 @@ pub(crate) enum Settled {
 ///
 /// Run by the holder after each publish, and by a new holder for a dead one's claim.
 /// [`IdsFault::InFlight`] for an offset that was never claimed (a damaged file).
+#[inline]
 pub(crate) fn settle(
     t: &IdsTable<'_>,
     slot: u32,
     ring: &Ring,
     committed: bool,
 ) -> Result<Settled, IdsFault> {
+    if committed {
+        Ok(settle_committed(t, slot))
+    } else {
+        settle_by_tag(t, slot, ring)
+    }
+}
+
+/// [`settle`] of a claim whose outcome its tag tells.
+#[inline(never)]
+fn settle_by_tag(t: &IdsTable<'_>, slot: u32, ring: &Ring) -> Result<Settled, IdsFault> {
     let w = t.hot(slot);
     // SYNC P (Acquire): pairs with the Release store in `note_claim`.
     let stored = w[INFLIGHT_SEQ].load(Ordering::Acquire);
@@ -392,40 +413,64 @@ pub(crate) fn settle(
     let seq = stored - 1;
     // Relaxed: ordered after the Acquire load above.
     let offset = w[INFLIGHT_OFFSET].load(Ordering::Relaxed);
-    let settled = if committed {
-        Settled::Published { seq, offset }
-    } else {
-        let (tail, _) = ring.tail();
-        if offset >= tail {
-            return Err(IdsFault::InFlight { slot, offset, tail });
-        }
-        outcome(ring, seq, offset)
-    };
-    // A holder killed after storing the entry, before clearing the in-flight words, left
-    // nothing to do but that.
-    let recorded = !committed
-        && settled == Settled::Published { seq, offset }
-        && t.load_entry(slot, t.index(seq))? == Some((seq, offset));
+    let (tail, _) = ring.tail();
+    if offset >= tail {
+        return Err(IdsFault::InFlight { slot, offset, tail });
+    }
+    let settled = outcome(ring, seq, offset);
     match settled {
-        Settled::Published { seq, offset } if !recorded => {
-            t.store_entry(slot, seq, offset);
-            let last = &w[LAST];
-            // Relaxed: the holder's own word (SYNC P hands it over).
-            if last.load(Ordering::Relaxed) < stored {
-                last.store(stored, Ordering::Relaxed);
+        // A holder killed after storing the entry, before clearing the in-flight words, left
+        // nothing to do but that.
+        Settled::Published { seq, offset } => {
+            if t.load_entry(slot, t.index(seq))? != Some((seq, offset)) {
+                record(t, slot, seq, offset);
             }
-            bump(&w[COUNTERS + Counter::Published as usize]);
-            crate::crash::point("ids.after_entry");
         }
         Settled::Unknown { .. } => bump(&w[COUNTERS + Counter::Unknown as usize]),
-        Settled::Published { .. } | Settled::NotPublished { .. } | Settled::Idle => {}
+        Settled::NotPublished { .. } | Settled::Idle => {}
     }
     // Release: the entry is stored before the in-flight words read as empty.
     w[INFLIGHT_SEQ].store(0, Ordering::Release);
     Ok(settled)
 }
 
+/// [`settle`] of a claim its holder knows committed (its publish returned the offset): the
+/// tag is not consulted (the ring may have lapped it since). Inline: every idempotent publish
+/// makes it.
+#[inline]
+fn settle_committed(t: &IdsTable<'_>, slot: u32) -> Settled {
+    let w = t.hot(slot);
+    // SYNC P (Acquire): pairs with the Release store in `note_claim`.
+    let stored = w[INFLIGHT_SEQ].load(Ordering::Acquire);
+    if stored == 0 {
+        return Settled::Idle;
+    }
+    // Relaxed: ordered after the Acquire load above.
+    let offset = w[INFLIGHT_OFFSET].load(Ordering::Relaxed);
+    record(t, slot, stored - 1, offset);
+    // Release: the entry is stored before the in-flight words read as empty.
+    w[INFLIGHT_SEQ].store(0, Ordering::Release);
+    Settled::Published {
+        seq: stored - 1,
+        offset,
+    }
+}
+
+/// Records that `seq` was published as record `offset`: its entry, `last`, the counter.
+#[inline]
+fn record(t: &IdsTable<'_>, slot: u32, seq: u64, offset: u64) {
+    t.store_entry(slot, seq, offset);
+    let last = t.last(slot);
+    // Relaxed: the holder's own word (SYNC P hands it over).
+    if last.load(Ordering::Relaxed) <= seq {
+        last.store(seq + 1, Ordering::Relaxed);
+    }
+    t.count(slot, Counter::Published);
+    crate::crash::point("ids.after_entry");
+}
+
 /// Adds one to a counter of the holder's (a load and a store: only the holder writes it).
+#[inline]
 fn bump(word: &AtomicU64) {
     // Relaxed: statistics.
     word.store(

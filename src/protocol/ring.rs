@@ -278,25 +278,30 @@ impl Ring {
     }
 
     /// Region offset of the ring byte at position `pos`.
+    #[inline]
     pub(crate) fn data_at(&self, pos: u64) -> u64 {
         self.layout.data + (pos & self.mask)
     }
 
     /// The header words of the record at position `pos`, bounds-checked once for all of them.
+    #[inline]
     fn header(&self, pos: u64) -> &[AtomicU64; HEADER_WORDS] {
         self.region.u64s(self.data_at(pos))
     }
 
+    #[inline]
     fn slot(&self, offset: u64) -> u64 {
         self.layout.index + layout::INDEX_SLOT * (offset & (self.layout.index_entries - 1))
     }
 
     /// The tag word of `offset`'s slot (also for sleepers re-checking it, SYNC W).
+    #[inline]
     pub(crate) fn slot_tag(&self, offset: u64) -> &AtomicU64 {
         self.region.u64(self.slot(offset) + SLOT_TAG)
     }
 
     /// The position word of `offset`'s slot.
+    #[inline]
     pub(crate) fn slot_pos(&self, offset: u64) -> &AtomicU64 {
         self.region.u64(self.slot(offset) + SLOT_POS)
     }
@@ -473,6 +478,7 @@ impl Ring {
     }
 
     /// Writes a claim's payload.
+    #[inline]
     pub(crate) fn write_payload(&self, claim: &Claim, data: &[u8]) {
         debug_assert_eq!(data.len(), claim.len as usize);
         self.region
@@ -481,7 +487,7 @@ impl Ring {
 
     /// Commits a claim whose payload is written, with the payload's CRC32C (0: none) and its
     /// schedule word (0 for a plain record). `Err(())` means a reader aborted it first.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit(
         &self,
         claim: &Claim,
@@ -540,6 +546,7 @@ impl Ring {
 
     /// SYNC I (Release): the claim is finished (or given up); producers scanning intents may
     /// now reuse bytes up to one capacity past it.
+    #[inline]
     fn release_intent(&self, intent: u64) {
         self.region.u64(intent + INTENT).store(0, Ordering::Release);
     }

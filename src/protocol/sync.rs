@@ -67,7 +67,8 @@ impl Region {
         Region { base, len }
     }
 
-    #[inline]
+    // Always inlined, as the accessors below: each is a compare and a branch where it is used.
+    #[inline(always)]
     fn ptr(&self, off: u64, size: u64, align: u64) -> *mut u8 {
         if off % align != 0 || !off.checked_add(size).is_some_and(|e| e <= self.len as u64) {
             outside(off, size, self.len);
@@ -77,6 +78,7 @@ impl Region {
     }
 
     /// The 64-bit atomic word at byte offset `off` (8-aligned).
+    #[inline(always)]
     pub(crate) fn u64(&self, off: u64) -> &AtomicU64 {
         // SAFETY: `ptr` checked alignment and bounds; the mapping outlives `&self`; the word is
         // only accessed atomically by every process that follows the protocol.
@@ -85,6 +87,7 @@ impl Region {
 
     /// The `N` consecutive 64-bit atomic words at byte offset `off` (8-aligned), with one
     /// bounds check for all of them.
+    #[inline(always)]
     pub(crate) fn u64s<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
         // SAFETY: `ptr` checked the alignment and that all `8 * N` bytes lie in the region; an
         // `AtomicU64` has the size and alignment of a `u64`, so `[AtomicU64; N]` is laid out as
@@ -93,12 +96,14 @@ impl Region {
     }
 
     /// The 32-bit atomic word at byte offset `off` (4-aligned).
+    #[inline(always)]
     pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
         // SAFETY: as for `u64`.
         unsafe { AtomicU32::from_ptr(self.ptr(off, 4, 4).cast()) }
     }
 
     /// The 128-bit atomic word at byte offset `off` (16-aligned).
+    #[inline(always)]
     pub(crate) fn u128(&self, off: u64) -> &AtomicU128 {
         // SAFETY: as for `u64`; 16-byte alignment is what `AtomicU128` requires, and lock-freedom
         // (cmpxchg16b) is checked when a queue is opened, so the atomicity holds across processes.

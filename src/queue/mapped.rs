@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{Corruption, Error, Result, TxnFault};
 use crate::mapping::file;
-use crate::mapping::sigbus::{Damage, Protected};
+use crate::mapping::sigbus::Protected;
 use crate::mapping::trust::Trust;
 use crate::mapping::watch::{self, Identity, Watched};
 use crate::protocol::durable_state::DurableState;
@@ -97,40 +97,14 @@ impl MappedQueue {
     /// load.
     #[inline]
     pub(crate) fn check_damage(&self) -> Result<()> {
-        match self.map.damage() {
-            None => Ok(()),
-            Some(damage) => Err(self.damage_error(damage)),
-        }
+        self.map.check(&self.path)
     }
 
     /// `outcome` of a call that used the mapping, checked after it as
-    /// [`check_damage`](Self::check_damage) says: damage found now wins over the outcome.
-    /// The same as `check_damage()?` after the call, without holding the outcome (a
-    /// `Result` of 96 bytes) in memory across the check: on a hot path that cost 16
-    /// instructions (callgrind, `call_cost`).
+    /// [`check_damage`](Self::check_damage) says ([`Protected::checked_after`]).
     #[inline(always)]
     pub(crate) fn checked_after<T>(&self, outcome: Result<T>) -> Result<T> {
-        match outcome {
-            Ok(v) => match self.map.damage() {
-                None => Ok(v),
-                Some(damage) => Err(self.damage_error(damage)),
-            },
-            Err(e) => Err(self.damage_or(e)),
-        }
-    }
-
-    /// The error of a call that failed with `e`: the damage found now, if any, or `e`.
-    #[cold]
-    #[inline(never)]
-    fn damage_or(&self, e: Error) -> Error {
-        self.check_damage().err().unwrap_or(e)
-    }
-
-    /// The error for `damage` found in this file.
-    #[cold]
-    #[inline(never)]
-    fn damage_error(&self, damage: Damage) -> Error {
-        damage.error(self.path.clone())
+        self.map.checked_after(&self.path, outcome)
     }
 
     /// [`check_damage`](Self::check_damage) after checking the file now (`fstat`, `lstat`):

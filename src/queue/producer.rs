@@ -575,6 +575,7 @@ impl Producer {
 
     /// A record that can never be durable is not published under a policy that promises it:
     /// [`Error::Poisoned`] once a flush of the file failed (Batch and Sync).
+    #[inline]
     pub(crate) fn check_poison(&self) -> Result<()> {
         if self.shared.geometry.durability != Durability::None {
             if let Some(e) = self.shared.poisoned() {
@@ -787,7 +788,7 @@ fn blocker(shared: &MappedQueue, bottleneck: &Bottleneck) -> Option<Box<Blocker>
 }
 
 /// The payload's CRC32C if the queue keeps checksums, else 0.
-#[inline]
+#[inline(always)]
 pub(crate) fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
         crc::crc32c(payload)

@@ -199,8 +199,7 @@ impl IdempotentProducer {
         self.lease.check_current(&self.producer.shared.path)?;
         self.ids.check_damage()?;
         let published = self.publish_checked(seq, payload);
-        self.ids.check_damage()?;
-        published
+        self.ids.checked_after(published)
     }
 
     fn publish_checked(&mut self, seq: u64, payload: &[u8]) -> Result<PublishOutcome> {
@@ -234,9 +233,22 @@ impl IdempotentProducer {
         });
         crate::crash::point("ids.after_publish");
         // The caller learns of a commit from the publish: only a failed one asks the tag.
-        let committed = matches!(published, Ok(_) | Err(Error::NotDurable { .. }));
-        settle(ids, slot, &self.producer.shared, committed)?;
-        published.map(PublishOutcome::New)
+        // Matched rather than held across `settle`: a `Result` of 96 bytes kept in memory.
+        match published {
+            Ok(offset) => {
+                settle(ids, slot, &self.producer.shared, true)?;
+                Ok(PublishOutcome::New(offset))
+            }
+            Err(e) => {
+                settle(
+                    ids,
+                    slot,
+                    &self.producer.shared,
+                    matches!(e, Error::NotDurable { .. }),
+                )?;
+                Err(e)
+            }
+        }
     }
 
     /// Sets how long [`publish`](Self::publish) waits for room under
@@ -305,6 +317,7 @@ fn release(ids: &IdsFile, slot: u32, lease: &Lease) {
 }
 
 /// Settles slot `slot`'s in-flight claim ([`ids::settle`]) in the queue `shared`.
+#[inline]
 fn settle(ids: &IdsFile, slot: u32, shared: &MappedQueue, committed: bool) -> Result<Settled> {
     ids::settle(&ids.table(), slot, &shared.ring, committed).map_err(|f| corrupt(&ids.path, f))
 }
