@@ -72,7 +72,7 @@ pub use queue::ids::{IdInfo, IdOptions, IdempotentProducer, PublishOutcome};
 #[cfg(not(loom))]
 pub use queue::inbox::{Admit, Inbox, InboxInfo, InboxOptions, Mark, MAX_INBOX_KEY};
 #[cfg(not(loom))]
-pub use queue::producer::{Claimed, Producer, Schedule};
+pub use queue::producer::{Claimed, Producer, Schedule, Timestamps};
 #[cfg(not(loom))]
 pub use queue::recovery::Recovery;
 #[cfg(not(loom))]

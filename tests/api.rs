@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shmq::{Error, FullPolicy, Options, Queue, SeekTo, Start, Subscribe};
+use shmq::{Error, FullPolicy, Options, Queue, SeekTo, Start, Subscribe, Timestamps};
 
 const SHORT: Option<Duration> = Some(Duration::from_millis(50));
 
@@ -37,6 +37,57 @@ fn publish_then_poll_in_order_with_dense_offsets() {
         assert!(m.timestamp_ns > 0);
     }
     assert!(c.poll(Some(Duration::ZERO)).unwrap().is_none());
+}
+
+/// Nanoseconds since the Unix epoch, as `SystemTime` says.
+fn wall_ns() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_nanos() as u64
+}
+
+/// The timestamps of `n` records published at once by a producer on `timestamps`, with the
+/// wall clock read before and after.
+fn stamps(timestamps: Timestamps, n: u32) -> (u64, Vec<u64>, u64) {
+    let (_d, q) = new_queue(&Options::default());
+    let mut c = q.consumer("g").unwrap();
+    let mut p = q.producer().unwrap();
+    p.set_timestamps(timestamps);
+    let before = wall_ns();
+    for i in 0..n {
+        p.publish(&i.to_le_bytes()).unwrap();
+    }
+    let after = wall_ns();
+    let stamps = (0..n)
+        .map(|_| c.poll(SHORT).unwrap().unwrap().timestamp_ns)
+        .collect();
+    (before, stamps, after)
+}
+
+#[test]
+fn precise_timestamps_are_within_the_publish_and_distinct() {
+    let (before, stamps, after) = stamps(Timestamps::Precise, 1000);
+    assert!(stamps.iter().all(|&t| (before..=after).contains(&t)));
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "in publish order");
+    let mut distinct = stamps.clone();
+    distinct.dedup();
+    assert!(distinct.len() > 500, "{} distinct of 1000", distinct.len());
+}
+
+#[test]
+fn coarse_timestamps_are_at_most_a_tick_early_and_shared_within_a_tick() {
+    // 1000 publishes take well under a millisecond, below one tick (CONFIG_HZ <= 1000).
+    let (before, stamps, after) = stamps(Timestamps::Coarse, 1000);
+    let tick = 10_000_000; // the longest tick: CONFIG_HZ = 100
+    assert!(
+        stamps.iter().all(|&t| before - tick <= t && t <= after),
+        "between {before} - 10 ms and {after}: {:?}",
+        (stamps.first(), stamps.last())
+    );
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "in publish order");
+    let mut distinct = stamps.clone();
+    distinct.dedup();
+    // One tick or a few, if the publishes were preempted: never one per record.
+    assert!(distinct.len() < 100, "{} distinct of 1000", distinct.len());
 }
 
 #[test]

@@ -55,8 +55,8 @@ pub use inbox::{
     shmq_inbox_new, shmq_mark, shmq_mark_done, shmq_mark_free, shmq_queue_inbox_info,
 };
 pub use producer::{
-    shmq_producer, shmq_producer_free, shmq_producer_new, shmq_publish, shmq_publish_batch,
-    shmq_publish_scheduled, shmq_record, shmq_wait_durable,
+    shmq_producer, shmq_producer_free, shmq_producer_new, shmq_producer_set_coarse_timestamps,
+    shmq_publish, shmq_publish_batch, shmq_publish_scheduled, shmq_record, shmq_wait_durable,
 };
 pub use queue::{
     shmq_close, shmq_create, shmq_durability, shmq_full_policy, shmq_open, shmq_open_trusting,

@@ -96,6 +96,10 @@ fn every_status_is_reachable() {
             shmq_publish(null_mut(), null(), 0, 0, null_mut()),
             SHMQ_EINVAL,
         );
+        saw(
+            shmq_producer_set_coarse_timestamps(null_mut(), true),
+            SHMQ_EINVAL,
+        );
         saw(shmq_poll(null_mut(), 0, null_mut()), SHMQ_EINVAL);
         saw(shmq_commit(null_mut(), 0), SHMQ_EINVAL);
         saw(shmq_seek(null_mut(), 0), SHMQ_EINVAL);

@@ -71,6 +71,23 @@ impl Schedule {
     }
 }
 
+/// The clock a producer stamps its records with ([`Producer::set_timestamps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timestamps {
+    /// `CLOCK_REALTIME`, nanosecond resolution (the default). A read costs a time-stamp
+    /// counter read in the vDSO: about 25 ns on a virtual machine whose hypervisor makes
+    /// `rdtscp` slow, a large part of a 64-byte publish there ("Timestamps" in
+    /// `BENCHMARKS.md`).
+    #[default]
+    Precise,
+    /// `CLOCK_REALTIME_COARSE`: the time of the kernel's last tick, so a timestamp may be up to
+    /// one tick (1 to 10 ms, `CONFIG_HZ`) before the publish and records published within one
+    /// tick share it. A read costs a few nanoseconds. A work group's delay and time to live
+    /// count from the timestamp, so under this clock a delayed record may be delivered, and
+    /// a record with a time to live may expire, up to one tick early.
+    Coarse,
+}
+
 /// Publishes records to one queue. One per thread (it is `Send`, not `Sync`).
 pub struct Producer {
     pub(crate) shared: Arc<MappedQueue>,
@@ -82,6 +99,8 @@ pub struct Producer {
     tail: u128,
     limit: u64,
     pub(crate) timeout: Option<Duration>,
+    /// The clock records are stamped with.
+    timestamps: Timestamps,
     /// The payload lengths of the batch being published (kept to reuse its allocation).
     lens: Vec<u32>,
     /// The claims of the batch being published (kept to reuse its allocation).
@@ -96,6 +115,7 @@ impl std::fmt::Debug for Producer {
             .field("path", &self.shared.path)
             .field("slot", &self.slot)
             .field("timeout", &self.timeout)
+            .field("timestamps", &self.timestamps)
             .finish_non_exhaustive()
     }
 }
@@ -176,6 +196,7 @@ impl Producer {
             tail,
             limit: 0,
             timeout: None,
+            timestamps: Timestamps::Precise,
             lens: Vec::new(),
             run: Vec::new(),
         })
@@ -185,6 +206,22 @@ impl Producer {
     /// [`FullPolicy::Block`]; `None` (the default) waits as long as it takes.
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
+    }
+
+    /// Sets the clock this producer stamps its records with (see [`Timestamps`]; the record's
+    /// [`Message::timestamp_ns`](crate::Message::timestamp_ns)). [`Timestamps::Coarse`]
+    /// trades the timestamp's resolution for a cheaper publish.
+    pub fn set_timestamps(&mut self, timestamps: Timestamps) {
+        self.timestamps = timestamps;
+    }
+
+    /// Now, on this producer's clock: a record's timestamp.
+    #[inline(always)]
+    fn stamp(&self) -> u64 {
+        match self.timestamps {
+            Timestamps::Precise => clock::now_ns(),
+            Timestamps::Coarse => clock::coarse_now_ns(),
+        }
     }
 
     /// Publishes `payload` and returns its offset. Under [`Durability::Sync`] it returns only
@@ -312,7 +349,7 @@ impl Producer {
         let slot_off = self.slot_off;
         self.claim_with(|ring, tail, limit| ring.try_claim_run(tail, lens, limit, slot_off, run))?;
         let ring = &self.shared.ring;
-        let timestamp = clock::now_ns();
+        let timestamp = self.stamp();
         let crcs = lens;
         for ((claim, payload), crc) in run.iter().zip(payloads).zip(crcs.iter_mut()) {
             ring.write_payload(claim, payload);
@@ -361,7 +398,7 @@ impl Producer {
                 ring.write_payload(claim, payload);
                 *crc = checksum(&self.shared, payload);
             }
-            ring.prepare_run(run, clock::now_ns(), &lens, link)
+            ring.prepare_run(run, self.stamp(), &lens, link)
                 .map_err(|()| Error::Aborted {
                     offset: run[0].offset,
                 })
@@ -485,7 +522,7 @@ impl Producer {
         let offset = claim.offset;
         self.shared
             .ring
-            .commit(&claim, clock::now_ns(), crc, schedule, self.slot_off)
+            .commit(&claim, self.stamp(), crc, schedule, self.slot_off)
             .map_err(|()| Error::Aborted { offset })?;
         self.after_commit(offset, claim.start + footprint(claim.len as u64))?;
         Ok(offset)

@@ -32,6 +32,13 @@ pub(crate) fn now_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
+/// Nanoseconds since the Unix epoch at the kernel's last tick (`CLOCK_REALTIME_COARSE`: up to
+/// one tick behind [`now_ns`], at a fraction of its cost; 0 as for `now_ns`).
+#[inline]
+pub(crate) fn coarse_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME_COARSE)
+}
+
 /// Now on `CLOCK_MONOTONIC`, in nanoseconds: one clock for every process on the host.
 pub(crate) fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)

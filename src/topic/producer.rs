@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::queue::producer::Producer;
+use crate::queue::producer::{Producer, Timestamps};
 use crate::topic::directory::Topic;
 use crate::topic::routing::{self, partition_for_key};
 
@@ -28,6 +28,8 @@ pub struct TopicProducer {
     /// The growth generation this producer last saw.
     generation: u64,
     timeout: Option<Duration>,
+    /// The clock of every partition's producer.
+    timestamps: Timestamps,
 }
 
 impl std::fmt::Debug for TopicProducer {
@@ -52,6 +54,7 @@ impl TopicProducer {
             next: std::process::id() % n,
             topic,
             timeout: None,
+            timestamps: Timestamps::Precise,
         }
     }
 
@@ -61,6 +64,15 @@ impl TopicProducer {
         self.timeout = timeout;
         for p in self.producers.iter_mut().flatten() {
             p.set_timeout(timeout);
+        }
+    }
+
+    /// Sets the clock records are stamped with, in every partition (see
+    /// [`Producer::set_timestamps`]).
+    pub fn set_timestamps(&mut self, timestamps: Timestamps) {
+        self.timestamps = timestamps;
+        for p in self.producers.iter_mut().flatten() {
+            p.set_timestamps(timestamps);
         }
     }
 
@@ -123,6 +135,7 @@ impl TopicProducer {
             None => {
                 let mut p = self.topic.partitions()[partition as usize].producer()?;
                 p.set_timeout(self.timeout);
+                p.set_timestamps(self.timestamps);
                 slot.insert(p)
             }
         };
