@@ -104,7 +104,7 @@ fn a_record_aborted_under_its_producer_never_comes_back_after_a_restart() {
     );
     // The producer, past `seal`'s check, writes the header as `seal` does: offset, length
     // and CRC, timestamp, reserved.
-    let pos = u64_at(&before_abort, layout.slot(o));
+    let pos = u64_at(&before_abort, layout.pos_at(o));
     let mut header = Vec::with_capacity(32);
     header.extend_from_slice(&o.to_le_bytes());
     header.extend_from_slice(&(order.len() as u32).to_le_bytes());
@@ -120,7 +120,7 @@ fn a_record_aborted_under_its_producer_never_comes_back_after_a_restart() {
     }
     let after_abort = std::fs::read(&path).unwrap();
     assert_eq!(
-        u64_at(&after_abort, layout.slot(o) + 8),
+        u64_at(&after_abort, layout.tag_at(o)),
         o << 3 | 2,
         "the slot says aborted"
     );
@@ -136,7 +136,7 @@ fn a_record_aborted_under_its_producer_never_comes_back_after_a_restart() {
             moments.iter().any(|m| page(m) != page(&before_abort))
         })
         .collect();
-    let tag_page = layout.slot(o) as usize / PAGE;
+    let tag_page = layout.tag_at(o) as usize / PAGE;
     let record_page = layout.data(pos) as usize / PAGE;
     assert!(changed.contains(&tag_page) && changed.contains(&record_page));
     assert_ne!(tag_page, record_page);
@@ -229,7 +229,7 @@ fn a_batch_whose_first_record_was_aborted_is_not_replayed_in_part() {
     assert_eq!(delivered, want, "a committed batch is replayed whole");
 
     let mut image = whole;
-    let tag_at = layout.slot(first) as usize + 8;
+    let tag_at = layout.tag_at(first) as usize;
     image[tag_at..tag_at + 8].copy_from_slice(&(first << 3 | 2).to_le_bytes());
     let delivered = recover(dir.path(), "aborted", image);
     let mut want = kept;

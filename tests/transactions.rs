@@ -390,7 +390,8 @@ fn damaged_transaction_file() {
             .open(part.path())
             .unwrap();
         let mut word = [0u8; 8];
-        q.read_exact_at(&mut word, layout.slot(at.offset)).unwrap();
+        q.read_exact_at(&mut word, layout.pos_at(at.offset))
+            .unwrap();
         let pos = u64::from_le_bytes(word);
         let link: u64 = 1 << 63 | 1;
         let schedule = if case == "not a link" { 12345 } else { link };
@@ -398,7 +399,7 @@ fn damaged_transaction_file() {
             .unwrap();
         q.write_all_at(
             &(at.offset << 3 | 3).to_le_bytes(),
-            layout.slot(at.offset) + 8,
+            layout.tag_at(at.offset),
         )
         .unwrap();
         let txns = topic.path().join("transactions");
@@ -430,7 +431,7 @@ fn damaged_transaction_file() {
             }
         }
         let tag = {
-            q.read_exact_at(&mut word, layout.slot(at.offset) + 8)
+            q.read_exact_at(&mut word, layout.tag_at(at.offset))
                 .unwrap();
             u64::from_le_bytes(word) & 7
         };

@@ -107,7 +107,7 @@ fn create_then_info_reports_a_known_state() {
     assert_eq!(v["max_message"], 4096);
     assert_eq!(v["full_policy"], "reject");
     assert_eq!(v["tail_offset"], 3);
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(v["oldest_offset"], 0);
     assert_eq!(v["durability"], "none");
     assert_eq!(v["durable_offset"], 0);

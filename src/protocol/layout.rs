@@ -12,8 +12,9 @@ use crate::error::{Corruption, OutOfRange};
 /// File magic, the first 8 bytes of every queue file.
 pub const MAGIC: [u8; 8] = *b"SHMQRING";
 /// The format version this build reads and writes. Version 2: lease words are kernel-held
-/// liveness ids (not pid and start time), the poison word, and group sessions.
-pub const VERSION: u32 = 2;
+/// liveness ids (not pid and start time), the poison word, and group sessions. Version 3: the
+/// offset index keeps the slots' positions and tags in two tables, not side by side.
+pub const VERSION: u32 = 3;
 /// Size of the header page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Size of one record header in the ring.
@@ -22,7 +23,8 @@ pub const RECORD_HEADER: u64 = 32;
 pub const RECORD_ALIGN: u64 = 8;
 /// Size of one consumer-group slot.
 pub const GROUP_SLOT: u64 = 256;
-/// Size of one offset slot (`pos`, `tag`) in the offset index.
+/// Bytes of the offset index per offset slot: its `pos` word in the first table and its `tag`
+/// word in the second.
 pub const INDEX_SLOT: u64 = 16;
 /// Size of one producer slot.
 pub const PRODUCER_SLOT: u64 = 128;

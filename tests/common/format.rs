@@ -63,7 +63,7 @@ pub const PRODUCER_SLOT: u64 = 128;
 
 // ---- FORMAT.md, "Offset index (`N` slots of 16 bytes)" ----
 
-/// Size of one index slot (`pos` at 0, `tag` at 8).
+/// Bytes of the offset index per slot (its `pos` in the first table, its `tag` in the second).
 pub const INDEX_SLOT: u64 = 16;
 /// The smallest record (a bare record header): `N` is `capacity / MIN_RECORD`.
 pub const MIN_RECORD: u64 = 32;
@@ -136,9 +136,14 @@ impl Layout {
         self.groups + slot * GROUP_SLOT
     }
 
-    /// File offset of record `offset`'s index slot (`pos` at 0, `tag` at 8).
-    pub fn slot(&self, offset: u64) -> u64 {
-        self.index + INDEX_SLOT * (offset % self.entries)
+    /// File offset of record `offset`'s index slot's `pos` word (the first table).
+    pub fn pos_at(&self, offset: u64) -> u64 {
+        self.index + 8 * (offset % self.entries)
+    }
+
+    /// File offset of record `offset`'s index slot's `tag` word (the second table).
+    pub fn tag_at(&self, offset: u64) -> u64 {
+        self.index + 8 * self.entries + 8 * (offset % self.entries)
     }
 
     /// File offset of the ring byte at position `pos`.

@@ -108,14 +108,14 @@ fn wrong_version_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = make_queue(&dir);
     edit_file(&path, |b| {
-        put32(b, OFF_VERSION, 1);
+        put32(b, OFF_VERSION, 2);
         reseal(b);
     });
     assert_eq!(
         corruption(&path),
         Corruption::Version {
-            found: 1,
-            supported: 2
+            found: 2,
+            supported: shmq::FORMAT_VERSION
         }
     );
     // The version is checked before the checksum.

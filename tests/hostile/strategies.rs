@@ -100,7 +100,8 @@ impl Target {
             Target::HeaderWord(i) => HEADER_WORDS[i % HEADER_WORDS.len()],
             Target::Group { slot, word } => l.groups + slot * GROUP_SLOT + word * 8,
             Target::Producer { slot, word } => l.producers + slot * PRODUCER_SLOT + word * 8,
-            Target::Index { entry, tag } => l.index + entry * INDEX_SLOT + if tag { 8 } else { 0 },
+            Target::Index { entry, tag } if tag => l.tag_at(entry),
+            Target::Index { entry, .. } => l.pos_at(entry),
             Target::RecordHead { record, word } => {
                 t.record_heads[record % t.record_heads.len()] + word * 8
             }

@@ -93,8 +93,8 @@ pub(crate) fn build_template() -> Template {
     assert!(get64(&bytes, TAIL_POSITION_AT) > 3 * T_CAPACITY);
     let mut record_heads = Vec::new();
     for e in 0..layout.entries {
-        let slot = (layout.index + e * INDEX_SLOT) as usize;
-        let (pos, tag) = (get64(&bytes, slot), get64(&bytes, slot + 8));
+        let pos = get64(&bytes, layout.pos_at(e) as usize);
+        let tag = get64(&bytes, layout.tag_at(e) as usize);
         if tag & 1 == 1 {
             let start = if tag & 4 != 0 {
                 pos + (T_CAPACITY - pos % T_CAPACITY)
