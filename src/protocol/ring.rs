@@ -207,17 +207,8 @@ pub(crate) struct Claim {
 /// What a reader finds at its cursor.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found {
-    /// Record committed: its header is at position `start`, its payload is `len` bytes at
-    /// region offset `payload`. For a lappable reader these values are only trustworthy once
-    /// [`Ring::overrun`] says the bytes were not overwritten.
-    Ready {
-        start: u64,
-        len: u32,
-        timestamp: u64,
-        payload: u64,
-        /// The CRC32C its producer stored (0 in a queue without checksums).
-        crc: u32,
-    },
+    /// Record committed (see [`Ready`]).
+    Ready(Ready),
     /// The record was aborted: skip to `pos(offset + 1)`.
     Aborted,
     /// Not committed yet: `tag` is the slot tag seen.
@@ -227,6 +218,24 @@ pub(crate) enum Found {
     /// The slot says committed but the record header disagrees (`start` as in `Ready`):
     /// overwritten under a lappable reader, or a corrupt file.
     Inconsistent { start: u64, why: Malformed },
+}
+
+/// A committed record that [`Ring::read`] found, and what its header says: its header is at
+/// position `start`, its payload is `len` bytes at region offset `payload`. For a lappable
+/// reader these values are only trustworthy once [`Ring::overrun`] says the bytes were not
+/// overwritten.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// The position of its header.
+    pub start: u64,
+    /// Its payload's length.
+    pub len: u32,
+    /// When it was published, nanoseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// The region offset of its payload.
+    pub payload: u64,
+    /// The CRC32C its producer stored (0 in a queue without checksums).
+    pub crc: u32,
 }
 
 /// Result of one claim attempt.
@@ -260,7 +269,31 @@ pub(crate) enum Position {
 
 impl Ring {
     /// A ring over `region` laid out as `layout` (offsets already validated).
+    ///
+    /// Checks once that the offset index and the data ring lie in the region, 8-aligned, with
+    /// power-of-two sizes: the slot and record-header accessors mask their offsets into these
+    /// ranges and access them without a check of their own.
     pub(crate) fn new(region: Region, layout: RingLayout) -> Self {
+        let RingLayout {
+            capacity,
+            index,
+            index_entries,
+            data,
+            ..
+        } = layout;
+        let ends = |at: u64, size: Option<u64>| size.and_then(|s| at.checked_add(s));
+        let index_end = ends(index, index_entries.checked_mul(layout::INDEX_SLOT));
+        assert!(
+            capacity.is_power_of_two()
+                && capacity >= RECORD_HEADER
+                && index_entries.is_power_of_two()
+                && index % 8 == 0
+                && data % 8 == 0
+                && index_end.is_some_and(|end| end <= region.len())
+                && ends(data, Some(capacity)).is_some_and(|end| end <= region.len()),
+            "shmq internal error: ring layout {layout:?} outside a region of {} bytes",
+            region.len()
+        );
         Ring {
             region,
             mask: layout.capacity - 1,
@@ -290,13 +323,38 @@ impl Ring {
     }
 
     /// The tag word of `offset`'s slot (also for sleepers re-checking it, SYNC W).
+    #[inline]
     pub(crate) fn slot_tag(&self, offset: u64) -> &AtomicU64 {
-        self.region.u64(self.slot(offset) + SLOT_TAG)
+        // SAFETY: `slot` masks `offset` into the index, which `new` checked lies in the region,
+        // 8-aligned; the tag is a word inside the slot.
+        unsafe {
+            &self
+                .region
+                .u64s_unchecked::<1>(self.slot(offset) + SLOT_TAG)[0]
+        }
     }
 
     /// The position word of `offset`'s slot.
+    #[inline]
     pub(crate) fn slot_pos(&self, offset: u64) -> &AtomicU64 {
-        self.region.u64(self.slot(offset) + SLOT_POS)
+        // SAFETY: as for `slot_tag`.
+        unsafe {
+            &self
+                .region
+                .u64s_unchecked::<1>(self.slot(offset) + SLOT_POS)[0]
+        }
+    }
+
+    /// The header words of the record at ring index `idx`, without a bounds check.
+    ///
+    /// # Safety
+    /// `idx` must be 8-aligned and the header must lie in the ring:
+    /// `idx + RECORD_HEADER <= capacity`.
+    #[inline(always)]
+    unsafe fn ring_header(&self, idx: u64) -> &[AtomicU64; HEADER_WORDS] {
+        // SAFETY: the caller keeps the header inside the ring, which `new` checked lies in the
+        // region, 8-aligned.
+        unsafe { self.region.u64s_unchecked(self.layout.data + idx) }
     }
 
     /// The record header at position `pos` as stored, untrusted: `(offset, length, crc)`.
@@ -716,13 +774,16 @@ impl Ring {
                 Found::Pending { tag: t }
             };
         }
-        let idx = pos & self.mask;
         let start = self.record_start(pos, t);
+        let idx = start & self.mask;
         let bad = |why: Malformed| Found::Inconsistent { start, why };
-        if t & WRAPPED == 0 && idx + RECORD_HEADER > self.layout.capacity {
+        // A header across the ring's end (never for `WRAPPED`: it starts a lap, at index 0).
+        if idx + RECORD_HEADER > self.layout.capacity {
             return bad(Malformed::Misplaced { offset, pos });
         }
-        let head = self.header(start);
+        // SAFETY: `idx` is 8-aligned (`pos` is, as `sane_cursor` checked, and so is a lap's
+        // start) and the header lies in the ring, as just checked.
+        let head = unsafe { self.ring_header(idx) };
         // Relaxed: ordered after the Acquire load above.
         let stored = head[REC_OFFSET].load(Ordering::Relaxed);
         let len_crc = head[REC_LEN].load(Ordering::Relaxed);
@@ -734,22 +795,20 @@ impl Ring {
                 found: stored,
             });
         }
-        if len > self.layout.max_message as u64
-            || (start & self.mask) + footprint(len) > self.layout.capacity
-        {
+        if len > self.layout.max_message as u64 || idx + footprint(len) > self.layout.capacity {
             return bad(Malformed::Length {
                 offset,
                 len,
                 max: self.layout.max_message,
             });
         }
-        Found::Ready {
+        Found::Ready(Ready {
             start,
             len: len as u32,
             timestamp,
-            payload: self.data_at(start) + RECORD_HEADER,
+            payload: self.layout.data + idx + RECORD_HEADER,
             crc,
-        }
+        })
     }
 
     /// The schedule word of the record whose header is at position `start`, as [`read`]
@@ -910,8 +969,8 @@ impl Ring {
         let (mut hi, _) = self.tail();
         let at_or_after = |x: u64| match self.resolve(x).map(|p| self.read(x, p)) {
             // Overwritten while we looked: an old record, before `ns` by any measure.
-            Some(Found::Ready { start, .. }) if self.overrun(start) => false,
-            Some(Found::Ready { timestamp, .. }) => timestamp >= ns,
+            Some(Found::Ready(Ready { start, .. })) if self.overrun(start) => false,
+            Some(Found::Ready(Ready { timestamp, .. })) => timestamp >= ns,
             None | Some(Found::Overtaken) => false,
             Some(_) => true,
         };
