@@ -306,14 +306,23 @@ impl Lease {
     /// Fails with [`Error::Forked`](crate::Error::Forked) (naming `path`, the file or topic
     /// of the handle) in a child forked after this lease was taken: the handle holding it, and
     /// its slot, are the parent's.
+    #[inline]
     pub(crate) fn check_current(&self, path: &Path) -> crate::Result<()> {
         if self.current() {
             return Ok(());
         }
-        Err(crate::Error::Forked {
+        Err(self.forked(path))
+    }
+
+    /// The error of [`check_current`](Self::check_current), out of line: built inline, its
+    /// path's pointer and length were loaded on every poll (callgrind, `call_cost`).
+    #[cold]
+    #[inline(never)]
+    fn forked(&self, path: &Path) -> crate::Error {
+        crate::Error::Forked {
             path: path.to_path_buf(),
             pid: pid(self.word),
-        })
+        }
     }
 
     /// The lease's own description of the file, for the holder's other locks (a flush).

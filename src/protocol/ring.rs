@@ -764,11 +764,11 @@ impl Ring {
         }
         // SYNC C (Acquire): pairs with the commit CAS; header and payload are visible after it.
         let t = self.slot_tag(offset).load(Ordering::Acquire);
-        if t == tag(offset, ABORTED) {
-            return Found::Aborted;
-        }
-        if t != tag(offset, COMMITTED) && t != tag(offset, COMMITTED | WRAPPED) {
-            return if tag_offset(t) > offset {
+        // Committed, with or without `WRAPPED`: one compare for both.
+        if t | WRAPPED != tag(offset, COMMITTED | WRAPPED) {
+            return if t == tag(offset, ABORTED) {
+                Found::Aborted
+            } else if tag_offset(t) > offset {
                 Found::Overtaken
             } else {
                 Found::Pending { tag: t }
