@@ -143,10 +143,9 @@ pub(crate) const MAX_POSITION: u64 = 1 << 62;
 /// Whether `(offset, position)` read from the shared file can be a cursor: an 8-aligned
 /// position no larger than [`MAX_POSITION`], and at least one smallest record per offset.
 pub(crate) fn sane_cursor(offset: u64, pos: u64) -> bool {
-    pos % layout::RECORD_ALIGN == 0
-        && pos <= MAX_POSITION
-        && offset <= MAX_POSITION / RECORD_HEADER
-        && offset * RECORD_HEADER <= pos
+    // `offset <= pos / RECORD_HEADER` is `offset * RECORD_HEADER <= pos` without overflow, and
+    // with `pos <= MAX_POSITION` it bounds the offset by `MAX_POSITION / RECORD_HEADER`.
+    pos % layout::RECORD_ALIGN == 0 && pos <= MAX_POSITION && offset <= pos / RECORD_HEADER
 }
 
 /// The position a slot's `pos` word `raw` says its record's claim begins at: `raw` itself, or
@@ -228,6 +227,8 @@ pub(crate) enum Found {
 pub(crate) struct Ready {
     /// The position of its header.
     pub start: u64,
+    /// The position right after it, where the next offset's claim begins.
+    pub end: u64,
     /// Its payload's length.
     pub len: u32,
     /// When it was published, nanoseconds since the Unix epoch.
@@ -795,7 +796,8 @@ impl Ring {
                 found: stored,
             });
         }
-        if len > self.layout.max_message as u64 || idx + footprint(len) > self.layout.capacity {
+        let size = footprint(len);
+        if len > self.layout.max_message as u64 || idx + size > self.layout.capacity {
             return bad(Malformed::Length {
                 offset,
                 len,
@@ -804,6 +806,7 @@ impl Ring {
         }
         Found::Ready(Ready {
             start,
+            end: start + size,
             len: len as u32,
             timestamp,
             payload: self.layout.data + idx + RECORD_HEADER,

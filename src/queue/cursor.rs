@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use crate::error::{Corruption, Error, Result};
 use crate::protocol::crc;
-use crate::protocol::layout::footprint;
 pub(crate) use crate::protocol::ring::{Found, Ready};
 use crate::queue::mapped::MappedQueue;
 
@@ -249,6 +248,7 @@ impl Cursor {
     ) -> Result<Message<'_>> {
         let Ready {
             start,
+            end,
             len,
             timestamp,
             payload,
@@ -273,22 +273,12 @@ impl Cursor {
             unsafe { std::slice::from_raw_parts(ptr, len as usize) }
         };
         self.offset += 1;
-        self.pos = start + footprint(len as u64);
+        self.pos = end;
         self.stall = None;
         if self.verify {
             let computed = crc::crc32c(bytes);
             if computed != crc {
-                // Zeros from a truncated file are no checksum failure. (The page holding the
-                // new end reads zeros past it without a fault, so ask the file now.)
-                shared.recheck()?;
-                return Err(Error::Corrupt {
-                    path: shared.path.clone(),
-                    kind: Corruption::Checksum {
-                        offset,
-                        stored: crc,
-                        computed,
-                    },
-                });
+                return Err(checksum_failed(shared, offset, crc, computed));
             }
         }
         // What was read is good only if the file was whole after the read.
@@ -313,6 +303,26 @@ impl Cursor {
         Error::Lagged {
             lost: oldest.0.saturating_sub(from),
         }
+    }
+}
+
+/// The error for record `offset`, whose payload's CRC32C is `computed`, not the `stored` one:
+/// built out of line, so the hot path does not load the path it names.
+#[cold]
+#[inline(never)]
+fn checksum_failed(shared: &MappedQueue, offset: u64, stored: u32, computed: u32) -> Error {
+    // Zeros from a truncated file are no checksum failure. (The page holding the new end reads
+    // zeros past it without a fault, so ask the file now.)
+    if let Err(e) = shared.recheck() {
+        return e;
+    }
+    Error::Corrupt {
+        path: shared.path.clone(),
+        kind: Corruption::Checksum {
+            offset,
+            stored,
+            computed,
+        },
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{Corruption, Error, Result, TxnFault};
 use crate::mapping::file;
-use crate::mapping::sigbus::Protected;
+use crate::mapping::sigbus::{Damage, Protected};
 use crate::mapping::trust::Trust;
 use crate::mapping::watch::{self, Identity, Watched};
 use crate::protocol::durable_state::DurableState;
@@ -99,8 +99,16 @@ impl MappedQueue {
     pub(crate) fn check_damage(&self) -> Result<()> {
         match self.map.damage() {
             None => Ok(()),
-            Some(damage) => Err(damage.error(self.path.clone())),
+            Some(damage) => Err(self.damaged(damage)),
         }
+    }
+
+    /// The error of [`check_damage`](Self::check_damage), out of line: built inline, its
+    /// path's pointer and length were loaded on every poll (callgrind, `call_cost`).
+    #[cold]
+    #[inline(never)]
+    fn damaged(&self, damage: Damage) -> Error {
+        damage.error(self.path.clone())
     }
 
     /// [`check_damage`](Self::check_damage) after checking the file now (`fstat`, `lstat`):
