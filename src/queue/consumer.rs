@@ -300,10 +300,19 @@ impl Consumer {
         }
         let mut handed = 1;
         while handed < max {
-            match self.next(false)? {
-                Next::Ready(found) => f(self.deliver(found)?),
-                Next::Pending { .. } => break,
-            }
+            // `next(false)`, its fast path kept apart as in `poll`: a committed record goes
+            // from the look to `deliver` in registers, not through a `Result<Next>`.
+            let ready = match self.cursor.look(&self.shared) {
+                Ok(ready) => ready,
+                Err(found) => match self
+                    .cursor
+                    .step_past(&self.shared, self.reads, false, found)?
+                {
+                    Next::Ready(ready) => ready,
+                    Next::Pending { .. } => break,
+                },
+            };
+            f(self.deliver(ready)?);
             handed += 1;
         }
         Ok(handed)
