@@ -143,9 +143,15 @@ pub(crate) const MAX_POSITION: u64 = 1 << 62;
 /// Whether `(offset, position)` read from the shared file can be a cursor: an 8-aligned
 /// position no larger than [`MAX_POSITION`], and at least one smallest record per offset.
 pub(crate) fn sane_cursor(offset: u64, pos: u64) -> bool {
+    const ALIGN_BITS: u32 = layout::RECORD_ALIGN.trailing_zeros();
+    const _: () = assert!(layout::RECORD_ALIGN == 1 << ALIGN_BITS);
+    // Aligned and at most `MAX_POSITION` in one compare: rotating moves the alignment bits to
+    // the top, so a misaligned position becomes larger than any aligned one could. (Two tests
+    // cost `Consumer::poll_batch` 6 instructions more per record: callgrind, `call_cost`.)
+    let sane_pos = pos.rotate_right(ALIGN_BITS) <= MAX_POSITION >> ALIGN_BITS;
     // `offset <= pos / RECORD_HEADER` is `offset * RECORD_HEADER <= pos` without overflow, and
     // with `pos <= MAX_POSITION` it bounds the offset by `MAX_POSITION / RECORD_HEADER`.
-    pos % layout::RECORD_ALIGN == 0 && pos <= MAX_POSITION && offset <= pos / RECORD_HEADER
+    sane_pos && offset <= pos / RECORD_HEADER
 }
 
 /// The position a slot's `pos` word `raw` says its record's claim begins at: `raw` itself, or
@@ -1102,7 +1108,39 @@ pub(crate) fn wake_on(region: &Region, waiters: u64, seq: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{tag, unresolved, ABORTED, COMMITTED, WRAPPED};
+    use super::{sane_cursor, tag, unresolved, ABORTED, COMMITTED, MAX_POSITION, WRAPPED};
+
+    /// `sane_cursor`'s one-compare position test agrees with the plain predicate (aligned, at
+    /// most `MAX_POSITION`, 32 bytes per offset) at the edges.
+    #[test]
+    fn sane_cursor_edges() {
+        let plain = |o: u64, p: u64| {
+            p % 8 == 0 && p <= MAX_POSITION && o.checked_mul(32).is_some_and(|b| b <= p)
+        };
+        let edges = [
+            0,
+            1,
+            4,
+            7,
+            8,
+            31,
+            32,
+            33,
+            40,
+            MAX_POSITION - 8,
+            MAX_POSITION - 1,
+            MAX_POSITION,
+            MAX_POSITION + 1,
+            MAX_POSITION + 8,
+            u64::MAX - 7,
+            u64::MAX,
+        ];
+        for p in edges {
+            for o in edges.into_iter().chain([p / 32, p / 32 + 1]) {
+                assert_eq!(sane_cursor(o, p), plain(o, p), "({o}, {p})");
+            }
+        }
+    }
 
     /// A claim of offset 5 (slot reused every 4 offsets) may seal over what earlier records of
     /// its slot left, and over nothing else.
