@@ -306,14 +306,25 @@ impl Lease {
     /// Fails with [`Error::Forked`](crate::Error::Forked) (naming `path`, the file or topic
     /// of the handle) in a child forked after this lease was taken: the handle holding it, and
     /// its slot, are the parent's.
-    pub(crate) fn check_current(&self, path: &Path) -> crate::Result<()> {
+    // Generic over the path so that a caller's `&PathBuf` is turned into a `&Path` only on the
+    // error path: done at the call, it loaded the path's pointer and length on every poll
+    // (callgrind, `call_cost`).
+    #[inline]
+    pub(crate) fn check_current<P: AsRef<Path> + ?Sized>(&self, path: &P) -> crate::Result<()> {
         if self.current() {
             return Ok(());
         }
-        Err(crate::Error::Forked {
+        Err(self.forked(path.as_ref()))
+    }
+
+    /// The error of [`check_current`](Self::check_current), out of line.
+    #[cold]
+    #[inline(never)]
+    fn forked(&self, path: &Path) -> crate::Error {
+        crate::Error::Forked {
             path: path.to_path_buf(),
             pid: pid(self.word),
-        })
+        }
     }
 
     /// The lease's own description of the file, for the holder's other locks (a flush).

@@ -115,11 +115,14 @@ impl Protected {
     /// was removed or names another file ([`damage`](Self::damage)): calls that may write
     /// check this first, and calls that read the mapping check it before they return what
     /// they read. One atomic load.
+    ///
+    /// `path` is taken as it is held (a `&PathBuf`): turned into a `&Path` on the error path
+    /// only, so a check loads no pointer and length of it (callgrind, `call_cost`).
     #[inline]
-    pub(crate) fn check(&self, path: &std::path::Path) -> crate::Result<()> {
+    pub(crate) fn check(&self, path: &impl AsRef<std::path::Path>) -> crate::Result<()> {
         match self.damage() {
             None => Ok(()),
-            Some(damage) => Err(damage.error(path)),
+            Some(damage) => Err(damage.error(path.as_ref())),
         }
     }
 
@@ -130,7 +133,7 @@ impl Protected {
     #[inline(always)]
     pub(crate) fn checked_after<T>(
         &self,
-        path: &std::path::Path,
+        path: &impl AsRef<std::path::Path>,
         outcome: crate::Result<T>,
     ) -> crate::Result<T> {
         match outcome {

@@ -64,7 +64,7 @@ use loom::thread;
 
 use crate::protocol::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
 use crate::protocol::ring::{
-    tag, tag_offset, Attempt, Claim, Found, Position, Ring, RingLayout, ABORTED, COMMITTED,
+    tag, tag_offset, Attempt, Claim, Found, Position, Ready, Ring, RingLayout, ABORTED, COMMITTED,
 };
 use crate::protocol::sync::{unpack, Ordering, Region};
 
@@ -188,13 +188,13 @@ fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 
 
 /// [`check_ready`] for a record stamped `ts` (a run's records share the run's timestamp).
 fn check_record(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64, ts_want: u64) -> u64 {
-    let Found::Ready {
+    let Found::Ready(Ready {
         start,
         len,
         timestamp: ts,
         payload: at,
         ..
-    } = found
+    }) = found
     else {
         panic!("record {offset} at {pos}: expected Ready, found {found:?}");
     };
@@ -254,10 +254,7 @@ fn await_record(ring: &Ring, ts: u64, offset: u64, pos: u64) -> (u64, u64) {
 fn await_stamped(ring: &Ring, offset: u64, pos: u64, ts: Option<u64>) -> (u64, u64) {
     loop {
         match ring.read(offset, pos) {
-            found @ Found::Ready { .. } => {
-                let Found::Ready { len, .. } = found else {
-                    unreachable!()
-                };
+            found @ Found::Ready(Ready { len, .. }) => {
                 let p = owner_of_len(len);
                 let ts = ts.unwrap_or(timestamp(p));
                 return (p, check_record(ring, found, offset, pos, p, ts));
@@ -364,7 +361,7 @@ fn abort_races_commit() {
                     assert_eq!(ring.read(0, 0), Found::Aborted);
                 }
             }
-            found @ Found::Ready { .. } => {
+            found @ Found::Ready(_) => {
                 check_ready(&ring, found, 0, 0, 0);
             }
             other => panic!("record 0: unexpected {other:?}"),
@@ -740,7 +737,7 @@ fn run_is_read_whole_or_not_at_all() {
                 member_was_committed = tag_offset(ring.slot_tag(1).load(Ordering::SeqCst)) == 1;
                 !ring.abort(0, tag)
             }
-            Found::Ready { .. } => true,
+            Found::Ready(_) => true,
             other => panic!("record 0: unexpected {other:?}"),
         };
         let end;

@@ -95,6 +95,24 @@ impl Region {
         unsafe { &*self.ptr(off, 8 * N as u64, 8).cast::<[AtomicU64; N]>() }
     }
 
+    /// [`u64s`](Self::u64s) without the bounds check, for words at offsets computed from a
+    /// layout checked against the region once (the ring's slots and record headers, see
+    /// `Ring::new`).
+    ///
+    /// # Safety
+    /// `off` must be 8-aligned and `off + 8 * N` at most the region's [`len`](Self::len).
+    #[inline(always)]
+    pub(crate) unsafe fn u64s_unchecked<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
+        debug_assert!(off % 8 == 0 && off + 8 * N as u64 <= self.len as u64);
+        // SAFETY: the caller guarantees alignment and bounds; the rest as for `u64s`.
+        unsafe { &*self.base.add(off as usize).cast::<[AtomicU64; N]>() }
+    }
+
+    /// The region's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.len as u64
+    }
+
     /// The 32-bit atomic word at byte offset `off` (4-aligned).
     #[inline(always)]
     pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
@@ -276,6 +294,18 @@ impl Region {
         self.words[first..first + N]
             .try_into()
             .expect("a slice of N words")
+    }
+    /// As in production; checked here (the model indexes its words).
+    ///
+    /// # Safety
+    /// None needed in the model; the production contract is `off` 8-aligned and
+    /// `off + 8 * N` at most [`len`](Self::len).
+    pub(crate) unsafe fn u64s_unchecked<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
+        self.u64s(off)
+    }
+    /// The model region's length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        self.words.len() as u64 * 8
     }
     pub(crate) fn u32(&self, off: u64) -> &AtomicU32 {
         &self.halves[(off / 4) as usize]

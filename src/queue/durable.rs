@@ -63,8 +63,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::mapping::lease::OwnFd;
-use crate::protocol::layout::{footprint, Durability, DURABLE_SEQ, DURABLE_WAITERS, FLUSH_LOCK};
-use crate::protocol::ring::{self, Found};
+use crate::protocol::layout::{Durability, DURABLE_SEQ, DURABLE_WAITERS, FLUSH_LOCK};
+use crate::protocol::ring::{self, Found, Ready};
 use crate::protocol::sync::{pack, unpack, Ordering};
 use crate::queue::mapped::MappedQueue;
 use crate::runtime::clock;
@@ -337,7 +337,7 @@ impl MappedQueue {
         let (mut offset, mut pos) = self.durable();
         while offset < tail {
             match ring.read(offset, pos) {
-                Found::Ready { start, len, .. } => pos = start + footprint(len as u64),
+                Found::Ready(Ready { end, .. }) => pos = end,
                 Found::Aborted => match ring.past_aborted(offset) {
                     Some((next, at)) => {
                         (offset, pos) = (next, at);

@@ -548,7 +548,7 @@ impl Worker {
             self.pass_dispatched(seen_next, reached);
             return Ok(Step::Again);
         }
-        let schedule = self.shared.ring.schedule_at(ready.start());
+        let schedule = self.shared.ring.schedule_at(ready.start);
         let delivered = match self.cursor.deliver(&self.shared, Reads::COPY_ALL, ready) {
             Ok(m) => {
                 self.buf.clear();
@@ -833,7 +833,7 @@ impl Worker {
             Next::Ready(r) if self.cursor.offset == offset => r,
             _ => return Err(self.bad_entry(offset, u128::from(pos))),
         };
-        let schedule = self.shared.ring.schedule_at(ready.start());
+        let schedule = self.shared.ring.schedule_at(ready.start);
         let m = self.cursor.deliver(&self.shared, Reads::COPY_ALL, ready)?;
         self.buf.clear();
         self.buf.extend_from_slice(m.payload);
