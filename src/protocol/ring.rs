@@ -543,9 +543,18 @@ impl Ring {
     /// Writes a claim's payload.
     #[inline]
     pub(crate) fn write_payload(&self, claim: &Claim, data: &[u8]) {
-        debug_assert_eq!(data.len(), claim.len as usize);
-        self.region
-            .write_bytes(self.data_at(claim.start) + RECORD_HEADER, data);
+        assert_eq!(
+            data.len(),
+            claim.len as usize,
+            "a payload of its claim's length"
+        );
+        // SAFETY: the claim's whole footprint, header and payload, fits in the rest of its
+        // lap (see `seal`), inside the ring that `new` checked lies in the region; the claim
+        // gives its producer these bytes (the ring protocol).
+        unsafe {
+            self.region
+                .write_bytes_unchecked(self.data_at(claim.start) + RECORD_HEADER, data)
+        }
     }
 
     /// Commits a claim whose payload is written, with the payload's CRC32C (0: none) and its
@@ -637,7 +646,12 @@ impl Ring {
             return Err(());
         }
         crate::crash::point("publish.before_header");
-        let head = self.header(claim.start);
+        let idx = claim.start & self.mask;
+        debug_assert!(idx % 8 == 0 && idx + footprint(claim.len as u64) <= self.layout.capacity);
+        // SAFETY: a claim comes from `try_claim` or `try_claim_run`, which place a record
+        // where its whole footprint (at least a header) fits in the rest of its lap, at an
+        // 8-aligned position (the tail is checked sane and footprints are multiples of 8).
+        let head = unsafe { self.ring_header(idx) };
         // Relaxed: published by the tag CAS below (SYNC C).
         head[REC_OFFSET].store(o, Ordering::Relaxed);
         head[REC_LEN].store(claim.len as u64 | (crc as u64) << 32, Ordering::Relaxed);

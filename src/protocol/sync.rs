@@ -137,6 +137,22 @@ impl Region {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) }
     }
 
+    /// [`write_bytes`](Self::write_bytes) without the bounds check, for a range computed from
+    /// a layout checked against the region once (a claimed record's payload, see `Ring::new`).
+    ///
+    /// # Safety
+    /// `off + data.len()` must be at most the region's [`len`](Self::len), and the caller must
+    /// own the range under the ring protocol.
+    #[inline(always)]
+    pub(crate) unsafe fn write_bytes_unchecked(&self, off: u64, data: &[u8]) {
+        debug_assert!(off + data.len() as u64 <= self.len as u64);
+        // SAFETY: in bounds by the caller's guarantee; `data` is process-local, so the ranges
+        // cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(off as usize), data.len())
+        }
+    }
+
     /// Copies `out.len()` bytes at `off` into `out`.
     pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) {
         let src = self.ptr(off, out.len() as u64, 1);
@@ -322,6 +338,14 @@ impl Region {
             let w = u64::from_le_bytes(chunk.try_into().unwrap());
             self.u64(off + 8 * i as u64).store(w, Ordering::Relaxed);
         }
+    }
+    /// As in production; checked here (the model copies words).
+    ///
+    /// # Safety
+    /// None needed in the model; the production contract is `off + data.len()` at most
+    /// [`len`](Self::len).
+    pub(crate) unsafe fn write_bytes_unchecked(&self, off: u64, data: &[u8]) {
+        self.write_bytes(off, data)
     }
     pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) {
         assert!(
