@@ -24,7 +24,7 @@ fn handles_show_their_file_slot_group_and_offsets() {
     );
     assert_eq!(
         format!("{producer:?}"),
-        format!("Producer {{ path: {shown:?}, slot: 0, timeout: None, .. }}")
+        format!("Producer {{ path: {shown:?}, slot: 0, timeout: None, timestamps: Precise, .. }}")
     );
     assert_eq!(
         format!("{consumer:?}"),

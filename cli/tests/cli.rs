@@ -133,7 +133,7 @@ fn create_then_info_reports_a_known_state() {
         "{table}"
     );
     assert!(table.contains("durability   none, checksums"), "{table}");
-    assert!(table.contains("(format version 2)"), "{table}");
+    assert!(table.contains("(format version 3)"), "{table}");
     assert!(
         table
             .lines()

@@ -152,6 +152,10 @@ fn pytest() {
             .env("PYTHONPATH", &site)
             .env("SHMQ_CLI", target.join("debug/shmq"))
             .env("SHMQ_C_DIR", &c_dir)
+            // The C examples find the libshmq.so built above through their rpath; cargo's
+            // LD_LIBRARY_PATH, which wins over it, may name the workspace's own target
+            // directory and an older libshmq.so there.
+            .env_remove("LD_LIBRARY_PATH")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .current_dir(&site),
     );
