@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::format::{MEMBERS_GENERATION_AT, MEMBERS_SLOTS_AT};
 use shmq::{
     fan_out, partition_for_key, Corruption, DescriptorFault, Error, MemberOptions, MembersFault,
-    Options, Topic, TopicConsumer, TopicOptions,
+    Options, Timestamps, Topic, TopicConsumer, TopicOptions,
 };
 
 fn options(partitions: u32) -> TopicOptions {
@@ -760,4 +760,51 @@ fn committing_a_partition_that_moved_is_not_held() {
         first.commit(moved, 0),
         Err(Error::NotHeld { partition, .. }) if partition == moved
     ));
+}
+
+/// A topic producer set to the coarse clock stamps its records in every partition with it,
+/// including partitions it opens after the setting: records published within one tick share
+/// a timestamp (a precise clock gives each its own).
+#[test]
+fn a_topic_producer_stamps_every_partition_with_its_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, topic) = new_topic(&dir, "stamps", 2);
+    let mut c = topic.consumer("g").unwrap();
+    let mut p = topic.producer().unwrap();
+    p.set_timestamps(Timestamps::Coarse);
+    let wall = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.unwrap().as_nanos() as u64
+    };
+    let before = wall();
+    for i in 0..1000u32 {
+        p.publish_to(i % 2, None, &i.to_le_bytes()).unwrap();
+    }
+    let after = wall();
+    let mut stamps = Vec::new();
+    while stamps.len() < 1000 {
+        let m = c
+            .poll(Some(Duration::from_secs(5)))
+            .unwrap()
+            .expect("a record");
+        stamps.push((m.partition, m.timestamp_ns));
+    }
+    let tick = 10_000_000; // the longest tick: CONFIG_HZ = 100
+    assert!(stamps
+        .iter()
+        .all(|&(_, t)| before - tick <= t && t <= after));
+    for partition in 0..2 {
+        let mut seen: Vec<u64> = stamps
+            .iter()
+            .filter(|&&(p, _)| p == partition)
+            .map(|&(_, t)| t)
+            .collect();
+        assert_eq!(seen.len(), 500);
+        seen.dedup();
+        assert!(
+            seen.len() < 50,
+            "partition {partition}: {} distinct stamps",
+            seen.len()
+        );
+    }
 }

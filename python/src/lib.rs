@@ -63,6 +63,15 @@ fn timeout(seconds: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// The producer clock a `coarse_timestamps` argument asks for.
+fn timestamps(coarse: bool) -> shmq::Timestamps {
+    if coarse {
+        shmq::Timestamps::Coarse
+    } else {
+        shmq::Timestamps::Precise
+    }
+}
+
 /// A wait of at most a timeout, taken in slices with a signal check between them.
 struct Wait {
     deadline: Option<Instant>,

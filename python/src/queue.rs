@@ -95,13 +95,15 @@ impl Queue {
 
     /// A new producer (takes one of the queue's producer slots until closed). `timeout`: how
     /// long `publish` waits for room when the queue is full and its policy is "block" (`None`:
-    /// as long as it takes).
-    #[pyo3(signature = (*, timeout=None))]
-    fn producer(&self, timeout: Option<f64>) -> PyResult<Producer> {
+    /// as long as it takes). `coarse_timestamps`: stamp records with the kernel's last tick
+    /// (millisecond resolution) instead of a precise clock read, for a cheaper publish.
+    #[pyo3(signature = (*, timeout=None, coarse_timestamps=false))]
+    fn producer(&self, timeout: Option<f64>, coarse_timestamps: bool) -> PyResult<Producer> {
         let timeout = crate::timeout(timeout)?;
         let queue = self.get()?;
         let sync = !matches!(queue.geometry().durability, shmq::Durability::None);
-        let producer = queue.producer().py_err()?;
+        let mut producer = queue.producer().py_err()?;
+        producer.set_timestamps(crate::timestamps(coarse_timestamps));
         Ok(Producer {
             inner: Mutex::new(Some(producer)),
             timeout,

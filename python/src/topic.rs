@@ -74,17 +74,19 @@ impl Topic {
         shmq::Topic::is_topic(path)
     }
 
-    /// A new producer. `timeout` as for `Queue.producer`.
-    #[pyo3(signature = (*, timeout=None))]
-    fn producer(&self, timeout: Option<f64>) -> PyResult<TopicProducer> {
+    /// A new producer. `timeout` and `coarse_timestamps` as for `Queue.producer`.
+    #[pyo3(signature = (*, timeout=None, coarse_timestamps=false))]
+    fn producer(&self, timeout: Option<f64>, coarse_timestamps: bool) -> PyResult<TopicProducer> {
         let timeout = crate::timeout(timeout)?;
         let topic = self.get()?;
         let flushes = topic
             .partitions()
             .first()
             .is_some_and(|q| q.geometry().durability != shmq::Durability::None);
+        let mut producer = topic.producer().py_err()?;
+        producer.set_timestamps(crate::timestamps(coarse_timestamps));
         Ok(TopicProducer {
-            inner: Mutex::new(Some(topic.producer().py_err()?)),
+            inner: Mutex::new(Some(producer)),
             timeout,
             flushes,
         })
