@@ -387,8 +387,7 @@ impl Consumer {
         self.lease.check_current(&self.shared.path)?;
         self.shared.check_damage()?;
         let committed = self.commit_checked(offset);
-        self.shared.check_damage()?;
-        committed
+        self.shared.checked_after(committed)
     }
 
     fn commit_checked(&mut self, offset: u64) -> Result<()> {

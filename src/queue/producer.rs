@@ -285,8 +285,7 @@ impl Producer {
         self.lease.check_current(&self.shared.path)?;
         self.shared.check_damage()?;
         let published = self.publish_checked(payload, word, |_| {});
-        self.shared.check_damage()?;
-        published
+        self.shared.checked_after(published)
     }
 
     /// Publishes every payload of `payloads` as one run of records with dense offsets, in order,
@@ -307,8 +306,7 @@ impl Producer {
         self.lease.check_current(&self.shared.path)?;
         self.shared.check_damage()?;
         let published = self.publish_batch_checked(payloads);
-        self.shared.check_damage()?;
-        published
+        self.shared.checked_after(published)
     }
 
     fn publish_batch_checked(&mut self, payloads: &[&[u8]]) -> Result<u64> {
