@@ -16,7 +16,7 @@
 //! flush wrote.
 
 /// Every operation that can be failed, for tests to iterate over.
-pub const OPS: &[&str] = &["allocate", "fdatasync", "msync"];
+pub const OPS: &[&str] = &["allocate", "fdatasync", "msync", "prefault"];
 
 /// Fails with an injected error if `SHMQ_FAIL` names `op` (test builds only).
 #[cfg(feature = "fault-injection")]

@@ -308,6 +308,22 @@ fn injected_failures_are_errors() {
         "temp file left behind"
     );
 
+    // A refused prefault is an I/O error that names the file; the queue keeps working.
+    let prefaulted = d.path().join("prefaulted");
+    let q = Queue::create(&prefaulted, &options(Durability::None)).unwrap();
+    std::env::set_var("SHMQ_FAIL", "prefault");
+    let err = q.prefault().unwrap_err();
+    std::env::remove_var("SHMQ_FAIL");
+    assert!(
+        matches!(&err, Error::Io { path, source, .. }
+            if path == &prefaulted && source.raw_os_error() == Some(libc::EIO)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("prefault"), "{err}");
+    q.prefault().unwrap();
+    q.producer().unwrap().publish(&payload(0)).unwrap();
+    drop(q);
+
     // A failed flush under Sync: the publish reports that its record is not durable, and the
     // file is poisoned.
     let path = d.path().join("q");

@@ -33,6 +33,7 @@ fn main() {
                 foreign_sigbus_reaches_host_handler,
             ),
             ("foreign_sigbus_still_kills", foreign_sigbus_still_kills),
+            ("prefault_of_a_cut_file", prefault_of_a_cut_file),
         ]),
     }
 }
@@ -194,6 +195,18 @@ fn publish_until(q: &Queue, want: fn(&Error) -> bool) -> Duration {
         }
         assert!(start.elapsed() < LIMIT, "not detected within {LIMIT:?}");
     }
+}
+
+/// Prefaulting a file cut under the process reports the truncation (no `SIGBUS`: the kernel
+/// refuses the pages past the end), as every later call does.
+fn prefault_of_a_cut_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.q");
+    let q = Queue::create(&path, &options()).unwrap();
+    q.prefault().unwrap();
+    truncate(&path, 4096);
+    assert_truncated(&q.prefault().unwrap_err(), &path, "prefault");
+    assert_truncated(&q.producer().err().unwrap(), &path, "producer");
 }
 
 fn removed_is_detached() {

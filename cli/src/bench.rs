@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::Args;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use shmq_pingpong::percentiles::{self, QUANTILES};
+use shmq_pingpong::percentiles::{self, Latencies, QUANTILES};
 use shmq_pingpong::throughput::{self, Case, Flow};
 use shmq_pingpong::{Mode, Pinger};
 
@@ -106,7 +106,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     }
     let modes: Vec<Mode> = pingers.iter().map(|p| p.mode()).collect();
     let bar = progress_bar(messages * modes.len() as u64, !args.no_progress);
-    let hists = percentiles::measure(&mut pingers, messages, args.rounds, |n| bar.inc(n))
+    let found = percentiles::measure(&mut pingers, messages, args.rounds, |n| bar.inc(n))
         .map_err(|e| CliError::new("bench", e))?;
     bar.finish_and_clear();
     drop(pingers);
@@ -116,11 +116,23 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     for &m in &modes {
         outln!("    {:<15}{}", m.name(), waits(m));
     }
+    outln!(
+        "  shmq's pairs prefault their queue files (Queue::prefault) before they are timed: \
+         without it, the first lap takes a page fault on every 4 KiB page it touches in each \
+         process, a few microseconds each, which sets a short run's p99.9"
+    );
     outln!();
-    print_table(&modes, &hists);
+    print_table(&modes, &found);
     outln!();
-    let pairs = print_ratios(&modes, &hists);
+    let pairs = print_ratios(&modes, &found, "RATIO (whole run)", whole_run);
     outln!();
+    print_ratios(&modes, &found, "RATIO (median of rounds)", median_of_rounds);
+    outln!();
+    outln!(
+        "  whole run: the percentiles of every round's samples together; median of rounds: \
+         each round's ratio, then their median (a round the VM slows as a whole moves the \
+         first, not the second)"
+    );
     outln!("  each ratio divides the first mode's figure by the second's (below 1: the first is faster):");
     for (a, b) in pairs {
         outln!(
@@ -234,26 +246,31 @@ fn progress_bar(total: u64, wanted: bool) -> ProgressBar {
 }
 
 /// The percentile table: one row per mode, one-way nanoseconds.
-fn print_table(modes: &[Mode], hists: &[Histogram<u64>]) {
+fn print_table(modes: &[Mode], found: &[Latencies]) {
     let mut head = format!("{:<15}", "MODE");
     for (label, _) in QUANTILES {
         head.push_str(&format!(" {:>10}", label.to_uppercase()));
     }
     outln!("{head} {:>12}   (one-way, ns)", "MAX");
-    for (m, h) in modes.iter().zip(hists) {
+    for (m, l) in modes.iter().zip(found) {
         let mut row = format!("{:<15}", m.name());
         for (_, q) in QUANTILES {
-            row.push_str(&format!(" {:>10}", h.value_at_quantile(q)));
+            row.push_str(&format!(" {:>10}", l.all.value_at_quantile(q)));
         }
-        outln!("{row} {:>12}", h.max());
+        outln!("{row} {:>12}", l.all.max());
     }
 }
 
 /// Ratios of the percentiles (and max) of the pairs in `RATIOS` (and of the alternatives to
 /// shmq); returns the pairs printed.
-fn print_ratios(modes: &[Mode], hists: &[Histogram<u64>]) -> Vec<(Mode, Mode)> {
-    let of = |m: Mode| modes.iter().position(|&x| x == m).map(|i| &hists[i]);
-    let mut head = format!("{:<30}", "RATIO");
+fn print_ratios(
+    modes: &[Mode],
+    found: &[Latencies],
+    title: &str,
+    how: fn(&Latencies, &Latencies, Option<f64>) -> f64,
+) -> Vec<(Mode, Mode)> {
+    let of = |m: Mode| modes.iter().position(|&x| x == m).map(|i| &found[i]);
+    let mut head = format!("{title:<30}");
     for (label, _) in QUANTILES {
         head.push_str(&format!(" {:>9}", label.to_uppercase()));
     }
@@ -268,20 +285,38 @@ fn print_ratios(modes: &[Mode], hists: &[Histogram<u64>]) -> Vec<(Mode, Mode)> {
     );
     let mut printed = Vec::new();
     for (a, b) in pairs {
-        let (Some(ha), Some(hb)) = (of(a), of(b)) else {
+        let (Some(la), Some(lb)) = (of(a), of(b)) else {
             continue;
         };
         printed.push((a, b));
         let mut row = format!("{:<30}", format!("{} / {}", a.name(), b.name()));
         for (_, q) in QUANTILES {
-            row.push_str(&format!(
-                " {:>8.2}x",
-                ratio(ha.value_at_quantile(q), hb.value_at_quantile(q))
-            ));
+            row.push_str(&format!(" {:>8.2}x", how(la, lb, Some(q))));
         }
-        outln!("{row} {:>8.2}x", ratio(ha.max(), hb.max()));
+        outln!("{row} {:>8.2}x", how(la, lb, None));
     }
     printed
+}
+
+/// Quantile `q` of `h` (`None`: its maximum).
+fn at(h: &Histogram<u64>, q: Option<f64>) -> u64 {
+    q.map_or(h.max(), |q| h.value_at_quantile(q))
+}
+
+/// `a / b` at quantile `q` of all their samples.
+fn whole_run(a: &Latencies, b: &Latencies, q: Option<f64>) -> f64 {
+    ratio(at(&a.all, q), at(&b.all, q))
+}
+
+/// The median over the rounds of `a / b` at quantile `q` of each round's samples.
+fn median_of_rounds(a: &Latencies, b: &Latencies, q: Option<f64>) -> f64 {
+    let mut each: Vec<f64> = a
+        .rounds
+        .iter()
+        .zip(&b.rounds)
+        .map(|(x, y)| ratio(at(x, q), at(y, q)))
+        .collect();
+    shmq_pingpong::median(&mut each)
 }
 
 /// `a / b` as a float (both are at least 1 ns: the histograms record nothing smaller).

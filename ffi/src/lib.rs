@@ -60,7 +60,7 @@ pub use producer::{
 };
 pub use queue::{
     shmq_close, shmq_create, shmq_durability, shmq_full_policy, shmq_open, shmq_open_trusting,
-    shmq_options, shmq_options_default, shmq_queue, SHMQ_TRUST_NONE,
+    shmq_options, shmq_options_default, shmq_prefault, shmq_queue, SHMQ_TRUST_NONE,
 };
 pub use status::{shmq_status, shmq_status_name};
 pub use topic::{
@@ -68,8 +68,8 @@ pub use topic::{
     shmq_topic_consumer_join, shmq_topic_consumer_new, shmq_topic_consumer_subscribe,
     shmq_topic_create, shmq_topic_grow, shmq_topic_message, shmq_topic_open,
     shmq_topic_open_trusting, shmq_topic_partition_for_key, shmq_topic_partitions, shmq_topic_poll,
-    shmq_topic_producer, shmq_topic_producer_free, shmq_topic_producer_new, shmq_topic_publish,
-    shmq_topic_publish_keyed, shmq_topic_publish_to,
+    shmq_topic_prefault, shmq_topic_producer, shmq_topic_producer_free, shmq_topic_producer_new,
+    shmq_topic_publish, shmq_topic_publish_keyed, shmq_topic_publish_to,
 };
 pub use transaction::{
     shmq_transactional_producer_free, shmq_transactional_producer_new, shmq_txn, shmq_txn_abort,

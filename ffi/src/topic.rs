@@ -187,6 +187,20 @@ pub unsafe extern "C" fn shmq_topic_grow(topic: *const shmq_topic, partitions: u
     })
 }
 
+/// `shmq_prefault` for every partition file of the topic: this process's publishes and polls
+/// on it then take no first-touch page fault. Stops at the first partition that fails.
+///
+/// # Safety
+/// `topic` is NULL or a live topic handle.
+#[no_mangle]
+pub unsafe extern "C" fn shmq_topic_prefault(topic: *const shmq_topic) -> shmq_status {
+    guard("shmq_topic_prefault", || {
+        // SAFETY: the caller guarantees `topic` is NULL or live.
+        unsafe { topic_lock(topic) }?.prefault()?;
+        Ok(())
+    })
+}
+
 /// Stores in `*out` the partition a record with the `key_len` bytes at `key` goes to in a
 /// topic of `partitions` partitions: CRC-32C (Castagnoli) of the key modulo `partitions`
 /// (`SHMQ_EINVAL` if `partitions` is 0). Test vector: key "123456789" (CRC 0xE3069283) goes

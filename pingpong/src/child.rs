@@ -205,6 +205,10 @@ fn shmq_ends(dir: &Path) -> Result<(shmq::Consumer, shmq::Producer, [PathBuf; 2]
     let [req_path, resp_path] = queue_paths(dir);
     let req = shmq::Queue::open(&req_path).map_err(queue_err(&req_path))?;
     let resp = shmq::Queue::open(&resp_path).map_err(queue_err(&resp_path))?;
+    // As the parent does (`shmq_link`).
+    for (q, path) in [(&req, &req_path), (&resp, &resp_path)] {
+        q.prefault().map_err(queue_err(path))?;
+    }
     let rx = req.consumer("child").map_err(queue_err(&req_path))?;
     let tx = resp.producer().map_err(queue_err(&resp_path))?;
     Ok((rx, tx, [req_path, resp_path]))

@@ -36,23 +36,38 @@ pub fn clock_read_cost(n: u32) -> Histogram<u64> {
     h
 }
 
+/// One pinger's one-way latencies: all of them, and each round's block on its own.
+pub struct Latencies {
+    /// Every timed round trip of the run.
+    pub all: Histogram<u64>,
+    /// One histogram per round, in order.
+    pub rounds: Vec<Histogram<u64>>,
+}
+
 /// Measures `per_mode` messages on every pinger in `rounds` interleaved rounds (each round
 /// gives every pinger an equal share in turn). Each round trip is timed with one
 /// `Instant::now()`; one-way = round trip / 2. `progress` is called with the message count
-/// after each block, outside the timed part. Returns one histogram per pinger, in order.
+/// after each block, outside the timed part. Returns one [`Latencies`] per pinger, in order.
 pub fn measure(
     pingers: &mut [Pinger],
     per_mode: u64,
     rounds: u64,
     mut progress: impl FnMut(u64),
-) -> Result<Vec<Histogram<u64>>, Error> {
+) -> Result<Vec<Latencies>, Error> {
     let rounds = rounds.clamp(1, per_mode.max(1));
-    let mut hists: Vec<Histogram<u64>> = pingers.iter().map(|_| histogram()).collect();
+    let mut found: Vec<Latencies> = pingers
+        .iter()
+        .map(|_| Latencies {
+            all: histogram(),
+            rounds: Vec::new(),
+        })
+        .collect();
     for round in 0..rounds {
         // Spread the remainder over the first rounds so the total is exactly `per_mode`.
         let block = per_mode / rounds + u64::from(round < per_mode % rounds);
-        for (p, h) in pingers.iter_mut().zip(hists.iter_mut()) {
+        for (p, l) in pingers.iter_mut().zip(found.iter_mut()) {
             p.warm(WARM_UP)?;
+            let mut h = histogram();
             let mut prev = Instant::now();
             for _ in 0..block {
                 p.round_trip()?;
@@ -61,9 +76,12 @@ pub fn measure(
                 prev = now;
             }
             progress(block);
+            // Same bounds and precision: the sum cannot fail.
+            l.all.add(&h).expect("histograms of the same shape");
+            l.rounds.push(h);
         }
     }
-    Ok(hists)
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -239,6 +239,15 @@ impl Queue {
         self.get()?.check_file().py_err()
     }
 
+    /// Faults every page of the queue file into this process's page tables now, so that the
+    /// first lap of its publishes and polls takes no page fault (see `shmq::Queue::prefault`).
+    /// Raises `ShmqError` if the kernel refuses (Linux before 5.14), `Stale` if the file was
+    /// cut or replaced.
+    fn prefault(&self, py: Python<'_>) -> PyResult<()> {
+        let queue = self.get()?;
+        py.detach(|| queue.prefault()).py_err()
+    }
+
     /// The queue's state and parameters as a dict (a snapshot): offsets, `protected_bytes`,
     /// `live_producers` and the creation options. `fill` and `producers` are older names of
     /// `protected_bytes` and `live_producers`, kept so existing callers do not break.

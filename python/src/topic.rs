@@ -151,6 +151,12 @@ impl Topic {
         Ok(())
     }
 
+    /// `Queue.prefault` for every partition file of the topic.
+    fn prefault(&self, py: Python<'_>) -> PyResult<()> {
+        let topic = self.get()?;
+        py.detach(|| topic.prefault()).py_err()
+    }
+
     /// Checks every partition file and the membership file now (see `Queue.check_file`);
     /// raises `Stale` for the first one that is damaged.
     fn check_file(&self) -> PyResult<()> {

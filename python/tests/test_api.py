@@ -300,3 +300,21 @@ def test_coarse_timestamps(queue):
     # and shared by the records published within it.
     assert all(before - 0.011 <= t <= after for t in stamps), (before, stamps[0], after)
     assert len(set(stamps)) < 100
+
+
+def test_prefault(tmp_path):
+    path = str(tmp_path / "warm.q")
+    with shmq.Queue.create(path, capacity=1 << 20, max_message=4096) as q:
+        q.prefault()
+        p = q.producer()
+        c = q.consumer("g", create=True)
+        assert p.publish(b"after the prefault") == 0
+        assert c.poll(1).payload == b"after the prefault"
+        os.truncate(path, 4096)
+        with pytest.raises(shmq.Stale) as err:
+            q.prefault()
+        assert err.value.path == path and err.value.why == "truncated"
+    topic_path = str(tmp_path / "warm.topic")
+    with shmq.Topic.create(topic_path, partitions=4, capacity=1 << 16, max_message=1024) as t:
+        t.prefault()
+        assert t.producer().publish_to(2, b"x") == 0

@@ -148,6 +148,22 @@ impl MappedQueue {
         }
     }
 
+    /// Maps every page of the file into this process's page tables, writable
+    /// (`MADV_POPULATE_WRITE`), so that no later access faults on first touch
+    /// ([`Queue::prefault`](crate::Queue::prefault)).
+    pub(crate) fn prefault(&self) -> Result<()> {
+        self.check_damage()?;
+        let op = "prefault the mapping (madvise MADV_POPULATE_WRITE)";
+        let populated = crate::fault::check("prefault")
+            .and_then(|()| self.map.raw().advise(memmap2::Advice::PopulateWrite))
+            .map_err(|source| self.io(op, source));
+        if populated.is_err() {
+            // EFAULT: a page past the file's end, which the file check names as a truncation.
+            self.recheck()?;
+        }
+        populated
+    }
+
     /// Writes the pages holding `len` bytes at `off` to disk and waits (`msync(MS_SYNC)`).
     pub(crate) fn sync_range(&self, off: u64, len: u64) -> Result<()> {
         let io = |source| Error::Io {

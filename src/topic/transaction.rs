@@ -319,6 +319,11 @@ impl TransactionalProducer {
         let Some((old, next, pos)) = plan else {
             return self.commit_with(None, || Ok(()));
         };
+        // Before anything is written, the cursor the transaction will replace must be the one
+        // in the file.
+        consumer
+            .check_committed()
+            .inspect_err(|_| self.records.clear())?;
         let (path, group) = consumer.source();
         let path = path.to_str().filter(|p| p.len() <= txn::MAX_INPUT_PATH);
         let Some(path) = path else {
