@@ -88,15 +88,28 @@ fn short_run_reports_every_mode_with_sane_figures() {
         assert!(v[0] >= 1.0 && v[0] < 1e8, "{mode}: p50 {} ns", v[0]);
         assert!(v.windows(2).all(|w| w[0] <= w[1]), "{mode}: {v:?}");
     }
-    let ratios = table(&stdout, "RATIO");
-    for (a, b) in [
+    let pairs = [
         ("shmq_spin", "floor_atomic"),
         ("shmq_blocking", "floor_futex"),
         ("unix_socket", "shmq_spin"),
         ("unix_socket", "shmq_blocking"),
         ("pipe", "shmq_spin"),
         ("pipe", "shmq_blocking"),
-    ] {
+    ];
+    // The median of the rounds' ratios: the same pairs, each a positive number per column.
+    let medians = table(&stdout, "RATIO (median of rounds)");
+    for (a, b) in pairs {
+        let r = medians
+            .get(&format!("{a}/{b}"))
+            .unwrap_or_else(|| panic!("no median ratio {a} / {b}:\n{stdout}"));
+        assert_eq!(r.len(), 5, "{a} / {b}: {r:?}");
+        assert!(
+            r.iter().all(|&x| x > 0.0 && x.is_finite()),
+            "{a} / {b}: {r:?}"
+        );
+    }
+    let ratios = table(&stdout, "RATIO (whole run)");
+    for (a, b) in pairs {
         let r = ratios
             .get(&format!("{a}/{b}"))
             .unwrap_or_else(|| panic!("no ratio {a} / {b}:\n{stdout}"));
