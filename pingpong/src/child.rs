@@ -206,8 +206,8 @@ fn shmq_ends(dir: &Path) -> Result<(shmq::Consumer, shmq::Producer, [PathBuf; 2]
     let req = shmq::Queue::open(&req_path).map_err(queue_err(&req_path))?;
     let resp = shmq::Queue::open(&resp_path).map_err(queue_err(&resp_path))?;
     // As the parent does (`shmq_link`).
-    for (q, path) in [(&req, &req_path), (&resp, &resp_path)] {
-        q.prefault().map_err(queue_err(path))?;
+    for q in [&req, &resp] {
+        crate::prefault(q);
     }
     let rx = req.consumer("child").map_err(queue_err(&req_path))?;
     let tx = resp.producer().map_err(queue_err(&resp_path))?;

@@ -196,6 +196,15 @@ fn queue_paths(dir: &std::path::Path) -> [PathBuf; 2] {
     QUEUE_FILES.map(|name| dir.join(name))
 }
 
+/// Prefaults `queue` in this process (`Queue::prefault`), so that no first-touch page fault
+/// falls in a timed block. Where the kernel refuses (before Linux 5.14) the pair runs without
+/// it, and says so on stderr: its first lap then includes those faults.
+fn prefault(queue: &shmq::Queue) {
+    if let Err(e) = queue.prefault() {
+        eprintln!("  shmq pair: {e}; timing without a prefault (the first lap takes page faults)");
+    }
+}
+
 /// Maps a shmq error on the queue file `path` (cloned only when there is an error, so this
 /// can sit on a hot path).
 fn queue_err(path: &std::path::Path) -> impl FnOnce(shmq::Error) -> Error + '_ {

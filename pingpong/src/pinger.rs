@@ -285,8 +285,8 @@ fn shmq_link(dir: &Path, mode: Mode) -> Result<Link, Error> {
     let resp = shmq::Queue::create(&resp_path, &options).map_err(queue_err(&resp_path))?;
     // Steady-state latency: no first-touch page fault inside the timed blocks (each is a few
     // microseconds, one per 43 messages of the first lap: BENCHMARKS.md, "First-touch faults").
-    for (q, path) in [(&req, &req_path), (&resp, &resp_path)] {
-        q.prefault().map_err(queue_err(path))?;
+    for q in [&req, &resp] {
+        crate::prefault(q);
     }
     let rx = resp.consumer("parent").map_err(queue_err(&resp_path))?;
     let tx = req.producer().map_err(queue_err(&req_path))?;

@@ -474,10 +474,15 @@ impl Consumer {
         let pos = if next == self.cursor.offset {
             self.cursor.pos
         } else {
-            self.shared
-                .ring
-                .resolve(next)
-                .ok_or_else(|| self.out_of_range(next))?
+            match self.shared.ring.resolve(next) {
+                Some(pos) => pos,
+                None => {
+                    // A cursor moved by someone else is the error to report, as when the
+                    // word was compared first.
+                    self.check_committed()?;
+                    return Err(self.out_of_range(next));
+                }
+            }
         };
         Ok(Some((self.committed_word, next, pos)))
     }

@@ -158,7 +158,8 @@ impl MappedQueue {
             .and_then(|()| self.map.raw().advise(memmap2::Advice::PopulateWrite))
             .map_err(|source| self.io(op, source));
         if populated.is_err() {
-            // EFAULT: a page past the file's end, which the file check names as a truncation.
+            // EFAULT can be a page past the file's end, which the file check names as a
+            // truncation; any other cause is reported as the kernel gave it.
             self.recheck()?;
         }
         populated

@@ -240,7 +240,8 @@ impl Queue {
     /// writeback writes the whole file once. Nothing in the file changes.
     ///
     /// Errors: [`Error::Io`](crate::Error::Io) with the path if the kernel refuses (an older
-    /// kernel: `EINVAL`; out of memory), [`Error::Truncated`](crate::Error::Truncated) or
+    /// kernel: `EINVAL`; out of memory; a fatal signal pending: `EINTR`; a poisoned page:
+    /// `EHWPOISON`), [`Error::Truncated`](crate::Error::Truncated) or
     /// [`Error::Detached`](crate::Error::Detached) if the file was cut or replaced.
     pub fn prefault(&self) -> Result<()> {
         self.shared.prefault()
