@@ -241,7 +241,7 @@ impl Queue {
 
     /// Faults every page of the queue file into this process's page tables now, so that the
     /// first lap of its publishes and polls takes no page fault (see `shmq::Queue::prefault`).
-    /// Raises `ShmqError` if the kernel refuses (Linux before 5.14), `Stale` if the file was
+    /// Raises `IoError` if the kernel refuses (Linux before 5.14), `Stale` if the file was
     /// cut or replaced.
     fn prefault(&self, py: Python<'_>) -> PyResult<()> {
         let queue = self.get()?;
