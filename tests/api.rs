@@ -73,6 +73,36 @@ fn precise_timestamps_are_within_the_publish_and_distinct() {
     assert!(distinct.len() > 500, "{} distinct of 1000", distinct.len());
 }
 
+/// Past the precise clock's calibration and a few of its re-anchors (where it extrapolates
+/// from the time-stamp counter), every record's timestamp stays within 50 µs of the wall
+/// clock read around its publish, and they never decrease.
+#[test]
+fn precise_timestamps_stay_on_the_wall_clock_past_calibration() {
+    let (_d, q) = new_queue(&Options::default());
+    let mut c = q.consumer("g").unwrap();
+    let mut p = q.producer().unwrap();
+    let start = std::time::Instant::now();
+    let (mut last, mut n) = (0, 0u64);
+    while start.elapsed() < Duration::from_millis(350) {
+        let before = wall_ns();
+        p.publish(b"x").unwrap();
+        let after = wall_ns();
+        let (offset, t) = c
+            .poll(SHORT)
+            .unwrap()
+            .map(|m| (m.offset, m.timestamp_ns))
+            .unwrap();
+        assert!(
+            before - 50_000 <= t && t <= after + 50_000,
+            "record {offset}: {t} not within 50 us of [{before}, {after}]"
+        );
+        assert!(t >= last, "record {offset}: {t} before {last}");
+        c.commit(offset).unwrap();
+        (last, n) = (t, n + 1);
+    }
+    assert!(n > 1000, "only {n} records");
+}
+
 #[test]
 fn coarse_timestamps_are_at_most_a_tick_early_and_shared_within_a_tick() {
     // 1000 publishes take well under a millisecond, below one tick (CONFIG_HZ <= 1000).

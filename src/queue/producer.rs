@@ -25,7 +25,7 @@ use crate::protocol::ring::{self, Attempt, Claim, Ring};
 use crate::protocol::sync::{pack, Ordering};
 use crate::queue::flusher::{Flusher, FlusherSlot};
 use crate::queue::mapped::MappedQueue;
-use crate::runtime::clock;
+use crate::runtime::clock::{self, WallClock};
 use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
 
 /// When a work group may deliver a record ([`Producer::publish_scheduled`]): the record's
@@ -74,9 +74,14 @@ impl Schedule {
 /// The clock a producer stamps its records with ([`Producer::set_timestamps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Timestamps {
-    /// `CLOCK_REALTIME`, nanosecond resolution (the default). A read costs a time-stamp
-    /// counter read in the vDSO: about 25 ns on a virtual machine whose hypervisor makes
-    /// `rdtscp` slow, a large part of a 64-byte publish there ("Timestamps" in
+    /// `CLOCK_REALTIME`, nanosecond resolution (the default). Where the kernel keeps its
+    /// time with the CPU's time-stamp counter (clocksource `tsc`, an invariant counter), the
+    /// producer reads the kernel clock at most every 100 ms and extrapolates from the counter
+    /// in between: a read costs an `rdtsc` and a multiply instead of the vDSO's ordered
+    /// counter read (25 ns on this project's benchmark VM, a fifth of a ping-pong hop), and
+    /// stays within tens of nanoseconds of the kernel clock, never going back (but for a
+    /// kernel clock stepped back, or a calibration that went more than 1 ms wrong and is
+    /// dropped). Elsewhere every record reads the kernel clock ("The record clock" in
     /// `BENCHMARKS.md`).
     #[default]
     Precise,
@@ -101,6 +106,8 @@ pub struct Producer {
     pub(crate) timeout: Option<Duration>,
     /// The clock records are stamped with.
     timestamps: Timestamps,
+    /// The state of the precise clock ([`Timestamps::Precise`]).
+    wall: WallClock,
     /// The payload lengths of the batch being published (kept to reuse its allocation).
     lens: Vec<u32>,
     /// The claims of the batch being published (kept to reuse its allocation).
@@ -197,6 +204,7 @@ impl Producer {
             limit: 0,
             timeout: None,
             timestamps: Timestamps::Precise,
+            wall: WallClock::new(),
             lens: Vec::new(),
             run: Vec::new(),
         })
@@ -217,9 +225,9 @@ impl Producer {
 
     /// Now, on this producer's clock: a record's timestamp.
     #[inline(always)]
-    fn stamp(&self) -> u64 {
+    fn stamp(&mut self) -> u64 {
         match self.timestamps {
-            Timestamps::Precise => clock::now_ns(),
+            Timestamps::Precise => self.wall.now(),
             Timestamps::Coarse => clock::coarse_now_ns(),
         }
     }
@@ -346,8 +354,8 @@ impl Producer {
         self.check_poison()?;
         let slot_off = self.slot_off;
         self.claim_with(|ring, tail, limit| ring.try_claim_run(tail, lens, limit, slot_off, run))?;
-        let ring = &self.shared.ring;
         let timestamp = self.stamp();
+        let ring = &self.shared.ring;
         let crcs = lens;
         for ((claim, payload), crc) in run.iter().zip(payloads).zip(crcs.iter_mut()) {
             ring.write_payload(claim, payload);
@@ -391,12 +399,13 @@ impl Producer {
                 ring.try_claim_run(tail, &lens, limit, slot_off, run)
             })?;
             claimed(run);
+            let timestamp = self.stamp();
             let ring = &self.shared.ring;
             for ((claim, payload), crc) in run.iter().zip(payloads).zip(lens.iter_mut()) {
                 ring.write_payload(claim, payload);
                 *crc = checksum(&self.shared, payload);
             }
-            ring.prepare_run(run, self.stamp(), &lens, link)
+            ring.prepare_run(run, timestamp, &lens, link)
                 .map_err(|()| Error::Aborted {
                     offset: run[0].offset,
                 })
@@ -518,9 +527,10 @@ impl Producer {
     #[inline(always)]
     fn finish_scheduled(&mut self, claim: Claim, crc: u32, schedule: u64) -> Result<u64> {
         let offset = claim.offset;
+        let timestamp = self.stamp();
         self.shared
             .ring
-            .commit(&claim, self.stamp(), crc, schedule, self.slot_off)
+            .commit(&claim, timestamp, crc, schedule, self.slot_off)
             .map_err(|()| Error::Aborted { offset })?;
         self.after_commit(offset, claim.start + footprint(claim.len as u64))?;
         Ok(offset)
