@@ -163,7 +163,7 @@ fn throughput(args: &BenchArgs) -> Result<(), CliError> {
     );
     outln!();
     for case in Case::ALL {
-        outln!("    {:<12}{}", case.name(), case.describe());
+        outln!("    {:<16}{}", case.name(), case.describe());
     }
     outln!();
     let mut flows = Vec::new();

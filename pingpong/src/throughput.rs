@@ -1155,25 +1155,25 @@ impl std::fmt::Display for Report {
         let rounds = self.rates.first().map_or(0, Vec::len);
         writeln!(
             f,
-            "{:<12} {:>12} {:>12} {:>12}   (msgs/s over {rounds} rounds)",
+            "{:<14} {:>12} {:>12} {:>12}   (msgs/s over {rounds} rounds)",
             "CASE", "MEDIAN", "MIN", "MAX"
         )?;
         for (c, r) in self.cases.iter().zip(&self.rates) {
             let min = r.iter().copied().fold(f64::INFINITY, f64::min);
             let max = r.iter().copied().fold(0.0, f64::max);
             let med = median(&mut r.clone());
-            writeln!(f, "{:<12} {med:>12.0} {min:>12.0} {max:>12.0}", c.name())?;
+            writeln!(f, "{:<14} {med:>12.0} {min:>12.0} {max:>12.0}", c.name())?;
         }
         writeln!(f)?;
         writeln!(
             f,
-            "{:<26} {:>8}   (median of per-round ratios of msgs/s; above 1: the first is faster)",
+            "{:<30} {:>8}   (median of per-round ratios of msgs/s; above 1: the first is faster)",
             "RATIO", "MEDIAN"
         )?;
         for (a, b) in RATIOS {
             if let Some(r) = self.ratio(a, b) {
                 let pair = format!("{} / {}", a.name(), b.name());
-                writeln!(f, "{pair:<26} {r:>7.2}x")?;
+                writeln!(f, "{pair:<30} {r:>7.2}x")?;
             }
         }
         Ok(())

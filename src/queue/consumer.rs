@@ -89,8 +89,10 @@ pub enum SeekTo {
     /// (the tail if there is none), found by binary search over the record timestamps. Records
     /// carry the wall-clock time of their publish. With several producers, timestamp order can
     /// differ from offset order by the time between taking an offset and reading the clock
-    /// (well under a millisecond unless a producer is descheduled), and a time inside such a
-    /// window may land on either side of it. A wall clock set backwards breaks the order too.
+    /// (well under a millisecond unless a producer is descheduled) and by how far their clocks
+    /// disagree ([`Timestamps::Precise`](crate::Timestamps::Precise): tens of nanoseconds),
+    /// and a time inside such a window may land on either side of it. A wall clock set
+    /// backwards breaks the order too.
     Time(u64),
 }
 

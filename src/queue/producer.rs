@@ -25,8 +25,9 @@ use crate::protocol::ring::{self, Attempt, Claim, Ring};
 use crate::protocol::sync::{pack, Ordering};
 use crate::queue::flusher::{Flusher, FlusherSlot};
 use crate::queue::mapped::MappedQueue;
-use crate::runtime::clock::{self, WallClock};
+use crate::runtime::clock;
 use crate::runtime::wait::{Pause, Wait, INFLIGHT_POLL};
+use crate::runtime::wall_clock::WallClock;
 
 /// When a work group may deliver a record ([`Producer::publish_scheduled`]): the record's
 /// schedule word (FORMAT.md, "Data ring").
@@ -75,13 +76,17 @@ impl Schedule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Timestamps {
     /// `CLOCK_REALTIME`, nanosecond resolution (the default). Where the kernel keeps its
-    /// time with the CPU's time-stamp counter (clocksource `tsc`, an invariant counter), the
-    /// producer reads the kernel clock at most every 100 ms and extrapolates from the counter
-    /// in between: a read costs an `rdtsc` and a multiply instead of the vDSO's ordered
-    /// counter read (25 ns on this project's benchmark VM, a fifth of a ping-pong hop), and
-    /// stays within tens of nanoseconds of the kernel clock, never going back (but for a
-    /// kernel clock stepped back, or a calibration that went more than 1 ms wrong and is
-    /// dropped). Elsewhere every record reads the kernel clock ("The record clock" in
+    /// time with the CPU's invariant time-stamp counter (clocksource `tsc`), a producer that
+    /// has run for 10 ms reads the kernel clock once per 100 ms (or per publish, if it
+    /// publishes less often) and extrapolates from the counter in between, at the rate it
+    /// measured between its last two kernel reads. A stamp then costs an `rdtsc` and a
+    /// multiply instead of the vDSO's ordered counter read (25 ns on this project's benchmark
+    /// VM, a fifth of a 64-byte ping-pong hop). It stays within tens of nanoseconds of the
+    /// kernel clock while NTP's rate is steady, and within a rate change times 100 ms when it
+    /// changes (10 ppm: 1 µs). A producer's stamps never decrease: a lead over the kernel
+    /// clock is kept and taken up over the next 100 ms. A kernel clock step is seen up to
+    /// 100 ms late; one of more than 1 ms then moves the stamps to the kernel's time, back if
+    /// need be. Elsewhere every stamp is a kernel read ("The record clock" in
     /// `BENCHMARKS.md`).
     #[default]
     Precise,

@@ -5,3 +5,4 @@ pub(crate) mod boot;
 pub(crate) mod clock;
 pub(crate) mod thread;
 pub(crate) mod wait;
+pub(crate) mod wall_clock;
