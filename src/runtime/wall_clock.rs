@@ -14,24 +14,28 @@
 //!   rate was measured over, so an early rate's error does not run for long.
 //! * **Anchors.** The next read past the interval reads the kernel between two counter reads.
 //!   A bracket wider than twice the narrowest seen (a read that was preempted) is not an
-//!   anchor, unless no good one came for two intervals. Each anchor measures the rate anew over
-//!   the interval since the last, so the clock follows NTP's frequency corrections one
-//!   interval late.
+//!   anchor, unless no good one came for [`OVERDUE_NS`] (the kernel's reads got slower), and
+//!   never one wider than a quarter of [`MAX_DRIFT_NS`]. A calibration that started from such
+//!   a slow read starts again. Each anchor measures the rate anew over the interval since the
+//!   last, so the clock follows NTP's frequency corrections one interval late.
 //! * **Never back.** An extrapolation that ran ahead of the kernel keeps its lead at the anchor
 //!   and runs slower by as much over the next interval. A read that is not an anchor returns
-//!   no less than the extrapolation could have returned. One clock's readings never decrease,
-//!   but where [`MAX_DRIFT_NS`] is exceeded below.
+//!   no less than the extrapolation could have returned. While the kernel clock and the
+//!   counter only move forward, one clock's readings never decrease.
 //! * **Resets.** An anchor where the extrapolation was more than [`MAX_DRIFT_NS`] off (the
 //!   kernel clock was stepped, the machine suspended, the VM migrated) drops the calibration,
 //!   steps to the kernel's time even if that is back, checks again whether the counter may be
 //!   used, and calibrates again. A rate more than [`MAX_RATE_CHANGE`] off the last one (a
-//!   small clock step inside an interval) is not taken: the clock calibrates again without
-//!   stepping back.
+//!   small clock step inside an interval, or a slew faster than ntpd's, which chrony may make)
+//!   is not taken: the clock calibrates again, never below what it returned.
 //!
 //! Between anchors the error is the rate's error times the time since the anchor: tens of
 //! nanoseconds with NTP's rate steady (`BENCHMARKS.md`, "The record clock"), and up to a
 //! change of NTP's rate times [`REANCHOR_NS`] when it changes (10 ppm: 1 µs). A kernel clock
-//! step is seen at the next anchor, up to [`REANCHOR_NS`] later.
+//! step is seen at the next anchor, up to [`REANCHOR_NS`] later; a step back of less than
+//! [`MAX_DRIFT_NS`] is taken up as a lead. `rdtsc` may be disabled per thread
+//! (`PR_SET_TSC`); the check is made by the thread that creates the process's first
+//! producer.
 
 use crate::runtime::clock::now_ns;
 
@@ -39,6 +43,8 @@ use crate::runtime::clock::now_ns;
 const REANCHOR_NS: u64 = 100_000_000;
 /// The shortest interval a rate is measured over (10 ms).
 const CALIBRATION_NS: u64 = 10_000_000;
+/// With no anchor for this long (200 ms), a slow kernel read is taken as this machine's usual.
+const OVERDUE_NS: u64 = 2 * REANCHOR_NS;
 /// An extrapolation further than this from the kernel at an anchor resets the clock (1 ms).
 const MAX_DRIFT_NS: u64 = 1_000_000;
 /// A rate that differs from the last one by more than this fraction (1/2000: 500 ppm, NTP's
@@ -177,15 +183,19 @@ impl WallClock {
         let width = after.wrapping_sub(before);
         if width >= 1 << 62 {
             // The counter went back across the read (another CPU's): not an anchor.
-            return self.hold(ns, self.anchor_tsc);
+            return self.hold(ns, before);
         }
-        let overdue = self.anchor_ns != 0 && ns.saturating_sub(self.anchor_ns) > 2 * REANCHOR_NS;
+        let overdue = self.anchor_ns != 0 && ns.saturating_sub(self.anchor_ns) > OVERDUE_NS;
         self.narrowest = if overdue {
             width
         } else {
             self.narrowest.min(width)
         };
-        if width > self.narrowest.saturating_mul(2).max(MIN_BRACKET_TICKS) {
+        // Never an anchor: a read slower than twice this machine's usual one, and, even when
+        // overdue, one whose bracket spans a quarter of the drift a reset allows.
+        if width > self.narrowest.saturating_mul(2).max(MIN_BRACKET_TICKS)
+            || (self.rate != 0 && ticks_to_ns(width, self.rate) > MAX_DRIFT_NS / 4)
+        {
             return self.hold(ns, after);
         }
         let t = before.wrapping_add(width / 2);
@@ -193,16 +203,32 @@ impl WallClock {
         if self.anchor_ns != 0 && back != 0 && back <= SKEW_TICKS {
             return self.hold(ns, self.anchor_tsc);
         }
+        if self.rate != 0 {
+            // Where the extrapolation is, give or take the two brackets' uncertainty.
+            let slack = ticks_to_ns(width.saturating_add(self.anchor_width) / 2, self.rate);
+            if self.extrapolated(t).abs_diff(ns) > MAX_DRIFT_NS + slack {
+                // Hard reset: back on the kernel's time, whichever way, and calibrate again
+                // if the counter may still be used.
+                self.tsc = source.counter_usable();
+                self.start(t, ns, width, 0);
+                return ns;
+            }
+        }
         let ticks = t.wrapping_sub(self.anchor_tsc);
         let elapsed = ns.wrapping_sub(self.anchor_ns);
         let measurable = self.anchor_ns != 0 && ns >= self.anchor_ns && ticks < 1 << 62;
         if measurable && elapsed < CALIBRATION_NS {
-            if self.rate == 0 && width.saturating_mul(2) < self.anchor_width {
-                // A much tighter read than the one calibration started from (the first read
-                // of a process may take a page fault): measure from this one.
-                self.start(t, ns, width, self.floor);
-            }
             return self.hold(ns, t);
+        }
+        let held = self.hold(ns, t);
+        if self.rate == 0
+            && self.anchor_width > self.narrowest.saturating_mul(2).max(MIN_BRACKET_TICKS)
+        {
+            // Calibration started from a slow read (the first read of a process may take a
+            // page fault, or be preempted): the rate would be off by as much. Start again
+            // from this one.
+            self.start(t, ns, width, held);
+            return held;
         }
         let measured = if measurable && ticks > 0 {
             (((elapsed as u128) << 32) / ticks as u128).min(u64::MAX as u128) as u64
@@ -211,14 +237,6 @@ impl WallClock {
         };
         // Between 0.05 and 10 ns per tick: a counter of 100 MHz to 20 GHz.
         let plausible = ((1 << 32) / 20..=10 << 32).contains(&measured);
-        if self.rate != 0 && self.extrapolated(t).abs_diff(ns) > MAX_DRIFT_NS {
-            // Hard reset: back on the kernel's time, whichever way, and calibrate again if
-            // the counter may still be used.
-            self.tsc = source.counter_usable();
-            self.start(t, ns, width, 0);
-            return ns;
-        }
-        let held = self.hold(ns, t);
         if !plausible
             || (self.rate != 0 && measured.abs_diff(self.rate) > self.rate / MAX_RATE_CHANGE)
         {
@@ -229,7 +247,7 @@ impl WallClock {
         // The interval: at most twice the one just measured over, at most `REANCHOR_NS`.
         let span = (((REANCHOR_NS as u128) << 32) / measured as u128).min(2 * ticks as u128);
         // The lead kept at this anchor is taken up over the next interval (at most
-        // `MAX_DRIFT_NS` over `CALIBRATION_NS` ticks: 10 %).
+        // `MAX_DRIFT_NS` over twice `CALIBRATION_NS`: 5 %).
         let lead = held - ns;
         let slew = ((lead as u128) << 32) / span.max(1);
         (self.anchor_tsc, self.anchor_ns, self.anchor_width) = (t, ns, width);
@@ -249,24 +267,31 @@ impl WallClock {
     }
 
     /// The reading at counter `t` for a kernel read `ns` that is not an anchor: the kernel's,
-    /// but no less than the extrapolation could have returned by `t` (nor the floor).
+    /// but no less than the extrapolation could have returned by `t` (a counter behind the
+    /// anchor: the anchor's reading), nor the floor while calibrating.
     fn hold(&self, ns: u64, t: u64) -> u64 {
-        let d = t.wrapping_sub(self.anchor_tsc).min(self.span);
-        let returned = if self.rate == 0 || d >= 1 << 62 {
+        let d = t.wrapping_sub(self.anchor_tsc);
+        let returned = if self.rate == 0 {
             self.floor
+        } else if d >= 1 << 62 {
+            self.base_ns
         } else {
-            self.base_ns + ticks_to_ns(d, self.mult)
+            self.base_ns + ticks_to_ns(d.min(self.span), self.mult)
         };
         ns.max(returned)
     }
 
-    /// The extrapolation at counter `t`, past the interval too (for the drift check).
+    /// The extrapolation at counter `t` (for the drift check): on the slewed rate up to the
+    /// end of the interval, on the measured rate past it.
     fn extrapolated(&self, t: u64) -> u64 {
         let d = t.wrapping_sub(self.anchor_tsc);
         if d >= 1 << 62 {
             return self.base_ns;
         }
-        self.base_ns.saturating_add(ticks_to_ns(d, self.mult))
+        let within = d.min(self.span);
+        self.base_ns
+            .saturating_add(ticks_to_ns(within, self.mult))
+            .saturating_add(ticks_to_ns(d - within, self.rate))
     }
 }
 
@@ -396,6 +421,8 @@ mod tests {
         /// The kernel clock's offset from simulated time, ns.
         kernel_offset: Cell<i64>,
         read_ns: Cell<u64>,
+        /// Time lost right after the next kernel read (a preempted read), ns.
+        stall_once: Cell<u64>,
         usable: Cell<bool>,
     }
 
@@ -410,6 +437,7 @@ mod tests {
                 ticks_per_ms: Cell::new(2_500_000),
                 kernel_offset: Cell::new(0),
                 read_ns: Cell::new(16),
+                stall_once: Cell::new(0),
                 usable: Cell::new(true),
             }
         }
@@ -426,6 +454,12 @@ mod tests {
             self.tsc_at.set(self.now.get());
         }
 
+        /// Moves the counter back by `ticks`.
+        fn counter_back(&self, ticks: u64) {
+            self.sync();
+            self.tsc.set(self.tsc.get() - ticks as u128 * 1_000_000);
+        }
+
         fn truth(&self) -> u64 {
             self.now.get().wrapping_add_signed(self.kernel_offset.get())
         }
@@ -440,7 +474,9 @@ mod tests {
         }
 
         fn kernel(&self) -> u64 {
-            self.truth()
+            let ns = self.truth();
+            self.advance(self.stall_once.replace(0));
+            ns
         }
 
         fn counter_usable(&self) -> bool {
@@ -528,6 +564,41 @@ mod tests {
         let v = clock.settle(&fake, t, fake.truth(), t + 40);
         assert!(v >= base, "{v} < {base}");
         assert_eq!(clock.rate, rate, "no reset");
+    }
+
+    #[test]
+    fn a_preempted_first_read_does_not_skew_the_rate() {
+        let (fake, mut clock) = (Fake::new(), WallClock::with_counter(true));
+        // The first kernel read is preempted for 2 ms before the counter is read again.
+        fake.stall_once.set(2_000_000);
+        run(&mut clock, &fake, 1_000, 500_000_000, true);
+        let worst = run(&mut clock, &fake, 1_000, 500_000_000, true);
+        assert!(worst < 50, "off by {worst} ns");
+    }
+
+    #[test]
+    fn a_preempted_overdue_read_is_not_an_anchor() {
+        let (fake, mut clock) = calibrated();
+        fake.advance(300_000_000); // nobody published for 300 ms
+        fake.stall_once.set(2_000_000);
+        run(&mut clock, &fake, 1_000, 500_000_000, true);
+        let worst = run(&mut clock, &fake, 1_000, 500_000_000, true);
+        assert!(worst < 50, "off by {worst} ns");
+    }
+
+    #[test]
+    fn a_counter_far_behind_the_anchor_calibrates_again_without_a_jump() {
+        let (fake, mut clock) = calibrated();
+        // Right after an anchor, the counter falls 3,000,000 ticks (1.2 ms) back.
+        let anchor = clock.anchor_tsc;
+        while clock.anchor_tsc == anchor {
+            clock.now_from(&fake);
+            fake.advance(1_000);
+        }
+        fake.counter_back(3_000_000);
+        let worst = run(&mut clock, &fake, 1_000, 500_000_000, false);
+        assert!(worst < 1_000_000, "off by {worst} ns");
+        assert!(clock.rate != 0, "calibrated again: {clock:?}");
     }
 
     #[test]
