@@ -96,7 +96,7 @@ fn paced_producer() {
         p.publish_keyed(&key(k), &value(0, k, i / REBALANCE_KEYS))
             .unwrap();
         i += 1;
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             if stop.exists() {
                 break;
             }

@@ -194,7 +194,7 @@ fn errors_leave_out_parameters_untouched() {
     let path = dir.path().join("t.topic");
     let t = create(&path, 2);
     let mut out = 0xdead_beef_u32;
-    let mut handle = 0x1 as *mut shmq_topic;
+    let mut handle = std::ptr::dangling_mut::<shmq_topic>();
 
     // SAFETY: every pointer below is NULL, a live handle, or a writable local.
     unsafe {
@@ -223,7 +223,7 @@ fn errors_leave_out_parameters_untouched() {
             shmq_topic_open(cpath(&missing).as_ptr(), &mut handle),
             SHMQ_ENOENT
         );
-        assert_eq!(handle, 0x1 as *mut shmq_topic);
+        assert_eq!(handle, std::ptr::dangling_mut::<shmq_topic>());
 
         let p = producer(t);
         let mut offset = 7u64;
@@ -279,5 +279,5 @@ fn errors_leave_out_parameters_untouched() {
         "{}",
         last_error()
     );
-    assert_eq!(handle, 0x1 as *mut shmq_topic);
+    assert_eq!(handle, std::ptr::dangling_mut::<shmq_topic>());
 }

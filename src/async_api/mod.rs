@@ -244,8 +244,7 @@ impl Producer {
         let mut waiting = Waiting::default();
         poll_fn(|cx| {
             let claim = ready!(self.poll_claim(cx, len, &mut wait, &mut waiting))?;
-            self.shared.ring.write_payload(&claim, payload);
-            let crc = crate::queue::producer::checksum(&self.shared, payload);
+            let crc = crate::queue::producer::write_checked(&self.shared, &claim, payload);
             Poll::Ready(self.finish(claim, crc))
         })
         .await

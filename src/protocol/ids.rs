@@ -28,6 +28,7 @@
 //! release (SYNC P in ARCHITECTURE.md's table).
 
 use crate::error::IdsFault;
+use crate::protocol::crc;
 use crate::protocol::layout::{get32, put32};
 use crate::protocol::ring::{self, tag_offset, Ring, ABORTED, COMMITTED};
 use crate::protocol::sync::{AtomicU128, AtomicU64, Ordering, Region};
@@ -107,7 +108,7 @@ impl IdsConfig {
         put32(&mut b, H_VERSION, VERSION);
         put32(&mut b, H_SLOTS, self.slots);
         put32(&mut b, H_WINDOW, self.window);
-        let crc = crc32c::crc32c(&b[..H_CRC]);
+        let crc = crc::crc32c(&b[..H_CRC]);
         put32(&mut b, H_CRC, crc);
         b
     }
@@ -122,7 +123,7 @@ impl IdsConfig {
         if found != VERSION {
             return Err(IdsFault::Version { found });
         }
-        if get32(b, H_CRC) != crc32c::crc32c(&b[..H_CRC]) {
+        if get32(b, H_CRC) != crc::crc32c(&b[..H_CRC]) {
             return Err(IdsFault::Checksum);
         }
         let config = IdsConfig {

@@ -33,6 +33,7 @@
 //! the key that replaced it.
 
 use crate::error::InboxFault;
+use crate::protocol::crc;
 use crate::protocol::layout::{get32, put32};
 use crate::protocol::sync::{fence, pack, unpack, AtomicU128, AtomicU64, Ordering, Region};
 
@@ -170,7 +171,7 @@ impl Key {
         Some(Key {
             len: key.len() as u32,
             bytes,
-            hash: crc32c::crc32c(key),
+            hash: crc::crc32c(key),
         })
     }
 }
@@ -194,7 +195,7 @@ impl InboxConfig {
         let name = self.name.as_bytes();
         put32(&mut b, H_NAME_LEN, name.len() as u32);
         b[H_NAME..H_NAME + name.len()].copy_from_slice(name);
-        let crc = crc32c::crc32c(&b[..H_CRC]);
+        let crc = crc::crc32c(&b[..H_CRC]);
         put32(&mut b, H_CRC, crc);
         b
     }
@@ -209,7 +210,7 @@ impl InboxConfig {
         if version != VERSION {
             return Err(InboxFault::Version { found: version });
         }
-        if get32(b, H_CRC) != crc32c::crc32c(&b[..H_CRC]) {
+        if get32(b, H_CRC) != crc::crc32c(&b[..H_CRC]) {
             return Err(InboxFault::Checksum);
         }
         let window = get32(b, H_WINDOW);

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::error::{Corruption, OutOfRange};
+use crate::protocol::crc;
 
 /// File magic, the first 8 bytes of every queue file.
 pub const MAGIC: [u8; 8] = *b"SHMQRING";
@@ -307,7 +308,7 @@ impl Geometry {
             put64(&mut b, OFF_BATCH_DELAY, nanos(max_delay));
             put64(&mut b, OFF_BATCH_BYTES, max_bytes);
         }
-        let crc = crc32c::crc32c(&b[..CHECKSUMMED]);
+        let crc = crc::crc32c(&b[..CHECKSUMMED]);
         put32(&mut b, OFF_CHECKSUM, crc);
         b
     }
@@ -333,7 +334,7 @@ impl Geometry {
             });
         }
         let stored = get32(b, OFF_CHECKSUM);
-        let computed = crc32c::crc32c(&b[..CHECKSUMMED]);
+        let computed = crc::crc32c(&b[..CHECKSUMMED]);
         if stored != computed {
             return Err(Corruption::HeaderChecksum { stored, computed });
         }

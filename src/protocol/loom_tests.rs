@@ -62,6 +62,7 @@ use std::sync::Arc;
 
 use loom::thread;
 
+use crate::protocol::crc;
 use crate::protocol::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
 use crate::protocol::ring::{
     tag, tag_offset, Attempt, Claim, Found, Position, Ready, Ring, RingLayout, ABORTED, COMMITTED,
@@ -171,7 +172,7 @@ fn claim_len(ring: &Ring, p: u64, len: u32) -> Claim {
 
 /// The CRC32C producer `p` publishes with its payload.
 fn crc(p: u64) -> u32 {
-    crc32c::crc32c(&payload(p))
+    crc::crc32c(&payload(p))
 }
 
 /// Writes producer `p`'s payload into its claim and commits it, as `Producer::publish` does.

@@ -557,18 +557,31 @@ impl Ring {
     /// Writes a claim's payload.
     #[inline]
     pub(crate) fn write_payload(&self, claim: &Claim, data: &[u8]) {
+        let at = self.payload_at(claim, data);
+        // SAFETY: the claim's whole footprint, header and payload, fits in the rest of its
+        // lap (see `seal`), inside the ring that `new` checked lies in the region; the claim
+        // gives its producer these bytes (the ring protocol).
+        unsafe { self.region.write_bytes_unchecked(at, data) }
+    }
+
+    /// Writes a claim's payload and returns its CRC32C, computed in the copy's pass where the
+    /// CPU can.
+    #[inline(always)]
+    pub(crate) fn write_payload_crc(&self, claim: &Claim, data: &[u8]) -> u32 {
+        let at = self.payload_at(claim, data);
+        // SAFETY: as in `write_payload`.
+        unsafe { self.region.write_bytes_crc_unchecked(at, data) }
+    }
+
+    /// Where a claim's payload starts in the region, for `data` of the claim's length.
+    #[inline(always)]
+    fn payload_at(&self, claim: &Claim, data: &[u8]) -> u64 {
         assert_eq!(
             data.len(),
             claim.len as usize,
             "a payload of its claim's length"
         );
-        // SAFETY: the claim's whole footprint, header and payload, fits in the rest of its
-        // lap (see `seal`), inside the ring that `new` checked lies in the region; the claim
-        // gives its producer these bytes (the ring protocol).
-        unsafe {
-            self.region
-                .write_bytes_unchecked(self.data_at(claim.start) + RECORD_HEADER, data)
-        }
+        self.data_at(claim.start) + RECORD_HEADER
     }
 
     /// Commits a claim whose payload is written, with the payload's CRC32C (0: none) and its
@@ -661,7 +674,9 @@ impl Ring {
         }
         crate::crash::point("publish.before_header");
         let idx = claim.start & self.mask;
-        debug_assert!(idx % 8 == 0 && idx + footprint(claim.len as u64) <= self.layout.capacity);
+        debug_assert!(
+            idx.is_multiple_of(8) && idx + footprint(claim.len as u64) <= self.layout.capacity
+        );
         // SAFETY: a claim comes from `try_claim` or `try_claim_run`, which place a record
         // where its whole footprint (at least a header) fits in the rest of its lap, at an
         // 8-aligned position (the tail is checked sane and footprints are multiples of 8).
@@ -1160,7 +1175,7 @@ mod tests {
     #[test]
     fn sane_cursor_edges() {
         let plain = |o: u64, p: u64| {
-            p % 8 == 0 && p <= MAX_POSITION && o.checked_mul(32).is_some_and(|b| b <= p)
+            p.is_multiple_of(8) && p <= MAX_POSITION && o.checked_mul(32).is_some_and(|b| b <= p)
         };
         let edges = [
             0,

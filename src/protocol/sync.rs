@@ -18,6 +18,8 @@
 
 use std::time::Duration;
 
+use crate::protocol::crc;
+
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
@@ -70,7 +72,7 @@ impl Region {
     // Always inlined, as the accessors below: each is a compare and a branch where it is used.
     #[inline(always)]
     fn ptr(&self, off: u64, size: u64, align: u64) -> *mut u8 {
-        if off % align != 0 || !off.checked_add(size).is_some_and(|e| e <= self.len as u64) {
+        if !off.is_multiple_of(align) || off.checked_add(size).is_none_or(|e| e > self.len as u64) {
             outside(off, size, self.len);
         }
         // SAFETY: off + size <= len was just checked, so the result stays inside the region.
@@ -103,7 +105,7 @@ impl Region {
     /// `off` must be 8-aligned and `off + 8 * N` at most the region's [`len`](Self::len).
     #[inline(always)]
     pub(crate) unsafe fn u64s_unchecked<const N: usize>(&self, off: u64) -> &[AtomicU64; N] {
-        debug_assert!(off % 8 == 0 && off + 8 * N as u64 <= self.len as u64);
+        debug_assert!(off.is_multiple_of(8) && off + 8 * N as u64 <= self.len as u64);
         // SAFETY: the caller guarantees alignment and bounds; the rest as for `u64s`.
         unsafe { &*self.base.add(off as usize).cast::<[AtomicU64; N]>() }
     }
@@ -168,6 +170,19 @@ impl Region {
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(off as usize), data.len())
         }
+    }
+
+    /// [`write_bytes_unchecked`](Self::write_bytes_unchecked) that also returns the CRC32C of
+    /// `data`, computed in the copy's pass where the CPU can (`crc::copy_crc32c`).
+    ///
+    /// # Safety
+    /// As for `write_bytes_unchecked`.
+    #[inline(always)]
+    pub(crate) unsafe fn write_bytes_crc_unchecked(&self, off: u64, data: &[u8]) -> u32 {
+        debug_assert!(off + data.len() as u64 <= self.len as u64);
+        // SAFETY: in bounds by the caller's guarantee, so the destination is valid for
+        // `data.len()` bytes; `data` is process-local, so the ranges cannot overlap.
+        unsafe { crc::copy_crc32c(self.base.add(off as usize), data) }
     }
 
     /// Copies `out.len()` bytes at `off` into `out`.
@@ -365,6 +380,14 @@ impl Region {
     /// [`len`](Self::len).
     pub(crate) unsafe fn write_bytes_unchecked(&self, off: u64, data: &[u8]) {
         self.write_bytes(off, data)
+    }
+    /// As in production: the copy, then the CRC32C of `data`.
+    ///
+    /// # Safety
+    /// As for `write_bytes_unchecked`.
+    pub(crate) unsafe fn write_bytes_crc_unchecked(&self, off: u64, data: &[u8]) -> u32 {
+        self.write_bytes(off, data);
+        crc::crc32c(data)
     }
     pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) {
         assert!(

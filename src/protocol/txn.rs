@@ -28,6 +28,7 @@
 //! The state CASes are SeqCst (SYNC X in ARCHITECTURE.md's table).
 
 use crate::error::TxnFault;
+use crate::protocol::crc;
 use crate::protocol::layout::{get32, put32};
 use crate::protocol::ring::{self, Ring, LINK_MARK};
 use crate::protocol::sync::{AtomicU128, AtomicU64, Ordering, Region};
@@ -191,7 +192,7 @@ pub(crate) fn encode_header() -> [u8; HEADER_LEN] {
     put32(&mut h, H_VERSION, VERSION);
     put32(&mut h, H_SLOTS, SLOTS);
     put32(&mut h, H_PARTICIPANTS, MAX_PARTICIPANTS);
-    let crc = crc32c::crc32c(&h[..H_CRC]);
+    let crc = crc::crc32c(&h[..H_CRC]);
     put32(&mut h, H_CRC, crc);
     h
 }
@@ -205,7 +206,7 @@ pub(crate) fn check_header(h: &[u8; HEADER_LEN]) -> Result<(), TxnFault> {
     if version != VERSION {
         return Err(TxnFault::Version { found: version });
     }
-    if crc32c::crc32c(&h[..H_CRC]) != get32(h, H_CRC) {
+    if crc::crc32c(&h[..H_CRC]) != get32(h, H_CRC) {
         return Err(TxnFault::Checksum);
     }
     for (field, at, want) in [

@@ -23,6 +23,7 @@
 //! state (Acquire) happens after it.
 
 use crate::error::WorkFault;
+use crate::protocol::crc;
 use crate::protocol::layout::{get32, get64, put32, put64, DATA_SEQ, DATA_WAITERS};
 use crate::protocol::ring;
 use crate::protocol::sync::{pack, unpack, AtomicU128, AtomicU64, Ordering, Region};
@@ -299,7 +300,7 @@ impl WorkConfig {
         let dlq = self.dead_letter.as_bytes();
         b[H_DLQ_LEN..H_DLQ_LEN + 2].copy_from_slice(&(dlq.len() as u16).to_le_bytes());
         b[H_DLQ..H_DLQ + dlq.len()].copy_from_slice(dlq);
-        let crc = crc32c::crc32c(&b[..H_CRC]);
+        let crc = crc::crc32c(&b[..H_CRC]);
         put32(&mut b, H_CRC, crc);
         b
     }
@@ -314,7 +315,7 @@ impl WorkConfig {
         if version != VERSION {
             return Err(WorkFault::Version { found: version });
         }
-        if get32(b, H_CRC) != crc32c::crc32c(&b[..H_CRC]) {
+        if get32(b, H_CRC) != crc::crc32c(&b[..H_CRC]) {
             return Err(WorkFault::Checksum);
         }
         let field = |name, v: u64| WorkFault::Field {

@@ -196,12 +196,12 @@ impl Cursor {
                     // slow down the producer it waits for.
                     self.pending_polls = self.pending_polls.wrapping_add(1);
                     let mut stall_left = None;
-                    let (t_off, t_pos) = if check_tail || self.pending_polls % TAIL_CHECK_EVERY == 0
-                    {
-                        ring.tail()
-                    } else {
-                        (0, 0)
-                    };
+                    let (t_off, t_pos) =
+                        if check_tail || self.pending_polls.is_multiple_of(TAIL_CHECK_EVERY) {
+                            ring.tail()
+                        } else {
+                            (0, 0)
+                        };
                     if reads.lappable && t_pos.saturating_sub(self.pos) > ring.layout.capacity {
                         return Err(self.resync(shared, self.offset));
                     }

@@ -282,8 +282,7 @@ impl Producer {
         let len = self.check_len(payload.len())?;
         let claim = self.claim_raw(len)?;
         on_claim(claim.offset);
-        self.shared.ring.write_payload(&claim, payload);
-        let crc = checksum(&self.shared, payload);
+        let crc = write_checked(&self.shared, &claim, payload);
         self.finish_scheduled(claim, crc, schedule)
     }
 
@@ -360,13 +359,13 @@ impl Producer {
         let slot_off = self.slot_off;
         self.claim_with(|ring, tail, limit| ring.try_claim_run(tail, lens, limit, slot_off, run))?;
         let timestamp = self.stamp();
-        let ring = &self.shared.ring;
         let crcs = lens;
         for ((claim, payload), crc) in run.iter().zip(payloads).zip(crcs.iter_mut()) {
-            ring.write_payload(claim, payload);
-            *crc = checksum(&self.shared, payload);
+            *crc = write_checked(&self.shared, claim, payload);
         }
-        ring.commit_run(run, timestamp, crcs, slot_off)
+        self.shared
+            .ring
+            .commit_run(run, timestamp, crcs, slot_off)
             .map_err(|()| Error::Aborted {
                 offset: run[0].offset,
             })?;
@@ -405,12 +404,12 @@ impl Producer {
             })?;
             claimed(run);
             let timestamp = self.stamp();
-            let ring = &self.shared.ring;
             for ((claim, payload), crc) in run.iter().zip(payloads).zip(lens.iter_mut()) {
-                ring.write_payload(claim, payload);
-                *crc = checksum(&self.shared, payload);
+                *crc = write_checked(&self.shared, claim, payload);
             }
-            ring.prepare_run(run, timestamp, &lens, link)
+            self.shared
+                .ring
+                .prepare_run(run, timestamp, &lens, link)
                 .map_err(|()| Error::Aborted {
                     offset: run[0].offset,
                 })
@@ -837,9 +836,22 @@ fn blocker(shared: &MappedQueue, bottleneck: &Bottleneck) -> Option<Box<Blocker>
     found.map(Box::new)
 }
 
+/// Writes `payload` into `claim`'s bytes and returns its CRC32C if the queue keeps checksums,
+/// else 0. (With checksums a large payload's CRC32C is computed in the copy's pass where the CPU
+/// can: `crc::copy_crc32c`.)
+#[inline(always)]
+pub(crate) fn write_checked(shared: &MappedQueue, claim: &Claim, payload: &[u8]) -> u32 {
+    if shared.geometry.checksums {
+        shared.ring.write_payload_crc(claim, payload)
+    } else {
+        shared.ring.write_payload(claim, payload);
+        0
+    }
+}
+
 /// The payload's CRC32C if the queue keeps checksums, else 0.
 #[inline(always)]
-pub(crate) fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
+fn checksum(shared: &MappedQueue, payload: &[u8]) -> u32 {
     if shared.geometry.checksums {
         crc::crc32c(payload)
     } else {

@@ -33,6 +33,7 @@
 use std::os::fd::AsRawFd;
 
 use crate::error::{Corruption, Error, Malformed, Result};
+use crate::protocol::crc;
 use crate::protocol::layout::{
     footprint, BOOT_ID, DATA_WAITERS, DURABLE_WAITERS, FLOOR, RECORD_ALIGN, RECORD_HEADER,
     SPACE_WAITERS, TAIL,
@@ -111,7 +112,7 @@ impl MappedQueue {
         buf.resize(len as usize, 0);
         ring.region
             .read_bytes(ring.data_at(start) + RECORD_HEADER, buf);
-        (crc32c::crc32c(buf) == crc).then_some(start + size)
+        (crc::crc32c(buf) == crc).then_some(start + size)
     }
 
     fn stored_boot_id(&self) -> [u8; 16] {
@@ -294,7 +295,7 @@ impl MappedQueue {
                 .store(tag(offset, ABORTED), Ordering::Relaxed);
             let raw = ring.slot_pos(offset + 1).load(Ordering::Relaxed);
             let next = claim_start(raw).filter(|&n| n > pos && n - pos <= capacity)?;
-            return Some((next, raw % RECORD_ALIGN != 0));
+            return Some((next, !raw.is_multiple_of(RECORD_ALIGN)));
         }
         let wrapped = if t == tag(offset, COMMITTED) {
             false

@@ -310,7 +310,7 @@ fn ticks_to_ns(ticks: u64, mult: u64) -> u64 {
 #[inline(always)]
 fn tsc() -> u64 {
     #[cfg(all(target_arch = "x86_64", not(loom)))]
-    // The library builds with Rust 1.80, where `_rdtsc` is unsafe to call; newer toolchains
+    // The library builds with Rust 1.89, where `_rdtsc` is unsafe to call; newer toolchains
     // call it safely and see an unused block.
     #[allow(unused_unsafe)]
     // SAFETY: `rdtsc` reads a counter and touches no memory; every x86-64 CPU has it, and
@@ -381,7 +381,7 @@ mod tests {
             behind = behind.max(before.saturating_sub(v));
             ahead = ahead.max(v.saturating_sub(after));
             i += 1;
-            if i % 4096 == 0 {
+            if i.is_multiple_of(4096) {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }

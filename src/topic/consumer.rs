@@ -122,8 +122,7 @@ impl std::fmt::Debug for TopicConsumer {
 impl TopicConsumer {
     pub(crate) fn new(topic: Topic, group: &str, options: &MemberOptions) -> Result<Self> {
         let least = options.heartbeat_interval.checked_mul(2);
-        if options.heartbeat_interval.is_zero()
-            || least.map_or(true, |l| options.session_timeout < l)
+        if options.heartbeat_interval.is_zero() || least.is_none_or(|l| options.session_timeout < l)
         {
             return Err(Error::InvalidArgument {
                 argument: "session timeout",

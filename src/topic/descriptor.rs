@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Corruption, DescriptorFault, Error, Result};
 use crate::mapping::file::{io_err, TOPIC_DESCRIPTOR as FILE};
 use crate::mapping::trust::Trust;
+use crate::protocol::crc;
 
 const MAGIC: [u8; 8] = *b"SHMQTOPC";
 const VERSION: u32 = 1;
@@ -59,7 +60,7 @@ impl Descriptor {
         b[16..20].copy_from_slice(&ROUTING_CRC32C.to_le_bytes());
         b[24..32].copy_from_slice(&self.created_ns.to_le_bytes());
         b[32..40].copy_from_slice(&self.generation.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..60]);
+        let crc = crc::crc32c(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
     }
@@ -84,7 +85,7 @@ impl Descriptor {
                 supported: VERSION,
             });
         }
-        let (stored, computed) = (u32_at(60), crc32c::crc32c(&b[..60]));
+        let (stored, computed) = (u32_at(60), crc::crc32c(&b[..60]));
         if stored != computed {
             return Err(DescriptorFault::Checksum { stored, computed });
         }
@@ -221,7 +222,7 @@ mod tests {
             Err(DescriptorFault::Checksum { .. })
         ));
         let reseal = |mut bad: [u8; SIZE]| {
-            let crc = crc32c::crc32c(&bad[..60]);
+            let crc = crc::crc32c(&bad[..60]);
             bad[60..].copy_from_slice(&crc.to_le_bytes());
             Descriptor::decode(&bad)
         };

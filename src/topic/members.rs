@@ -24,6 +24,7 @@ use crate::mapping::file::io_err;
 use crate::mapping::lease::{self, Lease, OwnFd};
 use crate::mapping::sigbus::Protected;
 use crate::mapping::trust::Trust;
+use crate::protocol::crc;
 use crate::protocol::layout::MAX_GROUP_NAME;
 use crate::protocol::sync::{fence, Ordering, Region};
 use crate::runtime::clock::{monotonic_ns, saturating_ns};
@@ -54,7 +55,8 @@ const SESSION: u64 = 32;
 const NAME_LEN: u64 = 40;
 const NAME: u64 = 48;
 // The name is copied as whole atomic words and fits the slot before its reserved bytes.
-const _: () = assert!(MAX_GROUP_NAME % 8 == 0 && NAME + MAX_GROUP_NAME as u64 <= SLOT - 16);
+const _: () =
+    assert!(MAX_GROUP_NAME.is_multiple_of(8) && NAME + MAX_GROUP_NAME as u64 <= SLOT - 16);
 
 /// One member of a topic's consumer group, as read at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +111,7 @@ fn immutable_header() -> [u8; IMMUTABLE] {
     b[0..8].copy_from_slice(&MAGIC);
     b[8..12].copy_from_slice(&VERSION.to_le_bytes());
     b[12..16].copy_from_slice(&SLOTS.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..28]);
+    let crc = crc::crc32c(&b[..28]);
     b[28..32].copy_from_slice(&crc.to_le_bytes());
     b
 }

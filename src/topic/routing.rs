@@ -14,6 +14,7 @@
 use std::path::Path;
 
 use crate::error::{Corruption, Error, Malformed, Result};
+use crate::protocol::crc;
 use crate::queue::cursor::Message;
 use crate::queue::tail::TailReader;
 
@@ -28,7 +29,7 @@ pub const MAX_KEY: usize = NO_KEY as usize - 1;
 /// `crc32c(key) % partitions` (see the module docs for the exact CRC). `partitions` must not
 /// be 0.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    crc32c::crc32c(key) % partitions
+    crc::crc32c(key) % partitions
 }
 
 /// Bytes a framed record of `key` and `value_len` value bytes takes.
@@ -112,9 +113,9 @@ mod tests {
 
     #[test]
     fn the_documented_test_vector() {
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc::crc32c(b"123456789"), 0xE306_9283);
         assert_eq!(partition_for_key(b"123456789", 8), 3);
-        assert_eq!(crc32c::crc32c(b"order-42"), 0xF245_2E86);
+        assert_eq!(crc::crc32c(b"order-42"), 0xF245_2E86);
         assert_eq!(partition_for_key(b"order-42", 8), 6);
     }
 

@@ -565,8 +565,7 @@ impl TransactionalProducer {
             // list that says otherwise is damaged, and its offsets are not the holder's.
             let (tail, _) = ring.tail();
             let end = entry.first.checked_add(u64::from(entry.count));
-            if !end.is_some_and(|e| e <= tail) || u64::from(entry.count) > ring.layout.index_entries
-            {
+            if end.is_none_or(|e| e > tail) || u64::from(entry.count) > ring.layout.index_entries {
                 return Err(self.corrupt(format!(
                     "{} records from offset {} of partition {} (its tail is {tail})",
                     entry.count, entry.first, entry.partition

@@ -230,7 +230,10 @@ fn aborted_record_before_a_damaged_run_member_does_not_hang_poll() {
     let at = |word: u64| word as usize;
     edit_file(&path, |b| {
         let pos = get64(b, at(layout.pos_at(1)));
-        assert!(pos > 0 && pos % 8 == 0, "index layout drifted: {pos}");
+        assert!(
+            pos > 0 && pos.is_multiple_of(8),
+            "index layout drifted: {pos}"
+        );
         put64(b, at(layout.tag_at(0)), 2); // record 0's tag: (0, ABORTED)
         put64(b, at(layout.pos_at(1)), 1); // record 1's position: odd, "unpublished"
         put64(b, at(layout.tag_at(1)), 9); // record 1's tag: (1, COMMITTED)
