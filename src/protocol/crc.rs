@@ -14,18 +14,21 @@
 //! folded into one of four 512-bit accumulators.
 //!
 //! **The fold.** Take a 16-byte lane of data as the polynomial `B(x)` of its 128 bits, the first
-//! bit of memory the highest power (CRC32C is bit-reflected, so bit `i` of the little-endian
+//! bit in memory the highest power (CRC32C is bit-reflected, so bit `i` of the little-endian
 //! `u128` is the coefficient of `x^(127-i)`). Its low half `L` (the earlier 8 bytes) and high
-//! half `H` give `B = L·x^64 + H`. Moving `B` to a lane `D` bytes later multiplies it by
-//! `x^(8D)`; modulo the CRC polynomial `P` that is congruent to `L·x^(8D+64) + H·x^(8D)`. A
-//! carry-less multiply of two reflected 64-bit values yields the reflected product times `x`, so
-//! `clmul(L, x^(8D+63) mod P) ⊕ clmul(H, x^(8D-1) mod P)` is a 128-bit lane congruent to `B`
-//! moved on: XORed into the data lane found `D` bytes later, it carries the CRC forward without
-//! changing it. With four accumulators of four lanes each, `D` is 256. At the end the 256 bytes of
-//! accumulators stand for everything folded so far: their CRC32C, continued over the remaining
-//! bytes, is the buffer's. The initial value `0xFFFF_FFFF` enters as an XOR into the first four
-//! data bytes (a CRC register's start value and a change of the first four bytes are the same
-//! thing), and the accumulators are then fed to `crc32` from a zero register.
+//! half `H` give `B = L·x^64 + H`. A message's CRC is its polynomial times `x^32` modulo the CRC
+//! polynomial `P`, so data that sits `D` bytes before a lane counts as the lane's polynomial
+//! times `x^(8D)`: to fold `B` into the lane `D` bytes later, multiply it by `x^(8D)`, which
+//! modulo `P` is `L·(x^(8D+64) mod P) + H·(x^(8D) mod P)`. A carry-less multiply of two
+//! reflected 64-bit values yields the reflected product times `x`, so
+//! `clmul(L, x^(8D+63) mod P) ⊕ clmul(H, x^(8D-1) mod P)` is that sum: its degree is below 96,
+//! so it fits the 128-bit lane as it is, and XORed into the data lane `D` bytes later it
+//! carries the CRC forward unchanged. With four accumulators of four lanes each, `D` is 256; at
+//! the end the accumulators are folded into the last one (`D` = 192, 128 and 64), whose 64 bytes
+//! then stand for everything folded so far: the CRC register run over them from zero, and on
+//! over the remaining bytes, is the buffer's. The initial value `0xFFFF_FFFF` enters as an XOR
+//! into the first four data bytes (a CRC register's start value and a change of the first four
+//! bytes of a message of at least four are the same thing), and the final XOR as usual.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
@@ -35,14 +38,19 @@ use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
 #[cfg(target_arch = "x86_64")]
 const DIRECT_MAX: usize = 256;
 
-/// Payloads from this many bytes up are copied by the folding loop where the CPU has it. Measured
-/// against a copy and then `crc-fast`: even at 512 bytes, 1.4–1.5× as fast at 1 KiB and at 8 KiB.
+/// Payloads from this many bytes up are copied by the folding loop where the CPU has it
+/// (against a copy and then `crc-fast`, into a ring-sized buffer: level at 512 bytes, ahead
+/// from 1 KiB).
 #[cfg(target_arch = "x86_64")]
-const FUSE_MIN: usize = 512;
+const FUSE_MIN: usize = 1024;
 
 /// Bytes the folding loop takes per step: four 512-bit accumulators.
 #[cfg(target_arch = "x86_64")]
 const FOLD_BLOCK: usize = 256;
+
+// The folding loop starts with a whole block.
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(FUSE_MIN >= FOLD_BLOCK);
 
 /// CRC32C's polynomial `P`, bit-reflected, without its `x^32` term.
 #[cfg(target_arch = "x86_64")]
@@ -61,16 +69,29 @@ const fn x_pow_mod(n: u32) -> u32 {
     r
 }
 
-/// The constants that move a 16-byte lane `FOLD_BLOCK` bytes on (see the module docs), as
-/// reflected 64-bit values: a polynomial of degree below 32 fills the upper half.
+/// The two constants that fold a 16-byte lane into the lane `d` bytes later (see the module
+/// docs), for the low and the high half, as reflected 64-bit values: a polynomial of degree
+/// below 32 fills the upper half.
 #[cfg(target_arch = "x86_64")]
-const FOLD_L: u64 = (x_pow_mod(8 * FOLD_BLOCK as u32 + 63) as u64) << 32;
+const fn fold_constants(d: u32) -> (i64, i64) {
+    let low = (x_pow_mod(8 * d + 63) as u64) << 32;
+    let high = (x_pow_mod(8 * d - 1) as u64) << 32;
+    (low as i64, high as i64)
+}
+
+/// The fold constants for 256 bytes on (the loop), and for 192, 128 and 64 (folding the
+/// accumulators into the last).
 #[cfg(target_arch = "x86_64")]
-const FOLD_H: u64 = (x_pow_mod(8 * FOLD_BLOCK as u32 - 1) as u64) << 32;
+const FOLD_ON: [(i64, i64); 4] = [
+    fold_constants(FOLD_BLOCK as u32),
+    fold_constants(192),
+    fold_constants(128),
+    fold_constants(64),
+];
 
 /// The CRC32C of `data` (initial value and final XOR `0xFFFF_FFFF`, reflected; the check value
-/// of `"123456789"` is `0xE306_9283`). Always inlined: it is a length test and a call on every
-/// publish and poll.
+/// of `"123456789"` is `0xE306_9283`). Always inlined: on the hot path's small buffers it is a
+/// length test and a call on every publish and poll.
 #[inline(always)]
 pub(crate) fn crc32c(data: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
@@ -79,25 +100,52 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
         // the check is one load and a bit test).
         return unsafe { !words(u32::MAX, data) };
     }
+    large(data)
+}
+
+/// [`crc32c`] of a buffer the direct path does not take. Out of line, so that the dispatch of
+/// `crc-fast` does not grow every caller of `crc32c`.
+#[inline(never)]
+fn large(data: &[u8]) -> u32 {
     crc_fast::crc32_iscsi(data)
 }
 
-/// Copies `src` to `dst` and returns the CRC32C of `src`: in one pass where the CPU has
-/// AVX-512 with VPCLMULQDQ and `src` is at least `FUSE_MIN` bytes long, else a copy and then
-/// [`crc32c`]. Always inlined: on the hot path's small payloads it is a length test, a copy and
-/// the direct CRC, as before.
+/// Copies `src` to `dst` and returns the CRC32C of `src`. Always inlined: on the hot path's
+/// small payloads it is a length test, the copy and the direct CRC.
 ///
 /// # Safety
 /// `dst` must be valid for writes of `src.len()` bytes, and the two ranges must not overlap.
 #[inline(always)]
 pub(crate) unsafe fn copy_crc32c(dst: *mut u8, src: &[u8]) -> u32 {
     #[cfg(target_arch = "x86_64")]
+    if src.len() <= DIRECT_MAX && std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: `dst` is valid for `src.len()` bytes and apart from `src` (the caller's
+        // promise); the CPU supports SSE4.2, checked just above.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
+            return !words(u32::MAX, src);
+        }
+    }
+    // SAFETY: the caller's promise, passed on.
+    unsafe { copy_crc32c_large(dst, src) }
+}
+
+/// [`copy_crc32c`] of a payload the direct path does not take: in one pass where the CPU has
+/// AVX-512 with VPCLMULQDQ and `src` is at least `FUSE_MIN` bytes long, else a copy and then
+/// [`crc32c`].
+///
+/// # Safety
+/// As for [`copy_crc32c`].
+#[inline(never)]
+unsafe fn copy_crc32c_large(dst: *mut u8, src: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
     if src.len() >= FUSE_MIN
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("vpclmulqdq")
         && std::arch::is_x86_feature_detected!("sse4.2")
     {
-        // SAFETY: the CPU has the three features, checked just above; `dst` is the caller's.
+        // SAFETY: the CPU has the three features, checked just above; `src` is at least
+        // `FUSE_MIN` ≥ `FOLD_BLOCK` bytes long; `dst` is the caller's.
         return unsafe { fold_copy(dst, src) };
     }
     // SAFETY: `dst` is valid for `src.len()` bytes and apart from `src` (the caller's promise).
@@ -126,12 +174,15 @@ fn words(state: u32, data: &[u8]) -> u32 {
 }
 
 /// [`copy_crc32c`]'s one-pass path: copies `src` to `dst` 256 bytes at a time, folding each
-/// block into four 512-bit accumulators as it goes (see the module docs), then finishes with
-/// `crc32` over the accumulators and the last bytes, which it copies too.
+/// block into four 512-bit accumulators as it goes, folds those into one, and finishes with
+/// `crc32` over it and over the last bytes, which it copies too (see the module docs).
 ///
 /// # Safety
 /// The CPU must have AVX-512F, VPCLMULQDQ and SSE4.2. `dst` must be valid for writes of
-/// `src.len()` bytes, apart from `src`, and `src` at least `FOLD_BLOCK` bytes long.
+/// `src.len()` bytes, apart from `src`.
+///
+/// # Panics
+/// If `src` is shorter than `FOLD_BLOCK`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,vpclmulqdq,sse4.2")]
 unsafe fn fold_copy(dst: *mut u8, src: &[u8]) -> u32 {
@@ -140,16 +191,20 @@ unsafe fn fold_copy(dst: *mut u8, src: &[u8]) -> u32 {
         _mm512_storeu_si512, _mm512_ternarylogic_epi64, _mm512_xor_si512, _mm512_zextsi128_si512,
         _mm_cvtsi32_si128,
     };
-    debug_assert!(src.len() >= FOLD_BLOCK);
+    assert!(src.len() >= FOLD_BLOCK, "a whole block to start from");
+    // Bytes in whole blocks: at least the first, so the loads and stores at 0–255 below are
+    // inside both buffers, and every later one is below `whole`.
     let whole = src.len() / FOLD_BLOCK * FOLD_BLOCK;
     let s = src.as_ptr();
-    // SAFETY (the two closures): they are called with `at + 64 <= whole <= src.len()`, so the
-    // 64 bytes at `at` lie in `src` and in `dst` (valid for `src.len()` bytes: the caller's
-    // promise); unaligned loads and stores need no alignment. The store is written in assembly
-    // because the optimizer, seeing stores of bytes loaded from a slice it knows `dst` cannot
-    // change, turns them into one `memcpy` of the whole buffer ahead of the loop: two passes
-    // again, the very thing this function exists to avoid.
+    // SAFETY: called with `at + 64 <= whole <= src.len()`, so the 64 bytes at `at` lie in
+    // `src`; an unaligned load needs no alignment.
     let load = |at: usize| unsafe { _mm512_loadu_si512(s.add(at).cast::<__m512i>()) };
+    // The store is written in assembly because the optimizer, seeing stores of bytes loaded
+    // from a slice that `dst` cannot change, turns them into one `memcpy` of the whole buffer
+    // ahead of the loop: two passes again, the very thing this function exists to avoid.
+    // SAFETY: called with `at + 64 <= whole <= src.len()`, so the 64 bytes at `at` lie in
+    // `dst` (valid for `src.len()` bytes and apart from `src`: the caller's promise);
+    // `vmovdqu64` needs no alignment; it touches no stack and leaves the flags alone.
     let store = |at: usize, v: __m512i| unsafe {
         std::arch::asm!(
             "vmovdqu64 [{p}], {v}",
@@ -158,11 +213,11 @@ unsafe fn fold_copy(dst: *mut u8, src: &[u8]) -> u32 {
             options(nostack, preserves_flags),
         )
     };
-    let (l, h) = (FOLD_L as i64, FOLD_H as i64);
-    // Per 128-bit lane: the constant for the low half in the low quadword, the high half's above.
-    let k = _mm512_set_epi64(h, l, h, l, h, l, h, l);
+    // Per 128-bit lane: the constant for the low half in the low quadword, the high half's
+    // above. (The constants are `const`s, computed by the compiler.)
+    let constants = |(l, h): (i64, i64)| _mm512_set_epi64(h, l, h, l, h, l, h, l);
     // 0x96: the three-way XOR of the two products and the data.
-    let fold = |acc, data| {
+    let fold = |acc, k, data| {
         _mm512_ternarylogic_epi64::<0x96>(
             _mm512_clmulepi64_epi128::<0x00>(acc, k),
             _mm512_clmulepi64_epi128::<0x11>(acc, k),
@@ -174,23 +229,25 @@ unsafe fn fold_copy(dst: *mut u8, src: &[u8]) -> u32 {
         store(64 * i, *a);
     }
     acc[0] = _mm512_xor_si512(acc[0], _mm512_zextsi128_si512(_mm_cvtsi32_si128(-1)));
+    let k = constants(FOLD_ON[0]);
     for at in (FOLD_BLOCK..whole).step_by(FOLD_BLOCK) {
         for (i, a) in acc.iter_mut().enumerate() {
             let data = load(at + 64 * i);
             store(at + 64 * i, data);
-            *a = fold(*a, data);
+            *a = fold(*a, k, data);
         }
     }
-    let mut lanes = [[0u8; 64]; 4];
-    for (lane, a) in lanes.iter_mut().zip(acc) {
-        // SAFETY: `lane` is 64 writable bytes.
-        unsafe { _mm512_storeu_si512(lane.as_mut_ptr().cast::<__m512i>(), a) };
-    }
+    let last = fold(acc[0], constants(FOLD_ON[1]), acc[3]);
+    let last = fold(acc[1], constants(FOLD_ON[2]), last);
+    let last = fold(acc[2], constants(FOLD_ON[3]), last);
+    let mut lanes = [0u8; 64];
+    // SAFETY: `lanes` is 64 writable bytes.
+    unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast::<__m512i>(), last) };
     let tail = &src[whole..];
-    // SAFETY: `dst` is valid for `src.len()` bytes, `whole + tail.len()` of them; apart from
-    // `src`.
+    // SAFETY: `dst` is valid for `src.len()` bytes, `whole + tail.len()` of them, and apart
+    // from `src`.
     unsafe { std::ptr::copy_nonoverlapping(tail.as_ptr(), dst.add(whole), tail.len()) };
-    !words(words(0, lanes.as_flattened()), tail)
+    !words(words(0, &lanes), tail)
 }
 
 #[cfg(test)]
