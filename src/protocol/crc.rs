@@ -33,9 +33,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
 
-/// Buffers up to this many bytes take the direct SSE4.2 path. Folding wins once a buffer is a
-/// few hundred bytes long.
-#[cfg(target_arch = "x86_64")]
+/// Buffers up to this many bytes take the direct SSE4.2 path where the CPU has it. Folding wins
+/// once a buffer is a few hundred bytes long.
 const DIRECT_MAX: usize = 256;
 
 /// Payloads from this many bytes up are copied by the folding loop where the CPU has it
@@ -117,20 +116,17 @@ fn large(data: &[u8]) -> u32 {
 /// `dst` must be valid for writes of `src.len()` bytes, and the two ranges must not overlap.
 #[inline(always)]
 pub(crate) unsafe fn copy_crc32c(dst: *mut u8, src: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if src.len() <= DIRECT_MAX && std::arch::is_x86_feature_detected!("sse4.2") {
-        // SAFETY: `dst` is valid for `src.len()` bytes and apart from `src` (the caller's
-        // promise); the CPU supports SSE4.2, checked just above.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len());
-            return !words(u32::MAX, src);
-        }
+    if src.len() > DIRECT_MAX {
+        // SAFETY: the caller's promise, passed on.
+        return unsafe { copy_crc32c_large(dst, src) };
     }
-    // SAFETY: the caller's promise, passed on.
-    unsafe { copy_crc32c_large(dst, src) }
+    // SAFETY: `dst` is valid for `src.len()` bytes and apart from `src` (the caller's promise).
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
+    // The compiler drops `crc32c`'s own length test here: `src` is short.
+    crc32c(src)
 }
 
-/// [`copy_crc32c`] of a payload the direct path does not take: in one pass where the CPU has
+/// [`copy_crc32c`] of a payload longer than `DIRECT_MAX`: in one pass where the CPU has
 /// AVX-512 with VPCLMULQDQ and `src` is at least `FUSE_MIN` bytes long, else a copy and then
 /// [`crc32c`].
 ///
