@@ -177,7 +177,7 @@ impl Consumer {
                 lease: self.lease.word(),
             });
             // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
-            if ring.slot_tag(self.cursor.offset).load(Ordering::SeqCst) != tag {
+            if ring.slot_tag(self.cursor.offset()).load(Ordering::SeqCst) != tag {
                 continue;
             }
             let within = self.wake_within(stall_left);

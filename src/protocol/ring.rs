@@ -233,7 +233,8 @@ pub(crate) enum Found {
 pub(crate) struct Ready {
     /// The position of its header.
     pub start: u64,
-    /// The position right after it, where the next offset's claim begins.
+    /// The position right after it, where the next offset's claim begins: with the next
+    /// offset, a sane cursor ([`sane_cursor`]; [`Ring::read`] checks it).
     pub end: u64,
     /// Its payload's length.
     pub len: u32,
@@ -243,6 +244,9 @@ pub(crate) struct Ready {
     pub payload: u64,
     /// The CRC32C its producer stored (0 in a queue without checksums).
     pub crc: u32,
+    /// Private, so that only [`Ring::read`] makes a `Ready`: [`Ring::record_payload_ptr`] relies on
+    /// its bounds checks.
+    checked: (),
 }
 
 /// Result of one claim attempt.
@@ -381,6 +385,23 @@ impl Ring {
         // SAFETY: the caller keeps the header inside the ring, which `new` checked lies in the
         // region, 8-aligned.
         unsafe { self.region.u64s_unchecked(self.layout.data + idx) }
+    }
+
+    /// The address of the payload of a record [`read`](Self::read) found, without a bounds
+    /// check: `read` checked that the record's footprint, and so its payload's `len` bytes,
+    /// lie in the ring, which [`new`](Self::new) checked lies in the region. (The check in
+    /// `Region::bytes_ptr` cost `Consumer::poll` 8 instructions, callgrind, `call_cost`.)
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn record_payload_ptr(&self, ready: &Ready) -> *mut u8 {
+        // SAFETY: `ready` comes from `read` (its private field), which checked `idx + size <=
+        // capacity` for the header's ring index `idx`, and `payload = data + idx +
+        // RECORD_HEADER` with `RECORD_HEADER + len <= size`; `new` checked `data + capacity`
+        // against the region's length.
+        unsafe {
+            self.region
+                .bytes_ptr_unchecked(ready.payload, ready.len as u64)
+        }
     }
 
     /// The record header at position `pos` as stored, untrusted: `(offset, length, crc)`.
@@ -804,12 +825,23 @@ impl Ring {
     }
 
     /// Reads what is at cursor `(offset, pos)`; `pos` must be `pos(offset)`.
+    #[inline(always)]
+    pub(crate) fn read(&self, offset: u64, pos: u64) -> Found {
+        self.read_known(offset, pos, sane_cursor(offset, pos))
+    }
+
+    /// [`read`](Self::read) for a reader that knows whether its cursor is sane: `sane` is
+    /// [`sane_cursor`]`(offset, pos)`, tested where the reader set its cursor from the file.
+    /// One it moved past a record `read` returned is sane (see [`Ready::end`]), so a reader
+    /// that keeps up pays no test per record (11 instructions of `Consumer::poll`, callgrind,
+    /// `call_cost`).
     // Always inlined into `Cursor::step` (its one caller, itself inlined into every reader's
     // poll): with more readers of `step` the compiler stopped inlining it, which cost
     // `Consumer::poll` about 37 instructions per record (callgrind, `call_cost`).
     #[inline(always)]
-    pub(crate) fn read(&self, offset: u64, pos: u64) -> Found {
-        if !sane_cursor(offset, pos) {
+    pub(crate) fn read_known(&self, offset: u64, pos: u64, sane: bool) -> Found {
+        debug_assert_eq!(sane, sane_cursor(offset, pos));
+        if !sane {
             return Found::Inconsistent {
                 start: pos,
                 why: Malformed::Cursor {
@@ -833,14 +865,16 @@ impl Ring {
             };
         }
         let start = self.record_start(pos, t);
-        let idx = start & self.mask;
+        // Masked to the record alignment as well: `start` is aligned for a sane cursor, and
+        // whatever a caller passes as `sane`, the header read below stays aligned.
+        let idx = start & self.mask & !(layout::RECORD_ALIGN - 1);
         let bad = |why: Malformed| Found::Inconsistent { start, why };
         // A header across the ring's end (never for `WRAPPED`: it starts a lap, at index 0).
         if idx + RECORD_HEADER > self.layout.capacity {
             return bad(Malformed::Misplaced { offset, pos });
         }
-        // SAFETY: `idx` is 8-aligned (`pos` is, as `sane_cursor` checked, and so is a lap's
-        // start) and the header lies in the ring, as just checked.
+        // SAFETY: `idx` is 8-aligned (masked so) and the header lies in the ring, as just
+        // checked.
         let head = unsafe { self.ring_header(idx) };
         // Relaxed: ordered after the Acquire load above.
         let stored = head[REC_OFFSET].load(Ordering::Relaxed);
@@ -861,9 +895,20 @@ impl Ring {
                 max: self.layout.max_message,
             });
         }
+        let end = start + size;
+        // The next cursor, `(offset + 1, end)`, is sane if `end` is in range: `end` is aligned
+        // (so are `start` and footprints) and at least one smallest record past `pos`.
+        if end > MAX_POSITION {
+            return bad(Malformed::Cursor {
+                which: "cursor after a record",
+                offset: offset + 1,
+                pos: end,
+            });
+        }
         Found::Ready(Ready {
+            checked: (),
             start,
-            end: start + size,
+            end,
             len: len as u32,
             timestamp,
             payload: self.layout.data + idx + RECORD_HEADER,

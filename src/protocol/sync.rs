@@ -194,8 +194,24 @@ impl Region {
     }
 
     /// A raw pointer to `len` bytes at `off`, for zero-copy access by the ring's owners.
+    #[inline(always)]
     pub(crate) fn bytes_ptr(&self, off: u64, len: u64) -> *mut u8 {
         self.ptr(off, len, 1)
+    }
+
+    /// [`bytes_ptr`](Self::bytes_ptr) without its bounds check, for ranges inside a layout
+    /// checked against the region once (a record's payload, see `Ring::record_payload_ptr`).
+    ///
+    /// # Safety
+    /// `off + len` must be at most the region's [`len`](Self::len).
+    #[inline(always)]
+    pub(crate) unsafe fn bytes_ptr_unchecked(&self, off: u64, len: u64) -> *mut u8 {
+        debug_assert!(off
+            .checked_add(len)
+            .is_some_and(|end| end <= self.len as u64));
+        // SAFETY: `off + len <= len` by the caller's guarantee, so the result stays inside the
+        // region.
+        unsafe { self.base.add(off as usize) }
     }
 
     /// Sleeps while the futex word at `off` still holds `expected`, at most `timeout`.

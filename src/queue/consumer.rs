@@ -127,7 +127,7 @@ impl std::fmt::Debug for Consumer {
             .field("path", &self.shared.path)
             .field("group", &self.group)
             .field("slot", &self.slot)
-            .field("position", &self.cursor.offset)
+            .field("position", &self.cursor.offset())
             .field("committed", &self.committed())
             .finish_non_exhaustive()
     }
@@ -207,7 +207,7 @@ impl Consumer {
 
     /// The next offset [`poll`](Self::poll) will return (or skip past, if it was aborted).
     pub fn position(&self) -> u64 {
-        self.cursor.offset
+        self.cursor.offset()
     }
 
     /// The group's committed offset: the next one a restarted member would read.
@@ -217,7 +217,11 @@ impl Consumer {
 
     /// Records published but not yet read by this consumer (racy: a snapshot).
     pub fn lag(&self) -> u64 {
-        self.shared.ring.tail().0.saturating_sub(self.cursor.offset)
+        self.shared
+            .ring
+            .tail()
+            .0
+            .saturating_sub(self.cursor.offset())
     }
 
     /// Returns the next record, waiting up to `timeout` (`None`: forever) for one. A wait spins
@@ -324,7 +328,7 @@ impl Consumer {
     /// flagged in the data sleeper bitmap (SYNC W).
     fn sleep(&self, tag: u64, sleep: Duration) {
         let ring = &self.shared.ring;
-        let word = ring.slot_tag(self.cursor.offset);
+        let word = ring.slot_tag(self.cursor.offset());
         // SYNC W (SeqCst): re-check after flagging ourselves as a sleeper.
         let changed = || word.load(Ordering::SeqCst) != tag;
         ring.wait_data(self.sleeper_bit(), changed, Some(sleep), || {
@@ -457,7 +461,7 @@ impl Consumer {
     /// consumer last stored or read; [`check_committed`](Self::check_committed) compares it
     /// with the file.
     pub(crate) fn planned_commit(&self, offset: u64) -> Result<Option<(u128, u64, u64)>> {
-        if offset >= self.cursor.offset {
+        if offset >= self.cursor.offset() {
             return Err(self.unread_commit(offset));
         }
         let next = offset + 1;
@@ -473,8 +477,8 @@ impl Consumer {
             self.check_committed()?;
             return Ok(None);
         }
-        let pos = if next == self.cursor.offset {
-            self.cursor.pos
+        let pos = if next == self.cursor.offset() {
+            self.cursor.pos()
         } else {
             match self.shared.ring.resolve(next) {
                 Some(pos) => pos,
@@ -492,7 +496,7 @@ impl Consumer {
     /// The error of a commit of `offset`, which this consumer has not read yet.
     #[cold]
     fn unread_commit(&self, offset: u64) -> Error {
-        let why = match self.cursor.offset {
+        let why = match self.cursor.offset() {
             0 => format!(
                 "cannot commit offset {offset}: commit takes the offset of the last record \
                  processed, and this consumer has not read any record yet"

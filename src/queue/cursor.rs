@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::error::{Corruption, Error, Result};
 use crate::protocol::crc;
+use crate::protocol::ring::sane_cursor;
 pub(crate) use crate::protocol::ring::{Found, Ready};
 use crate::queue::mapped::MappedQueue;
 
@@ -78,8 +79,14 @@ impl Reads {
 /// One reader's position in a queue and the state of its reading there.
 pub(crate) struct Cursor {
     /// Next record to read: its offset and cursor position.
-    pub(crate) offset: u64,
-    pub(crate) pos: u64,
+    offset: u64,
+    pos: u64,
+    /// Whether `(offset, pos)` is a possible cursor ([`sane_cursor`]): tested where the cursor
+    /// is set from values read from the file, true by construction where it moves past a
+    /// record read (see [`Ring::read_known`]).
+    ///
+    /// [`Ring::read_known`]: crate::protocol::ring::Ring::read_known
+    sane: bool,
     /// The stalled record and when this reader first saw it stalled
     /// ([`clock::monotonic_ns`]).
     stall: Option<(u64, u64)>,
@@ -99,6 +106,7 @@ impl Cursor {
         Cursor {
             offset,
             pos,
+            sane: sane_cursor(offset, pos),
             stall: None,
             aborted_run: 0,
             pending_polls: 0,
@@ -107,12 +115,28 @@ impl Cursor {
         }
     }
 
+    /// The offset of the next record to read.
+    pub(crate) fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Where the next record's claim begins.
+    pub(crate) fn pos(&self) -> u64 {
+        self.pos
+    }
+
     /// Moves the cursor to `(offset, pos)`, forgetting the stall clock and the aborted run.
-    pub(crate) fn move_to(&mut self, (offset, pos): (u64, u64)) {
+    pub(crate) fn move_to(&mut self, at: (u64, u64)) {
+        self.set(at);
+        self.aborted_run = 0;
+    }
+
+    /// Sets the cursor to `(offset, pos)`, read from the file, and forgets the stall clock.
+    fn set(&mut self, (offset, pos): (u64, u64)) {
         self.offset = offset;
         self.pos = pos;
+        self.sane = sane_cursor(offset, pos);
         self.stall = None;
-        self.aborted_run = 0;
     }
 
     /// Moves the cursor past aborted records (aborting one stalled past the claim timeout) and
@@ -139,14 +163,14 @@ impl Cursor {
         }
     }
 
-    /// One [`Ring::read`] at the cursor: the committed record there, or what was found instead
-    /// (for [`step_past`](Self::step_past)). The fast path of [`step`](Self::step), for a
-    /// caller that keeps the rest out of line too (`Consumer::poll`).
+    /// One [`Ring::read_known`] at the cursor: the committed record there, or what was found
+    /// instead (for [`step_past`](Self::step_past)). The fast path of [`step`](Self::step), for
+    /// a caller that keeps the rest out of line too (`Consumer::poll`).
     ///
-    /// [`Ring::read`]: crate::protocol::ring::Ring::read
+    /// [`Ring::read_known`]: crate::protocol::ring::Ring::read_known
     #[inline(always)]
     pub(crate) fn look(&self, shared: &MappedQueue) -> std::result::Result<Ready, Found> {
-        match shared.ring.read(self.offset, self.pos) {
+        match shared.ring.read_known(self.offset, self.pos, self.sane) {
             Found::Ready(ready) => Ok(ready),
             found => Err(found),
         }
@@ -170,9 +194,7 @@ impl Cursor {
                 Found::Aborted => match ring.past_aborted(self.offset) {
                     Some((next, pos)) => {
                         self.aborted_run += next - self.offset;
-                        self.offset = next;
-                        self.pos = pos;
-                        self.stall = None;
+                        self.set((next, pos));
                     }
                     None => return Err(self.resync(shared, self.offset)),
                 },
@@ -231,7 +253,7 @@ impl Cursor {
                     }
                 }
             }
-            found = ring.read(self.offset, self.pos);
+            found = ring.read_known(self.offset, self.pos, self.sane);
         }
     }
 
@@ -253,6 +275,7 @@ impl Cursor {
             timestamp,
             payload,
             crc,
+            ..
         } = found;
         let ring = &shared.ring;
         let offset = self.offset;
@@ -265,13 +288,14 @@ impl Cursor {
             }
             &self.buf[..]
         } else {
-            let ptr = ring.region.bytes_ptr(payload, len as u64);
+            let ptr = ring.record_payload_ptr(&found);
             // SAFETY: the record is committed and lies at or after the reader's protected
             // position (`reads.copy_below`, a gating group's), so no producer writes these
             // bytes until the group commits past them, which needs `&mut` on the reader (the
-            // borrow ends first). Bounds were checked by `read` and `bytes_ptr`.
+            // borrow ends first). `read` checked the bounds (see `record_payload_ptr`).
             unsafe { std::slice::from_raw_parts(ptr, len as usize) }
         };
+        // Still sane: `read` checked `end` (see `Ready::end`).
         self.offset += 1;
         self.pos = end;
         self.stall = None;

@@ -40,7 +40,7 @@ impl std::fmt::Debug for TailReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TailReader")
             .field("path", &self.shared.path)
-            .field("position", &self.cursor.offset)
+            .field("position", &self.cursor.offset())
             .field("verify", &self.cursor.verify)
             .finish_non_exhaustive()
     }
@@ -63,7 +63,7 @@ impl TailReader {
 
     /// The next offset [`poll`](Self::poll) will return (or skip past, if it was aborted).
     pub fn position(&self) -> u64 {
-        self.cursor.offset
+        self.cursor.offset()
     }
 
     /// Whether [`poll`](Self::poll) checks each record's CRC32C (on by default in a queue with
@@ -107,7 +107,7 @@ impl TailReader {
         // SeqCst like every access to the futex word (SYNC W); the reader is not in the
         // sleeper bitmap, so a missed bump costs at most `sleep`.
         let seen = region.u32(DATA_SEQ).load(Ordering::SeqCst);
-        let tag_now = self.shared.ring.slot_tag(self.cursor.offset);
+        let tag_now = self.shared.ring.slot_tag(self.cursor.offset());
         if tag_now.load(Ordering::SeqCst) == tag {
             region.wait(DATA_SEQ, seen, Some(sleep));
         }

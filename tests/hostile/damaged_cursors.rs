@@ -124,6 +124,61 @@ fn huge_committed_position_fails_poll_cleanly() {
     );
 }
 
+/// A committed cursor just below the largest sane position (2^62), at a record that wraps to
+/// the next lap, which starts at 2^62 exactly: the cursor is sane, but the one after the
+/// record would not be. Readers test a cursor's sanity where they take it from the file and
+/// trust the ones they move to past a record they read, so reading that record must fail
+/// cleanly rather than deliver it and leave the reader at an insane position.
+#[test]
+fn record_ending_past_the_largest_position_fails_poll_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let opts = Options {
+        capacity: 4096,
+        max_message: 256,
+        ..Options::default()
+    };
+    {
+        let q = Queue::create(&path, &opts).unwrap();
+        let mut c = q.consumer("g").unwrap();
+        let mut p = q.producer().unwrap();
+        p.set_timeout(Some(Duration::from_secs(5)));
+        // Footprint 232: record 17's claim begins at 3944 and the record at the next lap.
+        for i in 0..18 {
+            p.publish(&[5; 200]).unwrap();
+            let o = c.poll(Some(Duration::ZERO)).unwrap().unwrap().offset;
+            if i < 17 {
+                c.commit(o).unwrap();
+            }
+        }
+        assert_eq!(c.committed(), 17);
+    }
+    // Slot 0's committed cursor is (offset, position) at +128 in its 256-byte slot; the
+    // position keeps its ring index, 3944, and the next lap starts at 2^62.
+    let at = (HEADER_SIZE + 128) as usize;
+    let pos = (1u64 << 62) - (4096 - 3944);
+    edit_file(&path, |b| {
+        assert_eq!(get64(b, at), 17, "group layout drifted");
+        assert_eq!(get64(b, at + 8), 3944, "group layout drifted");
+        put64(b, at + 8, pos);
+    });
+    let q = Queue::open(&path).unwrap();
+    let mut c = q.consumer("g").unwrap();
+    let r = must_not_panic("Consumer::poll", || {
+        c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
+    });
+    assert!(
+        matches!(
+            r,
+            Err(Error::Corrupt {
+                kind: Corruption::Shared(Malformed::Cursor { .. }),
+                ..
+            })
+        ),
+        "expected a corrupt cursor, got {r:?}"
+    );
+}
+
 /// A `Sync` publisher waiting behind another producer's unfinished record sleeps (it once spun
 /// in `Shared::wait_durable`, and forever on some damaged files).
 #[test]

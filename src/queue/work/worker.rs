@@ -520,7 +520,7 @@ impl Worker {
         };
         // Aborted offsets the cursor skipped hold no record: settle them (ACKED, count 0) so
         // base can pass them, as far as the window reaches.
-        let reached = self.cursor.offset;
+        let reached = self.cursor.offset();
         for x in o..reached.min(base + window) {
             self.settle_aborted(x)?;
         }
@@ -530,7 +530,7 @@ impl Worker {
         let ready = match next {
             Next::Pending { tag, .. } => {
                 if reached > o && reached < base + window {
-                    t.advance_next(seen_next, (reached, self.cursor.pos));
+                    t.advance_next(seen_next, (reached, self.cursor.pos()));
                 }
                 return Ok(Step::Idle(Idle::Pending(reached, tag)));
             }
@@ -539,7 +539,7 @@ impl Worker {
         if reached >= base + window {
             return self.full(base_word);
         }
-        let at = self.cursor.pos;
+        let at = self.cursor.pos();
         let undispatched = t.undispatched(reached);
         if undispatched
             .map_err(|w| self.bad_entry(reached, w))?
@@ -557,7 +557,7 @@ impl Worker {
             }
             Err(e) => Err(e),
         };
-        let end = self.cursor.pos;
+        let end = self.cursor.pos();
         let timestamp = match delivered {
             Ok(ts) => ts,
             Err(
@@ -830,7 +830,7 @@ impl Worker {
     fn read(&mut self, offset: u64, pos: u64) -> Result<(u64, u64)> {
         self.cursor.move_to((offset, pos));
         let ready = match self.cursor.step(&self.shared, Reads::COPY_ALL, true)? {
-            Next::Ready(r) if self.cursor.offset == offset => r,
+            Next::Ready(r) if self.cursor.offset() == offset => r,
             _ => return Err(self.bad_entry(offset, u128::from(pos))),
         };
         let schedule = self.shared.ring.schedule_at(ready.start);
