@@ -65,7 +65,8 @@ use loom::thread;
 use crate::protocol::crc;
 use crate::protocol::layout::{footprint, DATA_WAITERS, RECORD_HEADER, TAIL};
 use crate::protocol::ring::{
-    tag, tag_offset, Attempt, Claim, Found, Position, Ready, Ring, RingLayout, ABORTED, COMMITTED,
+    tag, tag_offset, Attempt, Claim, Found, KnownTail, Position, Ready, Ring, RingLayout, ABORTED,
+    COMMITTED,
 };
 use crate::protocol::sync::{unpack, Ordering, Region};
 
@@ -154,15 +155,12 @@ fn claim(ring: &Ring, p: u64) -> Claim {
 /// published; a stale tail is refreshed by the failed CAS inside `try_claim`, which the
 /// two-producer models exercise.
 fn claim_len(ring: &Ring, p: u64, len: u32) -> Claim {
-    let mut tail = 0u128;
+    let mut tail = KnownTail::read(0);
     match ring.try_claim(&mut tail, len, u64::MAX, intent(p)) {
         Attempt::Claimed(c) => {
             assert_eq!(c.len, len);
             assert_eq!(c.start, c.at, "nothing wraps in these models");
-            assert_eq!(
-                unpack(tail),
-                (c.offset + 1, c.start + footprint(len as u64))
-            );
+            assert_eq!(tail.get(), (c.offset + 1, c.start + footprint(len as u64)));
             c
         }
         Attempt::NoSpace { end } => panic!("no space with an unlimited limit (end {end})"),
@@ -598,7 +596,7 @@ fn stalled_commit_on_reused_slot() {
 /// is stale as in [`claim_len`].
 fn claim_and_write_run(ring: &Ring, p: u64, owners: &[u64]) -> Vec<Claim> {
     let lens: Vec<u32> = owners.iter().map(|&o| payload(o).len() as u32).collect();
-    let mut tail = 0u128;
+    let mut tail = KnownTail::read(0);
     let mut run = Vec::new();
     let Attempt::Claimed(first) =
         ring.try_claim_run(&mut tail, &lens, u64::MAX, intent(p), &mut run)

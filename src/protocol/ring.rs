@@ -244,9 +244,38 @@ pub(crate) struct Ready {
     pub payload: u64,
     /// The CRC32C its producer stored (0 in a queue without checksums).
     pub crc: u32,
-    /// Private, so that only [`Ring::read`] makes a `Ready`: [`Ring::record_payload_ptr`] relies on
-    /// its bounds checks.
+    /// Private, so that only [`Ring::read_known`] makes a `Ready` (see
+    /// [`Ring::record_payload_ptr`]).
     checked: (),
+}
+
+/// A producer's last known tail word `(offset, position)`: what its last CAS stored, or what
+/// a failed CAS found in the file. [`Ring::try_claim`] tests a value from the file with
+/// [`sane_cursor`] once; the value of a claim it won is sane by construction (the claim's end
+/// is at most `MAX_POSITION`, and each offset takes at least a smallest record), so a producer
+/// that keeps winning pays no test (10 instructions of `Producer::publish`, callgrind,
+/// `call_cost`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KnownTail {
+    word: u128,
+    /// Whether `word` passed `sane_cursor` (or was made by a claim that did).
+    tested: bool,
+}
+
+impl KnownTail {
+    /// A tail word read from the file, not tested yet.
+    pub(crate) fn read(word: u128) -> KnownTail {
+        KnownTail {
+            word,
+            tested: false,
+        }
+    }
+
+    /// The tail `(offset, position)` (for the claim loop's models and errors).
+    #[cfg(loom)]
+    pub(crate) fn get(self) -> (u64, u64) {
+        unpack(self.word)
+    }
 }
 
 /// Result of one claim attempt.
@@ -393,8 +422,13 @@ impl Ring {
     /// `Region::bytes_ptr` cost `Consumer::poll` 8 instructions, callgrind, `call_cost`.)
     #[cfg(not(loom))]
     #[inline(always)]
-    pub(crate) fn record_payload_ptr(&self, ready: &Ready) -> *mut u8 {
-        // SAFETY: `ready` comes from `read` (its private field), which checked `idx + size <=
+    ///
+    /// # Safety
+    /// `ready` must be what `read_known` returned on this ring, unchanged (its `pub` fields
+    /// can be changed, and it names no ring).
+    pub(crate) unsafe fn record_payload_ptr(&self, ready: &Ready) -> *mut u8 {
+        // SAFETY: `ready` comes from this ring's `read_known` (the caller's promise), which
+        // checked `idx + size <=
         // capacity` for the header's ring index `idx`, and `payload = data + idx +
         // RECORD_HEADER` with `RECORD_HEADER + len <= size`; `new` checked `data + capacity`
         // against the region's length.
@@ -418,12 +452,23 @@ impl Ring {
     /// caller's last known tail, refreshed here on CAS failure; `intent` is the caller's
     /// producer slot (region offset). Always inlined: it is most of `publish`.
     #[inline(always)]
-    pub(crate) fn try_claim(&self, tail: &mut u128, len: u32, limit: u64, intent: u64) -> Attempt {
+    pub(crate) fn try_claim(
+        &self,
+        tail: &mut KnownTail,
+        len: u32,
+        limit: u64,
+        intent: u64,
+    ) -> Attempt {
         let size = footprint(len as u64);
+        // No claim ends past `MAX_POSITION`: the tail it stores stays sane (`KnownTail`).
+        let limit = limit.min(MAX_POSITION);
         loop {
-            let (offset, at) = unpack(*tail);
-            if !sane_cursor(offset, at) {
-                return Attempt::BadTail { offset, pos: at };
+            let (offset, at) = unpack(tail.word);
+            if !tail.tested {
+                if !sane_cursor(offset, at) {
+                    return Attempt::BadTail { offset, pos: at };
+                }
+                tail.tested = true;
             }
             let start = self.place(at, size);
             let end = start + size;
@@ -448,17 +493,22 @@ impl Ring {
     /// stored; the result is the first claim. Arguments as for [`try_claim`](Self::try_claim).
     pub(crate) fn try_claim_run(
         &self,
-        tail: &mut u128,
+        tail: &mut KnownTail,
         lens: &[u32],
         limit: u64,
         intent: u64,
         run: &mut Vec<Claim>,
     ) -> Attempt {
         let n = lens.len() as u64;
+        // As in `try_claim`.
+        let limit = limit.min(MAX_POSITION);
         loop {
-            let (offset, at) = unpack(*tail);
-            if !sane_cursor(offset, at) {
-                return Attempt::BadTail { offset, pos: at };
+            let (offset, at) = unpack(tail.word);
+            if !tail.tested {
+                if !sane_cursor(offset, at) {
+                    return Attempt::BadTail { offset, pos: at };
+                }
+                tail.tested = true;
             }
             run.clear();
             let mut end = at;
@@ -543,18 +593,20 @@ impl Ring {
     /// The tail CAS `(offset, ·) → (offset + n, end)` from `*tail`; refreshes `*tail` either
     /// way and says whether it won.
     #[inline]
-    fn swap_tail(&self, tail: &mut u128, offset: u64, n: u64, end: u64) -> bool {
+    fn swap_tail(&self, tail: &mut KnownTail, offset: u64, n: u64, end: u64) -> bool {
         crate::crash::point("publish.before_claim");
         // SYNC T (SeqCst, see the module docs); Relaxed on failure: the caller only recomputes
         // from the returned value.
         match self.region.u128(layout::TAIL).compare_exchange(
-            *tail,
+            tail.word,
             pack(offset + n, end),
             Ordering::SeqCst,
             Ordering::Relaxed,
         ) {
             Ok(_) => {
-                *tail = pack(offset + n, end);
+                // Still tested: `end` is at most the limit, so at most `MAX_POSITION`, and at
+                // least a smallest record per offset past the sane `(offset, at)`.
+                tail.word = pack(offset + n, end);
                 // SYNC L: a lapped reader that sees any byte written after this fence also
                 // sees the tail CAS above and discards what it read.
                 fence(Ordering::Release);
@@ -562,7 +614,7 @@ impl Ring {
                 true
             }
             Err(current) => {
-                *tail = current;
+                *tail = KnownTail::read(current);
                 false
             }
         }
@@ -833,10 +885,11 @@ impl Ring {
     /// [`read`](Self::read) for a reader that knows whether its cursor is sane: `sane` is
     /// [`sane_cursor`]`(offset, pos)`, tested where the reader set its cursor from the file.
     /// One it moved past a record `read` returned is sane (see [`Ready::end`]), so a reader
-    /// that keeps up pays no test per record (11 instructions of `Consumer::poll`, callgrind,
-    /// `call_cost`).
-    // Always inlined into `Cursor::step` (its one caller, itself inlined into every reader's
-    // poll): with more readers of `step` the compiler stopped inlining it, which cost
+    /// that keeps up pays no test per record. (The test was 11 instructions of
+    /// `Consumer::poll`; with the flag's test and the bound on `end` the saving is 4,
+    /// callgrind, `call_cost`.)
+    // Always inlined into its callers (`Cursor::look` and `Cursor::step_past`, `read`), and
+    // so into every reader's poll: with more readers the compiler stopped inlining it, which cost
     // `Consumer::poll` about 37 instructions per record (callgrind, `call_cost`).
     #[inline(always)]
     pub(crate) fn read_known(&self, offset: u64, pos: u64, sane: bool) -> Found {

@@ -209,8 +209,8 @@ impl Region {
         debug_assert!(off
             .checked_add(len)
             .is_some_and(|end| end <= self.len as u64));
-        // SAFETY: `off + len <= len` by the caller's guarantee, so the result stays inside the
-        // region.
+        // SAFETY: `off + len` is at most the region's length `self.len` (the caller's
+        // guarantee), so the result stays inside the region.
         unsafe { self.base.add(off as usize) }
     }
 

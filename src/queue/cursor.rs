@@ -258,6 +258,8 @@ impl Cursor {
     }
 
     /// Returns the committed record [`step`](Self::step) found and moves the cursor past it.
+    /// `found` must be what this cursor's `look`, `step` or `step_past` returned on `shared`:
+    /// its payload is addressed without a check of its own (`Ring::record_payload_ptr`).
     // Always inlined: with the inbox's and the idempotent producer's code in the crate the
     // compiler stopped inlining it into `Consumer::poll`, which cost 39 instructions per record
     // (callgrind, `call_cost`).
@@ -288,11 +290,13 @@ impl Cursor {
             }
             &self.buf[..]
         } else {
-            let ptr = ring.record_payload_ptr(&found);
+            // SAFETY: `found` is what `read_known` returned on this ring, unchanged (`look` and
+            // `step_past` read `shared.ring`, the ring passed here).
+            let ptr = unsafe { ring.record_payload_ptr(&found) };
             // SAFETY: the record is committed and lies at or after the reader's protected
             // position (`reads.copy_below`, a gating group's), so no producer writes these
             // bytes until the group commits past them, which needs `&mut` on the reader (the
-            // borrow ends first). `read` checked the bounds (see `record_payload_ptr`).
+            // borrow ends first). `read_known` checked the bounds (see `record_payload_ptr`).
             unsafe { std::slice::from_raw_parts(ptr, len as usize) }
         };
         // Still sane: `read` checked `end` (see `Ready::end`).

@@ -21,7 +21,7 @@ use crate::mapping::lease::{self, Lease};
 use crate::mapping::watch;
 use crate::protocol::crc;
 use crate::protocol::layout::{self, footprint, Durability, FullPolicy};
-use crate::protocol::ring::{self, Attempt, Claim, Ring};
+use crate::protocol::ring::{self, Attempt, Claim, KnownTail, Ring};
 use crate::protocol::sync::{pack, Ordering};
 use crate::queue::flusher::{Flusher, FlusherSlot};
 use crate::queue::mapped::MappedQueue;
@@ -106,7 +106,7 @@ pub struct Producer {
     /// commit and abort take: kept so the hot path computes it once per producer.
     slot_off: u64,
     pub(crate) lease: Lease,
-    tail: u128,
+    tail: KnownTail,
     limit: u64,
     pub(crate) timeout: Option<Duration>,
     /// The clock records are stamped with.
@@ -190,11 +190,13 @@ impl Producer {
             .region
             .u64(layout::SPACE_WAITERS)
             .fetch_and(!(1u64 << slot), Ordering::SeqCst);
-        let tail = shared
-            .ring
-            .region
-            .u128(layout::TAIL)
-            .load(Ordering::Acquire);
+        let tail = KnownTail::read(
+            shared
+                .ring
+                .region
+                .u128(layout::TAIL)
+                .load(Ordering::Acquire),
+        );
         let flusher = match shared.geometry.durability {
             Durability::Batch { max_delay, .. } => Some(Flusher::get(&shared, flusher, max_delay)?),
             _ => None,
@@ -584,8 +586,9 @@ impl Producer {
     fn claim_raw(&mut self, len: u32) -> Result<Claim> {
         self.check_poison()?;
         let slot_off = self.slot_off;
-        let attempt =
-            move |ring: &Ring, tail: &mut u128, limit| ring.try_claim(tail, len, limit, slot_off);
+        let attempt = move |ring: &Ring, tail: &mut KnownTail, limit| {
+            ring.try_claim(tail, len, limit, slot_off)
+        };
         match attempt(&self.shared.ring, &mut self.tail, self.limit) {
             Attempt::Claimed(claim) => Ok(claim),
             _ => self.claim_with(attempt),
@@ -598,7 +601,7 @@ impl Producer {
     #[inline(never)]
     fn claim_with(
         &mut self,
-        mut attempt: impl FnMut(&Ring, &mut u128, u64) -> Attempt,
+        mut attempt: impl FnMut(&Ring, &mut KnownTail, u64) -> Attempt,
     ) -> Result<Claim> {
         let mut wait = Wait::sleeping(self.timeout);
         loop {
@@ -647,7 +650,7 @@ impl Producer {
     #[inline]
     fn try_claim_with(
         &mut self,
-        mut attempt: impl FnMut(&Ring, &mut u128, u64) -> Attempt,
+        mut attempt: impl FnMut(&Ring, &mut KnownTail, u64) -> Attempt,
     ) -> Result<std::result::Result<Claim, Room>> {
         loop {
             let ring = &self.shared.ring;

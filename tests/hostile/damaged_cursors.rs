@@ -80,6 +80,40 @@ fn tail_offset_u64_max_fails_publish_cleanly() {
     publish_on_damaged_tail(|b| put64(b, TAIL_OFFSET_AT, u64::MAX));
 }
 
+/// A tail damaged under a producer that has published: its cached tail, which its own claims
+/// keep and which it does not test again, no longer matches the file, so its next claim's CAS
+/// fails and hands it the damaged word, which it must test before using (a misaligned
+/// position once reached `Ring::seal`'s alignment assert).
+#[test]
+fn tail_damaged_under_a_running_producer_fails_publish_cleanly() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_queue(&dir, 3, 10);
+    let q = Queue::open(&path).unwrap();
+    let mut p = q.producer().unwrap();
+    p.set_timeout(Some(Duration::from_millis(10)));
+    assert_eq!(p.publish(b"x").unwrap(), 3);
+    // Written through the file: the queue's shared mapping sees it at once.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, TAIL_POSITION_AT as u64)
+        .unwrap();
+    let pos = u64::from_le_bytes(word);
+    file.write_all_at(&(pos + 1).to_le_bytes(), TAIL_POSITION_AT as u64)
+        .unwrap();
+    match must_not_panic("Producer::publish", || p.publish(b"x")) {
+        Err(Error::Corrupt {
+            path: p,
+            kind: Corruption::Shared(Malformed::Cursor { which: "tail", .. }),
+        }) => assert_eq!(p, path),
+        other => panic!("expected Corrupt(Shared), got {other:?}"),
+    }
+}
+
 /// Polling a group whose committed position is near `u64::MAX` while its committed offset is a
 /// record that wrapped to the next lap (once overflowed `pos + (capacity - idx)` in
 /// `Ring::read`).
@@ -177,6 +211,50 @@ fn record_ending_past_the_largest_position_fails_poll_cleanly() {
         ),
         "expected a corrupt cursor, got {r:?}"
     );
+}
+
+/// The boundary of the test above: a committed cursor at a record that ends exactly at the
+/// largest sane position, 2^62, is delivered, and the reader then waits at 2^62.
+#[test]
+fn record_ending_at_the_largest_position_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let opts = Options {
+        capacity: 4096,
+        max_message: 256,
+        ..Options::default()
+    };
+    {
+        let q = Queue::create(&path, &opts).unwrap();
+        let mut c = q.consumer("g").unwrap();
+        let mut p = q.producer().unwrap();
+        p.set_timeout(Some(Duration::from_secs(5)));
+        // Footprint 256: sixteen records a lap, record 15 at 3840, ending at the lap's end.
+        for i in 0..16 {
+            p.publish(&[5; 224]).unwrap();
+            let o = c.poll(Some(Duration::ZERO)).unwrap().unwrap().offset;
+            if i < 15 {
+                c.commit(o).unwrap();
+            }
+        }
+        assert_eq!(c.committed(), 15);
+    }
+    let at = (HEADER_SIZE + 128) as usize;
+    edit_file(&path, |b| {
+        assert_eq!(get64(b, at), 15, "group layout drifted");
+        assert_eq!(get64(b, at + 8), 3840, "group layout drifted");
+        put64(b, at + 8, (1u64 << 62) - 256);
+    });
+    let q = Queue::open(&path).unwrap();
+    let mut c = q.consumer("g").unwrap();
+    let first = must_not_panic("Consumer::poll", || {
+        c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
+    });
+    assert_eq!(first.unwrap(), Some(15));
+    let second = must_not_panic("Consumer::poll", || {
+        c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
+    });
+    assert_eq!(second.unwrap(), None);
 }
 
 /// A `Sync` publisher waiting behind another producer's unfinished record sleeps (it once spun
