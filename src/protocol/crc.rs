@@ -148,7 +148,7 @@ unsafe fn copy_crc32c_large(dst: *mut u8, src: &[u8]) -> u32 {
 }
 
 /// The CRC32C register `state` carried over `data` with the SSE4.2 `crc32` instruction, 64 bytes
-/// at a time, then 32, then 8, then byte by byte; no inversion either side.
+/// at a time, then 8, then byte by byte; no inversion either side.
 ///
 /// The instructions are written in assembly rather than with the `_mm_crc32_*` intrinsics: an
 /// intrinsic needs a function compiled for SSE4.2, which cannot be inlined into callers built
@@ -177,21 +177,6 @@ unsafe fn words(state: u32, data: &[u8]) -> u32 {
                 "crc32 {c}, qword ptr [{p} + 40]",
                 "crc32 {c}, qword ptr [{p} + 48]",
                 "crc32 {c}, qword ptr [{p} + 56]",
-                c = inout(reg) crc,
-                p = in(reg) chunk.as_ptr(),
-                options(pure, readonly, nostack, preserves_flags),
-            );
-        }
-        rest = tail;
-    }
-    if let Some((chunk, tail)) = rest.split_first_chunk::<32>() {
-        // SAFETY: as above, over `chunk`'s 32 bytes.
-        unsafe {
-            asm!(
-                "crc32 {c}, qword ptr [{p}]",
-                "crc32 {c}, qword ptr [{p} + 8]",
-                "crc32 {c}, qword ptr [{p} + 16]",
-                "crc32 {c}, qword ptr [{p} + 24]",
                 c = inout(reg) crc,
                 p = in(reg) chunk.as_ptr(),
                 options(pure, readonly, nostack, preserves_flags),

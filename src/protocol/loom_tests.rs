@@ -187,16 +187,15 @@ fn check_ready(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64) -> u64 
 
 /// [`check_ready`] for a record stamped `ts` (a run's records share the run's timestamp).
 fn check_record(ring: &Ring, found: Found, offset: u64, pos: u64, p: u64, ts_want: u64) -> u64 {
-    let Found::Ready(Ready {
-        start,
-        len,
-        timestamp: ts,
-        payload: at,
-        ..
-    }) = found
-    else {
+    let Found::Ready(ready) = found else {
         panic!("record {offset} at {pos}: expected Ready, found {found:?}");
     };
+    let Ready {
+        start,
+        timestamp: ts,
+        ..
+    } = ready;
+    let (len, at) = (ready.len(), ready.payload());
     let want = payload(p);
     assert_eq!(start, pos, "record {offset} moved");
     assert_eq!(len as usize, want.len(), "record {offset}: header length");
@@ -253,8 +252,11 @@ fn await_record(ring: &Ring, ts: u64, offset: u64, pos: u64) -> (u64, u64) {
 fn await_stamped(ring: &Ring, offset: u64, pos: u64, ts: Option<u64>) -> (u64, u64) {
     loop {
         match ring.read(offset, pos) {
-            found @ Found::Ready(Ready { len, .. }) => {
-                let p = owner_of_len(len);
+            found @ Found::Ready(_) => {
+                let Found::Ready(ready) = &found else {
+                    unreachable!()
+                };
+                let p = owner_of_len(ready.len());
                 let ts = ts.unwrap_or(timestamp(p));
                 return (p, check_record(ring, found, offset, pos, p, ts));
             }

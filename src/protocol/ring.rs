@@ -226,27 +226,53 @@ pub(crate) enum Found {
 }
 
 /// A committed record that [`Ring::read`] found, and what its header says: its header is at
-/// position `start`, its payload is `len` bytes at region offset `payload`. For a lappable
-/// reader these values are only trustworthy once [`Ring::overrun`] says the bytes were not
-/// overwritten.
+/// position `start`, its payload is [`len`](Self::len) bytes at
+/// [`payload_ptr`](Self::payload_ptr). For a lappable reader these values are only
+/// trustworthy once [`Ring::overrun`] says the bytes were not overwritten.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Ready {
     /// The position of its header.
     pub start: u64,
     /// The position right after it, where the next offset's claim begins: with the next
-    /// offset, a sane cursor ([`sane_cursor`]; [`Ring::read`] checks it).
+    /// offset, a sane cursor ([`sane_cursor`]; [`Ring::read_known`] checks it).
     pub end: u64,
-    /// Its payload's length.
-    pub len: u32,
     /// When it was published, nanoseconds since the Unix epoch.
     pub timestamp: u64,
-    /// The region offset of its payload.
-    pub payload: u64,
     /// The CRC32C its producer stored (0 in a queue without checksums).
     pub crc: u32,
-    /// Private, so that only [`Ring::read_known`] makes a `Ready` (see
-    /// [`Ring::record_payload_ptr`]).
-    checked: (),
+    /// Its payload's length. This and the payload's place are private: only
+    /// [`Ring::read_known`] makes them, after its bounds checks, so
+    /// [`payload_ptr`](Self::payload_ptr) needs no check of its own.
+    len: u32,
+    /// The payload's address in the mapping.
+    #[cfg(not(loom))]
+    ptr: *const u8,
+    /// The region offset of its payload (the model's region has no addresses).
+    #[cfg(loom)]
+    payload: u64,
+}
+
+impl Ready {
+    /// Its payload's length.
+    pub(crate) fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// The region offset of its payload.
+    #[cfg(loom)]
+    pub(crate) fn payload(&self) -> u64 {
+        self.payload
+    }
+
+    /// The address of its `len` payload bytes in the mapping of the ring that read it, inside
+    /// that ring (checked when the `Ready` was made). The bytes are as safe to read as the
+    /// protocol makes them: see the callers. (Addressing the payload through the checked
+    /// `Region::bytes_ptr` cost `Consumer::poll` 8 instructions, callgrind, `call_cost`.)
+    #[cfg(not(loom))]
+    #[inline(always)]
+    pub(crate) fn payload_ptr(&self) -> *const u8 {
+        self.ptr
+    }
 }
 
 /// A producer's last known tail word `(offset, position)`: what its last CAS stored, or what
@@ -414,28 +440,6 @@ impl Ring {
         // SAFETY: the caller keeps the header inside the ring, which `new` checked lies in the
         // region, 8-aligned.
         unsafe { self.region.u64s_unchecked(self.layout.data + idx) }
-    }
-
-    /// The address of the payload of a record [`read`](Self::read) found, without a bounds
-    /// check: `read` checked that the record's footprint, and so its payload's `len` bytes,
-    /// lie in the ring, which [`new`](Self::new) checked lies in the region. (The check in
-    /// `Region::bytes_ptr` cost `Consumer::poll` 8 instructions, callgrind, `call_cost`.)
-    #[cfg(not(loom))]
-    #[inline(always)]
-    ///
-    /// # Safety
-    /// `ready` must be what `read_known` returned on this ring, unchanged (its `pub` fields
-    /// can be changed, and it names no ring).
-    pub(crate) unsafe fn record_payload_ptr(&self, ready: &Ready) -> *mut u8 {
-        // SAFETY: `ready` comes from this ring's `read_known` (the caller's promise), which
-        // checked `idx + size <=
-        // capacity` for the header's ring index `idx`, and `payload = data + idx +
-        // RECORD_HEADER` with `RECORD_HEADER + len <= size`; `new` checked `data + capacity`
-        // against the region's length.
-        unsafe {
-            self.region
-                .bytes_ptr_unchecked(ready.payload, ready.len as u64)
-        }
     }
 
     /// The record header at position `pos` as stored, untrusted: `(offset, length, crc)`.
@@ -958,14 +962,20 @@ impl Ring {
                 pos: end,
             });
         }
+        let payload = self.layout.data + idx + RECORD_HEADER;
         Found::Ready(Ready {
-            checked: (),
             start,
             end,
             len: len as u32,
             timestamp,
-            payload: self.layout.data + idx + RECORD_HEADER,
             crc,
+            // SAFETY: `idx + size <= capacity`, checked above, and `RECORD_HEADER + len <=
+            // size`, so the payload's `len` bytes lie in the ring, which `new` checked lies in
+            // the region.
+            #[cfg(not(loom))]
+            ptr: unsafe { self.region.bytes_ptr_unchecked(payload, len) },
+            #[cfg(loom)]
+            payload,
         })
     }
 

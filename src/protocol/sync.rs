@@ -200,7 +200,7 @@ impl Region {
     }
 
     /// [`bytes_ptr`](Self::bytes_ptr) without its bounds check, for ranges inside a layout
-    /// checked against the region once (a record's payload, see `Ring::record_payload_ptr`).
+    /// checked against the region once (a record's payload, see `Ring::read_known`).
     ///
     /// # Safety
     /// `off + len` must be at most the region's [`len`](Self::len).

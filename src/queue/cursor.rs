@@ -258,8 +258,7 @@ impl Cursor {
     }
 
     /// Returns the committed record [`step`](Self::step) found and moves the cursor past it.
-    /// `found` must be what this cursor's `look`, `step` or `step_past` returned on `shared`:
-    /// its payload is addressed without a check of its own (`Ring::record_payload_ptr`).
+    /// `found` is what this cursor's `look`, `step` or `step_past` returned on `shared`.
     // Always inlined: with the inbox's and the idempotent producer's code in the crate the
     // compiler stopped inlining it into `Consumer::poll`, which cost 39 instructions per record
     // (callgrind, `call_cost`).
@@ -273,31 +272,34 @@ impl Cursor {
         let Ready {
             start,
             end,
-            len,
             timestamp,
-            payload,
             crc,
             ..
         } = found;
+        let len = found.len() as usize;
         let ring = &shared.ring;
         let offset = self.offset;
         let bytes = if reads.validates(start) {
-            self.buf.resize(len as usize, 0);
-            ring.region.read_bytes(payload, &mut self.buf);
+            self.buf.resize(len, 0);
+            // SAFETY: the payload's `len` bytes lie in the mapping (`read_known` checked them,
+            // `Ready::payload_ptr`); `buf` is process-local, so the ranges cannot overlap. A
+            // lapping producer may overwrite the bytes meanwhile: the check below discards the
+            // copy then.
+            unsafe {
+                std::ptr::copy_nonoverlapping(found.payload_ptr(), self.buf.as_mut_ptr(), len)
+            };
             // SYNC L: the copy counts only if no producer reached its bytes meanwhile.
             if ring.overrun(start) {
                 return Err(self.resync(shared, offset));
             }
             &self.buf[..]
         } else {
-            // SAFETY: `found` is what `read_known` returned on this ring, unchanged (`look` and
-            // `step_past` read `shared.ring`, the ring passed here).
-            let ptr = unsafe { ring.record_payload_ptr(&found) };
+            let ptr = found.payload_ptr();
             // SAFETY: the record is committed and lies at or after the reader's protected
             // position (`reads.copy_below`, a gating group's), so no producer writes these
             // bytes until the group commits past them, which needs `&mut` on the reader (the
-            // borrow ends first). `read_known` checked the bounds (see `record_payload_ptr`).
-            unsafe { std::slice::from_raw_parts(ptr, len as usize) }
+            // borrow ends first). `read_known` checked the bounds (`Ready::payload_ptr`).
+            unsafe { std::slice::from_raw_parts(ptr, len) }
         };
         // Still sane: `read` checked `end` (see `Ready::end`).
         self.offset += 1;

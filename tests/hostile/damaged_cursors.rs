@@ -1,11 +1,11 @@
 //! Regressions: damaged cursors that once made the library panic or spin (found by the
 //! property tests; fixed in src/protocol/ring.rs `sane_cursor` and src/queue/durable.rs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shmq::{Corruption, Error, Malformed, Options, Queue};
+use shmq::{Consumer, Corruption, Error, Malformed, Options, Producer, Queue};
 
 use crate::common::format::*;
 use crate::file::*;
@@ -50,11 +50,16 @@ fn publish_on_damaged_tail(edit: impl FnOnce(&mut Vec<u8>)) {
     let q = Queue::open(&path).unwrap();
     let mut p = q.producer().unwrap();
     p.set_timeout(Some(Duration::from_millis(10)));
+    expect_corrupt_tail(&path, &mut p);
+}
+
+/// The next `publish` of `p` fails with a damaged tail, naming `path`, without a panic.
+fn expect_corrupt_tail(path: &Path, p: &mut Producer) {
     match must_not_panic("Producer::publish", || p.publish(b"x")) {
         Err(Error::Corrupt {
-            path: p,
+            path: named,
             kind: Corruption::Shared(Malformed::Cursor { which: "tail", .. }),
-        }) => assert_eq!(p, path),
+        }) => assert_eq!(named, path),
         other => panic!("expected Corrupt(Shared), got {other:?}"),
     }
 }
@@ -105,21 +110,19 @@ fn tail_damaged_under_a_running_producer_fails_publish_cleanly() {
     let pos = u64::from_le_bytes(word);
     file.write_all_at(&(pos + 1).to_le_bytes(), TAIL_POSITION_AT as u64)
         .unwrap();
-    match must_not_panic("Producer::publish", || p.publish(b"x")) {
-        Err(Error::Corrupt {
-            path: p,
-            kind: Corruption::Shared(Malformed::Cursor { which: "tail", .. }),
-        }) => assert_eq!(p, path),
-        other => panic!("expected Corrupt(Shared), got {other:?}"),
-    }
+    expect_corrupt_tail(&path, &mut p);
 }
 
-/// Polling a group whose committed position is near `u64::MAX` while its committed offset is a
-/// record that wrapped to the next lap (once overflowed `pos + (capacity - idx)` in
-/// `Ring::read`).
-#[test]
-fn huge_committed_position_fails_poll_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
+/// A 4 KiB ring whose group `g` polled `records` records of `len` bytes and committed all but
+/// the last; then the group's committed position, `was` for offset `records - 1`, is set to
+/// `pos`. Returns the file, opened again.
+fn committed_cursor_moved(
+    dir: &tempfile::TempDir,
+    len: usize,
+    records: u64,
+    was: u64,
+    pos: u64,
+) -> Queue {
     let path = dir.path().join("q");
     let opts = Options {
         capacity: 4096,
@@ -131,27 +134,41 @@ fn huge_committed_position_fails_poll_cleanly() {
         let mut c = q.consumer("g").unwrap();
         let mut p = q.producer().unwrap();
         p.set_timeout(Some(Duration::from_secs(5)));
-        // Footprint 232: record 17 would start at 3944 and wraps to the next lap.
-        for i in 0..18 {
-            p.publish(&[5; 200]).unwrap();
+        for i in 0..records {
+            p.publish(&vec![5; len]).unwrap();
             let o = c.poll(Some(Duration::ZERO)).unwrap().unwrap().offset;
-            if i < 17 {
+            if i + 1 < records {
                 c.commit(o).unwrap();
             }
         }
-        assert_eq!(c.committed(), 17);
+        assert_eq!(c.committed(), records - 1);
     }
     // Slot 0's committed cursor is (offset, position) at +128 in its 256-byte slot.
     let at = (HEADER_SIZE + 128) as usize;
     edit_file(&path, |b| {
-        assert_eq!(get64(b, at), 17, "group layout drifted");
-        put64(b, at + 8, u64::MAX - 2);
+        assert_eq!(get64(b, at), records - 1, "group layout drifted");
+        assert_eq!(get64(b, at + 8), was, "group layout drifted");
+        put64(b, at + 8, pos);
     });
-    let q = Queue::open(&path).unwrap();
-    let mut c = q.consumer("g").unwrap();
-    let r = must_not_panic("Consumer::poll", || {
+    Queue::open(&path).unwrap()
+}
+
+/// One `poll` without waiting: the offset it returned, or its error; a panic fails the test.
+fn poll_offset(c: &mut Consumer) -> shmq::Result<Option<u64>> {
+    must_not_panic("Consumer::poll", || {
         c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
-    });
+    })
+}
+
+/// Polling a group whose committed position is near `u64::MAX` while its committed offset is a
+/// record that wrapped to the next lap (once overflowed `pos + (capacity - idx)` in
+/// `Ring::read`).
+#[test]
+fn huge_committed_position_fails_poll_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Footprint 232: record 17 would start at 3944 and wraps to the next lap.
+    let q = committed_cursor_moved(&dir, 200, 18, 3944, u64::MAX - 2);
+    let r = poll_offset(&mut q.consumer("g").unwrap());
     assert!(
         matches!(r, Err(Error::Corrupt { .. })),
         "expected Corrupt, got {r:?}"
@@ -166,41 +183,10 @@ fn huge_committed_position_fails_poll_cleanly() {
 #[test]
 fn record_ending_past_the_largest_position_fails_poll_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let opts = Options {
-        capacity: 4096,
-        max_message: 256,
-        ..Options::default()
-    };
-    {
-        let q = Queue::create(&path, &opts).unwrap();
-        let mut c = q.consumer("g").unwrap();
-        let mut p = q.producer().unwrap();
-        p.set_timeout(Some(Duration::from_secs(5)));
-        // Footprint 232: record 17's claim begins at 3944 and the record at the next lap.
-        for i in 0..18 {
-            p.publish(&[5; 200]).unwrap();
-            let o = c.poll(Some(Duration::ZERO)).unwrap().unwrap().offset;
-            if i < 17 {
-                c.commit(o).unwrap();
-            }
-        }
-        assert_eq!(c.committed(), 17);
-    }
-    // Slot 0's committed cursor is (offset, position) at +128 in its 256-byte slot; the
-    // position keeps its ring index, 3944, and the next lap starts at 2^62.
-    let at = (HEADER_SIZE + 128) as usize;
+    // Record 17's claim begins at 3944 (ring index kept), the record at the next lap.
     let pos = (1u64 << 62) - (4096 - 3944);
-    edit_file(&path, |b| {
-        assert_eq!(get64(b, at), 17, "group layout drifted");
-        assert_eq!(get64(b, at + 8), 3944, "group layout drifted");
-        put64(b, at + 8, pos);
-    });
-    let q = Queue::open(&path).unwrap();
-    let mut c = q.consumer("g").unwrap();
-    let r = must_not_panic("Consumer::poll", || {
-        c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
-    });
+    let q = committed_cursor_moved(&dir, 200, 18, 3944, pos);
+    let r = poll_offset(&mut q.consumer("g").unwrap());
     assert!(
         matches!(
             r,
@@ -218,43 +204,11 @@ fn record_ending_past_the_largest_position_fails_poll_cleanly() {
 #[test]
 fn record_ending_at_the_largest_position_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q");
-    let opts = Options {
-        capacity: 4096,
-        max_message: 256,
-        ..Options::default()
-    };
-    {
-        let q = Queue::create(&path, &opts).unwrap();
-        let mut c = q.consumer("g").unwrap();
-        let mut p = q.producer().unwrap();
-        p.set_timeout(Some(Duration::from_secs(5)));
-        // Footprint 256: sixteen records a lap, record 15 at 3840, ending at the lap's end.
-        for i in 0..16 {
-            p.publish(&[5; 224]).unwrap();
-            let o = c.poll(Some(Duration::ZERO)).unwrap().unwrap().offset;
-            if i < 15 {
-                c.commit(o).unwrap();
-            }
-        }
-        assert_eq!(c.committed(), 15);
-    }
-    let at = (HEADER_SIZE + 128) as usize;
-    edit_file(&path, |b| {
-        assert_eq!(get64(b, at), 15, "group layout drifted");
-        assert_eq!(get64(b, at + 8), 3840, "group layout drifted");
-        put64(b, at + 8, (1u64 << 62) - 256);
-    });
-    let q = Queue::open(&path).unwrap();
+    // Footprint 256: sixteen records a lap, record 15 at 3840, ending at the lap's end.
+    let q = committed_cursor_moved(&dir, 224, 16, 3840, (1u64 << 62) - 256);
     let mut c = q.consumer("g").unwrap();
-    let first = must_not_panic("Consumer::poll", || {
-        c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
-    });
-    assert_eq!(first.unwrap(), Some(15));
-    let second = must_not_panic("Consumer::poll", || {
-        c.poll(Some(Duration::ZERO)).map(|m| m.map(|m| m.offset))
-    });
-    assert_eq!(second.unwrap(), None);
+    assert_eq!(poll_offset(&mut c).unwrap(), Some(15));
+    assert_eq!(poll_offset(&mut c).unwrap(), None);
 }
 
 /// A `Sync` publisher waiting behind another producer's unfinished record sleeps (it once spun
