@@ -118,7 +118,7 @@ impl Protected {
     ///
     /// `path` is taken as it is held (a `&PathBuf`): turned into a `&Path` on the error path
     /// only, so a check loads no pointer and length of it (callgrind, `call_cost`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check(&self, path: &impl AsRef<std::path::Path>) -> crate::Result<()> {
         match self.damage() {
             None => Ok(()),

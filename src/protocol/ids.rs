@@ -357,7 +357,7 @@ pub(crate) fn lookup(t: &IdsTable<'_>, slot: u32, seq: u64) -> Result<Lookup, Id
 
 /// Notes claim `offset` of sequence number `seq` in slot `slot`'s in-flight words (the holder,
 /// right after its claim won, before it writes the record): offset first, then `seq + 1`.
-#[inline]
+#[inline(always)]
 pub(crate) fn note_claim(t: &IdsTable<'_>, slot: u32, seq: u64, offset: u64) {
     let w = t.hot(slot);
     let (s, o) = (&w[INFLIGHT_SEQ], &w[INFLIGHT_OFFSET]);

@@ -226,11 +226,15 @@ impl IdempotentProducer {
             }
             Lookup::New => {}
         }
-        let published = self.producer.publish_noting(payload, |offset| {
-            crate::crash::point("ids.after_claim");
-            ids::note_claim(&t, slot, seq, offset);
-            crate::crash::point("ids.after_inflight");
-        });
+        let published = self.producer.publish_noting(
+            payload,
+            #[inline(always)]
+            |offset| {
+                crate::crash::point("ids.after_claim");
+                ids::note_claim(&t, slot, seq, offset);
+                crate::crash::point("ids.after_inflight");
+            },
+        );
         crate::crash::point("ids.after_publish");
         // The caller learns of a commit from the publish: only a failed one asks the tag.
         // Matched rather than held across `settle`: a `Result` of 96 bytes kept in memory.
