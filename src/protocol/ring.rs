@@ -477,7 +477,7 @@ impl Ring {
             let start = self.place(at, size);
             let end = start + size;
             if end > limit {
-                return self.no_space(intent, end);
+                return self.no_space(intent, (offset, at), end);
             }
             self.announce(offset, 1, at, intent);
             if self.swap_tail(tail, offset, 1, end) {
@@ -528,7 +528,7 @@ impl Ring {
                 end = start + size;
             }
             if end > limit {
-                return self.no_space(intent, end);
+                return self.no_space(intent, (offset, at), end);
             }
             self.announce(offset, n, at, intent);
             for member in 1..n {
@@ -566,13 +566,18 @@ impl Ring {
         }
     }
 
-    /// A claim ending at `end` found no room below the limit.
+    /// A claim from tail `(offset, at)` ending at `end` found no room below the limit:
+    /// `NoSpace`, or `BadTail` if `end` is past `MAX_POSITION`, where no room ever comes (4 EiB
+    /// of traffic, or a damaged tail: the claim limit is capped there, see `KnownTail`).
     #[inline]
-    fn no_space(&self, intent: u64, end: u64) -> Attempt {
+    fn no_space(&self, intent: u64, (offset, at): (u64, u64), end: u64) -> Attempt {
         // An earlier round of the claim loop may have published an intent for a claim that
         // lost its CAS: withdraw it, or it would hold back the limit of every producer while
         // this one waits for room (SYNC I, Release as in `commit`).
         self.region.u64(intent + INTENT).store(0, Ordering::Release);
+        if end > MAX_POSITION {
+            return Attempt::BadTail { offset, pos: at };
+        }
         Attempt::NoSpace { end }
     }
 

@@ -85,6 +85,14 @@ fn tail_offset_u64_max_fails_publish_cleanly() {
     publish_on_damaged_tail(|b| put64(b, TAIL_OFFSET_AT, u64::MAX));
 }
 
+/// A tail just below the largest sane position (2^62): no record fits below it, and no room
+/// ever comes, so `publish` fails with the damaged tail instead of waiting (the claim limit is
+/// capped at 2^62, which keeps every tail a producer stores sane).
+#[test]
+fn tail_position_at_the_largest_position_fails_publish_cleanly() {
+    publish_on_damaged_tail(|b| put64(b, TAIL_POSITION_AT, (1u64 << 62) - 8));
+}
+
 /// A tail damaged under a producer that has published: its cached tail, which its own claims
 /// keep and which it does not test again, no longer matches the file, so its next claim's CAS
 /// fails and hands it the damaged word, which it must test before using (a misaligned
