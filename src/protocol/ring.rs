@@ -297,6 +297,20 @@ impl KnownTail {
         }
     }
 
+    /// The tail `(offset, position)`, tested with [`sane_cursor`] unless it was already:
+    /// `Err(Attempt::BadTail)` for one that is not a possible cursor.
+    #[inline(always)]
+    fn checked(&mut self) -> Result<(u64, u64), Attempt> {
+        let (offset, at) = unpack(self.word);
+        if !self.tested {
+            if !sane_cursor(offset, at) {
+                return Err(Attempt::BadTail { offset, pos: at });
+            }
+            self.tested = true;
+        }
+        Ok((offset, at))
+    }
+
     /// The tail `(offset, position)` (for the claim loop's models and errors).
     #[cfg(loom)]
     pub(crate) fn get(self) -> (u64, u64) {
@@ -467,13 +481,10 @@ impl Ring {
         // No claim ends past `MAX_POSITION`: the tail it stores stays sane (`KnownTail`).
         let limit = limit.min(MAX_POSITION);
         loop {
-            let (offset, at) = unpack(tail.word);
-            if !tail.tested {
-                if !sane_cursor(offset, at) {
-                    return Attempt::BadTail { offset, pos: at };
-                }
-                tail.tested = true;
-            }
+            let (offset, at) = match tail.checked() {
+                Ok(tail) => tail,
+                Err(bad) => return bad,
+            };
             let start = self.place(at, size);
             let end = start + size;
             if end > limit {
@@ -507,13 +518,10 @@ impl Ring {
         // As in `try_claim`.
         let limit = limit.min(MAX_POSITION);
         loop {
-            let (offset, at) = unpack(tail.word);
-            if !tail.tested {
-                if !sane_cursor(offset, at) {
-                    return Attempt::BadTail { offset, pos: at };
-                }
-                tail.tested = true;
-            }
+            let (offset, at) = match tail.checked() {
+                Ok(tail) => tail,
+                Err(bad) => return bad,
+            };
             run.clear();
             let mut end = at;
             for (i, &len) in lens.iter().enumerate() {
